@@ -1,0 +1,62 @@
+"""The one exception hierarchy of agentwire.
+
+Every error agentwire raises on purpose derives from :class:`AgentwireError`.
+Errors about bad values also derive from :class:`ValueError` so callers that
+already catch ``ValueError`` (as AutoGen's API teaches) keep working.
+"""
+
+from __future__ import annotations
+
+
+class AgentwireError(Exception):
+    """Base class of every error agentwire raises on purpose."""
+
+
+class InvalidIdentifierError(AgentwireError, ValueError):
+    """An agent type, agent id or topic id broke its validation rule.
+
+    The message names the field, the offending value and the rule.
+    """
+
+    def __init__(self, field: str, value: object, rule: str) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        super().__init__(f"invalid {field} {value!r}: {rule}")
+
+
+class SerializationError(AgentwireError, ValueError):
+    """A message could not be serialized or deserialized, or its type is unsupported."""
+
+
+class CantHandleError(AgentwireError):
+    """An agent or a subscription cannot handle the given message or topic."""
+
+
+class UndeliverableError(AgentwireError):
+    """A message could not be delivered: no agent of that type is known anywhere."""
+
+
+class MessageDroppedError(AgentwireError):
+    """An intervention handler dropped the message (or its response)."""
+
+
+class RemoteError(AgentwireError):
+    """A handler on another worker failed; carries the remote error text.
+
+    ``type_name`` is the remote exception's class name when the peer told us
+    (agentwire peers do, AutoGen peers send only ``str(exc)``), else ``None``.
+    """
+
+    def __init__(self, message: str, *, type_name: str | None = None) -> None:
+        self.remote_message = message
+        self.type_name = type_name
+        super().__init__(f"{type_name}: {message}" if type_name else message)
+
+
+class ConnectionLostError(AgentwireError):
+    """The connection to the gateway (or to a worker) ended while a call was pending."""
+
+
+class RuntimeClosedError(AgentwireError):
+    """The runtime is closed (or closing) and cannot take this call."""

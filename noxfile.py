@@ -1,0 +1,78 @@
+"""Development tasks: ``nox -s tests``, ``nox -s lint``, ``nox -s proto``, ``nox -s interop``,
+``nox -s bench``."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+ROOT = pathlib.Path(__file__).resolve().parent
+# The protoc bundled with this grpcio-tools emits gencode with no runtime
+# version check, which imports on protobuf 5.29 through 7.x.
+PROTOC_TOOLS = "grpcio-tools==1.62.3"
+AUTOGEN = "autogen-ext[grpc]==0.7.5"
+
+
+def _protoc_python(session: nox.Session) -> str:
+    """A python with grpcio-tools, in a venv of its own (it pins protobuf<5)."""
+    venv = ROOT / ".nox" / "_protoc"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        session.run("python", "-m", "venv", str(venv), external=True)
+        session.run(str(python), "-m", "pip", "install", "-q", PROTOC_TOOLS, external=True)
+    return str(python)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (everything but the AutoGen interop tests)."""
+    session.install("-e", ".[test]")
+    env = {"AGENTWIRE_PROTOC_PYTHON": _protoc_python(session)}
+    session.run("pytest", "-m", "not interop", *session.posargs, env=env)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy --strict."""
+    session.install("-e", ".[lint,test]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+def proto(session: nox.Session) -> None:
+    """Regenerate agentwire/_proto from proto/*.proto."""
+    python = _protoc_python(session)
+    session.run(python, "proto/generate.py", "agentwire/_proto", external=True)
+
+
+@nox.session
+def interop(session: nox.Session) -> None:
+    """Interop tests against real AutoGen 0.7.5 (it pins grpcio and protobuf)."""
+    session.install(AUTOGEN)
+    session.install("-e", ".[test]")
+    session.run("pytest", "-m", "interop", *session.posargs, env={"AGENTWIRE_INTEROP": "1"})
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: agentwire against AutoGen 0.7.5, side by side."""
+    session.install("-e", ".")
+    session.install("rich", "matplotlib")
+    autogen_venv = ROOT / ".nox" / "_autogen_bench"
+    python = autogen_venv / "bin" / "python"
+    if not python.exists():
+        session.run("python", "-m", "venv", str(autogen_venv), external=True)
+        session.run(str(python), "-m", "pip", "install", "-q", AUTOGEN, external=True)
+    env = {"AGENTWIRE_AUTOGEN_PYTHON": str(python), "PYTHONHASHSEED": "0"}
+    session.run("python", "-m", "benchmarks", *session.posargs, env=env)
+
+
+if os.environ.get("CI"):
+    nox.options.error_on_missing_interpreters = True

@@ -60,3 +60,39 @@ class ConnectionLostError(AgentwireError):
 
 class RuntimeClosedError(AgentwireError):
     """The runtime is closed (or closing) and cannot take this call."""
+
+
+class DuplicateSubscriptionError(AgentwireError, ValueError):
+    """A subscription equal to the new one (same id, or same kind and content) exists.
+
+    The message is exactly AutoGen's ("Subscription already exists"): peers see it.
+    """
+
+    def __init__(self, subscription: object = None, existing: object = None) -> None:
+        self.subscription = subscription
+        self.existing = existing
+        super().__init__("Subscription already exists")
+
+
+class UnknownSubscriptionError(AgentwireError, ValueError, LookupError):
+    """No subscription has the given id (message exactly AutoGen's)."""
+
+    def __init__(self, subscription_id: str = "") -> None:
+        self.subscription_id = subscription_id
+        super().__init__("Subscription does not exist")
+
+
+class InvalidSubscriptionError(AgentwireError, ValueError):
+    """A subscription cannot be converted to or from its protobuf form."""
+
+
+class InvalidCloudEventError(AgentwireError, ValueError):
+    """A received CloudEvent lacks a required attribute or has a bad one.
+
+    ``attribute`` names the offending attribute (or field).
+    """
+
+    def __init__(self, attribute: str, problem: str) -> None:
+        self.attribute = attribute
+        self.problem = problem
+        super().__init__(f"invalid CloudEvent: {attribute} {problem}")

@@ -1,0 +1,554 @@
+"""One connection of a worker to a gateway: the Agent Worker Protocol client.
+
+A :class:`WorkerSession` is one gRPC channel with one ``client-id``. It opens
+``OpenChannel`` (and ``OpenControlChannel``), makes the unary calls
+(``RegisterAgent``, ``AddSubscription``, ...), sends RPC requests and
+CloudEvents, matches responses to callers, and hands whatever the gateway
+sends to a :class:`SessionHandler`. Reconnecting is not its business: when the
+connection is lost the session fails everything pending and reports it through
+:attr:`WorkerSession.lost`; the worker link (``_worker_link``) opens a new one.
+
+Invariants (kept by this module):
+
+* Every call of a session carries the header ``("client-id", <uuid4>)``; the
+  id is made fresh for each session and never reused (the AutoGen host keys
+  all its state by it, and a reused id races with the old stream's cleanup).
+* ``OpenChannel`` is opened -- our request headers sent, the server's response
+  headers *not* awaited (the AutoGen host sends none until it has a message)
+  -- before the session is handed out, so every unary call comes after it.
+* Outgoing ``Message`` envelopes are written by one sender task in the order
+  they were queued. If a write fails, that message and every message queued
+  after it fail their waiters with :class:`ConnectionLostError`; nothing is
+  written after a failed write, nothing is dropped silently, nothing reordered.
+* When the session ends (lost or closed), every pending RPC and control call
+  of the session fails at once with :class:`ConnectionLostError`; the pending
+  maps are empty afterwards.
+* A caller leaving its cancel scope (deadline, cancellation) removes its
+  pending entry at once; a response arriving later is dropped and counted.
+* Request ids are unique per worker (a random per-worker prefix plus a
+  counter shared by all sessions of the worker), so responses cannot collide
+  at a host that keys pending requests by the raw id (AutoGen issue #7016).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import trio
+from google.protobuf import any_pb2
+from google.protobuf.message import Message as ProtoMessage
+
+from .._errors import ConnectionLostError, RemoteError
+from .._proto import agent_worker_pb2 as pb
+from .._proto import cloudevent_pb2 as ce_pb
+from ._pending import PendingMap
+
+logger = logging.getLogger("agentwire.worker")
+
+SERVICE = "/agents.AgentRpc/"
+OPEN_CHANNEL = SERVICE + "OpenChannel"
+OPEN_CONTROL_CHANNEL = SERVICE + "OpenControlChannel"
+REGISTER_AGENT = SERVICE + "RegisterAgent"
+ADD_SUBSCRIPTION = SERVICE + "AddSubscription"
+REMOVE_SUBSCRIPTION = SERVICE + "RemoveSubscription"
+GET_SUBSCRIPTIONS = SERVICE + "GetSubscriptions"
+
+#: Outgoing messages a sender task takes in one go (one batch of writes).
+MAX_BATCH = 128
+
+_R = TypeVar("_R", bound=ProtoMessage)
+
+
+class ClientStreamLike(Protocol):
+    """What the session needs from a transport client stream."""
+
+    async def send(self, message: bytes) -> None: ...
+    async def receive(self) -> bytes | None: ...
+
+
+class ChannelLike(Protocol):
+    """What the session needs from a transport channel (``agentwire._transport.Channel``)."""
+
+    async def unary(
+        self,
+        path: str,
+        request: bytes,
+        *,
+        metadata: Any = (),
+        timeout: float | None = None,  # noqa: ASYNC109 (the transport's signature)
+    ) -> bytes: ...
+
+    def stream(self, path: str, *, metadata: Any = (), timeout: float | None = None) -> Any: ...
+
+
+class SessionHandler(Protocol):
+    """Receives what the gateway sends to this worker.
+
+    ``handle_request`` runs in its own task (bounded by the session's request
+    limit) and returns the response to send. ``handle_event`` runs in the
+    receive loop: it must hand the event over quickly (it may block to apply
+    backpressure, but must not wait for another incoming message).
+    ``handle_control`` answers a control request; ``None`` sends nothing.
+    """
+
+    async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse: ...
+
+    async def handle_event(self, event: ce_pb.CloudEvent) -> None: ...
+
+    async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None: ...
+
+
+class RequestIds:
+    """Request ids unique to one worker: ``<random prefix>-<counter>``."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:12]
+        self._counter = itertools.count(1)
+
+    def __next__(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+
+class _Slot:
+    """A one-shot result box a caller waits on."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@attrs.define(slots=True)
+class _Outgoing:
+    data: bytes
+    ack: _Slot | None
+
+
+@attrs.frozen(slots=True)
+class SessionStatistics:
+    client_id: str
+    pending_rpcs: int
+    pending_control: int
+    outbox_used: int
+    outbox_size: int
+    messages_sent: int
+    batches_written: int
+    messages_received: int
+    late_responses: int
+    requests_in_progress: int
+
+
+class WorkerSession:
+    """One connection (one ``client-id``) to a gateway. Made by :func:`open_session`."""
+
+    def __init__(
+        self,
+        channel: ChannelLike,
+        handler: SessionHandler,
+        request_ids: RequestIds,
+        *,
+        outbox_size: int,
+        max_concurrent_requests: int,
+        unary_timeout: float,
+    ) -> None:
+        self.client_id = str(uuid.uuid4())
+        self.metadata: tuple[tuple[str, str], ...] = (("client-id", self.client_id),)
+        self.lost = trio.Event()
+        self.loss_reason: str | None = None
+        self._channel = channel
+        self._handler = handler
+        self._request_ids = request_ids
+        self._unary_timeout = unary_timeout
+        self._outbox_size = outbox_size
+        self._out_send, self._out_recv = trio.open_memory_channel[_Outgoing](outbox_size)
+        self._control_send, self._control_recv = trio.open_memory_channel[bytes](outbox_size)
+        self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
+        self._pending_control: PendingMap[str, any_pb2.Any] = PendingMap()
+        self._max_requests = max_concurrent_requests
+        self._request_limit = trio.Semaphore(max_concurrent_requests)
+        self._control_open = False
+        self._messages_sent = 0
+        self._batches_written = 0
+        self._messages_received = 0
+
+    # -- statistics ---------------------------------------------------------
+
+    def statistics(self) -> SessionStatistics:
+        return SessionStatistics(
+            client_id=self.client_id,
+            pending_rpcs=len(self._pending),
+            pending_control=len(self._pending_control),
+            outbox_used=self._out_send.statistics().current_buffer_used,
+            outbox_size=self._outbox_size,
+            messages_sent=self._messages_sent,
+            batches_written=self._batches_written,
+            messages_received=self._messages_received,
+            late_responses=self._pending.statistics().late
+            + self._pending_control.statistics().late,
+            requests_in_progress=self._max_requests - self._request_limit.value,
+        )
+
+    # -- loss ---------------------------------------------------------------
+
+    def _mark_lost(self, reason: str) -> None:
+        if self.lost.is_set():
+            return
+        self.loss_reason = reason
+        logger.info("connection %s lost: %s", self.client_id, reason)
+        self.lost.set()
+        self._pending.close(lambda _key: self._lost_error())
+        self._pending_control.close(lambda _key: self._lost_error())
+
+    def _lost_error(self) -> ConnectionLostError:
+        return ConnectionLostError(
+            f"connection to the gateway lost: {self.loss_reason or 'closed'}"
+        )
+
+    # -- unary calls --------------------------------------------------------
+
+    async def unary(self, path: str, request: ProtoMessage, response_type: type[_R]) -> _R:
+        """Make one unary call with this session's ``client-id``.
+
+        Raises ``GRPCError`` for a non-OK status, :class:`ConnectionLostError`
+        if the session is lost (or gets lost meanwhile).
+        """
+        if self.lost.is_set():
+            raise self._lost_error()
+        timeout = _timeout_from_deadline(self._unary_timeout)
+        try:
+            data = await self._channel.unary(
+                path, request.SerializeToString(), metadata=self.metadata, timeout=timeout
+            )
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            self._mark_lost(f"call failed: {exc!r}")
+            raise self._lost_error() from exc
+        response = response_type()
+        response.ParseFromString(data)
+        return response
+
+    async def register_agent_type(self, agent_type: str) -> None:
+        await self.unary(
+            REGISTER_AGENT,
+            pb.RegisterAgentTypeRequest(type=agent_type),
+            pb.RegisterAgentTypeResponse,
+        )
+
+    async def add_subscription(self, subscription: pb.Subscription) -> None:
+        await self.unary(
+            ADD_SUBSCRIPTION,
+            pb.AddSubscriptionRequest(subscription=subscription),
+            pb.AddSubscriptionResponse,
+        )
+
+    async def remove_subscription(self, subscription_id: str) -> None:
+        await self.unary(
+            REMOVE_SUBSCRIPTION,
+            pb.RemoveSubscriptionRequest(id=subscription_id),
+            pb.RemoveSubscriptionResponse,
+        )
+
+    async def get_subscriptions(self) -> list[pb.Subscription]:
+        response = await self.unary(
+            GET_SUBSCRIPTIONS, pb.GetSubscriptionsRequest(), pb.GetSubscriptionsResponse
+        )
+        return list(response.subscriptions)
+
+    # -- the data channel ---------------------------------------------------
+
+    async def _enqueue(self, item: _Outgoing) -> None:
+        if self.lost.is_set():
+            raise self._lost_error()
+        try:
+            await self._out_send.send(item)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise self._lost_error() from None
+
+    async def rpc(self, request: pb.RpcRequest) -> pb.RpcResponse:
+        """Send ``request`` (its ``request_id`` is assigned here) and await the response.
+
+        Honours the caller's cancel scope: on deadline or cancellation the
+        pending entry is removed at once. An error response is returned as is
+        (see :func:`raise_for_response`).
+        """
+        request_id = next(self._request_ids)
+        request.request_id = request_id
+        data = pb.Message(request=request).SerializeToString()
+        with self._pending.register(request_id) as waiter:
+            await self._enqueue(_Outgoing(data, None))
+            return await waiter.wait()
+
+    async def publish(self, event: ce_pb.CloudEvent) -> None:
+        """Send a CloudEvent; returns once it was written to the connection."""
+        ack = _Slot()
+        await self._enqueue(_Outgoing(pb.Message(cloudEvent=event).SerializeToString(), ack))
+        await ack.wait()
+
+    async def _respond(self, response: pb.RpcResponse) -> None:
+        try:
+            await self._enqueue(_Outgoing(pb.Message(response=response).SerializeToString(), None))
+        except ConnectionLostError:
+            # The gateway answers the caller with an error when we disconnect.
+            logger.debug("response %s dropped: connection lost", response.request_id)
+
+    # -- the control channel ------------------------------------------------
+
+    async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:
+        """Send a control request to ``destination`` and await the response's payload."""
+        if not self._control_open:
+            raise ConnectionLostError("the gateway has no open control channel for this worker")
+        rpc_id = next(self._request_ids)
+        payload = any_pb2.Any()
+        payload.Pack(message)
+        envelope = pb.ControlMessage(
+            rpc_id=rpc_id,
+            destination=destination,
+            respond_to=f"clientid={self.client_id}",
+            rpcMessage=payload,
+        )
+        with self._pending_control.register(rpc_id) as waiter:
+            try:
+                await self._control_send.send(envelope.SerializeToString())
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                raise self._lost_error() from None
+            return await waiter.wait()
+
+    # -- loops --------------------------------------------------------------
+
+    async def _sender(self, stream: ClientStreamLike) -> None:
+        """Write queued messages in order, taking everything available per batch."""
+        failure: str | None = None
+        async with self._out_recv:
+            while failure is None:
+                try:
+                    first = await self._out_recv.receive()
+                except trio.EndOfChannel:
+                    return
+                batch = [first]
+                while len(batch) < MAX_BATCH:
+                    try:
+                        batch.append(self._out_recv.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                written = 0
+                try:
+                    for item in batch:
+                        await stream.send(item.data)
+                        written += 1
+                except Exception as exc:
+                    failure = f"write failed: {exc!r}"
+                self._messages_sent += written
+                self._batches_written += 1
+                for item in batch[:written]:
+                    if item.ack is not None:
+                        item.ack.set(None)
+                if failure is not None:
+                    self._mark_lost(failure)
+                    error = self._lost_error()
+                    for item in batch[written:]:
+                        if item.ack is not None:
+                            item.ack.fail(error)
+            # Fail (never silently drop) whatever is still queued.
+            self._out_send.close()
+            error = self._lost_error()
+            while True:
+                try:
+                    item = self._out_recv.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if item.ack is not None:
+                    item.ack.fail(error)
+
+    async def _receiver(self, stream: ClientStreamLike, nursery: trio.Nursery) -> None:
+        try:
+            while True:
+                data = await stream.receive()
+                if data is None:
+                    self._mark_lost("the gateway ended the stream")
+                    return
+                self._messages_received += 1
+                message = pb.Message()
+                try:
+                    message.ParseFromString(data)
+                except Exception:
+                    logger.warning("undecodable message from the gateway dropped")
+                    continue
+                kind = message.WhichOneof("message")
+                if kind == "response":
+                    self._pending.set_value(message.response.request_id, message.response)
+                elif kind == "request":
+                    await self._request_limit.acquire()  # backpressure to the gateway
+                    nursery.start_soon(self._serve_request, message.request)
+                elif kind == "cloudEvent":
+                    await self._handler.handle_event(message.cloudEvent)
+                else:
+                    logger.warning("empty message from the gateway ignored")
+        except Exception as exc:
+            self._mark_lost(f"read failed: {exc!r}")
+
+    async def _serve_request(self, request: pb.RpcRequest) -> None:
+        try:
+            try:
+                response = await self._handler.handle_request(request)
+            except Exception as exc:  # the handler should not raise; answer anyway
+                logger.exception("request handler failed")
+                response = pb.RpcResponse(error=str(exc) or type(exc).__name__)
+            response.request_id = request.request_id
+            await self._respond(response)
+        finally:
+            self._request_limit.release()
+
+    async def _control_loop(self) -> None:
+        """Run the control channel; its failure does not end the data session."""
+        try:
+            async with self._channel.stream(OPEN_CONTROL_CHANNEL, metadata=self.metadata) as stream:
+                self._control_open = True
+                async with open_unwrapping_nursery() as inner:
+                    inner.start_soon(self._control_sender, stream)
+                    while True:
+                        data = await stream.receive()
+                        if data is None:
+                            break
+                        message = pb.ControlMessage()
+                        message.ParseFromString(data)
+                        if message.HasField("respond_to") and message.respond_to:
+                            inner.start_soon(self._serve_control, message)
+                        else:
+                            self._pending_control.set_value(message.rpc_id, message.rpcMessage)
+                    inner.cancel_scope.cancel()
+        except Exception as exc:
+            logger.info("control channel of %s ended: %r", self.client_id, exc)
+        finally:
+            self._control_open = False
+            self._pending_control.fail_all(
+                lambda _key: ConnectionLostError("the control channel to the gateway ended")
+            )
+
+    async def _control_sender(self, stream: ClientStreamLike) -> None:
+        async with self._control_recv:
+            async for data in self._control_recv:
+                await stream.send(data)
+
+    async def _serve_control(self, message: pb.ControlMessage) -> None:
+        try:
+            payload = await self._handler.handle_control(message)
+        except Exception:
+            logger.exception("control handler failed")
+            return
+        if payload is None:
+            return
+        response = pb.ControlMessage(
+            rpc_id=message.rpc_id, destination=message.respond_to, rpcMessage=payload
+        )
+        try:
+            await self._control_send.send(response.SerializeToString())
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            logger.debug("control response %s dropped: channel closed", message.rpc_id)
+
+
+def _timeout_from_deadline(default: float) -> float:
+    """The time left before the caller's deadline, capped by ``default``."""
+    left = trio.current_effective_deadline() - trio.current_time()
+    if math.isinf(left):
+        return default
+    return max(0.0, min(default, left))
+
+
+def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
+    """Raise :class:`RemoteError` if ``response`` carries an error, else return it."""
+    if response.error:
+        raise RemoteError(response.error)
+    return response
+
+
+@asynccontextmanager
+async def open_unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery that re-raises a lone exception bare instead of in an ExceptionGroup.
+
+    Used where a nursery wraps a caller's ``async with`` body: the caller's own
+    exception (or a single background failure) comes out as itself.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+@asynccontextmanager
+async def open_session(
+    channel: ChannelLike,
+    handler: SessionHandler,
+    request_ids: RequestIds,
+    *,
+    outbox_size: int = 256,
+    max_concurrent_requests: int = 256,
+    unary_timeout: float = 30.0,
+    control_channel: bool = True,
+) -> AsyncIterator[WorkerSession]:
+    """Open ``OpenChannel`` (and ``OpenControlChannel``) on ``channel``; yield the session.
+
+    Leaving the block cancels the streams (RST_STREAM, which is how an AutoGen
+    host learns that a worker left) and fails whatever is still pending with
+    :class:`ConnectionLostError`. A lost connection does not raise here: it
+    sets :attr:`WorkerSession.lost`.
+    """
+    session = WorkerSession(
+        channel,
+        handler,
+        request_ids,
+        outbox_size=outbox_size,
+        max_concurrent_requests=max_concurrent_requests,
+        unary_timeout=unary_timeout,
+    )
+    try:
+        async with (
+            channel.stream(OPEN_CHANNEL, metadata=session.metadata) as stream,
+            open_unwrapping_nursery() as nursery,
+        ):
+            nursery.start_soon(session._sender, stream)
+            nursery.start_soon(session._receiver, stream, nursery)
+            if control_channel:
+                nursery.start_soon(session._control_loop)
+            try:
+                yield session
+            finally:
+                session._mark_lost("closed")
+                nursery.cancel_scope.cancel()
+    finally:
+        session._mark_lost("closed")
+        session._out_send.close()
+        session._control_send.close()

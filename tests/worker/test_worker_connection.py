@@ -1,0 +1,266 @@
+"""The worker's protocol client (one session) against an in-memory fake gateway."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+from google.protobuf import any_pb2
+
+from agentwire import ConnectionLostError, RemoteError
+from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._proto import cloudevent_pb2 as ce_pb
+from agentwire._runtime._worker_connection import (
+    OPEN_CHANNEL,
+    OPEN_CONTROL_CHANNEL,
+    REGISTER_AGENT,
+    RequestIds,
+    open_session,
+    raise_for_response,
+)
+
+from .fakes import FakeChannel, ServerEnd
+
+
+class Handler:
+    def __init__(self) -> None:
+        self.requests: list[pb.RpcRequest] = []
+        self.events: list[ce_pb.CloudEvent] = []
+        self.controls: list[pb.ControlMessage] = []
+
+    async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse:
+        self.requests.append(request)
+        if request.payload.data == b"boom":
+            raise ValueError("boom")
+        return pb.RpcResponse(
+            payload=pb.Payload(data_type="Pong", data_content_type="application/json", data=b"{}")
+        )
+
+    async def handle_event(self, event: ce_pb.CloudEvent) -> None:
+        self.events.append(event)
+
+    async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None:
+        self.controls.append(message)
+        out = any_pb2.Any()
+        out.Pack(pb.SaveStateResponse(state='{"n": 1}'))
+        return out
+
+
+def parse(data: bytes) -> pb.Message:
+    message = pb.Message()
+    message.ParseFromString(data)
+    return message
+
+
+def request_to(target: str) -> pb.RpcRequest:
+    agent_type, key = target.split("/")
+    return pb.RpcRequest(
+        target=pb.AgentId(type=agent_type, key=key),
+        payload=pb.Payload(data_type="Ping", data_content_type="application/json", data=b"{}"),
+    )
+
+
+async def test_open_channel_first_and_client_id_on_every_call() -> None:
+    channel = FakeChannel()
+    async with open_session(channel, Handler(), RequestIds()) as session:
+        await session.register_agent_type("echo")
+        await session.add_subscription(pb.Subscription(id="s1"))
+        client_id = session.client_id
+    assert channel.calls[0].path == OPEN_CHANNEL
+    assert REGISTER_AGENT in [c.path for c in channel.calls]
+    assert OPEN_CONTROL_CHANNEL in [c.path for c in channel.calls]
+    assert all(c.metadata == {"client-id": client_id} for c in channel.calls)
+    assert channel.end_for(OPEN_CHANNEL).cancelled.is_set()
+
+    async with open_session(channel, Handler(), RequestIds()) as second:
+        assert second.client_id != client_id
+
+
+async def test_rpc_round_trip_and_unique_ids_without_source() -> None:
+    channel = FakeChannel()
+    ids = RequestIds()
+    async with open_session(channel, Handler(), ids) as session, trio.open_nursery() as nursery:
+        server = channel.end_for(OPEN_CHANNEL)
+        results: list[pb.RpcResponse] = []
+
+        async def call() -> None:
+            results.append(await session.rpc(request_to("echo/k")))
+
+        nursery.start_soon(call)
+        nursery.start_soon(call)
+        seen = [parse(await server.receive()).request for _ in range(2)]
+        assert seen[0].request_id != seen[1].request_id
+        assert not seen[0].HasField("source")
+        for request in reversed(seen):
+            await server.send(
+                pb.Message(
+                    response=pb.RpcResponse(request_id=request.request_id, error="")
+                ).SerializeToString()
+            )
+    assert len(results) == 2
+    assert session.statistics().pending_rpcs == 0
+
+
+async def test_error_response_raises_remote_error() -> None:
+    with pytest.raises(RemoteError, match="kaboom"):
+        raise_for_response(pb.RpcResponse(request_id="1", error="kaboom x"))
+
+
+async def test_connection_loss_fails_pending_rpcs_at_once() -> None:
+    channel = FakeChannel()
+    async with open_session(channel, Handler(), RequestIds()) as session:
+        server = channel.end_for(OPEN_CHANNEL)
+        errors: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await session.rpc(request_to("echo/k"))
+            except ConnectionLostError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(call)
+            for _ in range(3):
+                await server.receive()
+            await server.end()
+        assert len(errors) == 3
+        assert session.lost.is_set()
+        with pytest.raises(ConnectionLostError):
+            await session.rpc(request_to("echo/k"))
+        assert session.statistics().pending_rpcs == 0
+
+
+async def test_deadline_removes_pending_entry(autojump_clock: trio.testing.MockClock) -> None:
+    channel = FakeChannel()
+    async with open_session(channel, Handler(), RequestIds()) as session:
+        with pytest.raises(trio.TooSlowError):
+            with trio.fail_after(5):
+                await session.rpc(request_to("echo/k"))
+        assert session.statistics().pending_rpcs == 0
+        # A late response is counted and dropped.
+        request = parse(await channel.end_for(OPEN_CHANNEL).receive()).request
+        await channel.end_for(OPEN_CHANNEL).send(
+            pb.Message(response=pb.RpcResponse(request_id=request.request_id)).SerializeToString()
+        )
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.statistics().late_responses == 1
+
+
+async def test_write_failure_fails_the_rest_in_order() -> None:
+    channel = FakeChannel()
+    async with open_session(channel, Handler(), RequestIds()) as session:
+        server: ServerEnd = channel.end_for(OPEN_CHANNEL)
+        server.fail_writes_after = 2
+        outcomes: dict[int, str] = {}
+
+        async def publish(n: int) -> None:
+            event = ce_pb.CloudEvent(id=str(n), source="s", type="t", spec_version="1.0")
+            try:
+                await session.publish(event)
+                outcomes[n] = "ok"
+            except ConnectionLostError:
+                outcomes[n] = "lost"
+
+        async with trio.open_nursery() as nursery:
+            for n in range(6):
+                nursery.start_soon(publish, n)
+                await trio.testing.wait_all_tasks_blocked()
+        written = []
+        while True:
+            try:
+                written.append(parse(server.to_server_recv.receive_nowait()).cloudEvent.id)
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+    assert written == ["0", "1"]
+    assert [n for n, o in sorted(outcomes.items()) if o == "ok"] == [0, 1]
+    assert [n for n, o in sorted(outcomes.items()) if o == "lost"] == [2, 3, 4, 5]
+
+
+async def test_many_small_messages_are_batched() -> None:
+    channel = FakeChannel()
+    async with open_session(channel, Handler(), RequestIds()) as session:
+
+        async def publish(n: int) -> None:
+            await session.publish(ce_pb.CloudEvent(id=str(n), source="s", type="t"))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(50):
+                nursery.start_soon(publish, n)
+        stats = session.statistics()
+        server = channel.end_for(OPEN_CHANNEL)
+        ids = [parse(server.to_server_recv.receive_nowait()).cloudEvent.id for _ in range(50)]
+    assert stats.messages_sent == 50
+    assert stats.batches_written < 50
+    assert sorted(ids, key=int) == [str(n) for n in range(50)]
+
+
+async def test_incoming_requests_events_and_handler_errors() -> None:
+    channel = FakeChannel()
+    handler = Handler()
+    async with open_session(channel, handler, RequestIds()):
+        server = channel.end_for(OPEN_CHANNEL)
+        ok = request_to("echo/k")
+        ok.request_id = "r1"
+        bad = request_to("echo/k")
+        bad.request_id = "r2"
+        bad.payload.data = b"boom"
+        await server.send(pb.Message(request=ok).SerializeToString())
+        await server.send(pb.Message(request=bad).SerializeToString())
+        await server.send(
+            pb.Message(cloudEvent=ce_pb.CloudEvent(id="e1", type="t")).SerializeToString()
+        )
+        responses = {}
+        for _ in range(2):
+            response = parse(await server.receive()).response
+            responses[response.request_id] = response
+    assert responses["r1"].payload.data_type == "Pong"
+    assert not responses["r1"].error
+    assert responses["r2"].error == "boom"
+    assert [e.id for e in handler.events] == ["e1"]
+
+
+async def test_control_call_and_control_request() -> None:
+    channel = FakeChannel()
+    handler = Handler()
+    async with open_session(channel, handler, RequestIds()) as session:
+        await trio.testing.wait_all_tasks_blocked()
+        control = channel.end_for(OPEN_CONTROL_CHANNEL)
+        assert control.metadata == {"client-id": session.client_id}
+        result: list[any_pb2.Any] = []
+
+        async def call() -> None:
+            result.append(
+                await session.control_call(
+                    "agentid=a/k", pb.SaveStateRequest(agentId=pb.AgentId(type="a", key="k"))
+                )
+            )
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            sent = pb.ControlMessage()
+            sent.ParseFromString(await control.receive())
+            assert sent.destination == "agentid=a/k"
+            assert sent.respond_to == f"clientid={session.client_id}"
+            answer = any_pb2.Any()
+            answer.Pack(pb.SaveStateResponse(state="{}"))
+            reply_to = sent.respond_to
+            await control.send(
+                pb.ControlMessage(
+                    rpc_id=sent.rpc_id, destination=reply_to, rpcMessage=answer
+                ).SerializeToString()
+            )
+        assert result[0].Is(pb.SaveStateResponse.DESCRIPTOR)
+
+        # A request from another worker is answered, reusing rpc_id.
+        await control.send(
+            pb.ControlMessage(
+                rpc_id="x1", destination="agentid=a/k", respond_to="clientid=other"
+            ).SerializeToString()
+        )
+        reply = pb.ControlMessage()
+        reply.ParseFromString(await control.receive())
+    assert reply.rpc_id == "x1"
+    assert reply.destination == "clientid=other"
+    assert not reply.HasField("respond_to")
+    assert len(handler.controls) == 1

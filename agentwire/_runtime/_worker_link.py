@@ -1,0 +1,320 @@
+"""The worker's link to its gateway: sessions, one after the other, with reconnect.
+
+A :class:`WorkerLink` keeps one :class:`~._worker_connection.WorkerSession`
+open at a time. When it is lost, the link waits (exponential backoff with
+jitter, capped, from a :class:`~agentwire._retry.RetryPolicy`), connects again
+with a **new client-id**, replays what the worker had told the gateway (agent
+types and subscriptions, in their original order), and only then lets calls
+through again.
+
+Reconnect policy (what callers see):
+
+* An RPC or publish that was in flight when the connection was lost fails at
+  once with :class:`ConnectionLostError` (we cannot know whether the peer got
+  it; RPCs are not idempotent, so nothing is retried behind the caller's back).
+* A call made while disconnected waits for the link to come back, bounded by
+  the caller's trio deadline and by ``disconnected_wait`` seconds; then it
+  fails with :class:`ConnectionLostError`. If the link has given up (retry
+  policy exhausted) or is closed, calls fail at once.
+* Registrations and subscription changes are idempotent as far as the gateway
+  is concerned (the next session replays them anyway), so those are retried
+  on the next session within the same bounds.
+* The first connection is not retried: a wrong address fails
+  ``open_worker`` promptly.
+
+Invariants:
+
+* ``_log`` is exactly what the gateway has been told and not taken back, in
+  the order it was told; an entry is added only after the gateway accepted
+  it. It is replayed into every new session before that session is published
+  as ``_session`` (and calls can use it). ``_ops_lock`` serialises replay
+  and the changes to ``_log``, so nothing is lost between a change and a
+  replay.
+* ``_session`` is ``None`` or a session that was fully replayed; state is
+  ``CONNECTED`` exactly when ``_session`` is not ``None``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TypeVar
+
+import attrs
+import trio
+from google.protobuf import any_pb2
+from google.protobuf.message import Message as ProtoMessage
+
+from .._errors import ConnectionLostError
+from .._proto import agent_worker_pb2 as pb
+from .._proto import cloudevent_pb2 as ce_pb
+from .._retry import RetryPolicy
+from ._worker_connection import (
+    ChannelLike,
+    RequestIds,
+    SessionHandler,
+    SessionStatistics,
+    WorkerSession,
+    open_session,
+)
+
+logger = logging.getLogger("agentwire.worker")
+
+T = TypeVar("T")
+
+#: The default reconnect policy: 0.1 s doubling up to 10 s, +-50 % jitter
+#: (shortening only), practically never giving up.
+DEFAULT_RECONNECT = RetryPolicy(
+    initial_delay=0.1, max_delay=10.0, multiplier=2.0, max_attempts=1_000_000, jitter=0.5
+)
+
+
+class ConnectionState(enum.Enum):
+    """Where a worker's link to the gateway stands."""
+
+    CONNECTING = "connecting"
+    """Opening a connection and replaying registrations."""
+    CONNECTED = "connected"
+    """Calls go through."""
+    DISCONNECTED = "disconnected"
+    """Lost; waiting (backoff) before the next attempt."""
+    CLOSED = "closed"
+    """Closed by the worker, or given up after the retry policy ran out."""
+
+
+@attrs.frozen
+class LinkStatistics:
+    state: ConnectionState
+    client_id: str | None
+    connects: int
+    """Sessions that were established (first connection included)."""
+    failed_attempts: int
+    """Connection attempts that failed (each followed by a backoff sleep)."""
+    registrations: int
+    """Agent types and subscriptions replayed into each new session."""
+    session: SessionStatistics | None
+
+
+_Op = tuple[str, str]  # ("type", agent_type) | ("sub", subscription_id)
+
+
+class WorkerLink:
+    """Reconnecting link; run it with ``nursery.start(link.run)``."""
+
+    def __init__(
+        self,
+        connect: Callable[[], AbstractAsyncContextManager[ChannelLike]],
+        handler: SessionHandler,
+        *,
+        reconnect: RetryPolicy = DEFAULT_RECONNECT,
+        disconnected_wait: float = 10.0,
+        outbox_size: int = 256,
+        max_concurrent_requests: int = 256,
+        unary_timeout: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._connect = connect
+        self._handler = handler
+        self._reconnect = reconnect
+        self._disconnected_wait = disconnected_wait
+        self._outbox_size = outbox_size
+        self._max_concurrent_requests = max_concurrent_requests
+        self._unary_timeout = unary_timeout
+        self._rng = rng
+        self.request_ids = RequestIds()
+        self._session: WorkerSession | None = None
+        self._state = ConnectionState.CONNECTING
+        self._state_changed = trio.Event()
+        self._ops_lock = trio.Lock()
+        self._log: dict[_Op, pb.Subscription | None] = {}
+        self._connects = 0
+        self._failed_attempts = 0
+        self.sleeps: list[float] = []
+        """Backoff sleeps taken, in order (kept for tests and statistics; bounded)."""
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def session(self) -> WorkerSession | None:
+        return self._session
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is self._state:
+            return
+        logger.info("gateway link: %s -> %s", self._state.value, state.value)
+        self._state = state
+        event, self._state_changed = self._state_changed, trio.Event()
+        event.set()
+
+    async def wait_state_change(self) -> ConnectionState:
+        """Wait for the next state change; return the new state."""
+        await self._state_changed.wait()
+        return self._state
+
+    async def states(self) -> AsyncIterator[ConnectionState]:
+        """The current state, then each new one (latest-value: fast flips may merge)."""
+        last = self._state
+        yield last
+        while last is not ConnectionState.CLOSED:
+            await self._state_changed.wait()
+            if self._state is not last:
+                last = self._state
+                yield last
+
+    async def wait_for_state(self, state: ConnectionState) -> None:
+        while self._state is not state:
+            await self._state_changed.wait()
+
+    def statistics(self) -> LinkStatistics:
+        session = self._session
+        return LinkStatistics(
+            state=self._state,
+            client_id=session.client_id if session is not None else None,
+            connects=self._connects,
+            failed_attempts=self._failed_attempts,
+            registrations=len(self._log),
+            session=session.statistics() if session is not None else None,
+        )
+
+    # -- the loop -------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, then keep reconnecting until cancelled or the policy runs out.
+
+        ``task_status.started()`` is called after the first session is up; a
+        failure of that first connection raises (:class:`ConnectionLostError`).
+        """
+        first = True
+        delays = self._reconnect.delays(self._rng)
+        try:
+            while True:
+                self._set_state(ConnectionState.CONNECTING)
+                try:
+                    async with (
+                        self._connect() as channel,
+                        self._open_session(channel) as session,
+                    ):
+                        await self._replay(session)
+                        self._connects += 1
+                        if first:
+                            first = False
+                            task_status.started()
+                        delays = self._reconnect.delays(self._rng)
+                        await session.lost.wait()
+                        self._session = None
+                        self._set_state(ConnectionState.DISCONNECTED)
+                except Exception as exc:
+                    self._session = None
+                    if first:
+                        raise ConnectionLostError(
+                            f"could not connect to the gateway: {exc!r}"
+                        ) from exc
+                    self._failed_attempts += 1
+                    logger.info("reconnect attempt failed: %r", exc)
+                self._set_state(ConnectionState.DISCONNECTED)
+                delay = next(delays, None)
+                if delay is None:
+                    logger.warning("gateway link: giving up after the retry policy ran out")
+                    return
+                if len(self.sleeps) < 10_000:
+                    self.sleeps.append(delay)
+                await trio.sleep(delay)
+        finally:
+            self._session = None
+            self._set_state(ConnectionState.CLOSED)
+
+    def _open_session(self, channel: ChannelLike) -> AbstractAsyncContextManager[WorkerSession]:
+        return open_session(
+            channel,
+            self._handler,
+            self.request_ids,
+            outbox_size=self._outbox_size,
+            max_concurrent_requests=self._max_concurrent_requests,
+            unary_timeout=self._unary_timeout,
+        )
+
+    async def _replay(self, session: WorkerSession) -> None:
+        async with self._ops_lock:
+            for (kind, name), subscription in list(self._log.items()):
+                if kind == "type":
+                    await session.register_agent_type(name)
+                else:
+                    assert subscription is not None
+                    await session.add_subscription(subscription)
+            self._session = session
+            self._set_state(ConnectionState.CONNECTED)
+
+    # -- calls ----------------------------------------------------------------
+
+    async def session_for_call(self) -> WorkerSession:
+        """The current session; wait for one if disconnected (see the module policy)."""
+        deadline = trio.current_time() + self._disconnected_wait
+        while True:
+            session = self._session
+            if session is not None and not session.lost.is_set():
+                return session
+            if self._state is ConnectionState.CLOSED:
+                raise ConnectionLostError("the worker is not connected to a gateway (link closed)")
+            with trio.move_on_at(deadline):
+                await self._state_changed.wait()
+                continue
+            raise ConnectionLostError(
+                "not connected to the gateway: still reconnecting after "
+                f"{self._disconnected_wait:g} s"
+            )
+
+    async def _control_op(self, op: Callable[[WorkerSession], Awaitable[T]]) -> T:
+        while True:
+            session = await self.session_for_call()
+            async with self._ops_lock:
+                if session is not self._session:
+                    continue
+                try:
+                    return await op(session)
+                except ConnectionLostError:
+                    if self._state is ConnectionState.CLOSED:
+                        raise
+                    await trio.lowlevel.checkpoint()
+
+    async def register_agent_type(self, agent_type: str) -> None:
+        async def op(session: WorkerSession) -> None:
+            await session.register_agent_type(agent_type)
+            self._log[("type", agent_type)] = None
+
+        await self._control_op(op)
+
+    async def add_subscription(self, subscription: pb.Subscription) -> None:
+        async def op(session: WorkerSession) -> None:
+            await session.add_subscription(subscription)
+            self._log[("sub", subscription.id)] = subscription
+
+        await self._control_op(op)
+
+    async def remove_subscription(self, subscription_id: str) -> None:
+        async def op(session: WorkerSession) -> None:
+            await session.remove_subscription(subscription_id)
+            self._log.pop(("sub", subscription_id), None)
+
+        await self._control_op(op)
+
+    async def get_subscriptions(self) -> list[pb.Subscription]:
+        return await self._control_op(lambda session: session.get_subscriptions())
+
+    async def rpc(self, request: pb.RpcRequest) -> pb.RpcResponse:
+        session = await self.session_for_call()
+        return await session.rpc(request)
+
+    async def publish(self, event: ce_pb.CloudEvent) -> None:
+        session = await self.session_for_call()
+        await session.publish(event)
+
+    async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:
+        session = await self.session_for_call()
+        return await session.control_call(destination, message)

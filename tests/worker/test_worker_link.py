@@ -1,0 +1,255 @@
+"""Reconnect, replay and the disconnected-call policy of the worker link (fake gateway)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentwire import ConnectionLostError
+from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._retry import RetryPolicy
+from agentwire._runtime._worker_connection import (
+    ADD_SUBSCRIPTION,
+    OPEN_CHANNEL,
+    REGISTER_AGENT,
+)
+from agentwire._runtime._worker_link import ConnectionState, WorkerLink
+
+from .fakes import FakeChannel
+from .test_worker_connection import Handler, request_to
+
+
+class FakeNetwork:
+    """Hands out a fresh FakeChannel per connection; ``down`` refuses connections."""
+
+    def __init__(self) -> None:
+        self.channels: list[FakeChannel] = []
+        self.down = False
+        self.attempts = 0
+        self.new_channel = trio.Event()
+
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[FakeChannel]:
+        self.attempts += 1
+        refused = self.down
+        await trio.lowlevel.checkpoint()
+        if refused:
+            raise OSError("connection refused")
+        channel = FakeChannel()
+        self.channels.append(channel)
+        self.new_channel.set()
+        self.new_channel = trio.Event()
+        yield channel
+
+    async def cut(self) -> None:
+        """End the current OpenChannel stream, as a dead connection would."""
+        await self.channels[-1].end_for(OPEN_CHANNEL).end()
+
+
+def unary_log(channel: FakeChannel) -> list[tuple[str, str]]:
+    out = []
+    for call in channel.calls:
+        if call.path == REGISTER_AGENT:
+            out.append(("type", pb.RegisterAgentTypeRequest.FromString(call.request or b"").type))
+        elif call.path == ADD_SUBSCRIPTION:
+            request = pb.AddSubscriptionRequest.FromString(call.request or b"")
+            out.append(("sub", request.subscription.id))
+    return out
+
+
+FAST = RetryPolicy(initial_delay=0.1, max_delay=1.0, max_attempts=50, jitter=0.5)
+
+
+async def test_reconnect_replays_registrations_with_a_new_client_id(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        await link.register_agent_type("a")
+        await link.add_subscription(pb.Subscription(id="s1"))
+        await link.add_subscription(pb.Subscription(id="s2"))
+        await link.remove_subscription("s1")
+        first_id = link.statistics().client_id
+        await net.cut()
+        await link.wait_for_state(ConnectionState.DISCONNECTED)
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        second_id = link.statistics().client_id
+        nursery.cancel_scope.cancel()
+    assert first_id != second_id
+    second = net.channels[1]
+    assert second.calls[0].path == OPEN_CHANNEL
+    assert unary_log(second) == [("type", "a"), ("sub", "s2")]
+    assert {c.metadata["client-id"] for c in second.calls} == {second_id}
+    assert link.state is ConnectionState.CLOSED
+
+
+async def test_in_flight_rpc_fails_and_later_call_waits_for_reconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST, disconnected_wait=60)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        failures: list[BaseException] = []
+
+        async def in_flight() -> None:
+            with pytest.raises(ConnectionLostError) as info:
+                await link.rpc(request_to("x/1"))
+            failures.append(info.value)
+
+        nursery.start_soon(in_flight)
+        await net.channels[0].end_for(OPEN_CHANNEL).receive()
+        net.down = True
+        await net.cut()
+        await link.wait_for_state(ConnectionState.DISCONNECTED)
+        assert len(failures) == 1
+
+        answered = trio.Event()
+
+        async def waiting_call() -> None:
+            await link.rpc(request_to("x/2"))
+            answered.set()
+
+        nursery.start_soon(waiting_call)
+        await trio.sleep(5)  # several failed attempts go by (mock clock)
+        assert link.state is not ConnectionState.CONNECTED
+        assert not answered.is_set()
+        net.down = False
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        server = net.channels[-1].end_for(OPEN_CHANNEL)
+        request = pb.Message.FromString(await server.receive()).request
+        assert request.target.key == "2"
+        await server.send(
+            pb.Message(response=pb.RpcResponse(request_id=request.request_id)).SerializeToString()
+        )
+        await answered.wait()
+        assert link.statistics().failed_attempts >= 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_call_while_disconnected_is_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST, disconnected_wait=3)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        net.down = True
+        await net.cut()
+        start = trio.current_time()
+        with pytest.raises(ConnectionLostError, match="reconnecting"):
+            await link.rpc(request_to("x/1"))
+        assert trio.current_time() - start == pytest.approx(3)
+        # A caller's own, shorter deadline wins.
+        with trio.move_on_after(1) as scope:
+            await link.publish(pb.Message().cloudEvent)
+        assert scope.cancelled_caught
+        nursery.cancel_scope.cancel()
+
+
+async def test_gives_up_when_the_policy_runs_out(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNetwork()
+    policy = RetryPolicy(initial_delay=0.5, max_delay=1.0, max_attempts=4)
+    link = WorkerLink(net.connect, Handler(), reconnect=policy)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        net.down = True
+        await net.cut()
+        await link.wait_for_state(ConnectionState.CLOSED)
+        with pytest.raises(ConnectionLostError, match="closed"):
+            await link.rpc(request_to("x/1"))
+    assert link.sleeps == [0.5, 1.0, 1.0]
+    assert net.attempts == 4
+
+
+async def test_first_connection_failure_raises() -> None:
+    net = FakeNetwork()
+    net.down = True
+    link = WorkerLink(net.connect, Handler())
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ConnectionLostError, match="could not connect"):
+            await nursery.start(link.run)
+    assert link.state is ConnectionState.CLOSED
+
+
+async def test_states_iterator_reports_changes(autojump_clock: trio.testing.MockClock) -> None:
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    seen: list[ConnectionState] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+
+        async def watch() -> None:
+            async for state in link.states():
+                seen.append(state)
+
+        nursery.start_soon(watch)
+        await trio.testing.wait_all_tasks_blocked()
+        await net.cut()
+        await link.wait_for_state(ConnectionState.DISCONNECTED)
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    assert seen[0] is ConnectionState.CONNECTED
+    assert ConnectionState.DISCONNECTED in seen
+    assert seen[-1] is ConnectionState.CONNECTED
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    initial=st.floats(0.01, 2.0),
+    factor=st.floats(1.0, 4.0),
+    cap_factor=st.floats(1.0, 50.0),
+    jitter=st.floats(0.0, 1.0),
+    outage=st.integers(0, 12),
+    cuts=st.integers(1, 3),
+)
+def test_backoff_invariants(
+    initial: float, factor: float, cap_factor: float, jitter: float, outage: int, cuts: int
+) -> None:
+    """Whatever the policy and outage: sleeps stay within [initial*(1-j), cap],
+    caps never decrease within an outage, the link comes back after exactly
+    ``outage`` failed attempts per cut, with a fresh client-id and a full replay."""
+    policy = RetryPolicy(
+        initial_delay=initial,
+        max_delay=initial * cap_factor,
+        multiplier=factor,
+        max_attempts=100,
+        jitter=jitter,
+    )
+
+    async def main() -> None:
+        net = FakeNetwork()
+        link = WorkerLink(net.connect, Handler(), reconnect=policy)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            await link.register_agent_type("a")
+            await link.add_subscription(pb.Subscription(id="s"))
+            client_ids = {link.statistics().client_id}
+            for _ in range(cuts):
+                before = len(link.sleeps)
+                base = net.attempts
+                net.down = outage > 0
+                await net.cut()
+                await link.wait_for_state(ConnectionState.DISCONNECTED)
+                while net.attempts - base < outage:
+                    await link.wait_state_change()
+                net.down = False
+                await link.wait_for_state(ConnectionState.CONNECTED)
+                sleeps = link.sleeps[before:]
+                assert len(sleeps) == outage + 1
+                for i, delay in enumerate(sleeps):
+                    cap = min(initial * factor**i, policy.max_delay)
+                    assert cap * (1 - jitter) - 1e-9 <= delay <= cap + 1e-9
+                assert unary_log(net.channels[-1]) == [("type", "a"), ("sub", "s")]
+                client_ids.add(link.statistics().client_id)
+            nursery.cancel_scope.cancel()
+        assert len(client_ids) == cuts + 1
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

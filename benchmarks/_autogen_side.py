@@ -1,0 +1,337 @@
+"""AutoGen 0.7.5 workloads: run with a python that has ``autogen-ext[grpc]==0.7.5``.
+
+``python -m benchmarks._autogen_side WORKLOAD [--quick]`` prints one JSON result line (see
+``benchmarks._common``). The workloads mirror ``benchmarks._agentwire_side`` one for one: same
+payload, same counts and phase lengths, same measuring code.
+
+Roles ``grpc-gateway`` and ``grpc-echo`` are the helper processes of the ``grpc`` workload.
+"""
+
+from __future__ import annotations
+
+import time
+
+_SPAWN_TO_MAIN = time.monotonic()  # before the framework imports: start-up counts them
+
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+from autogen_core import (  # noqa: E402
+    AgentId,
+    MessageContext,
+    RoutedAgent,
+    SingleThreadedAgentRuntime,
+    TopicId,
+    TypeSubscription,
+    message_handler,
+    try_get_known_serializers_for_type,
+)
+from autogen_ext.runtimes.grpc import (  # noqa: E402
+    GrpcWorkerAgentRuntime,
+    GrpcWorkerAgentRuntimeHost,
+)
+
+from . import _common as c  # noqa: E402
+
+_IMPORTED = time.monotonic()
+
+
+@dataclass
+class Ping:
+    n: int
+    text: str
+
+
+@dataclass
+class Probe:
+    n: int
+
+
+class _Counter:
+    """Deliveries seen by every sink of this process; wakes a waiter at a target count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = -1
+        self.reached: asyncio.Event | None = None
+
+    def hit(self) -> None:
+        self.count += 1
+        if self.count == self.target and self.reached is not None:
+            self.reached.set()
+
+    async def wait_for(self, target: int) -> None:
+        if self.count >= target:
+            return
+        self.target = target
+        self.reached = asyncio.Event()
+        await self.reached.wait()
+
+
+COUNTER = _Counter()
+
+
+class Echo(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("echo")
+
+    @message_handler
+    async def on_ping(self, message: Ping, ctx: MessageContext) -> Ping:
+        return message
+
+
+class Sink(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("sink")
+
+    @message_handler
+    async def on_ping(self, message: Ping, ctx: MessageContext) -> None:
+        COUNTER.hit()
+
+
+class ProbeAgent(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("probe")
+
+    @message_handler
+    async def on_probe(self, message: Probe, ctx: MessageContext) -> Probe:
+        return Probe(COUNTER.count)
+
+
+async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
+    latencies: list[int] = []
+    msg = Ping(1, c.TEXT)
+    started = time.perf_counter()
+
+    async def one() -> int:
+        return await c.sequential_loop(
+            lambda: runtime.send_message(msg, target), duration, latencies
+        )
+
+    counts = await asyncio.gather(*(one() for _ in range(c.CONCURRENCY)))
+    elapsed = time.perf_counter() - started
+    return {"conc_msgs_per_s": c.rate(sum(counts), elapsed), **c.latency_summary("conc", latencies)}
+
+
+async def _sequential(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
+    latencies: list[int] = []
+    msg = Ping(1, c.TEXT)
+    started = time.perf_counter()
+    done = await c.sequential_loop(lambda: runtime.send_message(msg, target), duration, latencies)
+    elapsed = time.perf_counter() - started
+    return {"seq_msgs_per_s": c.rate(done, elapsed), **c.latency_summary("seq", latencies)}
+
+
+async def inproc_rpc(duration: float) -> dict[str, float]:
+    runtime = SingleThreadedAgentRuntime()
+    await Echo.register(runtime, "echo", Echo)
+    runtime.start()
+    target = AgentId("echo", "default")
+    await _sequential(runtime, target, duration / 5)  # warm-up
+    result = await _sequential(runtime, target, duration)
+    result.update(await _concurrent(runtime, target, duration))
+    await runtime.stop()
+    return result
+
+
+async def _publish_phase(runtime: Any, topic: TopicId, fanout: int, count: int) -> float:
+    """Publish ``count`` messages and wait for all ``count * fanout`` deliveries; seconds."""
+    msg = Ping(1, c.TEXT)
+    target = COUNTER.count + count * fanout
+    started = time.perf_counter()
+    for _ in range(count):
+        await runtime.publish_message(msg, topic)
+    await COUNTER.wait_for(target)
+    return time.perf_counter() - started
+
+
+async def inproc_publish(duration: float) -> dict[str, float]:
+    runtime = SingleThreadedAgentRuntime()
+    for i in range(10):
+        await Sink.register(runtime, f"sink{i}", Sink)
+        await runtime.add_subscription(TypeSubscription("bench10", f"sink{i}"))
+    await runtime.add_subscription(TypeSubscription("bench1", "sink0"))
+    runtime.start()
+    result: dict[str, float] = {}
+    for fanout in (1, 10):
+        topic = TopicId(f"bench{fanout}", "default")
+        pilot = 200
+        seconds = await _publish_phase(runtime, topic, fanout, pilot)
+        count = c.scale_count(pilot, seconds, duration, 500, 2_000_000)
+        seconds = await _publish_phase(runtime, topic, fanout, count)
+        result[f"pub{fanout}_delivered_per_s"] = c.rate(count * fanout, seconds)
+    await runtime.stop()
+    return result
+
+
+async def activation(duration: float) -> dict[str, float]:
+    runtime = SingleThreadedAgentRuntime()
+    await Echo.register(runtime, "echo", Echo)
+    runtime.start()
+    msg = Ping(1, c.TEXT)
+    n = c.ACTIVATIONS
+    await runtime.send_message(msg, AgentId("echo", "warmup"))
+    started = time.perf_counter()
+    for i in range(n):
+        await runtime.send_message(msg, AgentId("echo", f"a{i}"))
+    elapsed = time.perf_counter() - started
+    probe = c.MemoryProbe()
+    with probe.measure():
+        for i in range(n):
+            await runtime.send_message(msg, AgentId("echo", f"m{i}"))
+        await asyncio.sleep(0.05)  # let finished handler tasks be dropped
+    await runtime.stop()
+    return {
+        "activations_per_s": c.rate(n, elapsed),
+        "bytes_per_agent": round(probe.traced_bytes / n, 1),
+        "rss_bytes_per_agent": round(probe.rss_bytes / n, 1),
+    }
+
+
+def _worker(port: int) -> GrpcWorkerAgentRuntime:
+    return GrpcWorkerAgentRuntime(host_address=f"127.0.0.1:{port}")
+
+
+def _add_serializers(worker: GrpcWorkerAgentRuntime) -> None:
+    worker.add_message_serializer(try_get_known_serializers_for_type(Ping))
+    worker.add_message_serializer(try_get_known_serializers_for_type(Probe))
+
+
+async def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.002)
+            continue
+        writer.close()
+        return
+
+
+async def _start_host(port: int) -> GrpcWorkerAgentRuntimeHost:
+    host = GrpcWorkerAgentRuntimeHost(address=f"127.0.0.1:{port}")
+    host.start()
+    await _wait_listening(port)
+    return host
+
+
+async def _start_echo_worker(port: int) -> GrpcWorkerAgentRuntime:
+    worker = _worker(port)
+    await worker.start()
+    _add_serializers(worker)
+    await Echo.register(worker, "echo", Echo)
+    await Sink.register(worker, "sink", Sink)
+    await ProbeAgent.register(worker, "probe", ProbeAgent)
+    await worker.add_subscription(TypeSubscription(c.TOPIC_TYPE, "sink"))
+    return worker
+
+
+async def grpc_gateway_role(port: int) -> None:
+    await _start_host(port)
+    c.ready(f"127.0.0.1:{port}")
+    await asyncio.Event().wait()  # until SIGTERM
+
+
+async def grpc_echo_role(port: int) -> None:
+    await _start_echo_worker(port)
+    c.ready()
+    await asyncio.Event().wait()
+
+
+async def _grpc_publish(worker: GrpcWorkerAgentRuntime, count: int, already: int) -> float:
+    msg = Ping(1, c.TEXT)
+    topic = TopicId(c.TOPIC_TYPE, "default")
+    probe = AgentId("probe", "default")
+    started = time.perf_counter()
+    for _ in range(count):
+        await worker.publish_message(msg, topic)
+    while True:
+        seen: Probe = await worker.send_message(Probe(0), probe)
+        if seen.n >= already + count:
+            return time.perf_counter() - started
+
+
+async def grpc_caller(port: int, duration: float) -> dict[str, float]:
+    worker = _worker(port)
+    await worker.start()
+    _add_serializers(worker)
+    target = AgentId("echo", "default")
+    await _sequential(worker, target, duration / 5)  # warm-up: connections, activation
+    result = await _sequential(worker, target, duration)
+    result.update(await _concurrent(worker, target, duration))
+    pilot = 200
+    seconds = await _grpc_publish(worker, pilot, 0)
+    count = c.scale_count(pilot, seconds, duration, 500, 500_000)
+    seconds = await _grpc_publish(worker, count, pilot)
+    result["pub_delivered_per_s"] = c.rate(count, seconds)
+    with contextlib.suppress(Exception):  # the peers are torn down next; nothing to report
+        await asyncio.wait_for(worker.stop(), 5)
+    return result
+
+
+def grpc_workload(duration: float) -> dict[str, float]:
+    port = c.free_port()
+    me = [sys.executable, "-m", "benchmarks._autogen_side"]
+    with c.Helper([*me, "grpc-gateway", "--port", str(port)]) as gateway:
+        gateway.start()
+        with c.Helper([*me, "grpc-echo", "--port", str(port)]) as echo:
+            echo.start()
+            return asyncio.run(grpc_caller(port, duration))
+
+
+async def startup(spawned_at: float) -> dict[str, float]:
+    main_at = time.monotonic()
+    port = c.free_port()
+    host = await _start_host(port)
+    echo = await _start_echo_worker(port)
+    caller = _worker(port)
+    await caller.start()
+    _add_serializers(caller)
+    await caller.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
+    answered = time.monotonic()
+    result = {
+        "startup_ms": round((answered - spawned_at) * 1000, 1),
+        "imports_ms": round((_IMPORTED - spawned_at) * 1000, 1),
+        "to_first_rpc_ms": round((answered - main_at) * 1000, 1),
+    }
+    for worker in (caller, echo):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(worker.stop(), 5)
+    await host.stop(grace=0)
+    return result
+
+
+def main() -> None:
+    args = c.parse_args()
+    duration = c.phase_seconds(args)
+    result: dict[str, float]
+    match args.workload:
+        case "inproc_rpc":
+            result = asyncio.run(inproc_rpc(duration))
+        case "inproc_publish":
+            result = asyncio.run(inproc_publish(duration))
+        case "activation":
+            result = asyncio.run(activation(duration))
+        case "grpc":
+            result = grpc_workload(duration)
+        case "startup":
+            result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
+        case "grpc-gateway":
+            asyncio.run(grpc_gateway_role(args.port))
+            return
+        case "grpc-echo":
+            asyncio.run(grpc_echo_role(args.port))
+            return
+        case other:
+            raise SystemExit(f"unknown workload {other!r}")
+    c.emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Helpers shared by the workload scripts of both systems.
+
+Standard library only: this module is imported by the AutoGen workload script (run in a venv
+that has AutoGen but not agentwire) and by the agentwire one (run in the dev venv), so it must
+not import either system, nor anything the harness needs (rich, matplotlib).
+
+A workload script is run as ``python -m benchmarks.<script> NAME [--quick] [--arg k=v ...]``.
+It prints exactly one line starting with ``RESULT_PREFIX`` followed by a JSON object whose
+numeric fields are the measured figures; everything else it prints is ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+RESULT_PREFIX = "BENCH-RESULT "
+READY_PREFIX = "BENCH-READY "
+
+#: The payload's text field: 32 characters, as the brief says.
+TEXT = "abcdefghijklmnopqrstuvwxyz012345"
+assert len(TEXT) == 32
+
+#: The in-process topic type every publisher uses and every sink subscribes to.
+TOPIC_TYPE = "bench"
+#: Concurrent senders in the "concurrent" phases.
+CONCURRENCY = 100
+#: Distinct agent keys in the activation workload.
+ACTIVATIONS = 10_000
+
+
+def percentile(sorted_samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of already sorted samples, nearest-rank with interpolation."""
+    if not sorted_samples:
+        raise ValueError("percentile of no samples")
+    if len(sorted_samples) == 1:
+        return float(sorted_samples[0])
+    rank = (len(sorted_samples) - 1) * q / 100.0
+    low = int(rank)
+    high = min(low + 1, len(sorted_samples) - 1)
+    frac = rank - low
+    return float(sorted_samples[low]) * (1.0 - frac) + float(sorted_samples[high]) * frac
+
+
+def latency_summary(prefix: str, samples_ns: Sequence[int]) -> dict[str, float]:
+    """p50/p95/p99 of latency samples (nanoseconds) as microseconds, keyed ``<prefix>_p50_us``."""
+    ordered = sorted(samples_ns)
+    return {f"{prefix}_p{q}_us": round(percentile(ordered, q) / 1000.0, 2) for q in (50, 95, 99)}
+
+
+def rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds > 0 else 0.0
+
+
+def scale_count(pilot_count: int, pilot_seconds: float, duration: float, lo: int, hi: int) -> int:
+    """How many operations fill ``duration`` seconds at the pilot's rate, clamped to [lo, hi]."""
+    per_second = pilot_count / pilot_seconds if pilot_seconds > 0 else hi
+    return max(lo, min(hi, int(per_second * duration)))
+
+
+async def sequential_loop(
+    send: Callable[[], Awaitable[object]], duration: float, latencies: list[int]
+) -> int:
+    """Await ``send()`` back to back for ``duration`` seconds, appending each latency (ns).
+
+    Returns the number of completed calls. Works under asyncio and trio alike: it only awaits.
+    """
+    clock = time.perf_counter_ns
+    end = clock() + int(duration * 1e9)
+    done = 0
+    now = clock()
+    while now < end:
+        started = now
+        await send()
+        now = clock()
+        latencies.append(now - started)
+        done += 1
+    return done
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+class MemoryProbe:
+    """Memory retained across a block: tracemalloc's traced bytes, and the RSS delta.
+
+    Both systems use this same probe so the figures compare like with like.
+    """
+
+    def __init__(self) -> None:
+        self.traced_bytes = 0
+        self.rss_bytes = 0
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[None]:
+        gc.collect()
+        rss_before = rss_bytes()
+        tracemalloc.start()
+        traced_before, _ = tracemalloc.get_traced_memory()
+        try:
+            yield
+        finally:
+            gc.collect()
+            traced_after, _ = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            self.traced_bytes = traced_after - traced_before
+            self.rss_bytes = rss_bytes() - rss_before
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for servers that cannot bind port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the one result line the harness reads."""
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def ready(detail: str = "") -> None:
+    """Tell a parent process that this helper process is up (see ``spawn_helper``)."""
+    sys.stdout.write(READY_PREFIX + detail + "\n")
+    sys.stdout.flush()
+
+
+class Helper:
+    """A child process of a workload script (a gateway or a worker), stopped on exit."""
+
+    def __init__(self, argv: Sequence[str], timeout: float = 60.0) -> None:
+        self.argv = list(argv)
+        self.timeout = timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.detail = ""
+
+    def start(self, ready_test: Callable[[str], str | None] | None = None) -> str:
+        """Spawn the process and wait for its ready line; returns the text after the prefix.
+
+        ``ready_test`` may accept another line as the ready signal (e.g. a CLI's "listening"
+        line) by returning the detail to report, or None to keep waiting.
+        """
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"helper {self.argv!r} exited before it was ready")
+            line = line.rstrip("\n")
+            if line.startswith(READY_PREFIX):
+                self.detail = line[len(READY_PREFIX) :]
+                return self.detail
+            if ready_test is not None:
+                detail = ready_test(line)
+                if detail is not None:
+                    self.detail = detail
+                    return detail
+        raise RuntimeError(f"helper {self.argv!r} was not ready within {self.timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Helper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="one benchmark workload (prints a JSON line)")
+    parser.add_argument("workload")
+    parser.add_argument("--quick", action="store_true", help="shorter phases")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per timed phase")
+    parser.add_argument("--port", type=int, default=0, help="gateway port (helper roles)")
+    parser.add_argument("--spawned-at", type=float, default=0.0, help="time.monotonic() at spawn")
+    return parser.parse_args(argv)
+
+
+def phase_seconds(args: argparse.Namespace) -> float:
+    if args.duration is not None:
+        return float(args.duration)
+    return 0.6 if args.quick else 1.5

@@ -1,0 +1,281 @@
+"""What is measured: the workloads, their figures, and the targets (agentwire / AutoGen).
+
+Pure data and pure functions (medians, ratios, verdicts, table rows), so the harness's
+arithmetic can be tested on fabricated runs without running anything.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SYSTEMS = ("autogen", "agentwire")
+MIN_RUNS = 3
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One figure a workload reports, keyed as in the workload's JSON result line."""
+
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    #: Target for agentwire / AutoGen: ``ratio >= target`` if higher is better, else ``<=``.
+    target_ratio: float | None = None
+    #: Bound on agentwire's own figure, in the metric's unit, same direction as above.
+    target_abs: float | None = None
+    #: Shown in the ratio chart (the headline figures).
+    plot: bool = False
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    metrics: tuple[Metric, ...]
+    #: Seconds after which one run of one system is abandoned.
+    timeout: float = 180.0
+    #: Pass the harness's spawn time to the script (start-up is measured from spawn).
+    needs_spawn_time: bool = False
+    #: Runs per system: start-up runs are cheap and noisier, so they get more.
+    extra_runs: int = 0
+
+
+def _lat(prefix: str, what: str, qs: Sequence[int] = (50, 95, 99)) -> tuple[Metric, ...]:
+    return tuple(Metric(f"{prefix}_p{q}_us", f"{what} p{q}", "µs", False) for q in qs)
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "inproc_rpc",
+        "In-process RPC",
+        (
+            Metric("seq_msgs_per_s", "sequential", "msg/s", True, 20.0, plot=True),
+            *_lat("seq", "sequential"),
+            Metric("conc_msgs_per_s", "100 concurrent", "msg/s", True, 20.0, plot=True),
+            *_lat("conc", "100 concurrent"),
+        ),
+    ),
+    Workload(
+        "inproc_publish",
+        "In-process publish",
+        (
+            Metric("pub1_delivered_per_s", "1 subscriber", "deliv/s", True, 15.0, plot=True),
+            Metric(
+                "pub10_delivered_per_s", "10 subscriber types", "deliv/s", True, 15.0, plot=True
+            ),
+        ),
+    ),
+    Workload(
+        "activation",
+        "Activation (10,000 keys)",
+        (
+            Metric("activations_per_s", "activations", "act/s", True, 10.0, plot=True),
+            Metric("bytes_per_agent", "memory per agent (tracemalloc)", "B", False, 1.0, plot=True),
+            Metric("rss_bytes_per_agent", "memory per agent (RSS delta)", "B", False),
+        ),
+    ),
+    Workload(
+        "grpc",
+        "gRPC, 3 processes",
+        (
+            Metric("seq_msgs_per_s", "sequential RPC", "rt/s", True, 1.5, plot=True),
+            Metric("seq_p50_us", "sequential p50", "µs", False),
+            Metric("seq_p99_us", "sequential p99", "µs", False, target_abs=1500.0),
+            Metric("conc_msgs_per_s", "100 concurrent RPC", "rt/s", True, 5.0, plot=True),
+            Metric("conc_p99_us", "100 concurrent p99", "µs", False),
+            Metric("pub_delivered_per_s", "publish B->A", "deliv/s", True, 8.0, plot=True),
+        ),
+        timeout=240.0,
+    ),
+    Workload(
+        "startup",
+        "Start-up",
+        (
+            Metric("startup_ms", "spawn -> first RPC answered", "ms", False, 0.5, plot=True),
+            Metric("imports_ms", "of which interpreter + imports", "ms", False),
+            Metric("to_first_rpc_ms", "of which gateway+workers+RPC", "ms", False),
+        ),
+        timeout=60.0,
+        needs_spawn_time=True,
+        extra_runs=2,
+    ),
+)
+
+WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)
+
+
+def workload(name: str) -> Workload:
+    for w in WORKLOADS:
+        if w.name == name:
+            return w
+    raise KeyError(f"no workload {name!r}; choose from {', '.join(WORKLOAD_NAMES)}")
+
+
+@dataclass
+class Run:
+    """One run of one workload by one system, as recorded in the JSON report."""
+
+    system: str
+    index: int
+    wall_s: float
+    result: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median_figures(runs: Iterable[Run], system: str) -> dict[str, float]:
+    """Per figure, the median over this system's successful runs."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        if run.system != system or run.error is not None:
+            continue
+        for key, value in run.result.items():
+            if isinstance(value, int | float):
+                values.setdefault(key, []).append(float(value))
+    return {key: float(statistics.median(vals)) for key, vals in values.items()}
+
+
+def ratio(autogen: float | None, agentwire: float | None) -> float | None:
+    """agentwire / AutoGen, or None where either side is missing or AutoGen's is zero."""
+    if autogen is None or agentwire is None or autogen == 0:
+        return None
+    return agentwire / autogen
+
+
+def verdict(metric: Metric, agentwire: float | None, rat: float | None) -> bool | None:
+    """Whether the metric's targets are met; None if it has none or figures are missing."""
+    checks: list[bool] = []
+    if metric.target_ratio is not None:
+        if rat is None:
+            return None
+        checks.append(
+            rat >= metric.target_ratio if metric.higher_is_better else rat <= metric.target_ratio
+        )
+    if metric.target_abs is not None:
+        if agentwire is None:
+            return None
+        checks.append(
+            agentwire >= metric.target_abs
+            if metric.higher_is_better
+            else agentwire <= metric.target_abs
+        )
+    if not checks:
+        return None
+    return all(checks)
+
+
+def target_text(metric: Metric) -> str:
+    parts = []
+    sign = ">=" if metric.higher_is_better else "<="
+    if metric.target_ratio is not None:
+        parts.append(f"{sign} {metric.target_ratio:g}x")
+    if metric.target_abs is not None:
+        parts.append(f"{sign} {metric.target_abs:g} {metric.unit}")
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Row:
+    workload: str
+    title: str
+    metric: str
+    label: str
+    unit: str
+    autogen: float | None
+    agentwire: float | None
+    ratio: float | None
+    target: str
+    met: bool | None
+    higher_is_better: bool
+    plot: bool
+    target_ratio: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rows_for(wl: Workload, medians: Mapping[str, Mapping[str, float]]) -> list[Row]:
+    """Table rows of one workload from the per-system medians."""
+    rows = []
+    for metric in wl.metrics:
+        ag = medians.get("autogen", {}).get(metric.key)
+        aw = medians.get("agentwire", {}).get(metric.key)
+        rat = ratio(ag, aw)
+        rows.append(
+            Row(
+                workload=wl.name,
+                title=wl.title,
+                metric=metric.key,
+                label=metric.label,
+                unit=metric.unit,
+                autogen=ag,
+                agentwire=aw,
+                ratio=rat,
+                target=target_text(metric),
+                met=verdict(metric, aw, rat),
+                higher_is_better=metric.higher_is_better,
+                plot=metric.plot,
+                target_ratio=metric.target_ratio,
+            )
+        )
+    return rows
+
+
+def fmt_figure(value: float | None, unit: str) -> str:
+    if value is None:
+        return "n/a"
+    if abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
+
+
+def fmt_met(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: ""}[met]
+
+
+def table_lines(rows: Sequence[Row]) -> list[list[str]]:
+    """The report table as cells: workload, figure, AutoGen, agentwire, ratio, target, verdict."""
+    lines = []
+    last = None
+    for row in rows:
+        title = row.title if row.workload != last else ""
+        last = row.workload
+        lines.append(
+            [
+                title,
+                row.label,
+                fmt_figure(row.autogen, row.unit),
+                fmt_figure(row.agentwire, row.unit),
+                fmt_ratio(row.ratio),
+                row.target,
+                fmt_met(row.met),
+            ]
+        )
+    return lines
+
+
+HEADERS = ["workload", "figure", "AutoGen 0.7.5", "agentwire", "agentwire/AutoGen", "target", ""]
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    out = ["| " + " | ".join(h or "verdict" for h in HEADERS) + " |"]
+    out.append("|" + "---|" * len(HEADERS))
+    for cells in table_lines(rows):
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)

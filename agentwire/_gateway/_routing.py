@@ -1,0 +1,679 @@
+"""The gateway's routing core: who owns which agent type, who subscribed to
+what, and which RPCs are in flight. Sans-IO: every method is synchronous,
+takes bytes (and the current time) and returns :class:`Deliver` /
+:class:`Close` actions for the I/O layer (``_hub.py``) to carry out.
+
+Invariants (checked after every step by ``tests/gateway/test_routing_stateful.py``):
+
+I1  Ownership. ``_owner[t] == c`` iff ``t in _clients[c].types``. An agent
+    type has at most one owner, and the owner is a known client.
+I2  Subscriptions. The ids in ``_table`` are exactly the disjoint union of
+    ``_clients[c].subscriptions`` over all clients, and ``_sub_owner`` maps
+    each id to the client that recorded it.
+I3  Connections. ``_conns`` holds exactly the live connections;
+    ``_clients[c].data`` / ``.control`` is the client's live connection of that
+    kind, or None. A connection's serial is never reused, so a connection that
+    ended never comes back (a late event for it is recognised and ignored).
+I4  Pending RPCs. Every entry of ``_pending`` has a live *data* caller and a
+    live *data* target; ``_pending_by_conn[k]`` is exactly the set of gateway
+    ids whose caller or target is ``k`` (no empty sets are kept).
+I5  Exactly one answer. A request admitted into ``_pending`` leaves it exactly
+    once: by the target's response, by expiry, by either side's disconnect or
+    by shutdown. The caller gets exactly one answer (the response, or an
+    ``RpcResponse`` with ``error``) unless the caller itself is gone. Gateway
+    request ids come from a counter and are never reused; ``_pending`` is in
+    deadline order (deadlines are ``now + rpc_timeout`` with ``now`` clamped to
+    never go backwards).
+I6  In-flight bound. For each connection, (pending entries it is the caller
+    of) + (answers handed to the I/O layer and not yet consumed) is at most
+    ``max_in_flight``. The I/O layer reserves that much queue space for
+    answers, so delivering an answer never waits.
+I7  Client records. A client record exists only while it has a live
+    connection, an agent type or a subscription.
+
+Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
+
+* RegisterAgent: one owner per type, even for the same client; duplicate ->
+  INVALID_ARGUMENT "Agent type {t} already registered with client {c}.".
+  Unlike AutoGen we also refuse an invalid agent type (INVALID_ARGUMENT),
+  since no message could ever be routed to it.
+* AddSubscription: AutoGen duplicate semantics, INVALID_ARGUMENT
+  "Subscription already exists". Subscriptions that fail validation (no
+  oneof arm, invalid agent or topic type) are INVALID_ARGUMENT here; AutoGen
+  answers UNKNOWN for the missing oneof and accepts invalid types silently.
+* RemoveSubscription of an unknown id answers UNKNOWN
+  "Unexpected <class 'ValueError'>: Subscription does not exist": that is
+  what AutoGen's host leaks from an unhandled ValueError, and peers may
+  match on it, so we reproduce it on purpose. Any client may remove any id.
+* Requests get a gateway-unique ``request_id`` on the way to the owner and
+  their own id back on the way out (AutoGen issue #7016). Every request is
+  answered; AutoGen drops undeliverable ones and the caller hangs.
+* CloudEvents are forwarded byte-for-byte, once per client that owns a
+  subscribed agent type, the publisher included (as AutoGen).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import OrderedDict
+from collections.abc import Iterable
+
+import attrs
+from google.protobuf.message import DecodeError
+from grpclib.const import Status
+
+from .._errors import (
+    DuplicateSubscriptionError,
+    InvalidIdentifierError,
+    InvalidSubscriptionError,
+    UnknownSubscriptionError,
+)
+from .._ids import AgentId, TopicId, is_valid_agent_type
+from .._proto import agent_worker_pb2 as pb
+from .._proto import cloudevent_pb2
+from .._subscriptions import SubscriptionTable, subscription_from_proto, subscription_to_proto
+
+__all__ = [
+    "Close",
+    "Conn",
+    "ConnKind",
+    "Deliver",
+    "Router",
+    "RouterStatistics",
+    "RoutingError",
+]
+
+logger = logging.getLogger("agentwire.gateway")
+
+# What AutoGen's host answers for RemoveSubscription of an unknown id (an
+# unhandled ValueError rendered by grpcio). Reproduced for wire compatibility.
+UNKNOWN_SUBSCRIPTION_MESSAGE = "Unexpected <class 'ValueError'>: Subscription does not exist"
+
+_ERROR_PREFIX = "agentwire gateway: "
+
+
+class ConnKind(enum.Enum):
+    DATA = "data"  # OpenChannel: agents.Message
+    CONTROL = "control"  # OpenControlChannel: agents.ControlMessage
+
+
+@attrs.frozen(slots=True)
+class Conn:
+    """One live stream of a client. ``serial`` is unique for the router's life."""
+
+    client_id: str
+    serial: int
+    kind: ConnKind
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} connection #{self.serial} of client {self.client_id}"
+
+
+@attrs.frozen(slots=True)
+class Deliver:
+    """Send *data* (a serialized Message or ControlMessage) to *conn*.
+
+    ``answer`` is true for an RpcResponse that settles one of *conn*'s pending
+    requests: those never wait for queue space (I6) and, once consumed, must be
+    reported with :meth:`Router.answer_consumed`.
+    """
+
+    conn: Conn
+    data: bytes
+    answer: bool = False
+
+
+@attrs.frozen(slots=True)
+class Close:
+    """End *conn*'s stream with *status* (it broke the protocol)."""
+
+    conn: Conn
+    status: Status
+    message: str
+
+
+Action = Deliver | Close
+
+
+class RoutingError(Exception):
+    """A unary call failed; the service ends the call with *status* and *message*."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+@attrs.frozen(slots=True)
+class RouterStatistics:
+    clients: int
+    data_connections: int
+    control_connections: int
+    agent_types: int
+    subscriptions: int
+    rpcs_in_flight: int
+    rpcs_forwarded: int
+    rpcs_failed: int  # answered with an error by the gateway itself
+    responses_forwarded: int
+    responses_dropped: int  # late (caller gone, timed out) or unknown
+    events_received: int
+    event_deliveries: int
+    events_dropped: int  # invalid topic
+    control_forwarded: int
+    control_undeliverable: int
+    protocol_errors: int  # malformed messages: the sender's stream was ended
+
+
+@attrs.define(slots=True, eq=False)
+class _Client:
+    types: set[str] = attrs.Factory(set)
+    subscriptions: set[str] = attrs.Factory(set)
+    data: Conn | None = None
+    control: Conn | None = None
+
+    def is_empty(self) -> bool:
+        return (
+            not self.types and not self.subscriptions and self.data is None and self.control is None
+        )
+
+
+@attrs.define(slots=True, eq=False)
+class _Pending:
+    caller: Conn
+    caller_request_id: str
+    target: Conn
+    target_agent: str  # "type/key", for error messages
+    deadline: float | None
+
+
+class Router:
+    """The routing state of one gateway. Not thread-safe; no I/O; no awaits."""
+
+    def __init__(self, *, rpc_timeout: float | None = 300.0, max_in_flight: int = 1000) -> None:
+        if rpc_timeout is not None and not rpc_timeout > 0:
+            raise ValueError(f"rpc_timeout must be positive or None, got {rpc_timeout!r}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
+        self.rpc_timeout = rpc_timeout
+        self.max_in_flight = max_in_flight
+        self._clients: dict[str, _Client] = {}
+        self._owner: dict[str, str] = {}
+        self._table = SubscriptionTable()
+        self._sub_owner: dict[str, str] = {}
+        self._conns: set[Conn] = set()
+        self._serial = 0
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending_by_conn: dict[Conn, set[str]] = {}
+        # Per live data connection: requests it sent that are unanswered, plus
+        # answers to it that the I/O layer has not consumed yet (I6).
+        self._outstanding: dict[Conn, int] = {}
+        self._next_request = 0
+        self._now = float("-inf")
+        self._closed = False
+        # counters
+        self._rpcs_forwarded = 0
+        self._rpcs_failed = 0
+        self._responses_forwarded = 0
+        self._responses_dropped = 0
+        self._events_received = 0
+        self._event_deliveries = 0
+        self._events_dropped = 0
+        self._control_forwarded = 0
+        self._control_undeliverable = 0
+        self._protocol_errors = 0
+
+    # ------------------------------------------------------------ clients
+
+    def connection_of(self, client_id: str, kind: ConnKind) -> Conn | None:
+        """The client's live connection of *kind*, if any."""
+        client = self._clients.get(client_id)
+        if client is None:
+            return None
+        return client.data if kind is ConnKind.DATA else client.control
+
+    def is_live(self, conn: Conn) -> bool:
+        return conn in self._conns
+
+    def connect(self, client_id: str, kind: ConnKind) -> Conn:
+        """Attach a new stream. The client must not have a live one of this kind
+        (end the old one with :meth:`disconnect` first)."""
+        if self._closed:
+            raise RoutingError(Status.UNAVAILABLE, _ERROR_PREFIX + "shutting down")
+        client = self._clients.setdefault(client_id, _Client())
+        if (client.data if kind is ConnKind.DATA else client.control) is not None:
+            raise RuntimeError(f"client {client_id} already has a live {kind.value} connection")
+        self._serial += 1
+        conn = Conn(client_id, self._serial, kind)
+        if kind is ConnKind.DATA:
+            client.data = conn
+            self._outstanding[conn] = 0
+        else:
+            client.control = conn
+        self._conns.add(conn)
+        logger.debug("%s opened", conn)
+        return conn
+
+    def disconnect(self, conn: Conn) -> list[Action]:
+        """Detach *conn*. For a data connection this drops the client's agent
+        types and subscriptions (as AutoGen), answers every request routed to it
+        with an error, and forgets the requests it sent. Idempotent."""
+        if conn not in self._conns:
+            return []
+        self._conns.discard(conn)
+        client = self._clients[conn.client_id]
+        actions: list[Action] = []
+        if conn.kind is ConnKind.CONTROL:
+            client.control = None
+        else:
+            client.data = None
+            self._outstanding.pop(conn, None)
+            for gid in sorted(self._pending_by_conn.pop(conn, ()), key=_id_order):
+                p = self._pending.pop(gid)
+                other = p.caller if p.target == conn else p.target
+                self._unindex(other, gid)
+                if p.target == conn and p.caller != conn:
+                    actions.append(
+                        self._fail(
+                            p,
+                            f"the worker serving {p.target_agent} (client {conn.client_id}) "
+                            "disconnected before answering",
+                        )
+                    )
+            for agent_type in client.types:
+                del self._owner[agent_type]
+            for sub_id in client.subscriptions:
+                self._table.remove(sub_id)
+                del self._sub_owner[sub_id]
+            if client.types or client.subscriptions:
+                logger.info(
+                    "client %s left: dropped agent types %s and %d subscriptions",
+                    conn.client_id,
+                    sorted(client.types),
+                    len(client.subscriptions),
+                )
+            client.types.clear()
+            client.subscriptions.clear()
+        self._forget_if_empty(conn.client_id)
+        logger.debug("%s closed", conn)
+        return actions
+
+    def _forget_if_empty(self, client_id: str) -> None:
+        client = self._clients.get(client_id)
+        if client is not None and client.is_empty():
+            del self._clients[client_id]
+
+    # ------------------------------------------------------------ unary calls
+
+    def register_agent(self, client_id: str, agent_type: str) -> None:
+        """RegisterAgent. Works before the client opened a channel (as AutoGen)."""
+        if not is_valid_agent_type(agent_type):
+            raise RoutingError(
+                Status.INVALID_ARGUMENT,
+                f"Invalid agent type {agent_type!r}: it must match ^[\\w\\-\\.]+\\Z",
+            )
+        owner = self._owner.get(agent_type)
+        if owner is not None:
+            raise RoutingError(
+                Status.INVALID_ARGUMENT,
+                f"Agent type {agent_type} already registered with client {owner}.",
+            )
+        self._owner[agent_type] = client_id
+        self._clients.setdefault(client_id, _Client()).types.add(agent_type)
+        logger.debug("client %s registered agent type %s", client_id, agent_type)
+
+    def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
+        try:
+            sub = subscription_from_proto(subscription)
+        except (InvalidSubscriptionError, InvalidIdentifierError) as exc:
+            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
+        try:
+            self._table.add(sub)
+        except DuplicateSubscriptionError as exc:
+            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
+        self._sub_owner[sub.id] = client_id
+        self._clients.setdefault(client_id, _Client()).subscriptions.add(sub.id)
+
+    def remove_subscription(self, client_id: str, subscription_id: str) -> None:
+        """Any client may remove any subscription (as AutoGen)."""
+        try:
+            self._table.remove(subscription_id)
+        except UnknownSubscriptionError:
+            raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE) from None
+        owner = self._sub_owner.pop(subscription_id)
+        self._clients[owner].subscriptions.discard(subscription_id)
+        self._forget_if_empty(owner)
+
+    def subscriptions(self) -> list[pb.Subscription]:
+        """GetSubscriptions: every client's subscriptions, in insertion order."""
+        return [subscription_to_proto(sub) for sub in self._table]
+
+    def owner_of(self, agent_type: str) -> str | None:
+        return self._owner.get(agent_type)
+
+    # ------------------------------------------------------------ data channel
+
+    def receive(self, conn: Conn, data: bytes, now: float) -> list[Action]:
+        """A serialized ``agents.Message`` arrived on data connection *conn*."""
+        if conn not in self._conns:
+            return []
+        self._now = now = max(now, self._now)
+        try:
+            message = pb.Message.FromString(data)
+        except DecodeError as exc:
+            return [self._protocol_error(conn, f"malformed agents.Message ({exc})")]
+        kind = message.WhichOneof("message")
+        if kind == "request":
+            return self._request(conn, message, now)
+        if kind == "response":
+            return self._response(conn, message)
+        if kind == "cloudEvent":
+            return self._event(message.cloudEvent, data)
+        return [
+            self._protocol_error(
+                conn, "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
+            )
+        ]
+
+    def _protocol_error(self, conn: Conn, message: str) -> Close:
+        self._protocol_errors += 1
+        logger.warning("ending %s: %s", conn, message)
+        return Close(conn, Status.INVALID_ARGUMENT, message)
+
+    def _reject(self, caller: Conn, request_id: str, error: str) -> Deliver:
+        """An error answer for a request that was never admitted (sent through
+        the caller's ordinary, back-pressured queue)."""
+        self._rpcs_failed += 1
+        logger.debug("request %r from %s failed: %s", request_id, caller, error)
+        response = pb.Message(response=pb.RpcResponse(request_id=request_id, error=error))
+        return Deliver(caller, response.SerializeToString())
+
+    def _request(self, caller: Conn, message: pb.Message, now: float) -> list[Action]:
+        request = message.request
+        request_id = request.request_id
+        target = request.target
+        if not is_valid_agent_type(target.type):
+            return [
+                self._reject(
+                    caller,
+                    request_id,
+                    _ERROR_PREFIX + f"invalid target agent type {target.type!r}",
+                )
+            ]
+        if request.HasField("source") and not is_valid_agent_type(request.source.type):
+            return [
+                self._reject(
+                    caller,
+                    request_id,
+                    _ERROR_PREFIX + f"invalid source agent type {request.source.type!r}"
+                    " (omit source when there is no sender)",
+                )
+            ]
+        target_agent = f"{target.type}/{target.key}"
+        owner = self._owner.get(target.type)
+        if owner is None:
+            return [
+                self._reject(
+                    caller,
+                    request_id,
+                    _ERROR_PREFIX + f"no worker has registered agent type {target.type!r}; "
+                    f"the request to {target_agent} was not delivered",
+                )
+            ]
+        target_conn = self._clients[owner].data
+        if target_conn is None:
+            return [
+                self._reject(
+                    caller,
+                    request_id,
+                    _ERROR_PREFIX + f"the worker owning agent type {target.type!r} "
+                    f"(client {owner}) has no open channel; the request to {target_agent} "
+                    "was not delivered",
+                )
+            ]
+        if self.in_flight(caller) >= self.max_in_flight:
+            return [
+                self._reject(
+                    caller,
+                    request_id,
+                    _ERROR_PREFIX + f"too many requests in flight from this client "
+                    f"(limit {self.max_in_flight}); the request to {target_agent} was not sent",
+                )
+            ]
+        self._next_request += 1
+        gid = f"gw{self._next_request}"
+        deadline = None if self.rpc_timeout is None else now + self.rpc_timeout
+        self._pending[gid] = _Pending(caller, request_id, target_conn, target_agent, deadline)
+        self._outstanding[caller] += 1
+        self._pending_by_conn.setdefault(caller, set()).add(gid)
+        self._pending_by_conn.setdefault(target_conn, set()).add(gid)
+        request.request_id = gid
+        self._rpcs_forwarded += 1
+        return [Deliver(target_conn, message.SerializeToString())]
+
+    def _response(self, conn: Conn, message: pb.Message) -> list[Action]:
+        response = message.response
+        gid = response.request_id
+        p = self._pending.get(gid)
+        if p is None or p.target != conn:
+            # Late (the caller left, or the request timed out) or bogus.
+            self._responses_dropped += 1
+            logger.debug("dropping response %r from %s: no such request in flight", gid, conn)
+            return []
+        self._settle(gid, p)
+        response.request_id = p.caller_request_id
+        self._responses_forwarded += 1
+        return [self._answer(p.caller, message.SerializeToString())]
+
+    def _event(self, event: cloudevent_pb2.CloudEvent, data: bytes) -> list[Action]:
+        self._events_received += 1
+        try:
+            topic = TopicId(event.type, event.source)
+        except InvalidIdentifierError as exc:
+            self._events_dropped += 1
+            logger.warning("dropping CloudEvent %r: %s", event.id, exc)
+            return []
+        targets: dict[Conn, None] = {}
+        for agent_type in self._table.agent_types(topic):
+            owner = self._owner.get(agent_type)
+            if owner is None:
+                logger.debug("no owner for agent type %s subscribed to %s", agent_type, topic)
+                continue
+            data_conn = self._clients[owner].data
+            if data_conn is not None:
+                targets[data_conn] = None
+        self._event_deliveries += len(targets)
+        return [Deliver(target, data) for target in targets]
+
+    # ------------------------------------------------------------ pending RPCs
+
+    def in_flight(self, conn: Conn) -> int:
+        """Requests *conn* sent that are unanswered, plus answers not yet consumed."""
+        return self._outstanding.get(conn, 0)
+
+    def answer_consumed(self, conn: Conn) -> None:
+        """The I/O layer took one ``Deliver(answer=True)`` for *conn* off its queue."""
+        if self._outstanding.get(conn, 0) > 0:
+            self._outstanding[conn] -= 1
+
+    def _unindex(self, conn: Conn, gid: str) -> None:
+        gids = self._pending_by_conn.get(conn)
+        if gids is not None:
+            gids.discard(gid)
+            if not gids:
+                del self._pending_by_conn[conn]
+
+    def _settle(self, gid: str, p: _Pending) -> None:
+        del self._pending[gid]
+        self._unindex(p.caller, gid)
+        self._unindex(p.target, gid)
+
+    def _answer(self, caller: Conn, data: bytes) -> Deliver:
+        # The caller's outstanding count moves from "pending" to "answer not
+        # yet consumed": unchanged until answer_consumed().
+        return Deliver(caller, data, answer=True)
+
+    def _fail(self, p: _Pending, error: str) -> Deliver:
+        self._rpcs_failed += 1
+        response = pb.Message(
+            response=pb.RpcResponse(request_id=p.caller_request_id, error=_ERROR_PREFIX + error)
+        )
+        return self._answer(p.caller, response.SerializeToString())
+
+    def next_deadline(self) -> float | None:
+        """When the oldest pending request expires (None: nothing can expire)."""
+        for p in self._pending.values():
+            return p.deadline
+        return None
+
+    def expire(self, now: float) -> list[Action]:
+        """Answer every request whose deadline has passed with an error."""
+        self._now = now = max(now, self._now)
+        actions: list[Action] = []
+        while self._pending:
+            gid, p = next(iter(self._pending.items()))
+            if p.deadline is None or p.deadline > now:
+                break
+            self._settle(gid, p)
+            actions.append(
+                self._fail(p, f"no response from {p.target_agent} within {self.rpc_timeout:g} s")
+            )
+        return actions
+
+    def shutdown(self) -> list[Action]:
+        """Refuse new connections and answer every pending request with an error."""
+        self._closed = True
+        actions: list[Action] = []
+        while self._pending:
+            gid, p = next(iter(self._pending.items()))
+            self._settle(gid, p)
+            actions.append(
+                self._fail(p, f"the gateway is shutting down; no answer from {p.target_agent}")
+            )
+        return actions
+
+    # ------------------------------------------------------------ control channel
+
+    def _resolve(self, destination: str) -> Conn | None:
+        if destination.startswith("agentid="):
+            try:
+                agent = AgentId.from_str(destination[len("agentid=") :])
+            except InvalidIdentifierError:
+                return None
+            owner = self._owner.get(agent.type)
+            client = None if owner is None else self._clients[owner]
+        elif destination.startswith("clientid="):
+            client = self._clients.get(destination[len("clientid=") :])
+        else:
+            return None
+        return None if client is None else client.control
+
+    def receive_control(self, conn: Conn, data: bytes) -> list[Action]:
+        """A serialized ``agents.ControlMessage`` arrived on control connection *conn*."""
+        if conn not in self._conns:
+            return []
+        try:
+            message = pb.ControlMessage.FromString(data)
+        except DecodeError as exc:
+            return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
+        target = self._resolve(message.destination)
+        if target is not None:
+            self._control_forwarded += 1
+            return [Deliver(target, data)]
+        self._control_undeliverable += 1
+        reason = (
+            _ERROR_PREFIX + f"cannot deliver control message {message.rpc_id!r}: "
+            f"no control channel for destination {message.destination!r}"
+        )
+        reply = _control_error_reply(message, reason)
+        if reply is None:
+            logger.warning("%s (dropped)", reason)
+            return []
+        back = self._resolve(message.respond_to) or conn
+        return [Deliver(back, reply.SerializeToString())]
+
+    # ------------------------------------------------------------ introspection
+
+    def statistics(self) -> RouterStatistics:
+        clients = self._clients.values()
+        return RouterStatistics(
+            clients=len(self._clients),
+            data_connections=sum(1 for c in clients if c.data is not None),
+            control_connections=sum(1 for c in clients if c.control is not None),
+            agent_types=len(self._owner),
+            subscriptions=len(self._table),
+            rpcs_in_flight=len(self._pending),
+            rpcs_forwarded=self._rpcs_forwarded,
+            rpcs_failed=self._rpcs_failed,
+            responses_forwarded=self._responses_forwarded,
+            responses_dropped=self._responses_dropped,
+            events_received=self._events_received,
+            event_deliveries=self._event_deliveries,
+            events_dropped=self._events_dropped,
+            control_forwarded=self._control_forwarded,
+            control_undeliverable=self._control_undeliverable,
+            protocol_errors=self._protocol_errors,
+        )
+
+    def check_invariants(self) -> None:
+        """Assert I1-I7 (for tests; O(size of the state))."""
+        for agent_type, owner in self._owner.items():
+            assert owner in self._clients, (agent_type, owner)
+            assert agent_type in self._clients[owner].types
+        for client_id, client in self._clients.items():
+            assert not client.is_empty(), client_id
+            for agent_type in client.types:
+                assert self._owner.get(agent_type) == client_id
+            for sub_id in client.subscriptions:
+                assert self._sub_owner.get(sub_id) == client_id
+            for conn in (client.data, client.control):
+                if conn is not None:
+                    assert conn in self._conns
+                    assert conn.client_id == client_id
+        assert set(self._sub_owner) == {s.id for s in self._table}
+        assert sum(len(c.subscriptions) for c in self._clients.values()) == len(self._table)
+        live = {c for client in self._clients.values() for c in (client.data, client.control)}
+        assert self._conns == live - {None}
+        index: dict[Conn, set[str]] = {}
+        last_deadline = float("-inf")
+        for gid, p in self._pending.items():
+            assert p.caller in self._conns
+            assert p.target in self._conns
+            assert p.caller.kind is ConnKind.DATA
+            assert p.target.kind is ConnKind.DATA
+            index.setdefault(p.caller, set()).add(gid)
+            index.setdefault(p.target, set()).add(gid)
+            if p.deadline is not None:
+                assert p.deadline >= last_deadline
+                last_deadline = p.deadline
+        assert index == self._pending_by_conn
+        assert set(self._outstanding) == {c for c in self._conns if c.kind is ConnKind.DATA}
+        for conn, outstanding in self._outstanding.items():
+            calls = sum(1 for p in self._pending.values() if p.caller == conn)
+            assert calls <= outstanding <= self.max_in_flight, (conn, calls, outstanding)
+
+    def pending_ids(self) -> Iterable[str]:
+        return self._pending.keys()
+
+
+def _id_order(gid: str) -> int:
+    return int(gid[2:])
+
+
+def _control_error_reply(message: pb.ControlMessage, reason: str) -> pb.ControlMessage | None:
+    """The error response for an undeliverable control *request*, if it is one."""
+    if not message.HasField("respond_to") or not message.respond_to:
+        return None
+    if not message.HasField("rpcMessage"):
+        return None
+    answer: pb.SaveStateResponse | pb.LoadStateResponse
+    type_name = message.rpcMessage.TypeName()
+    if type_name == "agents.SaveStateRequest":
+        answer = pb.SaveStateResponse(error=reason)
+    elif type_name == "agents.LoadStateRequest":
+        answer = pb.LoadStateResponse(error=reason)
+    else:
+        return None
+    reply = pb.ControlMessage(rpc_id=message.rpc_id, destination=message.respond_to)
+    reply.rpcMessage.Pack(answer)
+    return reply

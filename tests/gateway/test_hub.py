@@ -1,0 +1,248 @@
+"""The gateway hub over trio memory channels: no sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+from grpclib.const import Status
+
+from agentwire._gateway import ConnKind, GatewayConfig, GatewayHub, RoutingError, open_hub
+from agentwire._gateway._hub import Connection
+from agentwire._proto import agent_worker_pb2 as pb
+
+from .helpers import control, event, parse, request, response, type_sub
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[GatewayHub]:
+    config = GatewayConfig(rpc_timeout=10.0, queue_size=2, max_in_flight=4, send_timeout=5.0)
+    async with open_hub(config) as hub:
+        yield hub
+
+
+async def receive(conn: Connection) -> pb.Message:
+    return parse(await conn.from_gateway.receive())
+
+
+async def test_rpc_round_trip(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "echo")
+        await a.to_gateway.send(request("1", "echo/k", source="caller/c"))
+        forwarded = (await receive(b)).request
+        assert forwarded.target.key == "k"
+        await b.to_gateway.send(response(forwarded.request_id))
+        answered = (await receive(a)).response
+        assert answered.request_id == "1"
+        assert answered.payload.data == b'{"text": "pong"}'
+        stats = hub.statistics()
+        assert (stats.rpcs_forwarded, stats.responses_forwarded, stats.rpcs_in_flight) == (1, 1, 0)
+        hub.check_invariants()
+
+
+async def test_publish_reaches_subscribers_with_original_bytes(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "listener")
+        hub.add_subscription("B", type_sub("news", "listener", "s1"))
+        raw = event("news", "src")
+        await a.to_gateway.send(raw)
+        assert await b.from_gateway.receive() == raw
+        hub.remove_subscription("A", "s1")
+        await a.to_gateway.send(event("news", "src", event_id="e2"))
+        await a.to_gateway.send(request("9", "ghost/k"))
+        # The event went nowhere; the next thing A sees is its own error answer.
+        assert "ghost" in (await receive(a)).response.error
+        assert b.from_gateway.statistics().current_buffer_used == 0  # type: ignore[attr-defined]
+
+
+async def test_rpc_timeout_answers_caller(hub: GatewayHub, autojump_clock: trio.abc.Clock) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "slow")
+        start = trio.current_time()
+        await a.to_gateway.send(request("1", "slow/k"))
+        gid = (await receive(b)).request.request_id
+        answered = (await receive(a)).response
+        assert trio.current_time() - start == pytest.approx(10.0)
+        assert answered.request_id == "1"
+        assert "within 10 s" in answered.error
+        await b.to_gateway.send(response(gid))  # too late: dropped
+        await a.to_gateway.send(request("2", "ghost/k"))
+        assert (await receive(a)).response.request_id == "2"
+        assert hub.statistics().responses_dropped == 1
+
+
+async def test_timer_rearms_after_idle(hub: GatewayHub, autojump_clock: trio.abc.Clock) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "slow")
+        for rid in ("1", "2"):
+            await a.to_gateway.send(request(rid, "slow/k"))
+            await receive(b)
+            assert (await receive(a)).response.request_id == rid
+
+
+async def test_target_disconnect_answers_callers(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a:
+        async with hub.connect("B") as b:
+            hub.register_agent("B", "echo")
+            hub.add_subscription("B", type_sub("default", "echo", "s1"))
+            await a.to_gateway.send(request("1", "echo/k"))
+            await receive(b)
+        answered = (await receive(a)).response
+        assert answered.request_id == "1"
+        assert "disconnected before answering" in answered.error
+        assert hub.subscriptions() == []
+        hub.register_agent("C", "echo")  # free again
+        hub.check_invariants()
+
+
+async def test_malformed_message_ends_only_that_stream(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("A", "echo")
+        await b.to_gateway.send(b"\xff\xff\xff")
+        with pytest.raises(trio.EndOfChannel):
+            await b.from_gateway.receive()
+        assert b.close_reason is not None
+        assert b.close_reason[0] is Status.INVALID_ARGUMENT
+        with pytest.raises(trio.BrokenResourceError):
+            await b.to_gateway.send(request("1", "echo/k"))
+        # A is unaffected.
+        await a.to_gateway.send(request("1", "echo/k"))
+        assert (await receive(a)).request.target.type == "echo"
+        assert a.close_reason is None
+
+
+async def test_slow_consumer_is_disconnected_not_the_sender(
+    hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("flood", "sink", "s1"))
+        await a.to_gateway.send(request("r", "sink/k"))
+        # B never reads: two queue slots fill up (one is the request), the
+        # third event waits send_timeout, then B is cut off.
+        for i in range(4):
+            await a.to_gateway.send(event("flood", event_id=str(i)))
+        answered = (await receive(a)).response
+        assert answered.request_id == "r"
+        assert "disconnected" in answered.error
+        assert b.close_reason is not None
+        assert b.close_reason[0] is Status.UNAVAILABLE
+        assert "slow consumer" in b.close_reason[1]
+        with pytest.raises(trio.EndOfChannel):
+            await b.from_gateway.receive()  # what was queued is discarded
+        assert hub.statistics().slow_disconnects == 1
+        # A keeps working.
+        await a.to_gateway.send(request("2", "sink/k"))
+        assert "sink" in (await receive(a)).response.error
+
+
+async def test_answers_never_wait_for_a_caller_that_does_not_read(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "echo")
+        hub.register_agent("A", "listener")
+        hub.add_subscription("A", type_sub("news", "listener", "s1"))
+        for i in range(4):  # max_in_flight
+            await a.to_gateway.send(request(str(i), "echo/k"))
+        gids = [(await receive(b)).request.request_id for _ in range(4)]
+        for gid in gids:  # A does not read; these must not block B's routing
+            await b.to_gateway.send(response(gid))
+        await a.to_gateway.send(request("5", "echo/k"))
+        # A receives its four answers, then the refusal of the fifth request.
+        got = [(await receive(a)).response for _ in range(5)]
+        assert [r.request_id for r in got] == ["0", "1", "2", "3", "5"]
+        assert "too many requests in flight" in got[-1].error
+        hub.check_invariants()
+
+
+async def test_half_close_means_leaving(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "echo")
+        await b.to_gateway.aclose()
+        with pytest.raises(trio.EndOfChannel):
+            await b.from_gateway.receive()
+        assert b.close_reason is None
+        await a.to_gateway.send(request("1", "echo/k"))
+        assert "no worker has registered" in (await receive(a)).response.error
+
+
+async def test_newer_stream_supersedes_older(hub: GatewayHub) -> None:
+    async with hub.connect("A") as old:
+        hub.register_agent("A", "echo")
+        async with hub.connect("A") as new:
+            with pytest.raises(trio.EndOfChannel):
+                await old.from_gateway.receive()
+            assert old.close_reason is not None
+            assert old.close_reason[0] is Status.ABORTED
+            hub.register_agent("A", "echo")  # the old registration went with it
+            await new.to_gateway.send(request("1", "echo/k"))
+            assert (await receive(new)).request.target.type == "echo"
+        hub.check_invariants()
+    assert hub.statistics().clients == 0
+
+
+async def test_shutdown_answers_pending_and_ends_streams() -> None:
+    async with open_hub() as hub, hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "echo")
+        await a.to_gateway.send(request("1", "echo/k"))
+        await receive(b)
+        hub.begin_shutdown()
+        answered = (await receive(a)).response
+        assert "shutting down" in answered.error
+        with pytest.raises(trio.EndOfChannel):
+            await a.from_gateway.receive()
+        assert a.close_reason == (Status.UNAVAILABLE, "agentwire gateway: shutting down")
+        with pytest.raises(RoutingError):
+            async with hub.connect("C"):
+                pass  # pragma: no cover
+
+
+async def test_control_channel_routes_and_answers(hub: GatewayHub) -> None:
+    async with (
+        hub.connect("A", ConnKind.CONTROL) as ca,
+        hub.connect("B", ConnKind.CONTROL) as cb,
+        hub.connect("B") as b,
+    ):
+        hub.register_agent("B", "echo")
+        raw = control("r1", "agentid=echo/k", respond_to="clientid=A")
+        await ca.to_gateway.send(raw)
+        assert await cb.from_gateway.receive() == raw
+        assert b.from_gateway.statistics().current_buffer_used == 0  # type: ignore[attr-defined]
+        await ca.to_gateway.send(control("r2", "clientid=nobody", respond_to="clientid=A"))
+        reply = pb.ControlMessage.FromString(await ca.from_gateway.receive())
+        assert reply.rpc_id == "r2"
+        body = pb.SaveStateResponse()
+        assert reply.rpcMessage.Unpack(body)
+        assert body.error
+
+
+async def test_many_clients_concurrently(hub: GatewayHub) -> None:
+    """Ten callers with colliding ids against one echo worker, concurrently."""
+    async with hub.connect("server") as server:
+        hub.register_agent("server", "echo")
+
+        async def serve() -> None:
+            async for data in server.from_gateway:
+                req = parse(data).request
+                await server.to_gateway.send(response(req.request_id, data=req.target.key.encode()))
+
+        async def call(name: str, results: dict[str, list[bytes]]) -> None:
+            async with hub.connect(name) as conn:
+                got = []
+                for i in range(3):
+                    await conn.to_gateway.send(request(str(i), f"echo/{name}-{i}"))
+                    answered = (await receive(conn)).response
+                    assert answered.request_id == str(i)
+                    got.append(answered.payload.data)
+                results[name] = got
+
+        results: dict[str, list[bytes]] = {}
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve)
+            async with trio.open_nursery() as callers:
+                for n in range(10):
+                    callers.start_soon(call, f"c{n}", results)
+            nursery.cancel_scope.cancel()
+        assert results == {f"c{n}": [f"c{n}-{i}".encode() for i in range(3)] for n in range(10)}
+        hub.check_invariants()

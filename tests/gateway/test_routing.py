@@ -1,0 +1,428 @@
+"""The gateway's sans-IO routing core, one behaviour at a time."""
+
+from __future__ import annotations
+
+import pytest
+from grpclib.const import Status
+
+from agentwire._gateway._routing import (
+    UNKNOWN_SUBSCRIPTION_MESSAGE,
+    Close,
+    ConnKind,
+    Deliver,
+    Router,
+    RoutingError,
+)
+from agentwire._proto import agent_worker_pb2 as pb
+
+from .helpers import control, event, parse, prefix_sub, request, response, type_sub
+
+DATA = ConnKind.DATA
+CONTROL = ConnKind.CONTROL
+
+
+@pytest.fixture
+def router() -> Router:
+    return Router(rpc_timeout=10.0, max_in_flight=3)
+
+
+def only(actions: list[Deliver | Close]) -> Deliver:
+    assert len(actions) == 1
+    action = actions[0]
+    assert isinstance(action, Deliver)
+    return action
+
+
+# ---------------------------------------------------------------- registration
+
+
+def test_register_agent_one_owner_per_type(router: Router) -> None:
+    router.register_agent("A", "echo")
+    with pytest.raises(RoutingError) as info:
+        router.register_agent("B", "echo")
+    assert info.value.status is Status.INVALID_ARGUMENT
+    assert info.value.message == "Agent type echo already registered with client A."
+    # The same client cannot register twice either (as AutoGen).
+    with pytest.raises(RoutingError, match="already registered with client A"):
+        router.register_agent("A", "echo")
+    assert router.owner_of("echo") == "A"
+    router.check_invariants()
+
+
+def test_register_agent_rejects_invalid_type(router: Router) -> None:
+    with pytest.raises(RoutingError) as info:
+        router.register_agent("A", "no spaces")
+    assert info.value.status is Status.INVALID_ARGUMENT
+    assert router.owner_of("no spaces") is None
+
+
+def test_register_before_channel_then_route(router: Router) -> None:
+    router.register_agent("B", "echo")  # no channel yet: allowed
+    a = router.connect("A", DATA)
+    rejected = only(router.receive(a, request("1", "echo/k"), 0.0))
+    assert "has no open channel" in parse(rejected.data).response.error
+    b = router.connect("B", DATA)
+    forwarded = only(router.receive(a, request("2", "echo/k"), 0.0))
+    assert forwarded.conn == b
+    router.check_invariants()
+
+
+# ---------------------------------------------------------------- subscriptions
+
+
+def test_duplicate_subscription_by_id_and_by_content(router: Router) -> None:
+    router.add_subscription("A", type_sub("t", "echo", "s1"))
+    with pytest.raises(RoutingError) as info:
+        router.add_subscription("B", type_sub("other", "x", "s1"))
+    assert (info.value.status, info.value.message) == (
+        Status.INVALID_ARGUMENT,
+        "Subscription already exists",
+    )
+    with pytest.raises(RoutingError, match="Subscription already exists"):
+        router.add_subscription("B", type_sub("t", "echo", "s2"))
+    # Same content but a different kind is not a duplicate.
+    router.add_subscription("B", prefix_sub("t", "echo", "s3"))
+    assert [s.id for s in router.subscriptions()] == ["s1", "s3"]
+    router.check_invariants()
+
+
+def test_invalid_subscription_is_invalid_argument(router: Router) -> None:
+    with pytest.raises(RoutingError) as info:
+        router.add_subscription("A", pb.Subscription(id="s"))
+    assert info.value.status is Status.INVALID_ARGUMENT
+    with pytest.raises(RoutingError) as info:
+        router.add_subscription("A", type_sub("t", "bad type", "s"))
+    assert info.value.status is Status.INVALID_ARGUMENT
+    assert router.subscriptions() == []
+
+
+def test_remove_unknown_subscription_is_autogen_unknown(router: Router) -> None:
+    with pytest.raises(RoutingError) as info:
+        router.remove_subscription("A", "nope")
+    assert info.value.status is Status.UNKNOWN
+    assert info.value.message == UNKNOWN_SUBSCRIPTION_MESSAGE
+    assert UNKNOWN_SUBSCRIPTION_MESSAGE == (
+        "Unexpected <class 'ValueError'>: Subscription does not exist"
+    )
+
+
+def test_any_client_may_remove_any_subscription(router: Router) -> None:
+    router.add_subscription("A", type_sub("t", "echo", "s1"))
+    router.remove_subscription("B", "s1")
+    assert router.subscriptions() == []
+    router.check_invariants()
+    assert router.statistics().clients == 0
+
+
+# ---------------------------------------------------------------- RPC
+
+
+def test_rpc_rewrites_and_restores_request_id(router: Router) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    fwd = only(router.receive(a, request("1", "echo/k", source="caller/c"), 0.0))
+    assert fwd.conn == b
+    assert not fwd.answer
+    forwarded = parse(fwd.data).request
+    assert forwarded.request_id != "1"
+    assert forwarded.target.type == "echo"
+    assert forwarded.source.type == "caller"
+    back = only(router.receive(b, response(forwarded.request_id), 0.0))
+    assert back.conn == a
+    assert back.answer
+    answered = parse(back.data).response
+    assert answered.request_id == "1"
+    assert answered.payload.data == b'{"text": "pong"}'
+    assert router.statistics().rpcs_in_flight == 0
+    router.check_invariants()
+
+
+def test_colliding_request_ids_from_two_callers(router: Router) -> None:
+    a = router.connect("A", DATA)
+    c = router.connect("C", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    from_a = parse(only(router.receive(a, request("1", "echo/a"), 0.0)).data).request
+    from_c = parse(only(router.receive(c, request("1", "echo/c"), 0.0)).data).request
+    assert from_a.request_id != from_c.request_id
+    # Answer in the opposite order: each caller gets its own answer.
+    to_c = only(router.receive(b, response(from_c.request_id, data=b"C"), 0.0))
+    to_a = only(router.receive(b, response(from_a.request_id, data=b"A"), 0.0))
+    assert (to_c.conn, parse(to_c.data).response.payload.data) == (c, b"C")
+    assert (to_a.conn, parse(to_a.data).response.payload.data) == (a, b"A")
+    assert parse(to_a.data).response.request_id == "1"
+    router.check_invariants()
+
+
+def test_unknown_target_gets_error_response(router: Router) -> None:
+    a = router.connect("A", DATA)
+    answer = only(router.receive(a, request("7", "ghost/k"), 0.0))
+    assert answer.conn == a
+    assert not answer.answer  # back-pressured like other traffic to the caller
+    resp = parse(answer.data).response
+    assert resp.request_id == "7"
+    assert "ghost" in resp.error
+    assert router.statistics().rpcs_failed == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        (request("1", "bad type/k"), "invalid target agent type"),
+        (
+            pb.Message(
+                request=pb.RpcRequest(
+                    request_id="1", target=pb.AgentId(type="echo", key="k"), source=pb.AgentId()
+                )
+            ).SerializeToString(),
+            "invalid source agent type",
+        ),
+        (pb.Message(request=pb.RpcRequest(request_id="1")).SerializeToString(), "invalid target"),
+    ],
+)
+def test_invalid_ids_in_request_answered_with_error(
+    router: Router, raw: bytes, needle: str
+) -> None:
+    router.register_agent("A", "echo")
+    a = router.connect("A", DATA)
+    resp = parse(only(router.receive(a, raw, 0.0)).data).response
+    assert resp.request_id == "1"
+    assert needle in resp.error
+    assert router.statistics().rpcs_in_flight == 0
+
+
+def test_response_from_wrong_client_or_unknown_id_is_dropped(router: Router) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    gid = parse(only(router.receive(a, request("1", "echo/k"), 0.0)).data).request.request_id
+    assert router.receive(a, response(gid), 0.0) == []  # A is not the target
+    assert router.receive(b, response("gw999"), 0.0) == []
+    assert router.statistics().responses_dropped == 2
+    assert router.statistics().rpcs_in_flight == 1
+    router.check_invariants()
+
+
+def test_rpc_to_own_client(router: Router) -> None:
+    a = router.connect("A", DATA)
+    router.register_agent("A", "self")
+    fwd = only(router.receive(a, request("1", "self/k"), 0.0))
+    assert fwd.conn == a
+    back = only(router.receive(a, response(parse(fwd.data).request.request_id), 0.0))
+    assert back.conn == a
+    assert parse(back.data).response.request_id == "1"
+
+
+def test_deadline_expiry_answers_caller(router: Router) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "slow")
+    gid = parse(only(router.receive(a, request("1", "slow/k"), 100.0)).data).request.request_id
+    assert router.next_deadline() == 110.0
+    assert router.expire(109.9) == []
+    expired = only(router.expire(110.0))
+    assert expired.conn == a
+    assert expired.answer
+    resp = parse(expired.data).response
+    assert resp.request_id == "1"
+    assert "within 10 s" in resp.error
+    assert router.next_deadline() is None
+    # The late answer goes nowhere.
+    assert router.receive(b, response(gid), 111.0) == []
+    router.check_invariants()
+
+
+def test_no_timeout_when_disabled() -> None:
+    router = Router(rpc_timeout=None)
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.register_agent("B", "slow")
+    router.receive(a, request("1", "slow/k"), 0.0)
+    assert router.next_deadline() is None
+    assert router.expire(1e12) == []
+    assert router.statistics().rpcs_in_flight == 1
+
+
+def test_in_flight_limit_and_answer_consumption(router: Router) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    gids = [
+        parse(only(router.receive(a, request(str(i), "echo/k"), 0.0)).data).request.request_id
+        for i in range(3)
+    ]
+    refused = only(router.receive(a, request("4", "echo/k"), 0.0))
+    assert refused.conn == a
+    assert "too many requests in flight" in parse(refused.data).response.error
+    # An answer that has not been consumed still counts.
+    only(router.receive(b, response(gids[0]), 0.0))
+    refused_again = only(router.receive(a, request("5", "echo/k"), 0.0))
+    assert "too many" in parse(refused_again.data).response.error
+    router.answer_consumed(a)
+    assert only(router.receive(a, request("6", "echo/k"), 0.0)).conn == b
+    router.check_invariants()
+
+
+def test_target_disconnect_answers_callers_and_cleans_up(router: Router) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    router.add_subscription("B", type_sub("default", "echo", "s1"))
+    router.receive(a, request("1", "echo/k1"), 0.0)
+    router.receive(a, request("2", "echo/k2"), 0.0)
+    answers = router.disconnect(b)
+    assert [a_.conn for a_ in answers] == [a, a]
+    assert all(isinstance(x, Deliver) and x.answer for x in answers)
+    responses = [parse(x.data).response for x in answers if isinstance(x, Deliver)]
+    assert [r.request_id for r in responses] == ["1", "2"]
+    assert all("disconnected before answering" in r.error for r in responses)
+    assert router.owner_of("echo") is None
+    assert router.subscriptions() == []
+    router.register_agent("C", "echo")  # the type is free again
+    assert router.disconnect(b) == []  # idempotent
+    router.check_invariants()
+
+
+def test_caller_disconnect_forgets_its_requests(router: Router) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    gid = parse(only(router.receive(a, request("1", "echo/k"), 0.0)).data).request.request_id
+    assert router.disconnect(a) == []
+    assert router.statistics().rpcs_in_flight == 0
+    assert router.receive(b, response(gid), 0.0) == []
+    router.check_invariants()
+
+
+def test_shutdown_answers_everything_and_refuses_connections(router: Router) -> None:
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    router.receive(a, request("1", "echo/k"), 0.0)
+    answer = only(router.shutdown())
+    assert "shutting down" in parse(answer.data).response.error
+    with pytest.raises(RoutingError) as info:
+        router.connect("C", DATA)
+    assert info.value.status is Status.UNAVAILABLE
+
+
+def test_reconnect_with_same_client_id_gets_new_conn(router: Router) -> None:
+    a1 = router.connect("A", DATA)
+    router.register_agent("A", "echo")
+    with pytest.raises(RuntimeError):
+        router.connect("A", DATA)
+    router.disconnect(a1)
+    a2 = router.connect("A", DATA)
+    assert a2 != a1
+    assert router.receive(a1, request("1", "x/y"), 0.0) == []  # stale conn ignored
+    assert router.owner_of("echo") is None
+
+
+# ---------------------------------------------------------------- publish
+
+
+def test_publish_fans_out_once_per_client_including_publisher(router: Router) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.connect("C", DATA)
+    router.register_agent("A", "pub")
+    router.register_agent("B", "x")
+    router.register_agent("B", "y")
+    router.add_subscription("A", type_sub("default", "pub", "s1"))
+    router.add_subscription("B", type_sub("default", "x", "s2"))
+    router.add_subscription("B", prefix_sub("def", "y", "s3"))
+    raw = event("default")
+    actions = router.receive(a, raw, 0.0)
+    assert [(x.conn, x.data) for x in actions if isinstance(x, Deliver)] == [(a, raw), (b, raw)]
+    assert router.receive(a, event("nobody"), 0.0) == []
+    stats = router.statistics()
+    assert (stats.events_received, stats.event_deliveries) == (2, 2)
+
+
+def test_publish_skips_types_without_owner_or_channel(router: Router) -> None:
+    a = router.connect("A", DATA)
+    router.add_subscription("A", type_sub("t", "orphan", "s1"))  # type never registered
+    router.register_agent("B", "nochannel")
+    router.add_subscription("B", type_sub("t", "nochannel", "s2"))
+    assert router.receive(a, event("t"), 0.0) == []
+
+
+def test_publish_with_invalid_topic_is_dropped(router: Router) -> None:
+    a = router.connect("A", DATA)
+    assert router.receive(a, event("bad topic"), 0.0) == []
+    assert router.statistics().events_dropped == 1
+
+
+# ---------------------------------------------------------------- malformed input
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xff\xff", pb.Message().SerializeToString(), b"\xa2\x06\x01x"],
+    ids=["garbage", "empty", "unknown-field"],
+)
+def test_malformed_message_closes_only_the_sender(router: Router, raw: bytes) -> None:
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    (action,) = router.receive(a, raw, 0.0)
+    assert isinstance(action, Close)
+    assert action.conn == a
+    assert action.status is Status.INVALID_ARGUMENT
+    assert router.statistics().protocol_errors == 1
+    assert router.is_live(b)
+
+
+# ---------------------------------------------------------------- control channel
+
+
+def test_control_routes_by_agent_and_client(router: Router) -> None:
+    ca = router.connect("A", CONTROL)
+    cb = router.connect("B", CONTROL)
+    router.register_agent("B", "echo")
+    raw = control("r1", "agentid=echo/k", respond_to="clientid=A")
+    assert only(router.receive_control(ca, raw)) == Deliver(cb, raw)
+    raw2 = control("r2", "clientid=A")
+    assert only(router.receive_control(cb, raw2)) == Deliver(ca, raw2)
+    assert router.statistics().control_forwarded == 2
+
+
+@pytest.mark.parametrize("save", [True, False])
+def test_undeliverable_control_request_is_answered(router: Router, save: bool) -> None:
+    ca = router.connect("A", CONTROL)
+    router.register_agent("B", "echo")  # owner has no control channel
+    raw = control("r1", "agentid=echo/k", respond_to="clientid=A", save=save)
+    reply = only(router.receive_control(ca, raw))
+    assert reply.conn == ca
+    message = pb.ControlMessage.FromString(reply.data)
+    assert message.rpc_id == "r1"
+    assert message.destination == "clientid=A"
+    assert not message.HasField("respond_to")
+    body: pb.SaveStateResponse | pb.LoadStateResponse
+    body = pb.SaveStateResponse() if save else pb.LoadStateResponse()
+    assert message.rpcMessage.Unpack(body)
+    assert "no control channel" in body.error
+
+
+def test_undeliverable_control_without_respond_to_is_dropped(router: Router) -> None:
+    ca = router.connect("A", CONTROL)
+    assert router.receive_control(ca, control("r1", "nonsense")) == []
+    assert router.receive_control(ca, control("r1", "agentid=bad type/k")) == []
+    assert router.statistics().control_undeliverable == 2
+
+
+def test_control_garbage_closes_sender(router: Router) -> None:
+    ca = router.connect("A", CONTROL)
+    (action,) = router.receive_control(ca, b"\xff\xff")
+    assert isinstance(action, Close)
+    assert action.status is Status.INVALID_ARGUMENT
+
+
+def test_control_disconnect_keeps_data_state(router: Router) -> None:
+    router.connect("A", DATA)
+    ca = router.connect("A", CONTROL)
+    router.register_agent("A", "echo")
+    router.disconnect(ca)
+    assert router.owner_of("echo") == "A"
+    router.check_invariants()

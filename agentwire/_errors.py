@@ -96,3 +96,8 @@ class InvalidCloudEventError(AgentwireError, ValueError):
         self.attribute = attribute
         self.problem = problem
         super().__init__(f"invalid CloudEvent: {attribute} {problem}")
+
+
+class RequestCancelledError(AgentwireError):
+    """The handler of an RPC was cancelled (its ``ctx.cancellation`` scope) before it
+    returned, while the caller was still waiting; the caller gets this error."""

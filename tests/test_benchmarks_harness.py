@@ -1,0 +1,147 @@
+"""The benchmark harness's arithmetic and reports, on fabricated runs (nothing is timed)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+from benchmarks import _common, _harness
+from benchmarks._spec import (
+    Metric,
+    Run,
+    markdown_table,
+    median_figures,
+    ratio,
+    rows_for,
+    verdict,
+    workload,
+)
+
+
+def test_percentile_interpolates_between_ranks() -> None:
+    samples = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert _common.percentile(samples, 50) == 30.0
+    assert _common.percentile(samples, 0) == 10.0
+    assert _common.percentile(samples, 100) == 50.0
+    assert _common.percentile(samples, 25) == 20.0
+    assert _common.percentile([7.0], 99) == 7.0
+    with pytest.raises(ValueError, match="no samples"):
+        _common.percentile([], 50)
+
+
+def test_latency_summary_reports_microseconds() -> None:
+    summary = _common.latency_summary("seq", [3000, 1000, 2000])
+    assert summary == {"seq_p50_us": 2.0, "seq_p95_us": 2.9, "seq_p99_us": 2.98}
+
+
+def test_scale_count_fills_the_duration_within_bounds() -> None:
+    assert _common.scale_count(200, 0.1, 1.5, 500, 10_000) == 3000
+    assert _common.scale_count(200, 0.001, 1.5, 500, 10_000) == 10_000
+    assert _common.scale_count(200, 10.0, 1.5, 500, 10_000) == 500
+
+
+def test_median_ignores_failed_runs_and_the_other_system() -> None:
+    runs = [
+        Run("autogen", 0, 1.0, {"x": 10.0}),
+        Run("agentwire", 0, 1.0, {"x": 100.0}),
+        Run("autogen", 1, 1.0, {"x": 30.0}),
+        Run("agentwire", 1, 1.0, error="boom"),
+        Run("autogen", 2, 1.0, {"x": 20.0, "y": 1.0}),
+        Run("agentwire", 2, 1.0, {"x": 300.0}),
+    ]
+    assert median_figures(runs, "autogen") == {"x": 20.0, "y": 1.0}
+    assert median_figures(runs, "agentwire") == {"x": 200.0}
+
+
+def test_ratio_is_agentwire_over_autogen() -> None:
+    assert ratio(10.0, 250.0) == 25.0
+    assert ratio(None, 1.0) is None
+    assert ratio(1.0, None) is None
+    assert ratio(0.0, 1.0) is None
+
+
+def test_verdict_follows_the_metric_direction() -> None:
+    faster = Metric("r", "rate", "msg/s", True, target_ratio=20.0)
+    assert verdict(faster, 200.0, 20.0) is True
+    assert verdict(faster, 190.0, 19.0) is False
+    assert verdict(faster, None, None) is None
+    smaller = Metric("m", "memory", "B", False, target_ratio=1.0)
+    assert verdict(smaller, 90.0, 0.9) is True
+    assert verdict(smaller, 110.0, 1.1) is False
+    both = Metric("p", "p99", "µs", False, target_ratio=0.5, target_abs=1500.0)
+    assert verdict(both, 1400.0, 0.4) is True
+    assert verdict(both, 1600.0, 0.4) is False
+    assert verdict(Metric("i", "info", "B", False), 1.0, 1.0) is None
+
+
+def test_rows_and_markdown_table() -> None:
+    wl = workload("inproc_publish")
+    medians = {
+        "autogen": {"pub1_delivered_per_s": 10_000.0, "pub10_delivered_per_s": 20_000.0},
+        "agentwire": {"pub1_delivered_per_s": 200_000.0},
+    }
+    rows = rows_for(wl, medians)
+    assert [r.metric for r in rows] == ["pub1_delivered_per_s", "pub10_delivered_per_s"]
+    assert rows[0].ratio == 20.0
+    assert rows[0].met is True
+    assert rows[1].agentwire is None
+    assert rows[1].met is None
+    table = markdown_table(rows)
+    assert "200,000 deliv/s" in table
+    assert "20.0x" in table
+    assert "n/a" in table
+    assert table.count("\n") == len(rows) + 1
+
+
+def test_parse_result_reads_the_last_result_line() -> None:
+    out = f"noise\n{_common.RESULT_PREFIX}{json.dumps({'a': 1, 'b': 'x'})}\nmore noise\n"
+    assert _harness.parse_result(out) == {"a": 1.0}
+    with pytest.raises(ValueError, match="no result line"):
+        _harness.parse_result("nothing here\n")
+
+
+def test_main_alternates_systems_and_writes_the_report(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, int]] = []
+    figures = {"autogen": 1_000.0, "agentwire": 3_000.0}
+
+    def fake_run_once(
+        python: str, system: str, wl: Any, index: int, *, quick: bool, duration: Any
+    ) -> Run:
+        calls.append((system, index))
+        base = figures[system] + index
+        result = {m.key: base for m in wl.metrics}
+        return Run(system, index, 0.1, result)
+
+    monkeypatch.setattr(_harness, "run_once", fake_run_once)
+    monkeypatch.setattr(_harness, "calibrate", lambda: 0.1)
+    monkeypatch.setattr(_harness, "versions", lambda python, dists: {"python": "3"})
+    stem = tmp_path / "out"
+    status = _harness.main(
+        ["--only", "grpc", "--runs", "3", "--autogen-python", "ag-python", "--output", str(stem)]
+    )
+    assert status == 0
+    assert calls == [(s, i) for i in range(3) for s in ("autogen", "agentwire")]
+    document = json.loads(stem.with_suffix(".json").read_text())
+    grpc = document["workloads"]["grpc"]
+    assert len(grpc["runs"]) == 6
+    assert grpc["median"]["autogen"]["seq_msgs_per_s"] == 1_001.0
+    row = next(r for r in document["table"] if r["metric"] == "seq_msgs_per_s")
+    assert row["ratio"] == pytest.approx(3_001.0 / 1_001.0)
+    assert row["met"] is True
+    assert document["versions"]["autogen_side"] == {"python": "3"}
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert not stem.with_suffix(".png").exists()
+    else:
+        assert stem.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_runs_below_three_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        _harness.parse_args(["--runs", "2", "--autogen-python", "x"])

@@ -44,6 +44,8 @@ import attrs
 import trio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message as ProtoMessage
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from .._errors import ConnectionLostError, RemoteError
 from .._proto import agent_worker_pb2 as pb
@@ -251,6 +253,12 @@ class WorkerSession:
             data = await self._channel.unary(
                 path, request.SerializeToString(), metadata=self.metadata, timeout=timeout
             )
+        except GRPCError as exc:
+            if exc.status is not Status.UNAVAILABLE:
+                raise
+            # The transport reports a gone connection as UNAVAILABLE.
+            self._mark_lost(f"call failed: {exc.message or exc.status.name}")
+            raise self._lost_error() from exc
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._mark_lost(f"call failed: {exc!r}")
             raise self._lost_error() from exc

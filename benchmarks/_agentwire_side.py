@@ -1,0 +1,300 @@
+"""agentwire workloads: run with a python that has agentwire installed.
+
+``python -m benchmarks._agentwire_side WORKLOAD [--quick]`` prints one JSON result line (see
+``benchmarks._common``). The workloads mirror ``benchmarks._autogen_side`` one for one: same
+payload, same counts and phase lengths, same measuring code; only the runtime differs.
+
+The ``grpc`` workload runs the gateway as the ``agentwire gateway`` command and the echo worker
+as the ``grpc-echo`` role of this script, each its own process; this process is the caller.
+"""
+
+from __future__ import annotations
+
+import time
+
+_SPAWN_TO_MAIN = time.monotonic()  # before the framework imports: start-up counts them
+
+import re  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import attrs  # noqa: E402
+import trio  # noqa: E402
+
+import agentwire  # noqa: E402
+from agentwire import (  # noqa: E402
+    AgentId,
+    MessageContext,
+    RoutedAgent,
+    TopicId,
+    TypeSubscription,
+    message_handler,
+)
+
+from . import _common as c  # noqa: E402
+
+_IMPORTED = time.monotonic()
+
+
+@attrs.define
+class Ping:
+    n: int
+    text: str
+
+
+@attrs.define
+class Probe:
+    n: int
+
+
+class _Counter:
+    """Deliveries seen by every sink of this process; wakes a waiter at a target count."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = -1
+        self.reached: trio.Event | None = None
+
+    def hit(self) -> None:
+        self.count += 1
+        if self.count == self.target and self.reached is not None:
+            self.reached.set()
+
+    async def wait_for(self, target: int) -> None:
+        if self.count >= target:
+            return
+        self.target = target
+        self.reached = trio.Event()
+        await self.reached.wait()
+
+
+COUNTER = _Counter()
+
+
+class Echo(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("echo")
+
+    @message_handler
+    async def on_ping(self, message: Ping, ctx: MessageContext) -> Ping:
+        return message
+
+
+class Sink(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("sink")
+
+    @message_handler
+    async def on_ping(self, message: Ping, ctx: MessageContext) -> None:
+        COUNTER.hit()
+
+
+class ProbeAgent(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("probe")
+
+    @message_handler
+    async def on_probe(self, message: Probe, ctx: MessageContext) -> Probe:
+        return Probe(COUNTER.count)
+
+
+def _add_serializers(runtime: Any) -> None:
+    known = getattr(agentwire, "try_get_known_serializers_for_type", None)
+    if known is None:  # not re-exported (yet): the registry's own helper
+        from agentwire._serialization import serializers_for_type as known
+    for cls in (Ping, Probe):
+        runtime.add_message_serializer(known(cls))
+
+
+async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
+    latencies: list[int] = []
+    msg = Ping(1, c.TEXT)
+    counts: list[int] = []
+
+    async def one() -> None:
+        counts.append(
+            await c.sequential_loop(lambda: runtime.send_message(msg, target), duration, latencies)
+        )
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for _ in range(c.CONCURRENCY):
+            nursery.start_soon(one)
+    elapsed = time.perf_counter() - started
+    return {"conc_msgs_per_s": c.rate(sum(counts), elapsed), **c.latency_summary("conc", latencies)}
+
+
+async def _sequential(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
+    latencies: list[int] = []
+    msg = Ping(1, c.TEXT)
+    started = time.perf_counter()
+    done = await c.sequential_loop(lambda: runtime.send_message(msg, target), duration, latencies)
+    elapsed = time.perf_counter() - started
+    return {"seq_msgs_per_s": c.rate(done, elapsed), **c.latency_summary("seq", latencies)}
+
+
+async def inproc_rpc(duration: float) -> dict[str, float]:
+    async with agentwire.open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        target = AgentId("echo", "default")
+        await _sequential(runtime, target, duration / 5)  # warm-up
+        result = await _sequential(runtime, target, duration)
+        result.update(await _concurrent(runtime, target, duration))
+    return result
+
+
+async def _publish_phase(runtime: Any, topic: TopicId, fanout: int, count: int) -> float:
+    """Publish ``count`` messages and wait for all ``count * fanout`` deliveries; seconds."""
+    msg = Ping(1, c.TEXT)
+    target = COUNTER.count + count * fanout
+    started = time.perf_counter()
+    for _ in range(count):
+        await runtime.publish_message(msg, topic)
+    await COUNTER.wait_for(target)
+    return time.perf_counter() - started
+
+
+async def inproc_publish(duration: float) -> dict[str, float]:
+    result: dict[str, float] = {}
+    async with agentwire.open_runtime() as runtime:
+        for i in range(10):
+            await Sink.register(runtime, f"sink{i}", Sink)
+            await runtime.add_subscription(TypeSubscription("bench10", f"sink{i}"))
+        await runtime.add_subscription(TypeSubscription("bench1", "sink0"))
+        for fanout in (1, 10):
+            topic = TopicId(f"bench{fanout}", "default")
+            pilot = 200
+            seconds = await _publish_phase(runtime, topic, fanout, pilot)
+            count = c.scale_count(pilot, seconds, duration, 500, 2_000_000)
+            seconds = await _publish_phase(runtime, topic, fanout, count)
+            result[f"pub{fanout}_delivered_per_s"] = c.rate(count * fanout, seconds)
+    return result
+
+
+async def activation(duration: float) -> dict[str, float]:
+    msg = Ping(1, c.TEXT)
+    n = c.ACTIVATIONS
+    probe = c.MemoryProbe()
+    async with agentwire.open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        await runtime.send_message(msg, AgentId("echo", "warmup"))
+        started = time.perf_counter()
+        for i in range(n):
+            await runtime.send_message(msg, AgentId("echo", f"a{i}"))
+        elapsed = time.perf_counter() - started
+        with probe.measure():
+            for i in range(n):
+                await runtime.send_message(msg, AgentId("echo", f"m{i}"))
+            await trio.sleep(0.05)  # let finished handler tasks be dropped
+    return {
+        "activations_per_s": c.rate(n, elapsed),
+        "bytes_per_agent": round(probe.traced_bytes / n, 1),
+        "rss_bytes_per_agent": round(probe.rss_bytes / n, 1),
+    }
+
+
+async def _register_echo_side(runtime: Any) -> None:
+    _add_serializers(runtime)
+    await Echo.register(runtime, "echo", Echo)
+    await Sink.register(runtime, "sink", Sink)
+    await ProbeAgent.register(runtime, "probe", ProbeAgent)
+    await runtime.add_subscription(TypeSubscription(c.TOPIC_TYPE, "sink"))
+
+
+async def grpc_echo_role(address: str) -> None:
+    async with agentwire.open_worker(address) as runtime:
+        await _register_echo_side(runtime)
+        c.ready()
+        await trio.sleep_forever()
+
+
+async def _grpc_publish(runtime: Any, count: int, already: int) -> float:
+    msg = Ping(1, c.TEXT)
+    topic = TopicId(c.TOPIC_TYPE, "default")
+    probe = AgentId("probe", "default")
+    started = time.perf_counter()
+    for _ in range(count):
+        await runtime.publish_message(msg, topic)
+    while True:
+        seen: Probe = await runtime.send_message(Probe(0), probe)
+        if seen.n >= already + count:
+            return time.perf_counter() - started
+
+
+async def grpc_caller(address: str, duration: float) -> dict[str, float]:
+    async with agentwire.open_worker(address) as runtime:
+        _add_serializers(runtime)
+        target = AgentId("echo", "default")
+        await _sequential(runtime, target, duration / 5)  # warm-up: connections, activation
+        result = await _sequential(runtime, target, duration)
+        result.update(await _concurrent(runtime, target, duration))
+        pilot = 200
+        seconds = await _grpc_publish(runtime, pilot, 0)
+        count = c.scale_count(pilot, seconds, duration, 500, 500_000)
+        seconds = await _grpc_publish(runtime, count, pilot)
+        result["pub_delivered_per_s"] = c.rate(count, seconds)
+    return result
+
+
+_ADDRESS = re.compile(r"(127\.0\.0\.1:\d+)")
+
+
+def _listening(line: str) -> str | None:
+    match = _ADDRESS.search(line)
+    return match.group(1) if match else None
+
+
+def grpc_workload(duration: float) -> dict[str, float]:
+    gateway_argv = [sys.executable, "-m", "agentwire", "gateway", "--address", "127.0.0.1:0"]
+    me = [sys.executable, "-m", "benchmarks._agentwire_side"]
+    with c.Helper(gateway_argv) as gateway:
+        address = gateway.start(_listening)
+        port = address.rsplit(":", 1)[1]
+        with c.Helper([*me, "grpc-echo", "--port", port]) as echo:
+            echo.start()
+            return trio.run(grpc_caller, address, duration)
+
+
+async def startup(spawned_at: float) -> dict[str, float]:
+    main_at = time.monotonic()
+    async with (
+        agentwire.open_gateway("127.0.0.1:0") as gateway,
+        agentwire.open_worker(gateway.address) as echo,
+        agentwire.open_worker(gateway.address) as caller,
+    ):
+        await _register_echo_side(echo)
+        _add_serializers(caller)
+        await caller.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
+        answered = time.monotonic()
+    return {
+        "startup_ms": round((answered - spawned_at) * 1000, 1),
+        "imports_ms": round((_IMPORTED - spawned_at) * 1000, 1),
+        "to_first_rpc_ms": round((answered - main_at) * 1000, 1),
+    }
+
+
+def main() -> None:
+    args = c.parse_args()
+    duration = c.phase_seconds(args)
+    result: dict[str, float]
+    match args.workload:
+        case "inproc_rpc":
+            result = trio.run(inproc_rpc, duration)
+        case "inproc_publish":
+            result = trio.run(inproc_publish, duration)
+        case "activation":
+            result = trio.run(activation, duration)
+        case "grpc":
+            result = grpc_workload(duration)
+        case "startup":
+            result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
+        case "grpc-echo":
+            trio.run(grpc_echo_role, f"127.0.0.1:{args.port}")
+            return
+        case other:
+            raise SystemExit(f"unknown workload {other!r}")
+    c.emit(result)
+
+
+if __name__ == "__main__":
+    main()

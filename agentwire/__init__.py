@@ -21,6 +21,18 @@ from ._errors import (
     UnknownSubscriptionError,
 )
 from ._ids import AgentId, AgentType, DefaultTopicId, TopicId
+from ._serialization import (
+    JSON_DATA_CONTENT_TYPE,
+    PROTOBUF_DATA_CONTENT_TYPE,
+    JsonSerializer,
+    MessageSerializer,
+    ProtobufSerializer,
+    PydanticJsonSerializer,
+    SerializationRegistry,
+    UnknownPayload,
+    serializers_for_type,
+    try_get_known_serializers_for_type,
+)
 from ._subscriptions import (
     DefaultSubscription,
     Subscription,
@@ -32,6 +44,8 @@ from ._subscriptions import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "JSON_DATA_CONTENT_TYPE",
+    "PROTOBUF_DATA_CONTENT_TYPE",
     "AgentId",
     "AgentType",
     "AgentwireError",
@@ -43,16 +57,24 @@ __all__ = [
     "InvalidCloudEventError",
     "InvalidIdentifierError",
     "InvalidSubscriptionError",
+    "JsonSerializer",
     "MessageDroppedError",
+    "MessageSerializer",
+    "ProtobufSerializer",
+    "PydanticJsonSerializer",
     "RemoteError",
     "RuntimeClosedError",
     "SerializationError",
+    "SerializationRegistry",
     "Subscription",
     "SubscriptionTable",
     "TopicId",
     "TypePrefixSubscription",
     "TypeSubscription",
     "UndeliverableError",
+    "UnknownPayload",
     "UnknownSubscriptionError",
     "__version__",
+    "serializers_for_type",
+    "try_get_known_serializers_for_type",
 ]

@@ -65,12 +65,17 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: agentwire against AutoGen 0.7.5, side by side."""
     session.install("-e", ".")
     session.install("rich", "matplotlib")
-    autogen_venv = ROOT / ".nox" / "_autogen_bench"
-    python = autogen_venv / "bin" / "python"
-    if not python.exists():
-        session.run("python", "-m", "venv", str(autogen_venv), external=True)
-        session.run(str(python), "-m", "pip", "install", "-q", AUTOGEN, external=True)
-    env = {"AGENTWIRE_AUTOGEN_PYTHON": str(python), "PYTHONHASHSEED": "0"}
+    # AutoGen runs in an interpreter of its own (it pins grpcio and protobuf): the one named by
+    # $AGENTWIRE_AUTOGEN_PYTHON if set, else a venv built here once.
+    python = os.environ.get("AGENTWIRE_AUTOGEN_PYTHON", "")
+    if not python:
+        autogen_venv = ROOT / ".nox" / "_autogen_bench"
+        python = str(autogen_venv / "bin" / "python")
+        if not pathlib.Path(python).exists():
+            session.run("python", "-m", "venv", str(autogen_venv), external=True)
+            session.run(python, "-m", "pip", "install", "-q", AUTOGEN, external=True)
+    env = {"AGENTWIRE_AUTOGEN_PYTHON": python, "PYTHONHASHSEED": "0"}
+    # e.g. `nox -s bench -- --quick`, `nox -s bench -- --only grpc`
     session.run("python", "-m", "benchmarks", *session.posargs, env=env)
 
 

@@ -1,0 +1,224 @@
+"""The publish <-> CloudEvent mapping, exactly as AutoGen 0.7.5 puts it on the wire.
+
+Invariants kept by this module:
+
+* ``to_cloud_event`` sets ``id``, ``source`` (topic source), ``type`` (topic
+  type), ``spec_version="1.0"`` and exactly five attributes, all ``ce_string``:
+  ``datacontenttype``, ``dataschema`` (the type name), ``agagentsendertype``
+  and ``agagentsenderkey`` (``"unknown"`` without a sender) and
+  ``agmsgkind="publish"``. No trace context.
+* Protobuf payloads (already a serialized ``google.protobuf.Any``) go in
+  ``proto_data``; every other payload goes in ``binary_data`` (never
+  ``text_data``).
+* ``from_cloud_event(to_cloud_event(...))`` gives back the same topic, type
+  name, content type and bytes; the sender comes back when one was given and
+  as ``AgentId("unknown", "unknown")`` otherwise (that is what AutoGen
+  receivers see too).
+* A received event is rejected with :class:`InvalidCloudEventError`, naming
+  the attribute, when the topic type is invalid, ``datacontenttype`` or
+  ``dataschema`` is missing, a sender attribute is invalid, or the data is not
+  where its content type says.
+
+The ``cloudevents`` SDK is not used: it has no protobuf format, and the five
+attributes above are all this mapping needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+from google.protobuf.message import DecodeError
+
+from ._errors import InvalidCloudEventError, InvalidIdentifierError, SerializationError
+from ._ids import AgentId, TopicId
+from ._proto import cloudevent_pb2
+from ._serialization import PROTOBUF_DATA_CONTENT_TYPE
+
+__all__ = [
+    "AGENT_SENDER_KEY_ATTR",
+    "AGENT_SENDER_TYPE_ATTR",
+    "DATA_CONTENT_TYPE_ATTR",
+    "DATA_SCHEMA_ATTR",
+    "MESSAGE_KIND_ATTR",
+    "ReceivedEvent",
+    "from_cloud_event",
+    "to_cloud_event",
+    "topic_of",
+]
+
+logger = logging.getLogger("agentwire.cloudevents")
+
+DATA_CONTENT_TYPE_ATTR: Final = "datacontenttype"
+DATA_SCHEMA_ATTR: Final = "dataschema"
+AGENT_SENDER_TYPE_ATTR: Final = "agagentsendertype"
+AGENT_SENDER_KEY_ATTR: Final = "agagentsenderkey"
+MESSAGE_KIND_ATTR: Final = "agmsgkind"
+MESSAGE_KIND_PUBLISH: Final = "publish"
+MESSAGE_KIND_RPC_REQUEST: Final = "rpc_request"
+SPEC_VERSION: Final = "1.0"
+UNKNOWN_SENDER: Final = "unknown"
+
+_CloudEvent = cloudevent_pb2.CloudEvent
+_STRING_ARMS: Final = frozenset({"ce_string", "ce_uri", "ce_uri_ref"})
+
+
+def to_cloud_event(
+    *,
+    topic: TopicId,
+    sender: AgentId | None,
+    type_name: str,
+    content_type: str,
+    data: bytes,
+    event_id: str,
+) -> cloudevent_pb2.CloudEvent:
+    """The CloudEvent an AutoGen 0.7.5 worker publishes for this message.
+
+    *data* is the serializer's output; for ``application/x-protobuf`` it must
+    be a serialized ``google.protobuf.Any`` (SerializationError otherwise).
+    """
+    event = _CloudEvent(
+        id=event_id, source=topic.source, spec_version=SPEC_VERSION, type=topic.type
+    )
+    if content_type == PROTOBUF_DATA_CONTENT_TYPE:
+        try:
+            event.proto_data.ParseFromString(data)
+        except DecodeError as exc:
+            raise SerializationError(
+                f"cannot publish {type_name}: protobuf payloads must be a serialized "
+                f"google.protobuf.Any ({exc})"
+            ) from exc
+    else:
+        event.binary_data = data
+    attributes = event.attributes
+    attributes[DATA_CONTENT_TYPE_ATTR].ce_string = content_type
+    attributes[DATA_SCHEMA_ATTR].ce_string = type_name
+    if sender is None:
+        attributes[AGENT_SENDER_TYPE_ATTR].ce_string = UNKNOWN_SENDER
+        attributes[AGENT_SENDER_KEY_ATTR].ce_string = UNKNOWN_SENDER
+    else:
+        attributes[AGENT_SENDER_TYPE_ATTR].ce_string = sender.type
+        attributes[AGENT_SENDER_KEY_ATTR].ce_string = sender.key
+    attributes[MESSAGE_KIND_ATTR].ce_string = MESSAGE_KIND_PUBLISH
+    return event
+
+
+@attrs.frozen
+class ReceivedEvent:
+    """What a worker needs from a received CloudEvent."""
+
+    event_id: str
+    topic: TopicId
+    sender: AgentId | None
+    type_name: str
+    content_type: str
+    data: bytes
+    is_rpc: bool
+
+
+def topic_of(event: cloudevent_pb2.CloudEvent) -> TopicId:
+    """``TopicId(event.type, event.source)``; InvalidCloudEventError if the type is bad."""
+    try:
+        return TopicId(event.type, event.source)
+    except InvalidIdentifierError as exc:
+        raise InvalidCloudEventError("type", f"is not a valid topic type: {exc}") from exc
+
+
+def _string_attr(
+    attributes: Mapping[str, cloudevent_pb2.CloudEvent.CloudEventAttributeValue],
+    name: str,
+    *,
+    required: bool,
+) -> str | None:
+    # Check membership first: indexing a protobuf message map inserts the key.
+    if name not in attributes:
+        if required:
+            raise InvalidCloudEventError(name, "is missing")
+        return None
+    value = attributes[name]
+    arm = value.WhichOneof("attr")
+    if arm not in _STRING_ARMS:
+        raise InvalidCloudEventError(name, f"must be a string attribute, got {arm or 'no value'}")
+    text: str = getattr(value, arm)
+    return text
+
+
+def from_cloud_event(event: cloudevent_pb2.CloudEvent) -> ReceivedEvent:
+    """Read a received CloudEvent the way an AutoGen 0.7.5 worker does.
+
+    * sender: ``AgentId(agagentsendertype, agagentsenderkey)`` only if both
+      attributes are present;
+    * ``datacontenttype`` and ``dataschema`` are required;
+    * ``application/x-protobuf``: the data is ``proto_data`` (re-serialized Any);
+      any other content type: ``binary_data`` (``text_data`` is accepted too,
+      UTF-8 encoded, though AutoGen itself ignores it);
+    * ``is_rpc``: the legacy rule, topic type ``"<x>:rpc_request"``.
+
+    Raises InvalidCloudEventError naming the missing or bad attribute.
+    """
+    topic = topic_of(event)
+    attributes = event.attributes
+    content_type = _string_attr(attributes, DATA_CONTENT_TYPE_ATTR, required=True)
+    type_name = _string_attr(attributes, DATA_SCHEMA_ATTR, required=True)
+    assert content_type is not None
+    assert type_name is not None
+    if not content_type:
+        raise InvalidCloudEventError(DATA_CONTENT_TYPE_ATTR, "is empty")
+    if not type_name:
+        raise InvalidCloudEventError(DATA_SCHEMA_ATTR, "is empty")
+
+    sender: AgentId | None = None
+    sender_type = _string_attr(attributes, AGENT_SENDER_TYPE_ATTR, required=False)
+    sender_key = _string_attr(attributes, AGENT_SENDER_KEY_ATTR, required=False)
+    if sender_type is not None and sender_key is not None:
+        try:
+            sender = AgentId(sender_type, sender_key)
+        except InvalidIdentifierError as exc:
+            raise InvalidCloudEventError(
+                AGENT_SENDER_TYPE_ATTR, f"is not a valid agent type: {exc}"
+            ) from exc
+
+    arm = event.WhichOneof("data")
+    if content_type == PROTOBUF_DATA_CONTENT_TYPE:
+        if arm != "proto_data":
+            raise InvalidCloudEventError(
+                "proto_data",
+                f"is missing: {PROTOBUF_DATA_CONTENT_TYPE} data travels in "
+                f"proto_data (the event has {arm or 'no data'})",
+            )
+        data = event.proto_data.SerializeToString()
+    elif arm == "binary_data":
+        data = event.binary_data
+    elif arm == "text_data":
+        data = event.text_data.encode("utf-8")
+    else:
+        raise InvalidCloudEventError(
+            "binary_data",
+            f"is missing: {content_type} data travels in binary_data (the "
+            f"event has {arm or 'no data'})",
+        )
+
+    is_rpc = False
+    _, colon, suffix = topic.type.partition(":")
+    if colon and suffix == MESSAGE_KIND_RPC_REQUEST:
+        is_rpc = True
+        kind = _string_attr(attributes, MESSAGE_KIND_ATTR, required=False)
+        if kind != MESSAGE_KIND_RPC_REQUEST:
+            logger.warning(
+                "CloudEvent %r has topic type %r (a legacy RPC request) but %s is %r",
+                event.id,
+                topic.type,
+                MESSAGE_KIND_ATTR,
+                kind,
+            )
+    return ReceivedEvent(
+        event_id=event.id,
+        topic=topic,
+        sender=sender,
+        type_name=type_name,
+        content_type=content_type,
+        data=data,
+        is_rpc=is_rpc,
+    )

@@ -1,0 +1,658 @@
+"""The HTTP/2 connection pump shared by the gRPC client and server.
+
+One :class:`Connection` owns one byte stream and one ``h2`` state machine.
+
+Invariants (every method below keeps them):
+
+- Only the reader task receives from the byte stream; only the writer task
+  sends to it. Every other task changes ``h2`` state synchronously and then
+  calls :meth:`Connection._kick`, which wakes the writer; the writer flushes all
+  that ``h2`` has buffered with one ``send_all`` per wake-up, so everything
+  produced during one scheduler pass leaves in one socket write.
+- Outbound buffering is bounded: a sender adds DATA only while the bytes
+  buffered inside ``h2`` are below ``_HIGH_WATER`` (plus one frame) and only
+  within the peer's flow-control windows; otherwise it waits. The reader stops
+  reading while control frames it provoked exceed ``4 * _HIGH_WATER``.
+- Inbound buffering is bounded: bytes of a message that is not complete yet are
+  acknowledged to the peer at once (the decoder refuses messages larger than
+  ``max_message_size``); bytes of complete messages the application has not
+  taken yet stay unacknowledged, so the peer's stream window bounds them. Each
+  queued message carries the credit it returns when taken.
+- A stream is in ``_streams`` from its HEADERS until its owner releases it;
+  release closes it on the wire (END_STREAM both ways, else RST_STREAM) and
+  returns the credit of unread messages. Nothing is left open when the owner
+  is gone, whatever the exit path (the release code is synchronous).
+- When the connection is lost every stream fails with UNAVAILABLE and every
+  waiter is woken; no task waits on a dead connection.
+- Operations that need not wait do not yield every time (that made pipelined
+  streams 2.5x slower), but they check for cancellation every time and yield
+  to the scheduler every ``_YIELD_EVERY`` operations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from ._framing import FramingError, MessageDecoder, MessageTooLargeError
+
+log = logging.getLogger("agentwire.transport")
+
+#: outbound bytes buffered in h2 above which senders wait for the writer
+_HIGH_WATER = 256 * 1024
+#: bytes asked from the socket per receive
+_RECEIVE_SIZE = 256 * 1024
+#: yield to the scheduler at least once per this many non-blocking operations
+_YIELD_EVERY = 32
+#: our SETTINGS_INITIAL_WINDOW_SIZE (per stream) and our connection window
+STREAM_WINDOW = 4 * 1024 * 1024
+CONNECTION_WINDOW = 16 * 1024 * 1024
+#: how long a graceful close may spend flushing before the socket is dropped
+_CLOSE_FLUSH_TIMEOUT = 2.0
+
+# HTTP/2 error codes used here (RFC 9113 section 7)
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+ENHANCE_YOUR_CALM = 0xB
+
+# gRPC's mapping of RST_STREAM codes to statuses (doc/PROTOCOL-HTTP2.md)
+_RESET_STATUS = {
+    REFUSED_STREAM: Status.UNAVAILABLE,
+    CANCEL: Status.CANCELLED,
+    ENHANCE_YOUR_CALM: Status.RESOURCE_EXHAUSTED,
+    0xC: Status.PERMISSION_DENIED,
+}
+
+Headers = list[tuple[str, str]]
+
+
+def reset_status(error_code: int) -> Status:
+    """The gRPC status a client reports for a stream reset with ``error_code``."""
+    return _RESET_STATUS.get(error_code, Status.INTERNAL)
+
+
+def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    return [
+        (name.decode("utf-8", "replace"), value.decode("utf-8", "replace")) for name, value in raw
+    ]
+
+
+def _pending_output(conn: h2.connection.H2Connection) -> int:
+    # h2 has no public accessor for the size of its output buffer; h2 4.x
+    # keeps it in ``_data_to_send`` (pinned by the ``h2<5`` dependency).
+    return len(getattr(conn, "_data_to_send", b""))
+
+
+_OPEN_STATES = (
+    h2.connection.ConnectionState.CLIENT_OPEN,
+    h2.connection.ConnectionState.SERVER_OPEN,
+)
+
+
+class _H2Connection(h2.connection.H2Connection):
+    """h2 with graceful GOAWAY: streams up to ``last_stream_id`` may finish.
+
+    Stock h2 treats any GOAWAY as the end of the connection and rejects every
+    later frame, which breaks the graceful shutdown gRPC servers (grpc-core,
+    ours) perform. After a GOAWAY with NO_ERROR the state machine is put back
+    to open; the transport itself refuses new streams.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        previous = self.state_machine.state
+        result = super()._receive_goaway_frame(frame)
+        if frame.error_code == NO_ERROR and previous in _OPEN_STATES:
+            self.state_machine.state = previous
+        return result
+
+    def send_graceful_goaway(self, last_stream_id: int) -> None:
+        previous = self.state_machine.state
+        self.close_connection(error_code=NO_ERROR, last_stream_id=last_stream_id)
+        if previous in _OPEN_STATES:
+            self.state_machine.state = previous
+
+
+class Signal:
+    """Wakes the one task waiting on it (a tiny, cheaper ``trio.Event``)."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+
+    async def wait(self) -> None:
+        if self._task is not None:
+            raise trio.BusyResourceError("another task is already waiting on this stream")
+        self._task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self._task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def set(self) -> None:
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+
+
+class StreamState:
+    """Transport state of one HTTP/2 stream (client or server side)."""
+
+    __slots__ = (
+        "decoder",
+        "error",
+        "headers",
+        "headers_sent",
+        "id",
+        "local_closed",
+        "messages",
+        "partial",
+        "recv_signal",
+        "remote_closed",
+        "reset",
+        "send_signal",
+        "trailers",
+    )
+
+    def __init__(self, stream_id: int, max_message_size: int) -> None:
+        self.id = stream_id
+        # (payload, compressed flag, unacknowledged flow-control credit)
+        self.messages: deque[tuple[bytes, bool, int]] = deque()
+        self.decoder: MessageDecoder | None = MessageDecoder(max_message_size)
+        self.remote_closed = False
+        self.local_closed = False
+        self.reset = False
+        self.headers_sent = False
+        self.partial = False  # some but not all frames of a message handed to h2
+        self.error: GRPCError | None = None
+        self.headers: Headers | None = None
+        self.trailers: Headers | None = None
+        self.recv_signal = Signal()
+        self.send_signal = Signal()
+
+    @property
+    def closed(self) -> bool:
+        return self.reset or (self.local_closed and self.remote_closed)
+
+    def wake(self) -> None:
+        self.recv_signal.set()
+        self.send_signal.set()
+
+
+class Connection:
+    """Shared HTTP/2 plumbing; subclasses handle headers and stream lifecycle."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        client_side: bool,
+        max_message_size: int,
+        max_concurrent_streams: int | None = None,
+        keepalive_interval: float | None = None,
+        keepalive_timeout: float = 20.0,
+    ) -> None:
+        self._stream = stream
+        config = h2.config.H2Configuration(
+            client_side=client_side,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        self._h2 = _H2Connection(config=config)
+        self.max_message_size = max_message_size
+        self._keepalive_interval = keepalive_interval
+        self._keepalive_timeout = keepalive_timeout
+        self._streams: dict[int, StreamState] = {}
+        self._ops = 0
+        self._writer_parked = False
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._drain_lot = trio.lowlevel.ParkingLot()
+        self._slot_lot = trio.lowlevel.ParkingLot()
+        self._closing = False  # no more output after what h2 buffered
+        self.draining = False  # GOAWAY sent or received: no new streams
+        self._lost: GRPCError | None = None
+        self._last_received = trio.current_time()
+        self._ping_ack = Signal()
+        self._keepalive_scope = trio.CancelScope()
+        self._done = trio.Event()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        settings: dict[h2.settings.SettingCodes, int] = {
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 64 * 1024,
+        }
+        if max_concurrent_streams is not None:
+            settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = max_concurrent_streams
+        self._h2.local_settings = h2.settings.Settings(client=client_side, initial_values=settings)
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self._dispatch: dict[type[h2.events.Event], Callable[[Any], None]] = {
+            h2.events.DataReceived: self._on_data,
+            h2.events.StreamEnded: self._on_stream_ended,
+            h2.events.StreamReset: self._on_stream_reset,
+            h2.events.WindowUpdated: self._on_window_updated,
+            h2.events.RemoteSettingsChanged: self._on_settings_changed,
+            h2.events.ConnectionTerminated: self._on_goaway,
+            h2.events.PingAckReceived: self._on_ping_ack,
+        }
+
+    # -- public-ish state ----------------------------------------------------
+
+    @property
+    def lost(self) -> GRPCError | None:
+        """The error every call on this connection fails with, once it is gone."""
+        return self._lost
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    @property
+    def pending_output(self) -> int:
+        return _pending_output(self._h2)
+
+    # -- running -------------------------------------------------------------
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        """Pump the connection until it ends (start the tasks in ``nursery``).
+
+        Returns when the byte stream is closed and every task of this
+        connection is finished.
+        """
+        nursery.start_soon(self._writer)
+        nursery.start_soon(self._reader)
+        if self._keepalive_interval is not None:
+            nursery.start_soon(self._keepalive)
+        self._kick()
+
+    async def wait_closed(self) -> None:
+        await self._done.wait()
+
+    def _kick(self) -> None:
+        if self._writer_parked:
+            self._writer_parked = False
+            self._writer_lot.unpark()
+
+    async def _writer(self) -> None:
+        h2conn = self._h2
+        try:
+            while True:
+                data = h2conn.data_to_send()
+                if data:
+                    self._drain_lot.unpark_all()
+                    self.bytes_sent += len(data)
+                    await self._stream.send_all(data)
+                    continue
+                if self._closing:
+                    break
+                self._writer_parked = True
+                await self._writer_lot.park()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._connection_lost(f"connection lost while sending: {exc!r}")
+        finally:
+            self._writer_parked = False
+            self._closing = True
+            self._drain_lot.unpark_all()
+            await trio.aclose_forcefully(self._stream)
+            self._done.set()
+
+    async def _reader(self) -> None:
+        h2conn = self._h2
+        stream = self._stream
+        dispatch = self._dispatch
+        try:
+            while True:
+                try:
+                    data = await stream.receive_some(_RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                    self._connection_lost(f"connection lost: {exc!r}")
+                    return
+                if not data:
+                    self._connection_lost("connection closed by peer")
+                    return
+                self.bytes_received += len(data)
+                self._last_received = trio.current_time()
+                try:
+                    events = h2conn.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    # h2 has queued a GOAWAY; flush it, then close.
+                    self._connection_lost(f"HTTP/2 protocol error: {exc!r}")
+                    return
+                for event in events:
+                    handler = dispatch.get(type(event))
+                    if handler is not None:
+                        handler(event)
+                if self._lost is not None:
+                    return
+                if _pending_output(h2conn):
+                    self._kick()
+                    while _pending_output(h2conn) > 4 * _HIGH_WATER and not self._closing:
+                        await self._drain_lot.park()
+        finally:
+            self._kick()
+
+    async def _keepalive(self) -> None:
+        with self._keepalive_scope:
+            await self._keepalive_loop()
+
+    async def _keepalive_loop(self) -> None:
+        assert self._keepalive_interval is not None
+        interval = self._keepalive_interval
+        while self._lost is None and not self._closing:
+            await trio.sleep_until(self._last_received + interval)
+            if trio.current_time() < self._last_received + interval:
+                continue
+            if not self._keepalive_wanted():
+                self._last_received = trio.current_time()
+                continue
+            sent_at = trio.current_time()
+            try:
+                self._h2.ping(b"agentwir")
+            except h2.exceptions.ProtocolError:
+                return
+            self._kick()
+            with trio.move_on_after(self._keepalive_timeout):
+                await self._ping_ack.wait()
+                continue
+            if self._last_received <= sent_at:
+                self._connection_lost("keepalive ping not acknowledged")
+                return
+
+    def _keepalive_wanted(self) -> bool:
+        return bool(self._streams)
+
+    def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
+        self._ping_ack.set()
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self, error_code: int = NO_ERROR, reason: str = "") -> None:
+        """Send GOAWAY, flush what is buffered and close (synchronous; see ``aclose``)."""
+        if not self._closing:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self._h2.close_connection(
+                    error_code=error_code,
+                    additional_data=reason.encode() if reason else None,
+                )
+            self._closing = True
+        if self._lost is None:
+            self._connection_lost(reason or "connection closed")
+        self._kick()
+
+    async def aclose(self) -> None:
+        """Close gracefully, waiting a bounded time for the GOAWAY to flush."""
+        self.close()
+        with trio.move_on_after(_CLOSE_FLUSH_TIMEOUT) as scope:
+            scope.shield = True
+            await self._done.wait()
+        if not self._done.is_set():
+            await trio.aclose_forcefully(self._stream)
+
+    def _connection_lost(self, reason: str) -> None:
+        if self._lost is None:
+            log.debug("connection ended: %s", reason)
+            self._lost = GRPCError(Status.UNAVAILABLE, reason)
+        self._closing = True
+        error = self._lost
+        for st in list(self._streams.values()):
+            if st.error is None and not (st.remote_closed and st.trailers is not None):
+                st.error = error
+            st.reset = True
+            self._on_stream_lost(st)
+            st.wake()
+        self._slot_lot.unpark_all()
+        self._drain_lot.unpark_all()
+        self._keepalive_scope.cancel()
+        self._kick()
+
+    def _on_stream_lost(self, st: StreamState) -> None:
+        """Hook: the connection is gone under ``st``."""
+
+    # -- stream operations (called from application tasks) --------------------
+
+    async def tick(self) -> None:
+        """A cheap checkpoint: always cancellable, yields every few operations."""
+        self._ops += 1
+        if self._ops >= _YIELD_EVERY:
+            self._ops = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    def send_headers(self, st: StreamState, headers: Sequence[tuple[str, str]], end: bool) -> None:
+        self._h2.send_headers(st.id, headers, end_stream=end)
+        st.headers_sent = True
+        if end:
+            st.local_closed = True
+        self._kick()
+
+    def end_stream(self, st: StreamState) -> None:
+        if not st.local_closed and not st.reset:
+            st.local_closed = True
+            self._h2.end_stream(st.id)
+            self._kick()
+
+    def reset_stream(self, st: StreamState, error_code: int) -> None:
+        if st.closed:
+            return
+        st.reset = True
+        if self._lost is None:
+            with contextlib.suppress(h2.exceptions.StreamClosedError):
+                self._h2.reset_stream(st.id, error_code)
+            self._kick()
+        st.wake()
+
+    def release(self, st: StreamState) -> None:
+        """The owner is done with ``st``: close it on the wire and forget it."""
+        if not st.closed:
+            self.reset_stream(st, CANCEL)
+        credit = sum(credit for _, _, credit in st.messages)
+        st.messages.clear()
+        st.decoder = None
+        if self._streams.pop(st.id, None) is not None:
+            self._slot_lot.unpark()
+            if self.draining and not self._streams:
+                self.close()
+        if credit and self._lost is None:
+            self._h2.acknowledge_received_data(credit, st.id)
+            self._kick()
+
+    async def send_message(self, st: StreamState, frame: bytes, end: bool = False) -> None:
+        """Send one framed message; waits for flow control and buffer space."""
+        h2conn = self._h2
+        sid = st.id
+        size = len(frame)
+        if (
+            not st.closed
+            and not st.local_closed
+            and size <= h2conn.max_outbound_frame_size
+            and _pending_output(h2conn) < _HIGH_WATER
+            and size <= h2conn.local_flow_control_window(sid)
+        ):
+            h2conn.send_data(sid, frame, end_stream=end)
+            if end:
+                st.local_closed = True
+            self._kick()
+            await self.tick()
+            return
+        view = memoryview(frame)
+        pos = 0
+        while True:
+            self._check_sendable(st)
+            if _pending_output(h2conn) >= _HIGH_WATER:
+                await self._drain_lot.park()
+                continue
+            window = h2conn.local_flow_control_window(sid)
+            if window <= 0:
+                await st.send_signal.wait()
+                continue
+            n = min(size - pos, window, h2conn.max_outbound_frame_size)
+            last = pos + n >= size
+            h2conn.send_data(sid, view[pos : pos + n], end_stream=end and last)
+            pos += n
+            st.partial = not last
+            self._kick()
+            if last:
+                if end:
+                    st.local_closed = True
+                break
+        await self.tick()
+
+    def _check_sendable(self, st: StreamState) -> None:
+        if st.error is not None:
+            raise st.error
+        if st.reset or st.local_closed:
+            raise trio.ClosedResourceError("this stream is closed for sending")
+
+    async def receive_message(self, st: StreamState) -> tuple[bytes, bool] | None:
+        """The next ``(payload, compressed)`` of ``st``; ``None`` at END_STREAM."""
+        while True:
+            if st.messages:
+                payload, compressed, credit = st.messages.popleft()
+                if credit:
+                    self.release_credit(credit, st.id)
+                await self.tick()
+                return payload, compressed
+            if st.error is not None:
+                await trio.lowlevel.checkpoint()
+                raise st.error
+            if st.remote_closed:
+                await self.tick()
+                return None
+            await st.recv_signal.wait()
+
+    def release_credit(self, credit: int, stream_id: int) -> None:
+        if self._lost is None:
+            self._h2.acknowledge_received_data(credit, stream_id)
+            self._kick()
+
+    # -- events --------------------------------------------------------------
+
+    def _on_data(self, event: h2.events.DataReceived) -> None:
+        flow = event.flow_controlled_length
+        st = self._streams.get(event.stream_id)
+        decoder = st.decoder if st is not None else None
+        if st is None or decoder is None or st.reset:
+            if flow:
+                self._h2.acknowledge_received_data(flow, event.stream_id)
+            return
+        data = event.data
+        try:
+            messages = decoder.feed(data)
+        except MessageTooLargeError as exc:
+            st.decoder = None
+            if flow:
+                self._h2.acknowledge_received_data(flow, event.stream_id)
+            self._on_stream_error(st, Status.RESOURCE_EXHAUSTED, str(exc))
+            return
+        except FramingError as exc:
+            st.decoder = None
+            if flow:
+                self._h2.acknowledge_received_data(flow, event.stream_id)
+            self._on_stream_error(st, Status.INTERNAL, str(exc))
+            return
+        if messages:
+            deferred = len(data) - decoder.buffered
+            immediate = flow - deferred
+            queue = st.messages
+            if len(messages) == 1:
+                compressed, payload = messages[0]
+                queue.append((payload, compressed, deferred))
+            else:
+                credits = []
+                for _compressed, payload in reversed(messages):
+                    credit = min(deferred, len(payload) + 5)
+                    deferred -= credit
+                    credits.append(credit)
+                credits.reverse()
+                credits[0] += deferred
+                for (compressed, payload), credit in zip(messages, credits, strict=True):
+                    queue.append((payload, compressed, credit))
+            st.recv_signal.set()
+        else:
+            immediate = flow
+        if immediate:
+            self._h2.acknowledge_received_data(immediate, event.stream_id)
+
+    def _on_stream_error(self, st: StreamState, status: Status, message: str) -> None:
+        """A stream-level error detected on receipt (oversized or malformed message)."""
+        st.error = GRPCError(status, message)
+        self.reset_stream(st, CANCEL)
+
+    def _on_stream_ended(self, event: h2.events.StreamEnded) -> None:
+        st = self._streams.get(event.stream_id)
+        if st is None:
+            return
+        st.remote_closed = True
+        if st.decoder is not None and st.decoder.buffered and st.error is None:
+            st.error = GRPCError(Status.INTERNAL, "stream ended inside a message")
+        st.recv_signal.set()
+
+    def _on_stream_reset(self, event: h2.events.StreamReset) -> None:
+        st = self._streams.get(event.stream_id)
+        if st is None:
+            return
+        was_closed = st.closed
+        st.reset = True
+        if not was_closed:
+            self._on_peer_reset(st, event.error_code)
+        st.wake()
+
+    def _on_peer_reset(self, st: StreamState, error_code: int) -> None:
+        if st.error is None:
+            st.error = GRPCError(
+                reset_status(error_code), f"stream reset by peer (HTTP/2 error {error_code})"
+            )
+
+    def _on_window_updated(self, event: h2.events.WindowUpdated) -> None:
+        if event.stream_id:
+            st = self._streams.get(event.stream_id)
+            if st is not None:
+                st.send_signal.set()
+        else:
+            for st in self._streams.values():
+                st.send_signal.set()
+
+    def _on_settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        changed = event.changed_settings
+        if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
+            for st in self._streams.values():
+                st.send_signal.set()
+        if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+            self._slot_lot.unpark_all()
+
+    def _on_goaway(self, event: h2.events.ConnectionTerminated) -> None:
+        if event.error_code != NO_ERROR:
+            detail = (event.additional_data or b"").decode("utf-8", "replace")
+            self._connection_lost(
+                f"connection closed by peer (GOAWAY, HTTP/2 error {event.error_code}"
+                + (f": {detail})" if detail else ")")
+            )
+            return
+        self.draining = True
+        self._on_graceful_goaway(event.last_stream_id or 0)
+        if not self._streams:
+            self.close()
+
+    def _on_graceful_goaway(self, last_stream_id: int) -> None:
+        """Hook: the peer sent GOAWAY(NO_ERROR); streams up to the id go on."""

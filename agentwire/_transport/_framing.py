@@ -1,0 +1,133 @@
+"""gRPC message framing: the 5-byte length prefix and the compressed flag.
+
+Every gRPC message on an HTTP/2 stream is ``flag (1 byte) | length (4 bytes,
+big endian) | payload``. ``flag`` is 0 (plain) or 1 (compressed with the
+stream's ``grpc-encoding``).
+
+Invariants kept by :class:`MessageDecoder`:
+
+- ``feed`` returns messages in order, whatever the split of the input into
+  chunks (a chunk may end anywhere, even inside the prefix).
+- An oversized message is rejected as soon as its prefix is complete, before
+  any of its payload is buffered: the decoder never holds more than
+  ``max_message_size + 4`` bytes.
+- After an error the decoder is unusable (the stream is failed by the caller).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+_PREFIX_SIZE = 5
+
+#: the content-codings this transport understands, in preference order
+SUPPORTED_ENCODINGS = ("gzip", "identity")
+
+
+class FramingError(Exception):
+    """The byte stream is not a valid sequence of gRPC messages."""
+
+
+class MessageTooLargeError(FramingError):
+    """A message is larger than the receiver's limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(f"Received message larger than max ({size} vs. {limit})")
+
+
+def encode_message(payload: bytes, *, compressed: bool = False) -> bytes:
+    """Return ``payload`` with its 5-byte gRPC prefix."""
+    return (b"\x01" if compressed else b"\x00") + len(payload).to_bytes(4, "big") + payload
+
+
+class MessageDecoder:
+    """Incremental decoder of length-prefixed gRPC messages (sans-IO)."""
+
+    __slots__ = ("_buffer", "_max_message_size")
+
+    def __init__(self, max_message_size: int) -> None:
+        self._buffer = bytearray()
+        self._max_message_size = max_message_size
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for a message not yet complete."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[tuple[bool, bytes]]:
+        """Consume ``data``; return the ``(compressed, payload)`` messages it completes.
+
+        Raises :class:`MessageTooLargeError` or :class:`FramingError`.
+        """
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            return self._parse(buffer)
+        # Fast path: nothing buffered, parse straight from the chunk.
+        limit = self._max_message_size
+        size = len(data)
+        pos = 0
+        messages: list[tuple[bool, bytes]] = []
+        while size - pos >= _PREFIX_SIZE:
+            flag = data[pos]
+            length = int.from_bytes(data[pos + 1 : pos + 5], "big")
+            if flag > 1:
+                raise FramingError(f"invalid compressed flag {flag}")
+            if length > limit:
+                raise MessageTooLargeError(length, limit)
+            end = pos + _PREFIX_SIZE + length
+            if end > size:
+                break
+            messages.append((flag == 1, data[pos + _PREFIX_SIZE : end]))
+            pos = end
+        if pos < size:
+            buffer += memoryview(data)[pos:]
+        return messages
+
+    def _parse(self, buffer: bytearray) -> list[tuple[bool, bytes]]:
+        limit = self._max_message_size
+        size = len(buffer)
+        pos = 0
+        messages: list[tuple[bool, bytes]] = []
+        while size - pos >= _PREFIX_SIZE:
+            flag = buffer[pos]
+            length = int.from_bytes(buffer[pos + 1 : pos + 5], "big")
+            if flag > 1:
+                raise FramingError(f"invalid compressed flag {flag}")
+            if length > limit:
+                del buffer[:]
+                raise MessageTooLargeError(length, limit)
+            end = pos + _PREFIX_SIZE + length
+            if end > size:
+                break
+            messages.append((flag == 1, bytes(buffer[pos + _PREFIX_SIZE : end])))
+            pos = end
+        if pos:
+            del buffer[:pos]
+        return messages
+
+
+def gzip_compress(payload: bytes) -> bytes:
+    """Compress one message body with the gRPC ``gzip`` coding."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    return compressor.compress(payload) + compressor.flush()
+
+
+def gzip_decompress(payload: bytes, max_size: int) -> bytes:
+    """Decompress one message body; never inflate beyond ``max_size`` bytes.
+
+    Raises :class:`MessageTooLargeError` (too big once inflated) or
+    :class:`FramingError` (not valid gzip).
+    """
+    decompressor = zlib.decompressobj(31)
+    try:
+        out = decompressor.decompress(payload, max_size + 1)
+    except zlib.error as exc:
+        raise FramingError(f"invalid gzip message: {exc}") from None
+    if len(out) > max_size:
+        raise MessageTooLargeError(len(out), max_size)
+    if not decompressor.eof or decompressor.unused_data:
+        raise FramingError("invalid gzip message: truncated or trailing data")
+    return out

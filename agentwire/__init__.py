@@ -5,6 +5,22 @@ The public API is re-exported here; everything else lives in private modules.
 
 from __future__ import annotations
 
+from ._agents import (
+    Agent,
+    AgentInstantiationContext,
+    AgentMetadata,
+    AgentRuntime,
+    BaseAgent,
+    ClosureAgent,
+    ClosureContext,
+    MessageContext,
+    RoutedAgent,
+    default_subscription,
+    event,
+    message_handler,
+    rpc,
+    type_subscription,
+)
 from ._errors import (
     AgentwireError,
     CantHandleError,
@@ -15,12 +31,17 @@ from ._errors import (
     InvalidSubscriptionError,
     MessageDroppedError,
     RemoteError,
+    RequestCancelledError,
     RuntimeClosedError,
     SerializationError,
     UndeliverableError,
     UnknownSubscriptionError,
 )
 from ._ids import AgentId, AgentType, DefaultTopicId, TopicId
+from ._retry import RetryPolicy
+from ._runtime._core import Router, Runtime, RuntimeStatistics
+from ._runtime._interventions import DefaultInterventionHandler, DropMessage, InterventionHandler
+from ._runtime._local import open_runtime
 from ._serialization import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
@@ -46,24 +67,41 @@ __version__ = "0.1.0"
 __all__ = [
     "JSON_DATA_CONTENT_TYPE",
     "PROTOBUF_DATA_CONTENT_TYPE",
+    "Agent",
     "AgentId",
+    "AgentInstantiationContext",
+    "AgentMetadata",
+    "AgentRuntime",
     "AgentType",
     "AgentwireError",
+    "BaseAgent",
     "CantHandleError",
+    "ClosureAgent",
+    "ClosureContext",
     "ConnectionLostError",
+    "DefaultInterventionHandler",
     "DefaultSubscription",
     "DefaultTopicId",
+    "DropMessage",
     "DuplicateSubscriptionError",
+    "InterventionHandler",
     "InvalidCloudEventError",
     "InvalidIdentifierError",
     "InvalidSubscriptionError",
     "JsonSerializer",
+    "MessageContext",
     "MessageDroppedError",
     "MessageSerializer",
     "ProtobufSerializer",
     "PydanticJsonSerializer",
     "RemoteError",
+    "RequestCancelledError",
+    "RetryPolicy",
+    "RoutedAgent",
+    "Router",
+    "Runtime",
     "RuntimeClosedError",
+    "RuntimeStatistics",
     "SerializationError",
     "SerializationRegistry",
     "Subscription",
@@ -75,6 +113,12 @@ __all__ = [
     "UnknownPayload",
     "UnknownSubscriptionError",
     "__version__",
+    "default_subscription",
+    "event",
+    "message_handler",
+    "open_runtime",
+    "rpc",
     "serializers_for_type",
     "try_get_known_serializers_for_type",
+    "type_subscription",
 ]

@@ -1,0 +1,72 @@
+"""The in-process runtime: the core with the loopback router."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from .._ids import AgentId, TopicId
+from .._subscriptions import Subscription
+from ._core import Runtime, open_core
+from ._interventions import InterventionHandler
+
+__all__ = ["LocalRouter", "open_runtime"]
+
+
+class LocalRouter:
+    """Routes everything back into the same core: no serialization, no copies."""
+
+    __slots__ = ("_core",)
+
+    def __init__(self, core: Runtime) -> None:
+        self._core = core
+
+    async def send(
+        self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
+    ) -> Any:
+        return await self._core.deliver_request(
+            message, recipient, sender=sender, message_id=message_id
+        )
+
+    async def publish(
+        self, message: Any, topic: TopicId, *, sender: AgentId | None, message_id: str
+    ) -> None:
+        await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
+
+    async def register_agent_type(self, agent_type: str) -> None:
+        return None
+
+    async def add_subscription(self, subscription: Subscription) -> None:
+        return None
+
+    async def remove_subscription(self, subscription_id: str) -> None:
+        return None
+
+
+@asynccontextmanager
+async def open_runtime(
+    *,
+    mailbox_size: int = 64,
+    ignore_unhandled_exceptions: bool = True,
+    intervention_handlers: Sequence[InterventionHandler] = (),
+) -> AsyncIterator[Runtime]:
+    """An in-process agent runtime; ``async with open_runtime() as runtime:``.
+
+    * *mailbox_size*: messages each agent may have queued before senders wait.
+    * *ignore_unhandled_exceptions*: if False, the first exception raised by a
+      handler of a published message is re-raised from ``stop_when_idle()``
+      (and ``wait_idle()``) or when the block exits.
+    * *intervention_handlers*: see :class:`~agentwire.InterventionHandler`.
+
+    Leaving the block stops the runtime at once (pending RPCs fail with
+    ``RuntimeClosedError``, handlers are cancelled, agents are closed); call
+    ``await runtime.stop_when_idle()`` first to let all work finish.
+    """
+    async with open_core(
+        LocalRouter,
+        mailbox_size=mailbox_size,
+        ignore_unhandled_exceptions=ignore_unhandled_exceptions,
+        intervention_handlers=intervention_handlers,
+    ) as runtime:
+        yield runtime

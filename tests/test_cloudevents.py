@@ -1,0 +1,276 @@
+"""The publish <-> CloudEvent mapping against AutoGen's captured event."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from google.protobuf import any_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentwire import (
+    JSON_DATA_CONTENT_TYPE,
+    PROTOBUF_DATA_CONTENT_TYPE,
+    AgentId,
+    InvalidCloudEventError,
+    SerializationError,
+    TopicId,
+)
+from agentwire._cloudevents import ReceivedEvent, from_cloud_event, to_cloud_event, topic_of
+from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._proto import cloudevent_pb2 as ce
+from agentwire.testing import agent_ids, topic_ids
+from tests.test_proto import CLOUD_EVENT_PROTOBUF
+
+GOLDEN = pb.Message.FromString(bytes.fromhex(CLOUD_EVENT_PROTOBUF)).cloudEvent
+GOLDEN_ANY = GOLDEN.proto_data.SerializeToString()
+
+
+def attributes(event: ce.CloudEvent) -> dict[str, str]:
+    assert all(v.WhichOneof("attr") == "ce_string" for v in event.attributes.values())
+    return {k: v.ce_string for k, v in event.attributes.items()}
+
+
+def json_event(**changes: object) -> ce.CloudEvent:
+    event = to_cloud_event(
+        topic=TopicId("news", "s1"),
+        sender=AgentId("pub", "p1"),
+        type_name="Ping",
+        content_type=JSON_DATA_CONTENT_TYPE,
+        data=b'{"text": "hi"}',
+        event_id="e1",
+    )
+    for name, value in changes.items():
+        setattr(event, name, value)
+    return event
+
+
+def test_from_cloud_event_reads_the_golden_event() -> None:
+    received = from_cloud_event(GOLDEN)
+    assert received == ReceivedEvent(
+        event_id="8882a8ec-8a30-40dd-a9e0-50d930378be3",
+        topic=TopicId("default", "default"),
+        sender=AgentId("pub", "p1"),
+        type_name="agents.ProtoMessage",
+        content_type=PROTOBUF_DATA_CONTENT_TYPE,
+        data=GOLDEN_ANY,
+        is_rpc=False,
+    )
+    wrapper = any_pb2.Any.FromString(received.data)
+    assert wrapper.type_url == "type.googleapis.com/agents.ProtoMessage"
+    assert wrapper.value == b"\x0a\x06Hello!"
+
+
+def test_to_cloud_event_reproduces_the_golden_event() -> None:
+    event = to_cloud_event(
+        topic=TopicId("default", "default"),
+        sender=AgentId("pub", "p1"),
+        type_name="agents.ProtoMessage",
+        content_type=PROTOBUF_DATA_CONTENT_TYPE,
+        data=GOLDEN_ANY,
+        event_id="8882a8ec-8a30-40dd-a9e0-50d930378be3",
+    )
+    # Map order on the wire is not fixed: compare by parsing.
+    wire = pb.Message(cloudEvent=event).SerializeToString()
+    assert pb.Message.FromString(wire).cloudEvent == GOLDEN
+    assert event.WhichOneof("data") == "proto_data"
+
+
+def test_json_mode_uses_binary_data_and_five_string_attributes() -> None:
+    event = json_event()
+    assert (event.id, event.source, event.type, event.spec_version) == ("e1", "s1", "news", "1.0")
+    assert event.WhichOneof("data") == "binary_data"
+    assert event.binary_data == b'{"text": "hi"}'
+    assert attributes(event) == {
+        "datacontenttype": "application/json",
+        "dataschema": "Ping",
+        "agagentsendertype": "pub",
+        "agagentsenderkey": "p1",
+        "agmsgkind": "publish",
+    }
+
+
+def test_no_sender_is_published_as_unknown() -> None:
+    event = to_cloud_event(
+        topic=TopicId("t", "s"),
+        sender=None,
+        type_name="Ping",
+        content_type=JSON_DATA_CONTENT_TYPE,
+        data=b"{}",
+        event_id="e",
+    )
+    assert attributes(event)["agagentsendertype"] == "unknown"
+    assert attributes(event)["agagentsenderkey"] == "unknown"
+    # What AutoGen receivers see too.
+    assert from_cloud_event(event).sender == AgentId("unknown", "unknown")
+
+
+def test_sender_needs_both_attributes() -> None:
+    event = json_event()
+    del event.attributes["agagentsenderkey"]
+    assert from_cloud_event(event).sender is None
+    # Reading does not add the missing attribute back (protobuf maps insert on index).
+    assert "agagentsenderkey" not in event.attributes
+    event = json_event()
+    del event.attributes["agagentsendertype"]
+    assert from_cloud_event(event).sender is None
+
+
+def test_protobuf_payload_must_be_an_any() -> None:
+    with pytest.raises(SerializationError, match="must be a serialized google.protobuf.Any"):
+        to_cloud_event(
+            topic=TopicId("t", "s"),
+            sender=None,
+            type_name="agents.X",
+            content_type=PROTOBUF_DATA_CONTENT_TYPE,
+            data=b"\xff\xff",
+            event_id="e",
+        )
+
+
+def test_other_content_types_travel_in_binary_data() -> None:
+    event = to_cloud_event(
+        topic=TopicId("t", "s"),
+        sender=None,
+        type_name="Shout",
+        content_type="text/plain",
+        data=b"HEY",
+        event_id="e",
+    )
+    assert event.binary_data == b"HEY"
+    received = from_cloud_event(event)
+    assert (received.content_type, received.data) == ("text/plain", b"HEY")
+
+
+def test_text_data_is_accepted_for_json() -> None:
+    event = json_event()
+    event.text_data = '{"text": "é"}'
+    assert from_cloud_event(event).data == '{"text": "é"}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("topic_type", "kind", "is_rpc"),
+    [
+        ("agent:rpc_request", "rpc_request", True),
+        ("agent:rpc_request", "publish", True),
+        ("rpc_request", "rpc_request", False),
+        ("agent:rpc_requests", "rpc_request", False),
+        ("a:b:rpc_request", "rpc_request", False),
+        ("news", "publish", False),
+    ],
+)
+def test_legacy_rpc_rule(topic_type: str, kind: str, is_rpc: bool) -> None:
+    event = json_event(type=topic_type)
+    event.attributes["agmsgkind"].ce_string = kind
+    assert from_cloud_event(event).is_rpc is is_rpc
+
+
+def test_legacy_rpc_without_the_kind_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    event = json_event(type="agent:rpc_request")
+    with caplog.at_level(logging.WARNING, logger="agentwire.cloudevents"):
+        assert from_cloud_event(event).is_rpc
+    assert "legacy RPC request" in caplog.text
+
+
+def _without(name: str) -> ce.CloudEvent:
+    event = json_event()
+    del event.attributes[name]
+    return event
+
+
+def _with_uri(name: str) -> ce.CloudEvent:
+    event = json_event()
+    event.attributes[name].ce_integer = 3
+    return event
+
+
+def _proto_mode_without_proto_data() -> ce.CloudEvent:
+    event = json_event()
+    event.attributes["datacontenttype"].ce_string = PROTOBUF_DATA_CONTENT_TYPE
+    return event
+
+
+def _json_mode_with_proto_data() -> ce.CloudEvent:
+    event = json_event()
+    event.proto_data.CopyFrom(GOLDEN.proto_data)
+    return event
+
+
+def _empty(name: str) -> ce.CloudEvent:
+    event = json_event()
+    event.attributes[name].ce_string = ""
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "attribute", "problem"),
+    [
+        (_without("datacontenttype"), "datacontenttype", "is missing"),
+        (_without("dataschema"), "dataschema", "is missing"),
+        (_empty("dataschema"), "dataschema", "is empty"),
+        (_empty("datacontenttype"), "datacontenttype", "is empty"),
+        (_with_uri("dataschema"), "dataschema", "must be a string attribute, got ce_integer"),
+        (json_event(type="bad type"), "type", "is not a valid topic type"),
+        (json_event(type=""), "type", "is not a valid topic type"),
+        (_empty("agagentsendertype"), "agagentsendertype", "is not a valid agent type"),
+        (_proto_mode_without_proto_data(), "proto_data", "has binary_data"),
+        (_json_mode_with_proto_data(), "binary_data", "has proto_data"),
+    ],
+)
+def test_bad_events_name_the_attribute(event: ce.CloudEvent, attribute: str, problem: str) -> None:
+    with pytest.raises(InvalidCloudEventError) as info:
+        from_cloud_event(event)
+    error = info.value
+    assert isinstance(error, ValueError)
+    assert error.attribute == attribute
+    assert problem in error.problem
+    assert attribute in str(error)
+
+
+def test_topic_of() -> None:
+    assert topic_of(GOLDEN) == TopicId("default", "default")
+    with pytest.raises(InvalidCloudEventError, match="type"):
+        topic_of(json_event(type="a/b"))
+
+
+PAYLOADS = st.one_of(
+    st.tuples(st.just(JSON_DATA_CONTENT_TYPE), st.binary()),
+    st.tuples(
+        st.just(PROTOBUF_DATA_CONTENT_TYPE),
+        st.builds(
+            lambda name, value: any_pb2.Any(
+                type_url=f"type.googleapis.com/{name}", value=value
+            ).SerializeToString(),
+            st.from_regex(r"[a-z]+\.[A-Z][a-z]*", fullmatch=True),
+            st.binary(),
+        ),
+    ),
+)
+
+
+@given(topic_ids(), st.none() | agent_ids(), st.text(min_size=1), PAYLOADS, st.text())
+def test_round_trip_through_the_wire(
+    topic: TopicId,
+    sender: AgentId | None,
+    type_name: str,
+    payload: tuple[str, bytes],
+    event_id: str,
+) -> None:
+    content_type, data = payload
+    event = to_cloud_event(
+        topic=topic,
+        sender=sender,
+        type_name=type_name,
+        content_type=content_type,
+        data=data,
+        event_id=event_id,
+    )
+    wire = pb.Message(cloudEvent=event).SerializeToString()
+    received = from_cloud_event(pb.Message.FromString(wire).cloudEvent)
+    assert received.topic == topic
+    assert received.sender == (sender or AgentId("unknown", "unknown"))
+    assert (received.type_name, received.content_type) == (type_name, content_type)
+    assert received.data == data
+    assert received.event_id == event_id
+    assert received.is_rpc == (":" in topic.type and topic.type.split(":", 1)[1] == "rpc_request")

@@ -118,7 +118,7 @@ def test_sender_needs_both_attributes() -> None:
 
 
 def test_protobuf_payload_must_be_an_any() -> None:
-    with pytest.raises(SerializationError, match="must be a serialized google.protobuf.Any"):
+    with pytest.raises(SerializationError, match=r"must be a serialized google\.protobuf\.Any"):
         to_cloud_event(
             topic=TopicId("t", "s"),
             sender=None,

@@ -37,6 +37,7 @@ from ._errors import (
     UndeliverableError,
     UnknownSubscriptionError,
 )
+from ._gateway import Gateway, GatewayStatistics, open_gateway, serve_gateway
 from ._ids import AgentId, AgentType, DefaultTopicId, TopicId
 from ._retry import RetryPolicy
 from ._runtime._core import Router, Runtime, RuntimeStatistics
@@ -84,6 +85,8 @@ __all__ = [
     "DefaultTopicId",
     "DropMessage",
     "DuplicateSubscriptionError",
+    "Gateway",
+    "GatewayStatistics",
     "InterventionHandler",
     "InvalidCloudEventError",
     "InvalidIdentifierError",
@@ -116,9 +119,11 @@ __all__ = [
     "default_subscription",
     "event",
     "message_handler",
+    "open_gateway",
     "open_runtime",
     "rpc",
     "serializers_for_type",
+    "serve_gateway",
     "try_get_known_serializers_for_type",
     "type_subscription",
 ]

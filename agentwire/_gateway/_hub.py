@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -142,6 +142,7 @@ class _Link:
     tokens_send: trio.MemorySendChannel[None]
     tokens_recv: trio.MemoryReceiveChannel[None]
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    ended: trio.Event = attrs.Factory(trio.Event)
     closed: bool = False
     discard: bool = False  # drop what is still queued (slow or superseded client)
     close_reason: tuple[Status, str] | None = None
@@ -169,6 +170,15 @@ class Connection:
     def close_reason(self) -> tuple[Status, str] | None:
         return self._link.close_reason
 
+    @property
+    def discarded(self) -> bool:
+        """Whether the gateway dropped what was still queued (slow or superseded)."""
+        return self._link.discard
+
+    async def wait_ended(self) -> None:
+        """Wait until the gateway has ended this connection (for any reason)."""
+        await self._link.ended.wait()
+
 
 class GatewayHub:
     """Routes between attached connections. Create with :func:`open_hub`."""
@@ -181,18 +191,22 @@ class GatewayHub:
         self._timer_target = math.inf
         self._slow_disconnects = 0
         self._closing = False
+        self._changed = trio.lowlevel.ParkingLot()
 
     # ------------------------------------------------------------ unary calls
 
     def register_agent(self, client_id: str, agent_type: str) -> None:
         """RegisterAgent; raises RoutingError (status and message for the peer)."""
         self._router.register_agent(client_id, agent_type)
+        self._changed.unpark_all()
 
     def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
         self._router.add_subscription(client_id, subscription)
+        self._changed.unpark_all()
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         self._router.remove_subscription(client_id, subscription_id)
+        self._changed.unpark_all()
 
     def subscriptions(self) -> list[pb.Subscription]:
         return self._router.subscriptions()
@@ -228,6 +242,7 @@ class GatewayHub:
         link = _Link(conn, in_send, in_recv, out_send, out_recv, tokens_send, tokens_recv)
         self._links[conn] = link
         connection = Connection(client_id, kind, in_send, _Outbound(self, link), link)
+        self._changed.unpark_all()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._route, link)
@@ -249,6 +264,7 @@ class GatewayHub:
                 for action in actions:
                     await self._carry_out(action)
                 self._wake_timer()
+                self._changed.unpark_all()
             # The client closed its side: it is leaving.
             self._close(link, None)
 
@@ -317,6 +333,8 @@ class GatewayHub:
         link.out_send.close()
         link.tokens_recv.close()
         link.in_recv.close()
+        link.ended.set()
+        self._changed.unpark_all()
         if reason is not None:
             logger.info("ended %s: %s %s", link.conn, reason[0].name, reason[1])
 
@@ -347,6 +365,15 @@ class GatewayHub:
         self._carry_out_now(self._router.shutdown())
         for link in list(self._links.values()):
             self._close(link, (Status.UNAVAILABLE, reason))
+
+    async def wait_until(self, predicate: Callable[[GatewayStatistics], bool]) -> None:
+        """Wait until ``predicate(self.statistics())`` holds (for tests and tooling).
+
+        Re-checked whenever connections, registrations or subscriptions change
+        and after every routed message.
+        """
+        while not predicate(self.statistics()):
+            await self._changed.park()
 
     def statistics(self) -> GatewayStatistics:
         links = self._links.values()

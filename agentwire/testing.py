@@ -305,6 +305,11 @@ def _check_one(sub: Subscription, topic: TopicId, *, keeps_source: bool) -> None
             got = sub.map_to_agent(topic)
         except CantHandleError:
             pass
+        except Exception as exc:
+            raise AssertionError(
+                f"{name}.map_to_agent({topic}) raised {type(exc).__name__} although is_match "
+                "is False; it must raise agentwire.CantHandleError"
+            ) from exc
         else:
             raise AssertionError(
                 f"{name}.map_to_agent({topic}) returned {got!r} although is_match is "

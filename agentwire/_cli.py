@@ -6,12 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ._gateway._command import add_gateway_command
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agentwire", description="A trio-native agent runtime (AutoGen wire protocol)."
     )
-    parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_gateway_command(commands)
     return parser
 
 

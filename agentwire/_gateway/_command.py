@@ -1,0 +1,108 @@
+"""``agentwire gateway``: run a gateway until SIGINT or SIGTERM.
+
+Prints exactly one line to stdout once listening --
+``agentwire gateway listening on HOST:PORT`` -- and flushes it, so a parent
+process can wait for it. Logs go to stderr. On SIGINT/SIGTERM it shuts down
+gracefully (``--grace-period``) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import signal
+import sys
+from typing import Any
+
+import trio
+
+from ._serve import DEFAULT_MAX_MESSAGE_SIZE, Gateway, serve_gateway
+
+__all__ = ["add_gateway_command"]
+
+logger = logging.getLogger("agentwire.gateway")
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _timeout(value: str) -> float | None:
+    seconds = float(value)
+    if seconds < 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 disables the timeout)")
+    return None if seconds == 0 else seconds
+
+
+def add_gateway_command(subparsers: Any) -> None:
+    """Add the ``gateway`` subcommand to the ``agentwire`` parser."""
+    parser = subparsers.add_parser(
+        "gateway",
+        help="run an AutoGen-compatible gateway (host) for workers",
+        description="Run an agentwire gateway: AutoGen 0.7.5 workers and agentwire "
+        "workers connect to it. Prints one line with the address once listening; "
+        "stops gracefully on SIGINT/SIGTERM.",
+    )
+    parser.add_argument(
+        "--address",
+        default="127.0.0.1:50051",
+        help="HOST:PORT to listen on (localhost:PORT, [::1]:PORT; port 0 picks one) "
+        "[default: %(default)s]",
+    )
+    parser.add_argument(
+        "--log-level", default="warning", choices=_LOG_LEVELS, help="[default: %(default)s]"
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_SIZE,
+        help="largest message in bytes [default: %(default)s, as grpc-core]",
+    )
+    parser.add_argument(
+        "--rpc-timeout",
+        type=_timeout,
+        default=300.0,
+        help="seconds before an unanswered RPC is failed; 0 = never [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=float,
+        default=5.0,
+        help="seconds calls may take to finish on shutdown [default: %(default)s]",
+    )
+    parser.set_defaults(handler=run_gateway_command)
+
+
+def run_gateway_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    failure: OSError | None = None
+    try:
+        trio.run(_run, args)
+    except* OSError as group:
+        failure = group.exceptions[0]  # type: ignore[assignment]
+    if failure is not None:
+        print(f"agentwire gateway: cannot listen on {args.address}: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _run(args: argparse.Namespace) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            gateway: Gateway = await nursery.start(
+                functools.partial(
+                    serve_gateway,
+                    args.address,
+                    max_message_size=args.max_message_size,
+                    rpc_timeout=args.rpc_timeout,
+                    grace_period=args.grace_period,
+                )
+            )
+            print(f"agentwire gateway listening on {gateway.address}", flush=True)
+            async for signum in signals:
+                logger.info("received %s; shutting down", signal.Signals(signum).name)
+                break
+            await gateway.shutdown()

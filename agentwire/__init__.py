@@ -43,6 +43,7 @@ from ._retry import RetryPolicy
 from ._runtime._core import Router, Runtime, RuntimeStatistics
 from ._runtime._interventions import DefaultInterventionHandler, DropMessage, InterventionHandler
 from ._runtime._local import open_runtime
+from ._runtime._worker import ConnectionState, WorkerRuntime, WorkerStatistics, open_worker
 from ._serialization import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
@@ -80,6 +81,7 @@ __all__ = [
     "ClosureAgent",
     "ClosureContext",
     "ConnectionLostError",
+    "ConnectionState",
     "DefaultInterventionHandler",
     "DefaultSubscription",
     "DefaultTopicId",
@@ -115,12 +117,15 @@ __all__ = [
     "UndeliverableError",
     "UnknownPayload",
     "UnknownSubscriptionError",
+    "WorkerRuntime",
+    "WorkerStatistics",
     "__version__",
     "default_subscription",
     "event",
     "message_handler",
     "open_gateway",
     "open_runtime",
+    "open_worker",
     "rpc",
     "serializers_for_type",
     "serve_gateway",

@@ -1,0 +1,547 @@
+"""The gRPC worker: ``open_worker(address)``, the runtime core on a gateway link.
+
+``async with agentwire.open_worker("host:port") as runtime:`` gives the same
+runtime API as ``open_runtime()`` (it *is* the core, see ``_core``), with a
+:class:`WorkerRouter` underneath that talks the Agent Worker Protocol through
+a :class:`~._worker_link.WorkerLink` (reconnecting sessions, see there).
+
+Wire behaviour (AutoGen 0.7.5's, see the tests in tests/interop):
+
+* RPC payloads are JSON, whatever ``payload_format`` says (AutoGen does the
+  same for requests and responses); a message type with no JSON serializer
+  but a protobuf one goes as a protobuf ``Any``. Both are accepted on receipt.
+* Publish uses ``payload_format``: ``"json"`` -> ``binary_data``,
+  ``"protobuf"`` -> ``proto_data`` (an ``Any``), falling back to the other
+  format when the message type has no serializer for the chosen one.
+* An RPC handler's exception is answered with ``RpcResponse.error = str(exc)``
+  (what AutoGen peers raise); agentwire also puts the exception's class name in
+  the response metadata (``agentwire-error-type``), which AutoGen ignores, so
+  an agentwire caller's :class:`RemoteError` carries it. A handler returning
+  ``None`` is answered with an empty response (AutoGen would never answer).
+
+Local short-circuit (the choice, and why):
+
+* **RPC** to an agent type registered on this worker is delivered locally,
+  without the gateway (an AutoGen host gives each type one owner, so the
+  owner is us). Only remote types cross the wire.
+* **Publish** must reach remote subscribers, so every event goes to the
+  gateway, and the gateway (like AutoGen's host) echoes it back to us when we
+  have matching subscriptions. By default (``local_publish="immediate"``) the
+  worker delivers to its local subscribers *at once*, after the event was
+  written to the gateway, and drops the echo by its event id: local
+  subscribers do not pay a round trip through the gateway, and an event is
+  never delivered twice. The ids awaiting their echo are bounded
+  (:data:`MAX_AWAITED_ECHOES`, oldest forgotten first) and forgotten on
+  reconnect (an old session's echo can no longer arrive).
+  ``local_publish="echo"`` delivers local subscribers only when the echo comes
+  back, exactly like an AutoGen worker (one ordering for local and remote
+  events, at the cost of a gateway round trip).
+
+Remote state: ``runtime.agent_save_state(agent_id)`` / ``agent_load_state``
+for an agent type not registered here go through ``OpenControlChannel`` as
+``SaveStateRequest``/``LoadStateRequest`` packed in ``Any`` to
+``agentid=<type>/<key>`` with ``respond_to=clientid=<ours>``; the answering
+worker reuses ``rpc_id``. An AutoGen peer never answers, so each call is
+bounded by ``state_timeout`` and then raises :class:`RemoteError`.
+
+Invariants: the core's own invariants, plus those of ``_worker_connection``
+and ``_worker_link``; ``_awaited_echoes`` holds only ids of events this worker
+published, wrote to the current session and delivered locally.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal
+
+import attrs
+import trio
+from google.protobuf import any_pb2
+
+from .._cloudevents import from_cloud_event, to_cloud_event
+from .._errors import (
+    InvalidCloudEventError,
+    RemoteError,
+    SerializationError,
+    UndeliverableError,
+)
+from .._ids import AgentId, TopicId
+from .._proto import agent_worker_pb2 as pb
+from .._proto import cloudevent_pb2 as ce_pb
+from .._retry import RetryPolicy
+from .._serialization import (
+    JSON_DATA_CONTENT_TYPE,
+    PROTOBUF_DATA_CONTENT_TYPE,
+    UnknownPayload,
+)
+from .._subscriptions import Subscription, subscription_to_proto
+from ._core import Router, Runtime
+from ._interventions import InterventionHandler
+from ._worker_connection import ChannelLike, open_unwrapping_nursery
+from ._worker_link import (
+    DEFAULT_RECONNECT,
+    ConnectionState,
+    LinkStatistics,
+    WorkerLink,
+)
+
+__all__ = ["ConnectionState", "WorkerRouter", "WorkerRuntime", "open_worker"]
+
+logger = logging.getLogger("agentwire.worker")
+
+#: Metadata key carrying the class name of a failed handler's exception.
+ERROR_TYPE_KEY = "agentwire-error-type"
+#: Published event ids whose echo we wait for, at most (oldest forgotten first).
+MAX_AWAITED_ECHOES = 65_536
+
+PayloadFormat = Literal["json", "protobuf"]
+_CONTENT_TYPES: dict[str, str] = {
+    "json": JSON_DATA_CONTENT_TYPE,
+    "protobuf": PROTOBUF_DATA_CONTENT_TYPE,
+}
+
+
+@attrs.frozen
+class WorkerStatistics:
+    """What the worker's router did (see also ``runtime.statistics()``)."""
+
+    link: LinkStatistics
+    local_rpcs: int
+    """RPCs delivered without the gateway (target type registered here)."""
+    remote_rpcs: int
+    incoming_rpcs: int
+    published: int
+    incoming_events: int
+    echoes_dropped: int
+    """Our own events coming back from the gateway, dropped (already delivered)."""
+    awaited_echoes: int
+    undecodable_events: int
+
+
+class WorkerRouter:
+    """The :class:`~._core.Router` of a worker, and the handler of its sessions."""
+
+    def __init__(
+        self,
+        core: Runtime,
+        connect: Callable[[], AbstractAsyncContextManager[ChannelLike]],
+        *,
+        payload_format: PayloadFormat,
+        local_publish: Literal["immediate", "echo"],
+        state_timeout: float,
+        reconnect: RetryPolicy,
+        disconnected_wait: float,
+        outbox_size: int,
+        max_concurrent_requests: int,
+    ) -> None:
+        if payload_format not in _CONTENT_TYPES:
+            raise ValueError(f"payload_format must be 'json' or 'protobuf', not {payload_format!r}")
+        if local_publish not in ("immediate", "echo"):
+            raise ValueError(f"local_publish must be 'immediate' or 'echo', not {local_publish!r}")
+        self._core = core
+        self._content_type = _CONTENT_TYPES[payload_format]
+        self._immediate = local_publish == "immediate"
+        self._state_timeout = state_timeout
+        self.link = WorkerLink(
+            connect,
+            self,
+            reconnect=reconnect,
+            disconnected_wait=disconnected_wait,
+            outbox_size=outbox_size,
+            max_concurrent_requests=max_concurrent_requests,
+        )
+        self._awaited: OrderedDict[str, None] = OrderedDict()
+        self._awaited_session: object = None
+        self._local_rpcs = 0
+        self._remote_rpcs = 0
+        self._incoming_rpcs = 0
+        self._published = 0
+        self._incoming_events = 0
+        self._echoes_dropped = 0
+        self._undecodable = 0
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            link=self.link.statistics(),
+            local_rpcs=self._local_rpcs,
+            remote_rpcs=self._remote_rpcs,
+            incoming_rpcs=self._incoming_rpcs,
+            published=self._published,
+            incoming_events=self._incoming_events,
+            echoes_dropped=self._echoes_dropped,
+            awaited_echoes=len(self._awaited),
+            undecodable_events=self._undecodable,
+        )
+
+    # -- payloads ---------------------------------------------------------------
+
+    def _encode(self, message: Any, preferred: str) -> pb.Payload:
+        registry = self._core.serialization
+        try:
+            type_name, data = registry.serialize(message, content_type=preferred)
+            content_type = preferred
+        except SerializationError:
+            other = (
+                PROTOBUF_DATA_CONTENT_TYPE
+                if preferred == JSON_DATA_CONTENT_TYPE
+                else JSON_DATA_CONTENT_TYPE
+            )
+            try:
+                type_name, data = registry.serialize(message, content_type=other)
+            except SerializationError:
+                registry.add_type(type(message))
+                type_name, data = registry.serialize(message, content_type=preferred)
+                content_type = preferred
+            else:
+                content_type = other
+        return pb.Payload(data_type=type_name, data_content_type=content_type, data=data)
+
+    def _decode(self, payload: pb.Payload) -> Any:
+        if not payload.data_type:
+            return None
+        return self._core.serialization.deserialize(
+            payload.data, type_name=payload.data_type, content_type=payload.data_content_type
+        )
+
+    # -- Router: outgoing ---------------------------------------------------------
+
+    async def send(
+        self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
+    ) -> Any:
+        if recipient.type in self._core._registrations:
+            self._local_rpcs += 1
+            return await self._core.deliver_request(
+                message, recipient, sender=sender, message_id=message_id
+            )
+        request = pb.RpcRequest(
+            target=recipient.to_proto(), payload=self._encode(message, JSON_DATA_CONTENT_TYPE)
+        )
+        if sender is not None:
+            request.source.CopyFrom(sender.to_proto())
+        self._remote_rpcs += 1
+        response = await self.link.rpc(request)
+        if response.error:
+            raise RemoteError(response.error, type_name=response.metadata.get(ERROR_TYPE_KEY))
+        return self._decode(response.payload)
+
+    async def publish(
+        self, message: Any, topic: TopicId, *, sender: AgentId | None, message_id: str
+    ) -> None:
+        payload = self._encode(message, self._content_type)
+        event = to_cloud_event(
+            topic=topic,
+            sender=sender,
+            type_name=payload.data_type,
+            content_type=payload.data_content_type,
+            data=payload.data,
+            event_id=message_id,
+        )
+        local = self._immediate and bool(self._core.subscriptions.recipients(topic))
+        if local:
+            self._await_echo(message_id)
+        try:
+            await self.link.publish(event)
+        except BaseException:
+            self._awaited.pop(message_id, None)
+            raise
+        self._published += 1
+        if local:
+            await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
+
+    def _await_echo(self, event_id: str) -> None:
+        session = self.link.session
+        if session is not self._awaited_session:
+            # A new session: echoes of the old one can no longer arrive.
+            self._awaited.clear()
+            self._awaited_session = session
+        self._awaited[event_id] = None
+        if len(self._awaited) > MAX_AWAITED_ECHOES:
+            self._awaited.popitem(last=False)
+
+    async def register_agent_type(self, agent_type: str) -> None:
+        await self.link.register_agent_type(agent_type)
+
+    async def add_subscription(self, subscription: Subscription) -> None:
+        await self.link.add_subscription(subscription_to_proto(subscription))
+
+    async def remove_subscription(self, subscription_id: str) -> None:
+        await self.link.remove_subscription(subscription_id)
+
+    # -- SessionHandler: incoming ---------------------------------------------------
+
+    async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse:
+        self._incoming_rpcs += 1
+        try:
+            recipient = AgentId.from_proto(request.target)
+            sender = AgentId.from_proto(request.source) if request.HasField("source") else None
+            message = self._decode(request.payload)
+            result = await self._core.deliver_request(
+                message, recipient, sender=sender, message_id=request.request_id
+            )
+            if result is None:
+                return pb.RpcResponse()
+            return pb.RpcResponse(payload=self._encode(result, JSON_DATA_CONTENT_TYPE))
+        except Exception as exc:
+            if not isinstance(exc, UndeliverableError):
+                logger.debug("RPC %s failed: %r", request.request_id, exc)
+            response = pb.RpcResponse(error=str(exc) or type(exc).__name__)
+            response.metadata[ERROR_TYPE_KEY] = type(exc).__name__
+            return response
+
+    async def handle_event(self, event: ce_pb.CloudEvent) -> None:
+        self._incoming_events += 1
+        if self._awaited and event.id in self._awaited:
+            del self._awaited[event.id]
+            self._echoes_dropped += 1
+            return
+        try:
+            received = from_cloud_event(event)
+            message = self._core.serialization.deserialize(
+                received.data, type_name=received.type_name, content_type=received.content_type
+            )
+        except (InvalidCloudEventError, SerializationError, ValueError) as exc:
+            self._undecodable += 1
+            logger.warning("event %s dropped: %s", event.id, exc)
+            return
+        if isinstance(message, UnknownPayload):
+            logger.debug("event %s has no local serializer (%s)", event.id, message.type_name)
+        await self._core.deliver_event(
+            message,
+            received.topic,
+            sender=received.sender,
+            message_id=received.event_id,
+            is_rpc=received.is_rpc,
+        )
+
+    async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None:
+        payload = message.rpcMessage
+        out = any_pb2.Any()
+        if payload.TypeName() == "agents.SaveStateRequest":
+            save = pb.SaveStateRequest()
+            payload.Unpack(save)
+            try:
+                agent_id = self._local_agent(message.destination, save.agentId)
+                state = await self._core.agent_save_state(agent_id)
+                out.Pack(pb.SaveStateResponse(state=json.dumps(dict(state))))
+            except Exception as exc:
+                out.Pack(pb.SaveStateResponse(error=str(exc) or type(exc).__name__))
+            return out
+        if payload.TypeName() == "agents.LoadStateRequest":
+            load = pb.LoadStateRequest()
+            payload.Unpack(load)
+            try:
+                agent_id = self._local_agent(message.destination, load.agentId)
+                await self._core.agent_load_state(agent_id, json.loads(load.state or "{}"))
+                out.Pack(pb.LoadStateResponse())
+            except Exception as exc:
+                out.Pack(pb.LoadStateResponse(error=str(exc) or type(exc).__name__))
+            return out
+        logger.warning("control message %s of type %s ignored", message.rpc_id, payload.type_url)
+        return None
+
+    def _local_agent(self, destination: str, agent: pb.AgentId) -> AgentId:
+        if agent.type:
+            agent_id = AgentId.from_proto(agent)
+        elif destination.startswith("agentid="):
+            agent_id = AgentId.from_str(destination.removeprefix("agentid="))
+        else:
+            raise ValueError("the state request names no agent")
+        if agent_id.type not in self._core._registrations:
+            raise UndeliverableError(f"agent type {agent_id.type!r} is not registered here")
+        return agent_id
+
+    # -- remote state ---------------------------------------------------------------
+
+    async def remote_save_state(self, agent: AgentId) -> Mapping[str, Any]:
+        answer = await self._control(agent, pb.SaveStateRequest(agentId=agent.to_proto()))
+        response = pb.SaveStateResponse()
+        if not answer.Unpack(response):
+            raise RemoteError(f"unexpected answer to SaveState: {answer.type_url}")
+        if response.HasField("error"):
+            raise RemoteError(response.error)
+        state: Mapping[str, Any] = json.loads(response.state or "{}")
+        return state
+
+    async def remote_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
+        request = pb.LoadStateRequest(agentId=agent.to_proto(), state=json.dumps(dict(state)))
+        answer = await self._control(agent, request)
+        response = pb.LoadStateResponse()
+        if not answer.Unpack(response):
+            raise RemoteError(f"unexpected answer to LoadState: {answer.type_url}")
+        if response.HasField("error"):
+            raise RemoteError(response.error)
+
+    async def _control(self, agent: AgentId, request: Any) -> any_pb2.Any:
+        with trio.move_on_after(self._state_timeout):
+            return await self.link.control_call(f"agentid={agent}", request)
+        raise RemoteError(
+            f"no answer about the state of {agent} within {self._state_timeout:g} s: the "
+            "owning worker does not implement state over the control channel (AutoGen "
+            "workers do not), or it is gone"
+        )
+
+
+class WorkerRuntime(Runtime):
+    """The runtime ``open_worker`` yields: the core's API plus the gateway link."""
+
+    _worker: WorkerRouter
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        """Where the link to the gateway stands right now."""
+        return self._worker.link.state
+
+    def connection_states(self) -> AsyncIterator[ConnectionState]:
+        """``async for state in runtime.connection_states():`` the current state, then
+        each change (latest value: very fast flips may be merged)."""
+        return self._worker.link.states()
+
+    async def wait_connection_state(self, state: ConnectionState) -> None:
+        """Wait until the link is in *state*."""
+        await self._worker.link.wait_for_state(state)
+
+    def worker_statistics(self) -> WorkerStatistics:
+        """Counters of the worker's router and link (``statistics()`` has the core's)."""
+        return self._worker.statistics()
+
+    async def gateway_subscriptions(self) -> list[pb.Subscription]:
+        """``GetSubscriptions``: every subscription the gateway knows (all workers')."""
+        return await self._worker.link.get_subscriptions()
+
+    async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
+        """The agent's state; for a type not registered here, ask its worker
+        over the control channel (bounded by ``state_timeout``)."""
+        if agent.type in self._registrations:
+            return await super().agent_save_state(agent)
+        return await self._worker.remote_save_state(agent)
+
+    async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
+        """Load the agent's state, here or on its worker (see ``agent_save_state``)."""
+        if agent.type in self._registrations:
+            await super().agent_load_state(agent, state)
+        else:
+            await self._worker.remote_load_state(agent, state)
+
+
+@asynccontextmanager
+async def open_worker(
+    address: str,
+    *,
+    payload_format: PayloadFormat = "json",
+    local_publish: Literal["immediate", "echo"] = "immediate",
+    reconnect: RetryPolicy = DEFAULT_RECONNECT,
+    disconnected_wait: float = 10.0,
+    state_timeout: float = 10.0,
+    keepalive_interval: float | None = 360.0,
+    connect_timeout: float = 10.0,
+    max_message_size: int = 4 * 2**20,
+    outbox_size: int = 256,
+    max_concurrent_requests: int = 256,
+    mailbox_size: int = 64,
+    ignore_unhandled_exceptions: bool = True,
+    intervention_handlers: Sequence[InterventionHandler] = (),
+    connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
+) -> AsyncIterator[WorkerRuntime]:
+    """A worker connected to the gateway at *address* (``host:port``).
+
+    ``async with open_worker("127.0.0.1:50051", payload_format="protobuf") as runtime:``
+
+    * *payload_format*: how published events are encoded (RPCs are always
+      JSON, as with AutoGen); ``"json"`` or ``"protobuf"``.
+    * *local_publish*: ``"immediate"`` (default) delivers to local subscribers
+      at once and drops the gateway's echo; ``"echo"`` waits for the echo.
+    * *reconnect*: the backoff between reconnect attempts; the first
+      connection is not retried (a failure raises :class:`ConnectionLostError`).
+    * *disconnected_wait*: how long a call made while reconnecting waits
+      (within its own trio deadline) before :class:`ConnectionLostError`.
+    * *state_timeout*: bound on remote ``agent_save_state``/``agent_load_state``.
+    * *keepalive_interval*: idle seconds before an HTTP/2 ping (default 6
+      minutes: grpc-core servers punish pings more often than every 5 minutes
+      with GOAWAY); ``None`` disables pings.
+    * *max_message_size*: largest message received (4 MiB, grpc-core's default).
+    * *outbox_size*, *max_concurrent_requests*: bounds of the outgoing queue
+      and of incoming RPCs handled at once (beyond it, reading from the gateway
+      pauses: backpressure).
+    * *connect*: replaces the transport (tests); returns a channel context.
+
+    Leaving the block stops the core (pending RPCs fail with
+    ``RuntimeClosedError``, agents are closed), then cancels the streams so the
+    gateway drops our types and subscriptions.
+    """
+    if connect is None:
+        from .._transport import open_channel
+
+        def connect() -> AbstractAsyncContextManager[ChannelLike]:
+            return open_channel(
+                address,
+                keepalive_interval=keepalive_interval,
+                connect_timeout=connect_timeout,
+                max_message_size=max_message_size,
+            )
+
+    router: WorkerRouter | None = None
+
+    def make_router(core: Runtime) -> Router:
+        nonlocal router
+        router = WorkerRouter(
+            core,
+            connect,
+            payload_format=payload_format,
+            local_publish=local_publish,
+            state_timeout=state_timeout,
+            reconnect=reconnect,
+            disconnected_wait=disconnected_wait,
+            outbox_size=outbox_size,
+            max_concurrent_requests=max_concurrent_requests,
+        )
+        assert isinstance(core, WorkerRuntime)
+        core._worker = router
+        return router
+
+    async with open_unwrapping_nursery() as link_nursery:
+        try:
+            async with _open_worker_core(
+                make_router,
+                mailbox_size=mailbox_size,
+                ignore_unhandled_exceptions=ignore_unhandled_exceptions,
+                intervention_handlers=intervention_handlers,
+            ) as runtime:
+                assert router is not None
+                await link_nursery.start(router.link.run)
+                yield runtime
+        finally:
+            link_nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _open_worker_core(
+    make_router: Callable[[Runtime], Router],
+    *,
+    mailbox_size: int,
+    ignore_unhandled_exceptions: bool,
+    intervention_handlers: Sequence[InterventionHandler],
+) -> AsyncIterator[WorkerRuntime]:
+    # ``_core.open_core`` with the WorkerRuntime subclass (same lifecycle).
+    body_error: BaseException | None = None
+    async with trio.open_nursery() as nursery:
+        runtime = WorkerRuntime(
+            nursery,
+            mailbox_size=mailbox_size,
+            ignore_unhandled_exceptions=ignore_unhandled_exceptions,
+            intervention_handlers=intervention_handlers,
+        )
+        runtime._set_router(make_router(runtime))
+        try:
+            yield runtime
+        except BaseException as exc:
+            body_error = exc
+        finally:
+            runtime._stop()
+    await runtime._close_agents()
+    if body_error is not None:
+        raise body_error
+    runtime._raise_background_error()

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ._gateway._command import add_gateway_command
+from ._runtime._worker_demo import add_demo_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     add_gateway_command(commands)
+    add_demo_command(commands)
     return parser
 
 

@@ -142,6 +142,7 @@ async def test_call_while_disconnected_is_bounded(autojump_clock: trio.testing.M
         await nursery.start(link.run)
         net.down = True
         await net.cut()
+        await link.wait_for_state(ConnectionState.DISCONNECTED)
         start = trio.current_time()
         with pytest.raises(ConnectionLostError, match="reconnecting"):
             await link.rpc(request_to("x/1"))

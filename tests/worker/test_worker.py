@@ -1,0 +1,347 @@
+"""open_worker against the agentwire gateway, in-process over loopback sockets."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+import agentwire
+from agentwire import (
+    AgentId,
+    ConnectionLostError,
+    ConnectionState,
+    RemoteError,
+    TopicId,
+    TypeSubscription,
+    WorkerRuntime,
+    open_gateway,
+    open_worker,
+    serializers_for_type,
+)
+
+from .messages import (
+    BetterEcho,
+    BetterProtoMessage,
+    Echo,
+    EchoBase,
+    GoogleProtoMessage,
+    Inbox,
+    Ping,
+    Pong,
+)
+from .proxy import open_proxy
+
+GUARD = 20  # seconds: a hang guard, never a synchronisation
+
+
+@pytest.fixture(autouse=True)
+def fresh_inbox() -> Inbox:
+    EchoBase.inbox = Inbox()
+    return EchoBase.inbox
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll a counter the code under test exposes (bounded by the test's guard)."""
+    while not predicate():  # noqa: ASYNC110 (polling a counter; no event exists)
+        await trio.sleep(0.005)
+
+
+@asynccontextmanager
+async def two_workers(
+    payload_format: Any = "json", **options: Any
+) -> AsyncIterator[tuple[WorkerRuntime, WorkerRuntime]]:
+    async with (
+        open_gateway("127.0.0.1:0") as gateway,
+        open_worker(gateway.address, payload_format=payload_format, **options) as a,
+        open_worker(gateway.address, payload_format=payload_format, **options) as b,
+    ):
+        await Echo.register(a, "a", Echo)
+        await BetterEcho.register(b, "b", BetterEcho)
+        for worker, agent in ((a, "a"), (b, "b")):
+            worker.add_message_serializer(serializers_for_type(Pong))
+            await worker.add_subscription(TypeSubscription("news", agent))
+        yield a, b
+
+
+@pytest.mark.parametrize("payload_format", ["json", "protobuf"])
+async def test_rpc_both_ways(payload_format: str) -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers(payload_format) as (a, b):
+            assert await a.send_message(Ping("hi"), AgentId("b", "k")) == Pong("b/k:hi")
+            reply = await b.send_message(Ping("yo"), AgentId("a", "k"), sender=AgentId("b", "k"))
+            assert reply == Pong("a/k:yo")
+            assert a.worker_statistics().remote_rpcs == 1
+            assert a.worker_statistics().incoming_rpcs == 1
+
+
+@pytest.mark.parametrize("payload_format", ["json", "protobuf"])
+async def test_publish_both_ways(payload_format: str, fresh_inbox: Inbox) -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers(payload_format) as (a, b):
+            await a.publish_message(Ping("from-a"), TopicId("news", "s"), sender=AgentId("a", "p"))
+            await fresh_inbox.wait_for(2)
+            await b.publish_message(Ping("from-b"), TopicId("news", "s"))
+            await fresh_inbox.wait_for(4)
+    assert sorted(fresh_inbox.items) == [
+        ("a/s", "from-a", "a/p"),
+        ("a/s", "from-b", "unknown/unknown"),  # AutoGen's sender for "no sender"
+        ("b/s", "from-a", "a/p"),
+        ("b/s", "from-b", None),  # delivered locally: the sender is None
+    ]
+
+
+async def test_protobuf_events_between_google_and_betterproto2(fresh_inbox: Inbox) -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers("protobuf") as (a, b):
+            await a.publish_message(GoogleProtoMessage(message="g"), TopicId("news", "s"))
+            await fresh_inbox.wait_for(2)
+            await b.publish_message(BetterProtoMessage(message="bp"), TopicId("news", "s"))
+            await fresh_inbox.wait_for(4)
+    assert sorted(text for _, text, _ in fresh_inbox.items) == [
+        "proto:bp",
+        "proto:bp",
+        "proto:g",
+        "proto:g",
+    ]
+
+
+async def test_handler_error_is_remote_error() -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers() as (a, _):
+            with pytest.raises(RemoteError) as info:
+                await a.send_message(Ping("fail"), AgentId("b", "k"))
+    assert info.value.remote_message == "kaboom"
+    assert info.value.type_name == "ValueError"
+
+
+async def test_unknown_target_fails_promptly() -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers() as (a, _):
+            with pytest.raises(RemoteError, match="nobody"):
+                await a.send_message(Ping("x"), AgentId("nobody", "k"))
+
+
+async def test_removed_subscription_stops_delivery(fresh_inbox: Inbox) -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers() as (a, b):
+            sub = TypeSubscription("gone", "b")
+            await b.add_subscription(sub)
+            assert sub.id in {s.id for s in await a.gateway_subscriptions()}
+            await b.remove_subscription(sub.id)
+            assert sub.id not in {s.id for s in await a.gateway_subscriptions()}
+            await a.publish_message(Ping("lost"), TopicId("gone", "s"))
+            # A marker published after it, on the same connection, arrives; the
+            # removed subscription's event never does.
+            await a.publish_message(Ping("marker"), TopicId("news", "s"))
+            await fresh_inbox.wait_for(2)
+    assert sorted(text for _, text, _ in fresh_inbox.items) == ["marker", "marker"]
+
+
+async def test_local_rpc_and_publish_short_circuit(fresh_inbox: Inbox) -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers() as (a, _):
+            session = a.worker_statistics().link.session
+            assert session is not None
+            sent_before = session.messages_sent
+            assert await a.send_message(Ping("local"), AgentId("a", "k")) == Pong("a/k:local")
+            stats = a.worker_statistics()
+            assert stats.local_rpcs == 1
+            assert stats.link.session is not None
+            assert stats.link.session.messages_sent == sent_before  # nothing crossed the wire
+            await a.publish_message(Ping("once"), TopicId("news", "s"))
+            await fresh_inbox.wait_for(2)
+            # Our own echo comes back from the gateway and is dropped, not delivered again.
+            await wait_until(lambda: a.worker_statistics().echoes_dropped >= 1)
+            await a.send_message(Ping("sync"), AgentId("b", "k"))
+    assert sorted(fresh_inbox.items) == [("a/s", "once", None), ("b/s", "once", "unknown/unknown")]
+
+
+async def test_echo_mode_delivers_once_through_the_gateway(fresh_inbox: Inbox) -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers(local_publish="echo") as (a, _):
+            await a.publish_message(Ping("via-gw"), TopicId("news", "s"))
+            await fresh_inbox.wait_for(2)
+            assert a.worker_statistics().echoes_dropped == 0
+    assert sorted(text for _, text, _ in fresh_inbox.items) == ["via-gw", "via-gw"]
+
+
+async def test_remote_state_save_and_load() -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers() as (a, b):
+            await a.send_message(Ping("1"), AgentId("b", "k"))
+            await a.send_message(Ping("2"), AgentId("b", "k"))
+            assert await a.agent_save_state(AgentId("b", "k")) == {"count": 2}
+            await a.agent_load_state(AgentId("b", "k"), {"count": 40})
+            assert await b.agent_save_state(AgentId("b", "k")) == {"count": 40}
+            with pytest.raises(RemoteError, match="nobody"):
+                await a.agent_save_state(AgentId("nobody", "k"))
+
+
+async def run_gateway(
+    address: str, stop: trio.Event, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_gateway(address, grace_period=0.1) as gateway:
+        task_status.started(gateway.address)
+        await stop.wait()
+
+
+async def test_gateway_restart_workers_reconnect_and_resume() -> None:
+    policy = agentwire.RetryPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=200)
+    release = trio.Event()
+    entered = trio.Event()
+
+    class Slow(Echo):
+        @agentwire.rpc
+        async def on_ping(self, message: Ping, ctx: agentwire.MessageContext) -> Pong:  # type: ignore[override]
+            if message.text == "stuck":
+                entered.set()
+                await release.wait()
+            return await super().on_ping(message, ctx)
+
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            first_stop = trio.Event()
+            address = await nursery.start(run_gateway, "127.0.0.1:0", first_stop)
+            async with (
+                open_worker(address, reconnect=policy, disconnected_wait=GUARD) as a,
+                open_worker(address, reconnect=policy, disconnected_wait=GUARD) as b,
+            ):
+                await Echo.register(a, "a", Echo)
+                await Slow.register(b, "b", Slow)
+                a.add_message_serializer(serializers_for_type(Pong))
+                old_id = a.worker_statistics().link.client_id
+                failures: list[BaseException] = []
+
+                async def stuck_call() -> None:
+                    try:
+                        await a.send_message(Ping("stuck"), AgentId("b", "k"))
+                    except (ConnectionLostError, RemoteError) as exc:
+                        failures.append(exc)
+
+                async with trio.open_nursery() as calls:
+                    calls.start_soon(stuck_call)
+                    await entered.wait()
+                    first_stop.set()  # the gateway goes away with a call in flight
+                assert len(failures) == 1  # failed, not hung
+                release.set()
+                await a.wait_connection_state(ConnectionState.DISCONNECTED)
+                second_stop = trio.Event()
+                await nursery.start(run_gateway, address, second_stop)
+                await a.wait_connection_state(ConnectionState.CONNECTED)
+                await b.wait_connection_state(ConnectionState.CONNECTED)
+                assert await a.send_message(Ping("again"), AgentId("b", "k")) == Pong("b/k:again")
+                assert a.worker_statistics().link.client_id != old_id
+                assert a.worker_statistics().link.connects == 2
+                second_stop.set()
+
+
+async def wait_reconnected(worker: WorkerRuntime, connects: int) -> None:
+    async for state in worker.connection_states():
+        stats = worker.worker_statistics().link
+        if state is ConnectionState.CONNECTED and stats.connects >= connects:
+            return
+
+
+async def test_network_cut_reconnects_and_replays_registrations() -> None:
+    policy = agentwire.RetryPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=200)
+    with trio.fail_after(GUARD):
+        async with (
+            open_gateway("127.0.0.1:0") as gateway,
+            open_proxy(gateway.address) as proxy,
+            open_worker(proxy.address, reconnect=policy) as a,
+            open_worker(gateway.address) as b,
+        ):
+            await Echo.register(a, "a", Echo)
+            await BetterEcho.register(b, "b", BetterEcho)
+            b.add_message_serializer(serializers_for_type(Pong))
+            await proxy.cut()  # sockets closed under the worker
+            await wait_reconnected(a, 2)
+            # "a" was registered again on the new connection.
+            assert await b.send_message(Ping("back"), AgentId("a", "k")) == Pong("a/k:back")
+            assert proxy.connections == 2
+
+
+async def test_pending_call_fails_when_the_network_is_cut() -> None:
+    policy = agentwire.RetryPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=200)
+    release = trio.Event()
+    entered = trio.Event()
+
+    class Slow(Echo):
+        @agentwire.rpc
+        async def on_ping(self, message: Ping, ctx: agentwire.MessageContext) -> Pong:  # type: ignore[override]
+            entered.set()
+            await release.wait()
+            return Pong("late")
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_gateway("127.0.0.1:0") as gateway,
+            open_proxy(gateway.address) as proxy,
+            open_worker(proxy.address, reconnect=policy) as a,
+            open_worker(gateway.address) as b,
+        ):
+            await Echo.register(a, "a", Echo)
+            await Slow.register(b, "slow", Slow)
+            a.add_message_serializer(serializers_for_type(Pong))
+            failures: list[BaseException] = []
+
+            async def call() -> None:
+                try:
+                    await a.send_message(Ping("x"), AgentId("slow", "k"))
+                except ConnectionLostError as exc:
+                    failures.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call)
+                await entered.wait()
+                await proxy.cut()
+            release.set()
+            assert len(failures) == 1
+            await a.wait_connection_state(ConnectionState.CONNECTED)
+
+
+async def test_slow_consumer_backpressure(fresh_inbox: Inbox) -> None:
+    """A consumer that does not keep up makes the publisher wait; nothing is lost."""
+    release = trio.Event()
+    total = 4000  # x 8 KiB: more than every window and socket buffer on the way
+    padding = "x" * 8192
+
+    class Slow(EchoBase):
+        @agentwire.event
+        async def on_ping_event(self, message: Ping, ctx: agentwire.MessageContext) -> None:  # type: ignore[override]
+            await release.wait()
+            EchoBase.inbox.add(str(self.id), message.text, ctx.sender)
+
+    published = 0
+    all_published = trio.Event()
+    with trio.fail_after(60):
+        async with (
+            open_gateway("127.0.0.1:0", queue_size=16) as gateway,
+            open_worker(gateway.address, mailbox_size=4) as producer,
+            open_worker(gateway.address, mailbox_size=4, max_concurrent_requests=4) as consumer,
+        ):
+            await Slow.register(consumer, "slow", Slow)
+            await consumer.add_subscription(TypeSubscription("flood", "slow"))
+
+            async def publish_all() -> None:
+                nonlocal published
+                for n in range(total):
+                    await producer.publish_message(Ping(f"{n}:{padding}"), TopicId("flood", "s"))
+                    published += 1
+                all_published.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(publish_all)
+                with trio.move_on_after(2):  # ample time to finish, were nothing bounded
+                    await all_published.wait()
+                stuck_at = published
+                assert consumer.statistics().queued <= 4
+                release.set()
+            await fresh_inbox.wait_for(total)
+    assert stuck_at < total  # the producer had to wait for the consumer
+    received = [text.partition(":")[0] for _, text, _ in fresh_inbox.items]
+    assert received == [str(n) for n in range(total)]

@@ -1,11 +1,11 @@
 """AutoGen 0.7.5 peers for the worker interop tests, run as subprocesses.
 
-``python worker_peer.py host``
+``python autogen_peers/worker_peer.py host``
     Runs AutoGen's host servicer (the routing logic of
     ``GrpcWorkerAgentRuntimeHost``) on 127.0.0.1 with a free port and prints
     ``READY <port>``. Runs until stdin closes.
 
-``python worker_peer.py worker <address> <json|protobuf>``
+``python autogen_peers/worker_peer.py worker <address> <json|protobuf>``
     Runs a ``GrpcWorkerAgentRuntime`` with agent type ``ag_echo``:
     RPC ``Ping`` -> ``Pong("ag:" + text)`` (``text == "fail"`` raises
     ``ValueError("kaboom")``); events ``Ping``/``ProtoMessage`` on topic type

@@ -18,7 +18,12 @@ Delivery model
   task** (no queue, no task switch); it still counts as the agent's one
   running handler, so messages arriving meanwhile queue behind it. An RPC to
   a busy agent is queued and the caller waits in the pending map.
-* A full mailbox makes the sender wait (backpressure) until there is room.
+* A full mailbox makes a sender wait (backpressure) until there is room --
+  unless the sender is itself a handler: messages sent or published from
+  inside a handler never wait for room (they may take a mailbox past its
+  size). Otherwise agents publishing into each other's full mailboxes (any
+  cascade) would deadlock. So backpressure acts where work enters the
+  runtime: user tasks and, for a worker, the connection's reader.
 * Publishing queues one envelope per recipient (subscription order, the
   sender excluded, duplicates kept like AutoGen) and returns once all are
   queued; it never waits for handlers.
@@ -41,9 +46,7 @@ are waiting on an RPC (a context variable carried along the call). An RPC to
 an agent in that chain runs **re-entrantly**: its handler runs at once in the
 caller's task, bypassing the mailbox, as AutoGen's fully concurrent runtime
 would run it. This covers self-RPCs. The chain does not cross processes, so
-an RPC cycle through two workers still waits until a deadline. With bounded
-mailboxes, a cycle of agents that *publish* into each other's full mailboxes
-while their handlers are blocked can also wait; size mailboxes accordingly.
+an RPC cycle through two workers still waits until a deadline.
 
 Cancellation and errors
 -----------------------
@@ -583,6 +586,7 @@ class Runtime:
             self._budget = budget
             await trio.lowlevel.checkpoint_if_cancelled()
         slots = self._slots
+        may_wait = not _rpc_chain.get()  # handlers never wait for room: see "deadlocks"
         for agent_id in self.subscriptions.recipients(topic):
             if sender is not None and agent_id == sender:
                 continue
@@ -595,7 +599,7 @@ class Runtime:
                     self._record_failure(exc)
                     continue
             ctx = MessageContext(sender, topic, is_rpc, message_id, trio.CancelScope())
-            await self._enqueue(slot, _Envelope(message, ctx, None, ()))
+            await self._enqueue(slot, _Envelope(message, ctx, None, ()), may_wait)
 
     # -- internals: delivery ------------------------------------------------------------------
 
@@ -649,7 +653,7 @@ class Runtime:
         ctx = MessageContext(sender, None, True, message_id, scope)
         envelope = _Envelope(message, ctx, key, (*chain, slot.id))
         with self._pending.register(key, on_abandon=scope.cancel) as waiter:
-            await self._enqueue(slot, envelope)
+            await self._enqueue(slot, envelope, not chain)
             return await waiter.wait()
 
     def _cancelled_error(self, agent_id: AgentId) -> Exception:
@@ -659,9 +663,9 @@ class Runtime:
             )
         return RequestCancelledError(f"the handler of {agent_id} was cancelled")
 
-    async def _enqueue(self, slot: _Slot, envelope: _Envelope) -> None:
+    async def _enqueue(self, slot: _Slot, envelope: _Envelope, may_wait: bool) -> None:
         queue = slot.queue
-        while len(queue) >= self._mailbox_size:
+        while may_wait and len(queue) >= self._mailbox_size:
             await slot.space.park()
             if self._closed:
                 raise RuntimeClosedError("the runtime closed while waiting for mailbox room")

@@ -1,0 +1,322 @@
+"""Agents: routing rules of RoutedAgent, decorators, registration, ClosureAgent."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import pytest
+import trio
+
+from agentwire import (
+    JSON_DATA_CONTENT_TYPE,
+    AgentId,
+    AgentInstantiationContext,
+    BaseAgent,
+    CantHandleError,
+    ClosureAgent,
+    ClosureContext,
+    DefaultSubscription,
+    DefaultTopicId,
+    MessageContext,
+    RoutedAgent,
+    TopicId,
+    TypePrefixSubscription,
+    TypeSubscription,
+    default_subscription,
+    event,
+    message_handler,
+    open_runtime,
+    rpc,
+    type_subscription,
+)
+from agentwire._ids import current_agent_id
+
+
+@dataclasses.dataclass
+class Text:
+    content: str
+
+
+@dataclasses.dataclass
+class Number:
+    value: int
+
+
+@dataclasses.dataclass
+class Reply:
+    content: str
+
+
+class SpecialText(Text):
+    pass
+
+
+class Router(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("routes by type")
+        self.calls: list[str] = []
+
+    # Both take Text; "a_..." sorts first, so it wins when its match is true.
+    @message_handler(match=lambda message, ctx: message.content.startswith("!"))
+    async def a_bang(self, message: Text, ctx: MessageContext) -> Reply:
+        self.calls.append("a_bang")
+        return Reply("bang")
+
+    @message_handler
+    async def b_plain(self, message: Text, ctx: MessageContext) -> Reply:
+        self.calls.append("b_plain")
+        return Reply("plain")
+
+    @event
+    async def on_number_event(self, message: Number, ctx: MessageContext) -> None:
+        self.calls.append(f"event {message.value}")
+
+    @rpc
+    async def on_number_rpc(self, message: Number, ctx: MessageContext) -> Reply:
+        self.calls.append(f"rpc {message.value}")
+        return Reply(str(message.value))
+
+
+async def test_dispatch_alphabetical_match_and_exact_type() -> None:
+    async with open_runtime() as runtime:
+        await Router.register(runtime, "router", Router)
+        target = AgentId("router", "default")
+        assert await runtime.send_message(Text("!x"), target) == Reply("bang")
+        assert await runtime.send_message(Text("x"), target) == Reply("plain")
+        # exact type dispatch: a subclass has no handler -> unhandled -> None
+        assert await runtime.send_message(SpecialText("!x"), target) is None
+        agent = await runtime.try_get_underlying_agent_instance(target, Router)
+        assert agent.calls == ["a_bang", "b_plain"]
+
+
+async def test_event_only_for_publish_rpc_only_for_send() -> None:
+    async with open_runtime() as runtime:
+        await Router.register(runtime, "router", Router)
+        await runtime.add_subscription(TypeSubscription("numbers", "router"))
+        assert await runtime.send_message(Number(1), AgentId("router", "k")) == Reply("1")
+        await runtime.publish_message(Number(2), TopicId("numbers", "k"))
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("router", "k"), Router)
+        assert agent.calls == ["rpc 1", "event 2"]
+
+
+async def test_unhandled_message_is_logged_and_returns_none(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="agentwire.agents")
+    async with open_runtime() as runtime:
+        await Router.register(runtime, "router", Router)
+        assert await runtime.send_message(42, AgentId("router", "default")) is None
+    assert "Unhandled message: 42" in caplog.text
+
+
+class Strict(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("")
+
+    @rpc
+    async def wrong(self, message: Text, ctx: MessageContext) -> Reply:
+        return "not a Reply"  # type: ignore[return-value]
+
+    @rpc(strict=False)
+    async def lenient(self, message: Number, ctx: MessageContext) -> Reply:
+        return "not a Reply either"  # type: ignore[return-value]
+
+
+async def test_strict_return_type_checks() -> None:
+    async with open_runtime() as runtime:
+        await Strict.register(runtime, "strict", Strict)
+        with pytest.raises(ValueError, match="returned a str"):
+            await runtime.send_message(Text("x"), AgentId("strict", "default"))
+        result = await runtime.send_message(Number(1), AgentId("strict", "default"))
+        assert result == "not a Reply either"
+
+
+async def test_strict_handler_called_directly_with_wrong_type() -> None:
+    async with open_runtime() as runtime:
+        await Router.register(runtime, "router", Router)
+        agent = await runtime.try_get_underlying_agent_instance(
+            AgentId("router", "default"), Router
+        )
+        ctx = MessageContext(None, None, True, "m1")
+        with pytest.raises(CantHandleError):
+            await agent.b_plain(Number(3), ctx)  # type: ignore[arg-type]
+
+
+class UnionAgent(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("")
+        self.seen: list[Any] = []
+
+    @message_handler
+    async def any_of(self, note: Text | Number, ctx: MessageContext) -> None:
+        self.seen.append(note)
+
+
+async def test_union_message_types_and_any_parameter_name() -> None:
+    async with open_runtime() as runtime:
+        await UnionAgent.register(runtime, "u", UnionAgent)
+        await runtime.send_message(Text("a"), AgentId("u", "k"))
+        await runtime.send_message(Number(1), AgentId("u", "k"))
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("u", "k"), UnionAgent)
+        assert agent.seen == [Text("a"), Number(1)]
+
+
+def test_handler_must_be_async_with_three_parameters() -> None:
+    with pytest.raises(TypeError, match="async def"):
+
+        @message_handler  # type: ignore[arg-type]
+        def sync_handler(self: Any, message: Text, ctx: MessageContext) -> None:
+            pass
+
+    with pytest.raises(TypeError, match="self, message, ctx"):
+
+        @message_handler  # type: ignore[arg-type]
+        async def two_args(self: Any, message: Text) -> None:
+            pass
+
+
+@default_subscription
+@type_subscription("news")
+class Subscriber(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("subscriber")
+        self.texts: list[tuple[str, str | None]] = []
+
+    @event
+    async def on_text(self, message: Text, ctx: MessageContext) -> None:
+        self.texts.append((message.content, ctx.topic_id.type if ctx.topic_id else None))
+
+
+async def test_register_adds_class_and_direct_subscriptions() -> None:
+    async with open_runtime() as runtime:
+        await Subscriber.register(runtime, "sub", Subscriber)
+        subs = runtime.get_subscriptions()
+        kinds = sorted(
+            (type(s).__name__, getattr(s, "topic_type", getattr(s, "topic_type_prefix", "")))
+            for s in subs
+        )
+        assert kinds == [
+            ("TypePrefixSubscription", "sub:"),
+            ("TypeSubscription", "default"),
+            ("TypeSubscription", "news"),
+        ]
+        assert all(
+            s.map_to_agent(TopicId("x", "k")).type == "sub"
+            for s in subs
+            if s.is_match(TopicId("x", "k"))
+        )
+        # the topic source selects the key
+        await runtime.publish_message(Text("a"), TopicId("default", "alice"))
+        await runtime.publish_message(Text("b"), TopicId("news", "bob"))
+        await runtime.publish_message(Text("c"), TopicId("sub:direct", "carol"))
+        await runtime.wait_idle()
+        for key, expected in [("alice", "default"), ("bob", "news"), ("carol", "sub:direct")]:
+            agent = await runtime.try_get_underlying_agent_instance(AgentId("sub", key), Subscriber)
+            assert [topic for _, topic in agent.texts] == [expected]
+        assert runtime.statistics().agents == 3
+
+
+async def test_register_skip_flags() -> None:
+    async with open_runtime() as runtime:
+        await Subscriber.register(
+            runtime,
+            "sub",
+            Subscriber,
+            skip_class_subscriptions=True,
+            skip_direct_message_subscription=True,
+        )
+        assert runtime.get_subscriptions() == []
+
+
+async def test_register_adds_serializers_for_handled_types() -> None:
+    async with open_runtime() as runtime:
+        await Router.register(runtime, "router", Router)
+        assert runtime.serialization.is_registered("Text", JSON_DATA_CONTENT_TYPE)
+        assert runtime.serialization.is_registered("Number", JSON_DATA_CONTENT_TYPE)
+
+
+class Introspective(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("knows itself")
+        self.constructed_as = AgentInstantiationContext.current_agent_id()
+        self.handler_ids: list[AgentId | None] = []
+        self.default_topics: list[TopicId] = []
+
+    @message_handler
+    async def on_text(self, message: Text, ctx: MessageContext) -> None:
+        self.handler_ids.append(current_agent_id.get())
+        self.default_topics.append(DefaultTopicId())
+
+
+async def test_instantiation_context_and_current_agent_id() -> None:
+    async with open_runtime() as runtime:
+        await Introspective.register(runtime, "intro", Introspective)
+        target = AgentId("intro", "k1")
+        await runtime.send_message(Text("x"), target)
+        agent = await runtime.try_get_underlying_agent_instance(target, Introspective)
+        assert agent.constructed_as == target
+        assert agent.id == target
+        assert agent.handler_ids == [target]
+        assert agent.default_topics == [TopicId("default", "k1")]
+        assert current_agent_id.get() is None
+        metadata = await runtime.agent_metadata(target)
+        assert (metadata.type, metadata.key, metadata.description) == (
+            "intro",
+            "k1",
+            "knows itself",
+        )
+
+
+def test_agent_outside_a_factory_is_unbound() -> None:
+    agent = Introspective.__new__(Introspective)
+    BaseAgent.__init__(agent, "x")
+    with pytest.raises(RuntimeError, match="not bound"):
+        _ = agent.id
+    with pytest.raises(RuntimeError, match="only available inside an agent factory"):
+        AgentInstantiationContext.current_runtime()
+
+
+async def test_closure_agent_with_subscriptions() -> None:
+    received: list[tuple[AgentId, str]] = []
+
+    async def collect(agent: ClosureContext, message: Text, ctx: MessageContext) -> None:
+        received.append((agent.id, message.content))
+
+    async with open_runtime() as runtime:
+        await ClosureAgent.register_closure(
+            runtime, "collector", collect, subscriptions=lambda: [DefaultSubscription()]
+        )
+        await runtime.publish_message(Text("hi"), TopicId("default", "s1"))
+        await runtime.publish_message(Number(5), TopicId("default", "s1"))  # warned, ignored
+        await runtime.wait_idle()
+        assert received == [(AgentId("collector", "s1"), "hi")]
+        prefixes = [s for s in runtime.get_subscriptions() if isinstance(s, TypePrefixSubscription)]
+        assert [p.topic_type_prefix for p in prefixes] == ["collector:"]
+
+
+async def test_closure_agent_error_policy_and_rpc_result() -> None:
+    async def double(agent: ClosureContext, message: Number, ctx: MessageContext) -> Number:
+        return Number(message.value * 2)
+
+    async with open_runtime() as runtime:
+        await ClosureAgent.register_closure(runtime, "double", double, unknown_type_policy="error")
+        assert await runtime.send_message(Number(4), AgentId("double", "k")) == Number(8)
+        with pytest.raises(CantHandleError):
+            await runtime.send_message(Text("x"), AgentId("double", "k"))
+
+
+def test_closure_agent_cannot_be_built_directly() -> None:
+    async def noop(agent: ClosureContext, message: Text, ctx: MessageContext) -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="register_closure"):
+        ClosureAgent("x", noop)
+
+
+async def test_message_context_cancellation_is_a_cancel_scope() -> None:
+    ctx = MessageContext(None, None, False, "id")
+    assert isinstance(ctx.cancellation, trio.CancelScope)
+    assert ctx == MessageContext(None, None, False, "id")

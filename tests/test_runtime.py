@@ -1,0 +1,706 @@
+"""The in-process runtime: AutoGen single-threaded semantics plus agentwire's
+delivery model (per-agent order, backpressure, cancellation, re-entrancy)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from agentwire import (
+    JSON_DATA_CONTENT_TYPE,
+    AgentId,
+    BaseAgent,
+    DefaultInterventionHandler,
+    DefaultTopicId,
+    DropMessage,
+    MessageContext,
+    MessageDroppedError,
+    RequestCancelledError,
+    RoutedAgent,
+    Runtime,
+    RuntimeClosedError,
+    TopicId,
+    TypePrefixSubscription,
+    TypeSubscription,
+    UndeliverableError,
+    UnknownSubscriptionError,
+    default_subscription,
+    event,
+    message_handler,
+    open_runtime,
+    rpc,
+)
+
+
+@dataclasses.dataclass
+class Msg:
+    n: int
+
+
+@dataclasses.dataclass
+class Result:
+    n: int
+
+
+class Echo(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("echo")
+        self.received: list[tuple[int, AgentId | None]] = []
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        self.received.append((message.n, ctx.sender))
+        return Result(message.n)
+
+
+class Failing(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("fails")
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        raise KeyError(f"bad {message.n}")
+
+
+# -- RPC basics -------------------------------------------------------------------------
+
+
+async def test_send_returns_result_and_activates_lazily() -> None:
+    created: list[AgentId] = []
+
+    def factory() -> Echo:
+        agent = Echo()
+        created.append(agent.id)
+        return agent
+
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", factory)
+        assert created == []
+        assert await runtime.send_message(Msg(1), AgentId("echo", "a")) == Result(1)
+        assert await runtime.send_message(Msg(2), AgentId("echo", "a")) == Result(2)
+        assert created == [AgentId("echo", "a")]
+
+
+async def test_async_factory_and_expected_class() -> None:
+    async def make() -> Echo:
+        await trio.lowlevel.checkpoint()
+        return Echo()
+
+    async with open_runtime() as runtime:
+        await runtime.register_factory("echo", make, expected_class=Echo)
+        await runtime.register_factory("wrong", make, expected_class=Failing)
+        assert await runtime.send_message(Msg(3), AgentId("echo", "k")) == Result(3)
+        with pytest.raises(ValueError, match="expected a Failing"):
+            await runtime.send_message(Msg(3), AgentId("wrong", "k"))
+
+
+async def test_handler_exception_reaches_caller_as_itself() -> None:
+    async with open_runtime() as runtime:
+        await Failing.register(runtime, "failing", Failing)
+        with pytest.raises(KeyError, match="bad 7"):
+            await runtime.send_message(Msg(7), AgentId("failing", "default"))
+
+
+async def test_unknown_recipient_type_is_undeliverable() -> None:
+    async with open_runtime() as runtime:
+        with pytest.raises(UndeliverableError, match="nobody"):
+            await runtime.send_message(Msg(1), AgentId("nobody", "default"))
+
+
+async def test_duplicate_factory_refused() -> None:
+    async with open_runtime() as runtime:
+        await runtime.register_factory("echo", Echo)
+        with pytest.raises(ValueError, match="already registered"):
+            await runtime.register_factory("echo", Echo)
+
+
+async def test_instance_registration_rules() -> None:
+    async with open_runtime() as runtime:
+        first = Echo.__new__(Echo)
+        Echo.__init__(first)
+        await runtime.register_agent_instance(first, AgentId("inst", "a"))
+        assert await runtime.send_message(Msg(1), AgentId("inst", "a")) == Result(1)
+        assert first.received == [(1, None)]
+        with pytest.raises(ValueError, match="already exists"):
+            await runtime.register_agent_instance(first, AgentId("inst", "a"))
+        other = Failing.__new__(Failing)
+        Failing.__init__(other)
+        with pytest.raises(ValueError, match="must all be Echo"):
+            await runtime.register_agent_instance(other, AgentId("inst", "b"))
+        await runtime.register_factory("fact", Echo)
+        with pytest.raises(ValueError, match="factories and instances"):
+            await runtime.register_agent_instance(other, AgentId("fact", "x"))
+        with pytest.raises(UndeliverableError, match="instances only"):
+            await runtime.send_message(Msg(1), AgentId("inst", "unknown-key"))
+
+
+async def test_try_get_get_and_lookup_errors() -> None:
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        with pytest.raises(LookupError):
+            await runtime.try_get_underlying_agent_instance(AgentId("nope", "k"))
+        with pytest.raises(TypeError, match="not a Failing"):
+            await runtime.try_get_underlying_agent_instance(AgentId("echo", "k"), Failing)
+        assert await runtime.get("echo", "k2") == AgentId("echo", "k2")
+        assert runtime.statistics().agents == 1
+        assert await runtime.get("echo", "k3", lazy=False) == AgentId("echo", "k3")
+        assert runtime.statistics().agents == 2
+
+
+async def test_result_type_is_registered_for_serialization() -> None:
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        assert not runtime.serialization.is_registered("Result", JSON_DATA_CONTENT_TYPE)
+        await runtime.send_message(Msg(1), AgentId("echo", "k"))
+        assert runtime.serialization.is_registered("Result", JSON_DATA_CONTENT_TYPE)
+
+
+# -- publish ------------------------------------------------------------------------------
+
+
+@default_subscription
+class Cascader(RoutedAgent):
+    """Re-publishes a decremented counter until it reaches zero (AutoGen's cascade)."""
+
+    def __init__(self) -> None:
+        super().__init__("cascade")
+        self.received = 0
+
+    @event
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        self.received += 1
+        if message.n > 0:
+            await self.publish_message(Msg(message.n - 1), DefaultTopicId())
+
+
+async def test_cascade_counts() -> None:
+    rounds = 5
+    agents = 4
+    async with open_runtime() as runtime:
+        for i in range(agents):
+            await Cascader.register(runtime, f"cascader{i}", Cascader)
+        await runtime.publish_message(Msg(rounds), DefaultTopicId())
+        await runtime.stop_when_idle()
+        for i in range(agents):
+            agent = await runtime.try_get_underlying_agent_instance(
+                AgentId(f"cascader{i}", "default"), Cascader
+            )
+            # round r is published by every agent and received by the others
+            expected = 1 + sum((agents - 1) ** r for r in range(1, rounds + 1))
+            assert agent.received == expected
+
+
+async def test_publish_skips_sender_and_keeps_duplicates() -> None:
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        await runtime.add_subscription(TypeSubscription("t", "echo"))
+        await runtime.add_subscription(TypePrefixSubscription("t", "echo"))
+        await runtime.publish_message(Msg(1), TopicId("t", "a"), sender=AgentId("echo", "a"))
+        await runtime.publish_message(Msg(2), TopicId("t", "b"), sender=AgentId("echo", "a"))
+        await runtime.wait_idle()
+        assert runtime.statistics().agents == 1  # echo/a was never created
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("echo", "b"), Echo)
+        assert agent.received == [(2, AgentId("echo", "a")), (2, AgentId("echo", "a"))]
+
+
+async def test_subscriptions_at_run_time() -> None:
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo, skip_direct_message_subscription=True)
+        sub = TypeSubscription("late", "echo")
+        await runtime.publish_message(Msg(1), TopicId("late", "k"))
+        await runtime.add_subscription(sub)
+        assert runtime.get_subscriptions() == [sub]
+        await runtime.publish_message(Msg(2), TopicId("late", "k"))
+        await runtime.remove_subscription(sub.id)
+        await runtime.publish_message(Msg(3), TopicId("late", "k"))
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("echo", "k"), Echo)
+        assert [n for n, _ in agent.received] == [2]
+        with pytest.raises(UnknownSubscriptionError):
+            await runtime.remove_subscription(sub.id)
+
+
+async def test_publish_handler_errors_ignored_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    async with open_runtime() as runtime:
+        await Failing.register(runtime, "failing", Failing)
+        await runtime.add_subscription(TypeSubscription("t", "failing"))
+        await runtime.publish_message(Msg(1), TopicId("t", "k"))
+        await runtime.stop_when_idle()
+    assert "failed on a published message" in caplog.text
+
+
+async def test_publish_handler_errors_surface_when_not_ignored() -> None:
+    async with open_runtime(ignore_unhandled_exceptions=False) as runtime:
+        await Failing.register(runtime, "failing", Failing)
+        await runtime.add_subscription(TypeSubscription("t", "failing"))
+        await runtime.publish_message(Msg(1), TopicId("t", "k"))
+        with pytest.raises(KeyError, match="bad 1"):
+            await runtime.stop_when_idle()
+
+
+async def test_publish_handler_error_raised_on_exit() -> None:
+    raised: list[BaseException] = []
+    try:
+        async with open_runtime(ignore_unhandled_exceptions=False) as runtime:
+            await Failing.register(runtime, "failing", Failing)
+            await runtime.add_subscription(TypeSubscription("t", "failing"))
+            await runtime.publish_message(Msg(2), TopicId("t", "k"))
+            await trio.testing.wait_all_tasks_blocked()
+    except KeyError as exc:
+        raised.append(exc)
+    assert [str(e) for e in raised] == ["'bad 2'"]
+
+
+async def test_publish_to_unknown_type_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async with open_runtime() as runtime:
+        await runtime.add_subscription(TypeSubscription("t", "ghost"))
+        await runtime.publish_message(Msg(1), TopicId("t", "k"))
+        await runtime.wait_idle()
+    assert "cannot deliver a publish to ghost/k" in caplog.text
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+class Counter(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("counts")
+        self.count = 0
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        self.count += message.n
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return {"count": self.count}
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        self.count = state["count"]
+
+
+async def test_state_round_trip() -> None:
+    async with open_runtime() as runtime:
+        await Counter.register(runtime, "counter", Counter)
+        await runtime.send_message(Msg(3), AgentId("counter", "a"))
+        await runtime.send_message(Msg(4), AgentId("counter", "b"))
+        state = await runtime.save_state()
+        single = await runtime.agent_save_state(AgentId("counter", "a"))
+    assert state == {"counter/a": {"count": 3}, "counter/b": {"count": 4}}
+    assert single == {"count": 3}
+    async with open_runtime() as runtime:
+        await Counter.register(runtime, "counter", Counter)
+        await runtime.load_state({**state, "unknown/x": {"count": 1}})
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("counter", "b"), Counter)
+        assert agent.count == 4
+        await runtime.agent_load_state(AgentId("counter", "b"), {"count": 10})
+        assert agent.count == 10
+        assert runtime.statistics().agents == 2
+
+
+# -- interventions ---------------------------------------------------------------------------
+
+
+class Doubler(DefaultInterventionHandler):
+    def __init__(self) -> None:
+        self.published: list[Any] = []
+
+    async def on_send(
+        self, message: Any, *, message_context: MessageContext, recipient: AgentId
+    ) -> Any:
+        if isinstance(message, Msg) and message.n < 0:
+            return DropMessage
+        return Msg(message.n * 2) if isinstance(message, Msg) else message
+
+    async def on_publish(self, message: Any, *, message_context: MessageContext) -> Any:
+        self.published.append(message)
+        return DropMessage
+
+    async def on_response(self, message: Any, *, sender: AgentId, recipient: AgentId | None) -> Any:
+        if isinstance(message, Result) and message.n == 100:
+            return DropMessage
+        return message
+
+
+async def test_interventions() -> None:
+    doubler = Doubler()
+    async with open_runtime(intervention_handlers=[doubler]) as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        await runtime.add_subscription(TypeSubscription("t", "echo"))
+        assert await runtime.send_message(Msg(2), AgentId("echo", "k")) == Result(4)
+        with pytest.raises(MessageDroppedError):
+            await runtime.send_message(Msg(-1), AgentId("echo", "k"))
+        with pytest.raises(MessageDroppedError):
+            await runtime.send_message(Msg(50), AgentId("echo", "k"))
+        await runtime.publish_message(Msg(9), TopicId("t", "k"))
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("echo", "k"), Echo)
+        assert [n for n, _ in agent.received] == [4, 100]
+        assert doubler.published == [Msg(9)]
+
+
+class Raising(DefaultInterventionHandler):
+    async def on_send(
+        self, message: Any, *, message_context: MessageContext, recipient: AgentId
+    ) -> Any:
+        raise PermissionError("no sending")
+
+    async def on_response(self, message: Any, *, sender: AgentId, recipient: AgentId | None) -> Any:
+        return None  # warns, means no change
+
+
+async def test_intervention_exception_reaches_sender() -> None:
+    async with open_runtime(intervention_handlers=[Raising()]) as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        with pytest.raises(PermissionError):
+            await runtime.send_message(Msg(1), AgentId("echo", "k"))
+
+
+async def test_intervention_returning_none_warns() -> None:
+    class NoneOnResponse(DefaultInterventionHandler):
+        async def on_response(
+            self, message: Any, *, sender: AgentId, recipient: AgentId | None
+        ) -> Any:
+            return None
+
+    async with open_runtime(intervention_handlers=[NoneOnResponse()]) as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        with pytest.warns(RuntimeWarning, match="returned None"):
+            assert await runtime.send_message(Msg(1), AgentId("echo", "k")) == Result(1)
+
+
+# -- ordering, backpressure, concurrency -----------------------------------------------------------
+
+
+class Slow(RoutedAgent):
+    """Yields inside every handler, so messages really queue up."""
+
+    def __init__(self) -> None:
+        super().__init__("slow")
+        self.log: list[tuple[str, int]] = []
+        self.active = 0
+        self.max_active = 0
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        self.log.append(("rpc" if ctx.is_rpc else "event", message.n))
+        for _ in range(3):
+            await trio.lowlevel.checkpoint()
+        self.active -= 1
+        return Result(message.n)
+
+
+async def test_per_pair_order_and_one_message_at_a_time() -> None:
+    async with open_runtime() as runtime:
+        await Slow.register(runtime, "slow", Slow)
+        await runtime.add_subscription(TypeSubscription("t", "slow"))
+        target = AgentId("slow", "k")
+
+        async def sender(base: int) -> None:
+            for i in range(base, base + 20):
+                if i % 3 == 0:
+                    await runtime.send_message(Msg(i), target)
+                else:
+                    await runtime.publish_message(Msg(i), TopicId("t", "k"))
+
+        async with trio.open_nursery() as nursery:
+            for base in (0, 100, 200):
+                nursery.start_soon(sender, base)
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(target, Slow)
+        assert agent.max_active == 1
+        for base in (0, 100, 200):
+            seen = [n for _, n in agent.log if base <= n < base + 20]
+            assert seen == list(range(base, base + 20))
+
+
+class Gate(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("gate")
+        self.open = trio.Event()
+        self.handled: list[int] = []
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        await self.open.wait()
+        self.handled.append(message.n)
+
+
+async def test_full_mailbox_makes_sender_wait() -> None:
+    async with open_runtime(mailbox_size=2) as runtime:
+        await Gate.register(runtime, "gate", Gate)
+        await runtime.add_subscription(TypeSubscription("t", "gate"))
+        published: list[int] = []
+
+        async def publisher() -> None:
+            for i in range(5):
+                await runtime.publish_message(Msg(i), TopicId("t", "k"))
+                published.append(i)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publisher)
+            await trio.testing.wait_all_tasks_blocked()
+            # message 0 is being handled (blocked), 1 and 2 fill the mailbox
+            assert published == [0, 1, 2]
+            stats = runtime.statistics()
+            assert (stats.queued, stats.in_flight, stats.busy_agents) == (2, 1, 1)
+            gate = await runtime.try_get_underlying_agent_instance(AgentId("gate", "k"), Gate)
+            gate.open.set()
+        await runtime.wait_idle()
+        assert gate.handled == [0, 1, 2, 3, 4]
+        assert published == [0, 1, 2, 3, 4]
+
+
+class Sleeper(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("sleeps")
+        self.started: list[int] = []
+        self.cancelled: list[int] = []
+        self.finished: list[int] = []
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        self.started.append(message.n)
+        try:
+            await trio.sleep(100)
+        except trio.Cancelled:
+            self.cancelled.append(message.n)
+            raise
+        self.finished.append(message.n)
+        return Result(message.n)
+
+
+async def test_cancelling_an_rpc_cancels_the_handler(autojump_clock: trio.abc.Clock) -> None:
+    async with open_runtime() as runtime:
+        await Sleeper.register(runtime, "sleeper", Sleeper)
+        target = AgentId("sleeper", "k")
+        # inline path (idle agent): the handler runs in the caller's task
+        with trio.move_on_after(1):
+            await runtime.send_message(Msg(1), target)
+        agent = await runtime.try_get_underlying_agent_instance(target, Sleeper)
+        assert agent.cancelled == [1]
+
+        # queued path: 2 occupies the agent, 3 queues; both callers give up
+        async def caller(n: int, seconds: float) -> None:
+            with trio.move_on_after(seconds):
+                await runtime.send_message(Msg(n), target)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller, 2, 5)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(caller, 3, 1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert runtime.statistics().pending_rpcs == 1
+        await runtime.wait_idle()
+        assert agent.started == [1, 2]  # 3 was abandoned before it started
+        assert agent.cancelled == [1, 2]
+        stats = runtime.statistics()
+        assert (stats.pending_rpcs, stats.queued, stats.in_flight, stats.busy_agents) == (
+            0,
+            0,
+            0,
+            0,
+        )
+
+
+class Shielded(RoutedAgent):
+    """Waits for its message's gate, shielded from cancellation."""
+
+    def __init__(self) -> None:
+        super().__init__("shielded")
+        self.gates = {n: trio.Event() for n in range(3)}
+        self.done: list[int] = []
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        with trio.CancelScope(shield=True):
+            await self.gates[message.n].wait()
+        self.done.append(message.n)
+        return Result(message.n)
+
+
+async def test_response_after_caller_left_is_dropped_and_counted() -> None:
+    async with open_runtime() as runtime:
+        await Shielded.register(runtime, "shielded", Shielded)
+        target = AgentId("shielded", "k")
+        agent = await runtime.try_get_underlying_agent_instance(target, Shielded)
+        caller_scope = trio.CancelScope()
+
+        async def leaving_caller() -> None:
+            with caller_scope:
+                await runtime.send_message(Msg(2), target)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runtime.send_message, Msg(1), target)  # occupies the agent
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(leaving_caller)  # queued behind 1
+            await trio.testing.wait_all_tasks_blocked()
+            assert runtime.statistics().pending_rpcs == 1
+            agent.gates[1].set()  # 1 finishes; 2 starts and blocks, shielded
+            await trio.testing.wait_all_tasks_blocked()
+            assert agent.done == [1]
+            caller_scope.cancel()  # the caller leaves: its entry goes at once
+            await trio.testing.wait_all_tasks_blocked()
+            assert runtime.statistics().pending_rpcs == 0
+            agent.gates[2].set()  # the handler still finishes; its response is late
+        await runtime.wait_idle()
+        assert agent.done == [1, 2]
+        assert runtime.statistics().late_responses == 1
+
+
+class Selfish(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("calls itself")
+
+    @rpc
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        if message.n == 0:
+            return Result(0)
+        inner = await self.send_message(Msg(message.n - 1), self.id)
+        assert isinstance(inner, Result)
+        return Result(inner.n + 1)
+
+
+class PingPong(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("bounces")
+
+    @rpc
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        if message.n == 0:
+            return Result(0)
+        peer = AgentId("pong" if self.id.type == "ping" else "ping", "k")
+        inner = await self.send_message(Msg(message.n - 1), peer)
+        assert isinstance(inner, Result)
+        return Result(inner.n + 1)
+
+
+async def test_rpc_cycles_run_reentrantly_instead_of_deadlocking() -> None:
+    async with open_runtime() as runtime:
+        await Selfish.register(runtime, "selfish", Selfish)
+        await PingPong.register(runtime, "ping", PingPong)
+        await PingPong.register(runtime, "pong", PingPong)
+        assert await runtime.send_message(Msg(5), AgentId("selfish", "k")) == Result(5)
+        assert await runtime.send_message(Msg(6), AgentId("ping", "k")) == Result(6)
+        # and while busy (queued path) too
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(runtime.send_message, Msg(4), AgentId("ping", "k"))
+        assert runtime.statistics().pending_rpcs == 0
+
+
+class SelfCancelling(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("gives up")
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        ctx.cancellation.cancel()
+        await trio.lowlevel.checkpoint()
+        return Result(1)  # pragma: no cover - cancelled above
+
+
+async def test_handler_cancelling_itself_gives_request_cancelled() -> None:
+    async with open_runtime() as runtime:
+        await SelfCancelling.register(runtime, "sc", SelfCancelling)
+        with pytest.raises(RequestCancelledError):
+            await runtime.send_message(Msg(1), AgentId("sc", "k"))
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+class Closable(Gate):
+    closed: list[AgentId] = []
+
+    async def close(self) -> None:
+        Closable.closed.append(self.id)
+
+
+async def test_close_fails_pending_calls_and_closes_agents() -> None:
+    Closable.closed = []
+    errors: list[BaseException] = []
+
+    async def caller(runtime: Runtime, n: int) -> None:
+        try:
+            await runtime.send_message(Msg(n), AgentId("gate", "k"))
+        except RuntimeClosedError as exc:
+            errors.append(exc)
+
+    async with trio.open_nursery() as outer, open_runtime() as runtime:
+        await Closable.register(runtime, "gate", Closable)
+        await runtime.add_subscription(TypeSubscription("t", "gate"))
+        await runtime.publish_message(Msg(0), TopicId("t", "k"))  # occupies the agent
+        await trio.testing.wait_all_tasks_blocked()
+        outer.start_soon(caller, runtime, 1)
+        outer.start_soon(caller, runtime, 2)
+        await trio.testing.wait_all_tasks_blocked()
+        assert runtime.statistics().pending_rpcs == 2
+    assert len(errors) == 2
+    assert Closable.closed == [AgentId("gate", "k")]
+    assert runtime.closed
+    with pytest.raises(RuntimeClosedError):
+        await runtime.send_message(Msg(3), AgentId("gate", "k"))
+
+
+async def test_stop_when_idle_then_sends_are_refused() -> None:
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        await runtime.stop_when_idle()
+        with pytest.raises(RuntimeClosedError):
+            await runtime.send_message(Msg(1), AgentId("echo", "k"))
+        with pytest.raises(RuntimeClosedError):
+            await runtime.publish_message(Msg(1), TopicId("t", "k"))
+
+
+async def test_body_exception_propagates_unwrapped() -> None:
+    with pytest.raises(ZeroDivisionError):
+        async with open_runtime():
+            1 / 0  # noqa: B018
+
+
+async def test_statistics_at_rest_are_zero() -> None:
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        await runtime.add_subscription(TypeSubscription("t", "echo"))
+        for i in range(10):
+            await runtime.publish_message(Msg(i), TopicId("t", str(i % 3)))
+            await runtime.send_message(Msg(i), AgentId("echo", str(i % 2)))
+        await runtime.wait_idle()
+        stats = runtime.statistics()
+        assert (stats.queued, stats.in_flight, stats.pending_rpcs, stats.busy_agents) == (
+            0,
+            0,
+            0,
+            0,
+        )
+        assert stats.agents == 3
+        assert stats.agent_types == 1
+
+
+class Plain(BaseAgent):
+    async def on_message_impl(self, message: Any, ctx: MessageContext) -> Any:
+        return ("plain", message, ctx.is_rpc, ctx.sender)
+
+
+async def test_base_agent_subclass_and_sender() -> None:
+    async with open_runtime() as runtime:
+        await Plain.register(runtime, "plain", Plain)
+        result = await runtime.send_message(5, AgentId("plain", "k"), sender=AgentId("x", "y"))
+        assert result == ("plain", 5, True, AgentId("x", "y"))
+
+
+async def test_logging_uses_the_agentwire_namespace(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with open_runtime() as runtime:
+        await runtime.add_subscription(TypeSubscription("t", "ghost"))
+        await runtime.publish_message(Msg(1), TopicId("t", "k"))
+        await runtime.wait_idle()
+    assert {r.name for r in caplog.records if "ghost" in r.getMessage()} == {"agentwire.runtime"}

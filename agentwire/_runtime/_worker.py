@@ -13,6 +13,10 @@ Wire behaviour (AutoGen 0.7.5's, see the tests in tests/interop):
 * Publish uses ``payload_format``: ``"json"`` -> ``binary_data``,
   ``"protobuf"`` -> ``proto_data`` (an ``Any``), falling back to the other
   format when the message type has no serializer for the chosen one.
+* A caller's trio deadline is enforced locally (leaving the cancel scope
+  drops the pending entry at once) and also travels in the request metadata
+  (``agentwire-timeout``, seconds left; AutoGen ignores it), so an agentwire
+  responder cancels the handler when the caller has given up.
 * An RPC handler's exception is answered with ``RpcResponse.error = str(exc)``
   (what AutoGen peers raise); agentwire also puts the exception's class name in
   the response metadata (``agentwire-error-type``), which AutoGen ignores, so
@@ -56,6 +60,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -98,6 +103,8 @@ logger = logging.getLogger("agentwire.worker")
 
 #: Metadata key carrying the class name of a failed handler's exception.
 ERROR_TYPE_KEY = "agentwire-error-type"
+#: Metadata key carrying the caller's remaining time in seconds (like grpc-timeout).
+TIMEOUT_KEY = "agentwire-timeout"
 #: Published event ids whose echo we wait for, at most (oldest forgotten first).
 MAX_AWAITED_ECHOES = 65_536
 
@@ -225,6 +232,10 @@ class WorkerRouter:
         )
         if sender is not None:
             request.source.CopyFrom(sender.to_proto())
+        deadline = trio.current_effective_deadline()
+        if deadline != math.inf:
+            left = max(0.0, deadline - trio.current_time())
+            request.metadata[TIMEOUT_KEY] = f"{left:.6f}"
         self._remote_rpcs += 1
         response = await self.link.rpc(request)
         if response.error:
@@ -280,9 +291,15 @@ class WorkerRouter:
             recipient = AgentId.from_proto(request.target)
             sender = AgentId.from_proto(request.source) if request.HasField("source") else None
             message = self._decode(request.payload)
-            result = await self._core.deliver_request(
-                message, recipient, sender=sender, message_id=request.request_id
-            )
+            with trio.move_on_after(_timeout_of(request)) as scope:
+                result = await self._core.deliver_request(
+                    message, recipient, sender=sender, message_id=request.request_id
+                )
+            if scope.cancelled_caught:
+                return pb.RpcResponse(
+                    error=f"deadline exceeded: the caller's deadline passed while {recipient} "
+                    "was handling the request"
+                )
             if result is None:
                 return pb.RpcResponse()
             return pb.RpcResponse(payload=self._encode(result, JSON_DATA_CONTENT_TYPE))
@@ -384,6 +401,18 @@ class WorkerRouter:
             "owning worker does not implement state over the control channel (AutoGen "
             "workers do not), or it is gone"
         )
+
+
+def _timeout_of(request: pb.RpcRequest) -> float:
+    """The caller's remaining time an agentwire caller sent along (else no limit)."""
+    text = request.metadata.get(TIMEOUT_KEY)
+    if not text:
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        return math.inf
+    return value if value >= 0 else math.inf
 
 
 class WorkerRuntime(Runtime):

@@ -345,3 +345,29 @@ async def test_slow_consumer_backpressure(fresh_inbox: Inbox) -> None:
     assert stuck_at < total  # the producer had to wait for the consumer
     received = [text.partition(":")[0] for _, text, _ in fresh_inbox.items]
     assert received == [str(n) for n in range(total)]
+
+
+async def test_caller_deadline_is_enforced_locally_and_remotely() -> None:
+    cancelled = trio.Event()
+    entered = trio.Event()
+
+    class Stuck(Echo):
+        @agentwire.rpc
+        async def on_ping(self, message: Ping, ctx: agentwire.MessageContext) -> Pong:  # type: ignore[override]
+            entered.set()
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancelled.set()
+
+    with trio.fail_after(GUARD):
+        async with two_workers() as (a, b):
+            await Stuck.register(b, "stuck", Stuck)
+            with trio.move_on_after(0.5) as scope:
+                await a.send_message(Ping("x"), AgentId("stuck", "k"))
+            assert scope.cancelled_caught
+            assert entered.is_set()
+            session = a.worker_statistics().link.session
+            assert session is not None
+            assert session.pending_rpcs == 0  # the caller's entry left with it
+            await cancelled.wait()  # the responder gave up too (agentwire-timeout)

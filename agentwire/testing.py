@@ -339,3 +339,10 @@ def _check_one(sub: Subscription, topic: TopicId, *, keeps_source: bool) -> None
 # -- pytest fixtures ---------------------------------------------------------------
 # Runtime fixtures (e.g. an in-process runtime, a gateway on loopback) go here.
 # They must not import Hypothesis at module level either.
+
+try:  # the runtime fixtures need pytest; everything above works without it
+    from ._testing_fixtures import runtime, strict_runtime
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
+else:
+    __all__ += ["runtime", "strict_runtime"]

@@ -883,6 +883,7 @@ class Runtime:
 async def open_core(
     make_router: Callable[[Runtime], Router],
     *,
+    runtime_class: type[Runtime] = Runtime,
     mailbox_size: int = 64,
     ignore_unhandled_exceptions: bool = True,
     intervention_handlers: Sequence[InterventionHandler] = (),
@@ -894,11 +895,12 @@ async def open_core(
     is called. Call ``await runtime.stop_when_idle()`` first to let cascades
     finish. An exception from the body propagates as is (not in a group);
     with ``ignore_unhandled_exceptions=False`` a recorded publish handler
-    exception is raised on a normal exit.
+    exception is raised on a normal exit. *runtime_class* may be a subclass of
+    :class:`Runtime` (the worker's adds connection methods).
     """
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        runtime = Runtime(
+        runtime = runtime_class(
             nursery,
             mailbox_size=mailbox_size,
             ignore_unhandled_exceptions=ignore_unhandled_exceptions,

@@ -35,7 +35,16 @@ from agentwire import (
     serializers_for_type,
 )
 
-from ..worker.messages import Echo, EchoBase, GoogleProtoMessage, Inbox, Ping, Pong
+from ..worker.messages import (
+    BetterEcho,
+    BetterProtoMessage,
+    Echo,
+    EchoBase,
+    GoogleProtoMessage,
+    Inbox,
+    Ping,
+    Pong,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -107,8 +116,11 @@ async def open_peer(*args: str) -> AsyncIterator[Peer]:
 
 
 @asynccontextmanager
-async def topology(kind: str, payload_format: str) -> AsyncIterator[tuple[WorkerRuntime, Peer]]:
-    """Our worker (agent type ``aw``, subscribed to ``interop``) and an AutoGen worker."""
+async def topology(
+    kind: str, payload_format: str, agent: type[EchoBase] = Echo
+) -> AsyncIterator[tuple[WorkerRuntime, Peer, str]]:
+    """Our worker (agent type ``aw``, subscribed to ``interop``), an AutoGen
+    worker, and the address of the host or gateway they share."""
     async with AsyncExitStack() as stack:
         if kind == "autogen-host":
             host = await stack.enter_async_context(open_peer("host"))
@@ -121,10 +133,10 @@ async def topology(kind: str, payload_format: str) -> AsyncIterator[tuple[Worker
         )
         theirs = await stack.enter_async_context(open_peer("worker", address, payload_format))
         await theirs.expect("READY")
-        await Echo.register(ours, "aw", Echo)
+        await agent.register(ours, "aw", agent)
         await ours.add_subscription(TypeSubscription("interop", "aw"))
         ours.add_message_serializer(serializers_for_type(Pong))
-        yield ours, theirs
+        yield ours, theirs, address
 
 
 KINDS = ["autogen-host", "agentwire-gateway"]
@@ -141,7 +153,7 @@ def fresh_inbox() -> Inbox:
 @pytest.mark.parametrize("kind", KINDS)
 async def test_rpc_both_directions_and_errors(kind: str, payload_format: str) -> None:
     with trio.fail_after(WAIT * 2):
-        async with topology(kind, payload_format) as (ours, theirs):
+        async with topology(kind, payload_format) as (ours, theirs, _):
             reply = await ours.send_message(Ping("hi"), AgentId("ag_echo", "k"))
             assert reply == Pong("ag:hi")
             reply = await ours.send_message(
@@ -159,7 +171,7 @@ async def test_rpc_both_directions_and_errors(kind: str, payload_format: str) ->
 @pytest.mark.parametrize("kind", KINDS)
 async def test_publish_both_directions(kind: str, payload_format: str, fresh_inbox: Inbox) -> None:
     with trio.fail_after(WAIT * 2):
-        async with topology(kind, payload_format) as (ours, theirs):
+        async with topology(kind, payload_format) as (ours, theirs, _):
             message: object = (
                 Ping("ours") if payload_format == "json" else GoogleProtoMessage(message="ours")
             )
@@ -178,7 +190,7 @@ async def test_publish_both_directions(kind: str, payload_format: str, fresh_inb
 @pytest.mark.parametrize("kind", KINDS)
 async def test_subscriptions_removed(kind: str) -> None:
     with trio.fail_after(WAIT * 2):
-        async with topology(kind, "json") as (ours, theirs):
+        async with topology(kind, "json") as (ours, theirs, _):
 
             def topics(subs: list[object]) -> set[tuple[str, str]]:
                 out = set()
@@ -206,6 +218,40 @@ async def test_subscriptions_removed(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 async def test_state_request_to_autogen_worker_times_out_clearly(kind: str) -> None:
     with trio.fail_after(WAIT * 2):
-        async with topology(kind, "json") as (ours, _):
+        async with topology(kind, "json") as (ours, _, _):
             with pytest.raises(RemoteError, match="ag_echo"):
                 await ours.agent_save_state(AgentId("ag_echo", "k"))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_betterproto2_events_with_autogen(kind: str, fresh_inbox: Inbox) -> None:
+    with trio.fail_after(WAIT * 2):
+        async with topology(kind, "protobuf", BetterEcho) as (ours, theirs, _):
+            await ours.publish_message(
+                BetterProtoMessage(message="bp"), TopicId("interop", "x"), sender=AgentId("aw", "p")
+            )
+            assert await theirs.expect("EVENT") == "EVENT ProtoMessage bp aw/p"
+            await theirs.command("publish interop theirs", "PUBLISHED")
+            await fresh_inbox.wait_for(2)
+    assert ("aw/ag", "proto:theirs", "ag_echo/pub") in fresh_inbox.items
+
+
+async def test_two_workers_calling_one_autogen_worker_through_the_autogen_host() -> None:
+    """AutoGen's host keys pending responses by the raw request id (issue #7016);
+    our ids are unique per worker, so concurrent callers never get crossed replies."""
+    with trio.fail_after(WAIT * 2):
+        async with (
+            topology("autogen-host", "json") as (first, _, address),
+            open_worker(address) as second,
+        ):
+            second.add_message_serializer(serializers_for_type(Pong))
+            replies: list[tuple[int, object]] = []
+
+            async def call(worker: WorkerRuntime, n: int) -> None:
+                reply = await worker.send_message(Ping(str(n)), AgentId("ag_echo", "k"))
+                replies.append((n, reply))
+
+            async with trio.open_nursery() as nursery:
+                for n in range(40):
+                    nursery.start_soon(call, first if n % 2 else second, n)
+    assert sorted(replies, key=lambda r: r[0]) == [(n, Pong(f"ag:{n}")) for n in range(40)]

@@ -43,6 +43,7 @@ import contextvars
 import functools
 import inspect
 import logging
+import sys
 import types
 import typing
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -470,7 +471,7 @@ def _types_of(annotation: object) -> tuple[type, ...] | None:
 class _HandlerSpec:
     """What a handler decorator recorded; the types are resolved lazily."""
 
-    __slots__ = ("func", "kind", "match", "name", "produces", "strict", "targets")
+    __slots__ = ("func", "kind", "localns", "match", "name", "produces", "strict", "targets")
 
     def __init__(
         self,
@@ -493,13 +494,14 @@ class _HandlerSpec:
         self.strict = strict
         self.targets: tuple[type, ...] | None = None
         self.produces: frozenset[type] | None = None
+        self.localns = _defining_namespace()
 
     def resolve(self) -> None:
         if self.targets is not None:
             return
         func = self.func
         try:
-            hints = typing.get_type_hints(func)
+            hints = typing.get_type_hints(func, localns=self.localns)
         except NameError as exc:
             raise TypeError(
                 f"cannot resolve the annotations of handler {func.__qualname__}: {exc}"
@@ -536,6 +538,20 @@ class _HandlerSpec:
 
 
 _SPEC_ATTR = "_agentwire_handler"
+
+
+def _defining_namespace() -> dict[str, Any]:
+    """Names visible where a handler is defined: the class body and the function
+    around it. With ``from __future__ import annotations``, a handler defined in
+    a function may refer to that function's local names in its annotations."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:  # pragma: no cover
+        return {}
+    namespace = dict(frame.f_back.f_locals) if frame.f_back is not None else {}
+    namespace.update(frame.f_locals)
+    return namespace
 
 HandlerFunc = Callable[[AgentT, ReceivesT, MessageContext], Coroutine[Any, Any, ProducesT]]
 

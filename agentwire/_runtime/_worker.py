@@ -87,7 +87,7 @@ from .._serialization import (
     UnknownPayload,
 )
 from .._subscriptions import Subscription, subscription_to_proto
-from ._core import Router, Runtime
+from ._core import Router, Runtime, open_core
 from ._interventions import InterventionHandler
 from ._worker_connection import ChannelLike, open_unwrapping_nursery
 from ._worker_link import (
@@ -534,44 +534,16 @@ async def open_worker(
 
     async with open_unwrapping_nursery() as link_nursery:
         try:
-            async with _open_worker_core(
+            async with open_core(
                 make_router,
+                runtime_class=WorkerRuntime,
                 mailbox_size=mailbox_size,
                 ignore_unhandled_exceptions=ignore_unhandled_exceptions,
                 intervention_handlers=intervention_handlers,
             ) as runtime:
                 assert router is not None
+                assert isinstance(runtime, WorkerRuntime)
                 await link_nursery.start(router.link.run)
                 yield runtime
         finally:
             link_nursery.cancel_scope.cancel()
-
-
-@asynccontextmanager
-async def _open_worker_core(
-    make_router: Callable[[Runtime], Router],
-    *,
-    mailbox_size: int,
-    ignore_unhandled_exceptions: bool,
-    intervention_handlers: Sequence[InterventionHandler],
-) -> AsyncIterator[WorkerRuntime]:
-    # ``_core.open_core`` with the WorkerRuntime subclass (same lifecycle).
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        runtime = WorkerRuntime(
-            nursery,
-            mailbox_size=mailbox_size,
-            ignore_unhandled_exceptions=ignore_unhandled_exceptions,
-            intervention_handlers=intervention_handlers,
-        )
-        runtime._set_router(make_router(runtime))
-        try:
-            yield runtime
-        except BaseException as exc:
-            body_error = exc
-        finally:
-            runtime._stop()
-    await runtime._close_agents()
-    if body_error is not None:
-        raise body_error
-    runtime._raise_background_error()

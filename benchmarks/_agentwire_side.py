@@ -15,6 +15,7 @@ import time
 _SPAWN_TO_MAIN = time.monotonic()  # before the framework imports: start-up counts them
 
 import re  # noqa: E402
+import signal  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -204,8 +205,10 @@ async def _register_echo_side(runtime: Any) -> None:
 async def grpc_echo_role(address: str) -> None:
     async with agentwire.open_worker(address) as runtime:
         await _register_echo_side(runtime)
-        c.ready()
-        await trio.sleep_forever()
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            c.ready()
+            async for _ in signals:  # a clean exit, so that a profiler can write its file
+                return
 
 
 async def _grpc_publish(runtime: Any, count: int, already: int) -> float:
@@ -221,18 +224,22 @@ async def _grpc_publish(runtime: Any, count: int, already: int) -> float:
             return time.perf_counter() - started
 
 
-async def grpc_caller(address: str, duration: float) -> dict[str, float]:
+async def grpc_caller(address: str, duration: float, phases: str) -> dict[str, float]:
     async with agentwire.open_worker(address) as runtime:
         _add_serializers(runtime)
         target = AgentId("echo", "default")
         await _sequential(runtime, target, duration / 5)  # warm-up: connections, activation
-        result = await _sequential(runtime, target, duration)
-        result.update(await _concurrent(runtime, target, duration))
-        pilot = 200
-        seconds = await _grpc_publish(runtime, pilot, 0)
-        count = c.scale_count(pilot, seconds, duration, 500, 500_000)
-        seconds = await _grpc_publish(runtime, count, pilot)
-        result["pub_delivered_per_s"] = c.rate(count, seconds)
+        result: dict[str, float] = {}
+        if "seq" in phases:
+            result.update(await _sequential(runtime, target, duration))
+        if "conc" in phases:
+            result.update(await _concurrent(runtime, target, duration))
+        if "pub" in phases:
+            pilot = 200
+            seconds = await _grpc_publish(runtime, pilot, 0)
+            count = c.scale_count(pilot, seconds, duration, 500, 500_000)
+            seconds = await _grpc_publish(runtime, count, pilot)
+            result["pub_delivered_per_s"] = c.rate(count, seconds)
     return result
 
 
@@ -244,7 +251,7 @@ def _listening(line: str) -> str | None:
     return match.group(1) if match else None
 
 
-def grpc_workload(duration: float) -> dict[str, float]:
+def grpc_workload(duration: float, phases: str) -> dict[str, float]:
     gateway_argv = [sys.executable, "-m", "agentwire", "gateway", "--address", "127.0.0.1:0"]
     me = [sys.executable, "-m", "benchmarks._agentwire_side"]
     with c.Helper(gateway_argv) as gateway:
@@ -252,7 +259,11 @@ def grpc_workload(duration: float) -> dict[str, float]:
         port = address.rsplit(":", 1)[1]
         with c.Helper([*me, "grpc-echo", "--port", port]) as echo:
             echo.start()
-            return trio.run(grpc_caller, address, duration)
+            before = c.cpu_snapshot(gateway, echo)
+            result = trio.run(grpc_caller, address, duration, phases)
+            after = c.cpu_snapshot(gateway, echo)
+    result.update(c.cpu_figures(("gateway", "echo", "caller"), before, after))
+    return result
 
 
 async def startup(spawned_at: float) -> dict[str, float]:
@@ -285,7 +296,7 @@ def main() -> None:
         case "activation":
             result = trio.run(activation, duration)
         case "grpc":
-            result = grpc_workload(duration)
+            result = grpc_workload(duration, args.phases)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "grpc-echo":

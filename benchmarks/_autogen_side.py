@@ -257,32 +257,40 @@ async def _grpc_publish(worker: GrpcWorkerAgentRuntime, count: int, already: int
             return time.perf_counter() - started
 
 
-async def grpc_caller(port: int, duration: float) -> dict[str, float]:
+async def grpc_caller(port: int, duration: float, phases: str) -> dict[str, float]:
     worker = _worker(port)
     await worker.start()
     _add_serializers(worker)
     target = AgentId("echo", "default")
     await _sequential(worker, target, duration / 5)  # warm-up: connections, activation
-    result = await _sequential(worker, target, duration)
-    result.update(await _concurrent(worker, target, duration))
-    pilot = 200
-    seconds = await _grpc_publish(worker, pilot, 0)
-    count = c.scale_count(pilot, seconds, duration, 500, 500_000)
-    seconds = await _grpc_publish(worker, count, pilot)
-    result["pub_delivered_per_s"] = c.rate(count, seconds)
+    result: dict[str, float] = {}
+    if "seq" in phases:
+        result.update(await _sequential(worker, target, duration))
+    if "conc" in phases:
+        result.update(await _concurrent(worker, target, duration))
+    if "pub" in phases:
+        pilot = 200
+        seconds = await _grpc_publish(worker, pilot, 0)
+        count = c.scale_count(pilot, seconds, duration, 500, 500_000)
+        seconds = await _grpc_publish(worker, count, pilot)
+        result["pub_delivered_per_s"] = c.rate(count, seconds)
     with contextlib.suppress(Exception):  # the peers are torn down next; nothing to report
         await asyncio.wait_for(worker.stop(), 5)
     return result
 
 
-def grpc_workload(duration: float) -> dict[str, float]:
+def grpc_workload(duration: float, phases: str) -> dict[str, float]:
     port = c.free_port()
     me = [sys.executable, "-m", "benchmarks._autogen_side"]
     with c.Helper([*me, "grpc-gateway", "--port", str(port)]) as gateway:
         gateway.start()
         with c.Helper([*me, "grpc-echo", "--port", str(port)]) as echo:
             echo.start()
-            return asyncio.run(grpc_caller(port, duration))
+            before = c.cpu_snapshot(gateway, echo)
+            result = asyncio.run(grpc_caller(port, duration, phases))
+            after = c.cpu_snapshot(gateway, echo)
+    result.update(c.cpu_figures(("gateway", "echo", "caller"), before, after))
+    return result
 
 
 async def startup(spawned_at: float) -> dict[str, float]:
@@ -319,7 +327,7 @@ def main() -> None:
         case "activation":
             result = asyncio.run(activation(duration))
         case "grpc":
-            result = grpc_workload(duration)
+            result = grpc_workload(duration, args.phases)
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "grpc-gateway":

@@ -88,6 +88,28 @@ async def sequential_loop(
     return done
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (Linux /proc; 0 where unavailable)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(*helpers: Helper) -> list[float]:
+    """CPU seconds used so far by each helper process, then by this process."""
+    return [h.cpu_seconds() for h in helpers] + [process_cpu_seconds(os.getpid())]
+
+
+def cpu_figures(
+    names: Sequence[str], before: Sequence[float], after: Sequence[float]
+) -> dict[str, float]:
+    """``cpu_<name>_s``: CPU seconds each process used between two snapshots."""
+    return {f"cpu_{n}_s": round(a - b, 3) for n, b, a in zip(names, before, after, strict=True)}
+
+
 def rss_bytes() -> int:
     """Current resident set size of this process (Linux /proc; 0 where unavailable)."""
     try:
@@ -159,8 +181,13 @@ class Helper:
         ``ready_test`` may accept another line as the ready signal (e.g. a CLI's "listening"
         line) by returning the detail to report, or None to keep waiting.
         """
+        argv = self.argv
+        profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+        if profile_dir:  # profile the helper too: python -m cProfile -o DIR/<role>.prof ...
+            role = "-".join(a for a in argv[2:] if not a.startswith("-"))[:60].replace("/", "_")
+            argv = [argv[0], "-m", "cProfile", "-o", f"{profile_dir}/{role}.prof", *argv[1:]]
         self.proc = subprocess.Popen(
-            self.argv,
+            argv,
             stdout=subprocess.PIPE,
             stderr=None,
             stdin=subprocess.DEVNULL,
@@ -183,6 +210,10 @@ class Helper:
                     self.detail = detail
                     return detail
         raise RuntimeError(f"helper {self.argv!r} was not ready within {self.timeout} s")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (Linux /proc; 0 elsewhere)."""
+        return process_cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -207,6 +238,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shorter phases")
     parser.add_argument("--duration", type=float, default=None, help="seconds per timed phase")
     parser.add_argument("--port", type=int, default=0, help="gateway port (helper roles)")
+    parser.add_argument(
+        "--phases", default="seq,conc,pub", help="grpc: which phases (for profiling one)"
+    )
     parser.add_argument("--spawned-at", type=float, default=0.0, help="time.monotonic() at spawn")
     return parser.parse_args(argv)
 

@@ -14,8 +14,10 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,8 +70,43 @@ def parse_result(stdout: str) -> dict[str, float]:
     raise ValueError("no result line in the workload's output")
 
 
+#: Imports that warm each side's bytecode cache before anything is timed.
+WARM_UP = {
+    "autogen": "import autogen_core, autogen_ext.runtimes.grpc, benchmarks._autogen_side",
+    "agentwire": "import agentwire, agentwire._cli, benchmarks._agentwire_side",
+}
+
+
+def child_env(pycache: pathlib.Path) -> dict[str, str]:
+    """The environment of the workload processes: bytecode caching on, in a private tree.
+
+    With ``PYTHONDONTWRITEBYTECODE`` set (or a source checkout never imported before), a side
+    whose modules have no ``.pyc`` would pay compilation in every start-up figure while the
+    other (installed from wheels) would not. A fresh ``PYTHONPYCACHEPREFIX`` tree, warmed by
+    ``WARM_UP`` for both sides, makes them equal.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def warm_up(python: str, system: str, env: dict[str, str]) -> None:
+    subprocess.run(
+        [python, "-c", WARM_UP[system]], cwd=ROOT, env=env, check=True, timeout=120,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
 def run_once(
-    python: str, system: str, wl: Workload, index: int, *, quick: bool, duration: float | None
+    python: str,
+    system: str,
+    wl: Workload,
+    index: int,
+    *,
+    quick: bool,
+    duration: float | None,
+    env: dict[str, str] | None = None,
 ) -> Run:
     argv = [python, "-m", SCRIPTS[system], wl.name]
     if quick:
@@ -83,6 +120,7 @@ def run_once(
         proc = subprocess.run(
             argv,
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             timeout=wl.timeout,
@@ -124,6 +162,20 @@ def versions(python: str, dists: Sequence[str]) -> dict[str, Any]:
         return data
     except (OSError, subprocess.SubprocessError, ValueError) as exc:
         return {"error": str(exc)}
+
+
+def source_commit() -> str | None:
+    """The commit measured: ``$AGENTWIRE_BENCH_COMMIT`` (for exported trees), else git's HEAD."""
+    if os.environ.get("AGENTWIRE_BENCH_COMMIT"):
+        return os.environ["AGENTWIRE_BENCH_COMMIT"]
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() or None
 
 
 def machine_info() -> dict[str, Any]:
@@ -209,6 +261,8 @@ def plot_ratios(rows: Sequence[Row], path: pathlib.Path, title: str) -> bool:
         ax.text(r.ratio or 0.0, y, f" {r.ratio:.2f}x", va="center", fontsize=8)
     ax.axvline(1.0, color="#444444", linewidth=0.8, linestyle="--")
     ax.set_xscale("log")
+    top = max([*values, *(r.target_ratio or 0.0 for r in shown)])
+    ax.set_xlim(right=top * 2.5)
     ax.set_yticks(ys, labels, fontsize=8)
     ax.set_xlabel("agentwire / AutoGen 0.7.5 (log scale; black tick = target; green = met)")
     ax.set_title(title, fontsize=10)
@@ -263,6 +317,25 @@ def run_workloads(
     step: Callable[[str], None],
 ) -> tuple[dict[str, Any], list[Row]]:
     pythons = {"autogen": args.autogen_python, "agentwire": sys.executable}
+    pycache = pathlib.Path(tempfile.mkdtemp(prefix="agentwire-bench-pycache-"))
+    env = child_env(pycache)
+    try:
+        for system in SYSTEMS:
+            step(f"warming {NAMES[system]}'s bytecode cache")
+            warm_up(pythons[system], system, env)
+        return _run_workloads(args, selected, log, step, pythons, env)
+    finally:
+        shutil.rmtree(pycache, ignore_errors=True)
+
+
+def _run_workloads(
+    args: argparse.Namespace,
+    selected: Sequence[Workload],
+    log: Callable[[str], None],
+    step: Callable[[str], None],
+    pythons: dict[str, str],
+    env: dict[str, str],
+) -> tuple[dict[str, Any], list[Row]]:
     report: dict[str, Any] = {}
     all_rows: list[Row] = []
     for wl in selected:
@@ -273,7 +346,13 @@ def run_workloads(
             for system in SYSTEMS:  # A/B/A/B...
                 step(f"{wl.title}: {NAMES[system]} run {index + 1}/{n}")
                 run = run_once(
-                    pythons[system], system, wl, index, quick=args.quick, duration=args.duration
+                    pythons[system],
+                    system,
+                    wl,
+                    index,
+                    quick=args.quick,
+                    duration=args.duration,
+                    env=env,
                 )
                 if run.error is not None:
                     log(f"  {wl.name} {system} run {index + 1} failed: {run.error}")
@@ -315,7 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         Console = None  # type: ignore[assignment,misc]
 
     started = datetime.datetime.now(datetime.UTC)
-    total_steps = sum(2 * (args.runs + (0 if args.quick else w.extra_runs)) for w in selected)
+    total_steps = len(SYSTEMS) + sum(
+        2 * (args.runs + (0 if args.quick else w.extra_runs)) for w in selected
+    )
     plain = _Plain()
     if Console is not None:
         console = Console()
@@ -356,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "argv": sys.argv[1:] if argv is None else list(argv),
         "quick": args.quick,
         "runs_per_system": args.runs,
+        "commit": source_commit(),
         "machine": machine_info(),
         "versions": {
             "agentwire_side": versions(sys.executable, ["agentwire", "trio", "h2", "protobuf"]),

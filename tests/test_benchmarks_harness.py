@@ -110,8 +110,9 @@ def test_main_alternates_systems_and_writes_the_report(
     figures = {"autogen": 1_000.0, "agentwire": 3_000.0}
 
     def fake_run_once(
-        python: str, system: str, wl: Any, index: int, *, quick: bool, duration: Any
+        python: str, system: str, wl: Any, index: int, *, quick: bool, duration: Any, env: Any
     ) -> Run:
+        assert "PYTHONDONTWRITEBYTECODE" not in env
         calls.append((system, index))
         base = figures[system] + index
         result = {m.key: base for m in wl.metrics}
@@ -119,6 +120,7 @@ def test_main_alternates_systems_and_writes_the_report(
 
     monkeypatch.setattr(_harness, "run_once", fake_run_once)
     monkeypatch.setattr(_harness, "calibrate", lambda: 0.1)
+    monkeypatch.setattr(_harness, "warm_up", lambda python, system, env: None)
     monkeypatch.setattr(_harness, "versions", lambda python, dists: {"python": "3"})
     stem = tmp_path / "out"
     status = _harness.main(

@@ -23,6 +23,9 @@ Invariants (kept by this module):
 * When the session ends (lost or closed), every pending RPC and control call
   of the session fails at once with :class:`ConnectionLostError`; the pending
   maps are empty afterwards.
+* Incoming events reach the handler in arrival order through one dispatch
+  task and a bounded buffer, so a handler blocked on a full mailbox does not
+  stop RPC responses behind it until that buffer is full too.
 * A caller leaving its cancel scope (deadline, cancellation) removes its
   pending entry at once; a response arriving later is dropped and counted.
 * Request ids are unique per worker (a random per-worker prefix plus a
@@ -94,9 +97,10 @@ class SessionHandler(Protocol):
     """Receives what the gateway sends to this worker.
 
     ``handle_request`` runs in its own task (bounded by the session's request
-    limit) and returns the response to send. ``handle_event`` runs in the
-    receive loop: it must hand the event over quickly (it may block to apply
-    backpressure, but must not wait for another incoming message).
+    limit) and returns the response to send. ``handle_event`` runs in one
+    event-dispatch task, in arrival order; it may block (backpressure): the
+    receive loop keeps reading (RPC responses included) while at most
+    ``event_buffer`` events wait for it, then it blocks too.
     ``handle_control`` answers a control request; ``None`` sends nothing.
     """
 
@@ -170,6 +174,7 @@ class SessionStatistics:
     messages_received: int
     late_responses: int
     requests_in_progress: int
+    events_buffered: int
 
 
 class WorkerSession:
@@ -184,6 +189,7 @@ class WorkerSession:
         outbox_size: int,
         max_concurrent_requests: int,
         unary_timeout: float,
+        event_buffer: int = 1024,
     ) -> None:
         self.client_id = str(uuid.uuid4())
         self.metadata: tuple[tuple[str, str], ...] = (("client-id", self.client_id),)
@@ -196,6 +202,9 @@ class WorkerSession:
         self._outbox_size = outbox_size
         self._out_send, self._out_recv = trio.open_memory_channel[_Outgoing](outbox_size)
         self._control_send, self._control_recv = trio.open_memory_channel[bytes](outbox_size)
+        self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent](
+            event_buffer
+        )
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
         self._pending_control: PendingMap[str, any_pb2.Any] = PendingMap()
         self._max_requests = max_concurrent_requests
@@ -220,6 +229,7 @@ class WorkerSession:
             late_responses=self._pending.statistics().late
             + self._pending_control.statistics().late,
             requests_in_progress=self._max_requests - self._request_limit.value,
+            events_buffered=self._events_send.statistics().current_buffer_used,
         )
 
     # -- loss ---------------------------------------------------------------
@@ -419,11 +429,20 @@ class WorkerSession:
                     await self._request_limit.acquire()  # backpressure to the gateway
                     nursery.start_soon(self._serve_request, message.request)
                 elif kind == "cloudEvent":
-                    await self._handler.handle_event(message.cloudEvent)
+                    await self._events_send.send(message.cloudEvent)
                 else:
                     logger.warning("empty message from the gateway ignored")
         except Exception as exc:
             self._mark_lost(f"read failed: {exc!r}")
+
+    async def _dispatch_events(self) -> None:
+        """Hand events to the handler one by one, in arrival order."""
+        async with self._events_recv:
+            async for event in self._events_recv:
+                try:
+                    await self._handler.handle_event(event)
+                except Exception:
+                    logger.exception("event handler failed; event %s dropped", event.id)
 
     async def _serve_request(self, request: pb.RpcRequest) -> None:
         try:
@@ -549,6 +568,7 @@ async def open_session(
         ):
             nursery.start_soon(session._sender, stream)
             nursery.start_soon(session._receiver, stream, nursery)
+            nursery.start_soon(session._dispatch_events)
             if control_channel:
                 nursery.start_soon(session._control_loop)
             try:

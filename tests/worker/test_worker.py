@@ -371,3 +371,31 @@ async def test_caller_deadline_is_enforced_locally_and_remotely() -> None:
             assert session is not None
             assert session.pending_rpcs == 0  # the caller's entry left with it
             await cancelled.wait()  # the responder gave up too (agentwire-timeout)
+
+
+async def test_rpc_responses_are_not_stuck_behind_events_for_a_full_mailbox(
+    fresh_inbox: Inbox,
+) -> None:
+    """An agent whose event handler makes an RPC, flooded with more events than
+    its mailbox holds: the RPC responses still get through."""
+
+    class Relay(EchoBase):
+        @agentwire.event
+        async def on_ping_event(self, message: Ping, ctx: agentwire.MessageContext) -> None:  # type: ignore[override]
+            reply = await self.send_message(Ping(message.text), AgentId("b", "k"))
+            EchoBase.inbox.add(str(self.id), reply.text, None)
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_gateway("127.0.0.1:0") as gateway,
+            open_worker(gateway.address, mailbox_size=2) as a,
+            open_worker(gateway.address) as b,
+        ):
+            await Relay.register(a, "relay", Relay)
+            await BetterEcho.register(b, "b", BetterEcho)
+            a.add_message_serializer(serializers_for_type(Pong))
+            await a.add_subscription(TypeSubscription("flood", "relay"))
+            for n in range(50):
+                await b.publish_message(Ping(str(n)), TopicId("flood", "s"))
+            await fresh_inbox.wait_for(50)
+    assert [text for _, text, _ in fresh_inbox.items] == [f"b/k:{n}" for n in range(50)]

@@ -62,6 +62,20 @@ class RuntimeClosedError(AgentwireError):
     """The runtime is closed (or closing) and cannot take this call."""
 
 
+class GatewayRejectedError(AgentwireError, ValueError):
+    """The gateway refused a registration (agent type, subscription) of a worker.
+
+    ``status`` is the gRPC status name (e.g. ``"INVALID_ARGUMENT"``) and
+    ``gateway_message`` the gateway's own text (AutoGen's host says, e.g.,
+    ``"Agent type X already registered with client Y."``).
+    """
+
+    def __init__(self, what: str, status: str, gateway_message: str) -> None:
+        self.status = status
+        self.gateway_message = gateway_message
+        super().__init__(f"the gateway rejected {what}: {status}: {gateway_message}")
+
+
 class DuplicateSubscriptionError(AgentwireError, ValueError):
     """A subscription equal to the new one (same id, or same kind and content) exists.
 

@@ -69,13 +69,17 @@ from typing import Any, Literal
 import attrs
 import trio
 from google.protobuf import any_pb2
+from grpclib.exceptions import GRPCError
 
 from .._cloudevents import from_cloud_event, to_cloud_event
 from .._errors import (
+    DuplicateSubscriptionError,
+    GatewayRejectedError,
     InvalidCloudEventError,
     RemoteError,
     SerializationError,
     UndeliverableError,
+    UnknownSubscriptionError,
 )
 from .._ids import AgentId, TopicId
 from .._proto import agent_worker_pb2 as pb
@@ -275,13 +279,26 @@ class WorkerRouter:
             self._awaited.popitem(last=False)
 
     async def register_agent_type(self, agent_type: str) -> None:
-        await self.link.register_agent_type(agent_type)
+        try:
+            await self.link.register_agent_type(agent_type)
+        except GRPCError as exc:
+            raise _rejected(f"agent type {agent_type!r}", exc) from exc
 
     async def add_subscription(self, subscription: Subscription) -> None:
-        await self.link.add_subscription(subscription_to_proto(subscription))
+        try:
+            await self.link.add_subscription(subscription_to_proto(subscription))
+        except GRPCError as exc:
+            if "already exists" in (exc.message or ""):
+                raise DuplicateSubscriptionError(subscription) from exc
+            raise _rejected(f"subscription {subscription.id}", exc) from exc
 
     async def remove_subscription(self, subscription_id: str) -> None:
-        await self.link.remove_subscription(subscription_id)
+        try:
+            await self.link.remove_subscription(subscription_id)
+        except GRPCError as exc:
+            if "does not exist" in (exc.message or ""):
+                raise UnknownSubscriptionError(subscription_id) from exc
+            raise _rejected(f"removing subscription {subscription_id}", exc) from exc
 
     # -- SessionHandler: incoming ---------------------------------------------------
 
@@ -401,6 +418,10 @@ class WorkerRouter:
             "owning worker does not implement state over the control channel (AutoGen "
             "workers do not), or it is gone"
         )
+
+
+def _rejected(what: str, exc: GRPCError) -> GatewayRejectedError:
+    return GatewayRejectedError(what, exc.status.name, exc.message or "")
 
 
 def _timeout_of(request: pb.RpcRequest) -> float:

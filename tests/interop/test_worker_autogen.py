@@ -26,6 +26,8 @@ import trio
 
 from agentwire import (
     AgentId,
+    DuplicateSubscriptionError,
+    GatewayRejectedError,
     RemoteError,
     TopicId,
     TypeSubscription,
@@ -255,3 +257,16 @@ async def test_two_workers_calling_one_autogen_worker_through_the_autogen_host()
                 for n in range(40):
                     nursery.start_soon(call, first if n % 2 else second, n)
     assert sorted(replies, key=lambda r: r[0]) == [(n, Pong(f"ag:{n}")) for n in range(40)]
+
+
+async def test_autogen_host_rejections_are_agentwire_errors() -> None:
+    with trio.fail_after(WAIT * 2):
+        async with topology("autogen-host", "json") as (ours, _, _):
+            before = [sub.id for sub in ours.get_subscriptions()]
+            with pytest.raises(GatewayRejectedError, match="already registered") as info:
+                await ours.register_factory("ag_echo", Echo)
+            assert info.value.status == "INVALID_ARGUMENT"
+            assert "ag_echo" not in ours.agent_types()  # rolled back locally
+            with pytest.raises(DuplicateSubscriptionError):
+                await ours.add_subscription(TypeSubscription("interop", "ag_echo"))
+            assert [sub.id for sub in ours.get_subscriptions()] == before  # rolled back

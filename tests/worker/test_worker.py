@@ -399,3 +399,17 @@ async def test_rpc_responses_are_not_stuck_behind_events_for_a_full_mailbox(
                 await b.publish_message(Ping(str(n)), TopicId("flood", "s"))
             await fresh_inbox.wait_for(50)
     assert [text for _, text, _ in fresh_inbox.items] == [f"b/k:{n}" for n in range(50)]
+
+
+async def test_no_gateway_fails_open_worker_promptly() -> None:
+    with trio.fail_after(GUARD), pytest.raises(ConnectionLostError, match="could not connect"):
+        async with open_worker("127.0.0.1:1"):
+            pass  # pragma: no cover
+
+
+async def test_body_exception_comes_out_bare() -> None:
+    with trio.fail_after(GUARD):
+        async with open_gateway("127.0.0.1:0") as gateway:
+            with pytest.raises(KeyError, match="body"):
+                async with open_worker(gateway.address):
+                    raise KeyError("body")

@@ -254,3 +254,57 @@ def test_backoff_invariants(
         assert len(client_ids) == cuts + 1
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+op_strategy = st.one_of(
+    st.tuples(st.just("type"), st.sampled_from(["a", "b", "c", "d"])),
+    st.tuples(st.just("add"), st.sampled_from(["s1", "s2", "s3", "s4"])),
+    st.tuples(st.just("remove"), st.sampled_from(["s1", "s2", "s3", "s4"])),
+    st.tuples(st.just("cut"), st.integers(0, 3)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(op_strategy, max_size=25))
+def test_replay_matches_the_model_after_any_history(ops: list[tuple[str, object]]) -> None:
+    """Whatever mix of registrations, removals and connection cuts (each with
+    some failed reconnect attempts): every new session replays exactly the
+    live registrations, in the order they were first accepted, under a fresh
+    client-id; and no call hangs."""
+
+    async def main() -> None:
+        net = FakeNetwork()
+        link = WorkerLink(net.connect, Handler(), reconnect=FAST, disconnected_wait=1000)
+        model: dict[tuple[str, str], None] = {}
+        client_ids: set[str | None] = set()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(link.run)
+            client_ids.add(link.statistics().client_id)
+            for kind, arg in ops:
+                if kind == "type":
+                    await link.register_agent_type(str(arg))
+                    model.setdefault(("type", str(arg)), None)
+                elif kind == "add":
+                    await link.add_subscription(pb.Subscription(id=str(arg)))
+                    model.setdefault(("sub", str(arg)), None)
+                elif kind == "remove":
+                    await link.remove_subscription(str(arg))
+                    model.pop(("sub", str(arg)), None)
+                else:
+                    base = net.attempts
+                    failures = int(str(arg))
+                    net.down = failures > 0
+                    await net.cut()
+                    await link.wait_for_state(ConnectionState.DISCONNECTED)
+                    while net.attempts - base < failures:
+                        await link.wait_state_change()
+                    net.down = False
+                    await link.wait_for_state(ConnectionState.CONNECTED)
+                    replayed = unary_log(net.channels[-1])
+                    assert replayed == list(model)
+                    client_ids.add(link.statistics().client_id)
+            nursery.cancel_scope.cancel()
+        cuts = sum(1 for kind, _ in ops if kind == "cut")
+        assert len(client_ids) == cuts + 1
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -3,18 +3,21 @@
 Worker ``alpha`` (JSON payloads) hosts a ``counter`` agent, worker ``beta``
 (protobuf-mode publishing) hosts a ``greeter``; both host a ``listener``
 subscribed to the ``news`` topic. The demo makes RPCs across the workers in
-both directions, shows a remote handler error, publishes one event to all
-listeners, then times a batch of RPCs between the workers. Lines go to the
-``out`` callable (the CLI passes ``print``).
+both directions, shows a remote handler error, publishes one JSON event from
+alpha and one protobuf event (a betterproto2 message, packed in ``Any``) from
+beta to all listeners, then times a batch of RPCs between the workers. Lines
+go to the ``out`` callable (the CLI passes ``print``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
+import betterproto2
 import trio
 
 from .._agents import MessageContext, RoutedAgent, event, rpc
@@ -52,6 +55,19 @@ class News:
     headline: str
 
 
+# A protobuf message as betterproto2-compiler would generate it for
+# ``package agentwire.demo; message Headline { string text = 1; }``.
+message_pool = betterproto2.MessagePool()  # type: ignore[no-untyped-call]
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class Headline(betterproto2.Message):
+    text: str = betterproto2.field(1, betterproto2.TYPE_STRING)
+
+
+message_pool.register_message("agentwire.demo", "Headline", Headline)
+
+
 class Counter(RoutedAgent):
     def __init__(self) -> None:
         super().__init__("adds numbers")
@@ -84,7 +100,14 @@ class Listener(RoutedAgent):
 
     @event
     async def on_news(self, message: News, ctx: MessageContext) -> None:
-        Listener.heard.append(f"{self.id} heard {message.headline!r} (from {ctx.sender})")
+        self._heard(f"{self.id} heard {message.headline!r} (JSON, from {ctx.sender})")
+
+    @event
+    async def on_headline(self, message: Headline, ctx: MessageContext) -> None:
+        self._heard(f"{self.id} heard {message.text!r} (protobuf, from {ctx.sender})")
+
+    def _heard(self, line: str) -> None:
+        Listener.heard.append(line)
         if len(Listener.heard) >= Listener.expected:
             Listener.all_heard.set()
 
@@ -96,7 +119,7 @@ async def run_demo(out: Callable[[str], object], *, rpcs: int = 2000) -> None:
 
     Listener.heard = []
     Listener.all_heard = trio.Event()
-    Listener.expected = 2
+    Listener.expected = 4
     with trio.fail_after(60):
         async with open_gateway("127.0.0.1:0") as gateway:
             out(f"gateway listening on {gateway.address}")
@@ -130,6 +153,11 @@ async def run_demo(out: Callable[[str], object], *, rpcs: int = 2000) -> None:
                     News("agentwire speaks AutoGen"),
                     TopicId("news", "wire"),
                     sender=AgentId("counter", "1"),
+                )
+                await beta.publish_message(
+                    Headline("trio all the way down"),
+                    TopicId("news", "wire"),
+                    sender=AgentId("greeter", "1"),
                 )
                 await Listener.all_heard.wait()
                 for line in sorted(Listener.heard):

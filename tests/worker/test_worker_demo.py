@@ -20,6 +20,7 @@ def test_demo_command_runs() -> None:
     assert "rpc alpha -> beta  greeter/1: 'hello ada, from greeter/1'" in lines
     assert "rpc beta -> alpha  counter/1: total is 42" in lines
     assert any("failed remotely: ValueError: cannot add a negative amount" in x for x in lines)
-    assert sum(x.startswith("publish news -> listener_") for x in lines) == 2
+    assert sum(x.startswith("publish news -> listener_") for x in lines) == 4
+    assert any("(protobuf, from greeter/1)" in x for x in lines)
     assert any(x.startswith("throughput: 2000 RPCs") for x in lines)
     assert lines[-1] == "done"

@@ -67,6 +67,7 @@ __all__ = [
     "AgentMetadata",
     "AgentRuntime",
     "BaseAgent",
+    "Cancellation",
     "ClosureAgent",
     "ClosureContext",
     "MessageContext",
@@ -87,6 +88,45 @@ ReceivesT = TypeVar("ReceivesT")
 ProducesT = TypeVar("ProducesT")
 
 
+class Cancellation:
+    """Cancellation of the handling of one message (AutoGen's CancellationToken).
+
+    * ``cancel()`` marks the message's handling as cancelled: an RPC caller
+      gets :class:`~agentwire.RequestCancelledError` instead of the result.
+      When the handler runs in a cancel scope of its own (a queued RPC, see
+      the runtime's delivery model) that scope is cancelled too, so the
+      handler is interrupted at its next checkpoint. ``cancel()`` is
+      idempotent.
+    * ``cancel_called`` / ``is_cancelled()``: whether it was cancelled -- by
+      the handler, or by the runtime because the RPC's caller gave up.
+
+    An RPC handled inline runs in the caller's own task: the caller's
+    cancellation (cancel scope, deadline) reaches it directly as
+    ``trio.Cancelled``, with no need for this object.
+    """
+
+    __slots__ = ("_called", "_scope")
+
+    def __init__(self, scope: trio.CancelScope | None = None) -> None:
+        self._scope = scope
+        self._called = False
+
+    def cancel(self) -> None:
+        self._called = True
+        if self._scope is not None:
+            self._scope.cancel()
+
+    @property
+    def cancel_called(self) -> bool:
+        return self._called or (self._scope is not None and self._scope.cancel_called)
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_called
+
+    def __repr__(self) -> str:
+        return f"<Cancellation {'cancelled' if self.cancel_called else 'active'}>"
+
+
 @attrs.frozen
 class MessageContext:
     """What a handler knows about the message it is handling.
@@ -95,16 +135,14 @@ class MessageContext:
     * ``topic_id``: the topic of a published message, ``None`` for an RPC;
     * ``is_rpc``: whether the sender waits for the handler's return value;
     * ``message_id``: the id of this message (unique per send/publish);
-    * ``cancellation``: the ``trio.CancelScope`` the handler runs in. The
-      runtime cancels it when the RPC's caller gives up (cancelled, deadline
-      passed) or the runtime closes; the handler may cancel it itself.
+    * ``cancellation``: a :class:`Cancellation` for this message's handling.
     """
 
     sender: AgentId | None
     topic_id: TopicId | None
     is_rpc: bool
     message_id: str
-    cancellation: trio.CancelScope = attrs.field(factory=trio.CancelScope, eq=False)
+    cancellation: Cancellation = attrs.field(factory=Cancellation, eq=False)
 
 
 @attrs.frozen

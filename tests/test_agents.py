@@ -14,6 +14,7 @@ from agentwire import (
     AgentId,
     AgentInstantiationContext,
     BaseAgent,
+    Cancellation,
     CantHandleError,
     ClosureAgent,
     ClosureContext,
@@ -316,7 +317,16 @@ def test_closure_agent_cannot_be_built_directly() -> None:
         ClosureAgent("x", noop)
 
 
-async def test_message_context_cancellation_is_a_cancel_scope() -> None:
+async def test_cancellation_marks_and_cancels_its_scope() -> None:
     ctx = MessageContext(None, None, False, "id")
-    assert isinstance(ctx.cancellation, trio.CancelScope)
-    assert ctx == MessageContext(None, None, False, "id")
+    assert ctx == MessageContext(None, None, False, "id")  # cancellation is not compared
+    assert not ctx.cancellation.cancel_called
+    ctx.cancellation.cancel()
+    assert ctx.cancellation.is_cancelled()
+    with trio.CancelScope() as scope:
+        cancellation = Cancellation(scope)
+        cancellation.cancel()
+        cancellation.cancel()  # idempotent
+        await trio.sleep_forever()
+    assert scope.cancelled_caught
+    assert cancellation.cancel_called

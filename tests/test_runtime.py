@@ -600,18 +600,52 @@ class SelfCancelling(RoutedAgent):
     def __init__(self) -> None:
         super().__init__("gives up")
 
+        self.gate = trio.Event()
+        self.interrupted: list[int] = []
+
     @message_handler
     async def on_msg(self, message: Msg, ctx: MessageContext) -> Result:
+        if message.n == 0:  # occupies the agent
+            await self.gate.wait()
+            return Result(0)
         ctx.cancellation.cancel()
-        await trio.lowlevel.checkpoint()
-        return Result(1)  # pragma: no cover - cancelled above
+        if message.n == 2:
+            return Result(2)  # inline: the mark alone makes the caller's error
+        try:
+            await trio.sleep_forever()  # interrupted only when queued (own scope)
+        except trio.Cancelled:
+            self.interrupted.append(message.n)
+            raise
+        return Result(message.n)  # pragma: no cover
 
 
-async def test_handler_cancelling_itself_gives_request_cancelled() -> None:
+async def test_handler_cancelling_itself_gives_request_cancelled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
     async with open_runtime() as runtime:
         await SelfCancelling.register(runtime, "sc", SelfCancelling)
+        target = AgentId("sc", "k")
+        agent = await runtime.try_get_underlying_agent_instance(target, SelfCancelling)
+        errors: list[BaseException] = []
+
+        async def caller() -> None:
+            try:
+                await runtime.send_message(Msg(1), target)
+            except RequestCancelledError as exc:
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runtime.send_message, Msg(0), target)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(caller)  # queued: runs in its own cancel scope
+            await trio.testing.wait_all_tasks_blocked()
+            agent.gate.set()
+        assert agent.interrupted == [1]
+        assert len(errors) == 1
+        # inline (idle agent): the mark is honoured when the handler returns
         with pytest.raises(RequestCancelledError):
-            await runtime.send_message(Msg(1), AgentId("sc", "k"))
+            await runtime.send_message(Msg(2), target)
+        assert agent.interrupted == [1]
 
 
 # -- lifecycle ------------------------------------------------------------------------------------

@@ -51,14 +51,17 @@ an RPC cycle through two workers still waits until a deadline.
 Cancellation and errors
 -----------------------
 
-* A caller leaving its cancel scope (cancel, deadline) abandons its RPC: the
-  pending entry is removed at once, and the handler's ``ctx.cancellation``
-  scope is cancelled (a queued request that has not started is skipped). An
-  inline handler is simply cancelled with its caller.
-* A queued request's scope inherits the caller's deadline.
+* A caller leaving its cancel scope (cancel, deadline) abandons its RPC. An
+  inline handler runs in the caller's task, so it is simply cancelled with
+  it. A queued request's handler runs in a cancel scope of its own (which
+  inherits the caller's deadline): the pending entry is removed at once and
+  that scope is cancelled (a request that has not started is skipped).
+  Published messages' handlers run in the drain task with no scope of their
+  own (one per message would cost as much as the delivery); the runtime's
+  close cancels them.
 * In-process, a handler's exception reaches the RPC caller as the exception
-  itself. A handler that was cancelled by its own scope gives the caller
-  :class:`~agentwire.RequestCancelledError`.
+  itself. A handler that called ``ctx.cancellation.cancel()`` (or was
+  interrupted by it) gives the caller :class:`~agentwire.RequestCancelledError`.
 * An unknown recipient type raises :class:`~agentwire.UndeliverableError`
   at once. A factory's exception reaches the RPC caller.
 * Publish handler exceptions are logged; with
@@ -126,6 +129,7 @@ from .._agents import (
     Agent,
     AgentInstantiationContext,
     AgentMetadata,
+    Cancellation,
     MessageContext,
 )
 from .._errors import (
@@ -598,7 +602,7 @@ class Runtime:
                     logger.error("cannot deliver a publish to %s: %s", agent_id, exc)
                     self._record_failure(exc)
                     continue
-            ctx = MessageContext(sender, topic, is_rpc, message_id, trio.CancelScope())
+            ctx = MessageContext(sender, topic, is_rpc, message_id, Cancellation())
             await self._enqueue(slot, _Envelope(message, ctx, None, ()), may_wait)
 
     # -- internals: delivery ------------------------------------------------------------------
@@ -624,15 +628,19 @@ class Runtime:
         if not reentrant:
             slot.busy = True
             self._busy += 1
-        scope = trio.CancelScope()
-        ctx = MessageContext(sender, None, True, message_id, scope)
+        # No cancel scope of its own: the handler runs in the caller's task,
+        # so the caller's cancellation reaches it directly (and entering a
+        # scope would double the cost of an in-process RPC).
+        cancellation = Cancellation()
+        ctx = MessageContext(sender, None, True, message_id, cancellation)
         agent_token = current_agent_id.set(slot.id)
         chain_token = _rpc_chain.set((*chain, slot.id))
         self._in_flight += 1
         try:
-            with scope:
-                return await slot.agent.on_message(message, ctx)
-            raise self._cancelled_error(slot.id)
+            result = await slot.agent.on_message(message, ctx)
+            if cancellation._called:
+                raise self._cancelled_error(slot.id)
+            return result
         finally:
             self._in_flight -= 1
             _rpc_chain.reset(chain_token)
@@ -650,7 +658,7 @@ class Runtime:
     ) -> Any:
         key = next(self._keys)
         scope = trio.CancelScope(deadline=trio.current_effective_deadline())
-        ctx = MessageContext(sender, None, True, message_id, scope)
+        ctx = MessageContext(sender, None, True, message_id, Cancellation(scope))
         envelope = _Envelope(message, ctx, key, (*chain, slot.id))
         with self._pending.register(key, on_abandon=scope.cancel) as waiter:
             await self._enqueue(slot, envelope, not chain)
@@ -684,7 +692,8 @@ class Runtime:
         slot.busy = False
         self._busy -= 1
         if not self._busy:
-            self._idle.unpark_all()
+            if self._idle:
+                self._idle.unpark_all()
 
     async def _drain(self, slot: _Slot) -> None:
         queue = slot.queue
@@ -711,13 +720,15 @@ class Runtime:
             slot.busy = False
             self._busy -= 1
             if not self._busy:
-                self._idle.unpark_all()
+                if self._idle:
+                    self._idle.unpark_all()
 
     async def _run_request(self, slot: _Slot, envelope: _Envelope) -> None:
         ctx = envelope.ctx
-        scope = ctx.cancellation
+        cancellation = ctx.cancellation
+        scope = cancellation._scope
         key = envelope.key
-        assert key is not None
+        assert key is not None and scope is not None
         if scope.cancel_called:  # the caller gave up before we started
             return
         agent_token = current_agent_id.set(slot.id)
@@ -729,7 +740,7 @@ class Runtime:
         except Exception as exc:
             self._pending.resolve(key, outcome.Error(exc))
         else:
-            if scope.cancelled_caught:
+            if scope.cancelled_caught or cancellation._called:
                 self._pending.resolve(key, outcome.Error(self._cancelled_error(slot.id)))
             else:
                 self._pending.resolve(key, outcome.Value(result))
@@ -744,8 +755,7 @@ class Runtime:
         chain_token = _rpc_chain.set((slot.id,))
         self._in_flight += 1
         try:
-            with ctx.cancellation:
-                await slot.agent.on_message(envelope.message, ctx)
+            await slot.agent.on_message(envelope.message, ctx)
         except Exception as exc:
             logger.error("handler of %s failed on a published message", slot.id, exc_info=exc)
             self._record_failure(exc)
@@ -757,7 +767,8 @@ class Runtime:
     def _record_failure(self, exc: BaseException) -> None:
         if not self._ignore_unhandled and self._background_error is None:
             self._background_error = exc
-            self._idle.unpark_all()
+            if self._idle:
+                self._idle.unpark_all()
 
     def _raise_background_error(self) -> None:
         error = self._background_error
@@ -823,7 +834,8 @@ class Runtime:
             del self._activating[agent_id]
             done.set()
             if not self._busy and not self._activating:
-                self._idle.unpark_all()
+                if self._idle:
+                    self._idle.unpark_all()
 
     # -- internals: interventions ----------------------------------------------------------------
 

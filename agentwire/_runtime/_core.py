@@ -691,9 +691,8 @@ class Runtime:
             return
         slot.busy = False
         self._busy -= 1
-        if not self._busy:
-            if self._idle:
-                self._idle.unpark_all()
+        if not self._busy and self._idle:
+            self._idle.unpark_all()
 
     async def _drain(self, slot: _Slot) -> None:
         queue = slot.queue
@@ -719,16 +718,16 @@ class Runtime:
                 space.unpark_all()
             slot.busy = False
             self._busy -= 1
-            if not self._busy:
-                if self._idle:
-                    self._idle.unpark_all()
+            if not self._busy and self._idle:
+                self._idle.unpark_all()
 
     async def _run_request(self, slot: _Slot, envelope: _Envelope) -> None:
         ctx = envelope.ctx
         cancellation = ctx.cancellation
         scope = cancellation._scope
         key = envelope.key
-        assert key is not None and scope is not None
+        assert key is not None
+        assert scope is not None
         if scope.cancel_called:  # the caller gave up before we started
             return
         agent_token = current_agent_id.set(slot.id)
@@ -833,9 +832,8 @@ class Runtime:
         finally:
             del self._activating[agent_id]
             done.set()
-            if not self._busy and not self._activating:
-                if self._idle:
-                    self._idle.unpark_all()
+            if not self._busy and not self._activating and self._idle:
+                self._idle.unpark_all()
 
     # -- internals: interventions ----------------------------------------------------------------
 

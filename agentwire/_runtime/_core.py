@@ -236,11 +236,12 @@ class _Registration:
 class _Slot:
     """One agent instance and its mailbox."""
 
-    __slots__ = ("agent", "busy", "id", "queue", "space")
+    __slots__ = ("agent", "busy", "chain", "id", "queue", "space")
 
     def __init__(self, agent: Agent, agent_id: AgentId) -> None:
         self.agent = agent
         self.id = agent_id
+        self.chain = (agent_id,)  # the RPC chain of a handler run by the drain task
         self.queue: deque[_Envelope] = deque()
         self.busy = False
         self.space = trio.lowlevel.ParkingLot()  # senders waiting for room
@@ -591,6 +592,12 @@ class Runtime:
             await trio.lowlevel.checkpoint_if_cancelled()
         slots = self._slots
         may_wait = not _rpc_chain.get()  # handlers never wait for room: see "deadlocks"
+        limit = self._mailbox_size
+        # One context and one envelope serve every recipient (AutoGen, too,
+        # shares the publish's cancellation token between recipients).
+        envelope = _Envelope(
+            message, MessageContext(sender, topic, is_rpc, message_id, Cancellation()), None, ()
+        )
         for agent_id in self.subscriptions.recipients(topic):
             if sender is not None and agent_id == sender:
                 continue
@@ -602,8 +609,12 @@ class Runtime:
                     logger.error("cannot deliver a publish to %s: %s", agent_id, exc)
                     self._record_failure(exc)
                     continue
-            ctx = MessageContext(sender, topic, is_rpc, message_id, Cancellation())
-            await self._enqueue(slot, _Envelope(message, ctx, None, ()), may_wait)
+            queue = slot.queue
+            if len(queue) < limit and slot.busy:  # the common case, inlined
+                queue.append(envelope)
+                self._queued += 1
+            else:
+                await self._enqueue(slot, envelope, may_wait)
 
     # -- internals: delivery ------------------------------------------------------------------
 
@@ -697,6 +708,10 @@ class Runtime:
     async def _drain(self, slot: _Slot) -> None:
         queue = slot.queue
         space = slot.space
+        agent = slot.agent
+        # Every handler run by this task belongs to this agent.
+        agent_token = current_agent_id.set(slot.id)
+        chain_token = _rpc_chain.set(slot.chain)
         try:
             while queue:
                 envelope = queue.popleft()
@@ -704,7 +719,16 @@ class Runtime:
                 if space:
                     space.unpark()
                 if envelope.key is None:
-                    await self._run_event(slot, envelope)
+                    self._in_flight += 1
+                    try:
+                        await agent.on_message(envelope.message, envelope.ctx)
+                    except Exception as exc:
+                        logger.error(
+                            "handler of %s failed on a published message", slot.id, exc_info=exc
+                        )
+                        self._record_failure(exc)
+                    finally:
+                        self._in_flight -= 1
                 else:
                     await self._run_request(slot, envelope)
                 budget = self._budget - 1
@@ -714,6 +738,8 @@ class Runtime:
                 else:
                     self._budget = budget
         finally:
+            _rpc_chain.reset(chain_token)
+            current_agent_id.reset(agent_token)
             if space:
                 space.unpark_all()
             slot.busy = False
@@ -730,7 +756,6 @@ class Runtime:
         assert scope is not None
         if scope.cancel_called:  # the caller gave up before we started
             return
-        agent_token = current_agent_id.set(slot.id)
         chain_token = _rpc_chain.set(envelope.chain)
         self._in_flight += 1
         try:
@@ -746,22 +771,6 @@ class Runtime:
         finally:
             self._in_flight -= 1
             _rpc_chain.reset(chain_token)
-            current_agent_id.reset(agent_token)
-
-    async def _run_event(self, slot: _Slot, envelope: _Envelope) -> None:
-        ctx = envelope.ctx
-        agent_token = current_agent_id.set(slot.id)
-        chain_token = _rpc_chain.set((slot.id,))
-        self._in_flight += 1
-        try:
-            await slot.agent.on_message(envelope.message, ctx)
-        except Exception as exc:
-            logger.error("handler of %s failed on a published message", slot.id, exc_info=exc)
-            self._record_failure(exc)
-        finally:
-            self._in_flight -= 1
-            _rpc_chain.reset(chain_token)
-            current_agent_id.reset(agent_token)
 
     def _record_failure(self, exc: BaseException) -> None:
         if not self._ignore_unhandled and self._background_error is None:

@@ -365,46 +365,50 @@ class WorkerSession:
     # -- loops --------------------------------------------------------------
 
     async def _sender(self, stream: ClientStreamLike) -> None:
-        """Write queued messages in order, taking everything available per batch."""
-        failure: str | None = None
-        async with self._out_recv:
-            while failure is None:
+        """Write queued messages in order, taking everything available per batch.
+
+        However it ends (write failure, cancellation), every message taken or
+        still queued that was not written fails its waiter; none is dropped.
+        """
+        batch: list[_Outgoing] = []
+        written = 0
+        try:
+            while True:
                 try:
                     first = await self._out_recv.receive()
                 except trio.EndOfChannel:
                     return
                 batch = [first]
+                written = 0
                 while len(batch) < MAX_BATCH:
                     try:
                         batch.append(self._out_recv.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                written = 0
                 try:
                     for item in batch:
                         await stream.send(item.data)
                         written += 1
-                except Exception as exc:
-                    failure = f"write failed: {exc!r}"
-                self._messages_sent += written
-                self._batches_written += 1
-                for item in batch[:written]:
-                    if item.ack is not None:
-                        item.ack.set(None)
-                if failure is not None:
-                    self._mark_lost(failure)
-                    error = self._lost_error()
-                    for item in batch[written:]:
                         if item.ack is not None:
-                            item.ack.fail(error)
-            # Fail (never silently drop) whatever is still queued.
+                            item.ack.set(None)
+                except Exception as exc:
+                    self._mark_lost(f"write failed: {exc!r}")
+                    return
+                finally:
+                    self._messages_sent += written
+                    self._batches_written += 1
+        finally:
+            self._mark_lost("closed")
             self._out_send.close()
             error = self._lost_error()
+            unwritten = batch[written:]
             while True:
                 try:
-                    item = self._out_recv.receive_nowait()
-                except (trio.WouldBlock, trio.EndOfChannel):
+                    unwritten.append(self._out_recv.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
+            self._out_recv.close()
+            for item in unwritten:
                 if item.ack is not None:
                     item.ack.fail(error)
 

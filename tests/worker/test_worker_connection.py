@@ -15,6 +15,7 @@ from agentwire._runtime._worker_connection import (
     OPEN_CONTROL_CHANNEL,
     REGISTER_AGENT,
     RequestIds,
+    WorkerSession,
     open_session,
     raise_for_response,
 )
@@ -264,3 +265,26 @@ async def test_control_call_and_control_request() -> None:
     assert reply.destination == "clientid=other"
     assert not reply.HasField("respond_to")
     assert len(handler.controls) == 1
+
+
+async def test_closing_the_session_fails_unwritten_messages() -> None:
+    channel = FakeChannel(buffer=0)  # the "network" takes nothing: writes block
+    outcomes: list[str] = []
+
+    async def publish(session: object, n: int) -> None:
+        assert isinstance(session, WorkerSession)
+        try:
+            await session.publish(ce_pb.CloudEvent(id=str(n)))
+            outcomes.append("ok")
+        except ConnectionLostError:
+            outcomes.append("lost")
+
+    async with (
+        trio.open_nursery() as nursery,
+        open_session(channel, Handler(), RequestIds(), control_channel=False) as s,
+    ):
+        for n in range(5):
+            nursery.start_soon(publish, s, n)
+        await trio.testing.wait_all_tasks_blocked()
+        assert s.statistics().messages_sent == 0
+    assert outcomes == ["lost"] * 5

@@ -45,7 +45,13 @@ from ._retry import RetryPolicy
 from ._runtime._core import Router, Runtime, RuntimeStatistics
 from ._runtime._interventions import DefaultInterventionHandler, DropMessage, InterventionHandler
 from ._runtime._local import open_runtime
-from ._runtime._worker import ConnectionState, WorkerRuntime, WorkerStatistics, open_worker
+from ._runtime._worker import (
+    ConnectionState,
+    WorkerRuntime,
+    WorkerRuntimeStatistics,
+    WorkerStatistics,
+    open_worker,
+)
 from ._serialization import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
@@ -122,6 +128,7 @@ __all__ = [
     "UnknownPayload",
     "UnknownSubscriptionError",
     "WorkerRuntime",
+    "WorkerRuntimeStatistics",
     "WorkerStatistics",
     "__version__",
     "default_subscription",

@@ -91,7 +91,7 @@ from .._serialization import (
     UnknownPayload,
 )
 from .._subscriptions import Subscription, subscription_to_proto
-from ._core import Router, Runtime, open_core
+from ._core import Router, Runtime, RuntimeStatistics, open_core
 from ._interventions import InterventionHandler
 from ._worker_connection import ChannelLike, open_unwrapping_nursery
 from ._worker_link import (
@@ -101,7 +101,13 @@ from ._worker_link import (
     WorkerLink,
 )
 
-__all__ = ["ConnectionState", "WorkerRouter", "WorkerRuntime", "open_worker"]
+__all__ = [
+    "ConnectionState",
+    "WorkerRouter",
+    "WorkerRuntime",
+    "WorkerRuntimeStatistics",
+    "open_worker",
+]
 
 logger = logging.getLogger("agentwire.worker")
 
@@ -436,10 +442,35 @@ def _timeout_of(request: pb.RpcRequest) -> float:
     return value if value >= 0 else math.inf
 
 
+@attrs.frozen
+class WorkerRuntimeStatistics(RuntimeStatistics):
+    """``runtime.statistics()`` of a worker: the core's counters plus the link's state."""
+
+    connection_state: ConnectionState
+    client_id: str | None
+    """The current connection's ``client-id`` (None while disconnected)."""
+    connects: int
+    """Connections established so far (1 + reconnects)."""
+    remote_pending_rpcs: int
+    """Our RPCs waiting for a response from the gateway."""
+
+
 class WorkerRuntime(Runtime):
     """The runtime ``open_worker`` yields: the core's API plus the gateway link."""
 
     _worker: WorkerRouter
+
+    def statistics(self) -> WorkerRuntimeStatistics:
+        """The core's counters (see :class:`RuntimeStatistics`) and the link's state."""
+        core = super().statistics()
+        link = self._worker.link.statistics()
+        return WorkerRuntimeStatistics(
+            **attrs.asdict(core, recurse=False),
+            connection_state=link.state,
+            client_id=link.client_id,
+            connects=link.connects,
+            remote_pending_rpcs=link.session.pending_rpcs if link.session is not None else 0,
+        )
 
     @property
     def connection_state(self) -> ConnectionState:

@@ -76,6 +76,12 @@ async def test_rpc_both_ways(payload_format: str) -> None:
             assert reply == Pong("a/k:yo")
             assert a.worker_statistics().remote_rpcs == 1
             assert a.worker_statistics().incoming_rpcs == 1
+            stats = a.statistics()
+            assert stats.connection_state is ConnectionState.CONNECTED
+            assert stats.client_id is not None
+            assert stats.client_id != b.statistics().client_id
+            assert stats.agent_types == 1  # the core's counters are there too
+            assert stats.remote_pending_rpcs == 0
 
 
 @pytest.mark.parametrize("payload_format", ["json", "protobuf"])
@@ -236,6 +242,7 @@ async def test_gateway_restart_workers_reconnect_and_resume() -> None:
                 assert await a.send_message(Ping("again"), AgentId("b", "k")) == Pong("b/k:again")
                 assert a.worker_statistics().link.client_id != old_id
                 assert a.worker_statistics().link.connects == 2
+                assert a.statistics().connects == 2
                 second_stop.set()
 
 

@@ -420,3 +420,41 @@ async def test_body_exception_comes_out_bare() -> None:
             with pytest.raises(KeyError, match="body"):
                 async with open_worker(gateway.address):
                     raise KeyError("body")
+
+
+async def test_repeated_cuts_under_traffic_never_hang_or_cross_replies() -> None:
+    """Calls through a connection cut again and again either get their own
+    reply or fail with ConnectionLostError; none hangs, none gets another's."""
+    policy = agentwire.RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=10_000)
+    outcomes = {"ok": 0, "lost": 0}
+    with trio.fail_after(60):
+        async with (
+            open_gateway("127.0.0.1:0") as gateway,
+            open_proxy(gateway.address) as proxy,
+            open_worker(proxy.address, reconnect=policy, disconnected_wait=30) as a,
+            open_worker(gateway.address) as b,
+        ):
+            await BetterEcho.register(b, "b", BetterEcho)
+            a.add_message_serializer(serializers_for_type(Pong))
+
+            async def caller(k: int) -> None:
+                for i in range(150):
+                    try:
+                        reply = await a.send_message(Ping(f"{k}.{i}"), AgentId("b", str(k)))
+                    except ConnectionLostError:
+                        outcomes["lost"] += 1
+                    else:
+                        assert reply == Pong(f"b/{k}:{k}.{i}")
+                        outcomes["ok"] += 1
+
+            async with trio.open_nursery() as nursery:
+                for k in range(8):
+                    nursery.start_soon(caller, k)
+                for cut in range(5):
+                    target = outcomes["ok"] + 40
+                    await wait_until(lambda: outcomes["ok"] >= target)  # noqa: B023
+                    await proxy.cut()
+                    await wait_reconnected(a, cut + 2)
+            assert a.statistics().remote_pending_rpcs == 0
+    assert outcomes["ok"] + outcomes["lost"] == 8 * 150
+    assert proxy.connections == 6

@@ -153,6 +153,7 @@ class WorkerRouter:
         payload_format: PayloadFormat,
         local_publish: Literal["immediate", "echo"],
         state_timeout: float,
+        rpc_timeout: float | None,
         reconnect: RetryPolicy,
         disconnected_wait: float,
         outbox_size: int,
@@ -166,6 +167,7 @@ class WorkerRouter:
         self._content_type = _CONTENT_TYPES[payload_format]
         self._immediate = local_publish == "immediate"
         self._state_timeout = state_timeout
+        self._rpc_timeout = math.inf if rpc_timeout is None else rpc_timeout
         self.link = WorkerLink(
             connect,
             self,
@@ -242,12 +244,18 @@ class WorkerRouter:
         )
         if sender is not None:
             request.source.CopyFrom(sender.to_proto())
-        deadline = trio.current_effective_deadline()
-        if deadline != math.inf:
-            left = max(0.0, deadline - trio.current_time())
-            request.metadata[TIMEOUT_KEY] = f"{left:.6f}"
         self._remote_rpcs += 1
-        response = await self.link.rpc(request)
+        with trio.move_on_after(self._rpc_timeout) as scope:
+            deadline = trio.current_effective_deadline()
+            if deadline != math.inf:
+                left = max(0.0, deadline - trio.current_time())
+                request.metadata[TIMEOUT_KEY] = f"{left:.6f}"
+            response = await self.link.rpc(request)
+        if scope.cancelled_caught:
+            raise UndeliverableError(
+                f"no response from {recipient} within rpc_timeout={self._rpc_timeout:g} s "
+                "(an AutoGen host silently drops requests for agent types nobody registered)"
+            )
         if response.error:
             raise RemoteError(response.error, type_name=response.metadata.get(ERROR_TYPE_KEY))
         return self._decode(response.payload)
@@ -518,6 +526,7 @@ async def open_worker(
     reconnect: RetryPolicy = DEFAULT_RECONNECT,
     disconnected_wait: float = 10.0,
     state_timeout: float = 10.0,
+    rpc_timeout: float | None = 300.0,
     keepalive_interval: float | None = 360.0,
     connect_timeout: float = 10.0,
     max_message_size: int = 4 * 2**20,
@@ -541,6 +550,10 @@ async def open_worker(
     * *disconnected_wait*: how long a call made while reconnecting waits
       (within its own trio deadline) before :class:`ConnectionLostError`.
     * *state_timeout*: bound on remote ``agent_save_state``/``agent_load_state``.
+    * *rpc_timeout*: the longest a remote RPC waits when the caller set no
+      earlier trio deadline; then :class:`UndeliverableError` (an AutoGen
+      host never answers a request for an unknown agent type). ``None``: no
+      bound beyond the caller's own.
     * *keepalive_interval*: idle seconds before an HTTP/2 ping (default 6
       minutes: grpc-core servers punish pings more often than every 5 minutes
       with GOAWAY); ``None`` disables pings.
@@ -575,6 +588,7 @@ async def open_worker(
             payload_format=payload_format,
             local_publish=local_publish,
             state_timeout=state_timeout,
+            rpc_timeout=rpc_timeout,
             reconnect=reconnect,
             disconnected_wait=disconnected_wait,
             outbox_size=outbox_size,

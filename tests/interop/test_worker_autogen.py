@@ -31,6 +31,7 @@ from agentwire import (
     RemoteError,
     TopicId,
     TypeSubscription,
+    UndeliverableError,
     WorkerRuntime,
     open_gateway,
     open_worker,
@@ -273,3 +274,16 @@ async def test_autogen_host_rejections_are_agentwire_errors() -> None:
             with pytest.raises(DuplicateSubscriptionError):
                 await ours.add_subscription(TypeSubscription("interop", "ag_echo"))
             assert [sub.id for sub in ours.get_subscriptions()] == before  # rolled back
+
+
+async def test_unknown_target_through_autogen_host_is_bounded() -> None:
+    """AutoGen's host drops a request for an agent type nobody registered; the
+    caller still gets an error once rpc_timeout passes, not a hang."""
+    with trio.fail_after(WAIT * 2):
+        async with (
+            topology("autogen-host", "json") as (_, _, address),
+            open_worker(address, rpc_timeout=1.0) as ours,
+        ):
+            with pytest.raises(UndeliverableError, match="nobody/k"):
+                await ours.send_message(Ping("x"), AgentId("nobody", "k"))
+            assert ours.statistics().remote_pending_rpcs == 0

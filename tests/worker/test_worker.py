@@ -458,3 +458,24 @@ async def test_repeated_cuts_under_traffic_never_hang_or_cross_replies() -> None
             assert a.statistics().remote_pending_rpcs == 0
     assert outcomes["ok"] + outcomes["lost"] == 8 * 150
     assert proxy.connections == 6
+
+
+async def test_protobuf_rpc_payloads_travel_as_any() -> None:
+    """A message type with no JSON serializer goes as a protobuf Any; the
+    receiver decodes by the payload's content type (JSON or protobuf)."""
+
+    class ProtoEcho(EchoBase):
+        @agentwire.rpc
+        async def on_proto(
+            self,
+            message: GoogleProtoMessage,  # type: ignore[valid-type]
+            ctx: agentwire.MessageContext,
+        ) -> GoogleProtoMessage:  # type: ignore[valid-type]
+            return GoogleProtoMessage(message="echo:" + message.message)  # type: ignore[attr-defined]
+
+    with trio.fail_after(GUARD):
+        async with two_workers() as (a, b):
+            await ProtoEcho.register(b, "proto", ProtoEcho)
+            a.add_message_serializer(serializers_for_type(GoogleProtoMessage))
+            reply = await a.send_message(GoogleProtoMessage(message="x"), AgentId("proto", "k"))
+    assert reply.message == "echo:x"

@@ -479,3 +479,21 @@ async def test_protobuf_rpc_payloads_travel_as_any() -> None:
             a.add_message_serializer(serializers_for_type(GoogleProtoMessage))
             reply = await a.send_message(GoogleProtoMessage(message="x"), AgentId("proto", "k"))
     assert reply.message == "echo:x"
+
+
+async def test_default_keepalive_is_one_grpc_core_accepts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """grpc-core servers GOAWAY clients pinging more often than every 5 minutes."""
+    import agentwire._transport as transport
+
+    seen: list[dict[str, Any]] = []
+    real = transport.open_channel
+
+    def recording(address: str, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(address, **kwargs)
+
+    monkeypatch.setattr(transport, "open_channel", recording)
+    with trio.fail_after(GUARD):
+        async with open_gateway("127.0.0.1:0") as gateway, open_worker(gateway.address):
+            pass
+    assert seen[0]["keepalive_interval"] >= 300

@@ -210,6 +210,7 @@ class WorkerSession:
         self._max_requests = max_concurrent_requests
         self._request_limit = trio.Semaphore(max_concurrent_requests)
         self._control_open = False
+        self._control_settled = trio.Event()  # set once the control stream opened or failed
         self._messages_sent = 0
         self._batches_written = 0
         self._messages_received = 0
@@ -344,6 +345,7 @@ class WorkerSession:
 
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:
         """Send a control request to ``destination`` and await the response's payload."""
+        await self._control_settled.wait()
         if not self._control_open:
             raise ConnectionLostError("the gateway has no open control channel for this worker")
         rpc_id = next(self._request_ids)
@@ -465,6 +467,7 @@ class WorkerSession:
         try:
             async with self._channel.stream(OPEN_CONTROL_CHANNEL, metadata=self.metadata) as stream:
                 self._control_open = True
+                self._control_settled.set()
                 async with open_unwrapping_nursery() as inner:
                     inner.start_soon(self._control_sender, stream)
                     while True:
@@ -482,6 +485,7 @@ class WorkerSession:
             logger.info("control channel of %s ended: %r", self.client_id, exc)
         finally:
             self._control_open = False
+            self._control_settled.set()
             self._pending_control.fail_all(
                 lambda _key: ConnectionLostError("the control channel to the gateway ended")
             )
@@ -575,6 +579,8 @@ async def open_session(
             nursery.start_soon(session._dispatch_events)
             if control_channel:
                 nursery.start_soon(session._control_loop)
+            else:
+                session._control_settled.set()
             try:
                 yield session
             finally:

@@ -288,3 +288,10 @@ async def test_closing_the_session_fails_unwritten_messages() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert s.statistics().messages_sent == 0
     assert outcomes == ["lost"] * 5
+
+
+async def test_control_call_without_control_channel_fails_at_once() -> None:
+    channel = FakeChannel()
+    async with open_session(channel, Handler(), RequestIds(), control_channel=False) as session:
+        with pytest.raises(ConnectionLostError, match="control channel"):
+            await session.control_call("agentid=a/k", pb.SaveStateRequest())

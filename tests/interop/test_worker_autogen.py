@@ -287,3 +287,17 @@ async def test_unknown_target_through_autogen_host_is_bounded() -> None:
             with pytest.raises(UndeliverableError, match="nobody/k"):
                 await ours.send_message(Ping("x"), AgentId("nobody", "k"))
             assert ours.statistics().remote_pending_rpcs == 0
+
+
+async def test_state_between_agentwire_workers_through_the_autogen_host() -> None:
+    """AutoGen's host routes control messages; agentwire workers answer them."""
+    with trio.fail_after(WAIT * 2):
+        async with (
+            topology("autogen-host", "json") as (first, _, address),
+            open_worker(address) as second,
+        ):
+            second.add_message_serializer(serializers_for_type(Pong))
+            await second.send_message(Ping("1"), AgentId("aw", "k"))
+            assert await second.agent_save_state(AgentId("aw", "k")) == {"count": 1}
+            await second.agent_load_state(AgentId("aw", "k"), {"count": 7})
+            assert await first.agent_save_state(AgentId("aw", "k")) == {"count": 7}

@@ -154,6 +154,8 @@ class Connection:
 
     Send serialized ``agents.Message`` (``ControlMessage`` for a control
     connection) into ``to_gateway``; close it to leave (like a half-close).
+    (:meth:`send` and :meth:`leave` do the same without the hop through the
+    routing task.)
     Read what the gateway sends from ``from_gateway``; it ends
     (``EndOfChannel``) when the gateway ends the connection, and then
     ``close_reason`` tells why (None: normal end). Once the gateway ended the
@@ -165,6 +167,7 @@ class Connection:
     to_gateway: trio.MemorySendChannel[bytes]
     from_gateway: trio.abc.ReceiveChannel[bytes]
     _link: _Link
+    _hub: GatewayHub
 
     @property
     def close_reason(self) -> tuple[Status, str] | None:
@@ -174,6 +177,18 @@ class Connection:
     def discarded(self) -> bool:
         """Whether the gateway dropped what was still queued (slow or superseded)."""
         return self._link.discard
+
+    async def send(self, data: bytes) -> None:
+        """Route one message in the calling task (no hand-off to the routing
+        task; what the network pump uses). Waits while a recipient's queue is
+        full. Raises ``trio.BrokenResourceError`` once the connection ended.
+        Do not mix with ``to_gateway`` on one connection (ordering)."""
+        await self._hub._handle(self._link, data)
+
+    def leave(self) -> None:
+        """The client is leaving (a half-close): end the connection normally;
+        what is queued for it can still be read."""
+        self._hub._close(self._link, None)
 
     async def wait_ended(self) -> None:
         """Wait until the gateway has ended this connection (for any reason)."""
@@ -241,7 +256,7 @@ class GatewayHub:
         tokens_send, tokens_recv = trio.open_memory_channel[None](size)
         link = _Link(conn, in_send, in_recv, out_send, out_recv, tokens_send, tokens_recv)
         self._links[conn] = link
-        connection = Connection(client_id, kind, in_send, _Outbound(self, link), link)
+        connection = Connection(client_id, kind, in_send, _Outbound(self, link), link, self)
         self._changed.unpark_all()
         try:
             async with trio.open_nursery() as nursery:
@@ -254,19 +269,24 @@ class GatewayHub:
     async def _route(self, link: _Link) -> None:
         """Read *link*'s inbound messages and carry out what the router says."""
         with link.scope:
-            conn = link.conn
-            router = self._router
             async for data in link.in_recv:
-                if conn.kind is ConnKind.DATA:
-                    actions = router.receive(conn, data, trio.current_time())
-                else:
-                    actions = router.receive_control(conn, data)
-                for action in actions:
-                    await self._carry_out(action)
-                self._wake_timer()
-                self._changed.unpark_all()
+                await self._handle(link, data)
             # The client closed its side: it is leaving.
             self._close(link, None)
+
+    async def _handle(self, link: _Link, data: bytes) -> None:
+        """Route one inbound message of *link* and carry out the result."""
+        if link.closed:
+            raise trio.BrokenResourceError("the gateway ended this connection")
+        conn = link.conn
+        if conn.kind is ConnKind.DATA:
+            actions = self._router.receive(conn, data, trio.current_time())
+        else:
+            actions = self._router.receive_control(conn, data)
+        for action in actions:
+            await self._carry_out(action)
+        self._wake_timer()
+        self._changed.unpark_all()
 
     async def _carry_out(self, action: Action) -> None:
         if isinstance(action, Close):
@@ -279,6 +299,13 @@ class GatewayHub:
             return
         link = self._links.get(action.conn)
         if link is None or link.closed:
+            return
+        try:
+            link.tokens_send.send_nowait(None)
+        except trio.WouldBlock:
+            pass
+        else:
+            link.out_send.send_nowait((action.data, False))
             return
         try:
             with trio.move_on_after(self.config.send_timeout) as scope:

@@ -98,9 +98,11 @@ class ConnKind(enum.Enum):
     CONTROL = "control"  # OpenControlChannel: agents.ControlMessage
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, eq=False)
 class Conn:
-    """One live stream of a client. ``serial`` is unique for the router's life."""
+    """One live stream of a client. ``serial`` is unique for the router's life,
+    and the router makes exactly one ``Conn`` per stream, so equality and
+    hashing are by identity (cheap on the hot path)."""
 
     client_id: str
     serial: int

@@ -147,8 +147,8 @@ async def _pump_in(stream: ServerStream, conn: Connection) -> None:
     # the call with its status; leaving the hub connection cleans up.
     try:
         while (data := await stream.receive()) is not None:
-            await conn.to_gateway.send(data)
-        await conn.to_gateway.aclose()  # half-close: the client is leaving
+            await conn.send(data)
+        conn.leave()  # half-close: the client is leaving
     except trio.BrokenResourceError:
         pass  # the gateway ended this connection; the outbound side reports why
 

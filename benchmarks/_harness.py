@@ -298,7 +298,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="output path stem (default benchmarks/results/latest, or .../partial with --only)",
     )
+    parser.add_argument(
+        "--markdown",
+        type=pathlib.Path,
+        metavar="JSON",
+        help="print the table of a saved report as Markdown (for README.md) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.markdown is not None:
+        return args
     if args.runs is None:
         args.runs = MIN_RUNS if args.quick else 5
     if args.runs < MIN_RUNS:
@@ -378,8 +386,19 @@ def _run_workloads(
     return report, all_rows
 
 
+def rows_from_report(document: dict[str, Any]) -> list[Row]:
+    """The table rows of a saved report, recomputed from its medians."""
+    rows: list[Row] = []
+    for name, data in document["workloads"].items():
+        rows += rows_for(workload(name), data["median"])
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.markdown is not None:
+        print(markdown_table(rows_from_report(json.loads(args.markdown.read_text()))))
+        return 0
     selected = [workload(name) for name in args.only] if args.only else list(WORKLOADS)
     try:
         from rich.console import Console

@@ -242,7 +242,11 @@ def fmt_figure(value: float | None, unit: str) -> str:
 def fmt_ratio(value: float | None) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
+    if value >= 10:
+        return f"{value:.1f}x"
+    if value >= 0.1:
+        return f"{value:.2f}x"
+    return f"{value:.2g}x"
 
 
 def fmt_met(met: bool | None) -> str:

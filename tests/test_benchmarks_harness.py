@@ -12,6 +12,7 @@ from benchmarks import _common, _harness
 from benchmarks._spec import (
     Metric,
     Run,
+    fmt_ratio,
     markdown_table,
     median_figures,
     ratio,
@@ -54,6 +55,13 @@ def test_median_ignores_failed_runs_and_the_other_system() -> None:
     ]
     assert median_figures(runs, "autogen") == {"x": 20.0, "y": 1.0}
     assert median_figures(runs, "agentwire") == {"x": 200.0}
+
+
+def test_ratio_formatting_keeps_small_ratios_readable() -> None:
+    assert fmt_ratio(46.46) == "46.5x"
+    assert fmt_ratio(0.853) == "0.85x"
+    assert fmt_ratio(0.000206) == "0.00021x"
+    assert fmt_ratio(None) == "n/a"
 
 
 def test_ratio_is_agentwire_over_autogen() -> None:
@@ -104,7 +112,7 @@ def test_parse_result_reads_the_last_result_line() -> None:
 
 
 def test_main_alternates_systems_and_writes_the_report(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls: list[tuple[str, int]] = []
     figures = {"autogen": 1_000.0, "agentwire": 3_000.0}
@@ -136,6 +144,11 @@ def test_main_alternates_systems_and_writes_the_report(
     assert row["ratio"] == pytest.approx(3_001.0 / 1_001.0)
     assert row["met"] is True
     assert document["versions"]["autogen_side"] == {"python": "3"}
+    assert _harness.rows_from_report(document) == _harness.rows_from_report(
+        json.loads(json.dumps(document))
+    )
+    assert _harness.main(["--markdown", str(stem.with_suffix(".json"))]) == 0
+    assert document["table_markdown"] in capsys.readouterr().out
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -15,7 +15,7 @@ from agentwire._gateway import Gateway
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._transport import Channel, open_channel
 
-from .helpers import event, parse, request, response, type_sub
+from .helpers import control, event, parse, request, response, type_sub
 
 P = "/agents.AgentRpc/"
 
@@ -169,3 +169,45 @@ async def test_localhost_and_ipv6_addresses(host: str) -> None:
         async with open_channel(f"{host}:{gw.port}") as ch:
             await register(ch, "A", "echo")
         assert gw.statistics().agent_types == 1
+
+
+async def test_oversized_message_ends_only_that_stream() -> None:
+    async with (
+        open_gateway("127.0.0.1:0", max_message_size=1024) as gw,
+        open_channel(gw.address) as ch,
+        ch.stream(P + "OpenChannel", metadata=cid("A")) as a,
+        ch.stream(P + "OpenChannel", metadata=cid("B")) as b,
+    ):
+        await register(ch, "B", "echo")
+        await a.send(request("1", "echo/k", data=b"x" * 4096))
+        with pytest.raises(GRPCError) as info:
+            await a.receive()
+        assert info.value.status is Status.RESOURCE_EXHAUSTED
+        with trio.fail_after(5):
+            await gw.wait_until(lambda s: s.data_connections == 1)
+        # B is still there and reachable.
+        async with ch.stream(P + "OpenChannel", metadata=cid("C")) as c:
+            await c.send(request("2", "echo/k"))
+            received = await b.receive()
+            assert received is not None
+            assert parse(received).request.target.key == "k"
+
+
+async def test_control_channel_over_sockets(gateway: Gateway, channel: Channel) -> None:
+    async with (
+        channel.stream(P + "OpenControlChannel", metadata=cid("A")) as ca,
+        channel.stream(P + "OpenControlChannel", metadata=cid("B")) as cb,
+    ):
+        await register(channel, "B", "stateful")
+        with trio.fail_after(5):
+            await gateway.wait_until(lambda s: s.control_connections == 2)
+        raw = control("r1", "agentid=stateful/k", respond_to="clientid=A")
+        await ca.send(raw)
+        assert await cb.receive() == raw
+        await ca.send(control("r2", "agentid=nobody/k", respond_to="clientid=A", save=False))
+        reply_raw = await ca.receive()
+        assert reply_raw is not None
+        reply = pb.ControlMessage.FromString(reply_raw)
+        body = pb.LoadStateResponse()
+        assert reply.rpcMessage.Unpack(body)
+        assert "cannot deliver control message 'r2'" in body.error

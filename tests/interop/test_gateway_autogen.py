@@ -294,3 +294,15 @@ async def test_many_concurrent_rpcs(gateway: Gateway) -> None:
         for i in range(100):
             assert (await caller.expect("REPLY", f"t{i}"))[2] == f"echo/k{i % 7}:m{i}"
         assert gateway.statistics().rpcs_forwarded == 100
+
+
+@pytest.mark.parametrize("host", ["localhost", "[::1]"])
+async def test_autogen_worker_over_localhost_and_ipv6(host: str) -> None:
+    async with (
+        open_gateway(f"{host}:0") as gw,
+        spawn_peer(gw, "server") as server,
+        spawn_peer(gw, "caller") as caller,
+    ):
+        assert gw.address.startswith(host)
+        await server.register("echo")
+        assert (await caller.command("send t echo/k hi", "REPLY", "t"))[2] == "echo/k:hi"

@@ -738,3 +738,76 @@ async def test_logging_uses_the_agentwire_namespace(caplog: pytest.LogCaptureFix
         await runtime.publish_message(Msg(1), TopicId("t", "k"))
         await runtime.wait_idle()
     assert {r.name for r in caplog.records if "ghost" in r.getMessage()} == {"agentwire.runtime"}
+
+
+async def test_concurrent_first_messages_create_the_agent_once() -> None:
+    created: list[AgentId] = []
+    release = trio.Event()
+
+    async def slow_factory() -> Echo:
+        await release.wait()
+        agent = Echo()
+        created.append(agent.id)
+        return agent
+
+    async with open_runtime() as runtime:
+        await runtime.register_factory("echo", slow_factory)
+        results: list[Any] = []
+
+        async def call(n: int) -> None:
+            results.append(await runtime.send_message(Msg(n), AgentId("echo", "k")))
+
+        async with trio.open_nursery() as nursery:
+            for n in range(3):
+                nursery.start_soon(call, n)
+            await trio.testing.wait_all_tasks_blocked()
+            assert created == []
+            release.set()
+        assert created == [AgentId("echo", "k")]
+        assert sorted(r.n for r in results) == [0, 1, 2]
+
+
+async def test_register_instance_subscribes_to_its_key() -> None:
+    async with open_runtime() as runtime:
+        agent = Echo.__new__(Echo)
+        Echo.__init__(agent)
+        await agent.register_instance(runtime, AgentId("echo", "alpha"))
+        await runtime.publish_message(Msg(1), TopicId("alpha", "alpha"))  # source -> key
+        await runtime.publish_message(Msg(2), TopicId("echo:x", "alpha"))
+        await runtime.wait_idle()
+        assert [n for n, _ in agent.received] == [1, 2]
+
+
+class DeadlineReporter(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("reports deadlines")
+        self.gate = trio.Event()
+        self.deadlines: list[float] = []
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        if message.n == 0:
+            await self.gate.wait()
+        self.deadlines.append(trio.current_effective_deadline())
+
+
+async def test_queued_request_inherits_the_callers_deadline(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_runtime() as runtime:
+        await DeadlineReporter.register(runtime, "dl", DeadlineReporter)
+        target = AgentId("dl", "k")
+        agent = await runtime.try_get_underlying_agent_instance(target, DeadlineReporter)
+        deadline = trio.current_time() + 30
+
+        async def caller() -> None:
+            with trio.CancelScope(deadline=deadline):
+                await runtime.send_message(Msg(1), target)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runtime.send_message, Msg(0), target)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(caller)
+            await trio.testing.wait_all_tasks_blocked()
+            agent.gate.set()
+        assert agent.deadlines[1] == deadline

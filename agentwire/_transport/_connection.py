@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -54,6 +55,8 @@ log = logging.getLogger("agentwire.transport")
 _HIGH_WATER = 256 * 1024
 #: bytes asked from the socket per receive
 _RECEIVE_SIZE = 256 * 1024
+#: consumed bytes acknowledged (WINDOW_UPDATE) in batches of at least this size
+_ACK_BATCH = 64 * 1024
 #: yield to the scheduler at least once per this many non-blocking operations
 _YIELD_EVERY = 32
 #: our SETTINGS_INITIAL_WINDOW_SIZE (per stream) and our connection window
@@ -90,6 +93,19 @@ def decode_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
     return [
         (name.decode("utf-8", "replace"), value.decode("utf-8", "replace")) for name, value in raw
     ]
+
+
+def _runnable() -> int:
+    """How many trio tasks are ready to run in this scheduler pass.
+
+    ``trio.lowlevel.current_statistics().tasks_runnable`` answers this but costs
+    several microseconds (it also walks the I/O registrations); the run queue's
+    length is read directly, and "many" is assumed if trio's internals move.
+    """
+    try:
+        return len(trio._core._run.GLOBAL_RUN_CONTEXT.runner.runq)
+    except AttributeError:  # pragma: no cover - a future trio
+        return 1 << 30
 
 
 def _pending_output(conn: h2.connection.H2Connection) -> int:
@@ -211,6 +227,13 @@ class Connection:
         keepalive_timeout: float = 20.0,
     ) -> None:
         self._stream = stream
+        # plain TCP sockets are read and written directly (see _read_fd/_write_fd)
+        self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
+        self._read_hint = False
+        self._leftover = b""  # output flush_now() could not write: the writer's next
+        # consumed bytes not yet acknowledged, by stream id (see _ack)
+        self._unacked: dict[int, int] = {}
+        self._unacked_total = 0
         config = h2.config.H2Configuration(
             client_side=client_side,
             header_encoding=None,
@@ -223,7 +246,8 @@ class Connection:
         self._keepalive_timeout = keepalive_timeout
         self._streams: dict[int, StreamState] = {}
         self._ops = 0
-        self._writer_parked = False
+        self._writer_parked = False  # parked, and nobody has woken it
+        self._writer_idle = False  # parked, or woken but not yet running
         self._writer_lot = trio.lowlevel.ParkingLot()
         self._drain_lot = trio.lowlevel.ParkingLot()
         self._slot_lot = trio.lowlevel.ParkingLot()
@@ -295,17 +319,26 @@ class Connection:
 
     async def _writer(self) -> None:
         h2conn = self._h2
+        fd = self._fd
         try:
             while True:
+                self._writer_idle = False
                 data = h2conn.data_to_send()
+                if self._leftover:
+                    data = self._leftover + data
+                    self._leftover = b""
                 if data:
                     self._drain_lot.unpark_all()
                     self.bytes_sent += len(data)
-                    await self._stream.send_all(data)
+                    if fd is None:
+                        await self._stream.send_all(data)
+                    else:
+                        await self._write_fd(fd, data)
                     continue
                 if self._closing:
                     break
                 self._writer_parked = True
+                self._writer_idle = True
                 await self._writer_lot.park()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._connection_lost(f"connection lost while sending: {exc!r}")
@@ -316,14 +349,83 @@ class Connection:
             await trio.aclose_forcefully(self._stream)
             self._done.set()
 
+    def flush_now(self) -> None:
+        """Write pending output from the calling task, if that is as good as waiting.
+
+        Called by a task about to block. When the writer is idle and no other
+        task (but the writer, woken for this very output) is runnable, nothing
+        else can join this batch of output, so one non-blocking write now puts
+        it on the wire a scheduler pass earlier; the writer then finds nothing
+        to do. Whatever the socket does not take is left to the writer.
+        """
+        fd = self._fd
+        if (
+            fd is None
+            or not self._writer_idle
+            or self._leftover
+            or _runnable() > (0 if self._writer_parked else 1)
+        ):
+            return
+        data = self._h2.data_to_send()
+        if not data:
+            return
+        self._drain_lot.unpark_all()
+        try:
+            sent = os.write(fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # the writer meets the error again and reports it
+        self.bytes_sent += sent
+        if sent < len(data):
+            self._leftover = data[sent:]
+            self._kick()
+
+    @staticmethod
+    async def _write_fd(fd: int, data: bytes) -> None:
+        # Plain TCP: write the socket directly. A write that completes needs
+        # no extra trip through the scheduler (the writer parks right after).
+        view = memoryview(data)
+        while True:
+            try:
+                sent = os.write(fd, view)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(fd)
+                continue
+            if sent == len(view):
+                return
+            view = view[sent:]
+            await trio.lowlevel.wait_writable(fd)
+
+    async def _read_fd(self, fd: int) -> bytes:
+        # Plain TCP: wait for readability first unless the last read filled the
+        # buffer (then more is likely waiting); read the socket directly.
+        if self._read_hint:
+            self._read_hint = False
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.wait_readable(fd)
+        while True:
+            try:
+                data = os.read(fd, _RECEIVE_SIZE)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(fd)
+                continue
+            self._read_hint = len(data) == _RECEIVE_SIZE
+            return data
+
     async def _reader(self) -> None:
         h2conn = self._h2
         stream = self._stream
+        fd = self._fd
         dispatch = self._dispatch
         try:
             while True:
                 try:
-                    data = await stream.receive_some(_RECEIVE_SIZE)
+                    if fd is None:
+                        data = await stream.receive_some(_RECEIVE_SIZE)
+                    else:
+                        data = await self._read_fd(fd)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
                     self._connection_lost(f"connection lost: {exc!r}")
                     return
@@ -469,13 +571,14 @@ class Connection:
         credit = sum(credit for _, _, credit in st.messages)
         st.messages.clear()
         st.decoder = None
+        if credit:
+            self.release_credit(credit, st.id)
+        if self._unacked.get(st.id):
+            self._flush_acks()  # the stream's credit counts on the connection window
         if self._streams.pop(st.id, None) is not None:
             self._slot_lot.unpark()
             if self.draining and not self._streams:
                 self.close()
-        if credit and self._lost is None:
-            self._h2.acknowledge_received_data(credit, st.id)
-            self._kick()
 
     async def send_message(self, st: StreamState, frame: bytes, end: bool = False) -> None:
         """Send one framed message; waits for flow control and buffer space."""
@@ -539,12 +642,30 @@ class Connection:
             if st.remote_closed:
                 await self.tick()
                 return None
+            self.flush_now()
             await st.recv_signal.wait()
 
     def release_credit(self, credit: int, stream_id: int) -> None:
+        """The application consumed ``credit`` bytes of ``stream_id``: acknowledge them.
+
+        Acknowledgements are batched per connection up to ``_ACK_BATCH`` bytes,
+        far below any window, so batching never stalls a peer.
+        """
+        unacked = self._unacked
+        unacked[stream_id] = unacked.get(stream_id, 0) + credit
+        self._unacked_total += credit
+        if self._unacked_total >= _ACK_BATCH:
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
         if self._lost is None:
-            self._h2.acknowledge_received_data(credit, stream_id)
-            self._kick()
+            acknowledge = self._h2.acknowledge_received_data
+            for stream_id, credit in self._unacked.items():
+                acknowledge(credit, stream_id)
+            if _pending_output(self._h2):
+                self._kick()
+        self._unacked.clear()
+        self._unacked_total = 0
 
     # -- events --------------------------------------------------------------
 
@@ -554,7 +675,7 @@ class Connection:
         decoder = st.decoder if st is not None else None
         if st is None or decoder is None or st.reset:
             if flow:
-                self._h2.acknowledge_received_data(flow, event.stream_id)
+                self.release_credit(flow, event.stream_id)
             return
         data = event.data
         try:
@@ -562,13 +683,13 @@ class Connection:
         except MessageTooLargeError as exc:
             st.decoder = None
             if flow:
-                self._h2.acknowledge_received_data(flow, event.stream_id)
+                self.release_credit(flow, event.stream_id)
             self._on_stream_error(st, Status.RESOURCE_EXHAUSTED, str(exc))
             return
         except FramingError as exc:
             st.decoder = None
             if flow:
-                self._h2.acknowledge_received_data(flow, event.stream_id)
+                self.release_credit(flow, event.stream_id)
             self._on_stream_error(st, Status.INTERNAL, str(exc))
             return
         if messages:
@@ -592,7 +713,7 @@ class Connection:
         else:
             immediate = flow
         if immediate:
-            self._h2.acknowledge_received_data(immediate, event.stream_id)
+            self.release_credit(immediate, event.stream_id)
 
     def _on_stream_error(self, st: StreamState, status: Status, message: str) -> None:
         """A stream-level error detected on receipt (oversized or malformed message)."""

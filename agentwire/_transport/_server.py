@@ -373,6 +373,7 @@ class _ServerConnection(Connection):
             except h2.exceptions.ProtocolError:
                 log.debug("could not end stream %d", st.id, exc_info=True)
         self.release(st)
+        self.flush_now()
 
     # -- stream events ---------------------------------------------------------
 

@@ -79,6 +79,7 @@ def test_per_pair_order_and_one_at_a_time(
 
             async def sender(index: int, program: list[tuple[int, bool, int, int]]) -> None:
                 for seq, (target, is_rpc, pauses, sender_pauses) in enumerate(program):
+                    runtime._check_invariants()
                     message = Step(index, seq, pauses)
                     if target == 2:
                         for key in (0, 1):
@@ -101,6 +102,7 @@ def test_per_pair_order_and_one_at_a_time(
                 for index, program in enumerate(programs):
                     nursery.start_soon(sender, index, program)
             await runtime.wait_idle()
+            runtime._check_invariants()
             stats = runtime.statistics()
             assert (stats.queued, stats.in_flight, stats.pending_rpcs, stats.busy_agents) == (
                 0,

@@ -71,6 +71,21 @@ Cancellation and errors
   :class:`~agentwire.RuntimeClosedError`, cancels every running handler and
   then calls ``close()`` on every instantiated agent.
 
+Invariants (while the runtime is open; ``_check_invariants`` asserts them
+and the tests call it)
+-----------------------------------------------------------------------
+
+* ``slot.queue`` non-empty implies ``slot.busy``; a busy slot has exactly one
+  drain task, or one handler running inline (re-entrant calls aside).
+* ``_busy`` is the number of busy slots, ``_queued`` the total length of the
+  mailboxes; both are zero exactly when the runtime is idle.
+* A mailbox grows past ``mailbox_size`` only by messages sent from handlers.
+* Every queued RPC has exactly one pending-map entry until it is answered or
+  abandoned; the map is empty when no caller waits (see ``_pending``).
+* The RPC chain is a context variable: tasks a handler spawns inherit it,
+  so a task that outlives its handler and calls back into the same agent
+  would run re-entrantly. Do not keep such tasks beyond the handler.
+
 The router seam (what ``open_worker`` plugs in)
 ===============================================
 
@@ -554,6 +569,20 @@ class Runtime:
             subscriptions=len(self.subscriptions),
             closed=self._closed,
         )
+
+    def _check_invariants(self) -> None:
+        """Assert the module's invariants (for tests; O(number of agents))."""
+        busy = 0
+        queued = 0
+        for slot in self._slots.values():
+            assert not slot.queue or slot.busy or self._closed, f"{slot.id} queued but idle"
+            busy += slot.busy
+            queued += len(slot.queue)
+        assert busy == self._busy, (busy, self._busy)
+        assert queued == self._queued, (queued, self._queued)
+        assert self._in_flight >= 0
+        if not self._busy:
+            assert self._queued == 0
 
     # -- the router seam: traffic into the core -----------------------------------------------
 

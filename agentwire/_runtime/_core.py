@@ -257,9 +257,11 @@ class _Slot:
         self.agent = agent
         self.id = agent_id
         self.chain = (agent_id,)  # the RPC chain of a handler run by the drain task
-        self.queue: deque[_Envelope] = deque()
+        # Created on first use: most agents only ever take inline RPCs, and an
+        # empty deque costs ~600 bytes.
+        self.queue: deque[_Envelope] | None = None
         self.busy = False
-        self.space = trio.lowlevel.ParkingLot()  # senders waiting for room
+        self.space: trio.lowlevel.ParkingLot | None = None  # senders waiting for room
 
 
 class _Envelope:
@@ -577,7 +579,7 @@ class Runtime:
         for slot in self._slots.values():
             assert not slot.queue or slot.busy or self._closed, f"{slot.id} queued but idle"
             busy += slot.busy
-            queued += len(slot.queue)
+            queued += len(slot.queue or ())
         assert busy == self._busy, (busy, self._busy)
         assert queued == self._queued, (queued, self._queued)
         assert self._in_flight >= 0
@@ -639,7 +641,7 @@ class Runtime:
                     self._record_failure(exc)
                     continue
             queue = slot.queue
-            if len(queue) < limit and slot.busy:  # the common case, inlined
+            if slot.busy and queue is not None and len(queue) < limit:  # common case, inlined
                 queue.append(envelope)
                 self._queued += 1
             else:
@@ -713,8 +715,13 @@ class Runtime:
 
     async def _enqueue(self, slot: _Slot, envelope: _Envelope, may_wait: bool) -> None:
         queue = slot.queue
+        if queue is None:
+            queue = slot.queue = deque()
         while may_wait and len(queue) >= self._mailbox_size:
-            await slot.space.park()
+            space = slot.space
+            if space is None:
+                space = slot.space = trio.lowlevel.ParkingLot()
+            await space.park()
             if self._closed:
                 raise RuntimeClosedError("the runtime closed while waiting for mailbox room")
         queue.append(envelope)
@@ -736,7 +743,7 @@ class Runtime:
 
     async def _drain(self, slot: _Slot) -> None:
         queue = slot.queue
-        space = slot.space
+        assert queue is not None
         agent = slot.agent
         # Every handler run by this task belongs to this agent.
         agent_token = current_agent_id.set(slot.id)
@@ -745,6 +752,7 @@ class Runtime:
             while queue:
                 envelope = queue.popleft()
                 self._queued -= 1
+                space = slot.space
                 if space:
                     space.unpark()
                 if envelope.key is None:
@@ -769,6 +777,7 @@ class Runtime:
         finally:
             _rpc_chain.reset(chain_token)
             current_agent_id.reset(agent_token)
+            space = slot.space
             if space:
                 space.unpark_all()
             slot.busy = False
@@ -915,7 +924,8 @@ class Runtime:
         self._closed = True
         self._pending.close(lambda key: RuntimeClosedError("the runtime closed"))
         for slot in self._slots.values():
-            slot.space.unpark_all()
+            if slot.space:
+                slot.space.unpark_all()
         self._nursery.cancel_scope.cancel()
 
     async def _close_agents(self) -> None:

@@ -63,6 +63,7 @@ class GatewayConfig:
 
     * ``rpc_timeout``: seconds a forwarded RPC may stay unanswered before the
       caller gets an error response (None: never; AutoGen never times out).
+      A caller's shorter ``agentwire-timeout`` request metadata wins.
     * ``queue_size``: forwarded messages queued per client before senders wait.
     * ``max_in_flight``: unanswered requests per client; more are refused with
       an error response at once.

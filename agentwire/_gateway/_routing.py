@@ -21,9 +21,12 @@ I5  Exactly one answer. A request admitted into ``_pending`` leaves it exactly
     once: by the target's response, by expiry, by either side's disconnect or
     by shutdown. The caller gets exactly one answer (the response, or an
     ``RpcResponse`` with ``error``) unless the caller itself is gone. Gateway
-    request ids come from a counter and are never reused; ``_pending`` is in
-    deadline order (deadlines are ``now + rpc_timeout`` with ``now`` clamped to
-    never go backwards).
+    request ids come from a counter and are never reused. Every pending entry
+    with a deadline has an entry ``(deadline, gid)`` in the heap ``_deadlines``
+    (stale heap entries are skipped, and the heap is rebuilt when it is more
+    than twice the size it needs). A deadline is ``now + rpc_timeout``, or
+    sooner when the caller sent its own remaining time in the request metadata
+    (``agentwire-timeout``, seconds; agentwire workers do).
 I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
@@ -55,8 +58,9 @@ Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 from __future__ import annotations
 
 import enum
+import heapq
 import logging
-from collections import OrderedDict
+import math
 from collections.abc import Iterable
 
 import attrs
@@ -89,6 +93,10 @@ logger = logging.getLogger("agentwire.gateway")
 # What AutoGen's host answers for RemoveSubscription of an unknown id (an
 # unhandled ValueError rendered by grpcio). Reproduced for wire compatibility.
 UNKNOWN_SUBSCRIPTION_MESSAGE = "Unexpected <class 'ValueError'>: Subscription does not exist"
+
+# RpcRequest metadata an agentwire worker sets to the seconds its caller has
+# left; the gateway gives up on the request no later than that.
+TIMEOUT_METADATA_KEY = "agentwire-timeout"
 
 _ERROR_PREFIX = "agentwire gateway: "
 
@@ -187,6 +195,8 @@ class _Pending:
     target: Conn
     target_agent: str  # "type/key", for error messages
     deadline: float | None
+    timeout: float = math.inf
+    callers_timeout: bool = False  # the caller asked for less than rpc_timeout
 
 
 class Router:
@@ -205,7 +215,8 @@ class Router:
         self._sub_owner: dict[str, str] = {}
         self._conns: set[Conn] = set()
         self._serial = 0
-        self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._pending: dict[str, _Pending] = {}
+        self._deadlines: list[tuple[float, int, str]] = []  # (deadline, seq, gid) heap
         self._pending_by_conn: dict[Conn, set[str]] = {}
         # Per live data connection: requests it sent that are unanswered, plus
         # answers to it that the I/O layer has not consumed yet (I6).
@@ -282,6 +293,7 @@ class Router:
                             "disconnected before answering",
                         )
                     )
+            self._compact_deadlines()
             for agent_type in client.types:
                 del self._owner[agent_type]
             for sub_id in client.subscriptions:
@@ -444,8 +456,23 @@ class Router:
             ]
         self._next_request += 1
         gid = f"gw{self._next_request}"
-        deadline = None if self.rpc_timeout is None else now + self.rpc_timeout
-        self._pending[gid] = _Pending(caller, request_id, target_conn, target_agent, deadline)
+        timeout = math.inf if self.rpc_timeout is None else self.rpc_timeout
+        callers = False
+        asked = request.metadata.get(TIMEOUT_METADATA_KEY)
+        if asked is not None:
+            try:
+                seconds = max(0.0, float(asked))
+            except ValueError:
+                seconds = math.inf  # not ours to judge; keep the gateway's own timeout
+            if seconds < timeout:
+                timeout, callers = seconds, True
+        deadline = None if timeout == math.inf else now + timeout
+        self._pending[gid] = _Pending(
+            caller, request_id, target_conn, target_agent, deadline, timeout, callers
+        )
+        if deadline is not None:
+            heapq.heappush(self._deadlines, (deadline, self._next_request, gid))
+            self._compact_deadlines()
         self._outstanding[caller] += 1
         self._pending_by_conn.setdefault(caller, set()).add(gid)
         self._pending_by_conn.setdefault(target_conn, set()).add(gid)
@@ -509,6 +536,7 @@ class Router:
         del self._pending[gid]
         self._unindex(p.caller, gid)
         self._unindex(p.target, gid)
+        self._compact_deadlines()
 
     def _answer(self, caller: Conn, data: bytes) -> Deliver:
         # The caller's outstanding count moves from "pending" to "answer not
@@ -522,23 +550,43 @@ class Router:
         )
         return self._answer(p.caller, response.SerializeToString())
 
-    def next_deadline(self) -> float | None:
-        """When the oldest pending request expires (None: nothing can expire)."""
-        for p in self._pending.values():
-            return p.deadline
+    def _compact_deadlines(self) -> None:
+        if len(self._deadlines) > 2 * len(self._pending) + 64:
+            self._deadlines = [
+                (p.deadline, _id_order(gid), gid)
+                for gid, p in self._pending.items()
+                if p.deadline is not None
+            ]
+            heapq.heapify(self._deadlines)
+
+    def _earliest(self) -> tuple[float, str] | None:
+        """The live pending request with the earliest deadline (drops stale heap entries)."""
+        heap = self._deadlines
+        while heap:
+            deadline, _, gid = heap[0]
+            p = self._pending.get(gid)
+            if p is not None and p.deadline == deadline:
+                return deadline, gid
+            heapq.heappop(heap)
         return None
+
+    def next_deadline(self) -> float | None:
+        """When the next pending request expires (None: nothing can expire)."""
+        earliest = self._earliest()
+        return None if earliest is None else earliest[0]
 
     def expire(self, now: float) -> list[Action]:
         """Answer every request whose deadline has passed with an error."""
         self._now = now = max(now, self._now)
         actions: list[Action] = []
-        while self._pending:
-            gid, p = next(iter(self._pending.items()))
-            if p.deadline is None or p.deadline > now:
-                break
+        while (earliest := self._earliest()) is not None and earliest[0] <= now:
+            gid = earliest[1]
+            p = self._pending[gid]
+            heapq.heappop(self._deadlines)
             self._settle(gid, p)
+            whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"
             actions.append(
-                self._fail(p, f"no response from {p.target_agent} within {self.rpc_timeout:g} s")
+                self._fail(p, f"no response from {p.target_agent} within {p.timeout:g} s ({whose})")
             )
         return actions
 
@@ -546,12 +594,13 @@ class Router:
         """Refuse new connections and answer every pending request with an error."""
         self._closed = True
         actions: list[Action] = []
-        while self._pending:
-            gid, p = next(iter(self._pending.items()))
+        for gid in sorted(self._pending, key=_id_order):
+            p = self._pending[gid]
             self._settle(gid, p)
             actions.append(
                 self._fail(p, f"the gateway is shutting down; no answer from {p.target_agent}")
             )
+        self._deadlines.clear()
         return actions
 
     # ------------------------------------------------------------ control channel
@@ -637,7 +686,8 @@ class Router:
         live = {c for client in self._clients.values() for c in (client.data, client.control)}
         assert self._conns == live - {None}
         index: dict[Conn, set[str]] = {}
-        last_deadline = float("-inf")
+        in_heap = {gid for deadline, _, gid in self._deadlines}
+        assert len(self._deadlines) <= 2 * len(self._pending) + 64
         for gid, p in self._pending.items():
             assert p.caller in self._conns
             assert p.target in self._conns
@@ -646,8 +696,8 @@ class Router:
             index.setdefault(p.caller, set()).add(gid)
             index.setdefault(p.target, set()).add(gid)
             if p.deadline is not None:
-                assert p.deadline >= last_deadline
-                last_deadline = p.deadline
+                assert gid in in_heap
+                assert (p.deadline, _id_order(gid), gid) in self._deadlines
         assert index == self._pending_by_conn
         assert set(self._outstanding) == {c for c in self._conns if c.kind is ConnKind.DATA}
         for conn, outstanding in self._outstanding.items():

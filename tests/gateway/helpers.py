@@ -12,12 +12,14 @@ def request(
     *,
     source: str | None = None,
     data: bytes = b'{"text": "hi"}',
+    metadata: dict[str, str] | None = None,
 ) -> bytes:
     target_type, target_key = target.split("/", 1)
     req = pb.RpcRequest(
         request_id=request_id,
         target=pb.AgentId(type=target_type, key=target_key),
         payload=pb.Payload(data_type="Ping", data_content_type="application/json", data=data),
+        metadata=metadata or {},
     )
     if source is not None:
         source_type, source_key = source.split("/", 1)

@@ -73,6 +73,23 @@ async def test_rpc_timeout_answers_caller(hub: GatewayHub, autojump_clock: trio.
         assert hub.statistics().responses_dropped == 1
 
 
+async def test_earlier_caller_deadline_wakes_the_timer(
+    hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "slow")
+        start = trio.current_time()
+        await a.to_gateway.send(request("long", "slow/k"))
+        await receive(b)
+        await a.to_gateway.send(request("short", "slow/k", metadata={"agentwire-timeout": "2"}))
+        await receive(b)
+        first = (await receive(a)).response
+        assert first.request_id == "short"
+        assert trio.current_time() - start == pytest.approx(2.0)
+        assert (await receive(a)).response.request_id == "long"
+        assert trio.current_time() - start == pytest.approx(10.0)
+
+
 async def test_timer_rearms_after_idle(hub: GatewayHub, autojump_clock: trio.abc.Clock) -> None:
     async with hub.connect("A") as a, hub.connect("B") as b:
         hub.register_agent("B", "slow")

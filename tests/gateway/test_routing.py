@@ -226,11 +226,44 @@ def test_deadline_expiry_answers_caller(router: Router) -> None:
     assert expired.answer
     resp = parse(expired.data).response
     assert resp.request_id == "1"
-    assert "within 10 s" in resp.error
+    assert "within 10 s (rpc_timeout)" in resp.error
     assert router.next_deadline() is None
     # The late answer goes nowhere.
     assert router.receive(b, response(gid), 111.0) == []
     router.check_invariants()
+
+
+def test_caller_deadline_from_metadata_expires_first() -> None:
+    router = Router(rpc_timeout=10.0)
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.register_agent("B", "slow")
+    router.receive(a, request("long", "slow/k"), 0.0)  # rpc_timeout: 10 s
+    router.receive(a, request("short", "slow/k", metadata={"agentwire-timeout": "2.5"}), 1.0)
+    router.receive(a, request("junk", "slow/k", metadata={"agentwire-timeout": "soon"}), 1.0)
+    router.receive(a, request("more", "slow/k", metadata={"agentwire-timeout": "99"}), 1.0)
+    assert router.next_deadline() == 3.5
+    short = parse(only(router.expire(3.5)).data).response
+    assert short.request_id == "short"
+    assert "within 2.5 s (the caller's deadline)" in short.error
+    assert router.next_deadline() == 10.0
+    expired = [parse(x.data).response for x in router.expire(11.0) if isinstance(x, Deliver)]
+    assert [r.request_id for r in expired] == ["long", "junk", "more"]
+    assert all("(rpc_timeout)" in r.error for r in expired)
+    router.check_invariants()
+
+
+def test_deadline_heap_stays_small() -> None:
+    router = Router(rpc_timeout=10.0, max_in_flight=10)
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    for i in range(1000):
+        fwd = only(router.receive(a, request(str(i), "echo/k"), float(i)))
+        router.receive(b, response(parse(fwd.data).request.request_id), float(i))
+        router.answer_consumed(a)
+        router.check_invariants()
+    assert len(router._deadlines) <= 64
 
 
 def test_no_timeout_when_disabled() -> None:

@@ -121,8 +121,12 @@ class RouterMachine(RuleBasedStateMachine):
             assert known
 
     @precondition(lambda self: self.conns)
-    @rule(data=st.data(), agent_type=st.sampled_from(["t1", "t2", "t3", "ghost"]))
-    def send_request(self, data: st.DataObject, agent_type: str) -> None:
+    @rule(
+        data=st.data(),
+        agent_type=st.sampled_from(["t1", "t2", "t3", "ghost"]),
+        timeout=st.sampled_from([None, "0", "1.5", "7", "bad"]),
+    )
+    def send_request(self, data: st.DataObject, agent_type: str, timeout: str | None) -> None:
         client = data.draw(st.sampled_from(sorted(self.conns)))
         conn = self.conns[client]
         # Workers reuse small ids: collisions between callers are the point.
@@ -132,7 +136,9 @@ class RouterMachine(RuleBasedStateMachine):
             self.next_rid += 1
         self.asked.add((conn, rid))
         self.answers[(conn, rid)] = 0
-        self._apply(self.router.receive(conn, request(rid, f"{agent_type}/k"), self.now))
+        metadata = None if timeout is None else {"agentwire-timeout": timeout}
+        raw = request(rid, f"{agent_type}/k", metadata=metadata)
+        self._apply(self.router.receive(conn, raw, self.now))
 
     @precondition(lambda self: self.forwarded)
     @rule(data=st.data(), error=st.booleans())

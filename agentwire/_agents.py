@@ -591,6 +591,7 @@ def _defining_namespace() -> dict[str, Any]:
     namespace.update(frame.f_locals)
     return namespace
 
+
 HandlerFunc = Callable[[AgentT, ReceivesT, MessageContext], Coroutine[Any, Any, ProducesT]]
 
 

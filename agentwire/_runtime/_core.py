@@ -68,8 +68,11 @@ Cancellation and errors
   ``ignore_unhandled_exceptions=False`` the first one is re-raised from
   ``stop_when_idle()``/``wait_idle()`` and when the runtime block exits.
 * Closing the runtime fails every waiting RPC with
-  :class:`~agentwire.RuntimeClosedError`, cancels every running handler and
-  then calls ``close()`` on every instantiated agent.
+  :class:`~agentwire.RuntimeClosedError`, cancels every handler running in
+  the runtime's tasks and then calls ``close()`` on every instantiated
+  agent. (An RPC running inline in a task *outside* the runtime's block --
+  not the structured way to use it -- is not interrupted: it ends with its
+  caller, and its further runtime calls raise ``RuntimeClosedError``.)
 
 Invariants (while the runtime is open; ``_check_invariants`` asserts them
 and the tests call it)

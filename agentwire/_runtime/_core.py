@@ -120,7 +120,9 @@ What the worker calls on the core, for traffic coming from the wire:
 * ``await core.deliver_event(message, topic, sender=..., message_id=..., is_rpc=False)``
   queues the event for the *local* recipients (from ``core.subscriptions``,
   which holds the subscriptions added through this runtime), excluding
-  ``sender``; it returns once queued (it may wait for mailbox room).
+  ``sender``; it returns once queued. It may wait for mailbox room: do not
+  call it from the task that reads RPC responses, or a handler awaiting a
+  response while its mailbox is full would wait on that task forever.
 * ``core.serialization`` (the registry), ``core.subscriptions`` (the local
   table), ``core.agent_types()`` (registered types, to re-register after a
   reconnect), ``core.closed``.

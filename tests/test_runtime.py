@@ -811,3 +811,14 @@ async def test_queued_request_inherits_the_callers_deadline(
             await trio.testing.wait_all_tasks_blocked()
             agent.gate.set()
         assert agent.deadlines[1] == deadline
+
+
+async def test_router_entry_points_refuse_after_close() -> None:
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        await runtime.add_subscription(TypeSubscription("t", "echo"))
+        await runtime.stop_when_idle()
+        with pytest.raises(RuntimeClosedError):
+            await runtime.deliver_event(Msg(1), TopicId("t", "k"), sender=None, message_id="m")
+        with pytest.raises(RuntimeClosedError):
+            await runtime.deliver_request(Msg(1), AgentId("echo", "k"), sender=None, message_id="m")

@@ -619,6 +619,8 @@ class Runtime:
         is_rpc: bool = False,
     ) -> None:
         """Queue an event for every local subscriber of *topic* except *sender*."""
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed; the event cannot be delivered")
         budget = self._budget - 1
         if budget <= 0:
             self._budget = _FAIRNESS
@@ -719,6 +721,8 @@ class Runtime:
         return RequestCancelledError(f"the handler of {agent_id} was cancelled")
 
     async def _enqueue(self, slot: _Slot, envelope: _Envelope, may_wait: bool) -> None:
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed; the message cannot be queued")
         queue = slot.queue
         if queue is None:
             queue = slot.queue = deque()

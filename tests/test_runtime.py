@@ -822,3 +822,20 @@ async def test_router_entry_points_refuse_after_close() -> None:
             await runtime.deliver_event(Msg(1), TopicId("t", "k"), sender=None, message_id="m")
         with pytest.raises(RuntimeClosedError):
             await runtime.deliver_request(Msg(1), AgentId("echo", "k"), sender=None, message_id="m")
+
+
+class _UpperSerializer:
+    data_content_type = "text/plain"
+    type_name = "Upper"
+
+    def serialize(self, message: str) -> bytes:
+        return message.upper().encode()
+
+    def deserialize(self, payload: bytes) -> str:
+        return payload.decode()
+
+
+async def test_add_message_serializer_reaches_the_registry() -> None:
+    async with open_runtime() as runtime:
+        runtime.add_message_serializer(_UpperSerializer())
+        assert runtime.serialization.is_registered("Upper", "text/plain")

@@ -12,6 +12,14 @@ rounds; medians are reported. Needs an interpreter with both agentwire and
 ``autogen-ext[grpc]==0.7.5``::
 
     python benchmarks/gateway_vs_autogen.py [--seconds 3] [--rounds 3] [--json out.json]
+
+Measured on the 2-core dev machine (loopback, 100-byte payload, medians of
+3-5 rounds, other jobs running, so noisy): sequential 750-850 RPC/s through
+agentwire vs 920-1050 through AutoGen's host (0.8x; median round trip
+1.1-1.2 ms vs 0.9-1.0 ms); with 100 in flight 1,700-2,300 RPC/s vs
+1,200-2,450 (0.9x-1.4x, parity within noise). The gateway's own routing is
+about 40 us per message; the rest is the HTTP/2 transport in Python against
+grpc-core's C++.
 """
 
 from __future__ import annotations

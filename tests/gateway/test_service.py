@@ -10,7 +10,7 @@ import trio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agentwire import open_gateway
+from agentwire import open_gateway, serve_gateway
 from agentwire._gateway import Gateway
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._transport import Channel, open_channel
@@ -211,3 +211,20 @@ async def test_control_channel_over_sockets(gateway: Gateway, channel: Channel) 
         body = pb.LoadStateResponse()
         assert reply.rpcMessage.Unpack(body)
         assert "cannot deliver control message 'r2'" in body.error
+
+
+async def test_serve_gateway_returns_after_shutdown() -> None:
+    finished = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[Gateway]) -> None:
+        await serve_gateway("127.0.0.1:0", rpc_timeout=None, task_status=task_status)
+        finished.set()
+
+    async with trio.open_nursery() as nursery:
+        gw: Gateway = await nursery.start(run)
+        assert gw.config.rpc_timeout is None
+        async with open_channel(gw.address) as ch:
+            await register(ch, "A", "echo")
+        await gw.shutdown(grace=1.0)
+        with trio.fail_after(5):
+            await finished.wait()

@@ -18,7 +18,6 @@ or ``--autogen-python`` (default ``/work/venv-ag/bin/python`` if it exists).
 Prints one line per workload: the median rate over ``--repeat`` runs.
 """
 
-
 import argparse
 import dataclasses
 import json

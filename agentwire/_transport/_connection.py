@@ -13,14 +13,15 @@ Invariants (every method below keeps them):
   buffered inside ``h2`` are below ``_HIGH_WATER`` (plus one frame) and only
   within the peer's flow-control windows; otherwise it waits. The reader stops
   reading while control frames it provoked exceed ``4 * _HIGH_WATER``.
-- Inbound buffering is bounded: bytes of a message that is not complete yet are
-  acknowledged to the peer at once (the decoder refuses messages larger than
-  ``max_message_size``); bytes of complete messages the application has not
-  taken yet stay unacknowledged, so the peer's stream window bounds them. Each
-  queued message carries the credit it returns when taken.
+- Inbound buffering is bounded: received bytes are acknowledged (batched)
+  while the stream's queue of complete, untaken messages holds less than
+  ``_QUEUE_LIMIT`` bytes; past that they are owed, and paid back as the
+  application takes messages. So a stream buffers at most ``_QUEUE_LIMIT`` +
+  its window + one partial message (the decoder refuses messages larger than
+  ``max_message_size``), and a message larger than the window still flows.
 - A stream is in ``_streams`` from its HEADERS until its owner releases it;
   release closes it on the wire (END_STREAM both ways, else RST_STREAM) and
-  returns the credit of unread messages. Nothing is left open when the owner
+  pays back what it owes. Nothing is left open when the owner
   is gone, whatever the exit path (the release code is synchronous).
 - When the connection is lost every stream fails with UNAVAILABLE and every
   waiter is woken; no task waits on a dead connection.
@@ -55,6 +56,8 @@ log = logging.getLogger("agentwire.transport")
 _HIGH_WATER = 256 * 1024
 #: bytes asked from the socket per receive
 _RECEIVE_SIZE = 256 * 1024
+#: a stream's queued, untaken bytes above which received bytes are not acknowledged
+_QUEUE_LIMIT = 1024 * 1024
 #: consumed bytes acknowledged (WINDOW_UPDATE) in batches of at least this size
 _ACK_BATCH = 64 * 1024
 #: yield to the scheduler at least once per this many non-blocking operations
@@ -180,7 +183,9 @@ class StreamState:
         "id",
         "local_closed",
         "messages",
+        "owed",
         "partial",
+        "queued",
         "recv_signal",
         "remote_closed",
         "reset",
@@ -190,8 +195,10 @@ class StreamState:
 
     def __init__(self, stream_id: int, max_message_size: int) -> None:
         self.id = stream_id
-        # (payload, compressed flag, unacknowledged flow-control credit)
-        self.messages: deque[tuple[bytes, bool, int]] = deque()
+        # complete messages not taken yet: (payload, compressed flag)
+        self.messages: deque[tuple[bytes, bool]] = deque()
+        self.queued = 0  # framed bytes in ``messages``
+        self.owed = 0  # received bytes not acknowledged because the queue was full
         self.decoder: MessageDecoder | None = MessageDecoder(max_message_size)
         self.remote_closed = False
         self.local_closed = False
@@ -568,11 +575,12 @@ class Connection:
         """The owner is done with ``st``: close it on the wire and forget it."""
         if not st.closed:
             self.reset_stream(st, CANCEL)
-        credit = sum(credit for _, _, credit in st.messages)
         st.messages.clear()
+        st.queued = 0
         st.decoder = None
-        if credit:
-            self.release_credit(credit, st.id)
+        if st.owed:
+            self.release_credit(st.owed, st.id)
+            st.owed = 0
         if self._unacked.get(st.id):
             self._flush_acks()  # the stream's credit counts on the connection window
         if self._streams.pop(st.id, None) is not None:
@@ -631,9 +639,11 @@ class Connection:
         """The next ``(payload, compressed)`` of ``st``; ``None`` at END_STREAM."""
         while True:
             if st.messages:
-                payload, compressed, credit = st.messages.popleft()
-                if credit:
-                    self.release_credit(credit, st.id)
+                payload, compressed = st.messages.popleft()
+                st.queued -= len(payload) + 5
+                if st.owed and st.queued < _QUEUE_LIMIT:
+                    self.release_credit(st.owed, st.id)
+                    st.owed = 0
                 await self.tick()
                 return payload, compressed
             if st.error is not None:
@@ -646,7 +656,7 @@ class Connection:
             await st.recv_signal.wait()
 
     def release_credit(self, credit: int, stream_id: int) -> None:
-        """The application consumed ``credit`` bytes of ``stream_id``: acknowledge them.
+        """Acknowledge ``credit`` received bytes of ``stream_id`` to the peer.
 
         Acknowledgements are batched per connection up to ``_ACK_BATCH`` bytes,
         far below any window, so batching never stalls a peer.
@@ -693,27 +703,18 @@ class Connection:
             self._on_stream_error(st, Status.INTERNAL, str(exc))
             return
         if messages:
-            deferred = len(data) - decoder.buffered
-            immediate = flow - deferred
             queue = st.messages
-            if len(messages) == 1:
-                compressed, payload = messages[0]
-                queue.append((payload, compressed, deferred))
-            else:
-                credits = []
-                for _compressed, payload in reversed(messages):
-                    credit = min(deferred, len(payload) + 5)
-                    deferred -= credit
-                    credits.append(credit)
-                credits.reverse()
-                credits[0] += deferred
-                for (compressed, payload), credit in zip(messages, credits, strict=True):
-                    queue.append((payload, compressed, credit))
+            queued = st.queued
+            for compressed, payload in messages:
+                queue.append((payload, compressed))
+                queued += len(payload) + 5
+            st.queued = queued
             st.recv_signal.set()
+        if st.queued < _QUEUE_LIMIT:
+            if flow:
+                self.release_credit(flow, event.stream_id)
         else:
-            immediate = flow
-        if immediate:
-            self.release_credit(immediate, event.stream_id)
+            st.owed += flow
 
     def _on_stream_error(self, st: StreamState, status: Status, message: str) -> None:
         """A stream-level error detected on receipt (oversized or malformed message)."""

@@ -455,14 +455,14 @@ class GrpcServer:
     def __init__(
         self,
         methods: Mapping[str, Method],
-        host: str,
+        host: str = "",
         *,
-        max_message_size: int,
-        max_concurrent_streams: int,
-        max_connections: int,
-        grace_period: float,
-        keepalive_interval: float | None,
-        compression: str | None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        grace_period: float = 5.0,
+        keepalive_interval: float | None = None,
+        compression: str | None = None,
     ) -> None:
         self.methods = dict(methods)
         self.host = host
@@ -507,8 +507,13 @@ class GrpcServer:
             conn.begin_shutdown()
         with trio.move_on_after(grace):
             await self._wait_no_connections()
+        # Cancelled handlers answer UNAVAILABLE; each connection closes itself
+        # (GOAWAY, flush) once its last stream has ended.
         for conn in list(self._connections):
             conn.cancel_handlers()
+        with trio.move_on_after(_FINAL_FLUSH_TIMEOUT):
+            await self._wait_no_connections()
+        for conn in list(self._connections):
             conn.close()
         with trio.move_on_after(_FINAL_FLUSH_TIMEOUT):
             await self._wait_no_connections()
@@ -550,6 +555,10 @@ class GrpcServer:
             with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await stream.send_all(conn.data_to_send())
         await trio.aclose_forcefully(stream)
+
+    async def serve_connection(self, stream: trio.abc.Stream) -> None:
+        """Serve one already accepted byte stream (tests, custom listeners)."""
+        await self._serve_connection(stream)
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
         conn: _ServerConnection | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from grpclib.const import Status
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentwire._gateway._routing import (
     UNKNOWN_SUBSCRIPTION_MESSAGE,
@@ -459,3 +461,26 @@ def test_control_disconnect_keeps_data_state(router: Router) -> None:
     router.disconnect(ca)
     assert router.owner_of("echo") == "A"
     router.check_invariants()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    raw=st.binary(max_size=200)
+    | st.builds(lambda body: b"\x0a" + bytes([len(body)]) + body, st.binary(max_size=100))
+)
+def test_arbitrary_bytes_never_break_the_router(raw: bytes) -> None:
+    router = Router(rpc_timeout=10.0)
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    router.add_subscription("B", type_sub("default", "echo", "s1"))
+    for action in router.receive(a, raw, 0.0):
+        if isinstance(action, Close):
+            assert action.conn == a
+            assert action.status is Status.INVALID_ARGUMENT
+        else:
+            assert action.conn in (a, b)
+    for action in router.receive_control(router.connect("A", CONTROL), raw):
+        assert isinstance(action, Close | Deliver)
+    router.check_invariants()
+    assert router.is_live(b)

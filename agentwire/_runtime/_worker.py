@@ -77,6 +77,7 @@ from .._errors import (
     GatewayRejectedError,
     InvalidCloudEventError,
     RemoteError,
+    RuntimeClosedError,
     SerializationError,
     UndeliverableError,
     UnknownSubscriptionError,
@@ -358,13 +359,16 @@ class WorkerRouter:
             return
         if isinstance(message, UnknownPayload):
             logger.debug("event %s has no local serializer (%s)", event.id, message.type_name)
-        await self._core.deliver_event(
-            message,
-            received.topic,
-            sender=received.sender,
-            message_id=received.event_id,
-            is_rpc=received.is_rpc,
-        )
+        try:
+            await self._core.deliver_event(
+                message,
+                received.topic,
+                sender=received.sender,
+                message_id=received.event_id,
+                is_rpc=received.is_rpc,
+            )
+        except RuntimeClosedError:
+            logger.debug("event %s dropped: the runtime is closing", event.id)
 
     async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None:
         payload = message.rpcMessage

@@ -272,6 +272,7 @@ class _JsonCompiler:
         init_fields = {
             key: (name, required, dec) for key, name, init, required, _, dec in fields if init
         }
+        computed = {key for key, _, init, *_ in fields if not init}
         cls_name = cls.__qualname__
 
         if not coded:
@@ -297,6 +298,8 @@ class _JsonCompiler:
             for key, item in value.items():
                 spec = init_fields.get(key)
                 if spec is None:
+                    if key in computed:  # written by encode (as asdict does), not an argument
+                        continue
                     raise SerializationError(f"{path}: unexpected field {key!r} for {cls_name}")
                 kwargs[key] = spec[2](item, f"{path}.{key}")
             if len(kwargs) != len(init_fields):

@@ -457,7 +457,13 @@ class SubscriptionTable:
 
     def agent_types(self, topic: TopicId) -> list[str]:
         """Distinct agent types with a subscription matching *topic*, in order."""
-        return list(dict.fromkeys(agent.type for agent in self.recipients(topic)))
+        types: list[str] = []
+        for item in self._plan(topic.type):
+            if isinstance(item, str):
+                types.append(item)
+            elif item.is_match(topic):
+                types.append(item.map_to_agent(topic).type)
+        return list(dict.fromkeys(types))
 
     def subscriptions(self) -> list[Subscription]:
         """Every subscription, in insertion order."""

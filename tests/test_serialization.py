@@ -511,3 +511,22 @@ def test_public_names() -> None:
     assert agentwire.try_get_known_serializers_for_type is try_get_known_serializers_for_type
     assert agentwire.UnknownPayload is UnknownPayload
     assert cloudevent_pb2.CloudEvent.DESCRIPTOR.full_name == "io.cloudevents.v1.CloudEvent"
+
+
+@dataclasses.dataclass
+class WithComputed:
+    width: int
+    height: int
+    area: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.area = self.width * self.height
+
+
+def test_fields_outside_the_constructor_are_written_and_skipped_on_read() -> None:
+    serializer = JsonSerializer(WithComputed)
+    value = WithComputed(2, 3)
+    data = serializer.serialize(value)
+    assert data == json.dumps(dataclasses.asdict(value)).encode()
+    assert json.loads(data)["area"] == 6
+    assert serializer.deserialize(data) == value

@@ -411,3 +411,12 @@ class TableMachine(RuleBasedStateMachine):
 
 TestTableMachine = TableMachine.TestCase
 TestTableMachine.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+@given(st.lists(ANY_SUB, max_size=12), TOPICS)
+def test_agent_types_are_the_distinct_recipient_types(
+    subs: list[Subscription], topic: TopicId
+) -> None:
+    table, kept = build(subs)
+    expected = list(dict.fromkeys(agent.type for agent in naive(kept, topic)))
+    assert table.agent_types(topic) == expected

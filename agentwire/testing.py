@@ -242,7 +242,9 @@ def check_subscription_laws(
     st = _st()
     if isinstance(subscription, _Strategy):
         subs: SearchStrategy[Subscription] = subscription
-    elif callable(subscription) and not isinstance(subscription, Subscription):
+    elif isinstance(subscription, type) or (
+        callable(subscription) and not isinstance(subscription, Subscription)
+    ):
         factory = subscription
         subs = st.builds(factory)
     else:

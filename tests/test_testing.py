@@ -127,6 +127,18 @@ def test_broken_rules_are_caught(broken: Subscription, message: str) -> None:
         check_subscription_laws(broken, TOPICS, max_examples=100)
 
 
+@attrs.frozen(eq=False)
+class DefaultWord(Contains):
+    word: str = "a"
+    agent_type: str = "agent"
+
+
+def test_a_class_is_used_as_a_factory() -> None:
+    check_subscription_laws(DefaultWord, TOPICS)
+    with pytest.raises(AssertionError, match="must raise"):
+        check_subscription_laws(lambda: NeverRaises("a", "agent"), TOPICS)
+
+
 def test_keeps_source_can_be_waived() -> None:
     check_subscription_laws(FixedKey("a", "agent"), TOPICS, keeps_source=False)
 

@@ -141,6 +141,12 @@ def median_figures(runs: Iterable[Run], system: str) -> dict[str, float]:
     return {key: float(statistics.median(vals)) for key, vals in values.items()}
 
 
+def spread(calibration: Sequence[float]) -> float:
+    """How much the calibration loop's time varied: (max - min) / min (0 for one value)."""
+    low = min(calibration)
+    return (max(calibration) - low) / low if low > 0 else 0.0
+
+
 def ratio(autogen: float | None, agentwire: float | None) -> float | None:
     """agentwire / AutoGen, or None where either side is missing or AutoGen's is zero."""
     if autogen is None or agentwire is None or autogen == 0:

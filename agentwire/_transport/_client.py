@@ -191,7 +191,12 @@ class ClientStream:
             frame = encode_message(gzip_compress(message), compressed=True)
         else:
             frame = encode_message(message)
-        await self._conn.send_message(st, frame, end)
+        try:
+            await self._conn.send_message(st, frame, end)
+        except trio.ClosedResourceError:
+            if st.trailers is not None:
+                self._raise_status()  # the server ended the call early: say how
+            raise
 
     async def end(self) -> None:
         """Half-close: tell the server no more messages will be sent."""

@@ -444,7 +444,10 @@ class Connection:
                 try:
                     events = h2conn.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:
-                    # h2 has queued a GOAWAY; flush it, then close.
+                    # h2 has usually queued a GOAWAY (not for a bad preface); flush, close.
+                    if h2conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                        with contextlib.suppress(h2.exceptions.ProtocolError):
+                            h2conn.close_connection(PROTOCOL_ERROR, b"invalid HTTP/2 input")
                     self._connection_lost(f"HTTP/2 protocol error: {exc!r}")
                     return
                 for event in events:

@@ -143,3 +143,103 @@ async def test_concurrent_calls(channel: Channel) -> None:
         for i in range(200):
             nursery.start_soon(call, i)
     assert sorted(results) == sorted(b"%d" % i for i in range(200))
+
+
+async def test_gzip_both_ways() -> None:
+    payload = b"abc" * 100_000
+    async with (
+        open_grpc_server(METHODS, "127.0.0.1", 0, compression="gzip") as server,
+        open_channel(server.address, compression="gzip") as channel,
+    ):
+        assert await channel.unary("/test.Test/Echo", payload) == payload
+        async with channel.stream("/test.Test/BidiEcho") as stream:
+            await stream.send(payload)
+            assert await stream.receive() == payload
+            assert stream.initial_metadata is not None
+            assert stream.initial_metadata["grpc-encoding"] == "gzip"
+        stats = channel.statistics()
+        assert stats.bytes_sent < len(payload) // 10
+        assert stats.bytes_received < len(payload) // 10
+
+
+async def test_unsupported_request_encoding(channel: Channel) -> None:
+    with pytest.raises(GRPCError) as info:
+        await channel.unary("/test.Test/Echo", b"", metadata=[("grpc-encoding", "br")])
+    assert info.value.status is Status.UNIMPLEMENTED
+
+
+async def test_server_stream_iteration_and_initial_metadata() -> None:
+    async def numbers(stream: ServerStream) -> None:
+        await stream.send_initial_metadata()
+        count = int(await stream.receive() or b"0")
+        for i in range(count):
+            await stream.send(b"%d" % i)
+
+    async with (
+        open_grpc_server({"/t/Numbers": bidi(numbers)}, "127.0.0.1", 0) as server,
+        open_channel(server.address) as channel,
+        channel.stream("/t/Numbers") as stream,
+    ):
+        await stream.send(b"5")
+        await stream.end()
+        assert [m async for m in stream] == [b"0", b"1", b"2", b"3", b"4"]
+        assert stream.initial_metadata == {"content-type": "application/grpc"}
+        assert stream.trailing_metadata == {"grpc-status": "0"}
+        assert await stream.receive() is None
+
+
+async def test_send_after_end_is_refused(channel: Channel) -> None:
+    async with channel.stream("/test.Test/BidiEcho") as stream:
+        await stream.end()
+        with pytest.raises(trio.ClosedResourceError):
+            await stream.send(b"late")
+        assert await stream.receive() is None
+
+
+async def test_handler_returning_non_bytes_is_unknown() -> None:
+    async def wrong(request: bytes, stream: ServerStream) -> bytes:
+        return "text"  # type: ignore[return-value]
+
+    async with (
+        open_grpc_server({"/t/Wrong": unary(wrong)}, "127.0.0.1", 0) as server,
+        open_channel(server.address) as channel,
+    ):
+        with pytest.raises(GRPCError) as info:
+            await channel.unary("/t/Wrong", b"")
+    assert info.value.status is Status.UNKNOWN
+    assert "TypeError" in (info.value.message or "")
+
+
+async def test_handler_exception_group_with_one_grpc_error() -> None:
+    async def grouped(request: bytes, stream: ServerStream) -> bytes:
+        async with trio.open_nursery():
+            raise GRPCError(Status.PERMISSION_DENIED, "no")
+
+    async with (
+        open_grpc_server({"/t/G": unary(grouped)}, "127.0.0.1", 0) as server,
+        open_channel(server.address) as channel,
+    ):
+        with pytest.raises(GRPCError) as info:
+            await channel.unary("/t/G", b"")
+    assert info.value.status is Status.PERMISSION_DENIED
+
+
+async def test_channel_close_fails_calls_with_unavailable(server: GrpcServer) -> None:
+    async with open_channel(server.address) as channel:
+        async with channel.stream("/test.Test/BidiEcho") as stream:
+            await stream.send(b"a")
+            assert await stream.receive() == b"a"
+            await channel.aclose()
+            with pytest.raises(GRPCError) as info:
+                await stream.receive()
+        assert info.value.status is Status.UNAVAILABLE
+        assert channel.closed
+        with pytest.raises(GRPCError):
+            await channel.unary("/test.Test/Echo", b"")
+
+
+async def test_ipv6_and_localhost_addresses() -> None:
+    async with open_grpc_server(METHODS, "localhost", 0) as server:
+        assert server.address == f"localhost:{server.port}"
+        async with open_channel(server.address) as channel:
+            assert await channel.unary("/test.Test/Echo", b"v") == b"v"

@@ -210,3 +210,26 @@ async def test_our_client_against_our_server() -> None:
                     for name in SCENARIOS:
                         results[name] = await _scenario(channel, name)
     _check(results)
+
+
+async def test_gzip_with_grpcio_both_ways() -> None:
+    payload = b"compressible " * 10_000
+    with trio.fail_after(60):
+        async with (
+            peer_server("grpcio") as (address, _),
+            open_channel(address, compression="gzip") as channel,
+        ):
+            assert await channel.unary("/test.Test/Echo", payload) == payload
+            sent = channel.statistics().bytes_sent
+        assert sent < len(payload) // 10
+        seen: list[str | None] = []
+
+        async def echo(request: bytes, stream: ServerStream) -> bytes:
+            seen.append(stream.metadata.get("grpc-encoding"))
+            return request
+
+        methods = {"/test.Test/Echo": unary(echo)}
+        async with open_grpc_server(methods, "127.0.0.1", 0, compression="gzip") as server:
+            results = await run_peer_client("grpcio", server.address, "gzip")
+    assert results == {"gzip": {"result": True}}
+    assert seen == ["gzip"]

@@ -92,6 +92,11 @@ async def scenario(channel: grpc.aio.Channel, name: str) -> dict[str, object]:
         if name == "metadata":
             call = channel.unary_unary("/test.Test/Metadata")
             return {"result": (await call(b"", metadata=[("client-id", "abc-123")])).decode()}
+        if name == "gzip":
+            payload = b"compressible " * 10_000
+            call = channel.unary_unary("/test.Test/Echo")
+            reply = await call(payload, compression=grpc.Compression.Gzip)
+            return {"result": reply == payload}
         if name == "big":
             payload = bytes(range(256)) * (10 * 4096)
             reply = await channel.unary_unary("/test.Test/Echo")(payload)

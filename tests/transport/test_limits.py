@@ -173,14 +173,16 @@ async def test_peer_that_stops_reading_is_bounded() -> None:
 
 
 async def test_max_connections() -> None:
-    async with open_grpc_server(_methods(), "127.0.0.1", 0, max_connections=1) as server:
-        async with open_channel(server.address) as first:
-            assert await first.unary("/t/Echo", b"1") == b"1"
-            async with open_channel(server.address) as second:
-                with pytest.raises(GRPCError) as info:
-                    await second.unary("/t/Echo", b"2")
-                assert info.value.status is Status.UNAVAILABLE
-            assert await first.unary("/t/Echo", b"1") == b"1"
+    async with (
+        open_grpc_server(_methods(), "127.0.0.1", 0, max_connections=1) as server,
+        open_channel(server.address) as first,
+    ):
+        assert await first.unary("/t/Echo", b"1") == b"1"
+        async with open_channel(server.address) as second:
+            with pytest.raises(GRPCError) as info:
+                await second.unary("/t/Echo", b"2")
+            assert info.value.status is Status.UNAVAILABLE
+        assert await first.unary("/t/Echo", b"1") == b"1"
 
 
 async def test_max_concurrent_streams_queues_calls() -> None:

@@ -76,7 +76,7 @@ def agent_types(*, alphabet: str | None = None, max_size: int = 20) -> SearchStr
         return st.text(alphabet=alphabet, min_size=1, max_size=max_size)  # type: ignore[no-any-return]
     return st.one_of(  # type: ignore[no-any-return]
         st.text(alphabet=_ASCII_TYPE_CHARS, min_size=1, max_size=max_size),
-        st.from_regex(r"[\w\-\.]+", fullmatch=True).filter(lambda s: len(s) <= max_size),
+        st.from_regex(rf"[\w\-\.]{{1,{max_size}}}", fullmatch=True),
     )
 
 
@@ -87,7 +87,7 @@ def topic_types(*, alphabet: str | None = None, max_size: int = 20) -> SearchStr
         return st.text(alphabet=alphabet, min_size=1, max_size=max_size)  # type: ignore[no-any-return]
     return st.one_of(  # type: ignore[no-any-return]
         st.text(alphabet=_ASCII_TYPE_CHARS + _TOPIC_EXTRA, min_size=1, max_size=max_size),
-        st.from_regex(r"[\w\-\.\:\=]+", fullmatch=True).filter(lambda s: len(s) <= max_size),
+        st.from_regex(rf"[\w\-\.\:\=]{{1,{max_size}}}", fullmatch=True),
     )
 
 

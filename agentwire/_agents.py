@@ -54,6 +54,7 @@ import trio
 
 from ._errors import CantHandleError
 from ._ids import AgentId, AgentType, TopicId
+from ._serialization import serializers_for_type
 from ._subscriptions import (
     Subscription,
     TypePrefixSubscription,
@@ -284,13 +285,11 @@ def _register_serializers(runtime: AgentRuntime, message_types: Sequence[type]) 
     support (plain classes, ``str``) are skipped with a debug log; a worker
     runtime reports them when such a message has to cross the wire.
     """
-    from . import _serialization  # the worker needs these; imported late on purpose
-
     for message_type in message_types:
         if message_type is type(None):
             continue
         try:
-            serializers = _serialization.serializers_for_type(message_type)
+            serializers = serializers_for_type(message_type)
         except Exception as exc:
             logger.debug("no serializer for %r (fine in-process): %s", message_type, exc)
             continue

@@ -159,6 +159,7 @@ from .._errors import (
     UndeliverableError,
 )
 from .._ids import AgentId, AgentType, TopicId, current_agent_id
+from .._serialization import SerializationRegistry
 from .._subscriptions import Subscription, SubscriptionTable
 from ._interventions import DropMessage, InterventionHandler
 from ._pending import PendingMap
@@ -294,8 +295,6 @@ class Runtime:
     ) -> None:
         if mailbox_size < 1:
             raise ValueError("mailbox_size must be >= 1")
-        from .._serialization import SerializationRegistry
-
         self._nursery = nursery
         self._router: Router | None = None
         self._mailbox_size = mailbox_size

@@ -839,3 +839,34 @@ async def test_add_message_serializer_reaches_the_registry() -> None:
     async with open_runtime() as runtime:
         runtime.add_message_serializer(_UpperSerializer())
         assert runtime.serialization.is_registered("Upper", "text/plain")
+
+
+class Overlap(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("detects overlapping handlers")
+        self.gate = trio.Event()
+        self.active = 0
+        self.max_active = 0
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        await self.gate.wait()
+        self.active -= 1
+
+
+async def test_fairness_yield_never_splits_the_idle_check_from_taking_the_agent() -> None:
+    async with open_runtime() as runtime:
+        await Overlap.register(runtime, "overlap", Overlap)
+        target = AgentId("overlap", "k")
+        agent = await runtime.try_get_underlying_agent_instance(target, Overlap)
+        async with trio.open_nursery() as nursery:
+            runtime._budget = 1  # the next call yields to the scheduler first
+            nursery.start_soon(runtime.send_message, Msg(1), target)
+            nursery.start_soon(runtime.send_message, Msg(2), target)
+            await trio.testing.wait_all_tasks_blocked()
+            assert agent.active == 1
+            agent.gate.set()
+        assert agent.max_active == 1
+        runtime._check_invariants()

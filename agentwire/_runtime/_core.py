@@ -596,12 +596,25 @@ class Runtime:
         self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
     ) -> Any:
         """Run *recipient*'s handler for an RPC and return its result (see above)."""
+        # Yield (every _FAIRNESS calls) *before* choosing the path: between the
+        # choice and marking the agent busy there must be no checkpoint.
+        budget = self._budget - 1
+        if budget <= 0:
+            self._budget = _FAIRNESS
+            await trio.lowlevel.checkpoint()
+        else:
+            self._budget = budget
+            await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise RuntimeClosedError("the runtime is closed; the request cannot be delivered")
         slot = self._slots.get(recipient)
         if slot is None:
             slot = await self._activate(recipient)
         chain = _rpc_chain.get()
-        if not slot.busy or recipient in chain:
-            result = await self._call_inline(slot, message, sender, message_id, chain)
+        if not slot.busy:
+            result = await self._call_inline(slot, message, sender, message_id, chain, False)
+        elif recipient in chain:
+            result = await self._call_inline(slot, message, sender, message_id, chain, True)
         else:
             result = await self._call_queued(slot, message, sender, message_id, chain)
         if result.__class__ not in self._result_types:
@@ -662,17 +675,9 @@ class Runtime:
         sender: AgentId | None,
         message_id: str,
         chain: tuple[AgentId, ...],
+        reentrant: bool,
     ) -> Any:
-        budget = self._budget - 1
-        if budget <= 0:
-            self._budget = _FAIRNESS
-            await trio.lowlevel.checkpoint()
-        else:
-            self._budget = budget
-            await trio.lowlevel.checkpoint_if_cancelled()
-        if self._closed:
-            raise RuntimeClosedError("the runtime closed before the request was handled")
-        reentrant = slot.busy
+        # No checkpoint before this point since the caller saw the slot's state.
         if not reentrant:
             slot.busy = True
             self._busy += 1

@@ -36,6 +36,9 @@ Ordering guarantees
   a message starts only after the handlers of the earlier ones finished.
 * Nothing is promised across different receivers, or across different
   sending tasks.
+* The one exception: an RPC that runs re-entrantly (below) overtakes
+  messages queued earlier for its recipient, which could not be handled
+  before it anyway (the recipient's handler is waiting on the caller).
 
 Re-entrancy and deadlocks
 -------------------------

@@ -200,12 +200,12 @@ class ClientStream:
 
     async def end(self) -> None:
         """Half-close: tell the server no more messages will be sent."""
+        await self._conn.tick()
         st = self._st
         if not st.local_closed and not st.closed:
             if st.error is not None:
                 raise st.error
             self._conn.end_stream(st)
-        await self._conn.tick()
 
     async def receive(self) -> bytes | None:
         """The next response message; ``None`` once the call ended with OK.
@@ -495,7 +495,7 @@ async def open_channel_over_stream(
     channel = Channel(conn, authority, scheme, compression)
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        await conn.run(nursery)
+        conn.start(nursery)
         try:
             yield channel
         except BaseException as exc:

@@ -237,8 +237,9 @@ class Connection:
         # plain TCP sockets are read and written directly (see _read_fd/_write_fd)
         self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
         self._read_hint = False
-        self._leftover = b""  # output flush_now() could not write: the writer's next
-        # consumed bytes not yet acknowledged, by stream id (see _ack)
+        self._leftover = b""  # output flush_now() could not write; the writer sends it
+        self._socket_closed = False
+        # received bytes not yet acknowledged, by stream id (see release_credit)
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
         config = h2.config.H2Configuration(
@@ -304,12 +305,8 @@ class Connection:
 
     # -- running -------------------------------------------------------------
 
-    async def run(self, nursery: trio.Nursery) -> None:
-        """Pump the connection until it ends (start the tasks in ``nursery``).
-
-        Returns when the byte stream is closed and every task of this
-        connection is finished.
-        """
+    def start(self, nursery: trio.Nursery) -> None:
+        """Start pumping the connection: its tasks run in ``nursery`` until it ends."""
         nursery.start_soon(self._writer)
         nursery.start_soon(self._reader)
         if self._keepalive_interval is not None:
@@ -353,6 +350,7 @@ class Connection:
             self._writer_parked = False
             self._closing = True
             self._drain_lot.unpark_all()
+            self._socket_closed = True  # the fd number may be reused from now on
             await trio.aclose_forcefully(self._stream)
             self._done.set()
 
@@ -368,6 +366,7 @@ class Connection:
         fd = self._fd
         if (
             fd is None
+            or self._closing
             or not self._writer_idle
             or self._leftover
             or _runnable() > (0 if self._writer_parked else 1)
@@ -413,6 +412,8 @@ class Connection:
         else:
             await trio.lowlevel.wait_readable(fd)
         while True:
+            if self._socket_closed:
+                raise trio.ClosedResourceError("the connection is closed")
             try:
                 data = os.read(fd, _RECEIVE_SIZE)
             except BlockingIOError:
@@ -592,7 +593,13 @@ class Connection:
                 self.close()
 
     async def send_message(self, st: StreamState, frame: bytes, end: bool = False) -> None:
-        """Send one framed message; waits for flow control and buffer space."""
+        """Send one framed message; waits for flow control and buffer space.
+
+        Cancellation before any of the message is handed over sends nothing;
+        cancellation in the middle of a large message leaves the stream
+        ``partial`` (its owner resets it).
+        """
+        await self.tick()
         h2conn = self._h2
         sid = st.id
         size = len(frame)
@@ -607,7 +614,6 @@ class Connection:
             if end:
                 st.local_closed = True
             self._kick()
-            await self.tick()
             return
         view = memoryview(frame)
         pos = 0
@@ -630,7 +636,6 @@ class Connection:
                 if end:
                     st.local_closed = True
                 break
-        await self.tick()
 
     def _check_sendable(self, st: StreamState) -> None:
         if st.error is not None:
@@ -639,15 +644,21 @@ class Connection:
             raise trio.ClosedResourceError("this stream is closed for sending")
 
     async def receive_message(self, st: StreamState) -> tuple[bytes, bool] | None:
-        """The next ``(payload, compressed)`` of ``st``; ``None`` at END_STREAM."""
+        """The next ``(payload, compressed)`` of ``st``; ``None`` at END_STREAM.
+
+        A message is taken only when no cancellation is raised: cancelling a
+        receive never loses a message.
+        """
         while True:
             if st.messages:
+                await self.tick()
+                if not st.messages:
+                    continue
                 payload, compressed = st.messages.popleft()
                 st.queued -= len(payload) + 5
                 if st.owed and st.queued < _QUEUE_LIMIT:
                     self.release_credit(st.owed, st.id)
                     st.owed = 0
-                await self.tick()
                 return payload, compressed
             if st.error is not None:
                 await trio.lowlevel.checkpoint()

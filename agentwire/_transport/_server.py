@@ -136,9 +136,9 @@ class ServerStream:
 
     async def send_initial_metadata(self) -> None:
         """Send the response headers now (otherwise they go with the first message)."""
+        await self._conn.tick()
         if not self._st.headers_sent:
             self._send_headers()
-        await self._conn.tick()
 
     def _send_headers(self) -> None:
         st = self._st
@@ -568,7 +568,7 @@ class GrpcServer:
                 self._connections.add(conn)
                 if self._shutting_down:
                     conn.begin_shutdown()
-                await conn.run(nursery)
+                conn.start(nursery)
         finally:
             if conn is not None:
                 self._connections.discard(conn)

@@ -222,3 +222,34 @@ async def test_keepalive_detects_a_dead_peer(autojump_clock: trio.abc.Clock) -> 
         assert "keepalive" in (info.value.message or "")
         assert len(fake.pings) == 1
         assert channel.closed
+
+
+async def test_cancelled_receive_and_send_lose_nothing(autojump_clock: trio.abc.Clock) -> None:
+    received: list[bytes] = []
+
+    async def three_then_collect(stream: ServerStream) -> None:
+        for i in range(3):
+            await stream.send(b"%d" % i)
+        async for message in stream:
+            received.append(message)
+
+    async with (
+        memory_pair({"/t/Three": bidi(three_then_collect)}) as (channel, _),
+        channel.stream("/t/Three") as stream,
+    ):
+        assert await stream.receive() == b"0"
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await stream.receive()
+        assert scope.cancelled_caught
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await stream.send(b"never")
+        assert scope.cancelled_caught
+        assert await stream.receive() == b"1"
+        assert await stream.receive() == b"2"
+        await stream.send(b"a")
+        await stream.end()
+        assert await stream.receive() is None
+    assert received == [b"a"]

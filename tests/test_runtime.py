@@ -870,3 +870,19 @@ async def test_fairness_yield_never_splits_the_idle_check_from_taking_the_agent(
             agent.gate.set()
         assert agent.max_active == 1
         runtime._check_invariants()
+
+
+class Impatient(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("waits for idle inside a handler")
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        await self.runtime.wait_idle()  # type: ignore[attr-defined]
+
+
+async def test_wait_idle_from_a_handler_is_refused() -> None:
+    async with open_runtime() as runtime:
+        await Impatient.register(runtime, "impatient", Impatient)
+        with pytest.raises(RuntimeError, match="wait for itself"):
+            await runtime.send_message(Msg(1), AgentId("impatient", "k"))

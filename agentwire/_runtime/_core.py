@@ -548,8 +548,13 @@ class Runtime:
         """Wait until no agent has work (every cascade finished).
 
         With ``ignore_unhandled_exceptions=False``, raises the first publish
-        handler exception as soon as it happens.
+        handler exception as soon as it happens. Calling it from a handler
+        would wait for that handler itself, so it raises ``RuntimeError``.
         """
+        if _rpc_chain.get():
+            raise RuntimeError(
+                "wait_idle()/stop_when_idle() called from a handler would wait for itself"
+            )
         while self._busy or self._activating:
             if self._background_error is not None:
                 break

@@ -419,23 +419,25 @@ async def _connect(
     host: str, port: int, ssl_context: ssl.SSLContext | None, connect_timeout: float
 ) -> trio.abc.Stream:
     address = f"{host}:{port}"
-    stream: trio.abc.Stream
+    stream: trio.abc.Stream | None = None
     try:
         with trio.fail_after(connect_timeout):
             stream = await trio.open_tcp_stream(host, port)
             if ssl_context is not None:
                 ssl_context.set_alpn_protocols(["h2"])
-                ssl_stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
-                await ssl_stream.do_handshake()
-                if ssl_stream.selected_alpn_protocol() not in (None, "h2"):
-                    await trio.aclose_forcefully(ssl_stream)
+                stream = trio.SSLStream(stream, ssl_context, server_hostname=host)
+                await stream.do_handshake()
+                if stream.selected_alpn_protocol() not in (None, "h2"):
                     raise GRPCError(Status.UNAVAILABLE, f"{address} does not speak h2 (ALPN)")
-                stream = ssl_stream
-    except trio.TooSlowError:
-        raise GRPCError(Status.UNAVAILABLE, f"timed out connecting to {address}") from None
-    except (OSError, trio.BrokenResourceError) as exc:
-        raise GRPCError(Status.UNAVAILABLE, f"cannot connect to {address}: {exc}") from exc
-    return stream
+        return stream
+    except BaseException as exc:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+        if isinstance(exc, trio.TooSlowError):
+            raise GRPCError(Status.UNAVAILABLE, f"timed out connecting to {address}") from None
+        if isinstance(exc, OSError | trio.BrokenResourceError):
+            raise GRPCError(Status.UNAVAILABLE, f"cannot connect to {address}: {exc}") from exc
+        raise
 
 
 @asynccontextmanager

@@ -265,6 +265,8 @@ class Connection:
         self._last_received = trio.current_time()
         self._ping_ack = Signal()
         self._keepalive_scope = trio.CancelScope()
+        self._writer_scope = trio.CancelScope()
+        self._reader_scope = trio.CancelScope()
         self._done = trio.Event()
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -322,37 +324,43 @@ class Connection:
             self._writer_lot.unpark()
 
     async def _writer(self) -> None:
-        h2conn = self._h2
-        fd = self._fd
         try:
-            while True:
-                self._writer_idle = False
-                data = h2conn.data_to_send()
-                if self._leftover:
-                    data = self._leftover + data
-                    self._leftover = b""
-                if data:
-                    self._drain_lot.unpark_all()
-                    self.bytes_sent += len(data)
-                    if fd is None:
-                        await self._stream.send_all(data)
-                    else:
-                        await self._write_fd(fd, data)
-                    continue
-                if self._closing:
-                    break
-                self._writer_parked = True
-                self._writer_idle = True
-                await self._writer_lot.park()
+            with self._writer_scope:
+                await self._write_loop()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._connection_lost(f"connection lost while sending: {exc!r}")
+            self._connection_lost(f"connection lost while sending: {exc!r}", flush=False)
         finally:
             self._writer_parked = False
+            self._writer_idle = False
             self._closing = True
             self._drain_lot.unpark_all()
             self._socket_closed = True  # the fd number may be reused from now on
+            self._reader_scope.cancel()  # whatever the stream type does on close
             await trio.aclose_forcefully(self._stream)
             self._done.set()
+
+    async def _write_loop(self) -> None:
+        h2conn = self._h2
+        fd = self._fd
+        while True:
+            self._writer_idle = False
+            data = h2conn.data_to_send()
+            if self._leftover:
+                data = self._leftover + data
+                self._leftover = b""
+            if data:
+                self._drain_lot.unpark_all()
+                self.bytes_sent += len(data)
+                if fd is None:
+                    await self._stream.send_all(data)
+                else:
+                    await self._write_fd(fd, data)
+                continue
+            if self._closing:
+                break
+            self._writer_parked = True
+            self._writer_idle = True
+            await self._writer_lot.park()
 
     def flush_now(self) -> None:
         """Write pending output from the calling task, if that is as good as waiting.
@@ -423,6 +431,12 @@ class Connection:
             return data
 
     async def _reader(self) -> None:
+        with self._reader_scope:
+            await self._read_loop()
+        if self._lost is None:  # cancelled by the writer's end
+            self._connection_lost("connection closed", flush=False)
+
+    async def _read_loop(self) -> None:
         h2conn = self._h2
         stream = self._stream
         fd = self._fd
@@ -435,10 +449,10 @@ class Connection:
                     else:
                         data = await self._read_fd(fd)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                    self._connection_lost(f"connection lost: {exc!r}")
+                    self._connection_lost(f"connection lost: {exc!r}", flush=False)
                     return
                 if not data:
-                    self._connection_lost("connection closed by peer")
+                    self._connection_lost("connection closed by peer", flush=False)
                     return
                 self.bytes_received += len(data)
                 self._last_received = trio.current_time()
@@ -488,7 +502,7 @@ class Connection:
                 await self._ping_ack.wait()
                 continue
             if self._last_received <= sent_at:
-                self._connection_lost("keepalive ping not acknowledged")
+                self._connection_lost("keepalive ping not acknowledged", flush=False)
                 return
 
     def _keepalive_wanted(self) -> bool:
@@ -521,11 +535,20 @@ class Connection:
         if not self._done.is_set():
             await trio.aclose_forcefully(self._stream)
 
-    def _connection_lost(self, reason: str) -> None:
+    def _connection_lost(self, reason: str, *, flush: bool = True) -> None:
+        """The connection is over: fail its streams; the writer flushes (briefly) and closes.
+
+        ``flush=False`` when the transport itself is gone: nothing can be sent.
+        """
         if self._lost is None:
             log.debug("connection ended: %s", reason)
             self._lost = GRPCError(Status.UNAVAILABLE, reason)
         self._closing = True
+        if flush:
+            deadline = trio.current_time() + _CLOSE_FLUSH_TIMEOUT
+            self._writer_scope.deadline = min(self._writer_scope.deadline, deadline)
+        else:
+            self._writer_scope.cancel()
         error = self._lost
         for st in list(self._streams.values()):
             if st.error is None and not (st.remote_closed and st.trailers is not None):

@@ -2,10 +2,11 @@
 
 agentwire's trio transport (client and server) against plain asyncio grpclib
 (client and server) and grpcio's asyncio API (client and server), in the same
-run. Each server runs in its own subprocess; the client runs here.
+run. Each server runs in its own subprocess and the client here, or, with
+``--inproc``, both in one process and event loop.
 
     /work/venv/bin/python benchmarks/transport.py [--seconds S] [--rounds R]
-        [--only agentwire,grpclib,grpcio] [--profile agentwire]
+        [--only agentwire,grpclib,grpcio] [--profile agentwire] [--inproc]
 
 Patterns:
   ping-pong   send one message, wait for its echo, repeat       (round trips/s)
@@ -37,12 +38,13 @@ ECHO = "/bench.Bench/Echo"
 SINK = "/bench.Bench/Sink"
 IMPLEMENTATIONS = ("agentwire", "grpclib", "grpcio")
 PATTERNS = ("ping-pong rt/s", "64 in flight rt/s", "one-way msg/s")
+Results = dict[str, float]
 
 
 # -- servers (run in a subprocess, print the port, serve until killed) -----------
 
 
-def serve_agentwire() -> None:
+def serve_agentwire(inproc_seconds: float | None = None) -> Results | None:
     import trio
 
     from agentwire._transport import ServerStream, bidi, serve_grpc
@@ -57,13 +59,19 @@ def serve_agentwire() -> None:
             count += 1
         await stream.send(str(count).encode())
 
-    async def main() -> None:
+    async def main() -> Results | None:
         methods = {ECHO: bidi(echo), SINK: bidi(sink)}
         async with trio.open_nursery() as nursery:
             server = await nursery.start(serve_grpc, methods, "127.0.0.1", 0)
-            print(server.port, flush=True)
+            if inproc_seconds is None:
+                print(server.port, flush=True)
+                return None
+            result = await _agentwire_patterns(server.address, inproc_seconds)
+            nursery.cancel_scope.cancel()
+            return result
+        return None
 
-    trio.run(main)
+    return trio.run(main)
 
 
 class _RawCodec:
@@ -76,7 +84,7 @@ class _RawCodec:
         return data
 
 
-def serve_grpclib() -> None:
+def serve_grpclib(inproc_seconds: float | None = None) -> Results | None:
     from grpclib.const import Cardinality, Handler
     from grpclib.server import Server, Stream
 
@@ -98,17 +106,24 @@ def serve_grpclib() -> None:
                 count += 1
             await stream.send_message(str(count).encode())
 
-    async def main() -> None:
+    async def main() -> Results | None:
         server = Server([Service()], codec=_RawCodec())  # type: ignore[arg-type]
         await server.start("127.0.0.1", 0)
         assert server._server is not None
-        print(server._server.sockets[0].getsockname()[1], flush=True)
+        port = server._server.sockets[0].getsockname()[1]
+        if inproc_seconds is None:
+            print(port, flush=True)
+            await server.wait_closed()
+            return None
+        result = await _grpclib_patterns(f"127.0.0.1:{port}", inproc_seconds)
+        server.close()
         await server.wait_closed()
+        return result
 
-    asyncio.run(main())
+    return asyncio.run(main())
 
 
-def serve_grpcio() -> None:
+def serve_grpcio(inproc_seconds: float | None = None) -> Results | None:
     import grpc
 
     async def echo(requests: Any, context: Any) -> Any:
@@ -121,7 +136,7 @@ def serve_grpcio() -> None:
             count += 1
         yield str(count).encode()
 
-    async def main() -> None:
+    async def main() -> Results | None:
         handler = grpc.method_handlers_generic_handler(
             "bench.Bench",
             {
@@ -133,13 +148,18 @@ def serve_grpcio() -> None:
         server.add_generic_rpc_handlers((handler,))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        print(port, flush=True)
-        await server.wait_for_termination()
+        if inproc_seconds is None:
+            print(port, flush=True)
+            await server.wait_for_termination()
+            return None
+        result = await _grpcio_patterns(f"127.0.0.1:{port}", inproc_seconds)
+        await server.stop(None)
+        return result
 
-    asyncio.run(main())
+    return asyncio.run(main())
 
 
-SERVERS: dict[str, Callable[[], None]] = {
+SERVERS: dict[str, Callable[[float | None], Results | None]] = {
     "agentwire": serve_agentwire,
     "grpclib": serve_grpclib,
     "grpcio": serve_grpcio,
@@ -148,10 +168,14 @@ SERVERS: dict[str, Callable[[], None]] = {
 
 # -- clients --------------------------------------------------------------------
 
-Results = dict[str, float]
-
 
 def client_agentwire(address: str, seconds: float) -> Results:
+    import trio
+
+    return trio.run(_agentwire_patterns, address, seconds)
+
+
+async def _agentwire_patterns(address: str, seconds: float) -> Results:
     import trio
 
     from agentwire._transport import open_channel
@@ -212,14 +236,11 @@ def client_agentwire(address: str, seconds: float) -> Results:
             assert reply == str(count).encode(), reply
             return count / elapsed
 
-    async def main() -> Results:
-        return {
-            PATTERNS[0]: await ping_pong(),
-            PATTERNS[1]: await pipelined(),
-            PATTERNS[2]: await one_way(),
-        }
-
-    return trio.run(main)
+    return {
+        PATTERNS[0]: await ping_pong(),
+        PATTERNS[1]: await pipelined(),
+        PATTERNS[2]: await one_way(),
+    }
 
 
 def _one_way_count(seconds: float) -> int:
@@ -227,6 +248,10 @@ def _one_way_count(seconds: float) -> int:
 
 
 def client_grpclib(address: str, seconds: float) -> Results:
+    return asyncio.run(_grpclib_patterns(address, seconds))
+
+
+async def _grpclib_patterns(address: str, seconds: float) -> Results:
     from grpclib.client import Channel
     from grpclib.const import Cardinality
 
@@ -286,20 +311,21 @@ def client_grpclib(address: str, seconds: float) -> Results:
             assert reply == str(count).encode(), reply
             return count / elapsed
 
-    async def main() -> Results:
-        results = {}
-        for name, pattern in zip(PATTERNS, (ping_pong, pipelined, one_way), strict=True):
-            channel = Channel(host, int(port), codec=_RawCodec())  # type: ignore[arg-type]
-            try:
-                results[name] = await pattern(channel)
-            finally:
-                channel.close()
-        return results
-
-    return asyncio.run(main())
+    results = {}
+    for name, pattern in zip(PATTERNS, (ping_pong, pipelined, one_way), strict=True):
+        channel = Channel(host, int(port), codec=_RawCodec())  # type: ignore[arg-type]
+        try:
+            results[name] = await pattern(channel)
+        finally:
+            channel.close()
+    return results
 
 
 def client_grpcio(address: str, seconds: float) -> Results:
+    return asyncio.run(_grpcio_patterns(address, seconds))
+
+
+async def _grpcio_patterns(address: str, seconds: float) -> Results:
     import grpc
 
     async def ping_pong(channel: Any) -> float:
@@ -354,14 +380,11 @@ def client_grpcio(address: str, seconds: float) -> Results:
         assert reply == str(count).encode(), reply
         return count / elapsed
 
-    async def main() -> Results:
-        results = {}
-        for name, pattern in zip(PATTERNS, (ping_pong, pipelined, one_way), strict=True):
-            async with grpc.aio.insecure_channel(address) as channel:
-                results[name] = await pattern(channel)
-        return results
-
-    return asyncio.run(main())
+    results = {}
+    for name, pattern in zip(PATTERNS, (ping_pong, pipelined, one_way), strict=True):
+        async with grpc.aio.insecure_channel(address) as channel:
+            results[name] = await pattern(channel)
+    return results
 
 
 CLIENTS: dict[str, Callable[[str, float], Results]] = {
@@ -397,15 +420,19 @@ def _run_client(impl: str, address: str, seconds: float, profile: bool) -> Resul
 
 
 def _measure(
-    impls: list[str], seconds: float, rounds: int, profile: str | None
+    impls: list[str], seconds: float, rounds: int, profile: str | None, inproc: bool
 ) -> dict[str, Results]:
     """Rounds go round-robin over the implementations so that noise hits all alike."""
-    servers = {impl: _start_server(impl) for impl in impls}
+    servers = {} if inproc else {impl: _start_server(impl) for impl in impls}
     try:
         runs: dict[str, list[Results]] = {impl: [] for impl in impls}
         for round_ in range(rounds):
             for impl in impls:
-                result = _run_client(impl, servers[impl][1], seconds, profile == impl)
+                if inproc:
+                    result = SERVERS[impl](seconds)
+                    assert result is not None
+                else:
+                    result = _run_client(impl, servers[impl][1], seconds, profile == impl)
                 runs[impl].append(result)
                 figures = ", ".join(f"{k} {v:,.0f}" for k, v in result.items())
                 print(f"round {round_ + 1} {impl}: {figures}", flush=True)
@@ -440,12 +467,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure (median)")
     parser.add_argument("--only", default=",".join(IMPLEMENTATIONS), help="implementations")
     parser.add_argument("--profile", choices=IMPLEMENTATIONS, help="cProfile this client")
+    parser.add_argument(
+        "--inproc", action="store_true", help="client and server in one process and event loop"
+    )
     args = parser.parse_args()
     if args.serve:
-        SERVERS[args.serve]()
+        SERVERS[args.serve](None)
         return
-    results = _measure(args.only.split(","), args.seconds, args.rounds, args.profile)
+    impls = args.only.split(",")
+    results = _measure(impls, args.seconds, args.rounds, args.profile, args.inproc)
     print()
+    where = "one process, one event loop" if args.inproc else "server in a subprocess"
+    print(f"({where}; median of {args.rounds} rounds of {args.seconds:g} s)")
     print(_table(results))
 
 

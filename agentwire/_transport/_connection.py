@@ -25,6 +25,9 @@ Invariants (every method below keeps them):
   is gone, whatever the exit path (the release code is synchronous).
 - When the connection is lost every stream fails with UNAVAILABLE and every
   waiter is woken; no task waits on a dead connection.
+- Output normally leaves through the writer; a task about to block, or
+  answering what the peer just said, may write it itself (``flush_now``) when
+  the writer is idle and no other task could add to the batch.
 - Operations that need not wait do not yield every time (that made pipelined
   streams 2.5x slower), but they check for cancellation every time and yield
   to the scheduler every ``_YIELD_EVERY`` operations.
@@ -239,6 +242,7 @@ class Connection:
         self._read_hint = False
         self._leftover = b""  # output flush_now() could not write; the writer sends it
         self._socket_closed = False
+        self._heard = False  # data arrived since the last eager write (see send_message)
         # received bytes not yet acknowledged, by stream id (see release_credit)
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
@@ -383,7 +387,8 @@ class Connection:
         data = self._h2.data_to_send()
         if not data:
             return
-        self._drain_lot.unpark_all()
+        if self._drain_lot:
+            self._drain_lot.unpark_all()
         try:
             sent = os.write(fd, data)
         except BlockingIOError:
@@ -455,6 +460,7 @@ class Connection:
                     self._connection_lost("connection closed by peer", flush=False)
                     return
                 self.bytes_received += len(data)
+                self._heard = True
                 self._last_received = trio.current_time()
                 try:
                     events = h2conn.receive_data(data)
@@ -636,6 +642,15 @@ class Connection:
             h2conn.send_data(sid, frame, end_stream=end)
             if end:
                 st.local_closed = True
+            if self._heard and not st.messages and self._writer_parked:
+                # An answer to what the peer just said, with nothing more of
+                # it to read: write at once (the request/response pattern)
+                # rather than wake the writer. Bursts still coalesce: the next
+                # send finds ``_heard`` false and wakes the writer.
+                self._heard = False
+                self.flush_now()
+                if not self._leftover and not _pending_output(h2conn):
+                    return
             self._kick()
             return
         view = memoryview(frame)

@@ -99,14 +99,20 @@ async def _scenario(channel: Channel, name: str) -> dict[str, object]:
         return {"status": exc.status.value, "message": exc.message}
 
 
-def _check(results: dict[str, dict[str, object]]) -> None:
+def _check(results: dict[str, dict[str, object]], *, grpcio_client: bool = False) -> None:
     assert set(results) == set(SCENARIOS), results
     for name, expected in EXPECTED.items():
         assert results[name] == expected, (name, results[name])
     assert results["pingpong"]["result"] is True
     assert results["unimplemented"]["status"] == Status.UNIMPLEMENTED.value
     assert results["deadline"]["status"] == Status.DEADLINE_EXCEEDED.value
-    assert results["shutdown"]["status"] == Status.UNAVAILABLE.value
+    shutdown = results["shutdown"]
+    if grpcio_client and shutdown["status"] == Status.INTERNAL.value:
+        # grpcio's own race: a write in flight when the call ends fails the call
+        # locally ("Internal error from Core") before the trailers are read
+        assert shutdown["message"] == "Internal error from Core"
+    else:
+        assert shutdown == {"status": Status.UNAVAILABLE.value, "message": shutdown["message"]}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -193,7 +199,7 @@ async def test_peer_client_against_our_server(kind: str) -> None:
                 box.append(server)
                 results = await run_peer_client(kind, server.address, *SCENARIOS)
                 assert server.statistics().open_streams == 0
-    _check(results)
+    _check(results, grpcio_client=kind == "grpcio")
 
 
 async def test_our_client_against_our_server() -> None:

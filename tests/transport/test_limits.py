@@ -262,3 +262,29 @@ async def _serve(methods: dict[str, Method], *, task_status: trio.TaskStatus[Grp
     from agentwire._transport import serve_grpc
 
     await serve_grpc(methods, "127.0.0.1", 0, task_status=task_status)
+
+
+async def test_ping_flood_from_a_peer_that_never_reads(server: GrpcServer) -> None:
+    raw = await trio.open_tcp_stream("127.0.0.1", server.port)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    await raw.send_all(client.data_to_send())
+    ping = b"\x00\x00\x08\x06\x00\x00\x00\x00\x00" + b"flooding"
+    burst = ping * 4096  # 69 KiB of PINGs, 4096 ACKs owed per burst
+
+    async def flood() -> None:
+        while True:
+            await raw.send_all(burst)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        # the server stops reading once the ACKs it cannot send pile up,
+        # so the flood ends up blocked on TCP
+        with trio.fail_after(30):
+            await trio.testing.wait_all_tasks_blocked(cushion=0.1)
+        (conn,) = server._connections
+        assert conn.pending_output <= 2 * 2**20
+        async with open_channel(server.address) as channel:
+            assert await channel.unary("/t/Echo", b"unaffected") == b"unaffected"
+        nursery.cancel_scope.cancel()
+    await raw.aclose()

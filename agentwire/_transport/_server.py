@@ -38,6 +38,7 @@ from grpclib.exceptions import GRPCError
 from grpclib.metadata import decode_timeout, encode_grpc_message
 
 from ._connection import (
+    CANCEL,
     ENHANCE_YOUR_CALM,
     NO_ERROR,
     REFUSED_STREAM,
@@ -356,24 +357,42 @@ class _ServerConnection(Connection):
         trailers_only: bool = False,
     ) -> None:
         """End the call: trailers with ``status`` (or a reset when None), then forget it."""
-        if st.partial and not st.closed:
-            status = None  # a message is half sent: trailers now would corrupt it
-        if status is not None and not st.closed and not st.local_closed and self.lost is None:
-            trailers = [("grpc-status", str(status.value))]
-            if message:
-                trailers.append(("grpc-message", encode_grpc_message(message)))
-            try:
-                if not st.headers_sent or trailers_only:
-                    headers = [(":status", "200"), ("content-type", "application/grpc")]
-                    self.send_headers(st, headers + trailers, True)
-                else:
-                    self.send_headers(st, trailers, True)
-                if not st.remote_closed:
-                    self.reset_stream(st, NO_ERROR)
-            except h2.exceptions.ProtocolError:
-                log.debug("could not end stream %d", st.id, exc_info=True)
+        if status is not None:
+            self._end_with_status(st, status, message, trailers_only=trailers_only)
         self.release(st)
         self.flush_now()
+
+    def _end_with_status(
+        self,
+        st: _ServerStreamState,
+        status: Status,
+        message: str | None,
+        *,
+        trailers_only: bool = False,
+    ) -> None:
+        """Send the trailers (trailers-only if nothing was sent), unless the call has ended.
+
+        A half-sent message cannot be followed by trailers: the stream is reset
+        instead. A client still sending gets RST_STREAM(NO_ERROR) after them.
+        """
+        if st.closed or st.local_closed or self.lost is not None:
+            return
+        if st.partial:
+            self.reset_stream(st, CANCEL)
+            return
+        trailers = [("grpc-status", str(status.value))]
+        if message:
+            trailers.append(("grpc-message", encode_grpc_message(message)))
+        try:
+            if not st.headers_sent or trailers_only:
+                headers = [(":status", "200"), ("content-type", "application/grpc")]
+                self.send_headers(st, headers + trailers, True)
+            else:
+                self.send_headers(st, trailers, True)
+            if not st.remote_closed:
+                self.reset_stream(st, NO_ERROR)
+        except h2.exceptions.ProtocolError:
+            log.debug("could not end stream %d", st.id, exc_info=True)
 
     # -- stream events ---------------------------------------------------------
 
@@ -383,19 +402,7 @@ class _ServerConnection(Connection):
         # answer at once; the handler is cancelled and finds the call ended
         st.cancel_status = None
         st.scope.cancel()
-        if not st.local_closed and not st.closed:
-            self._finish_keep(st, status, message)
-
-    def _finish_keep(self, st: _ServerStreamState, status: Status, message: str) -> None:
-        trailers = [
-            ("grpc-status", str(status.value)),
-            ("grpc-message", encode_grpc_message(message)),
-        ]
-        if not st.headers_sent:
-            trailers = [(":status", "200"), ("content-type", "application/grpc"), *trailers]
-        self.send_headers(st, trailers, True)
-        if not st.remote_closed:
-            self.reset_stream(st, NO_ERROR)
+        self._end_with_status(st, status, message)
 
     def _on_peer_reset(self, st: StreamState, error_code: int) -> None:
         assert isinstance(st, _ServerStreamState)

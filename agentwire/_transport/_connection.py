@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -238,7 +239,11 @@ class Connection:
     ) -> None:
         self._stream = stream
         # plain TCP sockets are read and written directly (see _read_fd/_write_fd)
-        self._fd: int | None = stream.socket.fileno() if type(stream) is trio.SocketStream else None
+        self._fd: int | None = (
+            stream.socket.fileno()
+            if type(stream) is trio.SocketStream and sys.platform != "win32"
+            else None
+        )
         self._read_hint = False
         self._leftover = b""  # output flush_now() could not write; the writer sends it
         self._socket_closed = False

@@ -659,8 +659,8 @@ async def open_grpc_server(
     """
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        server: GrpcServer = await nursery.start(_serve_kw, methods, host, port, kwargs)
         try:
+            server: GrpcServer = await nursery.start(_serve_kw, methods, host, port, kwargs)
             yield server
         except BaseException as exc:
             body_error = exc

@@ -288,3 +288,9 @@ async def test_ping_flood_from_a_peer_that_never_reads(server: GrpcServer) -> No
             assert await channel.unary("/t/Echo", b"unaffected") == b"unaffected"
         nursery.cancel_scope.cancel()
     await raw.aclose()
+
+
+async def test_port_in_use_raises_oserror_unwrapped(server: GrpcServer) -> None:
+    with pytest.raises(OSError):
+        async with open_grpc_server(_methods(), "127.0.0.1", server.port):
+            pass

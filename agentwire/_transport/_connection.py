@@ -451,6 +451,7 @@ class Connection:
         stream = self._stream
         fd = self._fd
         dispatch = self._dispatch
+        keepalive = self._keepalive_interval is not None
         try:
             while True:
                 try:
@@ -466,7 +467,8 @@ class Connection:
                     return
                 self.bytes_received += len(data)
                 self._heard = True
-                self._last_received = trio.current_time()
+                if keepalive:
+                    self._last_received = trio.current_time()
                 try:
                     events = h2conn.receive_data(data)
                 except h2.exceptions.ProtocolError as exc:

@@ -108,6 +108,11 @@ class _ClientConnection(Connection):
 
     async def open_stream(self, headers: Sequence[tuple[str, str]], end: bool) -> StreamState:
         h2conn = self._h2
+        if not self.settings_received.is_set():
+            # Until the server's SETTINGS arrive its stream limit is unknown, and
+            # a server refuses a connection that exceeds it (as grpc-core does,
+            # calls wait for the server's preface).
+            await self.settings_received.wait()
         while True:
             if self.lost is not None:
                 raise self.lost

@@ -277,6 +277,8 @@ class Connection:
         self._writer_scope = trio.CancelScope()
         self._reader_scope = trio.CancelScope()
         self._done = trio.Event()
+        # set by the peer's first SETTINGS (or the end of the connection)
+        self.settings_received = trio.Event()
         self.bytes_sent = 0
         self.bytes_received = 0
         settings: dict[h2.settings.SettingCodes, int] = {
@@ -571,6 +573,7 @@ class Connection:
             st.wake()
         self._slot_lot.unpark_all()
         self._drain_lot.unpark_all()
+        self.settings_received.set()
         self._keepalive_scope.cancel()
         self._kick()
 
@@ -815,6 +818,7 @@ class Connection:
                 st.send_signal.set()
 
     def _on_settings_changed(self, event: h2.events.RemoteSettingsChanged) -> None:
+        self.settings_received.set()
         changed = event.changed_settings
         if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
             for st in self._streams.values():

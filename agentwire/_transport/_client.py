@@ -373,24 +373,28 @@ class Channel:
         connection is lost. Cancellation resets the stream.
         """
         deadline, own = self._deadline(timeout)
+        headers = self._headers(path, metadata, deadline)
+        if own == math.inf:  # no scope of our own: the common case stays cheap
+            return await self._unary(headers, request)
         with trio.CancelScope(deadline=own) as scope:
-            conn = self._conn
-            st = await conn.open_stream(self._headers(path, metadata, deadline), False)
-            stream = ClientStream(conn, st, self._compression)
-            try:
-                await stream._send(request, True)
-                response = await stream.receive()
-                if response is None:
-                    raise GRPCError(Status.UNIMPLEMENTED, "no response message for a unary call")
-                if await stream.receive() is not None:
-                    raise GRPCError(
-                        Status.UNIMPLEMENTED, "several response messages for a unary call"
-                    )
-                return response
-            finally:
-                stream._close()
+            return await self._unary(headers, request)
         assert scope.cancelled_caught
         raise GRPCError(Status.DEADLINE_EXCEEDED, "Deadline exceeded")
+
+    async def _unary(self, headers: list[tuple[str, str]], request: bytes) -> bytes:
+        conn = self._conn
+        st = await conn.open_stream(headers, False)
+        stream = ClientStream(conn, st, self._compression)
+        try:
+            await stream._send(request, True)
+            response = await stream.receive()
+            if response is None:
+                raise GRPCError(Status.UNIMPLEMENTED, "no response message for a unary call")
+            if await stream.receive() is not None:
+                raise GRPCError(Status.UNIMPLEMENTED, "several response messages for a unary call")
+            return response
+        finally:
+            stream._close()
 
     @asynccontextmanager
     async def stream(

@@ -20,6 +20,11 @@ Invariants (kept by this module):
   they were queued. If a write fails, that message and every message queued
   after it fail their waiters with :class:`ConnectionLostError`; nothing is
   written after a failed write, nothing is dropped silently, nothing reordered.
+  When nothing is queued or being written (``_unsent == 0``) a message may be
+  handed to the stream directly by the task producing it (the transport's
+  non-blocking ``try_send``), saving the hop through the sender task; if that
+  cannot be done without waiting, the message is queued as usual. So the
+  order is the order of the calls either way.
 * When the session ends (lost or closed), every pending RPC and control call
   of the session fails at once with :class:`ConnectionLostError`; the pending
   maps are empty afterwards.
@@ -76,6 +81,10 @@ class ClientStreamLike(Protocol):
 
     async def send(self, message: bytes) -> None: ...
     async def receive(self) -> bytes | None: ...
+
+
+class _DirectSend(Protocol):
+    def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
 
 
 class ChannelLike(Protocol):
@@ -214,6 +223,10 @@ class WorkerSession:
         self._messages_sent = 0
         self._batches_written = 0
         self._messages_received = 0
+        # the stream's non-blocking send, if the transport has one (see _send)
+        self._direct: _DirectSend | None = None
+        self._unsent = 0  # messages queued for (or held by) the sender task
+        self._ops = 0
 
     # -- statistics ---------------------------------------------------------
 
@@ -309,10 +322,42 @@ class WorkerSession:
     async def _enqueue(self, item: _Outgoing) -> None:
         if self.lost.is_set():
             raise self._lost_error()
+        self._unsent += 1
         try:
             await self._out_send.send(item)
         except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._unsent -= 1
             raise self._lost_error() from None
+        except BaseException:
+            self._unsent -= 1  # not queued (trio: a cancelled send sent nothing)
+            raise
+
+    async def _try_direct(self, data: bytes) -> bool:
+        """Write one envelope from the calling task if the sender is idle.
+
+        True: it is buffered on the stream, after everything sent before it.
+        False: nothing was sent; queue it. A cancellation point before anything
+        is sent (when the direct path is available at all).
+        """
+        direct = self._direct
+        if direct is None or self._unsent or self.lost.is_set():
+            return False
+        self._ops += 1
+        if self._ops >= 32:  # a producer that never blocks still lets others run
+            self._ops = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        if self._unsent or self.lost.is_set() or not direct(data):
+            return False
+        self._messages_sent += 1
+        self._batches_written += 1
+        return True
+
+    async def _send(self, data: bytes) -> None:
+        """Send one envelope: directly when the sender is idle, else through it."""
+        if not await self._try_direct(data):
+            await self._enqueue(_Outgoing(data, None))
 
     async def rpc(self, request: pb.RpcRequest) -> pb.RpcResponse:
         """Send ``request`` (its ``request_id`` is assigned here) and await the response.
@@ -325,18 +370,21 @@ class WorkerSession:
         request.request_id = request_id
         data = pb.Message(request=request).SerializeToString()
         with self._pending.register(request_id) as waiter:
-            await self._enqueue(_Outgoing(data, None))
+            await self._send(data)
             return await waiter.wait()
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         """Send a CloudEvent; returns once it was written to the connection."""
+        data = pb.Message(cloudEvent=event).SerializeToString()
+        if await self._try_direct(data):
+            return
         ack = _Slot()
-        await self._enqueue(_Outgoing(pb.Message(cloudEvent=event).SerializeToString(), ack))
+        await self._enqueue(_Outgoing(data, ack))
         await ack.wait()
 
     async def _respond(self, response: pb.RpcResponse) -> None:
         try:
-            await self._enqueue(_Outgoing(pb.Message(response=response).SerializeToString(), None))
+            await self._send(pb.Message(response=response).SerializeToString())
         except ConnectionLostError:
             # The gateway answers the caller with an error when we disconnect.
             logger.debug("response %s dropped: connection lost", response.request_id)
@@ -391,6 +439,7 @@ class WorkerSession:
                     for item in batch:
                         await stream.send(item.data)
                         written += 1
+                        self._unsent -= 1
                         if item.ack is not None:
                             item.ack.set(None)
                 except Exception as exc:
@@ -410,6 +459,7 @@ class WorkerSession:
                 except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                     break
             self._out_recv.close()
+            self._unsent -= len(unwritten)
             for item in unwritten:
                 if item.ack is not None:
                     item.ack.fail(error)
@@ -574,6 +624,7 @@ async def open_session(
             channel.stream(OPEN_CHANNEL, metadata=session.metadata) as stream,
             open_unwrapping_nursery() as nursery,
         ):
+            session._direct = getattr(stream, "try_send", None)
             nursery.start_soon(session._sender, stream)
             nursery.start_soon(session._receiver, stream, nursery)
             nursery.start_soon(session._dispatch_events)

@@ -203,6 +203,25 @@ class ClientStream:
                 self._raise_status()  # the server ended the call early: say how
             raise
 
+    def try_send(self, message: bytes, *, flush: bool = True) -> bool:
+        """Send one message now if that needs no waiting; ``False`` sends nothing.
+
+        Synchronous and never blocks: ``True`` means the message is buffered
+        for the wire (it leaves in order with everything sent before), within
+        the server's flow-control window and the connection's output bound.
+        ``False`` (no window or buffer space, the call ended or failed): use
+        :meth:`send`, which waits or raises. ``flush=False`` leaves the write
+        to the connection's writer, so that a burst shares one socket write.
+        """
+        st = self._st
+        if st.remote_closed and st.trailers is not None:
+            return False
+        if self._compression == "gzip":
+            frame = encode_message(gzip_compress(message), compressed=True)
+        else:
+            frame = encode_message(message)
+        return self._conn.try_send_message(st, frame, flush=flush)
+
     async def end(self) -> None:
         """Half-close: tell the server no more messages will be sent."""
         await self._conn.tick()

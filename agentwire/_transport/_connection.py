@@ -685,6 +685,44 @@ class Connection:
                     st.local_closed = True
                 break
 
+    def try_send_message(self, st: StreamState, frame: bytes, *, flush: bool = True) -> bool:
+        """Hand one framed message to h2 now if that needs no waiting; else send nothing.
+
+        True: the whole message is buffered for the wire (within the peer's
+        windows and below ``_HIGH_WATER``, like the fast path of
+        :meth:`send_message`). False: nothing was sent (no window or buffer
+        space, the stream is closed or failed, or a cancelled send left it
+        mid-message); the caller falls back to :meth:`send_message`, which
+        waits or raises. Synchronous: no checkpoint, no wake-up of the caller.
+
+        ``flush``: write at once when the writer is idle and nothing else is
+        runnable (see :meth:`flush_now`); otherwise the writer is woken and
+        batches this with whatever else is produced in this scheduler pass.
+        """
+        h2conn = self._h2
+        size = len(frame)
+        if (
+            st.closed
+            or st.local_closed
+            or st.partial
+            or st.error is not None
+            or self._closing
+            or size > h2conn.max_outbound_frame_size
+            or _pending_output(h2conn) >= _HIGH_WATER
+            or size > h2conn.local_flow_control_window(st.id)
+        ):
+            return False
+        try:
+            h2conn.send_data(st.id, frame)
+        except h2.exceptions.ProtocolError:  # pragma: no cover - state checked above
+            return False
+        if flush and self._writer_parked:
+            self.flush_now()
+            if not self._leftover and not _pending_output(h2conn):
+                return True
+        self._kick()
+        return True
+
     def _check_sendable(self, st: StreamState) -> None:
         if st.error is not None:
             raise st.error

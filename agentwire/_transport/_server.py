@@ -135,6 +135,31 @@ class ServerStream:
             frame = encode_message(message)
         await self._conn.send_message(st, frame)
 
+    def try_send(self, message: bytes, *, flush: bool = True) -> bool:
+        """Send one message now if that needs no waiting; ``False`` sends nothing.
+
+        Synchronous and never blocks: ``True`` means the message is buffered
+        for the wire (it leaves in order with everything sent before), within
+        the client's flow-control window and the connection's output bound.
+        ``False`` (no window or buffer space, response headers not sent yet,
+        the call ended or failed): use :meth:`send`, which waits or raises.
+        ``flush=False`` leaves the write to the connection's writer, so that
+        messages produced in a burst share one socket write.
+        """
+        st = self._st
+        if not st.headers_sent:
+            return False
+        if self._compression is not None:
+            frame = encode_message(gzip_compress(message), compressed=True)
+        else:
+            frame = encode_message(message)
+        return self._conn.try_send_message(st, frame, flush=flush)
+
+    @property
+    def buffered(self) -> int:
+        """Complete request messages received and not yet taken by :meth:`receive`."""
+        return len(self._st.messages)
+
     async def send_initial_metadata(self) -> None:
         """Send the response headers now (otherwise they go with the first message)."""
         await self._conn.tick()

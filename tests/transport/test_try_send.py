@@ -1,0 +1,156 @@
+"""``try_send``: the non-blocking send of client and server streams."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+import trio.testing
+
+from agentwire._transport import (
+    Channel,
+    GRPCError,
+    GrpcServer,
+    ServerStream,
+    Status,
+    bidi,
+    open_channel,
+    open_grpc_server,
+)
+
+
+async def _bidi_echo(stream: ServerStream) -> None:
+    async for message in stream:
+        await stream.send(message)
+
+
+async def _echo_with_try_send(stream: ServerStream) -> None:
+    # Before the response headers went out try_send refuses (sends nothing).
+    assert not stream.try_send(b"too early")
+    await stream.send_initial_metadata()
+    async for message in stream:
+        if not stream.try_send(message, flush=len(message) % 2 == 0):
+            await stream.send(b"fallback:" + message)
+
+
+async def _never_read(stream: ServerStream) -> None:
+    await trio.sleep_forever()
+
+
+async def _fail_at_once(stream: ServerStream) -> None:
+    await stream.receive()
+    raise GRPCError(Status.NOT_FOUND, "gone")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[GrpcServer]:
+    methods = {
+        "/t.T/Echo": bidi(_bidi_echo),
+        "/t.T/TryEcho": bidi(_echo_with_try_send),
+        "/t.T/NeverRead": bidi(_never_read),
+        "/t.T/Fail": bidi(_fail_at_once),
+    }
+    async with open_grpc_server(methods, "127.0.0.1", 0) as server:
+        yield server
+
+
+@pytest.fixture
+async def channel(server: GrpcServer) -> AsyncIterator[Channel]:
+    async with open_channel(server.address) as channel:
+        yield channel
+
+
+async def test_client_try_send_keeps_order_with_send(channel: Channel) -> None:
+    async with channel.stream("/t.T/Echo") as stream:
+        accepted = []
+        for n in range(20):
+            message = str(n).encode()
+            if n % 3 == 0:
+                await stream.send(message)
+            else:
+                accepted.append(stream.try_send(message, flush=n % 2 == 0))
+        await stream.end()
+        received = [message async for message in stream]
+    assert all(accepted)
+    assert received == [str(n).encode() for n in range(20)]
+
+
+async def test_server_try_send_after_headers(channel: Channel) -> None:
+    async with channel.stream("/t.T/TryEcho") as stream:
+        for n in range(10):
+            await stream.send(b"x" * n)
+        await stream.end()
+        received = [message async for message in stream]
+    # no b"too early" (refused), no fallback: every message fitted at once
+    assert received == [b"x" * n for n in range(10)]
+
+
+async def test_message_larger_than_a_frame_is_refused_and_send_still_works(
+    channel: Channel,
+) -> None:
+    big = b"b" * (1 << 20)
+    async with channel.stream("/t.T/Echo") as stream:
+        assert not stream.try_send(big)
+        assert stream.try_send(b"small")
+        await stream.send(big)
+        await stream.end()
+        received = [message async for message in stream]
+    assert received == [b"small", big]
+
+
+async def test_try_send_is_bounded_when_nothing_is_written(channel: Channel) -> None:
+    # Without yielding, the writer never runs: try_send must stop accepting
+    # once the connection's output bound is reached (no unbounded buffering).
+    message = b"m" * 16000
+    async with channel.stream("/t.T/NeverRead") as stream:
+        accepted = 0
+        while stream.try_send(message):
+            accepted += 1
+            assert accepted < 1000
+        assert accepted * len(message) <= 512 * 1024
+        # a blocking send still works once the writer gets to run
+        with trio.move_on_after(5):
+            await stream.send(b"one more")
+        stream_state = stream._st
+        assert not stream_state.closed
+
+
+async def test_try_send_refused_after_end_and_after_failure(channel: Channel) -> None:
+    async with channel.stream("/t.T/Echo") as stream:
+        await stream.end()
+        assert not stream.try_send(b"after end")
+        assert [message async for message in stream] == []
+    async with channel.stream("/t.T/Fail") as stream:
+        await stream.send(b"go")
+        with pytest.raises(GRPCError) as info:
+            await stream.receive()
+        assert info.value.status is Status.NOT_FOUND
+        assert not stream.try_send(b"after the call ended")
+
+
+async def test_server_buffered_counts_untaken_messages() -> None:
+    seen: list[int] = []
+
+    async def handler(stream: ServerStream) -> None:
+        first = await stream.receive()
+        assert first == b"go"
+        while stream.buffered < 3:
+            await trio.testing.wait_all_tasks_blocked()
+        seen.append(stream.buffered)
+        async for _ in stream:
+            pass
+        seen.append(stream.buffered)
+        await stream.send(b"done")
+
+    async with (
+        open_grpc_server({"/t.T/B": bidi(handler)}, "127.0.0.1", 0) as server,
+        open_channel(server.address) as channel2,
+        channel2.stream("/t.T/B") as stream,
+    ):
+        await stream.send(b"go")
+        for n in range(3):
+            await stream.send(str(n).encode())
+        await stream.end()
+        assert await stream.receive() == b"done"
+    assert seen == [3, 0]

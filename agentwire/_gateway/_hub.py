@@ -16,6 +16,15 @@ Invariants:
   there is answer space (its invariant I6). So memory per client is bounded,
   and nothing that settles an RPC ever blocks on a slow client.
 
+Direct writes: the pump of a stream may register its transport's
+non-blocking send (:meth:`Connection.enable_direct`). A message for that
+stream is then written straight into it by the routing task -- no hop
+through the pump task -- when nothing is queued for the stream or being sent
+by its pump (``_Link.unsent == 0``, which keeps the order) and the transport
+can take it without waiting; otherwise it is queued as above. A directly
+written message takes no token and no answer space: the transport bounds
+what it buffers.
+
 Backpressure: a routing task that forwards to a full queue waits, which stops
 it reading its own client's stream (HTTP/2 flow control then slows that
 client down). If the wait exceeds ``send_timeout`` the *slow* client is
@@ -29,7 +38,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -107,6 +116,12 @@ class GatewayStatistics:
         )
 
 
+class DirectSend(Protocol):
+    """A stream's non-blocking send: True if it took the message (in order)."""
+
+    def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
+
+
 class _Outbound(trio.abc.ReceiveChannel[bytes]):
     """The gateway-to-client side of a connection; gives tokens back as items leave."""
 
@@ -147,6 +162,8 @@ class _Link:
     closed: bool = False
     discard: bool = False  # drop what is still queued (slow or superseded client)
     close_reason: tuple[Status, str] | None = None
+    direct: DirectSend | None = None  # see "Direct writes" above
+    unsent: int = 0  # queued on out_send and not yet reported sent by the pump
 
 
 @attrs.define(eq=False)
@@ -179,12 +196,25 @@ class Connection:
         """Whether the gateway dropped what was still queued (slow or superseded)."""
         return self._link.discard
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, *, more: bool = False) -> None:
         """Route one message in the calling task (no hand-off to the routing
         task; what the network pump uses). Waits while a recipient's queue is
         full. Raises ``trio.BrokenResourceError`` once the connection ended.
-        Do not mix with ``to_gateway`` on one connection (ordering)."""
-        await self._hub._handle(self._link, data)
+        Do not mix with ``to_gateway`` on one connection (ordering).
+        ``more``: the caller has more messages to route at once, so direct
+        writes are left to the recipients' writers to batch."""
+        await self._hub._handle(self._link, data, flush=not more)
+
+    def enable_direct(self, send: DirectSend) -> None:
+        """Let routing tasks write messages for this connection with ``send``
+        (the transport's non-blocking send) when nothing is queued for it. The
+        caller then reports each message it took from ``from_gateway`` with
+        :meth:`message_sent` once it has sent it."""
+        self._link.direct = send
+
+    def message_sent(self) -> None:
+        """One message taken from ``from_gateway`` is sent (see :meth:`enable_direct`)."""
+        self._link.unsent -= 1
 
     def leave(self) -> None:
         """The client is leaving (a half-close): end the connection normally;
@@ -275,7 +305,7 @@ class GatewayHub:
             # The client closed its side: it is leaving.
             self._close(link, None)
 
-    async def _handle(self, link: _Link, data: bytes) -> None:
+    async def _handle(self, link: _Link, data: bytes, flush: bool = True) -> None:
         """Route one inbound message of *link* and carry out the result."""
         if link.closed:
             raise trio.BrokenResourceError("the gateway ended this connection")
@@ -285,21 +315,24 @@ class GatewayHub:
         else:
             actions = self._router.receive_control(conn, data)
         for action in actions:
-            await self._carry_out(action)
+            await self._carry_out(action, flush)
         self._wake_timer()
         self._changed.unpark_all()
 
-    async def _carry_out(self, action: Action) -> None:
+    async def _carry_out(self, action: Action, flush: bool = True) -> None:
         if isinstance(action, Close):
             link = self._links.get(action.conn)
             if link is not None:
                 self._close(link, (action.status, action.message))
             return
         if action.answer:
-            self._deliver_now(action)
+            self._deliver_now(action, flush)
             return
         link = self._links.get(action.conn)
         if link is None or link.closed:
+            return
+        direct = link.direct
+        if direct is not None and not link.unsent and direct(action.data, flush=flush):
             return
         try:
             link.tokens_send.send_nowait(None)
@@ -307,6 +340,7 @@ class GatewayHub:
             pass
         else:
             link.out_send.send_nowait((action.data, False))
+            link.unsent += 1
             return
         try:
             with trio.move_on_after(self.config.send_timeout) as scope:
@@ -326,14 +360,20 @@ class GatewayHub:
             )
             return
         link.out_send.send_nowait((action.data, False))
+        link.unsent += 1
 
-    def _deliver_now(self, action: Deliver) -> None:
+    def _deliver_now(self, action: Deliver, flush: bool = True) -> None:
         """Deliver an answer; never waits (space is reserved, see the router's I6)."""
         link = self._links.get(action.conn)
         if link is None or link.closed:
             return
+        direct = link.direct
+        if direct is not None and not link.unsent and direct(action.data, flush=flush):
+            self._router.answer_consumed(link.conn)
+            return
         try:
             link.out_send.send_nowait((action.data, True))
+            link.unsent += 1
         except trio.WouldBlock:  # pragma: no cover - would be a broken invariant
             logger.error("answer queue of %s overflowed; disconnecting it", link.conn)
             self._close(link, (Status.INTERNAL, "agentwire gateway: answer queue overflow"))

@@ -137,8 +137,10 @@ async def _pump(stream: ServerStream, conn: Connection) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_pump_in, stream, conn)
         nursery.start_soon(_abandon_when_discarded, conn, nursery.cancel_scope)
+        conn.enable_direct(stream.try_send)
         async for data in conn.from_gateway:
             await stream.send(data)
+            conn.message_sent()
         nursery.cancel_scope.cancel()
 
 
@@ -147,7 +149,7 @@ async def _pump_in(stream: ServerStream, conn: Connection) -> None:
     # the call with its status; leaving the hub connection cleans up.
     try:
         while (data := await stream.receive()) is not None:
-            await conn.send(data)
+            await conn.send(data, more=stream.buffered > 0)
         conn.leave()  # half-close: the client is leaving
     except trio.BrokenResourceError:
         pass  # the gateway ended this connection; the outbound side reports why

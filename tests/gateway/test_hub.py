@@ -263,3 +263,55 @@ async def test_many_clients_concurrently(hub: GatewayHub) -> None:
             nursery.cancel_scope.cancel()
         assert results == {f"c{n}": [f"c{n}-{i}".encode() for i in range(3)] for n in range(10)}
         hub.check_invariants()
+
+
+async def test_direct_writes_keep_order_and_release_answer_space(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "listener")
+        hub.register_agent("A", "echo")
+        hub.add_subscription("B", type_sub("news", "listener", "s1"))
+        wire: list[tuple[str, bytes]] = []
+        flushes: list[bool] = []
+        accept = [False]
+
+        def direct(message: bytes, *, flush: bool = True) -> bool:
+            if not accept[0]:
+                return False
+            wire.append(("direct", message))
+            flushes.append(flush)
+            return True
+
+        async def pump() -> None:
+            async for data in b.from_gateway:
+                wire.append(("pump", data))
+                b.message_sent()
+
+        b.enable_direct(direct)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+            raws = [event("news", event_id=f"e{n}") for n in range(4)]
+            await a.send(raws[0])  # refused: queued
+            accept[0] = True
+            await a.send(raws[1])  # e0 not sent yet: queued behind it, not direct
+            await trio.testing.wait_all_tasks_blocked()
+            await a.send(raws[2], more=True)  # nothing queued: direct, no flush
+            await a.send(raws[3])
+            await trio.testing.wait_all_tasks_blocked()
+            assert wire == [
+                ("pump", raws[0]),
+                ("pump", raws[1]),
+                ("direct", raws[2]),
+                ("direct", raws[3]),
+            ]
+            assert flushes == [False, True]
+            # Answers written directly give their answer space back (max_in_flight=4).
+            for n in range(10):
+                await b.send(request(str(n), "echo/k"))
+                gid = (await receive(a)).request.request_id
+                wire.clear()
+                await a.send(response(gid))
+                assert [how for how, _ in wire] == ["direct"]
+                assert parse(wire[0][1]).response.request_id == str(n)
+            assert hub.statistics().rpcs_in_flight == 0
+            hub.check_invariants()
+            nursery.cancel_scope.cancel()

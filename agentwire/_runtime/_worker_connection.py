@@ -28,6 +28,11 @@ Invariants (kept by this module):
 * When the session ends (lost or closed), every pending RPC and control call
   of the session fails at once with :class:`ConnectionLostError`; the pending
   maps are empty afterwards.
+* Incoming messages are taken in arrival order: by the transport's reader
+  task through :meth:`WorkerSession._take` when the receive loop is idle and
+  the message can be dealt with without waiting (a response settles its
+  caller; a request within the request limit starts its task; an event fits
+  the event buffer), else by the receive loop, which then may wait.
 * Incoming events reach the handler in arrival order through one dispatch
   task and a bounded buffer, so a handler blocked on a full mailbox does not
   stop RPC responses behind it until that buffer is full too.
@@ -227,6 +232,7 @@ class WorkerSession:
         self._direct: _DirectSend | None = None
         self._unsent = 0  # messages queued for (or held by) the sender task
         self._ops = 0
+        self._nursery: trio.Nursery | None = None  # where request tasks run
 
     # -- statistics ---------------------------------------------------------
 
@@ -464,6 +470,40 @@ class WorkerSession:
                 if item.ack is not None:
                     item.ack.fail(error)
 
+    def _take(self, data: bytes) -> bool:
+        """Take one incoming message in the transport's reader task if that needs
+        no waiting (see the invariants); False leaves it to :meth:`_receiver`."""
+        nursery = self._nursery
+        if nursery is None or self.lost.is_set():
+            return False
+        message = pb.Message()
+        try:
+            message.ParseFromString(data)
+        except Exception:
+            return False  # the receive loop reports it
+        kind = message.WhichOneof("message")
+        if kind == "response":
+            self._pending.set_value(message.response.request_id, message.response)
+        elif kind == "request":
+            try:
+                self._request_limit.acquire_nowait()
+            except trio.WouldBlock:
+                return False
+            try:
+                nursery.start_soon(self._serve_request, message.request)
+            except RuntimeError:  # the nursery is closing
+                self._request_limit.release()
+                return False
+        elif kind == "cloudEvent":
+            try:
+                self._events_send.send_nowait(message.cloudEvent)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                return False
+        else:
+            return False
+        self._messages_received += 1
+        return True
+
     async def _receiver(self, stream: ClientStreamLike, nursery: trio.Nursery) -> None:
         try:
             while True:
@@ -625,6 +665,10 @@ async def open_session(
             open_unwrapping_nursery() as nursery,
         ):
             session._direct = getattr(stream, "try_send", None)
+            set_handler = getattr(stream, "set_message_handler", None)
+            if set_handler is not None:
+                session._nursery = nursery
+                set_handler(session._take)
             nursery.start_soon(session._sender, stream)
             nursery.start_soon(session._receiver, stream, nursery)
             nursery.start_soon(session._dispatch_events)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -221,6 +221,29 @@ class ClientStream:
         else:
             frame = encode_message(message)
         return self._conn.try_send_message(st, frame, flush=flush)
+
+    def set_message_handler(self, handler: Callable[[bytes], bool] | None) -> None:
+        """Have ``handler`` take received messages in the connection's reader task.
+
+        While a task is waiting in :meth:`receive` with nothing queued, each
+        arriving message is offered to ``handler`` first: True means it took
+        the message (the waiting task is not woken), False that it is queued
+        for :meth:`receive` as usual -- and so is everything after it until
+        :meth:`receive` has caught up, so messages are taken in arrival order.
+        The handler must not block; if it raises, the call fails (INTERNAL).
+        Compressed messages and those before the response headers were checked
+        by :meth:`receive` always go to :meth:`receive`. ``None`` removes it.
+        """
+        if handler is None:
+            self._st.handler = None
+            return
+
+        def take(payload: bytes, compressed: bool) -> bool:
+            if compressed or not self._checked_headers:
+                return False
+            return handler(payload)
+
+        self._st.handler = take
 
     async def end(self) -> None:
         """Half-close: tell the server no more messages will be sent."""

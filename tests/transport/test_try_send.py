@@ -154,3 +154,53 @@ async def test_server_buffered_counts_untaken_messages() -> None:
         await stream.end()
         assert await stream.receive() == b"done"
     assert seen == [3, 0]
+
+
+async def test_message_handler_takes_messages_in_arrival_order(channel: Channel) -> None:
+    log: list[tuple[str, bytes]] = []
+    handled = trio.Event()
+
+    def handler(message: bytes) -> bool:
+        if message.startswith(b"no"):
+            return False
+        log.append(("handler", message))
+        handled.set()
+        return True
+
+    async with channel.stream("/t.T/Echo") as stream:
+        stream.set_message_handler(handler)
+
+        async def consume() -> None:
+            while (message := await stream.receive()) is not None:
+                log.append(("receive", message))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            await stream.send(b"first")  # before the headers were checked: receive()
+            while not log:
+                await trio.testing.wait_all_tasks_blocked()
+            await stream.send(b"a")
+            await handled.wait()
+            for message in (b"no1", b"b", b"no2", b"c", b"d"):
+                await stream.send(message)
+            await stream.end()
+        stream.set_message_handler(None)
+    assert [message for _, message in log] == [b"first", b"a", b"no1", b"b", b"no2", b"c", b"d"]
+    assert log[:2] == [("receive", b"first"), ("handler", b"a")]
+    assert ("receive", b"no1") in log
+    assert ("receive", b"no2") in log
+
+
+async def test_message_handler_failure_fails_the_call(channel: Channel) -> None:
+    def handler(message: bytes) -> bool:
+        raise ValueError("boom")
+
+    async with channel.stream("/t.T/Echo") as stream:
+        stream.set_message_handler(handler)
+        await stream.send(b"first")
+        assert await stream.receive() == b"first"
+        await stream.send(b"second")
+        with pytest.raises(GRPCError) as info:
+            await stream.receive()
+    assert info.value.status is Status.INTERNAL
+    assert "boom" in (info.value.message or "")

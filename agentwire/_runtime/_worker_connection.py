@@ -77,6 +77,8 @@ GET_SUBSCRIPTIONS = SERVICE + "GetSubscriptions"
 
 #: Outgoing messages a sender task takes in one go (one batch of writes).
 MAX_BATCH = 128
+#: buffered events dispatched between two yields to the scheduler
+_DISPATCH_YIELD_EVERY = 32
 
 _R = TypeVar("_R", bound=ProtoMessage)
 
@@ -338,12 +340,14 @@ class WorkerSession:
             self._unsent -= 1  # not queued (trio: a cancelled send sent nothing)
             raise
 
-    async def _try_direct(self, data: bytes) -> bool:
+    async def _try_direct(self, data: bytes, *, flush: bool = True) -> bool:
         """Write one envelope from the calling task if the sender is idle.
 
         True: it is buffered on the stream, after everything sent before it.
         False: nothing was sent; queue it. A cancellation point before anything
-        is sent (when the direct path is available at all).
+        is sent (when the direct path is available at all). ``flush``: the
+        caller is about to wait (an RPC): write the socket now if nothing else
+        could join the write; otherwise the connection's writer batches it.
         """
         direct = self._direct
         if direct is None or self._unsent or self.lost.is_set():
@@ -354,7 +358,7 @@ class WorkerSession:
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        if self._unsent or self.lost.is_set() or not direct(data):
+        if self._unsent or self.lost.is_set() or not direct(data, flush=flush):
             return False
         self._messages_sent += 1
         self._batches_written += 1
@@ -382,7 +386,8 @@ class WorkerSession:
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         """Send a CloudEvent; returns once it was written to the connection."""
         data = pb.Message(cloudEvent=event).SerializeToString()
-        if await self._try_direct(data):
+        # A publisher usually goes on publishing: let the writer batch events.
+        if await self._try_direct(data, flush=False):
             return
         ack = _Slot()
         await self._enqueue(_Outgoing(data, ack))
@@ -525,16 +530,44 @@ class WorkerSession:
                     await self._request_limit.acquire()  # backpressure to the gateway
                     nursery.start_soon(self._serve_request, message.request)
                 elif kind == "cloudEvent":
-                    await self._events_send.send(message.cloudEvent)
+                    try:  # no trip through the scheduler per event unless full
+                        self._events_send.send_nowait(message.cloudEvent)
+                    except trio.WouldBlock:
+                        await self._events_send.send(message.cloudEvent)
                 else:
                     logger.warning("empty message from the gateway ignored")
         except Exception as exc:
             self._mark_lost(f"read failed: {exc!r}")
 
     async def _dispatch_events(self) -> None:
-        """Hand events to the handler one by one, in arrival order."""
-        async with self._events_recv:
-            async for event in self._events_recv:
+        """Hand events to the handler one by one, in arrival order.
+
+        Takes what is buffered without a trip through the scheduler per event
+        (a memory channel's ``receive`` always yields), still yielding every
+        ``_DISPATCH_YIELD_EVERY`` events and always checking for cancellation.
+        """
+        events = self._events_recv
+        handled = 0
+        async with events:
+            while True:
+                try:
+                    event = events.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        event = await events.receive()
+                    except trio.EndOfChannel:
+                        return
+                    handled = 0
+                except trio.EndOfChannel:
+                    await trio.lowlevel.checkpoint()
+                    return
+                else:
+                    handled += 1
+                    if handled >= _DISPATCH_YIELD_EVERY:
+                        handled = 0
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        await trio.lowlevel.checkpoint_if_cancelled()
                 try:
                     await self._handler.handle_event(event)
                 except Exception:

@@ -295,3 +295,21 @@ async def test_control_call_without_control_channel_fails_at_once() -> None:
     async with open_session(channel, Handler(), RequestIds(), control_channel=False) as session:
         with pytest.raises(ConnectionLostError, match="control channel"):
             await session.control_call("agentid=a/k", pb.SaveStateRequest())
+
+
+async def test_a_burst_of_events_is_dispatched_in_order() -> None:
+    channel = FakeChannel()
+    handler = Handler()
+    async with open_session(channel, handler, RequestIds()):
+        server = channel.end_for(OPEN_CHANNEL)
+        for n in range(300):
+            await server.send(
+                pb.Message(cloudEvent=ce_pb.CloudEvent(id=str(n), type="t")).SerializeToString()
+            )
+        probe = request_to("echo/k")
+        probe.request_id = "probe"
+        await server.send(pb.Message(request=probe).SerializeToString())
+        assert parse(await server.receive()).response.request_id == "probe"
+        while len(handler.events) < 300:
+            await trio.testing.wait_all_tasks_blocked()
+    assert [e.id for e in handler.events] == [str(n) for n in range(300)]

@@ -364,9 +364,9 @@ class WorkerSession:
         self._batches_written += 1
         return True
 
-    async def _send(self, data: bytes) -> None:
+    async def _send(self, data: bytes, *, flush: bool = True) -> None:
         """Send one envelope: directly when the sender is idle, else through it."""
-        if not await self._try_direct(data):
+        if not await self._try_direct(data, flush=flush):
             await self._enqueue(_Outgoing(data, None))
 
     async def rpc(self, request: pb.RpcRequest) -> pb.RpcResponse:
@@ -380,7 +380,10 @@ class WorkerSession:
         request.request_id = request_id
         data = pb.Message(request=request).SerializeToString()
         with self._pending.register(request_id) as waiter:
-            await self._send(data)
+            # Write at once only for a lone call: with others in flight, their
+            # tasks are likely about to send too (trio cannot tell us), so the
+            # connection's writer sends them all in one write.
+            await self._send(data, flush=len(self._pending) <= 1)
             return await waiter.wait()
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:
@@ -395,7 +398,10 @@ class WorkerSession:
 
     async def _respond(self, response: pb.RpcResponse) -> None:
         try:
-            await self._send(pb.Message(response=response).SerializeToString())
+            await self._send(
+                pb.Message(response=response).SerializeToString(),
+                flush=self._request_limit.value >= self._max_requests - 1,  # a lone request
+            )
         except ConnectionLostError:
             # The gateway answers the caller with an error when we disconnect.
             logger.debug("response %s dropped: connection lost", response.request_id)

@@ -56,6 +56,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.stream
 import trio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -133,6 +134,35 @@ _OPEN_STATES = (
     h2.connection.ConnectionState.CLIENT_OPEN,
     h2.connection.ConnectionState.SERVER_OPEN,
 )
+
+
+_SENDING_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE)
+
+
+def _send_data(conn: h2.connection.H2Connection, stream_id: int, data: bytes) -> None:
+    """``conn.send_data(stream_id, data)`` for the common case, without h2's overhead.
+
+    The caller has checked ``data`` against the flow-control windows and the
+    maximum frame size. For an open connection and a stream open for sending,
+    h2 4.x's ``send_data`` (no END_STREAM, no padding) changes no state but the
+    two outbound windows and appends one DATA frame to its output buffer; that
+    is done here directly (~4x cheaper). Anything else goes through h2.
+    """
+    stream = conn.streams.get(stream_id)
+    if (
+        stream is None
+        or stream.state_machine.state not in _SENDING_STATES
+        or conn.state_machine.state not in _OPEN_STATES
+    ):
+        conn.send_data(stream_id, data)
+        return
+    size = len(data)
+    # frame header: length (24 bits), type DATA (0), no flags, stream id (31 bits)
+    conn._data_to_send += (
+        size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big") + data
+    )
+    conn.outbound_flow_control_window -= size
+    stream.outbound_flow_control_window -= size
 
 
 class _H2Connection(h2.connection.H2Connection):
@@ -667,9 +697,11 @@ class Connection:
             and _pending_output(h2conn) < _HIGH_WATER
             and size <= h2conn.local_flow_control_window(sid)
         ):
-            h2conn.send_data(sid, frame, end_stream=end)
             if end:
+                h2conn.send_data(sid, frame, end_stream=True)
                 st.local_closed = True
+            else:
+                _send_data(h2conn, sid, frame)
             if self._heard and not st.messages and self._writer_parked:
                 # An answer to what the peer just said, with nothing more of
                 # it to read: write at once (the request/response pattern)
@@ -731,7 +763,7 @@ class Connection:
         ):
             return False
         try:
-            h2conn.send_data(st.id, frame)
+            _send_data(h2conn, st.id, frame)
         except h2.exceptions.ProtocolError:  # pragma: no cover - state checked above
             return False
         if flush and self._writer_parked:

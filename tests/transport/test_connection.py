@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
 import pytest
+import trio
+import trio.testing
 
-from agentwire._transport._connection import _send_data
+from agentwire._transport._connection import Connection, StreamState, _send_data
+from agentwire._transport._framing import encode_message
 
 _HEADERS = [(":method", "POST"), (":path", "/s/m"), (":scheme", "http"), (":authority", "a")]
 
@@ -73,3 +78,70 @@ def test_closed_stream_goes_through_h2() -> None:
     conn.data_to_send()
     with pytest.raises(h2.exceptions.ProtocolError):
         _send_data(conn, stream_id, b"late")
+
+
+def _client_conversation() -> tuple[h2.connection.H2Connection, int, bytes]:
+    """A client's preface, SETTINGS and request headers (bytes), and its stream id."""
+    client = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=True, header_encoding=None)
+    )
+    client.initiate_connection()
+    stream_id = client.get_next_available_stream_id()
+    client.send_headers(stream_id, _HEADERS)
+    return client, stream_id, client.data_to_send()
+
+
+async def test_plain_data_frames_bypass_h2_with_the_same_effect() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    results = []
+    for fast in (True, False):
+        conn = Connection(a, client_side=False, max_message_size=1 << 20)
+        conn._fast_receive = fast
+        client, stream_id, opening = _client_conversation()
+        conn._h2.receive_data(opening)
+        st = StreamState(stream_id, 1 << 20)
+        conn._streams[stream_id] = st
+        messages = [encode_message(bytes([n]) * (n * 100)) for n in range(1, 4)]
+        for message in messages:
+            client.send_data(stream_id, message)
+        client.send_data(stream_id, encode_message(b"last"), end_stream=True)
+        data = client.data_to_send()
+        rest = conn._receive_plain_data(data) if fast else data
+        if fast:
+            # the three plain frames were taken; the END_STREAM one is left to h2
+            assert len(st.messages) == 3
+            assert rest == data[-len(rest) :]
+            assert rest[3:5] == b"\x00\x01"  # DATA with END_STREAM
+        for event in conn._h2.receive_data(rest):
+            handler = conn._dispatch.get(type(event))
+            if handler is not None:
+                handler(event)
+        h2conn: Any = conn._h2
+        results.append(
+            (
+                [payload for payload, _ in st.messages],
+                st.remote_closed,
+                h2conn._inbound_flow_control_window_manager.current_window_size,
+                h2conn.streams[stream_id]._inbound_window_manager.current_window_size,
+                h2conn.streams[stream_id].state_machine.state,
+                conn._unacked_total,
+            )
+        )
+    assert results[0] == results[1]
+    assert results[0][0] == [bytes([n]) * (n * 100) for n in range(1, 4)] + [b"last"]
+    assert results[0][1] is True
+    await b.aclose()
+
+
+async def test_plain_data_waits_for_h2_while_it_holds_a_partial_frame() -> None:
+    a, _ = trio.testing.memory_stream_pair()
+    conn = Connection(a, client_side=False, max_message_size=1 << 20)
+    client, stream_id, opening = _client_conversation()
+    conn._h2.receive_data(opening)
+    conn._streams[stream_id] = st = StreamState(stream_id, 1 << 20)
+    client.send_data(stream_id, encode_message(b"one"))
+    client.send_data(stream_id, encode_message(b"two"))
+    data = client.data_to_send()
+    conn._h2.receive_data(data[:5])  # h2 now holds part of a frame
+    assert conn._receive_plain_data(data[5:]) == data[5:]  # so everything goes to h2
+    assert not st.messages

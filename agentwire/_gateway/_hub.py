@@ -25,6 +25,15 @@ can take it without waiting; otherwise it is queued as above. A directly
 written message takes no token and no answer space: the transport bounds
 what it buffers.
 
+Routing in the reader: :meth:`Connection.try_send` routes a message without
+waiting or declines it (then the pump routes it with :meth:`Connection.send`,
+which may wait). It routes only while no link holds all its ``queue_size``
+tokens (``GatewayHub._full_links == 0``): a message yields at most one
+traffic item per link (events go once to each subscribed connection), so
+then no step can need to wait. The network pump uses it from the
+transport's reader task for a message that arrived alone (a request/response
+pattern), saving the wake-up of the pump.
+
 Backpressure: a routing task that forwards to a full queue waits, which stops
 it reading its own client's stream (HTTP/2 flow control then slows that
 client down). If the wait exceeds ``send_timeout`` the *slow* client is
@@ -137,8 +146,9 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
         data, answer = await link.out_recv.receive()
         if answer:
             self._hub._router.answer_consumed(link.conn)
-        else:
+        elif not link.closed:  # (closing closes tokens_recv: nothing to give back)
             link.tokens_recv.receive_nowait()
+            self._hub._token_returned(link)
         return data
 
     def statistics(self) -> trio.MemoryChannelStatistics:
@@ -164,6 +174,7 @@ class _Link:
     close_reason: tuple[Status, str] | None = None
     direct: DirectSend | None = None  # see "Direct writes" above
     unsent: int = 0  # queued on out_send and not yet reported sent by the pump
+    tokens_held: int = 0  # traffic items queued (tokens taken, not yet given back)
 
 
 @attrs.define(eq=False)
@@ -195,6 +206,12 @@ class Connection:
     def discarded(self) -> bool:
         """Whether the gateway dropped what was still queued (slow or superseded)."""
         return self._link.discard
+
+    def try_send(self, data: bytes, *, more: bool = False) -> bool:
+        """Route one message now if no step can wait; else route nothing and
+        return False (use :meth:`send`). Never blocks; see "Routing in the
+        reader" above. False too once the connection ended."""
+        return self._hub._try_handle(self._link, data, not more)
 
     async def send(self, data: bytes, *, more: bool = False) -> None:
         """Route one message in the calling task (no hand-off to the routing
@@ -238,6 +255,7 @@ class GatewayHub:
         self._slow_disconnects = 0
         self._closing = False
         self._changed = trio.lowlevel.ParkingLot()
+        self._full_links = 0  # links holding all their tokens (see _try_handle)
 
     # ------------------------------------------------------------ unary calls
 
@@ -319,6 +337,58 @@ class GatewayHub:
         self._wake_timer()
         self._changed.unpark_all()
 
+    def _try_handle(self, link: _Link, data: bytes, flush: bool) -> bool:
+        """Route one inbound message of *link* if that cannot wait (see "Routing
+        in the reader"); False: nothing done."""
+        if link.closed or self._full_links:
+            return False
+        conn = link.conn
+        if conn.kind is ConnKind.DATA:
+            actions = self._router.receive(conn, data, trio.current_time())
+        else:
+            actions = self._router.receive_control(conn, data)
+        for action in actions:
+            if isinstance(action, Close):
+                target = self._links.get(action.conn)
+                if target is not None:
+                    self._close(target, (action.status, action.message))
+            elif action.answer:
+                self._deliver_now(action, flush)
+            else:
+                self._deliver_traffic_now(action, flush)
+        self._wake_timer()
+        self._changed.unpark_all()
+        return True
+
+    def _deliver_traffic_now(self, action: Deliver, flush: bool) -> None:
+        link = self._links.get(action.conn)
+        if link is None or link.closed:
+            return
+        direct = link.direct
+        if direct is not None and not link.unsent and direct(action.data, flush=flush):
+            return
+        try:
+            link.tokens_send.send_nowait(None)
+        except trio.WouldBlock:  # pragma: no cover - _full_links was 0: a broken invariant
+            logger.error("no queue space for %s while routing without waiting", link.conn)
+            self._close(link, (Status.INTERNAL, "agentwire gateway: queue overflow"))
+            return
+        self._token_taken(link)
+        link.out_send.send_nowait((action.data, False))
+        link.unsent += 1
+
+    def _token_taken(self, link: _Link) -> None:
+        if link.closed:
+            return
+        link.tokens_held += 1
+        if link.tokens_held == self.config.queue_size:
+            self._full_links += 1
+
+    def _token_returned(self, link: _Link) -> None:
+        if link.tokens_held == self.config.queue_size:
+            self._full_links -= 1
+        link.tokens_held -= 1
+
     async def _carry_out(self, action: Action, flush: bool = True) -> None:
         if isinstance(action, Close):
             link = self._links.get(action.conn)
@@ -339,6 +409,7 @@ class GatewayHub:
         except trio.WouldBlock:
             pass
         else:
+            self._token_taken(link)
             link.out_send.send_nowait((action.data, False))
             link.unsent += 1
             return
@@ -359,6 +430,9 @@ class GatewayHub:
                 discard=True,
             )
             return
+        if link.closed:  # ended while this task was being woken
+            return
+        self._token_taken(link)
         link.out_send.send_nowait((action.data, False))
         link.unsent += 1
 
@@ -395,6 +469,9 @@ class GatewayHub:
         link.closed = True
         link.close_reason = reason
         link.discard = discard
+        if link.tokens_held >= self.config.queue_size:
+            self._full_links -= 1
+        link.tokens_held = 0
         del self._links[link.conn]
         self._carry_out_now(self._router.disconnect(link.conn))
         link.scope.cancel()

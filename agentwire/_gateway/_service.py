@@ -138,6 +138,10 @@ async def _pump(stream: ServerStream, conn: Connection) -> None:
         nursery.start_soon(_pump_in, stream, conn)
         nursery.start_soon(_abandon_when_discarded, conn, nursery.cancel_scope)
         conn.enable_direct(stream.try_send)
+        # A message that arrived alone (request/response traffic) is routed in
+        # the transport's reader task when that cannot wait: no wake-up of
+        # _pump_in. Bursts still go through _pump_in, which batches better.
+        stream.set_message_handler(lambda data, alone: alone and conn.try_send(data))
         async for data in conn.from_gateway:
             await stream.send(data)
             conn.message_sent()

@@ -238,7 +238,7 @@ class ClientStream:
             self._st.handler = None
             return
 
-        def take(payload: bytes, compressed: bool) -> bool:
+        def take(payload: bytes, compressed: bool, alone: bool) -> bool:
             if compressed or not self._checked_headers:
                 return False
             return handler(payload)

@@ -189,8 +189,9 @@ class _H2Connection(h2.connection.H2Connection):
             self.state_machine.state = previous
 
 
-#: takes one received (payload, compressed) message in the reader task; False: queue it
-MessageHandler = Callable[[bytes, bool], bool]
+#: takes one received message in the reader task: (payload, compressed, alone), where
+#: ``alone`` says it is the only message of its socket read; False: queue it instead
+MessageHandler = Callable[[bytes, bool, bool], bool]
 
 
 class Signal:
@@ -298,6 +299,7 @@ class Connection:
         self._socket_closed = False
         self._heard = False  # data arrived since the last eager write (see send_message)
         self._fast_receive = True  # see _receive_plain_data (tests turn it off)
+        self._lone_read = False  # the DATA being handled is all this read brought
         # received bytes not yet acknowledged, by stream id (see release_credit)
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
@@ -593,8 +595,10 @@ class Connection:
             conn_window.window_consumed(length)
             window.window_consumed(length)
             start = pos + 9
+            self._lone_read = pos == 0 and start + length == end
             pos = start + length
             self._data_received(stream_id, data[start:pos], length)
+        self._lone_read = False
         return data[pos:] if pos else data
 
     async def _keepalive(self) -> None:
@@ -913,10 +917,11 @@ class Connection:
             queue = st.messages
             queued = st.queued
             handler = st.handler
+            lone = self._lone_read and len(messages) == 1
             for compressed, payload in messages:
                 if handler is not None and not queue and st.recv_signal.waiting:
                     try:
-                        taken = handler(payload, compressed)
+                        taken = handler(payload, compressed, lone)
                     except Exception as exc:
                         log.exception("message handler of stream %d failed", st.id)
                         st.decoder = None

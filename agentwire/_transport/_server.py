@@ -155,6 +155,30 @@ class ServerStream:
             frame = encode_message(message)
         return self._conn.try_send_message(st, frame, flush=flush)
 
+    def set_message_handler(self, handler: Callable[[bytes, bool], bool] | None) -> None:
+        """Have ``handler(message, alone)`` take request messages in the reader task.
+
+        While a task is waiting in :meth:`receive` with nothing queued, each
+        arriving message is offered to ``handler`` first: True means it took
+        the message (the waiting task is not woken), False that it is queued
+        for :meth:`receive` as usual -- and so is everything after it until
+        :meth:`receive` has caught up, so messages are taken in arrival order.
+        ``alone`` is True when the message is all its socket read brought
+        (nothing else is about to follow: a request/response pattern). The
+        handler must not block; if it raises, the call fails (INTERNAL).
+        Compressed messages always go to :meth:`receive`. ``None`` removes it.
+        """
+        if handler is None:
+            self._st.handler = None
+            return
+
+        def take(payload: bytes, compressed: bool, alone: bool) -> bool:
+            if compressed:
+                return False
+            return handler(payload, alone)
+
+        self._st.handler = take
+
     @property
     def buffered(self) -> int:
         """Complete request messages received and not yet taken by :meth:`receive`."""

@@ -315,3 +315,28 @@ async def test_direct_writes_keep_order_and_release_answer_space(hub: GatewayHub
             assert hub.statistics().rpcs_in_flight == 0
             hub.check_invariants()
             nursery.cancel_scope.cancel()
+
+
+async def test_try_send_routes_without_waiting_or_declines(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        # queue_size=2: two events fill B's queue; then nothing is routed at once
+        assert a.try_send(event("news", event_id="e0"))
+        assert a.try_send(event("news", event_id="e1"))
+        before = hub.statistics()
+        assert not a.try_send(event("news", event_id="e2"))
+        assert not a.try_send(request("r", "sink/k"))
+        after = hub.statistics()
+        assert (after.events_received, after.rpcs_forwarded) == (
+            before.events_received,
+            before.rpcs_forwarded,
+        )
+        # once B has read, routing without waiting works again, in order
+        assert parse(await b.from_gateway.receive()).cloudEvent.id == "e0"
+        assert a.try_send(event("news", event_id="e2"))
+        assert parse(await b.from_gateway.receive()).cloudEvent.id == "e1"
+        assert parse(await b.from_gateway.receive()).cloudEvent.id == "e2"
+        hub.check_invariants()
+    # a connection that ended declines
+    assert not a.try_send(event("news", event_id="late"))

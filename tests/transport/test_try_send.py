@@ -204,3 +204,49 @@ async def test_message_handler_failure_fails_the_call(channel: Channel) -> None:
             await stream.receive()
     assert info.value.status is Status.INTERNAL
     assert "boom" in (info.value.message or "")
+
+
+async def test_server_message_handler_takes_lone_messages_in_order() -> None:
+    log: list[tuple[str, bytes, bool]] = []
+    handled = trio.Event()
+
+    async def handler_method(stream: ServerStream) -> None:
+        def take(message: bytes, alone: bool) -> bool:
+            if not alone:
+                log.append(("offered", message, alone))
+                return False
+            log.append(("handler", message, alone))
+            handled.set()
+            return True
+
+        stream.set_message_handler(take)
+        while (message := await stream.receive()) is not None:
+            log.append(("receive", message, False))
+            if message == b"first":  # came with the request headers: not alone
+                await stream.send(b"ready")
+        stream.set_message_handler(None)
+        await stream.send(b"done")
+
+    async with (
+        open_grpc_server({"/t.T/H": bidi(handler_method)}, "127.0.0.1", 0) as server,
+        open_channel(server.address) as channel,
+        channel.stream("/t.T/H") as stream,
+    ):
+        await stream.send(b"first")
+        assert await stream.receive() == b"ready"
+        await stream.send(b"lone")
+        with trio.fail_after(10):  # not a timing assertion: a hang would be the failure
+            await handled.wait()
+        # three messages in one socket write: not alone, so receive() gets them
+        assert all(stream.try_send(m, flush=False) for m in (b"b1", b"b2", b"b3"))
+        await stream.end()
+        assert await stream.receive() == b"done"
+    taken = [(how, message) for how, message, _ in log if how != "offered"]
+    assert taken == [
+        ("receive", b"first"),
+        ("handler", b"lone"),
+        ("receive", b"b1"),
+        ("receive", b"b2"),
+        ("receive", b"b3"),
+    ]
+    assert ("handler", b"lone", True) in log

@@ -298,7 +298,6 @@ class Connection:
         self._leftover = b""  # output flush_now() could not write; the writer sends it
         self._socket_closed = False
         self._heard = False  # data arrived since the last eager write (see send_message)
-        self._fast_receive = True  # see _receive_plain_data (tests turn it off)
         self._lone_read = False  # the DATA being handled is all this read brought
         # received bytes not yet acknowledged, by stream id (see release_credit)
         self._unacked: dict[int, int] = {}
@@ -310,6 +309,11 @@ class Connection:
             normalize_outbound_headers=False,
         )
         self._h2 = _H2Connection(config=config)
+        # see _receive_plain_data; off if this h2 lacks the internals it relies on
+        self._fast_receive = all(
+            hasattr(self._h2.incoming_buffer, name)
+            for name in ("_data", "_preamble_len", "_headers_buffer")
+        ) and hasattr(self._h2, "_inbound_flow_control_window_manager")
         self.max_message_size = max_message_size
         self._keepalive_interval = keepalive_interval
         self._keepalive_timeout = keepalive_timeout
@@ -582,15 +586,20 @@ class Connection:
             stream: Any = streams.get(stream_id)
             if stream is None:
                 break
-            machine = stream.state_machine
-            window = stream._inbound_window_manager
-            if (
-                machine.state not in _RECEIVING_STATES
-                or not machine.headers_received
-                or stream._expected_content_length is not None
-                or length > window.current_window_size
-                or length > conn_window.current_window_size
-            ):
+            try:
+                machine = stream.state_machine
+                window = stream._inbound_window_manager
+                plain = not (
+                    machine.state not in _RECEIVING_STATES
+                    or not machine.headers_received
+                    or stream._expected_content_length is not None
+                    or length > window.current_window_size
+                    or length > conn_window.current_window_size
+                )
+            except AttributeError:  # pragma: no cover - an h2 with other internals
+                self._fast_receive = False
+                break
+            if not plain:
                 break
             conn_window.window_consumed(length)
             window.window_consumed(length)

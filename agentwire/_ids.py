@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextvars
 import re
+from collections.abc import Callable
 from typing import Final, TypeGuard
 
 import attrs
@@ -61,32 +62,28 @@ _valid_topic_types: set[str] = set()
 _setattr = object.__setattr__
 
 
-def is_valid_agent_type(value: object) -> TypeGuard[str]:
-    """Whether *value* is a string AutoGen accepts as an agent type."""
+def _is_valid(value: object, valid: set[str], fullmatch: Callable[[str], object]) -> bool:
+    """Whether *value* is a string that *fullmatch* accepts, remembered in *valid*."""
     if value.__class__ is not str and not isinstance(value, str):
         return False
-    if value in _valid_agent_types:
+    if value in valid:
         return True
-    if _agent_type_fullmatch(value) is None:
+    if fullmatch(value) is None:
         return False
-    if len(_valid_agent_types) >= _CACHE_CAP:
-        _valid_agent_types.clear()
-    _valid_agent_types.add(value)
+    if len(valid) >= _CACHE_CAP:
+        valid.clear()
+    valid.add(value)
     return True
+
+
+def is_valid_agent_type(value: object) -> TypeGuard[str]:
+    """Whether *value* is a string AutoGen accepts as an agent type."""
+    return _is_valid(value, _valid_agent_types, _agent_type_fullmatch)
 
 
 def is_valid_topic_type(value: object) -> TypeGuard[str]:
     """Whether *value* is a string AutoGen accepts as a topic type."""
-    if value.__class__ is not str and not isinstance(value, str):
-        return False
-    if value in _valid_topic_types:
-        return True
-    if _topic_type_fullmatch(value) is None:
-        return False
-    if len(_valid_topic_types) >= _CACHE_CAP:
-        _valid_topic_types.clear()
-    _valid_topic_types.add(value)
-    return True
+    return _is_valid(value, _valid_topic_types, _topic_type_fullmatch)
 
 
 def _check_agent_type(value: object, field: str = "agent type") -> str:

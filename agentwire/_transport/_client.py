@@ -37,6 +37,7 @@ from ._connection import (
     decode_headers,
 )
 from ._framing import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     FramingError,
     MessageTooLargeError,
     encode_message,
@@ -44,7 +45,6 @@ from ._framing import (
     gzip_decompress,
 )
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 2**20
 _USER_AGENT = "agentwire-grpc/0.1"
 _MAX_TIMEOUT = 99_999_999.0  # grpc-timeout allows at most 8 digits
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import zlib
 
 _PREFIX_SIZE = 5
+# The largest message a call accepts unless configured otherwise (client and server).
+DEFAULT_MAX_MESSAGE_SIZE = 16 * 2**20
 
 #: the content-codings this transport understands, in preference order
 SUPPORTED_ENCODINGS = ("gzip", "identity")

@@ -47,6 +47,7 @@ from ._connection import (
     decode_headers,
 )
 from ._framing import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     FramingError,
     MessageTooLargeError,
     encode_message,
@@ -56,7 +57,6 @@ from ._framing import (
 
 log = logging.getLogger("agentwire.transport")
 
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 2**20
 DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 DEFAULT_MAX_CONNECTIONS = 1000
 _REFUSE_TIMEOUT = 1.0

@@ -94,7 +94,7 @@ from .._serialization import (
 from .._subscriptions import Subscription, subscription_to_proto
 from ._core import Router, Runtime, RuntimeStatistics, open_core
 from ._interventions import InterventionHandler
-from ._worker_connection import ChannelLike, open_unwrapping_nursery
+from ._worker_connection import ChannelLike, RpcTimeoutError, open_unwrapping_nursery
 from ._worker_link import (
     DEFAULT_RECONNECT,
     ConnectionState,
@@ -246,17 +246,20 @@ class WorkerRouter:
         if sender is not None:
             request.source.CopyFrom(sender.to_proto())
         self._remote_rpcs += 1
-        with trio.move_on_after(self._rpc_timeout) as scope:
-            deadline = trio.current_effective_deadline()
-            if deadline != math.inf:
-                left = max(0.0, deadline - trio.current_time())
-                request.metadata[TIMEOUT_KEY] = f"{left:.6f}"
-            response = await self.link.rpc(request)
-        if scope.cancelled_caught:
+        # rpc_timeout is enforced by the session (one timer for all calls),
+        # not by a cancel scope per call.
+        now = trio.current_time()
+        expires_at = now + self._rpc_timeout
+        deadline = min(expires_at, trio.current_effective_deadline())
+        if deadline != math.inf:
+            request.metadata[TIMEOUT_KEY] = f"{max(0.0, deadline - now):.6f}"
+        try:
+            response = await self.link.rpc(request, expires_at=expires_at)
+        except RpcTimeoutError:
             raise UndeliverableError(
                 f"no response from {recipient} within rpc_timeout={self._rpc_timeout:g} s "
                 "(an AutoGen host silently drops requests for agent types nobody registered)"
-            )
+            ) from None
         if response.error:
             raise RemoteError(response.error, type_name=response.metadata.get(ERROR_TYPE_KEY))
         return self._decode(response.payload)

@@ -38,6 +38,11 @@ Invariants (kept by this module):
   stop RPC responses behind it until that buffer is full too.
 * A caller leaving its cancel scope (deadline, cancellation) removes its
   pending entry at once; a response arriving later is dropped and counted.
+* An RPC given an expiry fails with :class:`RpcTimeoutError` once it passes
+  (no later than a cancel scope would). Expiries kept by the session's
+  sweeper are in ``_expiries`` in expiry order (out-of-order ones take a
+  scope instead), each entry leaves when its call ends, and the sweeper
+  sleeps until the first of them.
 * Request ids are unique per worker (a random per-worker prefix plus a
   counter shared by all sessions of the worker), so responses cannot collide
   at a host that keys pending requests by the raw id (AutoGen issue #7016).
@@ -92,6 +97,10 @@ class ClientStreamLike(Protocol):
 
 class _DirectSend(Protocol):
     def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
+
+
+class RpcTimeoutError(Exception):
+    """No response to an RPC by the ``expires_at`` given to :meth:`WorkerSession.rpc`."""
 
 
 class ChannelLike(Protocol):
@@ -235,6 +244,11 @@ class WorkerSession:
         self._unsent = 0  # messages queued for (or held by) the sender task
         self._ops = 0
         self._nursery: trio.Nursery | None = None  # where request tasks run
+        # RPC time limits (see rpc): request id -> expiry, in expiry order, and
+        # the sweeper task's sleep, whose deadline is the earliest expiry.
+        self._expiries: dict[str, float] = {}
+        self._latest_expiry = -math.inf
+        self._expiry_scope: trio.CancelScope | None = None
 
     # -- statistics ---------------------------------------------------------
 
@@ -369,12 +383,16 @@ class WorkerSession:
         if not await self._try_direct(data, flush=flush):
             await self._enqueue(_Outgoing(data, None))
 
-    async def rpc(self, request: pb.RpcRequest) -> pb.RpcResponse:
+    async def rpc(self, request: pb.RpcRequest, *, expires_at: float = math.inf) -> pb.RpcResponse:
         """Send ``request`` (its ``request_id`` is assigned here) and await the response.
 
         Honours the caller's cancel scope: on deadline or cancellation the
         pending entry is removed at once. An error response is returned as is
-        (see :func:`raise_for_response`).
+        (see :func:`raise_for_response`). ``expires_at`` (trio clock): raise
+        :class:`RpcTimeoutError` if no response came by then. While the
+        expiries of a session's calls come in order (a worker's fixed
+        ``rpc_timeout``), one sweeper task enforces them all, which saves a
+        cancel scope per call; an out-of-order expiry gets a scope of its own.
         """
         request_id = next(self._request_ids)
         request.request_id = request_id
@@ -383,8 +401,49 @@ class WorkerSession:
             # Write at once only for a lone call: with others in flight, their
             # tasks are likely about to send too (trio cannot tell us), so the
             # connection's writer sends them all in one write.
-            await self._send(data, flush=len(self._pending) <= 1)
-            return await waiter.wait()
+            flush = len(self._pending) <= 1
+            if expires_at == math.inf:
+                await self._send(data, flush=flush)
+                return await waiter.wait()
+            scope = self._expiry_scope
+            if (
+                scope is None
+                or expires_at < self._latest_expiry
+                or expires_at <= trio.current_time()
+                or not await self._try_direct(data, flush=flush)
+            ):
+                with trio.move_on_at(expires_at):
+                    await self._send(data, flush=flush)
+                    return await waiter.wait()
+                raise RpcTimeoutError(request_id)
+            # Sent; the sweeper ends the wait at expires_at (set_error).
+            self._latest_expiry = expires_at
+            self._expiries[request_id] = expires_at
+            if expires_at < scope.deadline:
+                scope.deadline = expires_at
+            try:
+                return await waiter.wait()
+            finally:
+                self._expiries.pop(request_id, None)
+
+    async def _expire_rpcs(self) -> None:
+        """The sweeper: fail the calls in ``_expiries`` whose time is up."""
+        expiries = self._expiries
+        while True:
+            now = trio.current_time()
+            while expiries:
+                request_id, expires_at = next(iter(expiries.items()))
+                if expires_at > now:
+                    break
+                del expiries[request_id]
+                self._pending.set_error(request_id, RpcTimeoutError(request_id))
+            next_expiry = next(iter(expiries.values()), math.inf)
+            with trio.CancelScope(deadline=next_expiry) as scope:
+                self._expiry_scope = scope
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._expiry_scope = None
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         """Send a CloudEvent; returns once it was written to the connection."""
@@ -711,6 +770,7 @@ async def open_session(
             nursery.start_soon(session._sender, stream)
             nursery.start_soon(session._receiver, stream, nursery)
             nursery.start_soon(session._dispatch_events)
+            nursery.start_soon(session._expire_rpcs)
             if control_channel:
                 nursery.start_soon(session._control_loop)
             else:

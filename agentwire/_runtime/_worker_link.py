@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -55,6 +56,7 @@ from .._retry import RetryPolicy
 from ._worker_connection import (
     ChannelLike,
     RequestIds,
+    RpcTimeoutError,
     SessionHandler,
     SessionStatistics,
     WorkerSession,
@@ -307,9 +309,16 @@ class WorkerLink:
     async def get_subscriptions(self) -> list[pb.Subscription]:
         return await self._control_op(lambda session: session.get_subscriptions())
 
-    async def rpc(self, request: pb.RpcRequest) -> pb.RpcResponse:
-        session = await self.session_for_call()
-        return await session.rpc(request)
+    async def rpc(self, request: pb.RpcRequest, *, expires_at: float = math.inf) -> pb.RpcResponse:
+        """:meth:`WorkerSession.rpc` on the current session; waiting for a
+        session counts against ``expires_at`` too (:class:`RpcTimeoutError`)."""
+        session = self._session
+        if session is None or session.lost.is_set():
+            with trio.move_on_at(expires_at):
+                session = await self.session_for_call()
+            if session is None or session.lost.is_set():
+                raise RpcTimeoutError(request.request_id)
+        return await session.rpc(request, expires_at=expires_at)
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         session = await self.session_for_call()

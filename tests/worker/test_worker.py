@@ -497,3 +497,49 @@ async def test_default_keepalive_is_one_grpc_core_accepts(monkeypatch: pytest.Mo
         async with open_gateway("127.0.0.1:0") as gateway, open_worker(gateway.address):
             pass
     assert seen[0]["keepalive_interval"] >= 300
+
+
+async def test_rpc_timeout_fails_every_call_and_cancels_the_handlers() -> None:
+    """rpc_timeout is kept by one timer per session: each of several calls in
+    flight still fails with UndeliverableError, leaves no pending entry, and
+    the remote handlers give up too (the timeout travels with the request)."""
+    calls = 3
+    entered = 0
+    cancelled = 0
+    all_cancelled = trio.Event()
+
+    class Stuck(Echo):
+        @agentwire.rpc
+        async def on_ping(self, message: Ping, ctx: agentwire.MessageContext) -> Pong:  # type: ignore[override]
+            nonlocal entered, cancelled
+            entered += 1
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancelled += 1
+                if cancelled == calls:
+                    all_cancelled.set()
+
+    errors: list[BaseException] = []
+
+    async def call(worker: WorkerRuntime, key: str) -> None:
+        try:
+            await worker.send_message(Ping("x"), AgentId("stuck", key))
+        except agentwire.UndeliverableError as exc:
+            errors.append(exc)
+
+    with trio.fail_after(GUARD):
+        async with two_workers(rpc_timeout=0.5) as (a, b):
+            await Stuck.register(b, "stuck", Stuck)
+            async with trio.open_nursery() as nursery:
+                for n in range(calls):
+                    nursery.start_soon(call, a, str(n))
+            assert len(errors) == calls
+            assert all("rpc_timeout=0.5" in str(exc) for exc in errors)
+            assert entered == calls
+            session = a.worker_statistics().link.session
+            assert session is not None
+            assert session.pending_rpcs == 0
+            await all_cancelled.wait()
+            # The session still works after its timer fired.
+            assert (await a.send_message(Ping("y"), AgentId("b", "k"))).text

@@ -96,25 +96,9 @@ class GatewayConfig:
 
 
 @attrs.frozen(slots=True)
-class GatewayStatistics:
-    """A snapshot of a gateway's state and counters."""
+class GatewayStatistics(RouterStatistics):
+    """A snapshot of a gateway's state and counters: the router's, and the I/O layer's."""
 
-    clients: int
-    data_connections: int
-    control_connections: int
-    agent_types: int
-    subscriptions: int
-    rpcs_in_flight: int
-    rpcs_forwarded: int
-    rpcs_failed: int
-    responses_forwarded: int
-    responses_dropped: int
-    events_received: int
-    event_deliveries: int
-    events_dropped: int
-    control_forwarded: int
-    control_undeliverable: int
-    protocol_errors: int
     slow_disconnects: int
     queued_messages: int  # over all clients' outbound queues
 

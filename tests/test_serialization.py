@@ -13,7 +13,7 @@ from typing import Any, Literal
 import attrs
 import betterproto2
 import pytest
-from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -33,6 +33,7 @@ from agentwire import (
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2
 from agentwire._serialization import type_name
+from tests.proto_messages import BetterProtoMessage, GoogleProtoMessage
 from tests.test_proto import CLOUD_EVENT_PROTOBUF, RPC_REQUEST_WITH_SENDER, RPC_RESPONSE_OK
 
 # -- message types used below -------------------------------------------------------
@@ -91,38 +92,6 @@ class Flat:
     xs: list[int]
     d: dict[str, str]
     anything: Any = None
-
-
-def _agents_proto_message_class() -> type[Any]:
-    """A google protobuf class for ``agents.ProtoMessage { string message = 1; }``."""
-    file = descriptor_pb2.FileDescriptorProto(
-        name="agentwire_test_messages.proto", package="agents", syntax="proto3"
-    )
-    message = file.message_type.add(name="ProtoMessage")
-    message.field.add(
-        name="message",
-        number=1,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("agents.ProtoMessage"))
-
-
-GoogleProtoMessage = _agents_proto_message_class()
-
-# What betterproto2-compiler generates for the same message: a dataclass
-# registered in the package's MessagePool.
-message_pool = betterproto2.MessagePool()  # type: ignore[no-untyped-call]
-
-
-@dataclasses.dataclass(eq=False, repr=False)
-class BetterProtoMessage(betterproto2.Message):
-    message: str = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-
-message_pool.register_message("agents", "ProtoMessage", BetterProtoMessage)
 
 
 @dataclasses.dataclass(eq=False, repr=False)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import attrs
-import betterproto2
 import trio
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from agentwire import MessageContext, RoutedAgent, event, rpc
+from tests.proto_messages import BetterProtoMessage, GoogleProtoMessage
 
 
 @attrs.define
@@ -21,36 +19,6 @@ class Ping:
 @attrs.define
 class Pong:
     text: str
-
-
-def _google_proto_message() -> type[Any]:
-    """A google protobuf class for ``agents.ProtoMessage { string message = 1; }``."""
-    file = descriptor_pb2.FileDescriptorProto(
-        name="agentwire_worker_test.proto", package="agents", syntax="proto3"
-    )
-    message = file.message_type.add(name="ProtoMessage")
-    message.field.add(
-        name="message",
-        number=1,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("agents.ProtoMessage"))
-
-
-GoogleProtoMessage = _google_proto_message()
-
-_pool = betterproto2.MessagePool()  # type: ignore[no-untyped-call]
-
-
-@dataclasses.dataclass(eq=False, repr=False)
-class BetterProtoMessage(betterproto2.Message):
-    message: str = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-
-_pool.register_message("agents", "ProtoMessage", BetterProtoMessage)
 
 
 class Inbox:

@@ -83,6 +83,7 @@ from .._errors import (
     UnknownSubscriptionError,
 )
 from .._ids import AgentId, TopicId
+from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
@@ -94,7 +95,7 @@ from .._serialization import (
 from .._subscriptions import Subscription, subscription_to_proto
 from ._core import Router, Runtime, RuntimeStatistics, open_core
 from ._interventions import InterventionHandler
-from ._worker_connection import ChannelLike, RpcTimeoutError, open_unwrapping_nursery
+from ._worker_connection import ChannelLike, RpcTimeoutError
 from ._worker_link import (
     DEFAULT_RECONNECT,
     ConnectionState,

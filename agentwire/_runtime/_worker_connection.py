@@ -66,6 +66,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._errors import ConnectionLostError, RemoteError
+from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from ._pending import PendingMap
@@ -713,22 +714,6 @@ def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
     if response.error:
         raise RemoteError(response.error)
     return response
-
-
-@asynccontextmanager
-async def open_unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
-    """A nursery that re-raises a lone exception bare instead of in an ExceptionGroup.
-
-    Used where a nursery wraps a caller's ``async with`` body: the caller's own
-    exception (or a single background failure) comes out as itself.
-    """
-    try:
-        async with trio.open_nursery() as nursery:
-            yield nursery
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
 
 
 @asynccontextmanager

@@ -1,0 +1,56 @@
+"""Constants of the wire, defined once: paths, metadata keys, limits, error kinds.
+
+Everything here is seen by peers. AutoGen's names (the ``agents.AgentRpc``
+service) are fixed by AutoGen 0.7.5; the ``agentwire-*`` metadata keys are
+extensions that AutoGen peers ignore.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "ERROR_KIND_KEY",
+    "SERVICE_PREFIX",
+    "TIMEOUT_METADATA_KEY",
+    "ErrorKind",
+]
+
+SERVICE_PREFIX = "/agents.AgentRpc/"
+"""The path prefix of the Agent Worker Protocol's methods (``/agents.AgentRpc/OpenChannel``)."""
+
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 2**20
+"""The largest message sent or received by default: grpc-core's limit, which AutoGen keeps."""
+
+TIMEOUT_METADATA_KEY = "agentwire-timeout"
+"""RpcRequest metadata: the seconds the agentwire caller will still wait (its trio deadline)."""
+
+ERROR_KIND_KEY = "agentwire-error-kind"
+"""RpcResponse metadata: why an RPC failed without reaching (or finishing in) a handler.
+
+Set by the agentwire gateway and agentwire workers next to the ``error``
+text; agentwire workers raise the matching exception class (the same one an
+in-process runtime raises), AutoGen workers ignore it and see the text.
+"""
+
+
+class ErrorKind(enum.StrEnum):
+    """The values of :data:`ERROR_KIND_KEY`."""
+
+    UNDELIVERABLE = "undeliverable"
+    """No worker serves the target agent type (unknown, or its owner has no channel)."""
+    CONNECTION_LOST = "connection-lost"
+    """The worker serving the target disconnected (or froze) before answering."""
+    TIMEOUT = "timeout"
+    """The gateway's RPC timeout, or the caller's own deadline, passed."""
+    SHUTTING_DOWN = "shutting-down"
+    """The gateway is shutting down."""
+    OVERLOADED = "overloaded"
+    """Too many requests in flight, or no queue space: retry later."""
+    INVALID_ARGUMENT = "invalid-argument"
+    """The request itself was malformed (e.g. an invalid target or source id)."""
+    TOO_LARGE = "too-large"
+    """The request or its result is larger than the message size limit."""
+    CANT_HANDLE = "cant-handle"
+    """The target agent has no handler for the message's type."""

@@ -7,7 +7,8 @@
 
 Hypothesis is an optional dependency: it is imported only when a strategy or
 the law checker is used (agentwire itself never imports it). Install it with
-``pip install agentwire[test]``.
+``pip install 'trio-agentwire[testing]'`` (the distribution's name; the import
+name is ``agentwire``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _st() -> Any:
         from hypothesis import strategies
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "agentwire.testing strategies need Hypothesis: pip install 'agentwire[test]'"
+            "agentwire.testing strategies need Hypothesis: pip install 'trio-agentwire[testing]'"
         ) from exc
     return strategies
 

@@ -48,28 +48,7 @@ class Probe:
     n: int
 
 
-class _Counter:
-    """Deliveries seen by every sink of this process; wakes a waiter at a target count."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = -1
-        self.reached: trio.Event | None = None
-
-    def hit(self) -> None:
-        self.count += 1
-        if self.count == self.target and self.reached is not None:
-            self.reached.set()
-
-    async def wait_for(self, target: int) -> None:
-        if self.count >= target:
-            return
-        self.target = target
-        self.reached = trio.Event()
-        await self.reached.wait()
-
-
-COUNTER = _Counter()
+COUNTER = c.Counter(trio.Event)
 
 
 class Echo(RoutedAgent):
@@ -100,11 +79,8 @@ class ProbeAgent(RoutedAgent):
 
 
 def _add_serializers(runtime: Any) -> None:
-    known = getattr(agentwire, "try_get_known_serializers_for_type", None)
-    if known is None:  # not re-exported (yet): the registry's own helper
-        from agentwire._serialization import serializers_for_type as known
     for cls in (Ping, Probe):
-        runtime.add_message_serializer(known(cls))
+        runtime.add_message_serializer(agentwire.try_get_known_serializers_for_type(cls))
 
 
 async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
@@ -126,12 +102,8 @@ async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[st
 
 
 async def _sequential(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
-    latencies: list[int] = []
     msg = Ping(1, c.TEXT)
-    started = time.perf_counter()
-    done = await c.sequential_loop(lambda: runtime.send_message(msg, target), duration, latencies)
-    elapsed = time.perf_counter() - started
-    return {"seq_msgs_per_s": c.rate(done, elapsed), **c.latency_summary("seq", latencies)}
+    return await c.sequential_figures(lambda: runtime.send_message(msg, target), duration)
 
 
 async def inproc_rpc(duration: float) -> dict[str, float]:
@@ -145,14 +117,10 @@ async def inproc_rpc(duration: float) -> dict[str, float]:
 
 
 async def _publish_phase(runtime: Any, topic: TopicId, fanout: int, count: int) -> float:
-    """Publish ``count`` messages and wait for all ``count * fanout`` deliveries; seconds."""
     msg = Ping(1, c.TEXT)
-    target = COUNTER.count + count * fanout
-    started = time.perf_counter()
-    for _ in range(count):
-        await runtime.publish_message(msg, topic)
-    await COUNTER.wait_for(target)
-    return time.perf_counter() - started
+    return await c.publish_and_wait(
+        lambda: runtime.publish_message(msg, topic), COUNTER, count, fanout
+    )
 
 
 async def inproc_publish(duration: float) -> dict[str, float]:
@@ -215,13 +183,34 @@ async def _grpc_publish(runtime: Any, count: int, already: int) -> float:
     msg = Ping(1, c.TEXT)
     topic = TopicId(c.TOPIC_TYPE, "default")
     probe = AgentId("probe", "default")
+
+    async def seen() -> int:
+        answer: Probe = await runtime.send_message(Probe(0), probe)
+        return answer.n
+
+    return await c.publish_until_seen(
+        lambda: runtime.publish_message(msg, topic), seen, count, already
+    )
+
+
+async def _flood(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
+    """Sequential RPCs while another task of this worker publishes as fast as it can."""
+    msg = Ping(1, c.TEXT)
+    topic = TopicId(c.TOPIC_TYPE, "default")
+    latencies: list[int] = []
+    published: list[int] = []
+
+    async def publisher() -> None:
+        published.append(await c.flood_loop(lambda: runtime.publish_message(msg, topic), duration))
+
     started = time.perf_counter()
-    for _ in range(count):
-        await runtime.publish_message(msg, topic)
-    while True:
-        seen: Probe = await runtime.send_message(Probe(0), probe)
-        if seen.n >= already + count:
-            return time.perf_counter() - started
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher)
+        rpcs = await c.sequential_loop(
+            lambda: runtime.send_message(msg, target), duration, latencies
+        )
+    elapsed = time.perf_counter() - started
+    return c.flood_figures(rpcs, published[0], elapsed, latencies)
 
 
 async def grpc_caller(address: str, duration: float, phases: str) -> dict[str, float]:
@@ -240,6 +229,8 @@ async def grpc_caller(address: str, duration: float, phases: str) -> dict[str, f
             count = c.scale_count(pilot, seconds, duration, 500, 500_000)
             seconds = await _grpc_publish(runtime, count, pilot)
             result["pub_delivered_per_s"] = c.rate(count, seconds)
+        if "flood" in phases:
+            result.update(await _flood(runtime, target, duration))
     return result
 
 
@@ -297,6 +288,8 @@ def main() -> None:
             result = trio.run(activation, duration)
         case "grpc":
             result = grpc_workload(duration, args.phases)
+        case "grpc_flood":
+            result = grpc_workload(duration, "flood")
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "grpc-echo":

@@ -50,28 +50,7 @@ class Probe:
     n: int
 
 
-class _Counter:
-    """Deliveries seen by every sink of this process; wakes a waiter at a target count."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = -1
-        self.reached: asyncio.Event | None = None
-
-    def hit(self) -> None:
-        self.count += 1
-        if self.count == self.target and self.reached is not None:
-            self.reached.set()
-
-    async def wait_for(self, target: int) -> None:
-        if self.count >= target:
-            return
-        self.target = target
-        self.reached = asyncio.Event()
-        await self.reached.wait()
-
-
-COUNTER = _Counter()
+COUNTER = c.Counter(asyncio.Event)
 
 
 class Echo(RoutedAgent):
@@ -117,12 +96,8 @@ async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[st
 
 
 async def _sequential(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
-    latencies: list[int] = []
     msg = Ping(1, c.TEXT)
-    started = time.perf_counter()
-    done = await c.sequential_loop(lambda: runtime.send_message(msg, target), duration, latencies)
-    elapsed = time.perf_counter() - started
-    return {"seq_msgs_per_s": c.rate(done, elapsed), **c.latency_summary("seq", latencies)}
+    return await c.sequential_figures(lambda: runtime.send_message(msg, target), duration)
 
 
 async def inproc_rpc(duration: float) -> dict[str, float]:
@@ -138,14 +113,10 @@ async def inproc_rpc(duration: float) -> dict[str, float]:
 
 
 async def _publish_phase(runtime: Any, topic: TopicId, fanout: int, count: int) -> float:
-    """Publish ``count`` messages and wait for all ``count * fanout`` deliveries; seconds."""
     msg = Ping(1, c.TEXT)
-    target = COUNTER.count + count * fanout
-    started = time.perf_counter()
-    for _ in range(count):
-        await runtime.publish_message(msg, topic)
-    await COUNTER.wait_for(target)
-    return time.perf_counter() - started
+    return await c.publish_and_wait(
+        lambda: runtime.publish_message(msg, topic), COUNTER, count, fanout
+    )
 
 
 async def inproc_publish(duration: float) -> dict[str, float]:
@@ -248,13 +219,30 @@ async def _grpc_publish(worker: GrpcWorkerAgentRuntime, count: int, already: int
     msg = Ping(1, c.TEXT)
     topic = TopicId(c.TOPIC_TYPE, "default")
     probe = AgentId("probe", "default")
+
+    async def seen() -> int:
+        answer: Probe = await worker.send_message(Probe(0), probe)
+        return answer.n
+
+    return await c.publish_until_seen(
+        lambda: worker.publish_message(msg, topic), seen, count, already
+    )
+
+
+async def _flood(
+    worker: GrpcWorkerAgentRuntime, target: AgentId, duration: float
+) -> dict[str, float]:
+    """Sequential RPCs while another task of this worker publishes as fast as it can."""
+    msg = Ping(1, c.TEXT)
+    topic = TopicId(c.TOPIC_TYPE, "default")
+    latencies: list[int] = []
     started = time.perf_counter()
-    for _ in range(count):
-        await worker.publish_message(msg, topic)
-    while True:
-        seen: Probe = await worker.send_message(Probe(0), probe)
-        if seen.n >= already + count:
-            return time.perf_counter() - started
+    published, rpcs = await asyncio.gather(
+        c.flood_loop(lambda: worker.publish_message(msg, topic), duration),
+        c.sequential_loop(lambda: worker.send_message(msg, target), duration, latencies),
+    )
+    elapsed = time.perf_counter() - started
+    return c.flood_figures(rpcs, published, elapsed, latencies)
 
 
 async def grpc_caller(port: int, duration: float, phases: str) -> dict[str, float]:
@@ -274,6 +262,8 @@ async def grpc_caller(port: int, duration: float, phases: str) -> dict[str, floa
         count = c.scale_count(pilot, seconds, duration, 500, 500_000)
         seconds = await _grpc_publish(worker, count, pilot)
         result["pub_delivered_per_s"] = c.rate(count, seconds)
+    if "flood" in phases:
+        result.update(await _flood(worker, target, duration))
     with contextlib.suppress(Exception):  # the peers are torn down next; nothing to report
         await asyncio.wait_for(worker.stop(), 5)
     return result
@@ -328,6 +318,8 @@ def main() -> None:
             result = asyncio.run(activation(duration))
         case "grpc":
             result = grpc_workload(duration, args.phases)
+        case "grpc_flood":
+            result = grpc_workload(duration, "flood")
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "grpc-gateway":

@@ -92,6 +92,23 @@ WORKLOADS: tuple[Workload, ...] = (
         timeout=240.0,
     ),
     Workload(
+        "grpc_flood",
+        "gRPC RPC under a publish flood",
+        (
+            Metric("flood_rpc_p50_us", "RPC p50 while the caller floods", "µs", False),
+            Metric(
+                "flood_rpc_p99_us",
+                "RPC p99 while the caller floods",
+                "µs",
+                False,
+                target_abs=50_000.0,
+            ),
+            Metric("flood_rpc_per_s", "RPCs answered", "rt/s", True),
+            Metric("flood_published_per_s", "events published", "msg/s", True),
+        ),
+        timeout=240.0,
+    ),
+    Workload(
         "startup",
         "Start-up",
         (

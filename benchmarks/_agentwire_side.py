@@ -4,8 +4,10 @@
 ``benchmarks._common``). The workloads mirror ``benchmarks._autogen_side`` one for one: same
 payload, same counts and phase lengths, same measuring code; only the runtime differs.
 
-The ``grpc`` workload runs the gateway as the ``agentwire gateway`` command and the echo worker
-as the ``grpc-echo`` role of this script, each its own process; this process is the caller.
+The ``grpc`` and ``grpc_flood`` workloads run the gateway as the ``agentwire gateway`` command
+and the echo worker as the ``grpc-echo`` role of this script, each its own process; this process
+is the caller. The ``transport`` workload runs agentwire's gRPC server (no agents, raw bytes) as
+the ``transport-server`` role; this process is the client.
 """
 
 from __future__ import annotations
@@ -257,6 +259,77 @@ def grpc_workload(duration: float, phases: str) -> dict[str, float]:
     return result
 
 
+async def transport_server_role() -> None:
+    """agentwire's gRPC server with the echo and sink methods (raw bytes), until signalled."""
+    from agentwire._transport import ServerStream, bidi, serve_grpc
+
+    async def echo(stream: ServerStream) -> None:
+        while (message := await stream.receive()) is not None:
+            await stream.send(message)
+
+    async def sink(stream: ServerStream) -> None:
+        count = 0
+        while await stream.receive() is not None:
+            count += 1
+        await stream.send(str(count).encode())
+
+    methods = {c.ECHO_PATH: bidi(echo), c.SINK_PATH: bidi(sink)}
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_grpc, methods, "127.0.0.1", 0)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            c.ready(f"127.0.0.1:{server.port}")
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                return
+
+
+async def transport_client(address: str, seconds: float) -> dict[str, float]:
+    """agentwire's gRPC client: the three patterns, each on a stream of its own."""
+    from agentwire._transport import open_channel
+
+    async with open_channel(address) as channel:
+        async with channel.stream(c.ECHO_PATH) as stream:
+            ping_pong = await c.ping_pong(stream.send, stream.receive, seconds)
+        async with channel.stream(c.ECHO_PATH) as stream:
+            pipelined = await _pipelined(stream, seconds)
+        async with channel.stream(c.SINK_PATH) as stream:
+            one_way = await c.one_way(stream.send, stream.end, stream.receive, seconds)
+    return c.transport_figures(ping_pong, pipelined, one_way)
+
+
+async def _pipelined(stream: Any, seconds: float) -> float:
+    """Round trips per second with ``IN_FLIGHT`` messages outstanding."""
+    slots = trio.Semaphore(c.IN_FLIGHT)
+    received = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def sender() -> None:
+        while True:
+            try:  # like asyncio.Semaphore: yield only when there is no slot
+                slots.acquire_nowait()
+            except trio.WouldBlock:
+                await slots.acquire()
+            await stream.send(c.TRANSPORT_PAYLOAD)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        while True:
+            await stream.receive()
+            slots.release()
+            received += 1
+            if received % 500 == 0 and time.perf_counter() >= deadline:
+                nursery.cancel_scope.cancel()
+                break
+    return received / (time.perf_counter() - start)
+
+
+def transport_workload(duration: float) -> dict[str, float]:
+    with c.Helper([sys.executable, "-m", "benchmarks._agentwire_side", "transport-server"]) as srv:
+        address = srv.start()
+        return trio.run(transport_client, address, duration)
+
+
 async def startup(spawned_at: float) -> dict[str, float]:
     main_at = time.monotonic()
     async with (
@@ -290,10 +363,15 @@ def main() -> None:
             result = grpc_workload(duration, args.phases)
         case "grpc_flood":
             result = grpc_workload(duration, "flood")
+        case "transport":
+            result = transport_workload(duration)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "grpc-echo":
             trio.run(grpc_echo_role, f"127.0.0.1:{args.port}")
+            return
+        case "transport-server":
+            trio.run(transport_server_role)
             return
         case other:
             raise SystemExit(f"unknown workload {other!r}")

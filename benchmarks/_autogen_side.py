@@ -4,7 +4,9 @@
 ``benchmarks._common``). The workloads mirror ``benchmarks._agentwire_side`` one for one: same
 payload, same counts and phase lengths, same measuring code.
 
-Roles ``grpc-gateway`` and ``grpc-echo`` are the helper processes of the ``grpc`` workload.
+Roles ``grpc-gateway`` and ``grpc-echo`` are the helper processes of the ``grpc`` and
+``grpc_flood`` workloads; ``transport-server`` is grpcio's asyncio server (AutoGen's transport)
+for the ``transport`` workload.
 """
 
 from __future__ import annotations
@@ -283,6 +285,83 @@ def grpc_workload(duration: float, phases: str) -> dict[str, float]:
     return result
 
 
+async def transport_server_role() -> None:
+    """grpcio's asyncio server (AutoGen's transport) with the echo and sink methods."""
+    import grpc
+
+    async def echo(requests: Any, context: Any) -> Any:
+        async for message in requests:
+            yield message
+
+    async def sink(requests: Any, context: Any) -> Any:
+        count = 0
+        async for _ in requests:
+            count += 1
+        yield str(count).encode()
+
+    service, echo_name = c.ECHO_PATH[1:].split("/")
+    sink_name = c.SINK_PATH.rpartition("/")[2]
+    handler = grpc.method_handlers_generic_handler(
+        service,
+        {
+            echo_name: grpc.stream_stream_rpc_method_handler(echo),
+            sink_name: grpc.stream_stream_rpc_method_handler(sink),
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    c.ready(f"127.0.0.1:{port}")
+    await server.wait_for_termination()
+
+
+async def transport_client(address: str, seconds: float) -> dict[str, float]:
+    """grpcio's asyncio client: the three patterns, each on a stream of its own."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.stream_stream(c.ECHO_PATH)()
+        ping_pong = await c.ping_pong(call.write, call.read, seconds)
+        call.cancel()
+        pipelined = await _pipelined(channel.stream_stream(c.ECHO_PATH)(), seconds)
+        call = channel.stream_stream(c.SINK_PATH)()
+        one_way = await c.one_way(call.write, call.done_writing, call.read, seconds)
+    return c.transport_figures(ping_pong, pipelined, one_way)
+
+
+async def _pipelined(call: Any, seconds: float) -> float:
+    """Round trips per second with ``IN_FLIGHT`` messages outstanding."""
+    slots = asyncio.Semaphore(c.IN_FLIGHT)
+    received = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def sender() -> None:
+        while True:
+            await slots.acquire()
+            await call.write(c.TRANSPORT_PAYLOAD)
+
+    task = asyncio.ensure_future(sender())
+    try:
+        while True:
+            await call.read()
+            slots.release()
+            received += 1
+            if received % 500 == 0 and time.perf_counter() >= deadline:
+                return received / (time.perf_counter() - start)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        call.cancel()
+
+
+def transport_workload(duration: float) -> dict[str, float]:
+    with c.Helper([sys.executable, "-m", "benchmarks._autogen_side", "transport-server"]) as srv:
+        address = srv.start()
+        return asyncio.run(transport_client(address, duration))
+
+
 async def startup(spawned_at: float) -> dict[str, float]:
     main_at = time.monotonic()
     port = c.free_port()
@@ -320,6 +399,8 @@ def main() -> None:
             result = grpc_workload(duration, args.phases)
         case "grpc_flood":
             result = grpc_workload(duration, "flood")
+        case "transport":
+            result = transport_workload(duration)
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "grpc-gateway":
@@ -327,6 +408,9 @@ def main() -> None:
             return
         case "grpc-echo":
             asyncio.run(grpc_echo_role(args.port))
+            return
+        case "transport-server":
+            asyncio.run(transport_server_role())
             return
         case other:
             raise SystemExit(f"unknown workload {other!r}")

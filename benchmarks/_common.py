@@ -177,6 +177,68 @@ def flood_figures(
     }
 
 
+# -- the transport workload: one gRPC bidi stream, raw bytes, no agents ------------------
+
+#: Each message of the transport workload.
+TRANSPORT_PAYLOAD = b"x" * 100
+#: Messages kept outstanding by the pipelined pattern.
+IN_FLIGHT = 64
+#: The echo method (answers each message) and the sink (counts, answers the count at the end).
+ECHO_PATH = "/bench.Bench/Echo"
+SINK_PATH = "/bench.Bench/Sink"
+
+
+def one_way_count(seconds: float) -> int:
+    """How many messages the one-way pattern streams: about ``seconds`` at 40k msg/s."""
+    return max(1000, int(40_000 * seconds))
+
+
+async def ping_pong(
+    send: Callable[[bytes], Awaitable[object]],
+    receive: Callable[[], Awaitable[object]],
+    seconds: float,
+) -> float:
+    """Round trips per second of send-then-wait-for-the-echo, for about ``seconds``."""
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(100):
+            await send(TRANSPORT_PAYLOAD)
+            await receive()
+        count += 100
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - start)
+
+
+async def one_way(
+    send: Callable[[bytes], Awaitable[object]],
+    end: Callable[[], Awaitable[object]],
+    receive: Callable[[], Awaitable[object]],
+    seconds: float,
+) -> float:
+    """Messages per second streamed to the sink, until its count comes back."""
+    count = one_way_count(seconds)
+    start = time.perf_counter()
+    for _ in range(count):
+        await send(TRANSPORT_PAYLOAD)
+    await end()
+    reply = await receive()
+    elapsed = time.perf_counter() - start
+    if reply != str(count).encode():
+        raise RuntimeError(f"the sink counted {reply!r}, expected {count}")
+    return count / elapsed
+
+
+def transport_figures(ping_pong: float, pipelined: float, one_way: float) -> dict[str, float]:
+    return {
+        "pingpong_rt_per_s": round(ping_pong, 1),
+        "pipelined_rt_per_s": round(pipelined, 1),
+        "oneway_msgs_per_s": round(one_way, 1),
+    }
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux /proc; 0 where unavailable)."""
     try:

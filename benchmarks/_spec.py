@@ -109,6 +109,15 @@ WORKLOADS: tuple[Workload, ...] = (
         timeout=240.0,
     ),
     Workload(
+        "transport",
+        "gRPC transport, one bidi stream",
+        (
+            Metric("pingpong_rt_per_s", "ping-pong (100 B)", "rt/s", True),
+            Metric("pipelined_rt_per_s", "64 in flight", "rt/s", True),
+            Metric("oneway_msgs_per_s", "one-way to a sink", "msg/s", True),
+        ),
+    ),
+    Workload(
         "startup",
         "Start-up",
         (

@@ -19,7 +19,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from autogen_core import (  # noqa: E402
     AgentId,
@@ -31,14 +31,20 @@ from autogen_core import (  # noqa: E402
     message_handler,
     try_get_known_serializers_for_type,
 )
-from autogen_ext.runtimes.grpc import (  # noqa: E402
-    GrpcWorkerAgentRuntime,
-    GrpcWorkerAgentRuntimeHost,
-)
 
 from . import _common as c  # noqa: E402
 
-_IMPORTED = time.monotonic()
+if TYPE_CHECKING:
+    from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntime, GrpcWorkerAgentRuntimeHost
+
+_IMPORTED = time.monotonic()  # the in-process imports; the gRPC runtime is imported on use
+
+
+def _grpc_runtimes() -> Any:
+    """``autogen_ext.runtimes.grpc``, imported by the workloads that use it."""
+    import autogen_ext.runtimes.grpc
+
+    return autogen_ext.runtimes.grpc
 
 
 @dataclass
@@ -165,7 +171,10 @@ async def activation(duration: float) -> dict[str, float]:
 
 
 def _worker(port: int) -> GrpcWorkerAgentRuntime:
-    return GrpcWorkerAgentRuntime(host_address=f"127.0.0.1:{port}")
+    worker: GrpcWorkerAgentRuntime = _grpc_runtimes().GrpcWorkerAgentRuntime(
+        host_address=f"127.0.0.1:{port}"
+    )
+    return worker
 
 
 def _add_serializers(worker: GrpcWorkerAgentRuntime) -> None:
@@ -188,7 +197,9 @@ async def _wait_listening(port: int) -> None:
 
 
 async def _start_host(port: int) -> GrpcWorkerAgentRuntimeHost:
-    host = GrpcWorkerAgentRuntimeHost(address=f"127.0.0.1:{port}")
+    host: GrpcWorkerAgentRuntimeHost = _grpc_runtimes().GrpcWorkerAgentRuntimeHost(
+        address=f"127.0.0.1:{port}"
+    )
     host.start()
     await _wait_listening(port)
     return host
@@ -362,7 +373,19 @@ def transport_workload(duration: float) -> dict[str, float]:
         return asyncio.run(transport_client(address, duration))
 
 
+async def inproc_startup(spawned_at: float) -> dict[str, float]:
+    main_at = time.monotonic()
+    runtime = SingleThreadedAgentRuntime()
+    await Echo.register(runtime, "echo", Echo)
+    runtime.start()
+    await runtime.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
+    answered = time.monotonic()
+    await runtime.stop()
+    return c.startup_figures("inproc_", spawned_at, _IMPORTED, main_at, answered)
+
+
 async def startup(spawned_at: float) -> dict[str, float]:
+    _grpc_runtimes()
     main_at = time.monotonic()
     port = c.free_port()
     host = await _start_host(port)
@@ -372,11 +395,7 @@ async def startup(spawned_at: float) -> dict[str, float]:
     _add_serializers(caller)
     await caller.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
     answered = time.monotonic()
-    result = {
-        "startup_ms": round((answered - spawned_at) * 1000, 1),
-        "imports_ms": round((_IMPORTED - spawned_at) * 1000, 1),
-        "to_first_rpc_ms": round((answered - main_at) * 1000, 1),
-    }
+    result = c.startup_figures("", spawned_at, main_at, main_at, answered)
     for worker in (caller, echo):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(worker.stop(), 5)
@@ -403,6 +422,8 @@ def main() -> None:
             result = transport_workload(duration)
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
+        case "inproc_startup":
+            result = asyncio.run(inproc_startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "grpc-gateway":
             asyncio.run(grpc_gateway_role(args.port))
             return

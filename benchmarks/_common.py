@@ -177,6 +177,17 @@ def flood_figures(
     }
 
 
+def startup_figures(
+    prefix: str, spawned_at: float, imported: float, main_at: float, answered: float
+) -> dict[str, float]:
+    """Start-up in milliseconds: spawn -> first RPC answered, and how it splits."""
+    return {
+        f"{prefix}startup_ms": round((answered - spawned_at) * 1000, 1),
+        f"{prefix}imports_ms": round((imported - spawned_at) * 1000, 1),
+        f"{prefix}to_first_rpc_ms": round((answered - main_at) * 1000, 1),
+    }
+
+
 # -- the transport workload: one gRPC bidi stream, raw bytes, no agents ------------------
 
 #: Each message of the transport workload.

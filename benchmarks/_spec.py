@@ -129,6 +129,18 @@ WORKLOADS: tuple[Workload, ...] = (
         needs_spawn_time=True,
         extra_runs=2,
     ),
+    Workload(
+        "inproc_startup",
+        "In-process start-up",
+        (
+            Metric("inproc_startup_ms", "spawn -> first RPC answered", "ms", False, plot=True),
+            Metric("inproc_imports_ms", "of which interpreter + imports", "ms", False),
+            Metric("inproc_to_first_rpc_ms", "of which runtime+agent+RPC", "ms", False),
+        ),
+        timeout=60.0,
+        needs_spawn_time=True,
+        extra_runs=2,
+    ),
 )
 
 WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)

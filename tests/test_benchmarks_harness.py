@@ -250,3 +250,14 @@ async def test_the_counter_wakes_its_waiter_at_the_target() -> None:
         counter.hit()
         await trio.testing.wait_all_tasks_blocked()
         assert woke == [3]
+
+
+def test_start_up_figures_split_spawn_to_answer_in_milliseconds() -> None:
+    figures = _common.startup_figures("inproc_", 1.0, 1.1, 1.2, 1.5)
+    assert figures == pytest.approx(
+        {"inproc_startup_ms": 500.0, "inproc_imports_ms": 100.0, "inproc_to_first_rpc_ms": 300.0}
+    )
+    assert set(figures) == {m.key for m in workload("inproc_startup").metrics}
+    assert set(_common.startup_figures("", 0, 0, 0, 0)) == {
+        m.key for m in workload("startup").metrics
+    }

@@ -11,6 +11,11 @@ import trio
 from . import __version__
 from ._gateway._command import add_gateway_command
 
+DEMO_NEEDS = (
+    "the demo publishes a betterproto2 message, and betterproto2 is not installed: "
+    "pip install 'trio-agentwire[demo]'"
+)
+
 
 def _demo_command(args: argparse.Namespace) -> int:
     try:
@@ -18,7 +23,7 @@ def _demo_command(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "betterproto2":
             raise
-        print(f"agentwire demo: {exc}", file=sys.stderr)
+        print(f"agentwire demo: {DEMO_NEEDS}", file=sys.stderr)
         return 2
     trio.run(run_demo, print)
     return 0

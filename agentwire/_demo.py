@@ -8,8 +8,7 @@ alpha and one protobuf event (a betterproto2 message, packed in ``Any``) from
 beta to all listeners, then times a batch of RPCs between the workers. Lines
 go to the ``out`` callable (the CLI passes ``print``).
 
-It needs betterproto2 (``pip install 'trio-agentwire[demo]'``); importing this module
-without it raises ``ModuleNotFoundError`` saying how to install it.
+It needs betterproto2 (``pip install 'trio-agentwire[demo]'``).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ import dataclasses
 from collections.abc import Callable
 
 import attrs
+import betterproto2  # the demo extra; `agentwire demo` says how to install it if missing
 import trio
 
 from ._agents import MessageContext, RoutedAgent, event, rpc
@@ -27,15 +27,6 @@ from ._ids import AgentId, TopicId
 from ._runtime._worker import WorkerRuntime, open_worker
 from ._serialization import serializers_for_type
 from ._subscriptions import TypeSubscription
-
-try:
-    import betterproto2
-except ModuleNotFoundError as exc:
-    raise ModuleNotFoundError(
-        "agentwire demo publishes a betterproto2 message, and betterproto2 is not installed: "
-        "pip install 'trio-agentwire[demo]'",
-        name=exc.name,
-    ) from exc
 
 __all__ = ["run_demo"]
 

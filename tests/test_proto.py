@@ -148,30 +148,47 @@ def test_field_numbers_match_the_protocol() -> None:
 
 
 def _protoc_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The interpreter that has grpcio-tools (``nox -s tests`` provides one)."""
+    """The interpreter that has proto/tools.txt (``nox -s tests`` provides one)."""
     given = os.environ.get("AGENTWIRE_PROTOC_PYTHON")
     if given:
         return given
     env_dir = tmp_path_factory.mktemp("protoc-venv")
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "grpcio-tools==1.62.3"], check=True)
+    tools = ROOT / "proto" / "tools.txt"
+    subprocess.run([python, "-m", "pip", "install", "-q", "-r", str(tools)], check=True)
     return python
 
 
-def test_generated_code_has_not_drifted(
-    tmp_path: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """Regenerating from proto/ must reproduce agentwire/_proto byte for byte."""
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """What `nox -s proto` writes, generated afresh under a temporary root."""
     python = _protoc_python(tmp_path_factory)
-    out = tmp_path / "_proto"
-    subprocess.run([python, str(ROOT / "proto" / "generate.py"), str(out)], check=True)
-    committed = ROOT / "agentwire" / "_proto"
-    names = sorted(p.name for p in committed.iterdir() if p.suffix in {".py", ".pyi"})
-    assert names == sorted(p.name for p in out.iterdir())
+    root = tmp_path_factory.mktemp("regenerated")
+    subprocess.run([python, str(ROOT / "proto" / "generate.py"), "--root", str(root)], check=True)
+    return root
+
+
+def _generated_files(folder: pathlib.Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.suffix in {".py", ".pyi"} and "__pycache__" not in p.parts
+    )
+
+
+@pytest.mark.parametrize(
+    "target", ["agentwire/_proto", "agentwire/_examples", "tests/examples_pb2"]
+)
+def test_generated_code_has_not_drifted(regenerated: pathlib.Path, target: str) -> None:
+    """Regenerating from proto/ must reproduce the committed code byte for byte."""
+    out = regenerated / target
+    committed = ROOT / target
+    names = _generated_files(committed)
+    assert names == _generated_files(out)
     for name in names:
         assert (out / name).read_bytes() == (committed / name).read_bytes(), (
-            f"agentwire/_proto/{name} differs from what `nox -s proto` generates"
+            f"{target}/{name} differs from what `nox -s proto` generates"
         )
 
 

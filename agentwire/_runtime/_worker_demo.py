@@ -12,16 +12,15 @@ go to the ``out`` callable (the CLI passes ``print``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import attrs
-import betterproto2
 import trio
 
 from .._agents import MessageContext, RoutedAgent, event, rpc
 from .._errors import RemoteError
+from .._examples.agentwire.demo import Headline
 from .._ids import AgentId, TopicId
 from .._serialization import serializers_for_type
 from .._subscriptions import TypeSubscription
@@ -53,19 +52,6 @@ class Greeting:
 @attrs.define
 class News:
     headline: str
-
-
-# A protobuf message as betterproto2-compiler would generate it for
-# ``package agentwire.demo; message Headline { string text = 1; }``.
-message_pool = betterproto2.MessagePool()  # type: ignore[no-untyped-call]
-
-
-@dataclasses.dataclass(eq=False, repr=False)
-class Headline(betterproto2.Message):
-    text: str = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-
-message_pool.register_message("agentwire.demo", "Headline", Headline)
 
 
 class Counter(RoutedAgent):

@@ -21,7 +21,6 @@ here, which agree on the proto3 JSON mapping).
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
 import os
 import pathlib
@@ -29,7 +28,6 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Final
 
 import pytest
 import trio
@@ -48,16 +46,9 @@ from agentwire import (
     rpc,
     serializers_for_type,
 )
-from agentwire._examples.agentwire.examples import (
-    Address,
-    Money,
-    Order,
-    OrderLine,
-    OrderStatus,
-    Priority,
-)
-from agentwire._examples.google.protobuf import Struct
+from agentwire._examples.agentwire.examples import Order, OrderStatus
 
+from ..proto_messages import CASES
 from ..worker.messages import Inbox
 from .test_worker_autogen import WAIT, Peer, open_peer
 
@@ -66,48 +57,6 @@ pytestmark = pytest.mark.interop
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PEER = pathlib.Path(__file__).parent / "autogen_peers" / "payloads_peer.py"
 KINDS = ["autogen-host", "agentwire-gateway"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-    """An Order and what AutoGen's google class must read from it."""
-
-    order: Order
-    delivery: str  # the `delivery` oneof case, "-" if unset
-    status: str  # the Status enum value's proto name
-    placed_at: str  # the Timestamp as proto3 JSON, "-" if unset
-
-
-CASES: Final = {
-    "every-field": Case(
-        Order(
-            id="o-1",
-            status=OrderStatus.OPEN,
-            priority=Priority.HIGH,
-            lines=[
-                OrderLine(sku="tea", quantity=2, price=Money("EUR", 3, 500_000_000)),
-                OrderLine(sku="cup", quantity=1),
-            ],
-            notes=["fragile", "gift"],
-            labels={"channel": "web", "region": "eu"},
-            discounts={"spring": Money("EUR", 1, 0), "loyalty": Money("EUR", 0, 250_000_000)},
-            ship_to=Address("1 Main St", "Lyon"),
-            placed_at=datetime.datetime(2026, 11, 30, 17, 30, 0, 123456, tzinfo=datetime.UTC),
-            extra=Struct.from_dict({"gift": True, "tags": ["a", 1.5, None], "box": {"size": 3}}),
-            coupon="",  # set, though empty: presence crosses too
-        ),
-        delivery="ship_to",
-        status="STATUS_OPEN",
-        placed_at="2026-11-30T17:30:00.123456Z",
-    ),
-    "other-oneof-case": Case(
-        Order(id="o-2", pickup_point="locker 7", extra=Struct(), priority=Priority.LOW),
-        delivery="pickup_point",
-        status="STATUS_UNSPECIFIED",
-        placed_at="-",
-    ),
-    "all-defaults": Case(Order(), delivery="-", status="STATUS_UNSPECIFIED", placed_at="-"),
-}
 
 
 def encode(order: Order) -> str:

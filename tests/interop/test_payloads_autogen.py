@@ -48,7 +48,7 @@ from agentwire import (
 )
 from agentwire._examples.agentwire.examples import Order, OrderStatus
 
-from ..proto_messages import CASES
+from ..proto_messages import CASES, Case
 from ..worker.messages import Inbox
 from .test_worker_autogen import WAIT, Peer, open_peer
 
@@ -72,6 +72,10 @@ def as_seen_by_autogen(line: str) -> tuple[Order, str, str, str]:
     """``<kind> x<hex> <delivery> <status> <placed_at> ...`` from the peer."""
     _, data, delivery, status, placed_at, *_ = line.split()
     return decode(data), delivery, status, placed_at
+
+
+def as_expected(case: Case) -> tuple[Order, str, str, str]:
+    return case.order, case.delivery, case.status, case.placed_at
 
 
 def shipped(order: Order, by: str) -> Order:
@@ -176,12 +180,7 @@ async def test_published_orders_cross_both_ways_with_every_field_kind(
                     case.order, TopicId("to_autogen", "x"), sender=AgentId("aw_orders", "p")
                 )
                 line = await theirs.expect("EVENT")
-                assert as_seen_by_autogen(line) == (
-                    case.order,
-                    case.delivery,
-                    case.status,
-                    case.placed_at,
-                )
+                assert as_seen_by_autogen(line) == as_expected(case)
                 assert line.endswith(" aw_orders/p")
                 await theirs.command(f"publish to_agentwire {encode(case.order)}", "PUBLISHED")
                 await fresh_inbox.wait_for(n + 1)
@@ -200,12 +199,7 @@ async def test_rpc_orders_cross_both_ways_with_every_field_kind(
             for n, case in enumerate(CASES.values()):
                 reply = await ours.send_message(case.order, AgentId("ag_orders", "k"))
                 assert reply == shipped(case.order, "autogen")
-                assert as_seen_by_autogen(await theirs.expect("RPC")) == (
-                    case.order,
-                    case.delivery,
-                    case.status,
-                    case.placed_at,
-                )
+                assert as_seen_by_autogen(await theirs.expect("RPC")) == as_expected(case)
                 line = await theirs.command(f"send aw_orders/k {encode(case.order)}", "REPLY")
                 assert decode(line.split()[1]) == shipped(case.order, "agentwire")
                 await fresh_inbox.wait_for(n + 1)

@@ -12,19 +12,27 @@ nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = pathlib.Path(__file__).resolve().parent
-# The protoc bundled with this grpcio-tools emits gencode with no runtime
-# version check, which imports on protobuf 5.29 through 7.x.
-PROTOC_TOOLS = "grpcio-tools==1.62.3"
+# protoc (grpcio-tools), betterproto2-compiler and the ruff it formats with, pinned:
+# `nox -s proto` output must not depend on the day the venv was built.
+PROTO_TOOLS = ROOT / "proto" / "tools.txt"
 AUTOGEN = "autogen-ext[grpc]==0.7.5"
 
 
 def _protoc_python(session: nox.Session) -> str:
-    """A python with grpcio-tools, in a venv of its own (it pins protobuf<5)."""
+    """A python with proto/tools.txt, in a venv of its own (grpcio-tools pins protobuf<5).
+
+    Rebuilt when proto/tools.txt changes (the venv keeps a copy of what it holds).
+    """
     venv = ROOT / ".nox" / "_protoc"
     python = venv / "bin" / "python"
-    if not python.exists():
-        session.run("python", "-m", "venv", str(venv), external=True)
-        session.run(str(python), "-m", "pip", "install", "-q", PROTOC_TOOLS, external=True)
+    installed = venv / "tools.txt"
+    wanted = PROTO_TOOLS.read_text()
+    if not installed.exists() or installed.read_text() != wanted:
+        session.run("python", "-m", "venv", "--clear", str(venv), external=True)
+        session.run(
+            str(python), "-m", "pip", "install", "-q", "-r", str(PROTO_TOOLS), external=True
+        )
+        installed.write_text(wanted)
     return str(python)
 
 
@@ -47,9 +55,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def proto(session: nox.Session) -> None:
-    """Regenerate agentwire/_proto from proto/*.proto."""
+    """Regenerate agentwire/_proto, agentwire/_examples and tests/examples_pb2 from proto/."""
     python = _protoc_python(session)
-    session.run(python, "proto/generate.py", "agentwire/_proto", external=True)
+    session.run(python, "proto/generate.py", external=True)
 
 
 @nox.session

@@ -13,15 +13,17 @@ It needs betterproto2 (``pip install 'trio-agentwire[demo]'``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import attrs
-import betterproto2  # the demo extra; `agentwire demo` says how to install it if missing
 import trio
 
 from ._agents import MessageContext, RoutedAgent, event, rpc
 from ._errors import RemoteError
+
+# Generated code that imports betterproto2 (the demo extra): `agentwire demo` says how to
+# install it if missing.
+from ._examples.agentwire.demo import Headline
 from ._gateway import open_gateway
 from ._ids import AgentId, TopicId
 from ._runtime._worker import WorkerRuntime, open_worker
@@ -54,19 +56,6 @@ class Greeting:
 @attrs.define
 class News:
     headline: str
-
-
-# A protobuf message as betterproto2-compiler would generate it for
-# ``package agentwire.demo; message Headline { string text = 1; }``.
-message_pool = betterproto2.MessagePool()  # type: ignore[no-untyped-call]
-
-
-@dataclasses.dataclass(eq=False, repr=False)
-class Headline(betterproto2.Message):
-    text: str = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-
-message_pool.register_message("agentwire.demo", "Headline", Headline)
 
 
 class Counter(RoutedAgent):

@@ -1,44 +1,73 @@
-"""``agents.ProtoMessage { string message = 1; }`` as test message types.
+"""Protobuf test payloads, compiled by ``nox -s proto`` from ``proto/examples``.
 
-Two classes for one protobuf message: a google protobuf class built from a
-descriptor (in a private pool, so it never clashes with other test protos),
-and the dataclass betterproto2-compiler generates for it, registered in the
-package's MessagePool as generated code does.
+Each message has two classes from one ``.proto``: the google protobuf class protoc
+writes (``tests/examples_pb2``, what AutoGen agents use) and the dataclass
+betterproto2-compiler writes (``agentwire._examples``, what agentwire recommends).
+
+* ``agents.ProtoMessage { string message = 1; }``: :data:`BetterProtoMessage` and
+  :data:`GoogleProtoMessage`.
+* ``agentwire.examples.Order`` (every kind of proto3 field): :data:`CASES`, sample
+  Orders and what the google class reads from each.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import datetime
+from typing import Final
 
-import betterproto2
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from agentwire._examples.agents import ProtoMessage as BetterProtoMessage
+from agentwire._examples.agentwire.examples import (
+    Address,
+    Money,
+    Order,
+    OrderLine,
+    OrderStatus,
+    Priority,
+)
+from agentwire._examples.google.protobuf import Struct
+from tests.examples_pb2.proto_message_pb2 import ProtoMessage as GoogleProtoMessage
 
-
-def _google_proto_message() -> type[Any]:
-    file = descriptor_pb2.FileDescriptorProto(
-        name="agentwire_test_messages.proto", package="agents", syntax="proto3"
-    )
-    message = file.message_type.add(name="ProtoMessage")
-    message.field.add(
-        name="message",
-        number=1,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("agents.ProtoMessage"))
+__all__ = ["CASES", "BetterProtoMessage", "Case", "GoogleProtoMessage"]
 
 
-GoogleProtoMessage = _google_proto_message()
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """An Order and what AutoGen's google class must read from it."""
 
-message_pool = betterproto2.MessagePool()  # type: ignore[no-untyped-call]
+    order: Order
+    delivery: str  # the `delivery` oneof case, "-" if unset
+    status: str  # the Status enum value's proto name
+    placed_at: str  # the Timestamp as proto3 JSON, "-" if unset
 
 
-@dataclasses.dataclass(eq=False, repr=False)
-class BetterProtoMessage(betterproto2.Message):
-    message: str = betterproto2.field(1, betterproto2.TYPE_STRING)
-
-
-message_pool.register_message("agents", "ProtoMessage", BetterProtoMessage)
+CASES: Final = {
+    "every-field": Case(
+        Order(
+            id="o-1",
+            status=OrderStatus.OPEN,
+            priority=Priority.HIGH,
+            lines=[
+                OrderLine(sku="tea", quantity=2, price=Money("EUR", 3, 500_000_000)),
+                OrderLine(sku="cup", quantity=1),
+            ],
+            notes=["fragile", "gift"],
+            labels={"channel": "web", "region": "eu"},
+            discounts={"spring": Money("EUR", 1, 0), "loyalty": Money("EUR", 0, 250_000_000)},
+            ship_to=Address("1 Main St", "Lyon"),
+            placed_at=datetime.datetime(2026, 11, 30, 17, 30, 0, 123456, tzinfo=datetime.UTC),
+            extra=Struct.from_dict({"gift": True, "tags": ["a", 1.5, None], "box": {"size": 3}}),
+            coupon="",  # set, though empty: presence crosses too
+        ),
+        delivery="ship_to",
+        status="STATUS_OPEN",
+        placed_at="2026-11-30T17:30:00.123456Z",
+    ),
+    "other-oneof-case": Case(
+        Order(id="o-2", pickup_point="locker 7", extra=Struct(), priority=Priority.LOW),
+        delivery="pickup_point",
+        status="STATUS_UNSPECIFIED",
+        placed_at="-",
+    ),
+    "all-defaults": Case(Order(), delivery="-", status="STATUS_UNSPECIFIED", placed_at="-"),
+}

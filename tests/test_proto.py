@@ -9,10 +9,16 @@ import sys
 import venv
 
 import pytest
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, struct_pb2
 
+from agentwire import serializers_for_type
+from agentwire._examples.agentwire.demo import Headline
+from agentwire._examples.agentwire.examples import Order, OrderLine
+from agentwire._examples.google.protobuf import Struct
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce
+from tests.examples_pb2 import demo_pb2, order_pb2
+from tests.proto_messages import CASES, BetterProtoMessage, GoogleProtoMessage
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -148,30 +154,47 @@ def test_field_numbers_match_the_protocol() -> None:
 
 
 def _protoc_python(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The interpreter that has grpcio-tools (``nox -s tests`` provides one)."""
+    """The interpreter that has proto/tools.txt (``nox -s tests`` provides one)."""
     given = os.environ.get("AGENTWIRE_PROTOC_PYTHON")
     if given:
         return given
     env_dir = tmp_path_factory.mktemp("protoc-venv")
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "grpcio-tools==1.62.3"], check=True)
+    tools = ROOT / "proto" / "tools.txt"
+    subprocess.run([python, "-m", "pip", "install", "-q", "-r", str(tools)], check=True)
     return python
 
 
-def test_generated_code_has_not_drifted(
-    tmp_path: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """Regenerating from proto/ must reproduce agentwire/_proto byte for byte."""
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """What `nox -s proto` writes, generated afresh under a temporary root."""
     python = _protoc_python(tmp_path_factory)
-    out = tmp_path / "_proto"
-    subprocess.run([python, str(ROOT / "proto" / "generate.py"), str(out)], check=True)
-    committed = ROOT / "agentwire" / "_proto"
-    names = sorted(p.name for p in committed.iterdir() if p.suffix in {".py", ".pyi"})
-    assert names == sorted(p.name for p in out.iterdir())
+    root = tmp_path_factory.mktemp("regenerated")
+    subprocess.run([python, str(ROOT / "proto" / "generate.py"), "--root", str(root)], check=True)
+    return root
+
+
+def _generated_files(folder: pathlib.Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.suffix in {".py", ".pyi"} and "__pycache__" not in p.parts
+    )
+
+
+@pytest.mark.parametrize(
+    "target", ["agentwire/_proto", "agentwire/_examples", "tests/examples_pb2"]
+)
+def test_generated_code_has_not_drifted(regenerated: pathlib.Path, target: str) -> None:
+    """Regenerating from proto/ must reproduce the committed code byte for byte."""
+    out = regenerated / target
+    committed = ROOT / target
+    names = _generated_files(committed)
+    assert names == _generated_files(out)
     for name in names:
         assert (out / name).read_bytes() == (committed / name).read_bytes(), (
-            f"agentwire/_proto/{name} differs from what `nox -s proto` generates"
+            f"{target}/{name} differs from what `nox -s proto` generates"
         )
 
 
@@ -179,3 +202,89 @@ def test_generated_code_imports_without_runtime_version_check() -> None:
     source = (ROOT / "agentwire" / "_proto" / "agent_worker_pb2.py").read_text()
     assert "ValidateProtobufRuntimeVersion" not in source
     assert sys.modules["agentwire._proto.cloudevent_pb2"] is ce
+
+
+# -- the example payloads: one .proto, a betterproto2 class and a google class ---------
+
+
+def _google_every_field_order() -> order_pb2.Order:
+    """CASES["every-field"], built with the google class's own API."""
+    order = order_pb2.Order(
+        id="o-1",
+        status=order_pb2.Order.STATUS_OPEN,
+        priority=order_pb2.PRIORITY_HIGH,
+        lines=[
+            order_pb2.Order.Line(
+                sku="tea",
+                quantity=2,
+                price=order_pb2.Money(currency="EUR", units=3, nanos=500_000_000),
+            ),
+            order_pb2.Order.Line(sku="cup", quantity=1),
+        ],
+        notes=["fragile", "gift"],
+        labels={"channel": "web", "region": "eu"},
+        discounts={
+            "spring": order_pb2.Money(currency="EUR", units=1),
+            "loyalty": order_pb2.Money(currency="EUR", nanos=250_000_000),
+        },
+        ship_to=order_pb2.Address(street="1 Main St", city="Lyon"),
+        coupon="",
+    )
+    order.placed_at.FromJsonString("2026-11-30T17:30:00.123456Z")
+    order.extra.update({"gift": True, "tags": ["a", 1.5, None], "box": {"size": 3}})
+    return order
+
+
+def test_betterproto2_bytes_are_the_google_class_bytes_for_every_field_kind() -> None:
+    ours = CASES["every-field"].order
+    theirs = _google_every_field_order()
+    assert order_pb2.Order.FromString(bytes(ours)) == theirs
+    assert Order.parse(theirs.SerializeToString()) == ours
+    assert theirs.HasField("coupon")  # an empty optional string keeps its presence
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_sample_order_reads_the_same_in_both_classes(name: str) -> None:
+    case = CASES[name]
+    theirs = order_pb2.Order.FromString(bytes(case.order))
+    assert (theirs.WhichOneof("delivery") or "-") == case.delivery
+    assert order_pb2.Order.Status.Name(theirs.status) == case.status
+    placed_at = theirs.placed_at.ToJsonString() if theirs.HasField("placed_at") else "-"
+    assert placed_at == case.placed_at
+    assert Order.parse(theirs.SerializeToString(deterministic=True)) == case.order
+
+
+@pytest.mark.parametrize(
+    ("cls", "full_name"),
+    [
+        (BetterProtoMessage, "agents.ProtoMessage"),
+        (Headline, "agentwire.demo.Headline"),
+        (Order, "agentwire.examples.Order"),
+        (OrderLine, "agentwire.examples.Order.Line"),
+        (Struct, "google.protobuf.Struct"),
+    ],
+)
+def test_generated_classes_travel_under_their_full_proto_name(cls: type, full_name: str) -> None:
+    [serializer] = serializers_for_type(cls)
+    assert serializer.type_name == full_name
+    google_cls = {
+        "agents.ProtoMessage": GoogleProtoMessage,
+        "agentwire.demo.Headline": demo_pb2.Headline,
+        "agentwire.examples.Order": order_pb2.Order,
+        "agentwire.examples.Order.Line": order_pb2.Order.Line,
+        "google.protobuf.Struct": struct_pb2.Struct,
+    }[full_name]
+    assert google_cls.DESCRIPTOR.full_name == full_name
+
+
+def test_a_generated_order_is_packed_in_any_as_autogen_packs_the_google_class() -> None:
+    [serializer] = serializers_for_type(Order)
+    data = serializer.serialize(CASES["every-field"].order)
+    wrapper = any_pb2.Any.FromString(data)
+    assert wrapper.type_url == "type.googleapis.com/agentwire.examples.Order"
+    unpacked = order_pb2.Order()
+    assert wrapper.Unpack(unpacked)
+    assert unpacked == _google_every_field_order()
+    packed = any_pb2.Any()
+    packed.Pack(_google_every_field_order())
+    assert serializer.deserialize(packed.SerializeToString()) == CASES["every-field"].order

@@ -122,7 +122,7 @@ class _ClientConnection(Connection):
                 break
             await self._slot_lot.park()
         st = StreamState(h2conn.get_next_available_stream_id(), self.max_message_size)
-        self._streams[st.id] = st
+        self._add_stream(st)
         self.send_headers(st, headers, end)
         return st
 

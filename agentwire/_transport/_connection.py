@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import sys
 from collections import deque
@@ -286,6 +287,8 @@ class Connection:
         max_concurrent_streams: int | None = None,
         keepalive_interval: float | None = None,
         keepalive_timeout: float = 20.0,
+        handshake_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self._stream = stream
         # plain TCP sockets are read and written directly (see _read_fd/_write_fd)
@@ -317,6 +320,11 @@ class Connection:
         self.max_message_size = max_message_size
         self._keepalive_interval = keepalive_interval
         self._keepalive_timeout = keepalive_timeout
+        self._handshake_timeout = handshake_timeout
+        self._idle_timeout = idle_timeout
+        # when the last stream ended (None while streams are open); see _timers
+        self._idle_since: float | None = trio.current_time()
+        self._ping_sent_at: float | None = None
         self._streams: dict[int, StreamState] = {}
         self._ops = 0
         self._writer_parked = False  # parked, and nobody has woken it
@@ -328,8 +336,7 @@ class Connection:
         self.draining = False  # GOAWAY sent or received: no new streams
         self._lost: GRPCError | None = None
         self._last_received = trio.current_time()
-        self._ping_ack = Signal()
-        self._keepalive_scope = trio.CancelScope()
+        self._timers_scope = trio.CancelScope()
         self._writer_scope = trio.CancelScope()
         self._reader_scope = trio.CancelScope()
         self._done = trio.Event()
@@ -337,6 +344,7 @@ class Connection:
         self.settings_received = trio.Event()
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.pings_acknowledged = 0
         settings: dict[h2.settings.SettingCodes, int] = {
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
@@ -378,8 +386,12 @@ class Connection:
         """Start pumping the connection: its tasks run in ``nursery`` until it ends."""
         nursery.start_soon(self._writer)
         nursery.start_soon(self._reader)
-        if self._keepalive_interval is not None:
-            nursery.start_soon(self._keepalive)
+        if (
+            self._keepalive_interval is not None
+            or self._handshake_timeout is not None
+            or self._idle_timeout is not None
+        ):
+            nursery.start_soon(self._timers)
         self._kick()
 
     async def wait_closed(self) -> None:
@@ -610,38 +622,80 @@ class Connection:
         self._lone_read = False
         return data[pos:] if pos else data
 
-    async def _keepalive(self) -> None:
-        with self._keepalive_scope:
-            await self._keepalive_loop()
+    async def _timers(self) -> None:
+        with self._timers_scope:
+            await self._run_timers()
 
-    async def _keepalive_loop(self) -> None:
-        assert self._keepalive_interval is not None
+    async def _run_timers(self) -> None:
+        """The connection's clocks: handshake, idle and keepalive (one task for all three).
+
+        - The peer's SETTINGS (after its preface) must arrive within
+          ``handshake_timeout``, else the connection is closed.
+        - A connection without streams for ``idle_timeout`` is closed (GOAWAY).
+        - After ``keepalive_interval`` without a byte from the peer while
+          streams are open, a PING is sent; if nothing at all arrives within
+          ``keepalive_timeout`` of it, the connection is lost: every stream
+          fails with UNAVAILABLE.
+        """
+        if self._handshake_timeout is not None:
+            with trio.move_on_after(self._handshake_timeout):
+                await self.settings_received.wait()
+            if not self.settings_received.is_set():
+                log.debug("no HTTP/2 handshake within %s s", self._handshake_timeout)
+                self.close(PROTOCOL_ERROR, "no HTTP/2 handshake in time")
+                return
+        idle_timeout = self._idle_timeout
         interval = self._keepalive_interval
+        acks = 0
         while self._lost is None and not self._closing:
-            await trio.sleep_until(self._last_received + interval)
-            if trio.current_time() < self._last_received + interval:
-                continue
-            if not self._keepalive_wanted():
-                self._last_received = trio.current_time()
-                continue
-            sent_at = trio.current_time()
-            try:
-                self._h2.ping(b"agentwir")
-            except h2.exceptions.ProtocolError:
-                return
-            self._kick()
-            with trio.move_on_after(self._keepalive_timeout):
-                await self._ping_ack.wait()
-                continue
-            if self._last_received <= sent_at:
-                self._connection_lost("keepalive ping not acknowledged", flush=False)
-                return
+            now = trio.current_time()
+            wake = math.inf
+            if idle_timeout is not None:
+                idle_since = self._idle_since
+                if idle_since is None:
+                    wake = now + idle_timeout  # look again then
+                elif now >= idle_since + idle_timeout:
+                    log.debug("closing a connection idle for %s s", idle_timeout)
+                    self.close(NO_ERROR, "idle")
+                    return
+                else:
+                    wake = idle_since + idle_timeout
+            if interval is not None:
+                sent_at = self._ping_sent_at
+                if sent_at is not None and (
+                    self._last_received > sent_at or self.pings_acknowledged > acks
+                ):
+                    sent_at = self._ping_sent_at = None  # the peer is alive
+                if sent_at is not None:
+                    if now >= sent_at + self._keepalive_timeout:
+                        self._connection_lost("keepalive ping not acknowledged", flush=False)
+                        return
+                    wake = min(wake, sent_at + self._keepalive_timeout)
+                elif now < self._last_received + interval:
+                    wake = min(wake, self._last_received + interval)
+                elif not self._keepalive_wanted():
+                    self._last_received = now
+                    wake = min(wake, now + interval)
+                else:
+                    try:
+                        self._h2.ping(b"agentwir")
+                    except h2.exceptions.ProtocolError:
+                        return
+                    self._kick()
+                    self._ping_sent_at = now
+                    acks = self.pings_acknowledged
+                    wake = min(wake, now + self._keepalive_timeout)
+            await trio.sleep_until(wake)
 
     def _keepalive_wanted(self) -> bool:
         return bool(self._streams)
 
     def _on_ping_ack(self, event: h2.events.PingAckReceived) -> None:
-        self._ping_ack.set()
+        self.pings_acknowledged += 1
+
+    def _add_stream(self, st: StreamState) -> None:
+        self._streams[st.id] = st
+        self._idle_since = None
 
     # -- closing -------------------------------------------------------------
 
@@ -691,7 +745,7 @@ class Connection:
         self._slot_lot.unpark_all()
         self._drain_lot.unpark_all()
         self.settings_received.set()
-        self._keepalive_scope.cancel()
+        self._timers_scope.cancel()
         self._kick()
 
     def _on_stream_lost(self, st: StreamState) -> None:
@@ -745,8 +799,10 @@ class Connection:
             self._flush_acks()  # the stream's credit counts on the connection window
         if self._streams.pop(st.id, None) is not None:
             self._slot_lot.unpark()
-            if self.draining and not self._streams:
-                self.close()
+            if not self._streams:
+                self._idle_since = trio.current_time()
+                if self.draining:
+                    self.close()
 
     async def send_message(self, st: StreamState, frame: bytes, end: bool = False) -> None:
         """Send one framed message; waits for flow control and buffer space.

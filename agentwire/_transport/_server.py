@@ -59,6 +59,11 @@ log = logging.getLogger("agentwire.transport")
 
 DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+DEFAULT_IDLE_TIMEOUT = 300.0
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
+#: refused connections being told so (GOAWAY) at once; more are closed without a word
+MAX_REFUSING = 64
 _REFUSE_TIMEOUT = 1.0
 _FINAL_FLUSH_TIMEOUT = 2.0
 
@@ -180,6 +185,17 @@ class ServerStream:
         self._st.handler = take
 
     @property
+    def error(self) -> GRPCError | None:
+        """Why the call ended under the handler, or ``None`` while it goes on.
+
+        Set when the handler is cancelled because the client reset the call
+        (CANCELLED) or the connection was lost (UNAVAILABLE: closed, broken,
+        or "keepalive ping not acknowledged" for a frozen client), and when a
+        request message was rejected (RESOURCE_EXHAUSTED, INTERNAL).
+        """
+        return self._st.error
+
+    @property
     def buffered(self) -> int:
         """Complete request messages received and not yet taken by :meth:`receive`."""
         return len(self._st.messages)
@@ -273,6 +289,9 @@ class _ServerConnection(Connection):
             max_message_size=server.max_message_size,
             max_concurrent_streams=server.max_concurrent_streams,
             keepalive_interval=server.keepalive_interval,
+            keepalive_timeout=server.keepalive_timeout,
+            handshake_timeout=server.handshake_timeout,
+            idle_timeout=server.idle_timeout,
         )
         self._server = server
         self._peer = peer
@@ -287,7 +306,7 @@ class _ServerConnection(Connection):
             self._h2.reset_stream(sid, REFUSED_STREAM)
             return
         st = _ServerStreamState(sid, self.max_message_size)
-        self._streams[sid] = st
+        self._add_stream(st)
         if event.stream_ended is not None:
             st.remote_closed = True
         method = path = content_type = timeout = encoding = accept = None
@@ -518,6 +537,9 @@ class GrpcServer:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         grace_period: float = 5.0,
         keepalive_interval: float | None = None,
+        keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+        handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
         compression: str | None = None,
     ) -> None:
         self.methods = dict(methods)
@@ -528,7 +550,11 @@ class GrpcServer:
         self.max_connections = max_connections
         self.grace_period = grace_period
         self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         self.compression = compression
+        self._refusing = 0
         self._connections: set[_ServerConnection] = set()
         self._connections_changed = trio.lowlevel.ParkingLot()
         self._accept_scope = trio.CancelScope()
@@ -595,22 +621,29 @@ class GrpcServer:
                             await trio.sleep(0.1)
                             continue
                         raise
-                    if len(self._connections) >= self.max_connections:
+                    if len(self._connections) < self.max_connections:
+                        nursery.start_soon(self._serve_connection, stream)
+                    elif self._refusing < MAX_REFUSING:
+                        self._refusing += 1
                         nursery.start_soon(self._refuse, stream)
                     else:
-                        nursery.start_soon(self._serve_connection, stream)
+                        log.debug("closing a connection over the limit without GOAWAY")
+                        await trio.aclose_forcefully(stream)
         finally:
             await trio.aclose_forcefully(listener)
 
     async def _refuse(self, stream: trio.abc.Stream) -> None:
-        log.warning("refusing a connection: %d connections open", len(self._connections))
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
-        conn.initiate_connection()
-        conn.close_connection(ENHANCE_YOUR_CALM, b"too many connections")
-        with trio.move_on_after(_REFUSE_TIMEOUT):
-            with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await stream.send_all(conn.data_to_send())
-        await trio.aclose_forcefully(stream)
+        try:
+            log.warning("refusing a connection: %d connections open", len(self._connections))
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+            conn.initiate_connection()
+            conn.close_connection(ENHANCE_YOUR_CALM, b"too many connections")
+            with trio.move_on_after(_REFUSE_TIMEOUT):
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    await stream.send_all(conn.data_to_send())
+            await trio.aclose_forcefully(stream)
+        finally:
+            self._refusing -= 1
 
     async def serve_connection(self, stream: trio.abc.Stream) -> None:
         """Serve one already accepted byte stream (tests, custom listeners)."""
@@ -660,6 +693,9 @@ async def serve_grpc(
     grace_period: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
     keepalive_interval: float | None = None,
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT,
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT,
+    idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     compression: str | None = None,
 ) -> None:
     """Serve ``methods`` (path -> :class:`Method`) on ``host:port`` until shut down.
@@ -668,6 +704,18 @@ async def serve_grpc(
     listening (``port=0`` picks a free port; see ``server.port``). Returns
     after ``server.shutdown()``; cancelling it stops everything at once.
     ``compression="gzip"`` compresses responses for clients that accept it.
+
+    Connections are bounded in number and in time: at most
+    ``max_connections`` are served (more get GOAWAY "too many connections";
+    while ``MAX_REFUSING`` refusals are being written, further ones are
+    closed without a word). A client must complete the HTTP/2 handshake
+    (preface and SETTINGS) within ``handshake_timeout`` seconds, and a
+    connection without calls for ``idle_timeout`` seconds is closed with
+    GOAWAY (grpc clients reconnect as needed); ``None`` disables either.
+    With ``keepalive_interval``, a connection with calls open that has been
+    silent that long is sent a PING; if nothing arrives within
+    ``keepalive_timeout`` the connection is dropped: its calls' handlers are
+    cancelled and ``ServerStream.error`` says why (a frozen client).
     """
     if compression not in (None, "gzip"):
         raise ValueError(f"unsupported compression {compression!r} (use None or 'gzip')")
@@ -680,6 +728,9 @@ async def serve_grpc(
         max_connections=max_connections,
         grace_period=grace_period,
         keepalive_interval=keepalive_interval,
+        keepalive_timeout=keepalive_timeout,
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
         compression=compression,
     )
     server.port = listeners[0].socket.getsockname()[1]

@@ -140,6 +140,11 @@ class _ClientConnection(Connection):
         if st is None:
             return
         st.trailers = decode_headers(event.headers)
+        if _status_of(st.trailers)[0] not in (None, "0"):
+            # A server that ends a call with a status of its own may do so in
+            # the middle of a message it could not finish (flow control): the
+            # status is the answer, the truncated message is dropped.
+            st.decoder = None
 
     def _on_peer_reset(self, st: StreamState, error_code: int) -> None:
         if st.trailers is None:

@@ -440,14 +440,20 @@ class _ServerConnection(Connection):
     ) -> None:
         """Send the trailers (trailers-only if nothing was sent), unless the call has ended.
 
-        A half-sent message cannot be followed by trailers: the stream is reset
-        instead. A client still sending gets RST_STREAM(NO_ERROR) after them.
+        A half-sent message (its rest held back by flow control, or its send
+        cancelled) is abandoned: the trailers still go, since HEADERS are not
+        flow-controlled, and the client reports this status after the
+        truncated message -- unless the status is OK, which cannot follow a
+        truncated message: the stream is reset instead. A client still
+        sending gets RST_STREAM(NO_ERROR) after the trailers.
         """
         if st.closed or st.local_closed or self.lost is not None:
             return
         if st.partial:
-            self.reset_stream(st, CANCEL)
-            return
+            if status is Status.OK:
+                self.reset_stream(st, CANCEL)
+                return
+            st.partial = False
         trailers = [("grpc-status", str(status.value))]
         if message:
             trailers.append(("grpc-message", encode_grpc_message(message)))

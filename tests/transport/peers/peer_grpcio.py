@@ -118,6 +118,17 @@ async def scenario(channel: grpc.aio.Channel, name: str) -> dict[str, object]:
             echo = await channel.unary_unary("/test.Test/Echo")(b"after")
             ok = replies == [b"started", b"done", grpc.aio.EOF] and echo == b"after"
             return {"result": ok, "code": (await call.code()).value[0]}
+        if name == "slow_reader":
+            # reads one message, then nothing for a while: the server gives up on it
+            call = channel.stream_stream("/test.Test/Flood")()
+            received = len(await call.read())
+            await asyncio.sleep(3)
+            try:
+                while (message := await call.read()) is not grpc.aio.EOF:
+                    received += len(message)
+            except grpc.aio.AioRpcError as exc:
+                return {**_error(exc), "received": received > 0}
+            return {"result": "no error"}
         if name == "error":
             await channel.unary_unary("/test.Test/Fail")(b"")
             return {"result": "no error"}

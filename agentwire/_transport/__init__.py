@@ -18,7 +18,7 @@ open_grpc_server(...)``, with ``methods = {"/pkg.Service/Method": unary(fn) |
 bidi(fn)}``. Handlers raise ``GRPCError`` to choose the status; any other
 exception ends the call with UNKNOWN ``"Unexpected <class 'X'>: msg"``.
 
-Both ends: bounded buffers and HTTP/2 flow control (a sender waits), 16 MiB
+Both ends: bounded buffers and HTTP/2 flow control (a sender waits), 4 MiB
 default message limit (RESOURCE_EXHAUSTED for that call only), optional gzip,
 keepalive pings only when asked for. ``open_channel_over_stream`` and
 ``GrpcServer.serve_connection`` run either end over any ``trio.abc.Stream``.

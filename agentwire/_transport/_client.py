@@ -28,6 +28,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import decode_grpc_message, encode_timeout
 
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._connection import (
     CANCEL,
     NO_ERROR,
@@ -36,14 +37,7 @@ from ._connection import (
     StreamState,
     decode_headers,
 )
-from ._framing import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    FramingError,
-    MessageTooLargeError,
-    encode_message,
-    gzip_compress,
-    gzip_decompress,
-)
+from ._framing import decompress_message, frame_message
 
 _USER_AGENT = "agentwire-grpc/0.1"
 _MAX_TIMEOUT = 99_999_999.0  # grpc-timeout allows at most 8 digits
@@ -197,12 +191,8 @@ class ClientStream:
         if st.remote_closed and st.trailers is not None:
             self._raise_status()
             raise trio.ClosedResourceError("the call has already ended")
-        if self._compression == "gzip":
-            frame = encode_message(gzip_compress(message), compressed=True)
-        else:
-            frame = encode_message(message)
         try:
-            await self._conn.send_message(st, frame, end)
+            await self._conn.send_message(st, frame_message(message, self._compression), end)
         except trio.ClosedResourceError:
             if st.trailers is not None:
                 self._raise_status()  # the server ended the call early: say how
@@ -221,10 +211,7 @@ class ClientStream:
         st = self._st
         if st.remote_closed and st.trailers is not None:
             return False
-        if self._compression == "gzip":
-            frame = encode_message(gzip_compress(message), compressed=True)
-        else:
-            frame = encode_message(message)
+        frame = frame_message(message, self._compression)
         return self._conn.try_send_message(st, frame, flush=flush)
 
     def set_message_handler(self, handler: Callable[[bytes], bool] | None) -> None:
@@ -287,16 +274,10 @@ class ClientStream:
             yield message
 
     def _decompress(self, payload: bytes) -> bytes:
-        if self._encoding != "gzip":
-            raise self._fail(
-                Status.INTERNAL, f"compressed message with grpc-encoding {self._encoding!r}"
-            )
         try:
-            return gzip_decompress(payload, self._conn.max_message_size)
-        except MessageTooLargeError as exc:
-            raise self._fail(Status.RESOURCE_EXHAUSTED, str(exc)) from None
-        except FramingError as exc:
-            raise self._fail(Status.INTERNAL, str(exc)) from None
+            return decompress_message(payload, self._encoding, self._conn.max_message_size)
+        except GRPCError as exc:
+            raise self._fail(exc.status, exc.message or "") from None
 
     def _fail(self, status: Status, message: str) -> GRPCError:
         st = self._st
@@ -551,6 +532,10 @@ async def open_channel_over_stream(
         keepalive_timeout=keepalive_timeout,
     )
     channel = Channel(conn, authority, scheme, compression)
+    # Not open_service_nursery(): with it, a body exception raised while the
+    # caller is being cancelled comes out grouped with that Cancelled, which
+    # the worker's reconnect loop (it catches Exception) lets escape. Here the
+    # body's exception is re-raised alone.
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         conn.start(nursery)

@@ -38,7 +38,7 @@ Invariants (every method below keeps them):
   never blocks; the queue bound above holds for what it declines.
 - Operations that need not wait do not yield every time (that made pipelined
   streams 2.5x slower), but they check for cancellation every time and yield
-  to the scheduler every ``_YIELD_EVERY`` operations.
+  to the scheduler every few operations (a ``CheckpointBudget``).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ import trio
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from .._budget import CheckpointBudget
 from ._framing import FramingError, MessageDecoder, MessageTooLargeError
 
 log = logging.getLogger("agentwire.transport")
@@ -74,8 +75,6 @@ _RECEIVE_SIZE = 256 * 1024
 _QUEUE_LIMIT = 1024 * 1024
 #: consumed bytes acknowledged (WINDOW_UPDATE) in batches of at least this size
 _ACK_BATCH = 64 * 1024
-#: yield to the scheduler at least once per this many non-blocking operations
-_YIELD_EVERY = 32
 #: our SETTINGS_INITIAL_WINDOW_SIZE (per stream) and our connection window
 STREAM_WINDOW = 4 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
@@ -326,7 +325,7 @@ class Connection:
         self._idle_since: float | None = trio.current_time()
         self._ping_sent_at: float | None = None
         self._streams: dict[int, StreamState] = {}
-        self._ops = 0
+        self._budget = CheckpointBudget()
         self._writer_parked = False  # parked, and nobody has woken it
         self._writer_idle = False  # parked, or woken but not yet running
         self._writer_lot = trio.lowlevel.ParkingLot()
@@ -755,12 +754,7 @@ class Connection:
 
     async def tick(self) -> None:
         """A cheap checkpoint: always cancellable, yields every few operations."""
-        self._ops += 1
-        if self._ops >= _YIELD_EVERY:
-            self._ops = 0
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        await self._budget.checkpoint()
 
     def send_headers(self, st: StreamState, headers: Sequence[tuple[str, str]], end: bool) -> None:
         self._h2.send_headers(st.id, headers, end_stream=end)

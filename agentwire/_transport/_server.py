@@ -37,6 +37,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import decode_timeout, encode_grpc_message
 
+from .._nursery import open_service_nursery
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._connection import (
     CANCEL,
     ENHANCE_YOUR_CALM,
@@ -46,14 +48,7 @@ from ._connection import (
     StreamState,
     decode_headers,
 )
-from ._framing import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    FramingError,
-    MessageTooLargeError,
-    encode_message,
-    gzip_compress,
-    gzip_decompress,
-)
+from ._framing import decompress_message, frame_message
 
 log = logging.getLogger("agentwire.transport")
 
@@ -114,16 +109,7 @@ class ServerStream:
             return None
         payload, compressed = item
         if compressed:
-            if self._encoding != "gzip":
-                raise GRPCError(
-                    Status.INTERNAL, f"compressed message with grpc-encoding {self._encoding!r}"
-                )
-            try:
-                payload = gzip_decompress(payload, self._conn.max_message_size)
-            except MessageTooLargeError as exc:
-                raise GRPCError(Status.RESOURCE_EXHAUSTED, str(exc)) from None
-            except FramingError as exc:
-                raise GRPCError(Status.INTERNAL, str(exc)) from None
+            return decompress_message(payload, self._encoding, self._conn.max_message_size)
         return payload
 
     async def send(self, message: bytes) -> None:
@@ -134,11 +120,7 @@ class ServerStream:
         st = self._st
         if not st.headers_sent:
             self._send_headers()
-        if self._compression is not None:
-            frame = encode_message(gzip_compress(message), compressed=True)
-        else:
-            frame = encode_message(message)
-        await self._conn.send_message(st, frame)
+        await self._conn.send_message(st, frame_message(message, self._compression))
 
     def try_send(self, message: bytes, *, flush: bool = True) -> bool:
         """Send one message now if that needs no waiting; ``False`` sends nothing.
@@ -154,11 +136,9 @@ class ServerStream:
         st = self._st
         if not st.headers_sent:
             return False
-        if self._compression is not None:
-            frame = encode_message(gzip_compress(message), compressed=True)
-        else:
-            frame = encode_message(message)
-        return self._conn.try_send_message(st, frame, flush=flush)
+        return self._conn.try_send_message(
+            st, frame_message(message, self._compression), flush=flush
+        )
 
     def set_message_handler(self, handler: Callable[[bytes, bool], bool] | None) -> None:
         """Have ``handler(message, alone)`` take request messages in the reader task.
@@ -763,18 +743,10 @@ async def open_grpc_server(
     Leaving the block normally shuts down gracefully (``grace_period``);
     leaving it with an exception or cancellation stops the server at once.
     """
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        try:
-            server: GrpcServer = await nursery.start(_serve_kw, methods, host, port, kwargs)
-            yield server
-        except BaseException as exc:
-            body_error = exc
-            nursery.cancel_scope.cancel()
-        else:
-            await server.shutdown()
-    if body_error is not None:
-        raise body_error
+    async with open_service_nursery() as services:
+        server: GrpcServer = await services.start(_serve_kw, methods, host, port, kwargs)
+        yield server
+        await server.shutdown()
 
 
 async def _serve_kw(

@@ -113,7 +113,7 @@ async def test_a_live_client_with_a_quiet_call_stays_connected(
     handler = Handler()
     methods = {"/t/Hang": bidi(handler), "/t/Echo": unary(_echo)}
     async with (
-        serving(methods, keepalive_interval=10, keepalive_timeout=5) as (client_stream, server),
+        serving(methods, keepalive_interval=10, keepalive_timeout=5) as (client_stream, _),
         open_channel_over_stream(client_stream) as channel,
         channel.stream("/t/Hang") as stream,
     ):

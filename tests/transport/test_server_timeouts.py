@@ -19,13 +19,13 @@ from agentwire._transport import (
     Method,
     ServerStream,
     Status,
+    _server,
     bidi,
     open_channel,
     open_channel_over_stream,
     open_grpc_server,
     unary,
 )
-from agentwire._transport import _server
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -60,7 +60,9 @@ async def serving(**server_kw: Any) -> AsyncIterator[tuple[trio.abc.Stream, Grpc
         nursery.cancel_scope.cancel()
 
 
-@pytest.mark.parametrize("sent", [b"", PREFACE[:10], PREFACE], ids=["nothing", "half", "no-settings"])
+@pytest.mark.parametrize(
+    "sent", [b"", PREFACE[:10], PREFACE], ids=["nothing", "half", "no-settings"]
+)
 async def test_a_client_that_never_completes_the_handshake_is_dropped(
     autojump_clock: trio.abc.Clock, sent: bytes
 ) -> None:

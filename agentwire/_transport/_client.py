@@ -29,15 +29,10 @@ from grpclib.exceptions import GRPCError
 from grpclib.metadata import decode_grpc_message, encode_timeout
 
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._connection import (
-    CANCEL,
-    NO_ERROR,
-    Connection,
-    Headers,
-    StreamState,
-    decode_headers,
-)
+from ._connection import Http2Connection
 from ._framing import decompress_message, frame_message
+from ._open_stream import OpenStream
+from ._protocol import CANCEL, NO_ERROR, Headers, decode_headers
 
 _USER_AGENT = "agentwire-grpc/0.1"
 _MAX_TIMEOUT = 99_999_999.0  # grpc-timeout allows at most 8 digits
@@ -94,13 +89,13 @@ def _metadata(headers: Headers | None) -> dict[str, str] | None:
     return {name: value for name, value in headers if not name.startswith(":")}
 
 
-class _ClientConnection(Connection):
+class ClientConnection(Http2Connection):
     def __init__(self, stream: trio.abc.Stream, **kwargs: Any) -> None:
         super().__init__(stream, client_side=True, **kwargs)
         self._dispatch[h2.events.ResponseReceived] = self._on_response
         self._dispatch[h2.events.TrailersReceived] = self._on_trailers
 
-    async def open_stream(self, headers: Sequence[tuple[str, str]], end: bool) -> StreamState:
+    async def open_stream(self, headers: Sequence[tuple[str, str]], end: bool) -> OpenStream:
         h2conn = self._h2
         if not self.settings_received.is_set():
             # Until the server's SETTINGS arrive its stream limit is unknown, and
@@ -115,7 +110,7 @@ class _ClientConnection(Connection):
             if len(self._streams) < h2conn.remote_settings.max_concurrent_streams:
                 break
             await self._slot_lot.park()
-        st = StreamState(h2conn.get_next_available_stream_id(), self.max_message_size)
+        st = OpenStream(h2conn.get_next_available_stream_id(), self.max_message_size)
         self._add_stream(st)
         self.send_headers(st, headers, end)
         return st
@@ -127,7 +122,7 @@ class _ClientConnection(Connection):
         st.headers = decode_headers(event.headers)
         if event.stream_ended:  # trailers-only response
             st.trailers = st.headers
-        st.recv_signal.set()
+        st.recv_wakeup.set()
 
     def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
         st = self._streams.get(event.stream_id)
@@ -140,7 +135,7 @@ class _ClientConnection(Connection):
             # status is the answer, the truncated message is dropped.
             st.decoder = None
 
-    def _on_peer_reset(self, st: StreamState, error_code: int) -> None:
+    def _on_peer_reset(self, st: OpenStream, error_code: int) -> None:
         if st.trailers is None:
             super()._on_peer_reset(st, error_code)
 
@@ -159,7 +154,7 @@ class ClientStream:
     block before the response has ended cancels the call (RST_STREAM CANCEL).
     """
 
-    def __init__(self, conn: _ClientConnection, st: StreamState, compression: str | None) -> None:
+    def __init__(self, conn: ClientConnection, st: OpenStream, compression: str | None) -> None:
         self._conn = conn
         self._st = st
         self._compression = compression
@@ -337,7 +332,7 @@ class Channel:
     """A client connection to one gRPC server (use :func:`open_channel`)."""
 
     def __init__(
-        self, conn: _ClientConnection, authority: str, scheme: str, compression: str | None
+        self, conn: ClientConnection, authority: str, scheme: str, compression: str | None
     ) -> None:
         self._conn = conn
         self._compression = compression
@@ -525,7 +520,7 @@ async def open_channel_over_stream(
     compression: str | None = None,
 ) -> AsyncIterator[Channel]:
     """A channel over an already connected byte stream (tests, custom transports)."""
-    conn = _ClientConnection(
+    conn = ClientConnection(
         stream,
         max_message_size=max_message_size,
         keepalive_interval=keepalive_interval,

@@ -39,16 +39,10 @@ from grpclib.metadata import decode_timeout, encode_grpc_message
 
 from .._nursery import open_service_nursery
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._connection import (
-    CANCEL,
-    ENHANCE_YOUR_CALM,
-    NO_ERROR,
-    REFUSED_STREAM,
-    Connection,
-    StreamState,
-    decode_headers,
-)
+from ._connection import Http2Connection
 from ._framing import decompress_message, frame_message
+from ._open_stream import OpenStream
+from ._protocol import CANCEL, ENHANCE_YOUR_CALM, NO_ERROR, REFUSED_STREAM, decode_headers
 
 log = logging.getLogger("agentwire.transport")
 
@@ -83,8 +77,8 @@ class ServerStream:
 
     def __init__(
         self,
-        conn: _ServerConnection,
-        st: _ServerStreamState,
+        conn: ServerConnection,
+        st: ServerOpenStream,
         *,
         path: str,
         metadata: Mapping[str, str],
@@ -236,7 +230,7 @@ class ServerStatistics:
     shutting_down: bool
 
 
-class _ServerStreamState(StreamState):
+class ServerOpenStream(OpenStream):
     __slots__ = ("cancel_status", "scope")
 
     def __init__(self, stream_id: int, max_message_size: int) -> None:
@@ -255,7 +249,7 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-class _ServerConnection(Connection):
+class ServerConnection(Http2Connection):
     def __init__(
         self,
         stream: trio.abc.Stream,
@@ -285,7 +279,7 @@ class _ServerConnection(Connection):
         if self.draining:
             self._h2.reset_stream(sid, REFUSED_STREAM)
             return
-        st = _ServerStreamState(sid, self.max_message_size)
+        st = ServerOpenStream(sid, self.max_message_size)
         self._add_stream(st)
         if event.stream_ended is not None:
             st.remote_closed = True
@@ -354,13 +348,11 @@ class _ServerConnection(Connection):
         )
         self._nursery.start_soon(self._run_handler, st, entry, stream)
 
-    def _http_error(self, st: _ServerStreamState, http_status: str) -> None:
+    def _http_error(self, st: ServerOpenStream, http_status: str) -> None:
         self.send_headers(st, [(":status", http_status)], True)
         self._finish(st, None, None)
 
-    async def _run_handler(
-        self, st: _ServerStreamState, entry: Method, stream: ServerStream
-    ) -> None:
+    async def _run_handler(self, st: ServerOpenStream, entry: Method, stream: ServerStream) -> None:
         status: Status | None = None
         message: str | None = None
         try:
@@ -398,7 +390,7 @@ class _ServerConnection(Connection):
 
     def _finish(
         self,
-        st: _ServerStreamState,
+        st: ServerOpenStream,
         status: Status | None,
         message: str | None,
         *,
@@ -412,7 +404,7 @@ class _ServerConnection(Connection):
 
     def _end_with_status(
         self,
-        st: _ServerStreamState,
+        st: ServerOpenStream,
         status: Status,
         message: str | None,
         *,
@@ -450,23 +442,23 @@ class _ServerConnection(Connection):
 
     # -- stream events ---------------------------------------------------------
 
-    def _on_stream_error(self, st: StreamState, status: Status, message: str) -> None:
-        assert isinstance(st, _ServerStreamState)
+    def _on_stream_error(self, st: OpenStream, status: Status, message: str) -> None:
+        assert isinstance(st, ServerOpenStream)
         st.error = GRPCError(status, message)
         # answer at once; the handler is cancelled and finds the call ended
         st.cancel_status = None
         st.scope.cancel()
         self._end_with_status(st, status, message)
 
-    def _on_peer_reset(self, st: StreamState, error_code: int) -> None:
-        assert isinstance(st, _ServerStreamState)
+    def _on_peer_reset(self, st: OpenStream, error_code: int) -> None:
+        assert isinstance(st, ServerOpenStream)
         if st.error is None:
             st.error = GRPCError(Status.CANCELLED, "the client cancelled the call")
         st.cancel_status = None
         st.scope.cancel()
 
-    def _on_stream_lost(self, st: StreamState) -> None:
-        assert isinstance(st, _ServerStreamState)
+    def _on_stream_lost(self, st: OpenStream) -> None:
+        assert isinstance(st, ServerOpenStream)
         st.cancel_status = None
         st.scope.cancel()
 
@@ -487,7 +479,7 @@ class _ServerConnection(Connection):
 
     def cancel_handlers(self) -> None:
         for st in list(self._streams.values()):
-            assert isinstance(st, _ServerStreamState)
+            assert isinstance(st, ServerOpenStream)
             if st.cancel_status is not None:
                 st.cancel_status = (Status.UNAVAILABLE, "Server shutting down")
             st.scope.cancel()
@@ -541,7 +533,7 @@ class GrpcServer:
         self.idle_timeout = idle_timeout
         self.compression = compression
         self._refusing = 0
-        self._connections: set[_ServerConnection] = set()
+        self._connections: set[ServerConnection] = set()
         self._connections_changed = trio.lowlevel.ParkingLot()
         self._accept_scope = trio.CancelScope()
         self._shutting_down = False
@@ -636,10 +628,10 @@ class GrpcServer:
         await self._serve_connection(stream)
 
     async def _serve_connection(self, stream: trio.abc.Stream) -> None:
-        conn: _ServerConnection | None = None
+        conn: ServerConnection | None = None
         try:
             async with trio.open_nursery() as nursery:
-                conn = _ServerConnection(stream, self, _peer_name(stream), nursery)
+                conn = ServerConnection(stream, self, _peer_name(stream), nursery)
                 self._connections.add(conn)
                 if self._shutting_down:
                     conn.begin_shutdown()

@@ -9,9 +9,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
+from agentwire._transport import _fastpath
+
 PEERS = Path(__file__).parent / "peers"
+
+
+@pytest.fixture(autouse=True, params=["fast-paths", "public-apis"])
+def io_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every transport test runs twice: with the fast paths, and with public APIs only."""
+    fast = request.param == "fast-paths"
+    monkeypatch.setattr(_fastpath, "ENABLED", fast)
+    return fast
 
 
 def peer_script(kind: str) -> str:

@@ -93,7 +93,8 @@ class ClockMachine(RuleBasedStateMachine):
             return
         if due is Due.IDLE:
             assert not handshake_pending
-            assert clock.idle_timeout is not None and self.empty_since is not None
+            assert clock.idle_timeout is not None
+            assert self.empty_since is not None
             assert self.now >= self.empty_since + clock.idle_timeout
             return
         if due is Due.PING_TIMEOUT:

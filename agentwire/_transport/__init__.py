@@ -38,18 +38,8 @@ from ._client import (
     parse_address,
 )
 from ._framing import MessageDecoder, encode_message
-from ._server import (
-    GrpcServer,
-    Method,
-    ServerStatistics,
-    ServerStream,
-    StreamHandler,
-    UnaryHandler,
-    bidi,
-    open_grpc_server,
-    serve_grpc,
-    unary,
-)
+from ._server import GrpcServer, ServerStatistics, open_grpc_server, serve_grpc
+from ._server_call import Method, ServerStream, StreamHandler, UnaryHandler, bidi, unary
 
 __all__ = [
     "Channel",

@@ -19,7 +19,6 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import attrs
 import h2.events
@@ -90,8 +89,23 @@ def _metadata(headers: Headers | None) -> dict[str, str] | None:
 
 
 class ClientConnection(Http2Connection):
-    def __init__(self, stream: trio.abc.Stream, **kwargs: Any) -> None:
-        super().__init__(stream, client_side=True, **kwargs)
+    """The client's side of a connection: opens streams, reads responses and trailers."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        max_message_size: int,
+        keepalive_interval: float | None,
+        keepalive_timeout: float,
+    ) -> None:
+        super().__init__(
+            stream,
+            client_side=True,
+            max_message_size=max_message_size,
+            keepalive_interval=keepalive_interval,
+            keepalive_timeout=keepalive_timeout,
+        )
         self._dispatch[h2.events.ResponseReceived] = self._on_response
         self._dispatch[h2.events.TrailersReceived] = self._on_trailers
 

@@ -139,7 +139,7 @@ class GrpcServer:
         while self._connections:
             await self._connections_changed.park()
 
-    async def _accept_loop(self, listener: trio.abc.Listener[Any]) -> None:
+    async def _accept_loop(self, listener: trio.abc.Listener[trio.abc.Stream]) -> None:
         assert self._nursery is not None
         nursery = self._nursery
         try:
@@ -251,7 +251,7 @@ async def serve_grpc(
     """
     if compression not in (None, "gzip"):
         raise ValueError(f"unsupported compression {compression!r} (use None or 'gzip')")
-    listeners: list[Any] = list(await _open_listeners(host, port))
+    sockets = await _open_listeners(host, port)
     server = GrpcServer(
         methods,
         host,
@@ -265,10 +265,11 @@ async def serve_grpc(
         idle_timeout=idle_timeout,
         compression=compression,
     )
-    server.port = listeners[0].socket.getsockname()[1]
+    server.port = sockets[0].socket.getsockname()[1]
+    listeners: list[trio.abc.Listener[trio.abc.Stream]] = list(sockets)
     if ssl_context is not None:
         ssl_context.set_alpn_protocols(["h2"])
-        listeners = [trio.SSLListener(listener, ssl_context) for listener in listeners]
+        listeners = [trio.SSLListener(listener, ssl_context) for listener in sockets]
     try:
         async with trio.open_nursery() as nursery:
             server._nursery = nursery

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 import trio
@@ -181,7 +181,7 @@ class Method:
     """One entry of a server's method table (make it with :func:`unary` or :func:`bidi`)."""
 
     kind: Literal["unary", "bidi"]
-    handler: Callable[..., Awaitable[Any]]
+    handler: UnaryHandler | StreamHandler
 
 
 def unary(handler: UnaryHandler) -> Method:

@@ -20,8 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h2.events
 import h2.exceptions
@@ -33,7 +32,7 @@ from grpclib.metadata import decode_timeout, encode_grpc_message
 from ._connection import Http2Connection
 from ._open_stream import OpenStream
 from ._protocol import CANCEL, NO_ERROR, REFUSED_STREAM, decode_headers
-from ._server_call import Method, ServerOpenStream, ServerStream
+from ._server_call import Method, ServerOpenStream, ServerStream, StreamHandler, UnaryHandler
 
 if TYPE_CHECKING:
     from ._server import GrpcServer
@@ -156,9 +155,9 @@ class ServerConnection(Http2Connection):
         try:
             with st.scope:
                 if entry.kind == "unary":
-                    await self._call_unary(entry.handler, stream)
+                    await self._call_unary(cast(UnaryHandler, entry.handler), stream)
                 else:
-                    await entry.handler(stream)
+                    await cast(StreamHandler, entry.handler)(stream)
             if st.scope.cancelled_caught:
                 if st.cancel_status is not None:
                     status, message = st.cancel_status
@@ -175,7 +174,7 @@ class ServerConnection(Http2Connection):
             self._finish(st, status, message)
 
     @staticmethod
-    async def _call_unary(handler: Callable[..., Awaitable[Any]], stream: ServerStream) -> None:
+    async def _call_unary(handler: UnaryHandler, stream: ServerStream) -> None:
         request = await stream.receive()
         if request is None:
             raise GRPCError(Status.INTERNAL, "no request message for a unary call")

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
 import h2.config
 import h2.connection
 import h2.events
@@ -15,8 +11,6 @@ import trio.testing
 
 from agentwire._transport import (
     GRPCError,
-    GrpcServer,
-    Method,
     ServerStream,
     Status,
     bidi,
@@ -25,15 +19,7 @@ from agentwire._transport import (
     unary,
 )
 
-from .conftest import run_peer_client
-
-_REQUEST = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":authority", "x"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+from .conftest import request_headers, run_peer_client, serving_in_memory
 
 
 class Handler:
@@ -69,20 +55,8 @@ def _raw_client(path: str) -> tuple[h2.connection.H2Connection, bytes]:
     client.initiate_connection()
     client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
     client.increment_flow_control_window(2**31 - 1 - 65535)
-    client.send_headers(client.get_next_available_stream_id(), [(":path", path), *_REQUEST])
+    client.send_headers(client.get_next_available_stream_id(), request_headers(path))
     return client, client.data_to_send()
-
-
-@asynccontextmanager
-async def serving(
-    methods: dict[str, Method], **server_kw: Any
-) -> AsyncIterator[tuple[trio.abc.Stream, GrpcServer]]:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    server = GrpcServer(methods, **server_kw)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.serve_connection, server_stream)
-        yield client_stream, server
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_frozen_client_is_dropped_after_the_keepalive_timeout(
@@ -90,7 +64,10 @@ async def test_a_frozen_client_is_dropped_after_the_keepalive_timeout(
 ) -> None:
     handler = Handler()
     methods = {"/t/Hang": bidi(handler)}
-    async with serving(methods, keepalive_interval=10, keepalive_timeout=5) as (raw, server):
+    async with serving_in_memory(methods, keepalive_interval=10, keepalive_timeout=5) as (
+        raw,
+        server,
+    ):
         _, opening = _raw_client("/t/Hang")
         await raw.send_all(opening)
         await handler.started.wait()
@@ -113,7 +90,10 @@ async def test_a_live_client_with_a_quiet_call_stays_connected(
     handler = Handler()
     methods = {"/t/Hang": bidi(handler), "/t/Echo": unary(_echo)}
     async with (
-        serving(methods, keepalive_interval=10, keepalive_timeout=5) as (client_stream, _),
+        serving_in_memory(methods, keepalive_interval=10, keepalive_timeout=5) as (
+            client_stream,
+            _,
+        ),
         open_channel_over_stream(client_stream) as channel,
         channel.stream("/t/Hang") as stream,
     ):
@@ -129,7 +109,10 @@ async def test_a_live_client_with_a_quiet_call_stays_connected(
 async def test_no_pings_while_no_call_is_open(autojump_clock: trio.abc.Clock) -> None:
     methods = {"/t/Echo": unary(_echo)}
     async with (
-        serving(methods, keepalive_interval=10, idle_timeout=None) as (client_stream, server),
+        serving_in_memory(methods, keepalive_interval=10, idle_timeout=None) as (
+            client_stream,
+            server,
+        ),
         open_channel_over_stream(client_stream) as channel,
     ):
         assert await channel.unary("/t/Echo", b"one") == b"one"
@@ -177,7 +160,7 @@ async def test_grpcio_client_answers_server_pings_and_keeps_working() -> None:
 
 async def test_keepalive_is_off_by_default(autojump_clock: trio.abc.Clock) -> None:
     handler = Handler()
-    async with serving({"/t/Hang": bidi(handler)}) as (raw, _):
+    async with serving_in_memory({"/t/Hang": bidi(handler)}) as (raw, _):
         _, opening = _raw_client("/t/Hang")
         await raw.send_all(opening)
         await handler.started.wait()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
-
 import h2.config
 import h2.connection
 import h2.events
@@ -26,6 +22,8 @@ from agentwire._transport import (
     open_grpc_server,
     unary,
 )
+
+from .conftest import serving_in_memory
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -49,24 +47,13 @@ async def _read_until_eof(stream: trio.abc.ReceiveStream) -> bytes:
     return received
 
 
-@asynccontextmanager
-async def serving(**server_kw: Any) -> AsyncIterator[tuple[trio.abc.Stream, GrpcServer]]:
-    """A server connection over memory streams; yields the client's end."""
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    server = GrpcServer(METHODS, **server_kw)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.serve_connection, server_stream)
-        yield client_stream, server
-        nursery.cancel_scope.cancel()
-
-
 @pytest.mark.parametrize(
     "sent", [b"", PREFACE[:10], PREFACE], ids=["nothing", "half", "no-settings"]
 )
 async def test_a_client_that_never_completes_the_handshake_is_dropped(
     autojump_clock: trio.abc.Clock, sent: bytes
 ) -> None:
-    async with serving(handshake_timeout=10) as (client, server):
+    async with serving_in_memory(METHODS, handshake_timeout=10) as (client, server):
         await client.send_all(sent)
         with trio.move_on_after(9.9):
             await _read_until_eof(client)
@@ -79,7 +66,10 @@ async def test_a_client_that_never_completes_the_handshake_is_dropped(
 
 
 async def test_no_handshake_timeout_when_disabled(autojump_clock: trio.abc.Clock) -> None:
-    async with serving(handshake_timeout=None, idle_timeout=None) as (client, server):
+    async with serving_in_memory(METHODS, handshake_timeout=None, idle_timeout=None) as (
+        client,
+        server,
+    ):
         await client.send_all(PREFACE[:10])
         with trio.move_on_after(24 * 3600) as scope:
             await _read_until_eof(client)
@@ -88,7 +78,10 @@ async def test_no_handshake_timeout_when_disabled(autojump_clock: trio.abc.Clock
 
 
 async def test_a_completed_handshake_is_not_timed_out(autojump_clock: trio.abc.Clock) -> None:
-    async with serving(handshake_timeout=10, idle_timeout=None) as (client_stream, server):
+    async with serving_in_memory(METHODS, handshake_timeout=10, idle_timeout=None) as (
+        client_stream,
+        server,
+    ):
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         client.initiate_connection()
         await client_stream.send_all(client.data_to_send())
@@ -102,7 +95,7 @@ async def test_a_connection_without_calls_is_closed_after_the_idle_timeout(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with (
-        serving(idle_timeout=60) as (client_stream, server),
+        serving_in_memory(METHODS, idle_timeout=60) as (client_stream, server),
         open_channel_over_stream(client_stream) as channel,
     ):
         assert await channel.unary("/t/Echo", b"hi") == b"hi"
@@ -124,7 +117,7 @@ async def test_an_open_call_keeps_a_connection_from_being_idle(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with (
-        serving(idle_timeout=60) as (client_stream, server),
+        serving_in_memory(METHODS, idle_timeout=60) as (client_stream, server),
         open_channel_over_stream(client_stream) as channel,
     ):
         async with channel.stream("/t/Hang") as stream:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import h2.config
 import h2.connection
 import h2.errors
@@ -15,8 +12,6 @@ import trio.testing
 
 from agentwire._transport import (
     GRPCError,
-    GrpcServer,
-    Method,
     ServerStream,
     Status,
     bidi,
@@ -24,16 +19,7 @@ from agentwire._transport import (
     open_grpc_server,
 )
 
-from .conftest import run_peer_client
-
-_REQUEST = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":authority", "x"),
-    (":path", "/t/Flood"),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-]
+from .conftest import request_headers, run_peer_client, serving_in_memory
 
 
 class Dropper:
@@ -58,24 +44,14 @@ class Dropper:
             self.ended.set()
 
 
-@asynccontextmanager
-async def serving(method: Method) -> AsyncIterator[trio.abc.Stream]:
-    client_stream, server_stream = trio.testing.memory_stream_pair()
-    server = GrpcServer({"/t/Flood": method})
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(server.serve_connection, server_stream)
-        yield client_stream
-        nursery.cancel_scope.cancel()
-
-
 async def _events_of_a_client_that_never_acknowledges(
     dropper: Dropper,
 ) -> list[h2.events.Event]:
     """Run one call from a bare h2 client that reads but never sends WINDOW_UPDATE."""
-    async with serving(bidi(dropper)) as raw:
+    async with serving_in_memory({"/t/Flood": bidi(dropper)}) as (raw, _):
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         client.initiate_connection()
-        client.send_headers(client.get_next_available_stream_id(), _REQUEST)
+        client.send_headers(client.get_next_available_stream_id(), request_headers("/t/Flood"))
         await raw.send_all(client.data_to_send())
         await trio.testing.wait_all_tasks_blocked()
         # the 64 KiB window is full and the handler waits inside a message
@@ -115,7 +91,7 @@ async def test_our_client_reports_the_status_after_the_complete_messages(
 ) -> None:
     dropper = Dropper(size=100_000)
     async with (
-        serving(bidi(dropper)) as client_stream,
+        serving_in_memory({"/t/Flood": bidi(dropper)}) as (client_stream, _),
         open_channel_over_stream(client_stream) as channel,
         channel.stream("/t/Flood") as stream,
     ):

@@ -103,7 +103,10 @@ class Http2Connection(Http2Pump):
 
     async def tick(self) -> None:
         """A cheap checkpoint: always cancellable, yields every few operations."""
-        await self._budget.checkpoint()
+        if self._budget.spend():  # CheckpointBudget.checkpoint(), one frame less
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
 
     def send_headers(self, st: OpenStream, headers: Sequence[tuple[str, str]], end: bool) -> None:
         self._h2.send_headers(st.id, headers, end_stream=end)
@@ -170,7 +173,7 @@ class Http2Connection(Http2Pump):
                 st.local_closed = True
             else:
                 self._send_plain(h2conn, sid, frame)
-            if self._heard and not st.messages and self._writer_wakeup.waiting:
+            if self._heard and not st.messages and self._writer_wakeup.task is not None:
                 # An answer to what the peer just said, with nothing more of
                 # it to read: write at once (the request/response pattern)
                 # rather than wake the writer. Bursts still coalesce: the next
@@ -234,7 +237,7 @@ class Http2Connection(Http2Pump):
             self._send_plain(h2conn, st.id, frame)
         except h2.exceptions.ProtocolError:  # pragma: no cover - state checked above
             return False
-        if flush and self._writer_wakeup.waiting:
+        if flush and self._writer_wakeup.task is not None:
             self.flush_now()
             if not self._held and not self._pending():
                 return True
@@ -329,7 +332,7 @@ class Http2Connection(Http2Pump):
             handler = st.handler
             lone = alone and len(messages) == 1
             for compressed, payload in messages:
-                if handler is not None and not queue and st.recv_wakeup.waiting:
+                if handler is not None and not queue and st.recv_wakeup.task is not None:
                     try:
                         taken = handler(payload, compressed, lone)
                     except Exception as exc:

@@ -20,31 +20,27 @@ MessageHandler = Callable[[bytes, bool, bool], bool]
 class WakeUp:
     """Wakes the one task waiting on it (a tiny, cheaper ``trio.Event`` that re-arms itself)."""
 
-    __slots__ = ("_task",)
+    __slots__ = ("task",)
 
     def __init__(self) -> None:
-        self._task: trio.lowlevel.Task | None = None
-
-    @property
-    def waiting(self) -> bool:
-        """A task waits and nobody has woken it yet."""
-        return self._task is not None
+        #: the task waiting, until someone wakes it (read it, never set it)
+        self.task: trio.lowlevel.Task | None = None
 
     async def wait(self) -> None:
-        if self._task is not None:
+        if self.task is not None:
             raise trio.BusyResourceError("another task is already waiting here")
-        self._task = trio.lowlevel.current_task()
+        self.task = trio.lowlevel.current_task()
 
         def abort(_: Any) -> trio.lowlevel.Abort:
-            self._task = None
+            self.task = None
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
 
     def set(self) -> None:
-        task = self._task
+        task = self.task
         if task is not None:
-            self._task = None
+            self.task = None
             trio.lowlevel.reschedule(task)
 
 

@@ -163,7 +163,8 @@ class Http2Pump:
         await self._done.wait()
 
     def _kick(self) -> None:
-        self._writer_wakeup.set()
+        if self._writer_wakeup.task is not None:
+            self._writer_wakeup.set()
 
     async def _writer(self) -> None:
         try:
@@ -220,7 +221,7 @@ class Http2Pump:
             or self._closing
             or not self._writer_idle
             or self._held
-            or _fdio.runnable() > (0 if self._writer_wakeup.waiting else 1)
+            or _fdio.runnable() > (0 if self._writer_wakeup.task is not None else 1)
         ):
             return
         data = self._h2.data_to_send()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from agentwire import (
@@ -34,9 +36,12 @@ from agentwire import (
     event,
     message_handler,
     open_runtime,
+    open_worker,
     rpc,
 )
 from agentwire._budget import CheckpointBudget
+
+from .worker.fakes import FakeChannel
 
 
 @dataclasses.dataclass
@@ -812,6 +817,36 @@ async def test_queued_request_inherits_the_callers_deadline(
             await trio.testing.wait_all_tasks_blocked()
             agent.gate.set()
         assert agent.deadlines[1] == deadline
+
+
+def test_stopping_the_runtime_never_cancels_the_code_in_its_block() -> None:
+    # Under trio.run itself: a Cancelled leaking out of the block would escape it.
+    async def main() -> list[str]:
+        steps = []
+        async with open_runtime() as runtime:
+            await Echo.register(runtime, "echo", Echo)
+            await runtime.stop_when_idle()
+            await trio.lowlevel.checkpoint()
+            steps.append("after the stop")
+            with pytest.raises(RuntimeClosedError):
+                await runtime.send_message(Msg(1), AgentId("echo", "k"))
+            steps.append("after a refused send")
+        return steps
+
+    assert trio.run(main) == ["after the stop", "after a refused send"]
+
+
+async def test_a_worker_stopping_never_cancels_the_code_in_its_block() -> None:
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[FakeChannel]:
+        yield FakeChannel()
+
+    steps = []
+    async with open_worker("fake:1", connect=connect) as worker:
+        await worker.stop_when_idle()
+        await trio.lowlevel.checkpoint()
+        steps.append("after the stop")
+    assert steps == ["after the stop"]
 
 
 async def test_router_entry_points_refuse_after_close() -> None:

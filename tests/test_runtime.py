@@ -21,12 +21,14 @@ from agentwire import (
     DefaultInterventionHandler,
     DefaultTopicId,
     DropMessage,
+    GatewayRejectedError,
     MessageContext,
     MessageDroppedError,
     RequestCancelledError,
     RoutedAgent,
     Runtime,
     RuntimeClosedError,
+    Subscription,
     TopicId,
     TypePrefixSubscription,
     TypeSubscription,
@@ -41,6 +43,7 @@ from agentwire import (
 )
 from agentwire._budget import CheckpointBudget
 
+from .refusing_router import open_refusing_runtime
 from .worker.fakes import FakeChannel
 
 
@@ -782,6 +785,42 @@ async def test_register_instance_subscribes_to_its_key() -> None:
         await runtime.publish_message(Msg(2), TopicId("echo:x", "alpha"))
         await runtime.wait_idle()
         assert [n for n, _ in agent.received] == [1, 2]
+
+
+async def test_a_types_instances_share_one_direct_message_subscription() -> None:
+    async with open_runtime() as runtime:
+        await Echo().register_instance(runtime, AgentId("echo", "alpha"))
+        await Echo().register_instance(runtime, AgentId("echo", "beta"))
+        prefixes = [s for s in runtime.get_subscriptions() if isinstance(s, TypePrefixSubscription)]
+        assert [(s.topic_type_prefix, s.agent_type) for s in prefixes] == [("echo:", "echo")]
+
+
+def _refuse_prefixes(subscription: Subscription) -> Exception | None:
+    if isinstance(subscription, TypePrefixSubscription):
+        return GatewayRejectedError("a subscription", "INVALID_ARGUMENT", "not today")
+    return None
+
+
+async def test_register_instance_reports_a_refused_direct_message_subscription() -> None:
+    async with open_refusing_runtime() as (runtime, router):
+        router.refuse_add = _refuse_prefixes
+        with pytest.raises(GatewayRejectedError, match="not today"):
+            await Echo().register_instance(runtime, AgentId("echo", "alpha"))
+
+
+async def test_a_refused_removal_keeps_the_subscription_working() -> None:
+    async with open_refusing_runtime() as (runtime, router):
+        await Echo.register(runtime, "echo", Echo)
+        subscription = TypeSubscription("t", "echo")
+        await runtime.add_subscription(subscription)
+        router.refuse_remove = lambda _id: GatewayRejectedError("removal", "UNAVAILABLE", "down")
+        with pytest.raises(GatewayRejectedError, match="down"):
+            await runtime.remove_subscription(subscription.id)
+        assert subscription in runtime.get_subscriptions()
+        await runtime.publish_message(Msg(7), TopicId("t", "k"))
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("echo", "k"), Echo)
+        assert [n for n, _ in agent.received] == [7]
 
 
 class DeadlineReporter(RoutedAgent):

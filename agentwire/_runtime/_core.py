@@ -71,7 +71,7 @@ import attrs
 import trio
 
 from .._agents import Agent, AgentMetadata
-from .._errors import RuntimeClosedError
+from .._errors import RuntimeClosedError, UnknownSubscriptionError
 from .._ids import AgentId, AgentType, TopicId
 from .._nursery import open_service_nursery
 from .._serialization import MessageSerializer, SerializationRegistry
@@ -306,9 +306,14 @@ class Runtime:
         self.notify_change()
 
     async def remove_subscription(self, id: str) -> None:
-        """Remove a subscription by id (``UnknownSubscriptionError`` if unknown)."""
-        self.subscriptions.remove(id)
+        """Remove a subscription by id (``UnknownSubscriptionError`` if unknown).
+
+        The router is told first: when it refuses, the subscription stays.
+        """
+        if id not in self.subscriptions:
+            raise UnknownSubscriptionError(id)
         await self._router.remove_subscription(id)
+        self.subscriptions.remove(id)
         self.notify_change()
 
     def get_subscriptions(self) -> list[Subscription]:

@@ -24,6 +24,7 @@ from agentwire import (
     GatewayRejectedError,
     MessageContext,
     MessageDroppedError,
+    OverloadedError,
     RequestCancelledError,
     RoutedAgent,
     Runtime,
@@ -963,3 +964,108 @@ async def test_wait_idle_from_a_handler_is_refused() -> None:
         await Impatient.register(runtime, "impatient", Impatient)
         with pytest.raises(RuntimeError, match="wait for itself"):
             await runtime.send_message(Msg(1), AgentId("impatient", "k"))
+
+
+# -- the overflow bound: handlers never wait for room, but what they queue is bounded --
+
+
+@dataclasses.dataclass
+class Flood:
+    count: int
+    rpc: bool = False
+
+
+class GatedSink(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("handles slowly")
+        self.gate = trio.Event()
+        self.handled: list[int] = []
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        await self.gate.wait()
+        self.handled.append(message.n)
+
+
+class Flooder(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("publishes faster than anyone handles")
+
+    @rpc
+    async def flood(self, message: Flood, ctx: MessageContext) -> Result:
+        refused = 0
+        for n in range(message.count):
+            try:
+                if message.rpc:
+                    await self.send_message(Msg(n), AgentId("sink", "k"))
+                else:
+                    await self.publish_message(Msg(n), TopicId("t", "k"))
+            except OverloadedError:
+                refused += 1
+        return Result(refused)
+
+
+async def test_a_publish_cascade_is_bounded_by_max_overflow_and_the_publisher_is_told() -> None:
+    async with open_runtime(mailbox_size=2, max_overflow=5) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await Flooder.register(runtime, "flooder", Flooder)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        sink = await runtime.try_get_underlying_agent_instance(AgentId("sink", "k"), GatedSink)
+        await runtime.publish_message(Msg(-1), TopicId("t", "k"))  # the sink blocks on it
+        await trio.testing.wait_all_tasks_blocked()
+
+        refused = await runtime.send_message(Flood(100), AgentId("flooder", "k"))
+
+        stats = runtime.statistics()
+        assert (stats.queued, stats.overflow, stats.dropped) == (2 + 5, 5, 93)
+        assert refused == Result(93)
+        runtime._check_invariants()
+        sink.gate.set()
+        await runtime.wait_idle()
+        assert sink.handled == [-1, *range(7)]
+        assert runtime.statistics().overflow == 0
+        runtime._check_invariants()
+
+
+async def test_an_rpc_past_a_full_mailbox_and_overflow_is_refused_at_once() -> None:
+    async with open_runtime(mailbox_size=1, max_overflow=0) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await Flooder.register(runtime, "flooder", Flooder)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        await runtime.publish_message(Msg(-1), TopicId("t", "k"))  # handled, blocked
+        await runtime.publish_message(Msg(-2), TopicId("t", "k"))  # fills the mailbox
+        await trio.testing.wait_all_tasks_blocked()
+        assert await runtime.send_message(Flood(3, rpc=True), AgentId("flooder", "k")) == Result(3)
+        stats = runtime.statistics()
+        assert (stats.queued, stats.dropped, stats.pending_rpcs) == (1, 3, 0)
+
+
+async def test_a_publish_that_missed_subscribers_still_reached_the_others() -> None:
+    async with open_runtime(mailbox_size=1, max_overflow=0) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await Echo.register(runtime, "echo", Echo)
+        await Flooder.register(runtime, "flooder", Flooder)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        await runtime.add_subscription(TypeSubscription("t", "echo"))
+        await runtime.publish_message(Msg(-1), TopicId("t", "k"))
+        await runtime.publish_message(Msg(-2), TopicId("t", "k"))
+        await runtime.wait_until(lambda s: s.busy_agents == 1)  # the sink, holding one more
+        assert await runtime.send_message(Flood(1), AgentId("flooder", "k")) == Result(1)
+        await runtime.wait_until(lambda s: s.busy_agents == 1)
+        echo = await runtime.try_get_underlying_agent_instance(AgentId("echo", "k"), Echo)
+        assert [n for n, _ in echo.received] == [-1, -2, 0]
+        assert runtime.statistics().dropped == 1
+
+
+def test_the_errors_for_system_failures_say_what_happened() -> None:
+    import agentwire
+
+    too_large = agentwire.MessageTooLargeError(
+        "response too large", size=5_000_000, limit=4_194_304
+    )
+    assert (too_large.size, too_large.limit) == (5_000_000, 4_194_304)
+    assert isinstance(too_large, ValueError)
+    for error in (agentwire.RpcTimeoutError, agentwire.OverloadedError, type(too_large)):
+        assert issubclass(error, agentwire.AgentwireError)
+        assert error.__name__ in agentwire.__all__
+    assert not issubclass(agentwire.RpcTimeoutError, OSError)  # not a connection failure

@@ -1,0 +1,318 @@
+"""``RoutedAgent``: handlers chosen by the message's exact type, and their decorators.
+
+See the package docstring for the routing rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+import types
+import typing
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, Literal, TypeVar, overload
+
+from .._errors import CantHandleError
+from ._base import BaseAgent, MessageContext
+
+__all__ = ["RoutedAgent", "event", "message_handler", "rpc"]
+
+logger = logging.getLogger("agentwire.agents")
+
+AgentT = TypeVar("AgentT")
+ReceivesT = TypeVar("ReceivesT")
+ProducesT = TypeVar("ProducesT")
+
+
+# -- handlers -------------------------------------------------------------------------
+
+
+class _AnyType:
+    """Stands for ``typing.Any`` in a handler's types."""
+
+
+def _types_of(annotation: object) -> tuple[type, ...] | None:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        result: list[type] = []
+        for arg in typing.get_args(annotation):
+            sub = _types_of(arg)
+            if sub is None:
+                return None
+            result.extend(sub)
+        return tuple(result)
+    if annotation is Any:
+        return (_AnyType,)
+    if annotation is None or annotation is type(None):
+        return (type(None),)
+    if origin is not None and isinstance(origin, type):
+        return (origin,)
+    if isinstance(annotation, type):
+        return (annotation,)
+    return None
+
+
+class _HandlerSpec:
+    """What a handler decorator recorded; the types are resolved lazily."""
+
+    __slots__ = ("func", "kind", "localns", "match", "name", "produces", "strict", "targets")
+
+    def __init__(
+        self,
+        func: Callable[..., Coroutine[Any, Any, Any]],
+        kind: Literal["any", "event", "rpc"],
+        match: Callable[[Any, MessageContext], bool] | None,
+        strict: bool,
+    ) -> None:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"handler {func.__qualname__} must be an async def")
+        params = list(inspect.signature(func).parameters)
+        if len(params) != 3:
+            raise TypeError(
+                f"handler {func.__qualname__} must take (self, message, ctx), got {params}"
+            )
+        self.func = func
+        self.name = func.__name__
+        self.kind = kind
+        self.match = match
+        self.strict = strict
+        self.targets: tuple[type, ...] | None = None
+        self.produces: frozenset[type] | None = None
+        self.localns = _defining_namespace()
+
+    def resolve(self) -> None:
+        if self.targets is not None:
+            return
+        func = self.func
+        try:
+            hints = typing.get_type_hints(func, localns=self.localns)
+        except NameError as exc:
+            raise TypeError(
+                f"cannot resolve the annotations of handler {func.__qualname__}: {exc}"
+            ) from exc
+        message_param = list(inspect.signature(func).parameters)[1]
+        if message_param not in hints:
+            raise TypeError(f"handler {func.__qualname__}: annotate the message parameter")
+        if "return" not in hints:
+            raise TypeError(f"handler {func.__qualname__}: annotate the return type")
+        targets = _types_of(hints[message_param])
+        if targets is None:
+            raise TypeError(
+                f"handler {func.__qualname__}: unsupported message type {hints[message_param]!r}"
+            )
+        produces = _types_of(hints["return"])
+        if produces is None:
+            raise TypeError(
+                f"handler {func.__qualname__}: unsupported return type {hints['return']!r}"
+            )
+        if self.kind == "event" and produces != (type(None),):
+            raise TypeError(f"event handler {func.__qualname__} must return None")
+        self.targets = targets
+        self.produces = frozenset(produces)
+
+    def router(self) -> Callable[[Any, MessageContext], bool] | None:
+        """The predicate deciding whether this handler takes a message (None: always)."""
+        match = self.match
+        if self.kind == "any":
+            return match
+        want_rpc = self.kind == "rpc"
+        if match is None:
+            return lambda _message, ctx: ctx.is_rpc is want_rpc
+        return lambda message, ctx: ctx.is_rpc is want_rpc and match(message, ctx)
+
+
+_SPEC_ATTR = "_agentwire_handler"
+
+
+def _defining_namespace() -> dict[str, Any]:
+    """Names visible where a handler is defined: the class body and the function
+    around it. With ``from __future__ import annotations``, a handler defined in
+    a function may refer to that function's local names in its annotations."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:  # pragma: no cover
+        return {}
+    namespace = dict(frame.f_back.f_locals) if frame.f_back is not None else {}
+    namespace.update(frame.f_locals)
+    return namespace
+
+
+HandlerFunc = Callable[[AgentT, ReceivesT, MessageContext], Coroutine[Any, Any, ProducesT]]
+
+
+def _make_decorator(
+    kind: Literal["any", "event", "rpc"],
+    func: Callable[..., Any] | None,
+    strict: bool,
+    match: Callable[[Any, MessageContext], bool] | None,
+) -> Any:
+    def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
+        spec = _HandlerSpec(f, kind, match, strict)
+
+        @functools.wraps(f)
+        async def checked(self: Any, message: Any, ctx: MessageContext) -> Any:
+            spec.resolve()
+            assert spec.targets is not None
+            if type(message) not in spec.targets and _AnyType not in spec.targets:
+                if spec.strict:
+                    raise CantHandleError(
+                        f"{spec.name} handles {spec.targets}, not {type(message).__name__}"
+                    )
+                logger.warning("%s got a %s", spec.name, type(message).__name__)
+            return await f(self, message, ctx)
+
+        setattr(checked, _SPEC_ATTR, spec)
+        return checked
+
+    if func is not None:
+        return decorator(func)
+    return decorator
+
+
+@overload
+def message_handler(
+    func: HandlerFunc[AgentT, ReceivesT, ProducesT],
+) -> HandlerFunc[AgentT, ReceivesT, ProducesT]: ...
+@overload
+def message_handler(
+    func: None = None,
+    *,
+    strict: bool = ...,
+    match: Callable[[Any, MessageContext], bool] | None = ...,
+) -> Callable[
+    [HandlerFunc[AgentT, ReceivesT, ProducesT]], HandlerFunc[AgentT, ReceivesT, ProducesT]
+]: ...
+def message_handler(
+    func: Callable[..., Any] | None = None,
+    *,
+    strict: bool = True,
+    match: Callable[[Any, MessageContext], bool] | None = None,
+) -> Any:
+    """Mark a ``RoutedAgent`` method as the handler of its message type(s), RPC or event."""
+    return _make_decorator("any", func, strict, match)
+
+
+@overload
+def event(func: HandlerFunc[AgentT, ReceivesT, None]) -> HandlerFunc[AgentT, ReceivesT, None]: ...
+@overload
+def event(
+    func: None = None,
+    *,
+    strict: bool = ...,
+    match: Callable[[Any, MessageContext], bool] | None = ...,
+) -> Callable[[HandlerFunc[AgentT, ReceivesT, None]], HandlerFunc[AgentT, ReceivesT, None]]: ...
+def event(
+    func: Callable[..., Any] | None = None,
+    *,
+    strict: bool = True,
+    match: Callable[[Any, MessageContext], bool] | None = None,
+) -> Any:
+    """Like :func:`message_handler`, but only for published messages (``not ctx.is_rpc``)."""
+    return _make_decorator("event", func, strict, match)
+
+
+@overload
+def rpc(
+    func: HandlerFunc[AgentT, ReceivesT, ProducesT],
+) -> HandlerFunc[AgentT, ReceivesT, ProducesT]: ...
+@overload
+def rpc(
+    func: None = None,
+    *,
+    strict: bool = ...,
+    match: Callable[[Any, MessageContext], bool] | None = ...,
+) -> Callable[
+    [HandlerFunc[AgentT, ReceivesT, ProducesT]], HandlerFunc[AgentT, ReceivesT, ProducesT]
+]: ...
+def rpc(
+    func: Callable[..., Any] | None = None,
+    *,
+    strict: bool = True,
+    match: Callable[[Any, MessageContext], bool] | None = None,
+) -> Any:
+    """Like :func:`message_handler`, but only for RPCs (``ctx.is_rpc``)."""
+    return _make_decorator("rpc", func, strict, match)
+
+
+# One entry of a routing table: (predicate or None, the undecorated coroutine
+# function, the exact return types to check or None when not strict).
+_Route = tuple[
+    Callable[[Any, MessageContext], bool] | None,
+    Callable[..., Coroutine[Any, Any, Any]],
+    frozenset[type] | None,
+]
+
+
+class RoutedAgent(BaseAgent):
+    """An agent whose methods decorated with ``@message_handler``, ``@event`` or
+    ``@rpc`` handle messages by exact type; see the module docstring for the rules.
+    """
+
+    _routes: ClassVar[dict[type, tuple[_Route, ...]] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._routes = None  # built on first use, once annotations resolve
+
+    def __init__(self, description: str = "") -> None:
+        super().__init__(description)
+        self._table = type(self)._routing_table()
+
+    @classmethod
+    def _handler_specs(cls) -> list[_HandlerSpec]:
+        specs = []
+        for name in dir(cls):  # alphabetical: the order handlers are tried in
+            spec = getattr(getattr(cls, name, None), _SPEC_ATTR, None)
+            if isinstance(spec, _HandlerSpec):
+                specs.append(spec)
+        return specs
+
+    @classmethod
+    def _routing_table(cls) -> dict[type, tuple[_Route, ...]]:
+        cached: dict[type, tuple[_Route, ...]] | None = cls.__dict__.get("_routes")
+        if cached is not None:
+            return cached
+        built: dict[type, list[_Route]] = {}
+        for spec in cls._handler_specs():
+            spec.resolve()
+            assert spec.targets is not None
+            produces = (
+                spec.produces if spec.strict and _AnyType not in (spec.produces or ()) else None
+            )
+            for target in spec.targets:
+                built.setdefault(target, []).append((spec.router(), spec.func, produces))
+        table = {target: tuple(routes) for target, routes in built.items()}
+        cls._routes = table
+        return table
+
+    @classmethod
+    def _handled_types(cls) -> list[type]:
+        types_: list[type] = list(cls._extra_handled_types)
+        for target in cls._routing_table():
+            if target is not _AnyType and target not in types_:
+                types_.append(target)
+        return types_
+
+    async def on_message(self, message: Any, ctx: MessageContext) -> Any:
+        routes = self._table.get(type(message))
+        if routes is not None:
+            for router, func, produces in routes:
+                if router is None or router(message, ctx):
+                    result = await func(self, message, ctx)
+                    if produces is not None and type(result) not in produces:
+                        raise ValueError(
+                            f"{func.__qualname__} returned a {type(result).__name__}, "
+                            f"not one of its annotated types {sorted(t.__name__ for t in produces)}"
+                        )
+                    return result
+        return await self.on_unhandled_message(message, ctx)
+
+    async def on_message_impl(self, message: Any, ctx: MessageContext) -> Any:
+        return await self.on_message(message, ctx)
+
+    async def on_unhandled_message(self, message: Any, ctx: MessageContext) -> None:
+        """Called when no handler takes *message*; logs it and returns None."""
+        logger.info("Unhandled message: %r", message)

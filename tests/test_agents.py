@@ -239,6 +239,35 @@ async def test_register_adds_serializers_for_handled_types() -> None:
         assert runtime.serialization.is_registered("Number", JSON_DATA_CONTENT_TYPE)
 
 
+async def test_registering_an_agent_class_teaches_the_types_its_handlers_return() -> None:
+    # Before any message: a worker hosting Router must decode a Reply from any peer.
+    async with open_runtime() as runtime:
+        await Router.register(runtime, "router", Router)
+        assert runtime.serialization.is_registered("Reply", JSON_DATA_CONTENT_TYPE)
+
+
+async def test_register_factory_with_an_expected_class_teaches_its_message_types() -> None:
+    async with open_runtime() as runtime:
+        await runtime.register_factory("router", Router, expected_class=Router)
+        for name in ("Text", "Number", "Reply"):
+            assert runtime.serialization.is_registered(name, JSON_DATA_CONTENT_TYPE), name
+
+
+async def test_registering_an_instance_teaches_its_message_types() -> None:
+    async with open_runtime() as runtime:
+        await runtime.register_agent_instance(Router(), AgentId("router", "only"))
+        assert runtime.serialization.is_registered("Reply", JSON_DATA_CONTENT_TYPE)
+
+
+async def test_a_closure_agent_teaches_the_type_it_returns() -> None:
+    async def answer(agent: ClosureContext, message: Text, ctx: MessageContext) -> Reply:
+        return Reply(message.content)
+
+    async with open_runtime() as runtime:
+        await ClosureAgent.register_closure(runtime, "closure", answer)
+        assert runtime.serialization.is_registered("Reply", JSON_DATA_CONTENT_TYPE)
+
+
 class Introspective(RoutedAgent):
     def __init__(self) -> None:
         super().__init__("knows itself")

@@ -163,11 +163,20 @@ async def test_try_get_get_and_lookup_errors() -> None:
         assert runtime.statistics().agents == 2
 
 
-async def test_result_type_is_registered_for_serialization() -> None:
+class Loose(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("returns what no annotation names")
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Any:
+        return Result(message.n)
+
+
+async def test_a_result_type_no_annotation_names_is_registered_when_first_returned() -> None:
     async with open_runtime() as runtime:
-        await Echo.register(runtime, "echo", Echo)
+        await Loose.register(runtime, "loose", Loose)
         assert not runtime.serialization.is_registered("Result", JSON_DATA_CONTENT_TYPE)
-        await runtime.send_message(Msg(1), AgentId("echo", "k"))
+        await runtime.send_message(Msg(1), AgentId("loose", "k"))
         assert runtime.serialization.is_registered("Result", JSON_DATA_CONTENT_TYPE)
 
 

@@ -250,6 +250,20 @@ def _register_serializers(runtime: AgentRuntime, message_types: Sequence[type]) 
         runtime.add_message_serializer(serializers)
 
 
+def message_types_of(agent_class: type) -> list[type]:
+    """The message types an agent class's handlers take and are annotated to return.
+
+    Registering the class (``register_factory(..., expected_class=cls)``,
+    ``register_agent_instance``) teaches them to the runtime's serializer
+    registry, so a worker can decode any of them from any peer.
+    """
+    if not issubclass(agent_class, BaseAgent):
+        return []
+    types_ = agent_class._handled_types()
+    types_ += [t for t in agent_class._produced_types() if t not in types_]
+    return types_
+
+
 class BaseAgent:
     """An agent with the plumbing done: id, runtime, metadata, registration.
 
@@ -346,6 +360,11 @@ class BaseAgent:
         return list(cls._extra_handled_types)
 
     @classmethod
+    def _produced_types(cls) -> list[builtins.type]:
+        """The types this class's handlers are annotated to return (None excluded)."""
+        return []
+
+    @classmethod
     async def register(
         cls: builtins.type[BaseAgentT],
         runtime: AgentRuntime,
@@ -360,7 +379,8 @@ class BaseAgent:
         Adds the class's subscriptions (``@default_subscription``,
         ``@type_subscription``), the direct-message subscription
         ``TypePrefixSubscription(type + ":", type)``, and serializers for the
-        handled message types.
+        message types its handlers take and return (the runtime learns them
+        from *factory*'s class: see ``message_types_of``).
         """
         agent_type = await runtime.register_factory(type, factory, expected_class=cls)
         if not skip_class_subscriptions:
@@ -372,7 +392,6 @@ class BaseAgent:
             await runtime.add_subscription(
                 TypePrefixSubscription(agent_type.type + ":", agent_type.type)
             )
-        _register_serializers(runtime, cls._handled_types())
         return agent_type
 
     async def register_instance(
@@ -400,7 +419,6 @@ class BaseAgent:
                 await runtime.add_subscription(
                     TypePrefixSubscription(agent_id.type + ":", agent_id.type)
                 )
-        _register_serializers(runtime, type(self)._handled_types())
         return agent_id
 
 

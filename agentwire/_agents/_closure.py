@@ -44,7 +44,8 @@ class ClosureContext(Protocol):
     ) -> None: ...
 
 
-def _closure_types(closure: Callable[..., Any]) -> tuple[type, ...]:
+def _closure_types(closure: Callable[..., Any]) -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """The message types *closure* takes, and those it is annotated to return."""
     params = list(inspect.signature(closure).parameters)
     if len(params) != 3:
         raise TypeError("a closure agent's function must take (agent, message, ctx)")
@@ -54,7 +55,10 @@ def _closure_types(closure: Callable[..., Any]) -> tuple[type, ...]:
     targets = _types_of(hints.get(params[1], Any))
     if targets is None:
         raise TypeError(f"unsupported message type {hints.get(params[1])!r}")
-    return targets
+    produces = _types_of(hints["return"])
+    if produces is None:
+        raise TypeError(f"unsupported return type {hints['return']!r}")
+    return targets, produces
 
 
 class ClosureAgent(BaseAgent):
@@ -79,7 +83,7 @@ class ClosureAgent(BaseAgent):
             )
         super().__init__(description)
         self._closure = closure
-        self._expected = _closure_types(closure)
+        self._expected = _closure_types(closure)[0]
         self._policy = unknown_type_policy
 
     async def on_message(self, message: Any, ctx: MessageContext) -> Any:
@@ -116,7 +120,7 @@ class ClosureAgent(BaseAgent):
         *subscriptions* is called with the registration context set, so
         ``lambda: [DefaultSubscription()]`` subscribes this type.
         """
-        handled = _closure_types(closure)
+        handled, produced = _closure_types(closure)
 
         def factory() -> ClosureAgent:
             return cls(description, closure, unknown_type_policy=unknown_type_policy)
@@ -129,5 +133,5 @@ class ClosureAgent(BaseAgent):
         if subscriptions is not None:
             for subscription in await _bind_subscriptions(agent_type.type, [subscriptions]):
                 await runtime.add_subscription(subscription)
-        _register_serializers(runtime, [t for t in handled if t is not _AnyType])
+        _register_serializers(runtime, [t for t in handled + produced if t is not _AnyType])
         return agent_type

@@ -289,6 +289,16 @@ class RoutedAgent(BaseAgent):
         return table
 
     @classmethod
+    def _produced_types(cls) -> list[type]:
+        cls._routing_table()  # resolves every handler's annotations
+        produced: list[type] = []
+        for spec in cls._handler_specs():
+            for result_type in sorted(spec.produces or (), key=lambda t: t.__qualname__):
+                if result_type not in (_AnyType, type(None)) and result_type not in produced:
+                    produced.append(result_type)
+        return produced
+
+    @classmethod
     def _handled_types(cls) -> list[type]:
         types_: list[type] = list(cls._extra_handled_types)
         for target in cls._routing_table():

@@ -71,6 +71,7 @@ import attrs
 import trio
 
 from .._agents import Agent, AgentMetadata
+from .._agents._base import message_types_of
 from .._errors import RuntimeClosedError, UnknownSubscriptionError
 from .._ids import AgentId, AgentType, TopicId
 from .._nursery import open_service_nursery
@@ -248,6 +249,8 @@ class Runtime:
         registrations = self._delivery.registrations
         if agent_type.type in registrations:
             raise ValueError(f"agent type {agent_type.type!r} is already registered")
+        if expected_class is not None:
+            self._learn_message_types(expected_class)
         registrations[agent_type.type] = Registration(agent_factory, expected_class)
         try:
             await self._router.register_agent_type(agent_type.type)
@@ -278,6 +281,7 @@ class Runtime:
                     f"instances of agent type {agent_id.type!r} must all be "
                     f"{registration.instance_class.__name__} objects"
                 )
+        self._learn_message_types(type(agent_instance))
         await agent_instance.bind_id_and_runtime(agent_id, self)
         delivery.add_instance(agent_instance, agent_id)
         if registration is None:
@@ -292,6 +296,11 @@ class Runtime:
                 raise
         self.notify_change()
         return agent_id
+
+    def _learn_message_types(self, agent_class: type) -> None:
+        """Serializers for what *agent_class* handles and returns (see ``message_types_of``)."""
+        for message_type in message_types_of(agent_class):
+            self._delivery.note_message_type(message_type)
 
     def agent_types(self) -> list[str]:
         """The registered agent types, in registration order."""

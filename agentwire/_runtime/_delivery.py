@@ -256,7 +256,7 @@ class Delivery:
         else:
             result = await self._call_queued(slot, message, sender, message_id, chain)
         if result.__class__ not in self._result_types:
-            self.note_result_type(result.__class__)
+            self.note_message_type(result.__class__)
         return result
 
     async def deliver_event(
@@ -506,13 +506,13 @@ class Delivery:
             self._background_error = None
             raise error
 
-    def note_result_type(self, result_type: type) -> None:
-        """Teach the serialization registry a type handlers return (the worker answers with it)."""
-        self._result_types.add(result_type)
+    def note_message_type(self, message_type: type) -> None:
+        """Teach the serializer registry a type handlers take or return (a worker needs it)."""
+        self._result_types.add(message_type)
         try:
-            self._serialization.add_type(result_type)
+            self._serialization.add_type(message_type)
         except Exception as exc:
-            logger.debug("no serializer for result type %r (fine in-process): %s", result_type, exc)
+            logger.debug("no serializer for %r (fine in-process): %s", message_type, exc)
 
     # -- activation -------------------------------------------------------------------------
 

@@ -86,8 +86,9 @@ async def test_dispatch_alphabetical_match_and_exact_type() -> None:
         target = AgentId("router", "default")
         assert await runtime.send_message(Text("!x"), target) == Reply("bang")
         assert await runtime.send_message(Text("x"), target) == Reply("plain")
-        # exact type dispatch: a subclass has no handler -> unhandled -> None
-        assert await runtime.send_message(SpecialText("!x"), target) is None
+        # exact type dispatch: a subclass has no handler -> unhandled
+        with pytest.raises(CantHandleError, match="SpecialText"):
+            await runtime.send_message(SpecialText("!x"), target)
         agent = await runtime.try_get_underlying_agent_instance(target, Router)
         assert agent.calls == ["a_bang", "b_plain"]
 
@@ -103,14 +104,44 @@ async def test_event_only_for_publish_rpc_only_for_send() -> None:
         assert agent.calls == ["rpc 1", "event 2"]
 
 
-async def test_unhandled_message_is_logged_and_returns_none(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="agentwire.agents")
+async def test_an_rpc_nobody_handles_fails_naming_agent_type_and_what_it_takes() -> None:
     async with open_runtime() as runtime:
         await Router.register(runtime, "router", Router)
-        assert await runtime.send_message(42, AgentId("router", "default")) is None
-    assert "Unhandled message: 42" in caplog.text
+        with pytest.raises(CantHandleError) as info:
+            await runtime.send_message(42, AgentId("router", "default"))
+    assert str(info.value) == (
+        "agent router/default (Router) cannot handle an RPC of type int (it has no handler "
+        "for that type); as RPCs it takes: Number, Text"
+    )
+
+
+async def test_an_rpc_of_a_type_handled_only_as_an_event_says_so() -> None:
+    async with open_runtime() as runtime:
+        await EventsOnly.register(runtime, "events", EventsOnly)
+        with pytest.raises(CantHandleError) as info:
+            await runtime.send_message(Number(1), AgentId("events", "k"))
+    assert "only as a published event); as RPCs it takes: nothing" in str(info.value)
+
+
+async def test_a_published_message_nobody_handles_is_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentwire.agents")
+    async with open_runtime(ignore_unhandled_exceptions=False) as runtime:
+        await Router.register(runtime, "router", Router)
+        await runtime.add_subscription(TypeSubscription("t", "router"))
+        await runtime.publish_message(Reply("nobody takes this"), TopicId("t", "k"))
+        await runtime.wait_idle()  # raises if the handler failed
+    assert "router/k ignores a published Reply: no handler" in caplog.text
+
+
+class EventsOnly(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("takes events only")
+
+    @event
+    async def on_number(self, message: Number, ctx: MessageContext) -> None:
+        pass
 
 
 class Strict(RoutedAgent):

@@ -24,7 +24,10 @@ Routing rules of :class:`RoutedAgent` (AutoGen's):
   names; the first whose ``match(message, ctx)`` is true is called;
 * ``@event`` handlers match only when ``not ctx.is_rpc``, ``@rpc`` handlers
   only when ``ctx.is_rpc``, ``@message_handler`` both;
-* no match: :meth:`RoutedAgent.on_unhandled_message` (logs, returns None);
+* no match: :meth:`RoutedAgent.on_unhandled_message`: an RPC fails with
+  :class:`~agentwire.CantHandleError` (naming the agent class, the type and
+  the types it takes as RPCs); a published message is ignored (DEBUG log).
+  AutoGen logs both at INFO and answers an RPC with ``None``;
 * ``strict=True`` (the default) checks the return value's exact type against
   the annotation (``ValueError`` if it is not one of them) and, when the
   handler is called directly with a wrong message type, raises

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Literal, TypeVar, overload
 
 from .._errors import CantHandleError
+from .._ids import AgentId
 from ._base import BaseAgent, MessageContext
 
 __all__ = ["RoutedAgent", "event", "message_handler", "rpc"]
@@ -324,5 +325,37 @@ class RoutedAgent(BaseAgent):
         return await self.on_message(message, ctx)
 
     async def on_unhandled_message(self, message: Any, ctx: MessageContext) -> None:
-        """Called when no handler takes *message*; logs it and returns None."""
-        logger.info("Unhandled message: %r", message)
+        """Called when no handler takes *message*.
+
+        An RPC raises :class:`~agentwire.CantHandleError` naming this agent, the
+        message's type and the types it takes as RPCs (the caller gets it); a
+        published message is ignored (logged at DEBUG). Override to change that.
+        """
+        if not ctx.is_rpc:
+            logger.debug("%s ignores a published %s: no handler", self.id, type(message).__name__)
+            return
+        raise CantHandleError(self._unhandled_rpc_text(self.id, type(message)))
+
+    @classmethod
+    def _unhandled_rpc_text(cls, agent_id: AgentId, message_type: type) -> str:
+        rpc_types: list[str] = []
+        event_only = False
+        for spec in cls._handler_specs():
+            names = [t.__qualname__ for t in spec.targets or () if t is not _AnyType]
+            if spec.kind == "event":
+                event_only = event_only or message_type in (spec.targets or ())
+                continue
+            rpc_types += [name for name in names if name not in rpc_types]
+        takes = ", ".join(sorted(rpc_types)) or "nothing"
+        why = (
+            "its handlers of that type take it only as a published event"
+            if event_only
+            else "no handler matched it"
+            if message_type in cls._routing_table()
+            else "it has no handler for that type"
+        )
+        return (
+            f"agent {agent_id} ({cls.__qualname__}) cannot handle an RPC of type "
+            f"{message_type.__qualname__} "
+            f"({why}); as RPCs it takes: {takes}"
+        )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from agentwire import (
     JSON_DATA_CONTENT_TYPE,
@@ -21,6 +22,7 @@ from agentwire import (
     DefaultSubscription,
     DefaultTopicId,
     MessageContext,
+    RequestCancelledError,
     RoutedAgent,
     TopicId,
     TypePrefixSubscription,
@@ -390,3 +392,114 @@ async def test_cancellation_marks_and_cancels_its_scope() -> None:
         await trio.sleep_forever()
     assert scope.cancelled_caught
     assert cancellation.cancel_called
+
+
+# -- code written for AutoGen ------------------------------------------------------------
+
+
+@default_subscription()
+class CalledWithParentheses(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("subscribed the AutoGen way")
+        self.seen: list[str] = []
+
+    @event
+    async def on_text(self, message: Text, ctx: MessageContext) -> None:
+        self.seen.append(message.content)
+
+
+async def test_default_subscription_with_parentheses_subscribes_like_the_bare_one() -> None:
+    async with open_runtime() as runtime:
+        await CalledWithParentheses.register(runtime, "paren", CalledWithParentheses)
+        await runtime.publish_message(Text("hi"), DefaultTopicId())
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(
+            AgentId("paren", "default"), CalledWithParentheses
+        )
+        assert agent.seen == ["hi"]
+
+
+def test_cancellation_token_is_autogens_name_for_the_cancellation() -> None:
+    ctx = MessageContext(None, None, True, "id")
+    assert ctx.cancellation_token is ctx.cancellation
+
+
+class Stuck(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("never answers by itself")
+        self.started = trio.Event()
+        self.cancelled = False
+
+    @rpc
+    async def on_text(self, message: Text, ctx: MessageContext) -> Reply:
+        self.started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def test_cancelling_the_token_passed_to_send_message_cancels_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):  # virtual seconds: a call the token failed to cancel
+        await _cancel_a_call_through_its_token()
+
+
+async def _cancel_a_call_through_its_token() -> None:
+    async with open_runtime() as runtime:
+        await Stuck.register(runtime, "stuck", Stuck)
+        target = AgentId("stuck", "k")
+        agent = await runtime.try_get_underlying_agent_instance(target, Stuck)
+        token = Cancellation()
+        outcome: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await runtime.send_message(Text("x"), target, cancellation_token=token)
+            except RequestCancelledError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await agent.started.wait()
+            token.cancel()
+        assert len(outcome) == 1
+        assert "cancelled by its token" in str(outcome[0])
+        assert agent.cancelled
+        with pytest.raises(RequestCancelledError):  # a cancelled token refuses at once
+            await runtime.send_message(Text("y"), target, cancellation_token=token)
+
+
+class Forwarder(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("forwards its context's token, as AutoGen code does")
+
+    @rpc
+    async def on_text(self, message: Text, ctx: MessageContext) -> Reply:
+        reply = await self.send_message(
+            message, AgentId("echo", "k"), cancellation_token=ctx.cancellation_token
+        )
+        await self.publish_message(
+            message, TopicId("t", "k"), cancellation_token=ctx.cancellation_token
+        )
+        assert isinstance(reply, Reply)
+        return Reply("via " + reply.content)
+
+
+class TextEcho(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("echoes text")
+
+    @rpc
+    async def on_text(self, message: Text, ctx: MessageContext) -> Reply:
+        return Reply(message.content)
+
+
+async def test_a_handler_may_forward_its_token_to_the_calls_it_makes() -> None:
+    async with open_runtime() as runtime:
+        await Forwarder.register(runtime, "forwarder", Forwarder)
+        await TextEcho.register(runtime, "echo", TextEcho)
+        assert await runtime.send_message(Text("x"), AgentId("forwarder", "k")) == Reply("via x")

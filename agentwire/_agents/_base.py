@@ -11,7 +11,7 @@ import contextvars
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, overload, runtime_checkable
 
 import attrs
 import trio
@@ -55,21 +55,44 @@ class Cancellation:
     * ``cancel_called`` / ``is_cancelled()``: whether it was cancelled -- by
       the handler, or by the runtime because the RPC's caller gave up.
 
+    * ``linked_scope()``: a cancel scope that ``cancel()`` cancels too (what
+      ``send_message(..., cancellation_token=...)`` runs the call in).
+
     An RPC handled inline runs in the caller's own task: the caller's
     cancellation (cancel scope, deadline) reaches it directly as
     ``trio.Cancelled``, with no need for this object.
     """
 
-    __slots__ = ("_called", "_scope")
+    __slots__ = ("_called", "_linked", "_scope")
 
     def __init__(self, scope: trio.CancelScope | None = None) -> None:
         self._scope = scope
         self._called = False
+        self._linked: list[trio.CancelScope] | None = None
 
     def cancel(self) -> None:
         self._called = True
         if self._scope is not None:
             self._scope.cancel()
+        for scope in self._linked or ():
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def linked_scope(self) -> Iterator[trio.CancelScope]:
+        """``with cancellation.linked_scope() as scope:`` runs the block in a cancel
+        scope that ``cancel()`` cancels (already cancelled if ``cancel()`` was called)."""
+        scope = trio.CancelScope()
+        if self.cancel_called:
+            scope.cancel()
+        linked = self._linked
+        if linked is None:
+            linked = self._linked = []
+        linked.append(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            linked.remove(scope)
 
     @property
     def cancel_called(self) -> bool:
@@ -99,6 +122,11 @@ class MessageContext:
     message_id: str
     cancellation: Cancellation = attrs.field(factory=Cancellation, eq=False)
 
+    @property
+    def cancellation_token(self) -> Cancellation:
+        """``cancellation`` under AutoGen's name."""
+        return self.cancellation
+
 
 @attrs.frozen
 class AgentMetadata:
@@ -117,6 +145,7 @@ class AgentRuntime(Protocol):
         recipient: AgentId,
         *,
         sender: AgentId | None = None,
+        cancellation_token: Cancellation | None = None,
         message_id: str | None = None,
     ) -> Any: ...
 
@@ -126,6 +155,7 @@ class AgentRuntime(Protocol):
         topic_id: TopicId,
         *,
         sender: AgentId | None = None,
+        cancellation_token: Cancellation | None = None,
         message_id: str | None = None,
     ) -> None: ...
 
@@ -333,18 +363,38 @@ class BaseAgent:
         raise NotImplementedError(f"{type(self).__name__} must implement on_message_impl")
 
     async def send_message(
-        self, message: Any, recipient: AgentId, *, message_id: str | None = None
+        self,
+        message: Any,
+        recipient: AgentId,
+        *,
+        cancellation_token: Cancellation | None = None,
+        message_id: str | None = None,
     ) -> Any:
         """Send an RPC as this agent; return the recipient's response."""
         return await self.runtime.send_message(
-            message, recipient, sender=self.id, message_id=message_id
+            message,
+            recipient,
+            sender=self.id,
+            cancellation_token=cancellation_token,
+            message_id=message_id,
         )
 
     async def publish_message(
-        self, message: Any, topic_id: TopicId, *, message_id: str | None = None
+        self,
+        message: Any,
+        topic_id: TopicId,
+        *,
+        cancellation_token: Cancellation | None = None,
+        message_id: str | None = None,
     ) -> None:
         """Publish as this agent (this agent does not receive its own publish)."""
-        await self.runtime.publish_message(message, topic_id, sender=self.id, message_id=message_id)
+        await self.runtime.publish_message(
+            message,
+            topic_id,
+            sender=self.id,
+            cancellation_token=cancellation_token,
+            message_id=message_id,
+        )
 
     async def save_state(self) -> Mapping[str, Any]:
         return {}
@@ -425,8 +475,22 @@ class BaseAgent:
 # -- class decorators ----------------------------------------------------------------
 
 
-def default_subscription(cls: type[BaseAgentT]) -> type[BaseAgentT]:
-    """Subscribe the agent type to topic type ``"default"`` (source -> key)."""
+@overload
+def default_subscription(cls: type[BaseAgentT]) -> type[BaseAgentT]: ...
+@overload
+def default_subscription(
+    cls: None = None,
+) -> Callable[[type[BaseAgentT]], type[BaseAgentT]]: ...
+def default_subscription(
+    cls: type[BaseAgentT] | None = None,
+) -> type[BaseAgentT] | Callable[[type[BaseAgentT]], type[BaseAgentT]]:
+    """Subscribe the agent type to topic type ``"default"`` (source -> key).
+
+    ``@default_subscription`` and ``@default_subscription()`` are the same (AutoGen
+    accepts both).
+    """
+    if cls is None:
+        return type_subscription("default")
     return type_subscription("default")(cls)
 
 

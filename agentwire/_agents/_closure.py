@@ -15,6 +15,7 @@ from ._base import (
     AgentInstantiationContext,
     AgentRuntime,
     BaseAgent,
+    Cancellation,
     MessageContext,
     _bind_subscriptions,
     _register_serializers,
@@ -36,11 +37,21 @@ class ClosureContext(Protocol):
     def id(self) -> AgentId: ...
 
     async def send_message(
-        self, message: Any, recipient: AgentId, *, message_id: str | None = None
+        self,
+        message: Any,
+        recipient: AgentId,
+        *,
+        cancellation_token: Cancellation | None = None,
+        message_id: str | None = None,
     ) -> Any: ...
 
     async def publish_message(
-        self, message: Any, topic_id: TopicId, *, message_id: str | None = None
+        self,
+        message: Any,
+        topic_id: TopicId,
+        *,
+        cancellation_token: Cancellation | None = None,
+        message_id: str | None = None,
     ) -> None: ...
 
 

@@ -70,9 +70,9 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import trio
 
-from .._agents import Agent, AgentMetadata
+from .._agents import Agent, AgentMetadata, Cancellation
 from .._agents._base import message_types_of
-from .._errors import RuntimeClosedError, UnknownSubscriptionError
+from .._errors import RequestCancelledError, RuntimeClosedError, UnknownSubscriptionError
 from .._ids import AgentId, AgentType, TopicId
 from .._nursery import open_service_nursery
 from .._serialization import MessageSerializer, SerializationRegistry
@@ -185,6 +185,7 @@ class Runtime:
         recipient: AgentId,
         *,
         sender: AgentId | None = None,
+        cancellation_token: Cancellation | None = None,
         message_id: str | None = None,
     ) -> Any:
         """Send *message* to *recipient* and return its handler's result (an RPC).
@@ -193,7 +194,15 @@ class Runtime:
         an unknown agent type, ``MessageDroppedError`` if an intervention
         dropped it, ``RuntimeClosedError`` once the runtime is closed.
         Cancelling the caller cancels the handler's work for this request.
+        *cancellation_token* (for code written for AutoGen): its ``cancel()``
+        cancels the call, which then raises ``RequestCancelledError``.
         """
+        if cancellation_token is not None:
+            with cancellation_token.linked_scope():
+                return await self.send_message(
+                    message, recipient, sender=sender, message_id=message_id
+                )
+            raise RequestCancelledError(f"the RPC to {recipient} was cancelled by its token")
         if self._delivery.closed:
             raise RuntimeClosedError("the runtime is closed; no more messages can be sent")
         if message_id is None:
@@ -213,12 +222,20 @@ class Runtime:
         topic_id: TopicId,
         *,
         sender: AgentId | None = None,
+        cancellation_token: Cancellation | None = None,
         message_id: str | None = None,
     ) -> None:
         """Queue *message* for every agent subscribed to *topic_id* except *sender*.
 
         Returns once queued (it may wait for room in a full mailbox).
+        *cancellation_token*'s ``cancel()`` cancels that wait (then
+        ``RequestCancelledError``); the recipients' handlers are not affected.
         """
+        if cancellation_token is not None:
+            with cancellation_token.linked_scope():
+                await self.publish_message(message, topic_id, sender=sender, message_id=message_id)
+                return
+            raise RequestCancelledError(f"the publish to {topic_id} was cancelled by its token")
         if self._delivery.closed:
             raise RuntimeClosedError("the runtime is closed; no more messages can be published")
         if message_id is None:

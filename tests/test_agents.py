@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import weakref
 from typing import Any
 
 import pytest
@@ -503,3 +505,36 @@ async def test_a_handler_may_forward_its_token_to_the_calls_it_makes() -> None:
         await Forwarder.register(runtime, "forwarder", Forwarder)
         await TextEcho.register(runtime, "echo", TextEcho)
         assert await runtime.send_message(Text("x"), AgentId("forwarder", "k")) == Reply("via x")
+
+
+class _Bulky:
+    """Something large a test function happens to hold while it defines an agent."""
+
+
+def _define_an_agent_in_a_function() -> tuple[type[RoutedAgent], weakref.ref[_Bulky]]:
+    bulky = _Bulky()
+
+    @dataclasses.dataclass
+    class LocalQuestion:
+        text: str
+
+    class LocalAgent(RoutedAgent):
+        def __init__(self) -> None:
+            super().__init__("defined in a function")
+
+        @rpc
+        async def on_question(self, message: LocalQuestion, ctx: MessageContext) -> Reply:
+            return Reply(message.text)
+
+    LocalAgent.question_type = LocalQuestion  # type: ignore[attr-defined]
+    return LocalAgent, weakref.ref(bulky)
+
+
+async def test_handlers_resolve_local_names_without_keeping_the_functions_locals_alive() -> None:
+    agent_class, bulky = _define_an_agent_in_a_function()
+    gc.collect()
+    assert bulky() is None
+    async with open_runtime() as runtime:
+        await agent_class.register(runtime, "local", agent_class)
+        question = agent_class.question_type("why")  # type: ignore[attr-defined]
+        assert await runtime.send_message(question, AgentId("local", "k")) == Reply("why")

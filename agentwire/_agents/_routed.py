@@ -5,6 +5,8 @@ See the package docstring for the routing rules.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import functools
 import inspect
 import logging
@@ -81,7 +83,7 @@ class _HandlerSpec:
         self.strict = strict
         self.targets: tuple[type, ...] | None = None
         self.produces: frozenset[type] | None = None
-        self.localns = _defining_namespace()
+        self.localns = _local_annotation_names(func)
 
     def resolve(self) -> None:
         if self.targets is not None:
@@ -127,18 +129,42 @@ class _HandlerSpec:
 _SPEC_ATTR = "_agentwire_handler"
 
 
-def _defining_namespace() -> dict[str, Any]:
-    """Names visible where a handler is defined: the class body and the function
-    around it. With ``from __future__ import annotations``, a handler defined in
-    a function may refer to that function's local names in its annotations."""
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        frame = frame.f_back  # type: ignore[assignment]
-    if frame is None:  # pragma: no cover
+def _local_annotation_names(func: Callable[..., Any]) -> dict[str, Any]:
+    """The local names *func*'s string annotations use, from where it is defined.
+
+    With ``from __future__ import annotations`` a handler defined in a function
+    may name that function's local classes (or the class body's) in its
+    annotations. Only the names its annotations use and its module's globals do
+    not define are looked up in those frames and kept; the frames and their other
+    locals are not kept alive.
+    """
+    wanted: set[str] = set()
+    for annotation in func.__annotations__.values():
+        if isinstance(annotation, str):
+            try:
+                tree = ast.parse(annotation, mode="eval")
+            except SyntaxError:
+                continue  # get_type_hints reports it
+            wanted.update(node.id for node in ast.walk(tree) if isinstance(node, ast.Name))
+    wanted = {n for n in wanted if n not in func.__globals__ and not hasattr(builtins, n)}
+    if not wanted:
         return {}
-    namespace = dict(frame.f_back.f_locals) if frame.f_back is not None else {}
-    namespace.update(frame.f_locals)
-    return namespace
+    found: dict[str, Any] = {}
+    frame: types.FrameType | None = sys._getframe(1)
+    try:
+        while frame is not None and frame.f_globals.get("__name__") == __name__:
+            frame = frame.f_back
+        # The class body first, then the function around it.
+        for scope in (frame, frame.f_back if frame is not None else None):
+            if scope is None:
+                continue
+            local_names = scope.f_locals
+            for name in wanted - found.keys():
+                if name in local_names:
+                    found[name] = local_names[name]
+    finally:
+        del frame
+    return found
 
 
 HandlerFunc = Callable[[AgentT, ReceivesT, MessageContext], Coroutine[Any, Any, ProducesT]]

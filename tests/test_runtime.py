@@ -1078,3 +1078,27 @@ def test_the_errors_for_system_failures_say_what_happened() -> None:
         assert issubclass(error, agentwire.AgentwireError)
         assert error.__name__ in agentwire.__all__
     assert not issubclass(agentwire.RpcTimeoutError, OSError)  # not a connection failure
+
+
+async def test_wait_until_wakes_when_the_runtimes_counters_reach_the_condition() -> None:
+    async with open_runtime(mailbox_size=8) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        sink = await runtime.try_get_underlying_agent_instance(AgentId("sink", "k"), GatedSink)
+        seen: list[int] = []
+
+        async def watch() -> None:
+            await runtime.wait_until(lambda s: s.queued >= 3)
+            seen.append(runtime.statistics().queued)
+            await runtime.wait_until(lambda s: s.closed)
+            seen.append(-1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            for n in range(4):  # the first is being handled, three wait in the mailbox
+                await runtime.publish_message(Msg(n), TopicId("t", "k"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert seen == [3]
+            sink.gate.set()
+            await runtime.stop_when_idle()
+        assert seen == [3, -1]

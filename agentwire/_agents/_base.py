@@ -68,13 +68,14 @@ class Cancellation:
     def __init__(self, scope: trio.CancelScope | None = None) -> None:
         self._scope = scope
         self._called = False
-        self._linked: list[trio.CancelScope] | None = None
+        # _linked (the scopes of linked_scope()) is set on first use: most
+        # cancellations never have one, and one is made for every message.
 
     def cancel(self) -> None:
         self._called = True
         if self._scope is not None:
             self._scope.cancel()
-        for scope in self._linked or ():
+        for scope in getattr(self, "_linked", ()):
             scope.cancel()
 
     @contextlib.contextmanager
@@ -84,9 +85,10 @@ class Cancellation:
         scope = trio.CancelScope()
         if self.cancel_called:
             scope.cancel()
-        linked = self._linked
+        linked: list[trio.CancelScope] | None = getattr(self, "_linked", None)
         if linked is None:
-            linked = self._linked = []
+            linked = []
+            self._linked = linked
         linked.append(scope)
         try:
             with scope:

@@ -223,7 +223,8 @@ class Delivery:
         self.busy = 0
         self.queued = 0
         self.in_flight = 0
-        self.budget = CheckpointBudget()
+        # Shared by every entry point and drain task; bound once, called per message.
+        self.spend = CheckpointBudget().spend
         self.idle = trio.lowlevel.ParkingLot()
         # Tasks in wait_until(); checked (an int, cheap) before waking them.
         self.watchers = 0
@@ -239,7 +240,7 @@ class Delivery:
         """Run *recipient*'s handler for an RPC and return its result (see above)."""
         # Yield (every few calls) *before* choosing the path: between the
         # choice and marking the agent busy there must be no checkpoint.
-        if self.budget.spend():
+        if self.spend():
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -271,7 +272,7 @@ class Delivery:
         """Queue an event for every local subscriber of *topic* except *sender*."""
         if self.closed:
             raise RuntimeClosedError("the runtime is closed; the event cannot be delivered")
-        if self.budget.spend():
+        if self.spend():
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -418,7 +419,7 @@ class Delivery:
         queue = slot.queue
         assert queue is not None
         agent = slot.agent
-        budget = self.budget
+        spend = self.spend
         # Every handler run by this task belongs to this agent.
         agent_token = current_agent_id.set(slot.id)
         chain_token = _rpc_chain.set(slot.chain)
@@ -446,7 +447,7 @@ class Delivery:
                     await self._run_request(slot, envelope)
                 if self.watchers:
                     self.changed.unpark_all()
-                if budget.spend():
+                if spend():
                     await trio.lowlevel.checkpoint()
         finally:
             _rpc_chain.reset(chain_token)

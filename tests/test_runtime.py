@@ -1093,7 +1093,10 @@ async def test_wait_until_wakes_when_the_runtimes_counters_reach_the_condition()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch)
-            for n in range(4):  # the first is being handled, three wait in the mailbox
+            await runtime.publish_message(Msg(0), TopicId("t", "k"))
+            await trio.testing.wait_all_tasks_blocked()  # the sink holds it, blocked
+            assert seen == []
+            for n in range(1, 4):  # three wait in the mailbox
                 await runtime.publish_message(Msg(n), TopicId("t", "k"))
             await trio.testing.wait_all_tasks_blocked()
             assert seen == [3]

@@ -87,10 +87,8 @@ Cancellation and errors
   handler that called ``ctx.cancellation.cancel()`` (or was interrupted by
   it) gives the caller :class:`~agentwire.RequestCancelledError`.
 * An unknown recipient type raises :class:`~agentwire.UndeliverableError`
-  at once. A factory's exception reaches the RPC caller.
-* Publish handler exceptions are logged; with
-  ``ignore_unhandled_exceptions=False`` the first one is kept for the
-  runtime to re-raise (``wait_idle()``, the block's exit).
+  at once. A factory's exception reaches the RPC caller. Publish handler
+  exceptions are logged (and kept for the runtime to re-raise, see ``_core``).
 * :meth:`Delivery.stop` fails every waiting RPC with
   :class:`~agentwire.RuntimeClosedError`, wakes senders waiting for room and
   cancels the service nursery (every drain task); :meth:`Delivery.close_agents`
@@ -120,7 +118,6 @@ the tests call it)
 from __future__ import annotations
 
 import contextvars
-import inspect
 import itertools
 import logging
 from collections import deque
@@ -129,7 +126,7 @@ from typing import Any
 import outcome
 import trio
 
-from .._agents import Agent, AgentInstantiationContext, AgentRuntime, Cancellation, MessageContext
+from .._agents import Agent, AgentRuntime, Cancellation, MessageContext
 from .._budget import CheckpointBudget
 from .._errors import (
     OverloadedError,
@@ -545,21 +542,9 @@ class Delivery:
             slot = self.slots.get(agent_id)
             if slot is not None:
                 return slot
-        factory = registration.factory
         done = self.activating[agent_id] = trio.Event()
-        runtime = self._runtime
         try:
-            with AgentInstantiationContext.populate_context(runtime, agent_id):
-                agent = factory(runtime, agent_id) if registration.two_args else factory()
-                if inspect.isawaitable(agent):
-                    agent = await agent
-            expected = registration.expected_class
-            if expected is not None and not isinstance(agent, expected):
-                raise ValueError(
-                    f"the factory of {agent_id.type!r} made a {agent.__class__.__name__}, "
-                    f"expected a {expected.__name__}"
-                )
-            await agent.bind_id_and_runtime(agent_id, runtime)
+            agent = await registration.create(self._runtime, agent_id)
             slot = self.slots[agent_id] = _AgentSlot(agent, agent_id)
             return slot
         except Exception:

@@ -7,6 +7,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+from .._agents import Agent, AgentInstantiationContext, AgentRuntime
+from .._ids import AgentId
+
 __all__ = ["Registration"]
 
 
@@ -45,3 +48,21 @@ class Registration:
                 self.two_args = True
             elif required:
                 raise ValueError("an agent factory must take no arguments")
+
+    async def create(self, runtime: AgentRuntime, agent_id: AgentId) -> Agent:
+        """Make and bind the agent *agent_id* with the factory (a factory-registered type)."""
+        factory = self.factory
+        assert factory is not None
+        with AgentInstantiationContext.populate_context(runtime, agent_id):
+            agent = factory(runtime, agent_id) if self.two_args else factory()
+            if inspect.isawaitable(agent):
+                agent = await agent
+        expected = self.expected_class
+        if expected is not None and not isinstance(agent, expected):
+            raise ValueError(
+                f"the factory of {agent_id.type!r} made a {agent.__class__.__name__}, "
+                f"expected a {expected.__name__}"
+            )
+        await agent.bind_id_and_runtime(agent_id, runtime)
+        bound: Agent = agent
+        return bound

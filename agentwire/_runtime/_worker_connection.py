@@ -670,8 +670,10 @@ class WorkerSession:
                         else:
                             self._pending_control.set_value(message.rpc_id, message.rpcMessage)
                     inner.cancel_scope.cancel()
-        except Exception as exc:
-            logger.info("control channel of %s ended: %r", self.client_id, exc)
+        except* Exception as failures:
+            # except*: a failure arriving while the session is cancelled comes
+            # in a group with that Cancelled, which must go on alone.
+            logger.info("control channel of %s ended: %r", self.client_id, failures.exceptions)
         finally:
             self._control_open = False
             self._control_settled.set()

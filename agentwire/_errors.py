@@ -115,3 +115,20 @@ class InvalidCloudEventError(AgentwireError, ValueError):
 class RequestCancelledError(AgentwireError):
     """The handler of an RPC was cancelled (its ``ctx.cancellation`` scope) before it
     returned, while the caller was still waiting; the caller gets this error."""
+
+
+class MessageTooLargeError(AgentwireError):
+    """A message is larger than the message size limit, so it was not sent.
+
+    ``size`` is the message's size in bytes, ``limit`` the limit
+    (``max_message_size``); ``what`` says which message it was.
+    """
+
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        self.size = size
+        self.limit = limit
+        self.what = what
+        super().__init__(
+            f"{what} not sent: {size} bytes, over the {limit}-byte message size limit "
+            "(send less, or raise max_message_size on both ends)"
+        )

@@ -93,6 +93,7 @@ from .._serialization import (
     UnknownPayload,
 )
 from .._subscriptions import Subscription, subscription_to_proto
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._core import Router, Runtime, RuntimeStatistics, open_core
 from ._interventions import InterventionHandler
 from ._worker_connection import ChannelLike, RpcTimeoutError
@@ -160,6 +161,7 @@ class WorkerRouter:
         disconnected_wait: float,
         outbox_size: int,
         max_concurrent_requests: int,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if payload_format not in _CONTENT_TYPES:
             raise ValueError(f"payload_format must be 'json' or 'protobuf', not {payload_format!r}")
@@ -177,6 +179,7 @@ class WorkerRouter:
             disconnected_wait=disconnected_wait,
             outbox_size=outbox_size,
             max_concurrent_requests=max_concurrent_requests,
+            max_message_size=max_message_size,
         )
         self._awaited: OrderedDict[str, None] = OrderedDict()
         self._awaited_session: object = None
@@ -537,7 +540,7 @@ async def open_worker(
     rpc_timeout: float | None = 300.0,
     keepalive_interval: float | None = 360.0,
     connect_timeout: float = 10.0,
-    max_message_size: int = 4 * 2**20,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     outbox_size: int = 256,
     max_concurrent_requests: int = 256,
     mailbox_size: int = 64,
@@ -565,7 +568,10 @@ async def open_worker(
     * *keepalive_interval*: idle seconds before an HTTP/2 ping (default 6
       minutes: grpc-core servers punish pings more often than every 5 minutes
       with GOAWAY); ``None`` disables pings.
-    * *max_message_size*: largest message received (4 MiB, grpc-core's default).
+    * *max_message_size*: largest message sent or received (4 MiB, grpc-core's
+      default, which AutoGen keeps). An RPC request or publish over it raises
+      :class:`MessageTooLargeError` for that call only; a result over it is
+      answered with that error (kind ``too-large``) instead of being sent.
     * *outbox_size*, *max_concurrent_requests*: bounds of the outgoing queue
       and of incoming RPCs handled at once (beyond it, reading from the gateway
       pauses: backpressure).
@@ -601,6 +607,7 @@ async def open_worker(
             disconnected_wait=disconnected_wait,
             outbox_size=outbox_size,
             max_concurrent_requests=max_concurrent_requests,
+            max_message_size=max_message_size,
         )
         assert isinstance(core, WorkerRuntime)
         core._worker = router

@@ -16,15 +16,25 @@ Invariants (kept by this module):
 * ``OpenChannel`` is opened -- our request headers sent, the server's response
   headers *not* awaited (the AutoGen host sends none until it has a message)
   -- before the session is handed out, so every unary call comes after it.
-* Outgoing ``Message`` envelopes are written by one sender task in the order
-  they were queued. If a write fails, that message and every message queued
-  after it fail their waiters with :class:`ConnectionLostError`; nothing is
-  written after a failed write, nothing is dropped silently, nothing reordered.
-  When nothing is queued or being written (``_unsent == 0``) a message may be
-  handed to the stream directly by the task producing it (the transport's
-  non-blocking ``try_send``), saving the hop through the sender task; if that
-  cannot be done without waiting, the message is queued as usual. So the
-  order is the order of the calls either way.
+* Outgoing ``Message`` envelopes are written by one sender task from a
+  two-lane :class:`~agentwire._worker._outbox.Outbox`: RPC requests and
+  responses in one lane, CloudEvents in the other, each bounded by
+  ``outbox_size``. RPC messages go first, but while events wait at most
+  ``DEFAULT_RPC_BURST`` RPC messages are written in a row before the next
+  event (events are never starved). Within a lane messages are written in the
+  order they were queued. If a write fails, that message and every message
+  still queued (both lanes) fail their waiters with
+  :class:`ConnectionLostError`; nothing is written after a failed write,
+  nothing is dropped silently, nothing reordered within a lane.
+  When nothing of its lane is queued or being written (``_unsent[lane] == 0``)
+  a message may be handed to the stream directly by the task producing it
+  (the transport's non-blocking ``try_send``), saving the hop through the
+  sender task; if that cannot be done without waiting, the message is queued
+  as usual. So within a lane the order is the order of the calls either way.
+* Nothing larger than ``max_message_size`` is sent: an oversize request or
+  publish raises :class:`MessageTooLargeError` for that call only; an
+  oversize response is replaced by an error response of kind
+  ``ErrorKind.TOO_LARGE``. (A peer's transport would end the whole stream.)
 * When the session ends (lost or closed), every pending RPC and control call
   of the session fails at once with :class:`ConnectionLostError`; the pending
   maps are empty afterwards.
@@ -65,10 +75,13 @@ from google.protobuf.message import Message as ProtoMessage
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._errors import ConnectionLostError, RemoteError
+from .._budget import CheckpointBudget
+from .._errors import ConnectionLostError, MessageTooLargeError, RemoteError
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, ErrorKind
+from .._worker._outbox import Lane, Outbox
 from ._pending import PendingMap
 
 logger = logging.getLogger("agentwire.worker")
@@ -80,11 +93,6 @@ REGISTER_AGENT = SERVICE + "RegisterAgent"
 ADD_SUBSCRIPTION = SERVICE + "AddSubscription"
 REMOVE_SUBSCRIPTION = SERVICE + "RemoveSubscription"
 GET_SUBSCRIPTIONS = SERVICE + "GetSubscriptions"
-
-#: Outgoing messages a sender task takes in one go (one batch of writes).
-MAX_BATCH = 128
-#: buffered events dispatched between two yields to the scheduler
-_DISPATCH_YIELD_EVERY = 32
 
 _R = TypeVar("_R", bound=ProtoMessage)
 
@@ -194,7 +202,11 @@ class SessionStatistics:
     pending_rpcs: int
     pending_control: int
     outbox_used: int
+    """Messages queued in both lanes of the outbox."""
     outbox_size: int
+    """The capacity of each lane."""
+    rpc_lane_used: int
+    event_lane_used: int
     messages_sent: int
     batches_written: int
     messages_received: int
@@ -216,6 +228,7 @@ class WorkerSession:
         max_concurrent_requests: int,
         unary_timeout: float,
         event_buffer: int = 1024,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         self.client_id = str(uuid.uuid4())
         self.metadata: tuple[tuple[str, str], ...] = (("client-id", self.client_id),)
@@ -226,7 +239,13 @@ class WorkerSession:
         self._request_ids = request_ids
         self._unary_timeout = unary_timeout
         self._outbox_size = outbox_size
-        self._out_send, self._out_recv = trio.open_memory_channel[_Outgoing](outbox_size)
+        self._max_message_size = max_message_size
+        self._outbox: Outbox[_Outgoing] = Outbox(outbox_size)
+        # producers waiting for room, per lane; the sender waiting for work
+        self._space = (trio.lowlevel.ParkingLot(), trio.lowlevel.ParkingLot())
+        self._work = trio.lowlevel.ParkingLot()
+        self._unsent = [0, 0]  # per lane: messages queued for (or held by) the sender
+        self._budget = CheckpointBudget()
         self._control_send, self._control_recv = trio.open_memory_channel[bytes](outbox_size)
         self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent](
             event_buffer
@@ -242,8 +261,6 @@ class WorkerSession:
         self._messages_received = 0
         # the stream's non-blocking send, if the transport has one (see _send)
         self._direct: _DirectSend | None = None
-        self._unsent = 0  # messages queued for (or held by) the sender task
-        self._ops = 0
         self._nursery: trio.Nursery | None = None  # where request tasks run
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
         # the sweeper task's sleep, whose deadline is the earliest expiry.
@@ -258,8 +275,10 @@ class WorkerSession:
             client_id=self.client_id,
             pending_rpcs=len(self._pending),
             pending_control=len(self._pending_control),
-            outbox_used=self._out_send.statistics().current_buffer_used,
+            outbox_used=len(self._outbox),
             outbox_size=self._outbox_size,
+            rpc_lane_used=self._outbox.queued(Lane.RPC),
+            event_lane_used=self._outbox.queued(Lane.EVENTS),
             messages_sent=self._messages_sent,
             batches_written=self._batches_written,
             messages_received=self._messages_received,
@@ -277,6 +296,8 @@ class WorkerSession:
         self.loss_reason = reason
         logger.info("connection %s lost: %s", self.client_id, reason)
         self.lost.set()
+        for space in self._space:
+            space.unpark_all()  # producers waiting for room fail now
         self._pending.close(lambda _key: self._lost_error())
         self._pending_control.close(lambda _key: self._lost_error())
 
@@ -342,47 +363,53 @@ class WorkerSession:
 
     # -- the data channel ---------------------------------------------------
 
-    async def _enqueue(self, item: _Outgoing) -> None:
-        if self.lost.is_set():
-            raise self._lost_error()
-        self._unsent += 1
-        try:
-            await self._out_send.send(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self._unsent -= 1
-            raise self._lost_error() from None
-        except BaseException:
-            self._unsent -= 1  # not queued (trio: a cancelled send sent nothing)
-            raise
+    async def _enqueue(self, lane: Lane, item: _Outgoing) -> None:
+        """Queue one message in *lane*, waiting for room (behind earlier waiters).
 
-    async def _try_direct(self, data: bytes, *, flush: bool = True) -> bool:
-        """Write one envelope from the calling task if the sender is idle.
+        A cancellation before the message is queued queues nothing.
+        """
+        space = self._space[lane]
+        waited = False
+        if not space:
+            await self._budget.checkpoint()
+        while True:
+            if self.lost.is_set():
+                raise self._lost_error()
+            if (waited or not space) and self._outbox.push(lane, item):
+                break
+            await space.park()
+            waited = True
+        self._unsent[lane] += 1
+        self._work.unpark()
 
-        True: it is buffered on the stream, after everything sent before it.
-        False: nothing was sent; queue it. A cancellation point before anything
-        is sent (when the direct path is available at all). ``flush``: the
-        caller is about to wait (an RPC): write the socket now if nothing else
-        could join the write; otherwise the connection's writer batches it.
+    async def _try_direct(self, lane: Lane, data: bytes, *, flush: bool = True) -> bool:
+        """Write one envelope from the calling task if nothing of its lane is queued.
+
+        True: it is buffered on the stream, after everything of its lane sent
+        before it. False: nothing was sent; queue it. A cancellation point
+        before anything is sent (when the direct path is available at all).
+        ``flush``: the caller is about to wait (an RPC): write the socket now
+        if nothing else could join the write; otherwise the connection's
+        writer batches it.
         """
         direct = self._direct
-        if direct is None or self._unsent or self.lost.is_set():
+        if direct is None or self._unsent[lane] or self.lost.is_set():
             return False
-        self._ops += 1
-        if self._ops >= 32:  # a producer that never blocks still lets others run
-            self._ops = 0
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        if self._unsent or self.lost.is_set() or not direct(data, flush=flush):
+        await self._budget.checkpoint()
+        if self._unsent[lane] or self.lost.is_set() or not direct(data, flush=flush):
             return False
         self._messages_sent += 1
         self._batches_written += 1
         return True
 
-    async def _send(self, data: bytes, *, flush: bool = True) -> None:
-        """Send one envelope: directly when the sender is idle, else through it."""
-        if not await self._try_direct(data, flush=flush):
-            await self._enqueue(_Outgoing(data, None))
+    async def _send(self, lane: Lane, data: bytes, *, flush: bool = True) -> None:
+        """Send one envelope: directly when its lane is idle, else through the sender."""
+        if not await self._try_direct(lane, data, flush=flush):
+            await self._enqueue(lane, _Outgoing(data, None))
+
+    def _check_size(self, data: bytes, what: str) -> None:
+        if len(data) > self._max_message_size:
+            raise MessageTooLargeError(len(data), self._max_message_size, what)
 
     async def rpc(self, request: pb.RpcRequest, *, expires_at: float = math.inf) -> pb.RpcResponse:
         """Send ``request`` (its ``request_id`` is assigned here) and await the response.
@@ -398,23 +425,24 @@ class WorkerSession:
         request_id = next(self._request_ids)
         request.request_id = request_id
         data = pb.Message(request=request).SerializeToString()
+        self._check_size(data, "RPC request")
         with self._pending.register(request_id) as waiter:
             # Write at once only for a lone call: with others in flight, their
             # tasks are likely about to send too (trio cannot tell us), so the
             # connection's writer sends them all in one write.
             flush = len(self._pending) <= 1
             if expires_at == math.inf:
-                await self._send(data, flush=flush)
+                await self._send(Lane.RPC, data, flush=flush)
                 return await waiter.wait()
             scope = self._expiry_scope
             if (
                 scope is None
                 or expires_at < self._latest_expiry
                 or expires_at <= trio.current_time()
-                or not await self._try_direct(data, flush=flush)
+                or not await self._try_direct(Lane.RPC, data, flush=flush)
             ):
                 with trio.move_on_at(expires_at):
-                    await self._send(data, flush=flush)
+                    await self._send(Lane.RPC, data, flush=flush)
                     return await waiter.wait()
                 raise RpcTimeoutError(request_id)
             # Sent; the sweeper ends the wait at expires_at (set_error).
@@ -449,17 +477,30 @@ class WorkerSession:
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         """Send a CloudEvent; returns once it was written to the connection."""
         data = pb.Message(cloudEvent=event).SerializeToString()
+        self._check_size(data, "published event")
         # A publisher usually goes on publishing: let the writer batch events.
-        if await self._try_direct(data, flush=False):
+        if await self._try_direct(Lane.EVENTS, data, flush=False):
             return
         ack = _Slot()
-        await self._enqueue(_Outgoing(data, ack))
+        await self._enqueue(Lane.EVENTS, _Outgoing(data, ack))
         await ack.wait()
 
     async def _respond(self, response: pb.RpcResponse) -> None:
+        data = pb.Message(response=response).SerializeToString()
+        if len(data) > self._max_message_size:
+            logger.warning(
+                "response %s not sent: %d bytes, over the %d-byte limit",
+                response.request_id,
+                len(data),
+                self._max_message_size,
+            )
+            data = pb.Message(
+                response=too_large_response(response, len(data), self._max_message_size)
+            ).SerializeToString()
         try:
             await self._send(
-                pb.Message(response=response).SerializeToString(),
+                Lane.RPC,
+                data,
                 flush=self._request_limit.value >= self._max_requests - 1,  # a lone request
             )
         except ConnectionLostError:
@@ -492,52 +533,46 @@ class WorkerSession:
     # -- loops --------------------------------------------------------------
 
     async def _sender(self, stream: ClientStreamLike) -> None:
-        """Write queued messages in order, taking everything available per batch.
+        """Write queued messages, one at a time in the outbox's order.
 
-        However it ends (write failure, cancellation), every message taken or
-        still queued that was not written fails its waiter; none is dropped.
+        A *batch* is what is written between two waits for work (the
+        transport coalesces it into few socket writes). However it ends (write
+        failure, cancellation), the message being written and every message
+        still queued fail their waiters; none is dropped.
         """
-        batch: list[_Outgoing] = []
-        written = 0
+        outbox = self._outbox
+        held: tuple[Lane, _Outgoing] | None = None
+        fresh = True
         try:
             while True:
+                held = outbox.pop()
+                if held is None:
+                    fresh = True
+                    await self._work.park()
+                    continue
+                lane, item = held
+                self._space[lane].unpark()
+                if fresh:
+                    fresh = False
+                    self._batches_written += 1
                 try:
-                    first = await self._out_recv.receive()
-                except trio.EndOfChannel:
-                    return
-                batch = [first]
-                written = 0
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._out_recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                try:
-                    for item in batch:
-                        await stream.send(item.data)
-                        written += 1
-                        self._unsent -= 1
-                        if item.ack is not None:
-                            item.ack.set(None)
+                    await stream.send(item.data)
                 except Exception as exc:
                     self._mark_lost(f"write failed: {exc!r}")
                     return
-                finally:
-                    self._messages_sent += written
-                    self._batches_written += 1
+                held = None
+                self._unsent[lane] -= 1
+                self._messages_sent += 1
+                if item.ack is not None:
+                    item.ack.set(None)
         finally:
             self._mark_lost("closed")
-            self._out_send.close()
+            outbox.close()
             error = self._lost_error()
-            unwritten = batch[written:]
-            while True:
-                try:
-                    unwritten.append(self._out_recv.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            self._out_recv.close()
-            self._unsent -= len(unwritten)
-            for item in unwritten:
+            unwritten = [] if held is None else [held]
+            unwritten.extend(outbox.drain())
+            for lane, item in unwritten:
+                self._unsent[lane] -= 1
                 if item.ack is not None:
                     item.ack.fail(error)
 
@@ -610,10 +645,11 @@ class WorkerSession:
 
         Takes what is buffered without a trip through the scheduler per event
         (a memory channel's ``receive`` always yields), still yielding every
-        ``_DISPATCH_YIELD_EVERY`` events and always checking for cancellation.
+        few events (a :class:`CheckpointBudget`) and always checking for
+        cancellation.
         """
         events = self._events_recv
-        handled = 0
+        budget = CheckpointBudget()
         async with events:
             while True:
                 try:
@@ -623,17 +659,11 @@ class WorkerSession:
                         event = await events.receive()
                     except trio.EndOfChannel:
                         return
-                    handled = 0
                 except trio.EndOfChannel:
                     await trio.lowlevel.checkpoint()
                     return
                 else:
-                    handled += 1
-                    if handled >= _DISPATCH_YIELD_EVERY:
-                        handled = 0
-                        await trio.lowlevel.checkpoint()
-                    else:
-                        await trio.lowlevel.checkpoint_if_cancelled()
+                    await budget.checkpoint()
                 try:
                     await self._handler.handle_event(event)
                 except Exception:
@@ -709,6 +739,17 @@ def _timeout_from_deadline(default: float) -> float:
     return max(0.0, min(default, left))
 
 
+def too_large_response(response: pb.RpcResponse, size: int, limit: int) -> pb.RpcResponse:
+    """The error response sent instead of *response*, which is *size* bytes, over *limit*."""
+    answer = pb.RpcResponse(
+        request_id=response.request_id,
+        error=f"the result is too large to send: {size} bytes, over the {limit}-byte "
+        "message size limit",
+    )
+    answer.metadata[ERROR_KIND_KEY] = ErrorKind.TOO_LARGE
+    return answer
+
+
 def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
     """Raise :class:`RemoteError` if ``response`` carries an error, else return it."""
     if response.error:
@@ -726,6 +767,7 @@ async def open_session(
     max_concurrent_requests: int = 256,
     unary_timeout: float = 30.0,
     control_channel: bool = True,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> AsyncIterator[WorkerSession]:
     """Open ``OpenChannel`` (and ``OpenControlChannel``) on ``channel``; yield the session.
 
@@ -741,6 +783,7 @@ async def open_session(
         outbox_size=outbox_size,
         max_concurrent_requests=max_concurrent_requests,
         unary_timeout=unary_timeout,
+        max_message_size=max_message_size,
     )
     try:
         async with (
@@ -767,5 +810,5 @@ async def open_session(
                 nursery.cancel_scope.cancel()
     finally:
         session._mark_lost("closed")
-        session._out_send.close()
+        session._outbox.close()
         session._control_send.close()

@@ -53,6 +53,7 @@ from .._errors import ConnectionLostError
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._worker_connection import (
     ChannelLike,
     RequestIds,
@@ -116,6 +117,7 @@ class WorkerLink:
         outbox_size: int = 256,
         max_concurrent_requests: int = 256,
         unary_timeout: float = 30.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         rng: random.Random | None = None,
     ) -> None:
         self._connect = connect
@@ -125,6 +127,7 @@ class WorkerLink:
         self._outbox_size = outbox_size
         self._max_concurrent_requests = max_concurrent_requests
         self._unary_timeout = unary_timeout
+        self._max_message_size = max_message_size
         self._rng = rng
         self.request_ids = RequestIds()
         self._session: WorkerSession | None = None
@@ -240,6 +243,7 @@ class WorkerLink:
             outbox_size=self._outbox_size,
             max_concurrent_requests=self._max_concurrent_requests,
             unary_timeout=self._unary_timeout,
+            max_message_size=self._max_message_size,
         )
 
     async def _replay(self, session: WorkerSession) -> None:

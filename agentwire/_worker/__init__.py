@@ -1,0 +1,1 @@
+"""The gRPC worker: ``open_worker``, its gateway link, its sessions and their outbox."""

@@ -36,6 +36,7 @@ from agentwire import (
     open_runtime,
     rpc,
 )
+from agentwire._budget import CheckpointBudget
 
 
 @dataclasses.dataclass
@@ -862,7 +863,9 @@ async def test_fairness_yield_never_splits_the_idle_check_from_taking_the_agent(
         target = AgentId("overlap", "k")
         agent = await runtime.try_get_underlying_agent_instance(target, Overlap)
         async with trio.open_nursery() as nursery:
-            runtime._budget = 1  # the next call yields to the scheduler first
+            runtime._delivery.budget = CheckpointBudget(
+                1
+            )  # every call yields to the scheduler first
             nursery.start_soon(runtime.send_message, Msg(1), target)
             nursery.start_soon(runtime.send_message, Msg(2), target)
             await trio.testing.wait_all_tasks_blocked()

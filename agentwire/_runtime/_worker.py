@@ -239,7 +239,7 @@ class WorkerRouter:
     async def send(
         self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
     ) -> Any:
-        if recipient.type in self._core._registrations:
+        if self._core.has_agent_type(recipient.type):
             self._local_rpcs += 1
             return await self._core.deliver_request(
                 message, recipient, sender=sender, message_id=message_id
@@ -410,13 +410,13 @@ class WorkerRouter:
             agent_id = AgentId.from_str(destination.removeprefix("agentid="))
         else:
             raise ValueError("the state request names no agent")
-        if agent_id.type not in self._core._registrations:
+        if not self._core.has_agent_type(agent_id.type):
             raise UndeliverableError(f"agent type {agent_id.type!r} is not registered here")
         return agent_id
 
     # -- remote state ---------------------------------------------------------------
 
-    async def remote_save_state(self, agent: AgentId) -> Mapping[str, Any]:
+    async def save_remote_state(self, agent: AgentId) -> Mapping[str, Any]:
         answer = await self._control(agent, pb.SaveStateRequest(agentId=agent.to_proto()))
         response = pb.SaveStateResponse()
         if not answer.Unpack(response):
@@ -426,7 +426,7 @@ class WorkerRouter:
         state: Mapping[str, Any] = json.loads(response.state or "{}")
         return state
 
-    async def remote_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
+    async def load_remote_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         request = pb.LoadStateRequest(agentId=agent.to_proto(), state=json.dumps(dict(state)))
         answer = await self._control(agent, request)
         response = pb.LoadStateResponse()
@@ -477,7 +477,26 @@ class WorkerRuntimeStatistics(RuntimeStatistics):
 class WorkerRuntime(Runtime):
     """The runtime ``open_worker`` yields: the core's API plus the gateway link."""
 
-    _worker: WorkerRouter
+    def __init__(
+        self,
+        services: trio.Nursery,
+        make_worker: Callable[[Runtime], WorkerRouter],
+        *,
+        mailbox_size: int,
+        ignore_unhandled_exceptions: bool,
+        intervention_handlers: Sequence[InterventionHandler],
+    ) -> None:
+        def make_router(core: Runtime) -> Router:
+            self._worker = make_worker(core)
+            return self._worker
+
+        super().__init__(
+            services,
+            make_router,
+            mailbox_size=mailbox_size,
+            ignore_unhandled_exceptions=ignore_unhandled_exceptions,
+            intervention_handlers=intervention_handlers,
+        )
 
     def statistics(self) -> WorkerRuntimeStatistics:
         """The core's counters (see :class:`RuntimeStatistics`) and the link's state."""
@@ -512,20 +531,6 @@ class WorkerRuntime(Runtime):
     async def gateway_subscriptions(self) -> list[pb.Subscription]:
         """``GetSubscriptions``: every subscription the gateway knows (all workers')."""
         return await self._worker.link.get_subscriptions()
-
-    async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
-        """The agent's state; for a type not registered here, ask its worker
-        over the control channel (bounded by ``state_timeout``)."""
-        if agent.type in self._registrations:
-            return await super().agent_save_state(agent)
-        return await self._worker.remote_save_state(agent)
-
-    async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
-        """Load the agent's state, here or on its worker (see ``agent_save_state``)."""
-        if agent.type in self._registrations:
-            await super().agent_load_state(agent, state)
-        else:
-            await self._worker.remote_load_state(agent, state)
 
 
 @asynccontextmanager
@@ -594,7 +599,7 @@ async def open_worker(
 
     router: WorkerRouter | None = None
 
-    def make_router(core: Runtime) -> Router:
+    def make_router(core: Runtime) -> WorkerRouter:
         nonlocal router
         router = WorkerRouter(
             core,
@@ -609,21 +614,20 @@ async def open_worker(
             max_concurrent_requests=max_concurrent_requests,
             max_message_size=max_message_size,
         )
-        assert isinstance(core, WorkerRuntime)
-        core._worker = router
         return router
 
     async with open_unwrapping_nursery() as link_nursery:
         try:
             async with open_core(
-                make_router,
-                runtime_class=WorkerRuntime,
-                mailbox_size=mailbox_size,
-                ignore_unhandled_exceptions=ignore_unhandled_exceptions,
-                intervention_handlers=intervention_handlers,
+                lambda services: WorkerRuntime(
+                    services,
+                    make_router,
+                    mailbox_size=mailbox_size,
+                    ignore_unhandled_exceptions=ignore_unhandled_exceptions,
+                    intervention_handlers=intervention_handlers,
+                )
             ) as runtime:
                 assert router is not None
-                assert isinstance(runtime, WorkerRuntime)
                 await link_nursery.start(router.link.run)
                 yield runtime
         finally:

@@ -120,15 +120,38 @@ class RequestCancelledError(AgentwireError):
 class MessageTooLargeError(AgentwireError):
     """A message is larger than the message size limit, so it was not sent.
 
-    ``size`` is the message's size in bytes, ``limit`` the limit
-    (``max_message_size``); ``what`` says which message it was.
+    ``size`` is the message's size in bytes and ``limit`` the limit
+    (``max_message_size``); either is ``None`` when a remote peer refused the
+    message without saying. ``what`` says which message it was.
     """
 
-    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+    def __init__(
+        self, size: int | None, limit: int | None, what: str = "message", *, text: str = ""
+    ) -> None:
         self.size = size
         self.limit = limit
         self.what = what
         super().__init__(
-            f"{what} not sent: {size} bytes, over the {limit}-byte message size limit "
+            text
+            or f"{what} not sent: {size} bytes, over the {limit}-byte message size limit "
             "(send less, or raise max_message_size on both ends)"
         )
+
+
+class RpcTimeoutError(UndeliverableError):
+    """No response to an RPC came in time (the worker's ``rpc_timeout``, or the
+    gateway's RPC timeout); the request may or may not have been handled.
+
+    A subclass of :class:`UndeliverableError`: an AutoGen host never answers a
+    request for an agent type nobody registered, so silence is also how an
+    undeliverable request looks.
+    """
+
+
+class OverloadedError(AgentwireError):
+    """The gateway (or the worker serving the target) has too many requests in
+    flight or no queue space for this one: retry later, or send less at once."""
+
+
+class InvalidRequestError(AgentwireError, ValueError):
+    """The gateway refused a request as malformed (e.g. an invalid target or source id)."""

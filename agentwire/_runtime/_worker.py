@@ -77,6 +77,7 @@ from .._errors import (
     GatewayRejectedError,
     InvalidCloudEventError,
     RemoteError,
+    RpcTimeoutError,
     RuntimeClosedError,
     SerializationError,
     UndeliverableError,
@@ -93,10 +94,11 @@ from .._serialization import (
     UnknownPayload,
 )
 from .._subscriptions import Subscription, subscription_to_proto
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, TIMEOUT_METADATA_KEY, ErrorKind
+from .._worker._kinds import error_from_response, error_response
 from ._core import Router, Runtime, RuntimeStatistics, open_core
 from ._interventions import InterventionHandler
-from ._worker_connection import ChannelLike, RpcTimeoutError
+from ._worker_connection import ChannelLike
 from ._worker_link import (
     DEFAULT_RECONNECT,
     ConnectionState,
@@ -114,10 +116,6 @@ __all__ = [
 
 logger = logging.getLogger("agentwire.worker")
 
-#: Metadata key carrying the class name of a failed handler's exception.
-ERROR_TYPE_KEY = "agentwire-error-type"
-#: Metadata key carrying the caller's remaining time in seconds (like grpc-timeout).
-TIMEOUT_KEY = "agentwire-timeout"
 #: Published event ids whose echo we wait for, at most (oldest forgotten first).
 MAX_AWAITED_ECHOES = 65_536
 
@@ -256,16 +254,16 @@ class WorkerRouter:
         expires_at = now + self._rpc_timeout
         deadline = min(expires_at, trio.current_effective_deadline())
         if deadline != math.inf:
-            request.metadata[TIMEOUT_KEY] = f"{max(0.0, deadline - now):.6f}"
+            request.metadata[TIMEOUT_METADATA_KEY] = f"{max(0.0, deadline - now):.6f}"
         try:
             response = await self.link.rpc(request, expires_at=expires_at)
         except RpcTimeoutError:
-            raise UndeliverableError(
+            raise RpcTimeoutError(
                 f"no response from {recipient} within rpc_timeout={self._rpc_timeout:g} s "
                 "(an AutoGen host silently drops requests for agent types nobody registered)"
             ) from None
         if response.error:
-            raise RemoteError(response.error, type_name=response.metadata.get(ERROR_TYPE_KEY))
+            raise error_from_response(response)
         return self._decode(response.payload)
 
     async def publish(
@@ -335,19 +333,19 @@ class WorkerRouter:
                     message, recipient, sender=sender, message_id=request.request_id
                 )
             if scope.cancelled_caught:
-                return pb.RpcResponse(
+                response = pb.RpcResponse(
                     error=f"deadline exceeded: the caller's deadline passed while {recipient} "
                     "was handling the request"
                 )
+                response.metadata[ERROR_KIND_KEY] = ErrorKind.TIMEOUT
+                return response
             if result is None:
                 return pb.RpcResponse()
             return pb.RpcResponse(payload=self._encode(result, JSON_DATA_CONTENT_TYPE))
         except Exception as exc:
             if not isinstance(exc, UndeliverableError):
                 logger.debug("RPC %s failed: %r", request.request_id, exc)
-            response = pb.RpcResponse(error=str(exc) or type(exc).__name__)
-            response.metadata[ERROR_TYPE_KEY] = type(exc).__name__
-            return response
+            return error_response(exc)
 
     async def handle_event(self, event: ce_pb.CloudEvent) -> None:
         self._incoming_events += 1
@@ -451,7 +449,7 @@ def _rejected(what: str, exc: GRPCError) -> GatewayRejectedError:
 
 def _timeout_of(request: pb.RpcRequest) -> float:
     """The caller's remaining time an agentwire caller sent along (else no limit)."""
-    text = request.metadata.get(TIMEOUT_KEY)
+    text = request.metadata.get(TIMEOUT_METADATA_KEY)
     if not text:
         return math.inf
     try:

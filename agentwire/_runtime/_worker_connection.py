@@ -43,6 +43,10 @@ Invariants (kept by this module):
   the message can be dealt with without waiting (a response settles its
   caller; a request within the request limit starts its task; an event fits
   the event buffer), else by the receive loop, which then may wait.
+* At most ``max_control_requests`` control requests (Save/LoadState from
+  other workers) are served at once; one more is answered at once with an
+  error response (a ``Save/LoadStateResponse`` with ``error``) and counted in
+  ``control_requests_refused``.
 * Incoming events reach the handler in arrival order through one dispatch
   task and a bounded buffer, so a handler blocked on a full mailbox does not
   stop RPC responses behind it until that buffer is full too.
@@ -76,11 +80,12 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._budget import CheckpointBudget
-from .._errors import ConnectionLostError, MessageTooLargeError, RemoteError
+from .._errors import ConnectionLostError, MessageTooLargeError, RpcTimeoutError
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, ErrorKind
+from .._worker._kinds import error_from_response, error_response
 from .._worker._outbox import Lane, Outbox
 from ._pending import PendingMap
 
@@ -94,6 +99,10 @@ ADD_SUBSCRIPTION = SERVICE + "AddSubscription"
 REMOVE_SUBSCRIPTION = SERVICE + "RemoveSubscription"
 GET_SUBSCRIPTIONS = SERVICE + "GetSubscriptions"
 
+#: Control requests (Save/LoadState from other workers) served at once; beyond
+#: it a request is answered at once with an error (counted as refused).
+MAX_CONTROL_REQUESTS = 64
+
 _R = TypeVar("_R", bound=ProtoMessage)
 
 
@@ -106,10 +115,6 @@ class ClientStreamLike(Protocol):
 
 class _DirectSend(Protocol):
     def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
-
-
-class RpcTimeoutError(Exception):
-    """No response to an RPC by the ``expires_at`` given to :meth:`WorkerSession.rpc`."""
 
 
 class ChannelLike(Protocol):
@@ -213,6 +218,9 @@ class SessionStatistics:
     late_responses: int
     requests_in_progress: int
     events_buffered: int
+    control_requests_in_progress: int
+    control_requests_refused: int
+    """Control requests answered with an error: over ``MAX_CONTROL_REQUESTS``."""
 
 
 class WorkerSession:
@@ -229,6 +237,7 @@ class WorkerSession:
         unary_timeout: float,
         event_buffer: int = 1024,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_control_requests: int = MAX_CONTROL_REQUESTS,
     ) -> None:
         self.client_id = str(uuid.uuid4())
         self.metadata: tuple[tuple[str, str], ...] = (("client-id", self.client_id),)
@@ -254,6 +263,9 @@ class WorkerSession:
         self._pending_control: PendingMap[str, any_pb2.Any] = PendingMap()
         self._max_requests = max_concurrent_requests
         self._request_limit = trio.Semaphore(max_concurrent_requests)
+        self._max_control = max_control_requests
+        self._control_in_progress = 0
+        self._control_refused = 0
         self._control_open = False
         self._control_settled = trio.Event()  # set once the control stream opened or failed
         self._messages_sent = 0
@@ -286,6 +298,8 @@ class WorkerSession:
             + self._pending_control.statistics().late,
             requests_in_progress=self._max_requests - self._request_limit.value,
             events_buffered=self._events_send.statistics().current_buffer_used,
+            control_requests_in_progress=self._control_in_progress,
+            control_requests_refused=self._control_refused,
         )
 
     # -- loss ---------------------------------------------------------------
@@ -444,7 +458,7 @@ class WorkerSession:
                 with trio.move_on_at(expires_at):
                     await self._send(Lane.RPC, data, flush=flush)
                     return await waiter.wait()
-                raise RpcTimeoutError(request_id)
+                raise _timed_out(request_id)
             # Sent; the sweeper ends the wait at expires_at (set_error).
             self._latest_expiry = expires_at
             self._expiries[request_id] = expires_at
@@ -465,7 +479,7 @@ class WorkerSession:
                 if expires_at > now:
                     break
                 del expiries[request_id]
-                self._pending.set_error(request_id, RpcTimeoutError(request_id))
+                self._pending.set_error(request_id, _timed_out(request_id))
             next_expiry = next(iter(expiries.values()), math.inf)
             with trio.CancelScope(deadline=next_expiry) as scope:
                 self._expiry_scope = scope
@@ -675,30 +689,28 @@ class WorkerSession:
                 response = await self._handler.handle_request(request)
             except Exception as exc:  # the handler should not raise; answer anyway
                 logger.exception("request handler failed")
-                response = pb.RpcResponse(error=str(exc) or type(exc).__name__)
+                response = error_response(exc)
             response.request_id = request.request_id
             await self._respond(response)
         finally:
             self._request_limit.release()
 
     async def _control_loop(self) -> None:
-        """Run the control channel; its failure does not end the data session."""
+        """Run the control channel; its failure does not end the data session.
+
+        Failures of its reads and writes are caught where they happen, so only
+        a cancellation ever leaves its nursery (never a group mixing the two).
+        """
         try:
             async with self._channel.stream(OPEN_CONTROL_CHANNEL, metadata=self.metadata) as stream:
                 self._control_open = True
                 self._control_settled.set()
                 async with open_unwrapping_nursery() as inner:
-                    inner.start_soon(self._control_sender, stream)
-                    while True:
-                        data = await stream.receive()
-                        if data is None:
-                            break
-                        message = pb.ControlMessage()
-                        message.ParseFromString(data)
-                        if message.HasField("respond_to") and message.respond_to:
-                            inner.start_soon(self._serve_control, message)
-                        else:
-                            self._pending_control.set_value(message.rpc_id, message.rpcMessage)
+                    inner.start_soon(self._control_sender, stream, inner.cancel_scope)
+                    try:
+                        await self._control_receiver(stream, inner)
+                    except Exception as exc:
+                        logger.info("control channel of %s: read failed: %r", self.client_id, exc)
                     inner.cancel_scope.cancel()
         except Exception as exc:
             logger.info("control channel of %s ended: %r", self.client_id, exc)
@@ -709,19 +721,58 @@ class WorkerSession:
                 lambda _key: ConnectionLostError("the control channel to the gateway ended")
             )
 
-    async def _control_sender(self, stream: ClientStreamLike) -> None:
-        async with self._control_recv:
-            async for data in self._control_recv:
-                await stream.send(data)
+    async def _control_receiver(self, stream: ClientStreamLike, nursery: trio.Nursery) -> None:
+        while True:
+            data = await stream.receive()
+            if data is None:
+                return
+            message = pb.ControlMessage()
+            message.ParseFromString(data)
+            if message.HasField("respond_to") and message.respond_to:
+                if self._control_in_progress < self._max_control:
+                    self._control_in_progress += 1
+                    nursery.start_soon(self._serve_control, message)
+                else:
+                    await self._refuse_control(message)
+            else:
+                self._pending_control.set_value(message.rpc_id, message.rpcMessage)
+
+    async def _control_sender(self, stream: ClientStreamLike, done: trio.CancelScope) -> None:
+        try:
+            async with self._control_recv:
+                async for data in self._control_recv:
+                    await stream.send(data)
+        except Exception as exc:
+            logger.info("control channel of %s: write failed: %r", self.client_id, exc)
+            done.cancel()
+
+    async def _refuse_control(self, message: pb.ControlMessage) -> None:
+        """Answer a control request over the limit with an error, without serving it."""
+        self._control_refused += 1
+        text = f"the worker is serving {self._max_control} control requests already: retry later"
+        payload = _control_error(message.rpcMessage, text)
+        logger.warning(
+            "control request %s (%s) refused: %d in progress",
+            message.rpc_id,
+            message.rpcMessage.type_url,
+            self._max_control,
+        )
+        if payload is not None:
+            await self._answer_control(message, payload)
 
     async def _serve_control(self, message: pb.ControlMessage) -> None:
         try:
-            payload = await self._handler.handle_control(message)
-        except Exception:
-            logger.exception("control handler failed")
-            return
-        if payload is None:
-            return
+            try:
+                payload = await self._handler.handle_control(message)
+            except Exception:
+                logger.exception("control handler failed")
+                return
+        finally:
+            self._control_in_progress -= 1
+        if payload is not None:
+            await self._answer_control(message, payload)
+
+    async def _answer_control(self, message: pb.ControlMessage, payload: any_pb2.Any) -> None:
         response = pb.ControlMessage(
             rpc_id=message.rpc_id, destination=message.respond_to, rpcMessage=payload
         )
@@ -729,6 +780,22 @@ class WorkerSession:
             await self._control_send.send(response.SerializeToString())
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             logger.debug("control response %s dropped: channel closed", message.rpc_id)
+
+
+_CONTROL_ANSWERS: dict[str, type[pb.SaveStateResponse] | type[pb.LoadStateResponse]] = {
+    "agents.SaveStateRequest": pb.SaveStateResponse,
+    "agents.LoadStateRequest": pb.LoadStateResponse,
+}
+
+
+def _control_error(request: any_pb2.Any, text: str) -> any_pb2.Any | None:
+    """An error answer to a control request of a known type, else None."""
+    answer_type = _CONTROL_ANSWERS.get(request.TypeName())
+    if answer_type is None:
+        return None
+    payload = any_pb2.Any()
+    payload.Pack(answer_type(error=text))
+    return payload
 
 
 def _timeout_from_deadline(default: float) -> float:
@@ -750,10 +817,14 @@ def too_large_response(response: pb.RpcResponse, size: int, limit: int) -> pb.Rp
     return answer
 
 
+def _timed_out(request_id: str) -> RpcTimeoutError:
+    return RpcTimeoutError(f"no response to request {request_id} in time")
+
+
 def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
-    """Raise :class:`RemoteError` if ``response`` carries an error, else return it."""
+    """Raise the error ``response`` carries (by its kind, see ``_kinds``), else return it."""
     if response.error:
-        raise RemoteError(response.error)
+        raise error_from_response(response)
     return response
 
 
@@ -768,6 +839,7 @@ async def open_session(
     unary_timeout: float = 30.0,
     control_channel: bool = True,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_control_requests: int = MAX_CONTROL_REQUESTS,
 ) -> AsyncIterator[WorkerSession]:
     """Open ``OpenChannel`` (and ``OpenControlChannel``) on ``channel``; yield the session.
 
@@ -784,6 +856,7 @@ async def open_session(
         max_concurrent_requests=max_concurrent_requests,
         unary_timeout=unary_timeout,
         max_message_size=max_message_size,
+        max_control_requests=max_control_requests,
     )
     try:
         async with (

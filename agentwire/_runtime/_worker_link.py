@@ -49,7 +49,7 @@ import trio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message as ProtoMessage
 
-from .._errors import ConnectionLostError
+from .._errors import ConnectionLostError, RpcTimeoutError
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
@@ -57,7 +57,6 @@ from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._worker_connection import (
     ChannelLike,
     RequestIds,
-    RpcTimeoutError,
     SessionHandler,
     SessionStatistics,
     WorkerSession,
@@ -321,7 +320,9 @@ class WorkerLink:
             with trio.move_on_at(expires_at):
                 session = await self.session_for_call()
             if session is None or session.lost.is_set():
-                raise RpcTimeoutError(request.request_id)
+                raise RpcTimeoutError(
+                    f"no connection to the gateway in time for {request.request_id}"
+                )
         return await session.rpc(request, expires_at=expires_at)
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:

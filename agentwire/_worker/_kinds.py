@@ -1,0 +1,107 @@
+"""RPC error answers and exceptions: the ``agentwire-error-kind`` of a response, both ways.
+
+An RPC that fails outside a handler (no such agent type, the serving worker
+gone, a timeout, too large, ...) is answered with an ``RpcResponse`` whose
+``error`` is a text for humans (and AutoGen peers) and whose metadata
+:data:`~agentwire._wire.ERROR_KIND_KEY` says which failure it was. An
+agentwire caller raises the exception class an in-process runtime raises for
+the same failure (:func:`error_from_response`); a failure the worker answers
+itself gets its kind from the exception (:func:`kind_of`).
+
+========================  ==========================================
+kind                      exception raised at an agentwire caller
+========================  ==========================================
+``undeliverable``         :class:`~agentwire.UndeliverableError`
+``connection-lost``       :class:`~agentwire.ConnectionLostError`
+``shutting-down``         :class:`~agentwire.ConnectionLostError`
+``timeout``               :class:`~agentwire.RpcTimeoutError`
+``overloaded``            :class:`~agentwire.OverloadedError`
+``invalid-argument``      :class:`~agentwire.InvalidRequestError`
+``too-large``             :class:`~agentwire.MessageTooLargeError`
+``cant-handle``           :class:`~agentwire.CantHandleError`
+none, or unknown          :class:`~agentwire.RemoteError` (the handler's own failure)
+========================  ==========================================
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from .._errors import (
+    AgentwireError,
+    CantHandleError,
+    ConnectionLostError,
+    InvalidRequestError,
+    MessageTooLargeError,
+    OverloadedError,
+    RemoteError,
+    RpcTimeoutError,
+    RuntimeClosedError,
+    UndeliverableError,
+)
+from .._proto import agent_worker_pb2 as pb
+from .._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
+
+__all__ = ["error_from_response", "error_response", "kind_of"]
+
+_SIZES = re.compile(r"(\d+) bytes\D+(\d+)-byte")
+
+
+def _too_large(text: str) -> MessageTooLargeError:
+    match = _SIZES.search(text)
+    size, limit = (int(match[1]), int(match[2])) if match else (None, None)
+    return MessageTooLargeError(size, limit, "RPC", text=text)
+
+
+_EXCEPTIONS: dict[str, Callable[[str], AgentwireError]] = {
+    ErrorKind.UNDELIVERABLE: UndeliverableError,
+    ErrorKind.CONNECTION_LOST: ConnectionLostError,
+    ErrorKind.SHUTTING_DOWN: ConnectionLostError,
+    ErrorKind.TIMEOUT: RpcTimeoutError,
+    ErrorKind.OVERLOADED: OverloadedError,
+    ErrorKind.INVALID_ARGUMENT: InvalidRequestError,
+    ErrorKind.TOO_LARGE: _too_large,
+    ErrorKind.CANT_HANDLE: CantHandleError,
+}
+
+
+def error_from_response(response: pb.RpcResponse) -> AgentwireError:
+    """The exception an agentwire caller raises for an error response (see the table)."""
+    text = response.error
+    make = _EXCEPTIONS.get(response.metadata.get(ERROR_KIND_KEY, ""))
+    if make is not None:
+        return make(text)
+    return RemoteError(text, type_name=response.metadata.get(ERROR_TYPE_KEY))
+
+
+def kind_of(error: BaseException) -> ErrorKind | None:
+    """The kind a worker answers with when serving a request failed with *error*.
+
+    ``None`` for a handler's own failure (the caller gets a :class:`RemoteError`).
+    """
+    # RpcTimeoutError before UndeliverableError: it is a subclass.
+    if isinstance(error, RpcTimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(error, UndeliverableError):
+        return ErrorKind.UNDELIVERABLE
+    if isinstance(error, CantHandleError):
+        return ErrorKind.CANT_HANDLE
+    if isinstance(error, MessageTooLargeError):
+        return ErrorKind.TOO_LARGE
+    if isinstance(error, RuntimeClosedError):
+        return ErrorKind.SHUTTING_DOWN
+    if isinstance(error, OverloadedError):
+        return ErrorKind.OVERLOADED
+    return None
+
+
+def error_response(error: BaseException) -> pb.RpcResponse:
+    """The answer to a request whose serving failed with *error*: its text, class
+    name (:data:`~agentwire._wire.ERROR_TYPE_KEY`) and kind, if it has one."""
+    response = pb.RpcResponse(error=str(error) or type(error).__name__)
+    response.metadata[ERROR_TYPE_KEY] = type(error).__name__
+    kind = kind_of(error)
+    if kind is not None:
+        response.metadata[ERROR_KIND_KEY] = kind
+    return response

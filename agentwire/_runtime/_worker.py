@@ -100,6 +100,7 @@ from ._core import Router, Runtime, RuntimeStatistics, open_core
 from ._interventions import InterventionHandler
 from ._worker_connection import ChannelLike
 from ._worker_link import (
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_RECONNECT,
     ConnectionState,
     LinkStatistics,
@@ -160,6 +161,7 @@ class WorkerRouter:
         outbox_size: int,
         max_concurrent_requests: int,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        connect_timeout: float = 0.0,
     ) -> None:
         if payload_format not in _CONTENT_TYPES:
             raise ValueError(f"payload_format must be 'json' or 'protobuf', not {payload_format!r}")
@@ -178,6 +180,7 @@ class WorkerRouter:
             outbox_size=outbox_size,
             max_concurrent_requests=max_concurrent_requests,
             max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
         )
         self._awaited: OrderedDict[str, None] = OrderedDict()
         self._awaited_session: object = None
@@ -443,6 +446,20 @@ class WorkerRouter:
         )
 
 
+#: How long one attempt to open a TCP connection to the gateway may take.
+ATTEMPT_TIMEOUT = 10.0
+
+
+def check_address(address: str) -> None:
+    """Raise ``ValueError`` naming *address* unless it is ``host:port`` (or ``[v6]:port``)."""
+    host, sep, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        raise ValueError(
+            f"invalid gateway address {address!r}: expected 'host:port' with a port "
+            "from 0 to 65535 (e.g. '127.0.0.1:50051', 'localhost:50051', '[::1]:50051')"
+        )
+
+
 def _rejected(what: str, exc: GRPCError) -> GatewayRejectedError:
     return GatewayRejectedError(what, exc.status.name, exc.message or "")
 
@@ -542,7 +559,7 @@ async def open_worker(
     state_timeout: float = 10.0,
     rpc_timeout: float | None = 300.0,
     keepalive_interval: float | None = 360.0,
-    connect_timeout: float = 10.0,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     outbox_size: int = 256,
     max_concurrent_requests: int = 256,
@@ -559,8 +576,12 @@ async def open_worker(
       JSON, as with AutoGen); ``"json"`` or ``"protobuf"``.
     * *local_publish*: ``"immediate"`` (default) delivers to local subscribers
       at once and drops the gateway's echo; ``"echo"`` waits for the echo.
-    * *reconnect*: the backoff between reconnect attempts; the first
-      connection is not retried (a failure raises :class:`ConnectionLostError`).
+    * *reconnect*: the backoff between reconnect attempts (after a loss the
+      first attempt is made at once; the default then waits 0.05 s doubling to
+      1 s, jittered).
+    * *connect_timeout*: how long to wait for the first connection (a worker
+      started before its gateway waits for it, retrying with *reconnect*'s
+      delays); then :class:`ConnectionLostError`. ``0``: fail at once.
     * *disconnected_wait*: how long a call made while reconnecting waits
       (within its own trio deadline) before :class:`ConnectionLostError`.
     * *state_timeout*: bound on remote ``agent_save_state``/``agent_load_state``.
@@ -584,6 +605,9 @@ async def open_worker(
     ``RuntimeClosedError``, agents are closed), then cancels the streams so the
     gateway drops our types and subscriptions.
     """
+    check_address(address)
+    if connect_timeout < 0:
+        raise ValueError(f"connect_timeout must be >= 0 seconds, got {connect_timeout!r}")
     if connect is None:
         from .._transport import open_channel
 
@@ -591,7 +615,7 @@ async def open_worker(
             return open_channel(
                 address,
                 keepalive_interval=keepalive_interval,
-                connect_timeout=connect_timeout,
+                connect_timeout=ATTEMPT_TIMEOUT,
                 max_message_size=max_message_size,
             )
 
@@ -611,6 +635,7 @@ async def open_worker(
             outbox_size=outbox_size,
             max_concurrent_requests=max_concurrent_requests,
             max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
         )
         return router
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import agentwire
 from agentwire import (
@@ -412,8 +413,37 @@ async def test_rpc_responses_are_not_stuck_behind_events_for_a_full_mailbox(
 
 async def test_no_gateway_fails_open_worker_promptly() -> None:
     with trio.fail_after(GUARD), pytest.raises(ConnectionLostError, match="could not connect"):
-        async with open_worker("127.0.0.1:1"):
+        async with open_worker("127.0.0.1:1", connect_timeout=0):
             pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("address", ["localhost", "127.0.0.1:http", ":50051", "host:99999", ""])
+async def test_a_bad_address_is_refused_before_connecting(address: str) -> None:
+    with pytest.raises(ValueError, match="expected 'host:port'") as info:
+        async with open_worker(address):
+            pass  # pragma: no cover
+    assert repr(address) in str(info.value)
+
+
+async def test_a_worker_started_before_its_gateway_waits_for_it() -> None:
+    async with open_gateway("127.0.0.1:0") as probe:
+        address = probe.address  # a port that was free a moment ago
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            connected = trio.Event()
+
+            async def worker() -> None:
+                async with open_worker(address, connect_timeout=GUARD) as runtime:
+                    assert runtime.connection_state is ConnectionState.CONNECTED
+                    connected.set()
+
+            nursery.start_soon(worker)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not connected.is_set()
+            await nursery.start(run_gateway, address, stop)
+            await connected.wait()
+            stop.set()
 
 
 async def test_body_exception_comes_out_bare() -> None:

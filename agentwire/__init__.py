@@ -49,13 +49,6 @@ from ._retry import RetryPolicy
 from ._runtime._core import Router, Runtime, RuntimeStatistics
 from ._runtime._interventions import DefaultInterventionHandler, DropMessage, InterventionHandler
 from ._runtime._local import open_runtime
-from ._runtime._worker import (
-    ConnectionState,
-    WorkerRuntime,
-    WorkerRuntimeStatistics,
-    WorkerStatistics,
-    open_worker,
-)
 from ._serialization import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
@@ -74,6 +67,13 @@ from ._subscriptions import (
     SubscriptionTable,
     TypePrefixSubscription,
     TypeSubscription,
+)
+from ._worker import (
+    ConnectionState,
+    WorkerRuntime,
+    WorkerRuntimeStatistics,
+    WorkerStatistics,
+    open_worker,
 )
 
 __version__ = "0.1.0"

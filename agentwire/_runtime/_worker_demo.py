@@ -27,7 +27,7 @@ from .._serialization import serializers_for_type
 from .._subscriptions import TypeSubscription
 
 if TYPE_CHECKING:
-    from ._worker import WorkerRuntime
+    from .._worker import WorkerRuntime
 
 
 @attrs.define
@@ -115,7 +115,7 @@ class Listener(RoutedAgent):
 async def run_demo(out: Callable[[str], object], *, rpcs: int = 2000) -> None:
     """Run the demo, reporting through *out*."""
     from .._gateway import open_gateway
-    from ._worker import open_worker
+    from .._worker import open_worker
 
     Listener.heard = []
     Listener.all_heard = trio.Event()

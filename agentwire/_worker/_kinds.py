@@ -43,7 +43,15 @@ from .._errors import (
 from .._proto import agent_worker_pb2 as pb
 from .._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
 
-__all__ = ["error_from_response", "error_response", "kind_of"]
+__all__ = [
+    "describe",
+    "error_from_response",
+    "error_response",
+    "kind_of",
+    "raise_for_response",
+    "timed_out",
+    "too_large_response",
+]
 
 _SIZES = re.compile(r"(\d+) bytes\D+(\d+)-byte")
 
@@ -104,4 +112,34 @@ def error_response(error: BaseException) -> pb.RpcResponse:
     kind = kind_of(error)
     if kind is not None:
         response.metadata[ERROR_KIND_KEY] = kind
+    return response
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` of *error*, looking inside exception groups for the causes."""
+    if isinstance(error, BaseExceptionGroup):
+        return "; ".join(describe(inner) for inner in error.exceptions)
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def too_large_response(response: pb.RpcResponse, size: int, limit: int) -> pb.RpcResponse:
+    """The error response sent instead of *response*, which is *size* bytes, over *limit*."""
+    answer = pb.RpcResponse(
+        request_id=response.request_id,
+        error=f"the result is too large to send: {size} bytes, over the {limit}-byte "
+        "message size limit",
+    )
+    answer.metadata[ERROR_KIND_KEY] = ErrorKind.TOO_LARGE
+    return answer
+
+
+def timed_out(request_id: str) -> RpcTimeoutError:
+    return RpcTimeoutError(f"no response to request {request_id} in time")
+
+
+def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
+    """Raise the error ``response`` carries (by its kind, see ``_kinds``), else return it."""
+    if response.error:
+        raise error_from_response(response)
     return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -45,10 +45,21 @@ def fresh_inbox() -> Inbox:
     return EchoBase.inbox
 
 
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll a counter the code under test exposes (bounded by the test's guard)."""
-    while not predicate():  # noqa: ASYNC110 (polling a counter; no event exists)
-        await trio.sleep(0.005)
+class Counter:
+    """A count that tests can wait for (``await counter.reach(n)``)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._changed = trio.Event()
+
+    def add(self) -> None:
+        self.value += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def reach(self, target: int) -> None:
+        while self.value < target:
+            await self._changed.wait()
 
 
 @asynccontextmanager
@@ -164,7 +175,7 @@ async def test_local_rpc_and_publish_short_circuit(fresh_inbox: Inbox) -> None:
             await a.publish_message(Ping("once"), TopicId("news", "s"))
             await fresh_inbox.wait_for(2)
             # Our own echo comes back from the gateway and is dropped, not delivered again.
-            await wait_until(lambda: a.worker_statistics().echoes_dropped >= 1)
+            await a.wait_until(lambda _: a.worker_statistics().echoes_dropped >= 1)
             await a.send_message(Ping("sync"), AgentId("b", "k"))
     assert sorted(fresh_inbox.items) == [("a/s", "once", None), ("b/s", "once", "unknown/unknown")]
 
@@ -458,7 +469,8 @@ async def test_repeated_cuts_under_traffic_never_hang_or_cross_replies() -> None
     """Calls through a connection cut again and again either get their own
     reply or fail with ConnectionLostError; none hangs, none gets another's."""
     policy = agentwire.RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=10_000)
-    outcomes = {"ok": 0, "lost": 0}
+    ok = Counter()
+    lost = 0
     with trio.fail_after(60):
         async with (
             open_gateway("127.0.0.1:0") as gateway,
@@ -470,25 +482,25 @@ async def test_repeated_cuts_under_traffic_never_hang_or_cross_replies() -> None
             a.add_message_serializer(serializers_for_type(Pong))
 
             async def caller(k: int) -> None:
+                nonlocal lost
                 for i in range(150):
                     try:
                         reply = await a.send_message(Ping(f"{k}.{i}"), AgentId("b", str(k)))
                     except ConnectionLostError:
-                        outcomes["lost"] += 1
+                        lost += 1
                     else:
                         assert reply == Pong(f"b/{k}:{k}.{i}")
-                        outcomes["ok"] += 1
+                        ok.add()
 
             async with trio.open_nursery() as nursery:
                 for k in range(8):
                     nursery.start_soon(caller, k)
                 for cut in range(5):
-                    target = outcomes["ok"] + 40
-                    await wait_until(lambda: outcomes["ok"] >= target)  # noqa: B023
+                    await ok.reach(ok.value + 40)
                     await proxy.cut()
                     await wait_reconnected(a, cut + 2)
             assert a.statistics().remote_pending_rpcs == 0
-    assert outcomes["ok"] + outcomes["lost"] == 8 * 150
+    assert ok.value + lost == 8 * 150
     assert proxy.connections == 6
 
 

@@ -10,15 +10,14 @@ from google.protobuf import any_pb2
 from agentwire import ConnectionLostError, RemoteError
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce_pb
-from agentwire._runtime._worker_connection import (
+from agentwire._worker._kinds import raise_for_response
+from agentwire._worker._protocol import (
     OPEN_CHANNEL,
     OPEN_CONTROL_CHANNEL,
     REGISTER_AGENT,
     RequestIds,
-    WorkerSession,
-    open_session,
-    raise_for_response,
 )
+from agentwire._worker._session import WorkerSession, open_session
 
 from .fakes import FakeChannel, ServerEnd
 

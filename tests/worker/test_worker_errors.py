@@ -25,13 +25,9 @@ from agentwire import (
 )
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce_pb
-from agentwire._runtime._worker_connection import (
-    OPEN_CHANNEL,
-    OPEN_CONTROL_CHANNEL,
-    RequestIds,
-    open_session,
-)
 from agentwire._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
+from agentwire._worker._protocol import OPEN_CHANNEL, OPEN_CONTROL_CHANNEL, RequestIds
+from agentwire._worker._session import open_session
 
 from .fakes import FakeChannel
 from .messages import BetterEcho, Echo, Ping, Pong

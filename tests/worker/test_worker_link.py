@@ -16,12 +16,8 @@ from hypothesis import strategies as st
 from agentwire import ConnectionLostError
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._retry import RetryPolicy
-from agentwire._runtime._worker_connection import (
-    ADD_SUBSCRIPTION,
-    OPEN_CHANNEL,
-    REGISTER_AGENT,
-)
-from agentwire._runtime._worker_link import ConnectionState, WorkerLink
+from agentwire._worker._link import ConnectionState, WorkerLink
+from agentwire._worker._protocol import ADD_SUBSCRIPTION, OPEN_CHANNEL, REGISTER_AGENT
 
 from .fakes import FakeChannel
 from .test_worker_connection import Handler, request_to

@@ -6,7 +6,7 @@ A :class:`WorkerSession` is one gRPC channel with one ``client-id``. It opens
 CloudEvents, matches responses to callers, and hands whatever the gateway
 sends to a :class:`SessionHandler`. Reconnecting is not its business: when the
 connection is lost the session fails everything pending and reports it through
-:attr:`WorkerSession.lost`; the worker link (``_worker_link``) opens a new one.
+:attr:`WorkerSession.lost`; the worker link (``_link``) opens a new one.
 
 Invariants (kept by this module):
 
@@ -16,21 +16,11 @@ Invariants (kept by this module):
 * ``OpenChannel`` is opened -- our request headers sent, the server's response
   headers *not* awaited (the AutoGen host sends none until it has a message)
   -- before the session is handed out, so every unary call comes after it.
-* Outgoing ``Message`` envelopes are written by one sender task from a
-  two-lane :class:`~agentwire._worker._outbox.Outbox`: RPC requests and
-  responses in one lane, CloudEvents in the other, each bounded by
-  ``outbox_size``. RPC messages go first, but while events wait at most
-  ``DEFAULT_RPC_BURST`` RPC messages are written in a row before the next
-  event (events are never starved). Within a lane messages are written in the
-  order they were queued. If a write fails, that message and every message
-  still queued (both lanes) fail their waiters with
-  :class:`ConnectionLostError`; nothing is written after a failed write,
-  nothing is dropped silently, nothing reordered within a lane.
-  When nothing of its lane is queued or being written (``_unsent[lane] == 0``)
-  a message may be handed to the stream directly by the task producing it
-  (the transport's non-blocking ``try_send``), saving the hop through the
-  sender task; if that cannot be done without waiting, the message is queued
-  as usual. So within a lane the order is the order of the calls either way.
+* Outgoing ``Message`` envelopes are written by one writer task
+  (:class:`~._writer.Writer`) from a two-lane :class:`~._outbox.Outbox`: RPC
+  requests and responses in one lane, CloudEvents in the other, each bounded
+  by ``outbox_size``; RPC messages go first, events are never starved, order
+  is kept within a lane, and nothing is dropped silently (see there).
 * Nothing larger than ``max_message_size`` is sent: an oversize request or
   publish raises :class:`MessageTooLargeError` for that call only; an
   oversize response is replaced by an error response of kind
@@ -43,10 +33,8 @@ Invariants (kept by this module):
   the message can be dealt with without waiting (a response settles its
   caller; a request within the request limit starts its task; an event fits
   the event buffer), else by the receive loop, which then may wait.
-* At most ``max_control_requests`` control requests (Save/LoadState from
-  other workers) are served at once; one more is answered at once with an
-  error response (a ``Save/LoadStateResponse`` with ``error``) and counted in
-  ``control_requests_refused``.
+* The control channel (``_control``) serves at most ``max_control_requests``
+  requests at once and refuses the excess with an error answer.
 * Incoming events reach the handler in arrival order through one dispatch
   task and a bounded buffer, so a handler blocked on a full mailbox does not
   stop RPC responses behind it until that buffer is full too.
@@ -64,13 +52,12 @@ Invariants (kept by this module):
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
@@ -80,125 +67,33 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._budget import CheckpointBudget
-from .._errors import ConnectionLostError, MessageTooLargeError, RpcTimeoutError
+from .._errors import ConnectionLostError, MessageTooLargeError
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, ErrorKind
-from .._worker._kinds import error_from_response, error_response
-from .._worker._outbox import Lane, Outbox
-from ._pending import PendingMap
+from .._runtime._pending import PendingMap
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._control import MAX_CONTROL_REQUESTS, ControlChannel
+from ._kinds import error_response, timed_out, too_large_response
+from ._outbox import Lane
+from ._protocol import (
+    ADD_SUBSCRIPTION,
+    GET_SUBSCRIPTIONS,
+    OPEN_CHANNEL,
+    REGISTER_AGENT,
+    REMOVE_SUBSCRIPTION,
+    ChannelLike,
+    ClientStreamLike,
+    RequestIds,
+    SessionHandler,
+    Slot,
+    timeout_from_deadline,
+)
+from ._writer import Outgoing, Writer
 
 logger = logging.getLogger("agentwire.worker")
 
-SERVICE = "/agents.AgentRpc/"
-OPEN_CHANNEL = SERVICE + "OpenChannel"
-OPEN_CONTROL_CHANNEL = SERVICE + "OpenControlChannel"
-REGISTER_AGENT = SERVICE + "RegisterAgent"
-ADD_SUBSCRIPTION = SERVICE + "AddSubscription"
-REMOVE_SUBSCRIPTION = SERVICE + "RemoveSubscription"
-GET_SUBSCRIPTIONS = SERVICE + "GetSubscriptions"
-
-#: Control requests (Save/LoadState from other workers) served at once; beyond
-#: it a request is answered at once with an error (counted as refused).
-MAX_CONTROL_REQUESTS = 64
-
 _R = TypeVar("_R", bound=ProtoMessage)
-
-
-class ClientStreamLike(Protocol):
-    """What the session needs from a transport client stream."""
-
-    async def send(self, message: bytes) -> None: ...
-    async def receive(self) -> bytes | None: ...
-
-
-class _DirectSend(Protocol):
-    def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
-
-
-class ChannelLike(Protocol):
-    """What the session needs from a transport channel (``agentwire._transport.Channel``)."""
-
-    async def unary(
-        self,
-        path: str,
-        request: bytes,
-        *,
-        metadata: Any = (),
-        timeout: float | None = None,  # noqa: ASYNC109 (the transport's signature)
-    ) -> bytes: ...
-
-    def stream(self, path: str, *, metadata: Any = (), timeout: float | None = None) -> Any: ...
-
-
-class SessionHandler(Protocol):
-    """Receives what the gateway sends to this worker.
-
-    ``handle_request`` runs in its own task (bounded by the session's request
-    limit) and returns the response to send. ``handle_event`` runs in one
-    event-dispatch task, in arrival order; it may block (backpressure): the
-    receive loop keeps reading (RPC responses included) while at most
-    ``event_buffer`` events wait for it, then it blocks too.
-    ``handle_control`` answers a control request; ``None`` sends nothing.
-    """
-
-    async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse: ...
-
-    async def handle_event(self, event: ce_pb.CloudEvent) -> None: ...
-
-    async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None: ...
-
-
-class RequestIds:
-    """Request ids unique to one worker: ``<random prefix>-<counter>``."""
-
-    def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:12]
-        self._counter = itertools.count(1)
-
-    def __next__(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-
-class _Slot:
-    """A one-shot result box a caller waits on."""
-
-    __slots__ = ("_error", "_event", "_value")
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-    def set(self, value: Any) -> None:
-        if not self._event.is_set():
-            self._value = value
-            self._event.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self._event.is_set():
-            self._error = error
-            self._event.set()
-
-    @property
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> Any:
-        await self._event.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-@attrs.define(slots=True)
-class _Outgoing:
-    data: bytes
-    ack: _Slot | None
 
 
 @attrs.frozen(slots=True)
@@ -249,30 +144,26 @@ class WorkerSession:
         self._unary_timeout = unary_timeout
         self._outbox_size = outbox_size
         self._max_message_size = max_message_size
-        self._outbox: Outbox[_Outgoing] = Outbox(outbox_size)
-        # producers waiting for room, per lane; the sender waiting for work
-        self._space = (trio.lowlevel.ParkingLot(), trio.lowlevel.ParkingLot())
-        self._work = trio.lowlevel.ParkingLot()
-        self._unsent = [0, 0]  # per lane: messages queued for (or held by) the sender
-        self._budget = CheckpointBudget()
-        self._control_send, self._control_recv = trio.open_memory_channel[bytes](outbox_size)
+        self._writer = Writer(
+            outbox_size, lost=self.lost, lost_error=self._lost_error, mark_lost=self._mark_lost
+        )
+        self.control = ControlChannel(
+            channel,
+            handler,
+            request_ids,
+            client_id=self.client_id,
+            metadata=self.metadata,
+            buffer=outbox_size,
+            max_requests=max_control_requests,
+            lost_error=self._lost_error,
+        )
         self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent](
             event_buffer
         )
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
-        self._pending_control: PendingMap[str, any_pb2.Any] = PendingMap()
         self._max_requests = max_concurrent_requests
         self._request_limit = trio.Semaphore(max_concurrent_requests)
-        self._max_control = max_control_requests
-        self._control_in_progress = 0
-        self._control_refused = 0
-        self._control_open = False
-        self._control_settled = trio.Event()  # set once the control stream opened or failed
-        self._messages_sent = 0
-        self._batches_written = 0
         self._messages_received = 0
-        # the stream's non-blocking send, if the transport has one (see _send)
-        self._direct: _DirectSend | None = None
         self._nursery: trio.Nursery | None = None  # where request tasks run
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
         # the sweeper task's sleep, whose deadline is the earliest expiry.
@@ -286,20 +177,19 @@ class WorkerSession:
         return SessionStatistics(
             client_id=self.client_id,
             pending_rpcs=len(self._pending),
-            pending_control=len(self._pending_control),
-            outbox_used=len(self._outbox),
+            pending_control=len(self.control.pending),
+            outbox_used=len(self._writer.outbox),
             outbox_size=self._outbox_size,
-            rpc_lane_used=self._outbox.queued(Lane.RPC),
-            event_lane_used=self._outbox.queued(Lane.EVENTS),
-            messages_sent=self._messages_sent,
-            batches_written=self._batches_written,
+            rpc_lane_used=self._writer.outbox.queued(Lane.RPC),
+            event_lane_used=self._writer.outbox.queued(Lane.EVENTS),
+            messages_sent=self._writer.messages_sent,
+            batches_written=self._writer.batches_written,
             messages_received=self._messages_received,
-            late_responses=self._pending.statistics().late
-            + self._pending_control.statistics().late,
+            late_responses=self._pending.statistics().late + self.control.pending.statistics().late,
             requests_in_progress=self._max_requests - self._request_limit.value,
             events_buffered=self._events_send.statistics().current_buffer_used,
-            control_requests_in_progress=self._control_in_progress,
-            control_requests_refused=self._control_refused,
+            control_requests_in_progress=self.control.in_progress,
+            control_requests_refused=self.control.refused,
         )
 
     # -- loss ---------------------------------------------------------------
@@ -310,10 +200,9 @@ class WorkerSession:
         self.loss_reason = reason
         logger.info("connection %s lost: %s", self.client_id, reason)
         self.lost.set()
-        for space in self._space:
-            space.unpark_all()  # producers waiting for room fail now
+        self._writer.wake_producers()  # producers waiting for room fail now
         self._pending.close(lambda _key: self._lost_error())
-        self._pending_control.close(lambda _key: self._lost_error())
+        self.control.pending.close(lambda _key: self._lost_error())
 
     def _lost_error(self) -> ConnectionLostError:
         return ConnectionLostError(
@@ -330,7 +219,7 @@ class WorkerSession:
         """
         if self.lost.is_set():
             raise self._lost_error()
-        timeout = _timeout_from_deadline(self._unary_timeout)
+        timeout = timeout_from_deadline(self._unary_timeout)
         try:
             data = await self._channel.unary(
                 path, request.SerializeToString(), metadata=self.metadata, timeout=timeout
@@ -377,50 +266,6 @@ class WorkerSession:
 
     # -- the data channel ---------------------------------------------------
 
-    async def _enqueue(self, lane: Lane, item: _Outgoing) -> None:
-        """Queue one message in *lane*, waiting for room (behind earlier waiters).
-
-        A cancellation before the message is queued queues nothing.
-        """
-        space = self._space[lane]
-        waited = False
-        if not space:
-            await self._budget.checkpoint()
-        while True:
-            if self.lost.is_set():
-                raise self._lost_error()
-            if (waited or not space) and self._outbox.push(lane, item):
-                break
-            await space.park()
-            waited = True
-        self._unsent[lane] += 1
-        self._work.unpark()
-
-    async def _try_direct(self, lane: Lane, data: bytes, *, flush: bool = True) -> bool:
-        """Write one envelope from the calling task if nothing of its lane is queued.
-
-        True: it is buffered on the stream, after everything of its lane sent
-        before it. False: nothing was sent; queue it. A cancellation point
-        before anything is sent (when the direct path is available at all).
-        ``flush``: the caller is about to wait (an RPC): write the socket now
-        if nothing else could join the write; otherwise the connection's
-        writer batches it.
-        """
-        direct = self._direct
-        if direct is None or self._unsent[lane] or self.lost.is_set():
-            return False
-        await self._budget.checkpoint()
-        if self._unsent[lane] or self.lost.is_set() or not direct(data, flush=flush):
-            return False
-        self._messages_sent += 1
-        self._batches_written += 1
-        return True
-
-    async def _send(self, lane: Lane, data: bytes, *, flush: bool = True) -> None:
-        """Send one envelope: directly when its lane is idle, else through the sender."""
-        if not await self._try_direct(lane, data, flush=flush):
-            await self._enqueue(lane, _Outgoing(data, None))
-
     def _check_size(self, data: bytes, what: str) -> None:
         if len(data) > self._max_message_size:
             raise MessageTooLargeError(len(data), self._max_message_size, what)
@@ -430,7 +275,7 @@ class WorkerSession:
 
         Honours the caller's cancel scope: on deadline or cancellation the
         pending entry is removed at once. An error response is returned as is
-        (see :func:`raise_for_response`). ``expires_at`` (trio clock): raise
+        (see :func:`~._kinds.raise_for_response`). ``expires_at`` (trio clock): raise
         :class:`RpcTimeoutError` if no response came by then. While the
         expiries of a session's calls come in order (a worker's fixed
         ``rpc_timeout``), one sweeper task enforces them all, which saves a
@@ -446,19 +291,19 @@ class WorkerSession:
             # connection's writer sends them all in one write.
             flush = len(self._pending) <= 1
             if expires_at == math.inf:
-                await self._send(Lane.RPC, data, flush=flush)
+                await self._writer.send(Lane.RPC, data, flush=flush)
                 return await waiter.wait()
             scope = self._expiry_scope
             if (
                 scope is None
                 or expires_at < self._latest_expiry
                 or expires_at <= trio.current_time()
-                or not await self._try_direct(Lane.RPC, data, flush=flush)
+                or not await self._writer.try_direct(Lane.RPC, data, flush=flush)
             ):
                 with trio.move_on_at(expires_at):
-                    await self._send(Lane.RPC, data, flush=flush)
+                    await self._writer.send(Lane.RPC, data, flush=flush)
                     return await waiter.wait()
-                raise _timed_out(request_id)
+                raise timed_out(request_id)
             # Sent; the sweeper ends the wait at expires_at (set_error).
             self._latest_expiry = expires_at
             self._expiries[request_id] = expires_at
@@ -479,7 +324,7 @@ class WorkerSession:
                 if expires_at > now:
                     break
                 del expiries[request_id]
-                self._pending.set_error(request_id, _timed_out(request_id))
+                self._pending.set_error(request_id, timed_out(request_id))
             next_expiry = next(iter(expiries.values()), math.inf)
             with trio.CancelScope(deadline=next_expiry) as scope:
                 self._expiry_scope = scope
@@ -493,10 +338,10 @@ class WorkerSession:
         data = pb.Message(cloudEvent=event).SerializeToString()
         self._check_size(data, "published event")
         # A publisher usually goes on publishing: let the writer batch events.
-        if await self._try_direct(Lane.EVENTS, data, flush=False):
+        if await self._writer.try_direct(Lane.EVENTS, data, flush=False):
             return
-        ack = _Slot()
-        await self._enqueue(Lane.EVENTS, _Outgoing(data, ack))
+        ack = Slot()
+        await self._writer.enqueue(Lane.EVENTS, Outgoing(data, ack))
         await ack.wait()
 
     async def _respond(self, response: pb.RpcResponse) -> None:
@@ -512,7 +357,7 @@ class WorkerSession:
                 response=too_large_response(response, len(data), self._max_message_size)
             ).SerializeToString()
         try:
-            await self._send(
+            await self._writer.send(
                 Lane.RPC,
                 data,
                 flush=self._request_limit.value >= self._max_requests - 1,  # a lone request
@@ -525,70 +370,9 @@ class WorkerSession:
 
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:
         """Send a control request to ``destination`` and await the response's payload."""
-        await self._control_settled.wait()
-        if not self._control_open:
-            raise ConnectionLostError("the gateway has no open control channel for this worker")
-        rpc_id = next(self._request_ids)
-        payload = any_pb2.Any()
-        payload.Pack(message)
-        envelope = pb.ControlMessage(
-            rpc_id=rpc_id,
-            destination=destination,
-            respond_to=f"clientid={self.client_id}",
-            rpcMessage=payload,
-        )
-        with self._pending_control.register(rpc_id) as waiter:
-            try:
-                await self._control_send.send(envelope.SerializeToString())
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                raise self._lost_error() from None
-            return await waiter.wait()
+        return await self.control.call(destination, message)
 
     # -- loops --------------------------------------------------------------
-
-    async def _sender(self, stream: ClientStreamLike) -> None:
-        """Write queued messages, one at a time in the outbox's order.
-
-        A *batch* is what is written between two waits for work (the
-        transport coalesces it into few socket writes). However it ends (write
-        failure, cancellation), the message being written and every message
-        still queued fail their waiters; none is dropped.
-        """
-        outbox = self._outbox
-        held: tuple[Lane, _Outgoing] | None = None
-        fresh = True
-        try:
-            while True:
-                held = outbox.pop()
-                if held is None:
-                    fresh = True
-                    await self._work.park()
-                    continue
-                lane, item = held
-                self._space[lane].unpark()
-                if fresh:
-                    fresh = False
-                    self._batches_written += 1
-                try:
-                    await stream.send(item.data)
-                except Exception as exc:
-                    self._mark_lost(f"write failed: {exc!r}")
-                    return
-                held = None
-                self._unsent[lane] -= 1
-                self._messages_sent += 1
-                if item.ack is not None:
-                    item.ack.set(None)
-        finally:
-            self._mark_lost("closed")
-            outbox.close()
-            error = self._lost_error()
-            unwritten = [] if held is None else [held]
-            unwritten.extend(outbox.drain())
-            for lane, item in unwritten:
-                self._unsent[lane] -= 1
-                if item.ack is not None:
-                    item.ack.fail(error)
 
     def _take(self, data: bytes) -> bool:
         """Take one incoming message in the transport's reader task if that needs
@@ -695,138 +479,6 @@ class WorkerSession:
         finally:
             self._request_limit.release()
 
-    async def _control_loop(self) -> None:
-        """Run the control channel; its failure does not end the data session.
-
-        Failures of its reads and writes are caught where they happen, so only
-        a cancellation ever leaves its nursery (never a group mixing the two).
-        """
-        try:
-            async with self._channel.stream(OPEN_CONTROL_CHANNEL, metadata=self.metadata) as stream:
-                self._control_open = True
-                self._control_settled.set()
-                async with open_unwrapping_nursery() as inner:
-                    inner.start_soon(self._control_sender, stream, inner.cancel_scope)
-                    try:
-                        await self._control_receiver(stream, inner)
-                    except Exception as exc:
-                        logger.info("control channel of %s: read failed: %r", self.client_id, exc)
-                    inner.cancel_scope.cancel()
-        except Exception as exc:
-            logger.info("control channel of %s ended: %r", self.client_id, exc)
-        finally:
-            self._control_open = False
-            self._control_settled.set()
-            self._pending_control.fail_all(
-                lambda _key: ConnectionLostError("the control channel to the gateway ended")
-            )
-
-    async def _control_receiver(self, stream: ClientStreamLike, nursery: trio.Nursery) -> None:
-        while True:
-            data = await stream.receive()
-            if data is None:
-                return
-            message = pb.ControlMessage()
-            message.ParseFromString(data)
-            if message.HasField("respond_to") and message.respond_to:
-                if self._control_in_progress < self._max_control:
-                    self._control_in_progress += 1
-                    nursery.start_soon(self._serve_control, message)
-                else:
-                    await self._refuse_control(message)
-            else:
-                self._pending_control.set_value(message.rpc_id, message.rpcMessage)
-
-    async def _control_sender(self, stream: ClientStreamLike, done: trio.CancelScope) -> None:
-        try:
-            async with self._control_recv:
-                async for data in self._control_recv:
-                    await stream.send(data)
-        except Exception as exc:
-            logger.info("control channel of %s: write failed: %r", self.client_id, exc)
-            done.cancel()
-
-    async def _refuse_control(self, message: pb.ControlMessage) -> None:
-        """Answer a control request over the limit with an error, without serving it."""
-        self._control_refused += 1
-        text = f"the worker is serving {self._max_control} control requests already: retry later"
-        payload = _control_error(message.rpcMessage, text)
-        logger.warning(
-            "control request %s (%s) refused: %d in progress",
-            message.rpc_id,
-            message.rpcMessage.type_url,
-            self._max_control,
-        )
-        if payload is not None:
-            await self._answer_control(message, payload)
-
-    async def _serve_control(self, message: pb.ControlMessage) -> None:
-        try:
-            try:
-                payload = await self._handler.handle_control(message)
-            except Exception:
-                logger.exception("control handler failed")
-                return
-        finally:
-            self._control_in_progress -= 1
-        if payload is not None:
-            await self._answer_control(message, payload)
-
-    async def _answer_control(self, message: pb.ControlMessage, payload: any_pb2.Any) -> None:
-        response = pb.ControlMessage(
-            rpc_id=message.rpc_id, destination=message.respond_to, rpcMessage=payload
-        )
-        try:
-            await self._control_send.send(response.SerializeToString())
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            logger.debug("control response %s dropped: channel closed", message.rpc_id)
-
-
-_CONTROL_ANSWERS: dict[str, type[pb.SaveStateResponse] | type[pb.LoadStateResponse]] = {
-    "agents.SaveStateRequest": pb.SaveStateResponse,
-    "agents.LoadStateRequest": pb.LoadStateResponse,
-}
-
-
-def _control_error(request: any_pb2.Any, text: str) -> any_pb2.Any | None:
-    """An error answer to a control request of a known type, else None."""
-    answer_type = _CONTROL_ANSWERS.get(request.TypeName())
-    if answer_type is None:
-        return None
-    payload = any_pb2.Any()
-    payload.Pack(answer_type(error=text))
-    return payload
-
-
-def _timeout_from_deadline(default: float) -> float:
-    """The time left before the caller's deadline, capped by ``default``."""
-    left = trio.current_effective_deadline() - trio.current_time()
-    if math.isinf(left):
-        return default
-    return max(0.0, min(default, left))
-
-
-def too_large_response(response: pb.RpcResponse, size: int, limit: int) -> pb.RpcResponse:
-    """The error response sent instead of *response*, which is *size* bytes, over *limit*."""
-    answer = pb.RpcResponse(
-        request_id=response.request_id,
-        error=f"the result is too large to send: {size} bytes, over the {limit}-byte "
-        "message size limit",
-    )
-    answer.metadata[ERROR_KIND_KEY] = ErrorKind.TOO_LARGE
-    return answer
-
-
-def _timed_out(request_id: str) -> RpcTimeoutError:
-    return RpcTimeoutError(f"no response to request {request_id} in time")
-
-
-def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
-    """Raise the error ``response`` carries (by its kind, see ``_kinds``), else return it."""
-    if response.error:
-        raise error_from_response(response)
-    return response
-
 
 @asynccontextmanager
 async def open_session(
@@ -863,19 +515,19 @@ async def open_session(
             channel.stream(OPEN_CHANNEL, metadata=session.metadata) as stream,
             open_unwrapping_nursery() as nursery,
         ):
-            session._direct = getattr(stream, "try_send", None)
+            session._writer.direct = getattr(stream, "try_send", None)
             set_handler = getattr(stream, "set_message_handler", None)
             if set_handler is not None:
                 session._nursery = nursery
                 set_handler(session._take)
-            nursery.start_soon(session._sender, stream)
+            nursery.start_soon(session._writer.run, stream)
             nursery.start_soon(session._receiver, stream, nursery)
             nursery.start_soon(session._dispatch_events)
             nursery.start_soon(session._expire_rpcs)
             if control_channel:
-                nursery.start_soon(session._control_loop)
+                nursery.start_soon(session.control.run)
             else:
-                session._control_settled.set()
+                session.control.settled.set()
             try:
                 yield session
             finally:
@@ -883,5 +535,5 @@ async def open_session(
                 nursery.cancel_scope.cancel()
     finally:
         session._mark_lost("closed")
-        session._outbox.close()
-        session._control_send.close()
+        session._writer.outbox.close()
+        session.control.close()

@@ -59,14 +59,9 @@ from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._worker_connection import (
-    ChannelLike,
-    RequestIds,
-    SessionHandler,
-    SessionStatistics,
-    WorkerSession,
-    open_session,
-)
+from ._kinds import describe
+from ._protocol import ChannelLike, RequestIds, SessionHandler
+from ._session import SessionStatistics, WorkerSession, open_session
 
 logger = logging.getLogger("agentwire.worker")
 
@@ -360,11 +355,3 @@ class WorkerLink:
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:
         session = await self.session_for_call()
         return await session.control_call(destination, message)
-
-
-def describe(error: BaseException) -> str:
-    """``Type: message`` of *error*, looking inside exception groups for the causes."""
-    if isinstance(error, BaseExceptionGroup):
-        return "; ".join(describe(inner) for inner in error.exceptions)
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__

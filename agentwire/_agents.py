@@ -52,7 +52,7 @@ from typing import Any, ClassVar, Literal, Protocol, TypeVar, overload, runtime_
 import attrs
 import trio
 
-from ._errors import CantHandleError
+from ._errors import CantHandleError, DuplicateSubscriptionError
 from ._ids import AgentId, AgentType, TopicId
 from ._serialization import serializers_for_type
 from ._subscriptions import (
@@ -442,7 +442,7 @@ class BaseAgent:
             ):
                 await runtime.add_subscription(subscription)
         if not skip_direct_message_subscription:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(DuplicateSubscriptionError):  # another instance's
                 await runtime.add_subscription(
                     TypePrefixSubscription(agent_id.type + ":", agent_id.type)
                 )

@@ -117,40 +117,29 @@ class RequestCancelledError(AgentwireError):
     returned, while the caller was still waiting; the caller gets this error."""
 
 
-class MessageTooLargeError(AgentwireError):
-    """A message is larger than the message size limit, so it was not sent.
+class RpcTimeoutError(AgentwireError):
+    """An RPC got no answer before a deadline the system set (a gateway's or worker's
+    ``rpc_timeout``), not one of the caller's own trio cancel scopes (those cancel
+    the call as usual). Retry, or raise the timeout if the handler is slow by design."""
 
-    ``size`` is the message's size in bytes and ``limit`` the limit
-    (``max_message_size``); either is ``None`` when a remote peer refused the
-    message without saying. ``what`` says which message it was.
+
+class MessageTooLargeError(AgentwireError, ValueError):
+    """A message (request, response or event) is larger than the size limit on its way.
+
+    ``size`` is the message's size in bytes (``None`` when the peer did not say) and
+    ``limit`` the limit it broke; send smaller messages or raise ``max_message_size``.
     """
 
-    def __init__(
-        self, size: int | None, limit: int | None, what: str = "message", *, text: str = ""
-    ) -> None:
+    def __init__(self, message: str, *, size: int | None, limit: int) -> None:
         self.size = size
         self.limit = limit
-        self.what = what
-        super().__init__(
-            text
-            or f"{what} not sent: {size} bytes, over the {limit}-byte message size limit "
-            "(send less, or raise max_message_size on both ends)"
-        )
-
-
-class RpcTimeoutError(UndeliverableError):
-    """No response to an RPC came in time (the worker's ``rpc_timeout``, or the
-    gateway's RPC timeout); the request may or may not have been handled.
-
-    A subclass of :class:`UndeliverableError`: an AutoGen host never answers a
-    request for an agent type nobody registered, so silence is also how an
-    undeliverable request looks.
-    """
+        super().__init__(message)
 
 
 class OverloadedError(AgentwireError):
-    """The gateway (or the worker serving the target) has too many requests in
-    flight or no queue space for this one: retry later, or send less at once."""
+    """No room for the message right now (too many requests in flight, or a queue at
+    its bound); nothing was delivered to the recipients named. Retry later, or slow
+    the producer down."""
 
 
 class InvalidRequestError(AgentwireError, ValueError):

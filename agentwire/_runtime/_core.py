@@ -71,12 +71,12 @@ import attrs
 import trio
 
 from .._agents import Agent, AgentMetadata
-from .._errors import RuntimeClosedError
+from .._errors import RuntimeClosedError, UnknownSubscriptionError
 from .._ids import AgentId, AgentType, TopicId
 from .._nursery import open_service_nursery
 from .._serialization import MessageSerializer, SerializationRegistry
 from .._subscriptions import Subscription, SubscriptionTable
-from ._delivery import Delivery, _Registration, in_handler
+from ._delivery import Delivery, in_handler
 from ._interventions import (
     DropMessage,
     InterventionHandler,
@@ -84,6 +84,7 @@ from ._interventions import (
     intercept_response,
     intercept_send,
 )
+from ._registration import Registration
 
 __all__ = ["Router", "Runtime", "RuntimeStatistics", "open_core"]
 
@@ -131,6 +132,11 @@ class RuntimeStatistics:
     """Responses that arrived after their caller gave up (dropped)."""
     subscriptions: int
     closed: bool
+    overflow: int
+    """Messages handlers queued past full mailboxes (at most ``max_overflow``)."""
+    dropped: int
+    """Messages refused because the overflow was at ``max_overflow`` (senders got
+    ``OverloadedError``)."""
 
 
 class Runtime:
@@ -142,6 +148,7 @@ class Runtime:
         make_router: Callable[[Runtime], Router],
         *,
         mailbox_size: int = 64,
+        max_overflow: int = 10_000,
         ignore_unhandled_exceptions: bool = True,
         intervention_handlers: Sequence[InterventionHandler] = (),
     ) -> None:
@@ -156,6 +163,7 @@ class Runtime:
             self.serialization,
             self.subscriptions,
             mailbox_size=mailbox_size,
+            max_overflow=max_overflow,
             ignore_unhandled_exceptions=ignore_unhandled_exceptions,
         )
         self._message_ids = itertools.count()
@@ -240,7 +248,7 @@ class Runtime:
         registrations = self._delivery.registrations
         if agent_type.type in registrations:
             raise ValueError(f"agent type {agent_type.type!r} is already registered")
-        registrations[agent_type.type] = _Registration(agent_factory, expected_class)
+        registrations[agent_type.type] = Registration(agent_factory, expected_class)
         try:
             await self._router.register_agent_type(agent_type.type)
         except BaseException:
@@ -273,7 +281,7 @@ class Runtime:
         await agent_instance.bind_id_and_runtime(agent_id, self)
         delivery.add_instance(agent_instance, agent_id)
         if registration is None:
-            delivery.registrations[agent_id.type] = _Registration(
+            delivery.registrations[agent_id.type] = Registration(
                 None, None, instance_class=type(agent_instance)
             )
             try:
@@ -306,9 +314,14 @@ class Runtime:
         self.notify_change()
 
     async def remove_subscription(self, id: str) -> None:
-        """Remove a subscription by id (``UnknownSubscriptionError`` if unknown)."""
-        self.subscriptions.remove(id)
+        """Remove a subscription by id (``UnknownSubscriptionError`` if unknown).
+
+        The router is told first: when it refuses, the subscription stays.
+        """
+        if id not in self.subscriptions:
+            raise UnknownSubscriptionError(id)
         await self._router.remove_subscription(id)
+        self.subscriptions.remove(id)
         self.notify_change()
 
     def get_subscriptions(self) -> list[Subscription]:
@@ -452,6 +465,8 @@ class Runtime:
             late_responses=pending.late,
             subscriptions=len(self.subscriptions),
             closed=delivery.closed,
+            overflow=delivery.overflow,
+            dropped=delivery.dropped,
         )
 
     def _check_invariants(self) -> None:

@@ -30,6 +30,25 @@ Delivery model
   sender excluded, duplicates kept like AutoGen) and returns once all are
   queued; it never waits for handlers.
 
+Memory bound: the overflow
+--------------------------
+
+Messages handlers queue past a full mailbox are the runtime's *overflow*; it
+is bounded runtime-wide by ``max_overflow`` (default 10,000 messages). When it
+is at its bound, a handler's send or publish that would add to it is refused:
+
+* an RPC raises :class:`~agentwire.OverloadedError` in the sending handler,
+  and nothing is queued;
+* a publish is still queued for every recipient with mailbox room, and skips
+  the others; once the fan-out is done it raises ``OverloadedError`` in the
+  publishing handler, naming how many recipients missed it.
+
+Every refused message counts in ``dropped`` (``runtime.statistics()``). So a
+publish cascade (agents publishing to each other faster than they handle)
+fails loudly in the handlers driving it instead of growing without bound:
+the runtime holds at most ``agents * mailbox_size + max_overflow`` messages,
+plus one per sender waiting for room.
+
 Ordering guarantees
 -------------------
 
@@ -88,7 +107,9 @@ the tests call it)
    drain task, or one handler running inline (re-entrant calls aside).
 2. ``busy`` is the number of busy slots, ``queued`` the total length of the
    mailboxes; both are zero exactly when the runtime is idle.
-3. A mailbox grows past ``mailbox_size`` only by messages sent from handlers.
+3. A mailbox grows past ``mailbox_size`` only by messages sent from handlers;
+   ``overflow`` is the sum over mailboxes of what they hold beyond
+   ``mailbox_size``, and never exceeds ``max_overflow``.
 4. Every queued RPC has exactly one pending-map entry until it is answered or
    abandoned; the map is empty when no caller waits (see ``_pending``).
 5. The RPC chain is a context variable: tasks a handler spawns inherit it,
@@ -102,9 +123,7 @@ import contextvars
 import inspect
 import itertools
 import logging
-import warnings
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import outcome
@@ -112,11 +131,17 @@ import trio
 
 from .._agents import Agent, AgentInstantiationContext, AgentRuntime, Cancellation, MessageContext
 from .._budget import CheckpointBudget
-from .._errors import RequestCancelledError, RuntimeClosedError, UndeliverableError
+from .._errors import (
+    OverloadedError,
+    RequestCancelledError,
+    RuntimeClosedError,
+    UndeliverableError,
+)
 from .._ids import AgentId, TopicId, current_agent_id
 from .._serialization import SerializationRegistry
 from .._subscriptions import SubscriptionTable
 from ._pending import PendingMap
+from ._registration import Registration
 
 __all__ = ["Delivery", "in_handler"]
 
@@ -132,43 +157,6 @@ _rpc_chain: contextvars.ContextVar[tuple[AgentId, ...]] = contextvars.ContextVar
 def in_handler() -> bool:
     """Whether the current task runs a handler of this process's runtime (or was spawned by one)."""
     return bool(_rpc_chain.get())
-
-
-class _Registration:
-    """How to get the agents of one registered type: a factory, or registered instances."""
-
-    __slots__ = ("expected_class", "factory", "instance_class", "two_args")
-
-    def __init__(
-        self,
-        factory: Callable[..., Any] | None,
-        expected_class: type | None,
-        instance_class: type | None = None,
-    ) -> None:
-        self.factory = factory
-        self.expected_class = expected_class
-        self.instance_class = instance_class  # set for instance-registered types
-        self.two_args = False
-        if factory is not None:
-            try:
-                params = inspect.signature(factory).parameters
-            except (TypeError, ValueError):  # pragma: no cover - builtins
-                params = {}  # type: ignore[assignment]
-            required = [
-                p
-                for p in params.values()
-                if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-            ]
-            if len(required) == 2:
-                warnings.warn(
-                    "agent factories taking (runtime, agent_id) are deprecated: take no "
-                    "arguments and use AgentInstantiationContext",
-                    DeprecationWarning,
-                    stacklevel=4,
-                )
-                self.two_args = True
-            elif required:
-                raise ValueError("an agent factory must take no arguments")
 
 
 class _AgentSlot:
@@ -210,17 +198,23 @@ class Delivery:
         subscriptions: SubscriptionTable,
         *,
         mailbox_size: int,
+        max_overflow: int,
         ignore_unhandled_exceptions: bool,
     ) -> None:
         if mailbox_size < 1:
             raise ValueError("mailbox_size must be >= 1")
+        if max_overflow < 0:
+            raise ValueError("max_overflow must be >= 0")
         self._runtime = runtime  # what agents are bound to
         self._services = services
         self._serialization = serialization
         self._subscriptions = subscriptions
         self.mailbox_size = mailbox_size
+        self.max_overflow = max_overflow
+        self.overflow = 0
+        self.dropped = 0
         self._ignore_unhandled = ignore_unhandled_exceptions
-        self.registrations: dict[str, _Registration] = {}
+        self.registrations: dict[str, Registration] = {}
         self.slots: dict[AgentId, _AgentSlot] = {}
         self.activating: dict[AgentId, trio.Event] = {}
         self.pending: PendingMap[int, Any] = PendingMap()
@@ -289,6 +283,7 @@ class Delivery:
         envelope = _Envelope(
             message, MessageContext(sender, topic, is_rpc, message_id, Cancellation()), None, ()
         )
+        missed = 0
         for agent_id in self._subscriptions.recipients(topic):
             if sender is not None and agent_id == sender:
                 continue
@@ -305,9 +300,18 @@ class Delivery:
                 queue.append(envelope)
                 self.queued += 1
             else:
-                await self._enqueue(slot, envelope, may_wait)
+                try:
+                    await self._enqueue(slot, envelope, may_wait)
+                except OverloadedError:
+                    missed += 1
         if self.watchers:
             self.changed.unpark_all()
+        if missed:
+            raise OverloadedError(
+                f"publish to {topic} reached {missed} subscriber(s) fewer than it should: "
+                f"their mailboxes are full and the runtime's overflow is at max_overflow="
+                f"{self.max_overflow} (the handlers publishing outrun the ones handling)"
+            )
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -380,6 +384,15 @@ class Delivery:
             await space.park()
             if self.closed:
                 raise RuntimeClosedError("the runtime closed while waiting for mailbox room")
+        if len(queue) >= self.mailbox_size:  # a handler's message past a full mailbox
+            if self.overflow >= self.max_overflow:
+                self.dropped += 1
+                raise OverloadedError(
+                    f"the mailbox of {slot.id} is full and the runtime's overflow is at "
+                    f"max_overflow={self.max_overflow}: the message was not queued (the "
+                    "handlers sending outrun the ones handling; slow them down or retry later)"
+                )
+            self.overflow += 1
         queue.append(envelope)
         self.queued += 1
         if self.watchers:
@@ -413,6 +426,8 @@ class Delivery:
             while queue:
                 envelope = queue.popleft()
                 self.queued -= 1
+                if self.overflow and len(queue) >= self.mailbox_size:
+                    self.overflow -= 1
                 space = slot.space
                 if space:
                     space.unpark()
@@ -602,10 +617,14 @@ class Delivery:
         """Assert the module's invariants (for tests; O(number of agents))."""
         busy = 0
         queued = 0
+        overflow = 0
         for slot in self.slots.values():
             assert not slot.queue or slot.busy or self.closed, f"{slot.id} queued but idle"
             busy += slot.busy
             queued += len(slot.queue or ())
+            overflow += max(0, len(slot.queue or ()) - self.mailbox_size)
+        assert overflow == self.overflow, (overflow, self.overflow)
+        assert self.overflow <= self.max_overflow
         assert busy == self.busy, (busy, self.busy)
         assert queued == self.queued, (queued, self.queued)
         assert self.in_flight >= 0

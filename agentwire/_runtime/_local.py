@@ -61,12 +61,16 @@ def _unknown_type(agent: AgentId) -> UndeliverableError:
 async def open_runtime(
     *,
     mailbox_size: int = 64,
+    max_overflow: int = 10_000,
     ignore_unhandled_exceptions: bool = True,
     intervention_handlers: Sequence[InterventionHandler] = (),
 ) -> AsyncIterator[Runtime]:
     """An in-process agent runtime; ``async with open_runtime() as runtime:``.
 
     * *mailbox_size*: messages each agent may have queued before senders wait.
+    * *max_overflow*: messages handlers may queue past full mailboxes, for the
+      whole runtime (handlers never wait for room); beyond it their sends and
+      publishes raise :class:`~agentwire.OverloadedError` (see ``_delivery``).
     * *ignore_unhandled_exceptions*: if False, the first exception raised by a
       handler of a published message is re-raised from ``stop_when_idle()``
       (and ``wait_idle()``) or when the block exits.
@@ -82,6 +86,7 @@ async def open_runtime(
             services,
             LocalRouter,
             mailbox_size=mailbox_size,
+            max_overflow=max_overflow,
             ignore_unhandled_exceptions=ignore_unhandled_exceptions,
             intervention_handlers=intervention_handlers,
         )

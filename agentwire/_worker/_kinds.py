@@ -41,7 +41,7 @@ from .._errors import (
     UndeliverableError,
 )
 from .._proto import agent_worker_pb2 as pb
-from .._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
 
 __all__ = [
     "describe",
@@ -50,16 +50,21 @@ __all__ = [
     "kind_of",
     "raise_for_response",
     "timed_out",
+    "too_large_error",
     "too_large_response",
 ]
 
 _SIZES = re.compile(r"(\d+) bytes\D+(\d+)-byte")
 
 
-def _too_large(text: str) -> MessageTooLargeError:
-    match = _SIZES.search(text)
-    size, limit = (int(match[1]), int(match[2])) if match else (None, None)
-    return MessageTooLargeError(size, limit, "RPC", text=text)
+def too_large_error(size: int, limit: int, what: str) -> MessageTooLargeError:
+    """The error raised for a message of *size* bytes, over *limit*, that was not sent."""
+    return MessageTooLargeError(
+        f"{what} not sent: {size} bytes, over the {limit}-byte message size limit "
+        "(send less, or raise max_message_size on both ends)",
+        size=size,
+        limit=limit,
+    )
 
 
 _EXCEPTIONS: dict[str, Callable[[str], AgentwireError]] = {
@@ -69,15 +74,24 @@ _EXCEPTIONS: dict[str, Callable[[str], AgentwireError]] = {
     ErrorKind.TIMEOUT: RpcTimeoutError,
     ErrorKind.OVERLOADED: OverloadedError,
     ErrorKind.INVALID_ARGUMENT: InvalidRequestError,
-    ErrorKind.TOO_LARGE: _too_large,
     ErrorKind.CANT_HANDLE: CantHandleError,
 }
 
 
-def error_from_response(response: pb.RpcResponse) -> AgentwireError:
-    """The exception an agentwire caller raises for an error response (see the table)."""
+def error_from_response(response: pb.RpcResponse, *, limit: int) -> AgentwireError:
+    """The exception an agentwire caller raises for an error response (see the table).
+
+    *limit* is the caller's own message size limit, for a ``too-large`` answer
+    whose text does not name the limit it broke.
+    """
     text = response.error
-    make = _EXCEPTIONS.get(response.metadata.get(ERROR_KIND_KEY, ""))
+    kind = response.metadata.get(ERROR_KIND_KEY, "")
+    if kind == ErrorKind.TOO_LARGE:
+        match = _SIZES.search(text)
+        if match:
+            return MessageTooLargeError(text, size=int(match[1]), limit=int(match[2]))
+        return MessageTooLargeError(text, size=None, limit=limit)
+    make = _EXCEPTIONS.get(kind)
     if make is not None:
         return make(text)
     return RemoteError(text, type_name=response.metadata.get(ERROR_TYPE_KEY))
@@ -88,7 +102,6 @@ def kind_of(error: BaseException) -> ErrorKind | None:
 
     ``None`` for a handler's own failure (the caller gets a :class:`RemoteError`).
     """
-    # RpcTimeoutError before UndeliverableError: it is a subclass.
     if isinstance(error, RpcTimeoutError):
         return ErrorKind.TIMEOUT
     if isinstance(error, UndeliverableError):
@@ -138,8 +151,10 @@ def timed_out(request_id: str) -> RpcTimeoutError:
     return RpcTimeoutError(f"no response to request {request_id} in time")
 
 
-def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
-    """Raise the error ``response`` carries (by its kind, see ``_kinds``), else return it."""
+def raise_for_response(
+    response: pb.RpcResponse, *, limit: int = DEFAULT_MAX_MESSAGE_SIZE
+) -> pb.RpcResponse:
+    """Raise the error ``response`` carries (by its kind, see above), else return it."""
     if response.error:
-        raise error_from_response(response)
+        raise error_from_response(response, limit=limit)
     return response

@@ -161,6 +161,7 @@ class WorkerRouter:
         self._immediate = local_publish == "immediate"
         self._state_timeout = state_timeout
         self._rpc_timeout = math.inf if rpc_timeout is None else rpc_timeout
+        self._max_message_size = max_message_size
         self.link = WorkerLink(
             connect,
             self,
@@ -255,7 +256,7 @@ class WorkerRouter:
                 "(an AutoGen host silently drops requests for agent types nobody registered)"
             ) from None
         if response.error:
-            raise error_from_response(response)
+            raise error_from_response(response, limit=self._max_message_size)
         return self._decode(response.payload)
 
     async def publish(

@@ -67,14 +67,14 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._budget import CheckpointBudget
-from .._errors import ConnectionLostError, MessageTooLargeError
+from .._errors import ConnectionLostError
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._runtime._pending import PendingMap
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._control import MAX_CONTROL_REQUESTS, ControlChannel
-from ._kinds import error_response, timed_out, too_large_response
+from ._kinds import error_response, timed_out, too_large_error, too_large_response
 from ._outbox import Lane
 from ._protocol import (
     ADD_SUBSCRIPTION,
@@ -268,7 +268,7 @@ class WorkerSession:
 
     def _check_size(self, data: bytes, what: str) -> None:
         if len(data) > self._max_message_size:
-            raise MessageTooLargeError(len(data), self._max_message_size, what)
+            raise too_large_error(len(data), self._max_message_size, what)
 
     async def rpc(self, request: pb.RpcRequest, *, expires_at: float = math.inf) -> pb.RpcResponse:
         """Send ``request`` (its ``request_id`` is assigned here) and await the response.

@@ -84,9 +84,14 @@ def test_a_remote_too_large_error_names_size_and_limit_when_told() -> None:
 
     response = pb.RpcResponse(error="request too large: 5242880 bytes, over the 4194304-byte limit")
     response.metadata[ERROR_KIND_KEY] = ErrorKind.TOO_LARGE
-    error = error_from_response(response)
+    error = error_from_response(response, limit=1000)
     assert isinstance(error, MessageTooLargeError)
     assert (error.size, error.limit) == (5242880, 4194304)
+    # a text that names neither: the size is unknown, the limit the caller's own
+    response.error = "request too large"
+    unsaid = error_from_response(response, limit=1000)
+    assert isinstance(unsaid, MessageTooLargeError)
+    assert (unsaid.size, unsaid.limit) == (None, 1000)
 
 
 async def test_an_oversize_request_fails_only_that_call() -> None:

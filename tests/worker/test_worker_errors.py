@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -19,6 +22,7 @@ from agentwire import (
     RpcTimeoutError,
     TopicId,
     UndeliverableError,
+    WorkerRuntime,
     open_gateway,
     open_worker,
     serializers_for_type,
@@ -35,6 +39,18 @@ from .test_worker_connection import Handler, parse, request_to
 from .test_worker_wire import fake_connect
 
 GUARD = 20  # seconds: a hang guard, never a synchronisation
+
+
+@asynccontextmanager
+async def gateway_with_two_workers() -> AsyncIterator[tuple[WorkerRuntime, WorkerRuntime]]:
+    """A gateway on loopback and two workers; the first decodes ``Pong`` answers."""
+    async with (
+        open_gateway("127.0.0.1:0") as gateway,
+        open_worker(gateway.address) as a,
+        open_worker(gateway.address) as b,
+    ):
+        a.add_message_serializer(serializers_for_type(Pong))
+        yield a, b
 
 
 @pytest.mark.parametrize(
@@ -165,13 +181,8 @@ async def test_oversize_messages_through_a_gateway_end_only_their_call() -> None
             return Pong(big if message.text == "big" else message.text)
 
     with trio.fail_after(GUARD):
-        async with (
-            open_gateway("127.0.0.1:0") as gateway,
-            open_worker(gateway.address) as a,
-            open_worker(gateway.address) as b,
-        ):
+        async with gateway_with_two_workers() as (a, b):
             await Big.register(b, "big", Big)
-            a.add_message_serializer(serializers_for_type(Pong))
             with pytest.raises(MessageTooLargeError) as request_error:
                 await a.send_message(Ping(big), AgentId("big", "k"))
             assert request_error.value.limit == agentwire._wire.DEFAULT_MAX_MESSAGE_SIZE
@@ -194,16 +205,11 @@ async def only_pings(
 
 async def test_the_worker_sets_the_kind_of_the_failures_it_answers() -> None:
     with trio.fail_after(GUARD):
-        async with (
-            open_gateway("127.0.0.1:0") as gateway,
-            open_worker(gateway.address) as a,
-            open_worker(gateway.address) as b,
-        ):
+        async with gateway_with_two_workers() as (a, b):
             await BetterEcho.register(b, "b", BetterEcho)
             await agentwire.ClosureAgent.register_closure(
                 b, "strict", only_pings, unknown_type_policy="error"
             )
-            a.add_message_serializer(serializers_for_type(Pong))
             # a message type "strict" does not take: CantHandleError, as in-process
             with pytest.raises(CantHandleError, match="not in"):
                 await a.send_message(Pong("?"), AgentId("strict", "k"))

@@ -170,9 +170,11 @@ async def open_worker(
       default, which AutoGen keeps). An RPC request or publish over it raises
       :class:`MessageTooLargeError` for that call only; a result over it is
       answered with that error (kind ``too-large``) instead of being sent.
-    * *outbox_size*, *max_concurrent_requests*: bounds of the outgoing queue
-      and of incoming RPCs handled at once (beyond it, reading from the gateway
-      pauses: backpressure).
+    * *outbox_size*: bound of each of the two outgoing lanes (RPC requests and
+      responses, which go first; published events, which are never starved).
+      A full event lane makes publishers wait; RPCs do not queue behind it.
+    * *max_concurrent_requests*: incoming RPCs handled at once (beyond it,
+      reading from the gateway pauses: backpressure).
     * *connect*: replaces the transport (tests); returns a channel context.
 
     Leaving the block stops the core (pending RPCs fail with

@@ -362,3 +362,27 @@ async def test_a_full_event_lane_makes_publishers_wait_not_rpcs() -> None:
         assert ids.index("rpc") == 1
         assert [i for i in ids if i != "rpc"] == [str(n) for n in range(10)]
         nursery.cancel_scope.cancel()
+
+
+async def test_publishers_waiting_for_room_fail_when_the_session_ends() -> None:
+    channel = FakeChannel(buffer=0)
+    outcomes: list[str] = []
+
+    async def publish(session: WorkerSession, n: int) -> None:
+        try:
+            await session.publish(ce_pb.CloudEvent(id=str(n)))
+            outcomes.append("ok")
+        except ConnectionLostError:
+            outcomes.append("lost")
+
+    async with trio.open_nursery() as nursery:
+        async with open_session(
+            channel, Handler(), RequestIds(), control_channel=False, outbox_size=2
+        ) as session:
+            for n in range(6):
+                nursery.start_soon(publish, session, n)
+            await trio.testing.wait_all_tasks_blocked()
+            # one being written, two queued, three waiting for room
+            assert session.statistics().event_lane_used == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes == ["lost"] * 6

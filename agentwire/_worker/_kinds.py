@@ -44,6 +44,7 @@ from .._proto import agent_worker_pb2 as pb
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
 
 __all__ = [
+    "UnansweredError",
     "describe",
     "error_from_response",
     "error_response",
@@ -55,6 +56,15 @@ __all__ = [
 ]
 
 _SIZES = re.compile(r"(\d+) bytes\D+(\d+)-byte")
+
+
+class UnansweredError(RpcTimeoutError, UndeliverableError):
+    """No answer within the worker's own ``rpc_timeout``.
+
+    An :class:`RpcTimeoutError`, and an :class:`UndeliverableError` too: an
+    AutoGen host never answers a request for an agent type nobody registered,
+    so silence is also how an undeliverable request looks there.
+    """
 
 
 def too_large_error(size: int, limit: int, what: str) -> MessageTooLargeError:

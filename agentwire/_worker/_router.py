@@ -95,7 +95,7 @@ from .._serialization import (
 )
 from .._subscriptions import Subscription, subscription_to_proto
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, TIMEOUT_METADATA_KEY, ErrorKind
-from ._kinds import error_from_response, error_response
+from ._kinds import UnansweredError, error_from_response, error_response
 from ._link import (
     LinkStatistics,
     WorkerLink,
@@ -251,7 +251,7 @@ class WorkerRouter:
         try:
             response = await self.link.rpc(request, expires_at=expires_at)
         except RpcTimeoutError:
-            raise RpcTimeoutError(
+            raise UnansweredError(
                 f"no response from {recipient} within rpc_timeout={self._rpc_timeout:g} s "
                 "(an AutoGen host silently drops requests for agent types nobody registered)"
             ) from None

@@ -160,7 +160,8 @@ async def open_worker(
       (within its own trio deadline) before :class:`ConnectionLostError`.
     * *state_timeout*: bound on remote ``agent_save_state``/``agent_load_state``.
     * *rpc_timeout*: the longest a remote RPC waits when the caller set no
-      earlier trio deadline; then :class:`RpcTimeoutError` (an AutoGen
+      earlier trio deadline; then an error that is both an
+      :class:`RpcTimeoutError` and an :class:`UndeliverableError` (an AutoGen
       host never answers a request for an unknown agent type). ``None``: no
       bound beyond the caller's own.
     * *keepalive_interval*: idle seconds before an HTTP/2 ping (default 6

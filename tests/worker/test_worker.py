@@ -545,7 +545,7 @@ async def test_default_keepalive_is_one_grpc_core_accepts(monkeypatch: pytest.Mo
 
 async def test_rpc_timeout_fails_every_call_and_cancels_the_handlers() -> None:
     """rpc_timeout is kept by one timer per session: each of several calls in
-    flight still fails with RpcTimeoutError, leaves no pending entry, and
+    flight still fails with UndeliverableError (and RpcTimeoutError), leaves no pending entry, and
     the remote handlers give up too (the timeout travels with the request)."""
     calls = 3
     entered = 0
@@ -569,7 +569,7 @@ async def test_rpc_timeout_fails_every_call_and_cancels_the_handlers() -> None:
     async def call(worker: WorkerRuntime, key: str) -> None:
         try:
             await worker.send_message(Ping("x"), AgentId("stuck", key))
-        except agentwire.RpcTimeoutError as exc:
+        except agentwire.UndeliverableError as exc:
             errors.append(exc)
 
     with trio.fail_after(GUARD):
@@ -580,6 +580,7 @@ async def test_rpc_timeout_fails_every_call_and_cancels_the_handlers() -> None:
                     nursery.start_soon(call, a, str(n))
             assert len(errors) == calls
             assert all("rpc_timeout=0.5" in str(exc) for exc in errors)
+            assert all(isinstance(exc, agentwire.RpcTimeoutError) for exc in errors)
             assert entered == calls
             session = a.worker_statistics().link.session
             assert session is not None

@@ -1,6 +1,6 @@
 """The worker's link to its gateway: sessions, one after the other, with reconnect.
 
-A :class:`WorkerLink` keeps one :class:`~._worker_connection.WorkerSession`
+A :class:`WorkerLink` keeps one :class:`~._session.WorkerSession`
 open at a time. When it is lost, the link waits (exponential backoff with
 jitter, capped, from a :class:`~agentwire._retry.RetryPolicy`), connects again
 with a **new client-id**, replays what the worker had told the gateway (agent

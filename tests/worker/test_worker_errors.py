@@ -35,7 +35,7 @@ from agentwire._worker._session import open_session
 
 from .fakes import FakeChannel
 from .messages import BetterEcho, Echo, Ping, Pong
-from .test_worker_connection import Handler, parse, request_to
+from .test_session import Handler, parse, request_to
 from .test_worker_wire import fake_connect
 
 GUARD = 20  # seconds: a hang guard, never a synchronisation

@@ -20,7 +20,7 @@ from agentwire._worker._link import ConnectionState, WorkerLink
 from agentwire._worker._protocol import ADD_SUBSCRIPTION, OPEN_CHANNEL, REGISTER_AGENT
 
 from .fakes import FakeChannel
-from .test_worker_connection import Handler, request_to
+from .test_session import Handler, request_to
 
 
 class FakeNetwork:

@@ -1,4 +1,4 @@
-"""The worker's protocol client (one session) against an in-memory fake gateway."""
+"""The worker's session (one client-id's streams and calls) against an in-memory fake gateway."""
 
 from __future__ import annotations
 

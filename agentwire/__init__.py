@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         GatewayRejectedError,
         InvalidCloudEventError,
         InvalidIdentifierError,
+        InvalidRequestError,
         InvalidSubscriptionError,
         MessageDroppedError,
         MessageTooLargeError,
@@ -58,13 +59,6 @@ if TYPE_CHECKING:
         InterventionHandler,
     )
     from ._runtime._local import open_runtime
-    from ._runtime._worker import (
-        ConnectionState,
-        WorkerRuntime,
-        WorkerRuntimeStatistics,
-        WorkerStatistics,
-        open_worker,
-    )
     from ._serialization import (
         JSON_DATA_CONTENT_TYPE,
         PROTOBUF_DATA_CONTENT_TYPE,
@@ -83,6 +77,13 @@ if TYPE_CHECKING:
         SubscriptionTable,
         TypePrefixSubscription,
         TypeSubscription,
+    )
+    from ._worker import (
+        ConnectionState,
+        WorkerRuntime,
+        WorkerRuntimeStatistics,
+        WorkerStatistics,
+        open_worker,
     )
 
 __version__ = "0.1.0"
@@ -111,6 +112,7 @@ _EXPORTS: dict[str, str] = {
     "GatewayRejectedError": "._errors",
     "InvalidCloudEventError": "._errors",
     "InvalidIdentifierError": "._errors",
+    "InvalidRequestError": "._errors",
     "InvalidSubscriptionError": "._errors",
     "MessageDroppedError": "._errors",
     "MessageTooLargeError": "._errors",
@@ -138,11 +140,11 @@ _EXPORTS: dict[str, str] = {
     "DropMessage": "._runtime._interventions",
     "InterventionHandler": "._runtime._interventions",
     "open_runtime": "._runtime._local",
-    "ConnectionState": "._runtime._worker",
-    "WorkerRuntime": "._runtime._worker",
-    "WorkerRuntimeStatistics": "._runtime._worker",
-    "WorkerStatistics": "._runtime._worker",
-    "open_worker": "._runtime._worker",
+    "ConnectionState": "._worker",
+    "WorkerRuntime": "._worker",
+    "WorkerRuntimeStatistics": "._worker",
+    "WorkerStatistics": "._worker",
+    "open_worker": "._worker",
     "JSON_DATA_CONTENT_TYPE": "._serialization",
     "PROTOBUF_DATA_CONTENT_TYPE": "._serialization",
     "JsonSerializer": "._serialization",
@@ -189,6 +191,7 @@ __all__ = [
     "InterventionHandler",
     "InvalidCloudEventError",
     "InvalidIdentifierError",
+    "InvalidRequestError",
     "InvalidSubscriptionError",
     "JsonSerializer",
     "MessageContext",

@@ -26,9 +26,9 @@ from ._errors import RemoteError
 from ._examples.agentwire.demo import Headline
 from ._gateway import open_gateway
 from ._ids import AgentId, TopicId
-from ._runtime._worker import WorkerRuntime, open_worker
 from ._serialization import serializers_for_type
 from ._subscriptions import TypeSubscription
+from ._worker import WorkerRuntime, open_worker
 
 __all__ = ["run_demo"]
 

@@ -140,3 +140,7 @@ class OverloadedError(AgentwireError):
     """No room for the message right now (too many requests in flight, or a queue at
     its bound); nothing was delivered to the recipients named. Retry later, or slow
     the producer down."""
+
+
+class InvalidRequestError(AgentwireError, ValueError):
+    """The gateway refused a request as malformed (e.g. an invalid target or source id)."""

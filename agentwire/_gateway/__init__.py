@@ -8,7 +8,7 @@ socket.
 from __future__ import annotations
 
 from ._hub import Connection, GatewayConfig, GatewayHub, GatewayStatistics, open_hub
-from ._routing import Conn, ConnKind, Router, RoutingError
+from ._routing import Conn, ConnKind, RoutingError, RoutingTable
 from ._serve import DEFAULT_MAX_MESSAGE_SIZE, Gateway, open_gateway, serve_gateway
 from ._service import AgentRpcService
 
@@ -22,8 +22,8 @@ __all__ = [
     "GatewayConfig",
     "GatewayHub",
     "GatewayStatistics",
-    "Router",
     "RoutingError",
+    "RoutingTable",
     "open_gateway",
     "open_hub",
     "serve_gateway",

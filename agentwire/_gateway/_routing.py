@@ -83,9 +83,9 @@ __all__ = [
     "Conn",
     "ConnKind",
     "Deliver",
-    "Router",
     "RouterStatistics",
     "RoutingError",
+    "RoutingTable",
 ]
 
 logger = logging.getLogger("agentwire.gateway")
@@ -126,12 +126,13 @@ class Deliver:
 
     ``answer`` is true for an RpcResponse that settles one of *conn*'s pending
     requests: those never wait for queue space (I6) and, once consumed, must be
-    reported with :meth:`Router.answer_consumed`.
+    reported with :meth:`RoutingTable.answer_consumed`.
     """
 
     conn: Conn
     data: bytes
     answer: bool = False
+    event: bool = False  # a CloudEvent (the I/O layer queues it in the event lane)
 
 
 @attrs.frozen(slots=True)
@@ -199,7 +200,7 @@ class _Pending:
     callers_timeout: bool = False  # the caller asked for less than rpc_timeout
 
 
-class Router:
+class RoutingTable:
     """The routing state of one gateway. Not thread-safe; no I/O; no awaits."""
 
     def __init__(self, *, rpc_timeout: float | None = 300.0, max_in_flight: int = 1000) -> None:
@@ -512,7 +513,7 @@ class Router:
             if data_conn is not None:
                 targets[data_conn] = None
         self._event_deliveries += len(targets)
-        return [Deliver(target, data) for target in targets]
+        return [Deliver(target, data, event=True) for target in targets]
 
     # ------------------------------------------------------------ pending RPCs
 

@@ -340,3 +340,72 @@ async def test_try_send_routes_without_waiting_or_declines(hub: GatewayHub) -> N
         hub.check_invariants()
     # a connection that ended declines
     assert not a.try_send(event("news", event_id="late"))
+
+
+async def test_a_slot_freed_for_a_waiting_sender_is_not_offered_to_the_reader_route(
+    hub: GatewayHub,
+) -> None:
+    # B's queue is full and A's routing task waits for space in it. B reads one
+    # message: that slot belongs to A's waiting event from that moment on, so
+    # a message routed without waiting (C's, from the transport's reader) must
+    # be declined, not fail for want of queue space and end B's stream.
+    async with hub.connect("A") as a, hub.connect("B") as b, hub.connect("C") as c:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        async with trio.open_nursery() as nursery:
+            for n in range(3):  # queue_size=2: the third one waits
+                await a.to_gateway.send(event("news", event_id=f"a{n}"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert parse(await b.from_gateway.receive()).cloudEvent.id == "a0"
+            # No checkpoint since B's read: A's routing task has not run yet.
+            assert not c.try_send(event("news", event_id="c0"))
+            nursery.start_soon(c.send, event("news", event_id="c0"))
+            got = [parse(await b.from_gateway.receive()).cloudEvent.id for _ in range(3)]
+            assert got == ["a1", "a2", "c0"]
+        assert b.close_reason is None
+        hub.check_invariants()
+
+
+async def test_rpcs_to_and_from_a_client_pass_its_full_event_lane(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b, hub.connect("C") as c:
+        hub.register_agent("B", "sink")
+        hub.register_agent("C", "echo")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        async with trio.open_nursery() as nursery:
+            for n in range(3):  # queue_size=2: B's event lane is full, A waits
+                await a.to_gateway.send(event("news", event_id=f"e{n}"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert hub.statistics().queued_messages == 2
+            # C calls B: the request is queued ahead of the events.
+            await c.to_gateway.send(request("to-b", "sink/k"))
+            await trio.testing.wait_all_tasks_blocked()
+            forwarded = (await receive(b)).request
+            assert forwarded.target.type == "sink"
+            await b.to_gateway.send(response(forwarded.request_id))
+            assert (await receive(c)).response.request_id == "to-b"
+            # B calls C, and gets C's answer ahead of its events too.
+            await b.to_gateway.send(request("from-b", "echo/k"))
+            gid = (await receive(c)).request.request_id
+            await c.to_gateway.send(response(gid))
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await receive(b)).response.request_id == "from-b"
+            got = [parse(await b.from_gateway.receive()).cloudEvent.id for _ in range(3)]
+            assert got == ["e0", "e1", "e2"]
+            nursery.cancel_scope.cancel()
+        assert b.close_reason is None
+        hub.check_invariants()
+
+
+async def test_events_are_not_starved_by_rpc_traffic() -> None:
+    config = GatewayConfig(queue_size=8, max_in_flight=8, rpc_burst=2)
+    async with open_hub(config) as hub, hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        for n in range(3):
+            await a.send(event("news", event_id=f"e{n}"))
+        for n in range(5):
+            await a.send(request(f"r{n}", "sink/k"))
+        kinds = [parse(await b.from_gateway.receive()).WhichOneof("message") for _ in range(8)]
+        rpc, ev = "request", "cloudEvent"
+        assert kinds == [rpc, rpc, ev, rpc, rpc, ev, rpc, ev]
+        hub.check_invariants()

@@ -12,8 +12,8 @@ from agentwire._gateway._routing import (
     Close,
     ConnKind,
     Deliver,
-    Router,
     RoutingError,
+    RoutingTable,
 )
 from agentwire._proto import agent_worker_pb2 as pb
 
@@ -24,8 +24,8 @@ CONTROL = ConnKind.CONTROL
 
 
 @pytest.fixture
-def router() -> Router:
-    return Router(rpc_timeout=10.0, max_in_flight=3)
+def router() -> RoutingTable:
+    return RoutingTable(rpc_timeout=10.0, max_in_flight=3)
 
 
 def only(actions: list[Deliver | Close]) -> Deliver:
@@ -38,7 +38,7 @@ def only(actions: list[Deliver | Close]) -> Deliver:
 # ---------------------------------------------------------------- registration
 
 
-def test_register_agent_one_owner_per_type(router: Router) -> None:
+def test_register_agent_one_owner_per_type(router: RoutingTable) -> None:
     router.register_agent("A", "echo")
     with pytest.raises(RoutingError) as info:
         router.register_agent("B", "echo")
@@ -51,14 +51,14 @@ def test_register_agent_one_owner_per_type(router: Router) -> None:
     router.check_invariants()
 
 
-def test_register_agent_rejects_invalid_type(router: Router) -> None:
+def test_register_agent_rejects_invalid_type(router: RoutingTable) -> None:
     with pytest.raises(RoutingError) as info:
         router.register_agent("A", "no spaces")
     assert info.value.status is Status.INVALID_ARGUMENT
     assert router.owner_of("no spaces") is None
 
 
-def test_register_before_channel_then_route(router: Router) -> None:
+def test_register_before_channel_then_route(router: RoutingTable) -> None:
     router.register_agent("B", "echo")  # no channel yet: allowed
     a = router.connect("A", DATA)
     rejected = only(router.receive(a, request("1", "echo/k"), 0.0))
@@ -72,7 +72,7 @@ def test_register_before_channel_then_route(router: Router) -> None:
 # ---------------------------------------------------------------- subscriptions
 
 
-def test_duplicate_subscription_by_id_and_by_content(router: Router) -> None:
+def test_duplicate_subscription_by_id_and_by_content(router: RoutingTable) -> None:
     router.add_subscription("A", type_sub("t", "echo", "s1"))
     with pytest.raises(RoutingError) as info:
         router.add_subscription("B", type_sub("other", "x", "s1"))
@@ -88,7 +88,7 @@ def test_duplicate_subscription_by_id_and_by_content(router: Router) -> None:
     router.check_invariants()
 
 
-def test_invalid_subscription_is_invalid_argument(router: Router) -> None:
+def test_invalid_subscription_is_invalid_argument(router: RoutingTable) -> None:
     with pytest.raises(RoutingError) as info:
         router.add_subscription("A", pb.Subscription(id="s"))
     assert info.value.status is Status.INVALID_ARGUMENT
@@ -98,7 +98,7 @@ def test_invalid_subscription_is_invalid_argument(router: Router) -> None:
     assert router.subscriptions() == []
 
 
-def test_remove_unknown_subscription_is_autogen_unknown(router: Router) -> None:
+def test_remove_unknown_subscription_is_autogen_unknown(router: RoutingTable) -> None:
     with pytest.raises(RoutingError) as info:
         router.remove_subscription("A", "nope")
     assert info.value.status is Status.UNKNOWN
@@ -108,7 +108,7 @@ def test_remove_unknown_subscription_is_autogen_unknown(router: Router) -> None:
     )
 
 
-def test_any_client_may_remove_any_subscription(router: Router) -> None:
+def test_any_client_may_remove_any_subscription(router: RoutingTable) -> None:
     router.add_subscription("A", type_sub("t", "echo", "s1"))
     router.remove_subscription("B", "s1")
     assert router.subscriptions() == []
@@ -119,7 +119,7 @@ def test_any_client_may_remove_any_subscription(router: Router) -> None:
 # ---------------------------------------------------------------- RPC
 
 
-def test_rpc_rewrites_and_restores_request_id(router: Router) -> None:
+def test_rpc_rewrites_and_restores_request_id(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -140,7 +140,7 @@ def test_rpc_rewrites_and_restores_request_id(router: Router) -> None:
     router.check_invariants()
 
 
-def test_colliding_request_ids_from_two_callers(router: Router) -> None:
+def test_colliding_request_ids_from_two_callers(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     c = router.connect("C", DATA)
     b = router.connect("B", DATA)
@@ -157,7 +157,7 @@ def test_colliding_request_ids_from_two_callers(router: Router) -> None:
     router.check_invariants()
 
 
-def test_unknown_target_gets_error_response(router: Router) -> None:
+def test_unknown_target_gets_error_response(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     answer = only(router.receive(a, request("7", "ghost/k"), 0.0))
     assert answer.conn == a
@@ -184,7 +184,7 @@ def test_unknown_target_gets_error_response(router: Router) -> None:
     ],
 )
 def test_invalid_ids_in_request_answered_with_error(
-    router: Router, raw: bytes, needle: str
+    router: RoutingTable, raw: bytes, needle: str
 ) -> None:
     router.register_agent("A", "echo")
     a = router.connect("A", DATA)
@@ -194,7 +194,7 @@ def test_invalid_ids_in_request_answered_with_error(
     assert router.statistics().rpcs_in_flight == 0
 
 
-def test_response_from_wrong_client_or_unknown_id_is_dropped(router: Router) -> None:
+def test_response_from_wrong_client_or_unknown_id_is_dropped(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -206,7 +206,7 @@ def test_response_from_wrong_client_or_unknown_id_is_dropped(router: Router) -> 
     router.check_invariants()
 
 
-def test_rpc_to_own_client(router: Router) -> None:
+def test_rpc_to_own_client(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     router.register_agent("A", "self")
     fwd = only(router.receive(a, request("1", "self/k"), 0.0))
@@ -216,7 +216,7 @@ def test_rpc_to_own_client(router: Router) -> None:
     assert parse(back.data).response.request_id == "1"
 
 
-def test_deadline_expiry_answers_caller(router: Router) -> None:
+def test_deadline_expiry_answers_caller(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "slow")
@@ -236,7 +236,7 @@ def test_deadline_expiry_answers_caller(router: Router) -> None:
 
 
 def test_caller_deadline_from_metadata_expires_first() -> None:
-    router = Router(rpc_timeout=10.0)
+    router = RoutingTable(rpc_timeout=10.0)
     a = router.connect("A", DATA)
     router.connect("B", DATA)
     router.register_agent("B", "slow")
@@ -256,7 +256,7 @@ def test_caller_deadline_from_metadata_expires_first() -> None:
 
 
 def test_deadline_heap_stays_small() -> None:
-    router = Router(rpc_timeout=10.0, max_in_flight=10)
+    router = RoutingTable(rpc_timeout=10.0, max_in_flight=10)
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -269,7 +269,7 @@ def test_deadline_heap_stays_small() -> None:
 
 
 def test_no_timeout_when_disabled() -> None:
-    router = Router(rpc_timeout=None)
+    router = RoutingTable(rpc_timeout=None)
     a = router.connect("A", DATA)
     router.connect("B", DATA)
     router.register_agent("B", "slow")
@@ -279,7 +279,7 @@ def test_no_timeout_when_disabled() -> None:
     assert router.statistics().rpcs_in_flight == 1
 
 
-def test_in_flight_limit_and_answer_consumption(router: Router) -> None:
+def test_in_flight_limit_and_answer_consumption(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -299,7 +299,7 @@ def test_in_flight_limit_and_answer_consumption(router: Router) -> None:
     router.check_invariants()
 
 
-def test_target_disconnect_answers_callers_and_cleans_up(router: Router) -> None:
+def test_target_disconnect_answers_callers_and_cleans_up(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -319,7 +319,7 @@ def test_target_disconnect_answers_callers_and_cleans_up(router: Router) -> None
     router.check_invariants()
 
 
-def test_caller_disconnect_forgets_its_requests(router: Router) -> None:
+def test_caller_disconnect_forgets_its_requests(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -330,7 +330,7 @@ def test_caller_disconnect_forgets_its_requests(router: Router) -> None:
     router.check_invariants()
 
 
-def test_shutdown_answers_everything_and_refuses_connections(router: Router) -> None:
+def test_shutdown_answers_everything_and_refuses_connections(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -342,7 +342,7 @@ def test_shutdown_answers_everything_and_refuses_connections(router: Router) -> 
     assert info.value.status is Status.UNAVAILABLE
 
 
-def test_reconnect_with_same_client_id_gets_new_conn(router: Router) -> None:
+def test_reconnect_with_same_client_id_gets_new_conn(router: RoutingTable) -> None:
     a1 = router.connect("A", DATA)
     router.register_agent("A", "echo")
     with pytest.raises(RuntimeError):
@@ -357,7 +357,7 @@ def test_reconnect_with_same_client_id_gets_new_conn(router: Router) -> None:
 # ---------------------------------------------------------------- publish
 
 
-def test_publish_fans_out_once_per_client_including_publisher(router: Router) -> None:
+def test_publish_fans_out_once_per_client_including_publisher(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.connect("C", DATA)
@@ -375,7 +375,7 @@ def test_publish_fans_out_once_per_client_including_publisher(router: Router) ->
     assert (stats.events_received, stats.event_deliveries) == (2, 2)
 
 
-def test_publish_skips_types_without_owner_or_channel(router: Router) -> None:
+def test_publish_skips_types_without_owner_or_channel(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     router.add_subscription("A", type_sub("t", "orphan", "s1"))  # type never registered
     router.register_agent("B", "nochannel")
@@ -383,7 +383,7 @@ def test_publish_skips_types_without_owner_or_channel(router: Router) -> None:
     assert router.receive(a, event("t"), 0.0) == []
 
 
-def test_publish_with_invalid_topic_is_dropped(router: Router) -> None:
+def test_publish_with_invalid_topic_is_dropped(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     assert router.receive(a, event("bad topic"), 0.0) == []
     assert router.statistics().events_dropped == 1
@@ -397,7 +397,7 @@ def test_publish_with_invalid_topic_is_dropped(router: Router) -> None:
     [b"\xff\xff\xff", pb.Message().SerializeToString(), b"\xa2\x06\x01x"],
     ids=["garbage", "empty", "unknown-field"],
 )
-def test_malformed_message_closes_only_the_sender(router: Router, raw: bytes) -> None:
+def test_malformed_message_closes_only_the_sender(router: RoutingTable, raw: bytes) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -412,7 +412,7 @@ def test_malformed_message_closes_only_the_sender(router: Router, raw: bytes) ->
 # ---------------------------------------------------------------- control channel
 
 
-def test_control_routes_by_agent_and_client(router: Router) -> None:
+def test_control_routes_by_agent_and_client(router: RoutingTable) -> None:
     ca = router.connect("A", CONTROL)
     cb = router.connect("B", CONTROL)
     router.register_agent("B", "echo")
@@ -424,7 +424,7 @@ def test_control_routes_by_agent_and_client(router: Router) -> None:
 
 
 @pytest.mark.parametrize("save", [True, False])
-def test_undeliverable_control_request_is_answered(router: Router, save: bool) -> None:
+def test_undeliverable_control_request_is_answered(router: RoutingTable, save: bool) -> None:
     ca = router.connect("A", CONTROL)
     router.register_agent("B", "echo")  # owner has no control channel
     raw = control("r1", "agentid=echo/k", respond_to="clientid=A", save=save)
@@ -440,21 +440,21 @@ def test_undeliverable_control_request_is_answered(router: Router, save: bool) -
     assert "no control channel" in body.error
 
 
-def test_undeliverable_control_without_respond_to_is_dropped(router: Router) -> None:
+def test_undeliverable_control_without_respond_to_is_dropped(router: RoutingTable) -> None:
     ca = router.connect("A", CONTROL)
     assert router.receive_control(ca, control("r1", "nonsense")) == []
     assert router.receive_control(ca, control("r1", "agentid=bad type/k")) == []
     assert router.statistics().control_undeliverable == 2
 
 
-def test_control_garbage_closes_sender(router: Router) -> None:
+def test_control_garbage_closes_sender(router: RoutingTable) -> None:
     ca = router.connect("A", CONTROL)
     (action,) = router.receive_control(ca, b"\xff\xff")
     assert isinstance(action, Close)
     assert action.status is Status.INVALID_ARGUMENT
 
 
-def test_control_disconnect_keeps_data_state(router: Router) -> None:
+def test_control_disconnect_keeps_data_state(router: RoutingTable) -> None:
     router.connect("A", DATA)
     ca = router.connect("A", CONTROL)
     router.register_agent("A", "echo")
@@ -469,7 +469,7 @@ def test_control_disconnect_keeps_data_state(router: Router) -> None:
     | st.builds(lambda body: b"\x0a" + bytes([len(body)]) + body, st.binary(max_size=100))
 )
 def test_arbitrary_bytes_never_break_the_router(raw: bytes) -> None:
-    router = Router(rpc_timeout=10.0)
+    router = RoutingTable(rpc_timeout=10.0)
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")

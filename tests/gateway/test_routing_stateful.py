@@ -17,7 +17,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from agentwire._gateway._routing import Close, Conn, ConnKind, Deliver, Router, RoutingError
+from agentwire._gateway._routing import Close, Conn, ConnKind, Deliver, RoutingError, RoutingTable
 from agentwire._proto import agent_worker_pb2 as pb
 
 from .helpers import event, request, response, type_sub
@@ -27,10 +27,10 @@ TYPES = st.sampled_from(["t1", "t2", "t3"])
 TOPICS = st.sampled_from(["default", "news", "t1:x"])
 
 
-class RouterMachine(RuleBasedStateMachine):
+class RoutingTableMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.router = Router(rpc_timeout=5.0, max_in_flight=4)
+        self.router = RoutingTable(rpc_timeout=5.0, max_in_flight=4)
         self.now = 0.0
         self.conns: dict[str, Conn] = {}
         self.next_rid = 0
@@ -201,5 +201,7 @@ class RouterMachine(RuleBasedStateMachine):
                 assert self.answers[key] == 1, key
 
 
-RouterMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
-TestRouterStateful = RouterMachine.TestCase
+RoutingTableMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
+TestRoutingTableStateful = RoutingTableMachine.TestCase

@@ -96,6 +96,11 @@ class GatewayConfig:
     * ``rpc_burst``: RPC-lane messages a client is sent, at most, between two
       events while both lanes hold some (RPC traffic goes first, events are
       never starved).
+    * ``registration_grace``: seconds the agent types and subscriptions of a
+      client-id without a data channel are kept (AutoGen workers may register
+      before they open it); then they are dropped (None: kept forever).
+    * ``max_agent_types_per_client`` / ``max_subscriptions_per_client``: more
+      are refused with RESOURCE_EXHAUSTED.
     """
 
     rpc_timeout: float | None = attrs.field(default=300.0, validator=_positive)
@@ -103,6 +108,11 @@ class GatewayConfig:
     max_in_flight: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     send_timeout: float = attrs.field(default=30.0, validator=_positive)
     rpc_burst: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    registration_grace: float | None = attrs.field(default=30.0, validator=_positive)
+    max_agent_types_per_client: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    max_subscriptions_per_client: int = attrs.field(
+        default=10_000, validator=attrs.validators.ge(1)
+    )
 
 
 @attrs.frozen(slots=True)
@@ -275,7 +285,11 @@ class GatewayHub:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self._table = RoutingTable(
-            rpc_timeout=config.rpc_timeout, max_in_flight=config.max_in_flight
+            rpc_timeout=config.rpc_timeout,
+            max_in_flight=config.max_in_flight,
+            registration_grace=config.registration_grace,
+            max_agent_types=config.max_agent_types_per_client,
+            max_subscriptions=config.max_subscriptions_per_client,
         )
         self._links: dict[Conn, _Link] = {}
         self._wakeup = trio.Event()
@@ -289,15 +303,19 @@ class GatewayHub:
 
     def register_agent(self, client_id: str, agent_type: str) -> None:
         """RegisterAgent; raises RoutingError (status and message for the peer)."""
-        self._table.register_agent(client_id, agent_type)
-        self._changed.unpark_all()
+        self._table.register_agent(client_id, agent_type, trio.current_time())
+        self._after_change()
 
     def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
-        self._table.add_subscription(client_id, subscription)
-        self._changed.unpark_all()
+        self._table.add_subscription(client_id, subscription, trio.current_time())
+        self._after_change()
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         self._table.remove_subscription(client_id, subscription_id)
+        self._after_change()
+
+    def _after_change(self) -> None:
+        self._wake_timer()
         self._changed.unpark_all()
 
     def subscriptions(self) -> list[pb.Subscription]:
@@ -365,8 +383,7 @@ class GatewayHub:
             if target is not None:
                 assert isinstance(action, Deliver)
                 await self._wait_for_space(target, action)
-        self._wake_timer()
-        self._changed.unpark_all()
+        self._after_change()
 
     def _carry_out_now(self, actions: Sequence[Action], flush: bool = True) -> None:
         """Carry out *actions* without waiting: answers, or traffic while H4 holds."""
@@ -375,8 +392,7 @@ class GatewayHub:
             if target is not None:  # pragma: no cover - H3/H4 broken
                 logger.error("no queue space for %s while routing without waiting", target.conn)
                 self._close(target, (Status.INTERNAL, "agentwire gateway: queue overflow"))
-        self._wake_timer()
-        self._changed.unpark_all()
+        self._after_change()
 
     def _place(self, action: Action, flush: bool) -> _Link | None:
         """Carry out *action* if that needs no wait; else return the link whose

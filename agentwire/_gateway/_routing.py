@@ -5,14 +5,11 @@ takes bytes (and the current time) and returns :class:`Deliver` /
 
 Invariants (checked after every step by ``tests/gateway/test_routing_stateful.py``):
 
-I1  Ownership. ``_owner[t] == c`` iff ``t in _clients[c].types``. An agent
-    type has at most one owner, and the owner is a known client.
-I2  Subscriptions. The ids in ``_table`` are exactly the disjoint union of
-    ``_clients[c].subscriptions`` over all clients, and ``_sub_owner`` maps
-    each id to the client that recorded it.
+I1  Clients, agent types and subscriptions: R1-R5 of ``_registry.py``
+    (``_reg``), which this table builds on.
 I3  Connections. ``_conns`` holds exactly the live connections;
-    ``_clients[c].data`` / ``.control`` is the client's live connection of that
-    kind, or None. A connection's serial is never reused, so a connection that
+    ``_reg.clients[c].data`` / ``.control`` is the client's live connection of
+    that kind, or None. A connection's serial is never reused, so a connection that
     ended never comes back (a late event for it is recognised and ignored).
 I4  Pending RPCs. Every entry of ``_pending`` has a live *data* caller and a
     live *data* target; ``_pending_by_conn[k]`` is exactly the set of gateway
@@ -31,8 +28,6 @@ I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
     answers, so delivering an answer never waits.
-I7  Client records. A client record exists only while it has a live
-    connection, an agent type or a subscription.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -57,7 +52,6 @@ Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
 from __future__ import annotations
 
-import enum
 import heapq
 import logging
 import math
@@ -67,18 +61,15 @@ import attrs
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
-from .._errors import (
-    DuplicateSubscriptionError,
-    InvalidIdentifierError,
-    InvalidSubscriptionError,
-    UnknownSubscriptionError,
-)
+from .._errors import InvalidIdentifierError
 from .._ids import AgentId, TopicId, is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
-from .._subscriptions import SubscriptionTable, subscription_from_proto, subscription_to_proto
+from .._wire import TIMEOUT_METADATA_KEY
+from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
 
 __all__ = [
+    "UNKNOWN_SUBSCRIPTION_MESSAGE",
     "Close",
     "Conn",
     "ConnKind",
@@ -90,34 +81,7 @@ __all__ = [
 
 logger = logging.getLogger("agentwire.gateway")
 
-# What AutoGen's host answers for RemoveSubscription of an unknown id (an
-# unhandled ValueError rendered by grpcio). Reproduced for wire compatibility.
-UNKNOWN_SUBSCRIPTION_MESSAGE = "Unexpected <class 'ValueError'>: Subscription does not exist"
-
-# RpcRequest metadata an agentwire worker sets to the seconds its caller has
-# left; the gateway gives up on the request no later than that.
-TIMEOUT_METADATA_KEY = "agentwire-timeout"
-
 _ERROR_PREFIX = "agentwire gateway: "
-
-
-class ConnKind(enum.Enum):
-    DATA = "data"  # OpenChannel: agents.Message
-    CONTROL = "control"  # OpenControlChannel: agents.ControlMessage
-
-
-@attrs.frozen(slots=True, eq=False)
-class Conn:
-    """One live stream of a client. ``serial`` is unique for the router's life,
-    and the router makes exactly one ``Conn`` per stream, so equality and
-    hashing are by identity (cheap on the hot path)."""
-
-    client_id: str
-    serial: int
-    kind: ConnKind
-
-    def __str__(self) -> str:
-        return f"{self.kind.value} connection #{self.serial} of client {self.client_id}"
 
 
 @attrs.frozen(slots=True)
@@ -147,15 +111,6 @@ class Close:
 Action = Deliver | Close
 
 
-class RoutingError(Exception):
-    """A unary call failed; the service ends the call with *status* and *message*."""
-
-    def __init__(self, status: Status, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
-
-
 @attrs.frozen(slots=True)
 class RouterStatistics:
     clients: int
@@ -174,19 +129,7 @@ class RouterStatistics:
     control_forwarded: int
     control_undeliverable: int
     protocol_errors: int  # malformed messages: the sender's stream was ended
-
-
-@attrs.define(slots=True, eq=False)
-class _Client:
-    types: set[str] = attrs.Factory(set)
-    subscriptions: set[str] = attrs.Factory(set)
-    data: Conn | None = None
-    control: Conn | None = None
-
-    def is_empty(self) -> bool:
-        return (
-            not self.types and not self.subscriptions and self.data is None and self.control is None
-        )
+    registrations_expired: int  # clients whose records expired without a channel
 
 
 @attrs.define(slots=True, eq=False)
@@ -203,17 +146,28 @@ class _Pending:
 class RoutingTable:
     """The routing state of one gateway. Not thread-safe; no I/O; no awaits."""
 
-    def __init__(self, *, rpc_timeout: float | None = 300.0, max_in_flight: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        rpc_timeout: float | None = 300.0,
+        max_in_flight: int = 1000,
+        registration_grace: float | None = 30.0,
+        max_agent_types: int = 1000,
+        max_subscriptions: int = 10_000,
+    ) -> None:
         if rpc_timeout is not None and not rpc_timeout > 0:
             raise ValueError(f"rpc_timeout must be positive or None, got {rpc_timeout!r}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
         self.rpc_timeout = rpc_timeout
         self.max_in_flight = max_in_flight
-        self._clients: dict[str, _Client] = {}
-        self._owner: dict[str, str] = {}
-        self._table = SubscriptionTable()
-        self._sub_owner: dict[str, str] = {}
+        self._reg = reg = Registry(
+            registration_grace=registration_grace,
+            max_agent_types=max_agent_types,
+            max_subscriptions=max_subscriptions,
+        )
+        self._clients = reg.clients
+        self._owner = reg.owner
         self._conns: set[Conn] = set()
         self._serial = 0
         self._pending: dict[str, _Pending] = {}
@@ -254,16 +208,13 @@ class RoutingTable:
         (end the old one with :meth:`disconnect` first)."""
         if self._closed:
             raise RoutingError(Status.UNAVAILABLE, _ERROR_PREFIX + "shutting down")
-        client = self._clients.setdefault(client_id, _Client())
-        if (client.data if kind is ConnKind.DATA else client.control) is not None:
+        if self.connection_of(client_id, kind) is not None:
             raise RuntimeError(f"client {client_id} already has a live {kind.value} connection")
         self._serial += 1
         conn = Conn(client_id, self._serial, kind)
+        self._reg.attach(conn)
         if kind is ConnKind.DATA:
-            client.data = conn
             self._outstanding[conn] = 0
-        else:
-            client.control = conn
         self._conns.add(conn)
         logger.debug("%s opened", conn)
         return conn
@@ -275,12 +226,8 @@ class RoutingTable:
         if conn not in self._conns:
             return []
         self._conns.discard(conn)
-        client = self._clients[conn.client_id]
         actions: list[Action] = []
-        if conn.kind is ConnKind.CONTROL:
-            client.control = None
-        else:
-            client.data = None
+        if conn.kind is ConnKind.DATA:
             self._outstanding.pop(conn, None)
             for gid in sorted(self._pending_by_conn.pop(conn, ()), key=_id_order):
                 p = self._pending.pop(gid)
@@ -295,76 +242,38 @@ class RoutingTable:
                         )
                     )
             self._compact_deadlines()
-            for agent_type in client.types:
-                del self._owner[agent_type]
-            for sub_id in client.subscriptions:
-                self._table.remove(sub_id)
-                del self._sub_owner[sub_id]
-            if client.types or client.subscriptions:
-                logger.info(
-                    "client %s left: dropped agent types %s and %d subscriptions",
-                    conn.client_id,
-                    sorted(client.types),
-                    len(client.subscriptions),
-                )
-            client.types.clear()
-            client.subscriptions.clear()
-        self._forget_if_empty(conn.client_id)
+        self._reg.detach(conn)
         logger.debug("%s closed", conn)
         return actions
 
-    def _forget_if_empty(self, client_id: str) -> None:
-        client = self._clients.get(client_id)
-        if client is not None and client.is_empty():
-            del self._clients[client_id]
-
     # ------------------------------------------------------------ unary calls
 
-    def register_agent(self, client_id: str, agent_type: str) -> None:
-        """RegisterAgent. Works before the client opened a channel (as AutoGen)."""
-        if not is_valid_agent_type(agent_type):
-            raise RoutingError(
-                Status.INVALID_ARGUMENT,
-                f"Invalid agent type {agent_type!r}: it must match ^[\\w\\-\\.]+\\Z",
-            )
-        owner = self._owner.get(agent_type)
-        if owner is not None:
-            raise RoutingError(
-                Status.INVALID_ARGUMENT,
-                f"Agent type {agent_type} already registered with client {owner}.",
-            )
-        self._owner[agent_type] = client_id
-        self._clients.setdefault(client_id, _Client()).types.add(agent_type)
-        logger.debug("client %s registered agent type %s", client_id, agent_type)
+    def register_agent(self, client_id: str, agent_type: str, now: float | None = None) -> None:
+        """RegisterAgent. Works before the client opened a channel (as AutoGen);
+        the records of a client that opens none expire (R4). *now*: the
+        current time (default: the latest the table has seen)."""
+        self._reg.register_agent(client_id, agent_type, self._clock(now))
 
-    def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
-        try:
-            sub = subscription_from_proto(subscription)
-        except (InvalidSubscriptionError, InvalidIdentifierError) as exc:
-            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
-        try:
-            self._table.add(sub)
-        except DuplicateSubscriptionError as exc:
-            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
-        self._sub_owner[sub.id] = client_id
-        self._clients.setdefault(client_id, _Client()).subscriptions.add(sub.id)
+    def add_subscription(
+        self, client_id: str, subscription: pb.Subscription, now: float | None = None
+    ) -> None:
+        self._reg.add_subscription(client_id, subscription, self._clock(now))
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         """Any client may remove any subscription (as AutoGen)."""
-        try:
-            self._table.remove(subscription_id)
-        except UnknownSubscriptionError:
-            raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE) from None
-        owner = self._sub_owner.pop(subscription_id)
-        self._clients[owner].subscriptions.discard(subscription_id)
-        self._forget_if_empty(owner)
+        self._reg.remove_subscription(subscription_id)
 
     def subscriptions(self) -> list[pb.Subscription]:
         """GetSubscriptions: every client's subscriptions, in insertion order."""
-        return [subscription_to_proto(sub) for sub in self._table]
+        return self._reg.subscriptions()
 
     def owner_of(self, agent_type: str) -> str | None:
         return self._owner.get(agent_type)
+
+    def _clock(self, now: float | None) -> float:
+        if now is not None:
+            self._now = max(now, self._now)
+        return self._now if self._now > -math.inf else 0.0
 
     # ------------------------------------------------------------ data channel
 
@@ -504,7 +413,7 @@ class RoutingTable:
             logger.warning("dropping CloudEvent %r: %s", event.id, exc)
             return []
         targets: dict[Conn, None] = {}
-        for agent_type in self._table.agent_types(topic):
+        for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
             if owner is None:
                 logger.debug("no owner for agent type %s subscribed to %s", agent_type, topic)
@@ -572,13 +481,19 @@ class RoutingTable:
         return None
 
     def next_deadline(self) -> float | None:
-        """When the next pending request expires (None: nothing can expire)."""
+        """When the next pending request or channel-less registration expires
+        (None: nothing can expire)."""
         earliest = self._earliest()
-        return None if earliest is None else earliest[0]
+        expiry = self._reg.next_expiry()
+        if earliest is None or (expiry is not None and expiry < earliest[0]):
+            return expiry
+        return earliest[0]
 
     def expire(self, now: float) -> list[Action]:
-        """Answer every request whose deadline has passed with an error."""
+        """Answer every request whose deadline has passed with an error, and
+        drop the records of clients that opened no channel in time (R4)."""
         self._now = now = max(now, self._now)
+        self._reg.expire(now)
         actions: list[Action] = []
         while (earliest := self._earliest()) is not None and earliest[0] <= now:
             gid = earliest[1]
@@ -653,7 +568,7 @@ class RoutingTable:
             data_connections=sum(1 for c in clients if c.data is not None),
             control_connections=sum(1 for c in clients if c.control is not None),
             agent_types=len(self._owner),
-            subscriptions=len(self._table),
+            subscriptions=len(self._reg.table),
             rpcs_in_flight=len(self._pending),
             rpcs_forwarded=self._rpcs_forwarded,
             rpcs_failed=self._rpcs_failed,
@@ -665,25 +580,12 @@ class RoutingTable:
             control_forwarded=self._control_forwarded,
             control_undeliverable=self._control_undeliverable,
             protocol_errors=self._protocol_errors,
+            registrations_expired=self._reg.expired,
         )
 
     def check_invariants(self) -> None:
-        """Assert I1-I7 (for tests; O(size of the state))."""
-        for agent_type, owner in self._owner.items():
-            assert owner in self._clients, (agent_type, owner)
-            assert agent_type in self._clients[owner].types
-        for client_id, client in self._clients.items():
-            assert not client.is_empty(), client_id
-            for agent_type in client.types:
-                assert self._owner.get(agent_type) == client_id
-            for sub_id in client.subscriptions:
-                assert self._sub_owner.get(sub_id) == client_id
-            for conn in (client.data, client.control):
-                if conn is not None:
-                    assert conn in self._conns
-                    assert conn.client_id == client_id
-        assert set(self._sub_owner) == {s.id for s in self._table}
-        assert sum(len(c.subscriptions) for c in self._clients.values()) == len(self._table)
+        """Assert I1-I6 (for tests; O(size of the state))."""
+        self._reg.check_invariants()
         live = {c for client in self._clients.values() for c in (client.data, client.control)}
         assert self._conns == live - {None}
         index: dict[Conn, set[str]] = {}

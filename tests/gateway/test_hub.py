@@ -409,3 +409,21 @@ async def test_events_are_not_starved_by_rpc_traffic() -> None:
         rpc, ev = "request", "cloudEvent"
         assert kinds == [rpc, rpc, ev, rpc, rpc, ev, rpc, ev]
         hub.check_invariants()
+
+
+async def test_channel_less_registrations_expire_on_the_gateway_clock(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    config = GatewayConfig(registration_grace=30.0)
+    async with open_hub(config) as hub:
+        for n in range(50):
+            hub.register_agent(f"ghost{n}", f"phantom{n}")
+            hub.add_subscription(f"ghost{n}", type_sub("news", f"phantom{n}", f"s{n}"))
+        hub.register_agent("worker", "real")
+        await trio.sleep(29)
+        async with hub.connect("worker"):
+            await trio.sleep(2)
+            stats = hub.statistics()
+            assert (stats.clients, stats.agent_types, stats.subscriptions) == (1, 1, 0)
+            assert stats.registrations_expired == 50
+            hub.check_invariants()

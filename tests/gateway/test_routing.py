@@ -484,3 +484,50 @@ def test_arbitrary_bytes_never_break_the_router(raw: bytes) -> None:
         assert isinstance(action, Close | Deliver)
     router.check_invariants()
     assert router.is_live(b)
+
+
+def test_registrations_without_a_channel_expire_after_the_grace() -> None:
+    router = RoutingTable(registration_grace=30.0)
+    router.register_agent("ghost", "phantom", 100.0)
+    router.add_subscription("ghost", type_sub("news", "phantom", "s1"), 110.0)
+    router.register_agent("late", "worker", 100.0)
+    assert router.next_deadline() == 130.0
+    router.expire(129.0)
+    late = router.connect("late", DATA)  # a channel within the grace keeps the records
+    assert router.statistics().agent_types == 2
+    router.expire(130.0)
+    stats = router.statistics()
+    assert (stats.agent_types, stats.subscriptions, stats.clients) == (1, 0, 1)
+    assert stats.registrations_expired == 1
+    assert router.owner_of("worker") == "late"
+    assert router.next_deadline() is None
+    router.disconnect(late)
+    assert router.statistics().clients == 0
+    router.check_invariants()
+
+
+def test_registration_grace_none_keeps_channel_less_records() -> None:
+    router = RoutingTable(registration_grace=None)
+    router.register_agent("ghost", "phantom", 0.0)
+    assert router.next_deadline() is None
+    router.expire(1e9)
+    assert router.owner_of("phantom") == "ghost"
+
+
+def test_agent_types_and_subscriptions_per_client_are_bounded() -> None:
+    router = RoutingTable(max_agent_types=2, max_subscriptions=1)
+    router.register_agent("A", "t1")
+    router.register_agent("A", "t2")
+    with pytest.raises(RoutingError) as info:
+        router.register_agent("A", "t3")
+    assert info.value.status is Status.RESOURCE_EXHAUSTED
+    assert "client A already has 2 agent types registered" in info.value.message
+    router.register_agent("B", "t3")  # other clients are not affected
+    router.add_subscription("A", type_sub("news", "t1", "s1"))
+    with pytest.raises(RoutingError) as info:
+        router.add_subscription("A", type_sub("news", "t2", "s2"))
+    assert info.value.status is Status.RESOURCE_EXHAUSTED
+    assert "subscription s2 was not added" in info.value.message
+    router.remove_subscription("A", "s1")
+    router.add_subscription("A", type_sub("news", "t2", "s2"))
+    router.check_invariants()

@@ -58,6 +58,7 @@ import trio
 from grpclib.const import Status
 
 from .._proto import agent_worker_pb2 as pb
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._queue import ClientQueue, FullLanes, Lane, QueueFull, Waiter
 from ._routing import (
     Action,
@@ -96,6 +97,8 @@ class GatewayConfig:
     * ``rpc_burst``: RPC-lane messages a client is sent, at most, between two
       events while both lanes hold some (RPC traffic goes first, events are
       never starved).
+    * ``max_message_size``: the largest message forwarded; a request or
+      response that would be larger is answered with an error (too-large).
     * ``registration_grace``: seconds the agent types and subscriptions of a
       client-id without a data channel are kept (AutoGen workers may register
       before they open it); then they are dropped (None: kept forever).
@@ -108,6 +111,9 @@ class GatewayConfig:
     max_in_flight: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     send_timeout: float = attrs.field(default=30.0, validator=_positive)
     rpc_burst: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    max_message_size: int = attrs.field(
+        default=DEFAULT_MAX_MESSAGE_SIZE, validator=attrs.validators.ge(1)
+    )
     registration_grace: float | None = attrs.field(default=30.0, validator=_positive)
     max_agent_types_per_client: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     max_subscriptions_per_client: int = attrs.field(
@@ -290,6 +296,7 @@ class GatewayHub:
             registration_grace=config.registration_grace,
             max_agent_types=config.max_agent_types_per_client,
             max_subscriptions=config.max_subscriptions_per_client,
+            max_message_size=config.max_message_size,
         )
         self._links: dict[Conn, _Link] = {}
         self._wakeup = trio.Event()

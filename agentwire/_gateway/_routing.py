@@ -65,7 +65,7 @@ from .._errors import InvalidIdentifierError
 from .._ids import AgentId, TopicId, is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
-from .._wire import TIMEOUT_METADATA_KEY
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, TIMEOUT_METADATA_KEY, ErrorKind
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
 
 __all__ = [
@@ -154,6 +154,7 @@ class RoutingTable:
         registration_grace: float | None = 30.0,
         max_agent_types: int = 1000,
         max_subscriptions: int = 10_000,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
         if rpc_timeout is not None and not rpc_timeout > 0:
             raise ValueError(f"rpc_timeout must be positive or None, got {rpc_timeout!r}")
@@ -161,6 +162,7 @@ class RoutingTable:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
         self.rpc_timeout = rpc_timeout
         self.max_in_flight = max_in_flight
+        self.max_message_size = max_message_size
         self._reg = reg = Registry(
             registration_grace=registration_grace,
             max_agent_types=max_agent_types,
@@ -237,6 +239,7 @@ class RoutingTable:
                     actions.append(
                         self._fail(
                             p,
+                            ErrorKind.CONNECTION_LOST,
                             f"the worker serving {p.target_agent} (client {conn.client_id}) "
                             "disconnected before answering",
                         )
@@ -304,66 +307,58 @@ class RoutingTable:
         logger.warning("ending %s: %s", conn, message)
         return Close(conn, Status.INVALID_ARGUMENT, message)
 
-    def _reject(self, caller: Conn, request_id: str, error: str) -> Deliver:
+    def _reject(self, caller: Conn, request_id: str, kind: ErrorKind, error: str) -> Deliver:
         """An error answer for a request that was never admitted (sent through
         the caller's ordinary, back-pressured queue)."""
         self._rpcs_failed += 1
         logger.debug("request %r from %s failed: %s", request_id, caller, error)
-        response = pb.Message(response=pb.RpcResponse(request_id=request_id, error=error))
-        return Deliver(caller, response.SerializeToString())
+        return Deliver(caller, _error_response(request_id, kind, error))
+
+    def _refusal(self, caller: Conn, request: pb.RpcRequest) -> tuple[ErrorKind, str] | None:
+        """Why *request* cannot be forwarded now, if it cannot."""
+        target = request.target
+        if not is_valid_agent_type(target.type):
+            return ErrorKind.INVALID_ARGUMENT, f"invalid target agent type {target.type!r}"
+        if request.HasField("source") and not is_valid_agent_type(request.source.type):
+            return (
+                ErrorKind.INVALID_ARGUMENT,
+                f"invalid source agent type {request.source.type!r}"
+                " (omit source when there is no sender)",
+            )
+        target_agent = f"{target.type}/{target.key}"
+        owner = self._owner.get(target.type)
+        if owner is None:
+            return (
+                ErrorKind.UNDELIVERABLE,
+                f"no worker has registered agent type {target.type!r}; "
+                f"the request to {target_agent} was not delivered",
+            )
+        if self._clients[owner].data is None:
+            return (
+                ErrorKind.UNDELIVERABLE,
+                f"the worker owning agent type {target.type!r} "
+                f"(client {owner}) has no open channel; the request to {target_agent} "
+                "was not delivered",
+            )
+        if self.in_flight(caller) >= self.max_in_flight:
+            return (
+                ErrorKind.OVERLOADED,
+                f"too many requests in flight from this client "
+                f"(limit {self.max_in_flight}); the request to {target_agent} was not sent",
+            )
+        return None
 
     def _request(self, caller: Conn, message: pb.Message, now: float) -> list[Action]:
         request = message.request
         request_id = request.request_id
+        refusal = self._refusal(caller, request)
+        if refusal is not None:
+            return [self._reject(caller, request_id, *refusal)]
         target = request.target
-        if not is_valid_agent_type(target.type):
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"invalid target agent type {target.type!r}",
-                )
-            ]
-        if request.HasField("source") and not is_valid_agent_type(request.source.type):
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"invalid source agent type {request.source.type!r}"
-                    " (omit source when there is no sender)",
-                )
-            ]
         target_agent = f"{target.type}/{target.key}"
-        owner = self._owner.get(target.type)
-        if owner is None:
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"no worker has registered agent type {target.type!r}; "
-                    f"the request to {target_agent} was not delivered",
-                )
-            ]
+        owner = self._owner[target.type]
         target_conn = self._clients[owner].data
-        if target_conn is None:
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"the worker owning agent type {target.type!r} "
-                    f"(client {owner}) has no open channel; the request to {target_agent} "
-                    "was not delivered",
-                )
-            ]
-        if self.in_flight(caller) >= self.max_in_flight:
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"too many requests in flight from this client "
-                    f"(limit {self.max_in_flight}); the request to {target_agent} was not sent",
-                )
-            ]
+        assert target_conn is not None
         self._next_request += 1
         gid = f"gw{self._next_request}"
         timeout = math.inf if self.rpc_timeout is None else self.rpc_timeout
@@ -377,6 +372,18 @@ class RoutingTable:
             if seconds < timeout:
                 timeout, callers = seconds, True
         deadline = None if timeout == math.inf else now + timeout
+        request.request_id = gid
+        data = message.SerializeToString()
+        if len(data) > self.max_message_size:
+            return [
+                self._reject(
+                    caller,
+                    request_id,
+                    ErrorKind.TOO_LARGE,
+                    f"the request to {target_agent} is {len(data)} bytes as forwarded, over "
+                    f"the message size limit ({self.max_message_size} bytes); send less",
+                )
+            ]
         self._pending[gid] = _Pending(
             caller, request_id, target_conn, target_agent, deadline, timeout, callers
         )
@@ -386,9 +393,8 @@ class RoutingTable:
         self._outstanding[caller] += 1
         self._pending_by_conn.setdefault(caller, set()).add(gid)
         self._pending_by_conn.setdefault(target_conn, set()).add(gid)
-        request.request_id = gid
         self._rpcs_forwarded += 1
-        return [Deliver(target_conn, message.SerializeToString())]
+        return [Deliver(target_conn, data)]
 
     def _response(self, conn: Conn, message: pb.Message) -> list[Action]:
         response = message.response
@@ -401,8 +407,18 @@ class RoutingTable:
             return []
         self._settle(gid, p)
         response.request_id = p.caller_request_id
+        data = message.SerializeToString()
+        if len(data) > self.max_message_size:
+            return [
+                self._fail(
+                    p,
+                    ErrorKind.TOO_LARGE,
+                    f"the response of {p.target_agent} is {len(data)} bytes, over the message "
+                    f"size limit ({self.max_message_size} bytes)",
+                )
+            ]
         self._responses_forwarded += 1
-        return [self._answer(p.caller, message.SerializeToString())]
+        return [self._answer(p.caller, data)]
 
     def _event(self, event: cloudevent_pb2.CloudEvent, data: bytes) -> list[Action]:
         self._events_received += 1
@@ -453,12 +469,9 @@ class RoutingTable:
         # yet consumed": unchanged until answer_consumed().
         return Deliver(caller, data, answer=True)
 
-    def _fail(self, p: _Pending, error: str) -> Deliver:
+    def _fail(self, p: _Pending, kind: ErrorKind, error: str) -> Deliver:
         self._rpcs_failed += 1
-        response = pb.Message(
-            response=pb.RpcResponse(request_id=p.caller_request_id, error=_ERROR_PREFIX + error)
-        )
-        return self._answer(p.caller, response.SerializeToString())
+        return self._answer(p.caller, _error_response(p.caller_request_id, kind, error))
 
     def _compact_deadlines(self) -> None:
         if len(self._deadlines) > 2 * len(self._pending) + 64:
@@ -502,7 +515,11 @@ class RoutingTable:
             self._settle(gid, p)
             whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"
             actions.append(
-                self._fail(p, f"no response from {p.target_agent} within {p.timeout:g} s ({whose})")
+                self._fail(
+                    p,
+                    ErrorKind.TIMEOUT,
+                    f"no response from {p.target_agent} within {p.timeout:g} s ({whose})",
+                )
             )
         return actions
 
@@ -514,7 +531,11 @@ class RoutingTable:
             p = self._pending[gid]
             self._settle(gid, p)
             actions.append(
-                self._fail(p, f"the gateway is shutting down; no answer from {p.target_agent}")
+                self._fail(
+                    p,
+                    ErrorKind.SHUTTING_DOWN,
+                    f"the gateway is shutting down; no answer from {p.target_agent}",
+                )
             )
         self._deadlines.clear()
         return actions
@@ -609,6 +630,15 @@ class RoutingTable:
 
     def pending_ids(self) -> Iterable[str]:
         return self._pending.keys()
+
+
+def _error_response(request_id: str, kind: ErrorKind, error: str) -> bytes:
+    """A serialized error RpcResponse: AutoGen's ``error`` text, and the kind
+    (``ERROR_KIND_KEY`` metadata) for agentwire workers."""
+    response = pb.RpcResponse(
+        request_id=request_id, error=_ERROR_PREFIX + error, metadata={ERROR_KIND_KEY: kind}
+    )
+    return pb.Message(response=response).SerializeToString()
 
 
 def _id_order(gid: str) -> int:

@@ -16,6 +16,7 @@ from agentwire._gateway._routing import (
     RoutingTable,
 )
 from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._wire import ERROR_KIND_KEY, ErrorKind
 
 from .helpers import control, event, parse, prefix_sub, request, response, type_sub
 
@@ -531,3 +532,66 @@ def test_agent_types_and_subscriptions_per_client_are_bounded() -> None:
     router.remove_subscription("A", "s1")
     router.add_subscription("A", type_sub("news", "t2", "s2"))
     router.check_invariants()
+
+
+def _error_of(actions: list[Deliver | Close]) -> tuple[str, str]:
+    (action,) = actions
+    assert isinstance(action, Deliver)
+    response = parse(action.data).response
+    assert response.error.startswith("agentwire gateway: ")
+    return response.metadata[ERROR_KIND_KEY], response.error
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "text"),
+    [
+        (request("1", "bad type/k"), ErrorKind.INVALID_ARGUMENT, "invalid target agent type"),
+        (
+            request("1", "echo/k", source="bad type/s"),
+            ErrorKind.INVALID_ARGUMENT,
+            "invalid source agent type",
+        ),
+        (request("1", "ghost/k"), ErrorKind.UNDELIVERABLE, "no worker has registered"),
+        (request("1", "offline/k"), ErrorKind.UNDELIVERABLE, "has no open channel"),
+        (request("1", "echo/k", data=b"x" * 600), ErrorKind.TOO_LARGE, "over the message size"),
+    ],
+)
+def test_refused_requests_carry_their_error_kind(raw: bytes, kind: ErrorKind, text: str) -> None:
+    router = RoutingTable(max_message_size=500)
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    router.register_agent("C", "offline")
+    assert _error_of(router.receive(a, raw, 0.0))[0] == kind
+    assert text in _error_of(router.receive(a, raw, 0.0))[1]
+
+
+def test_failed_rpcs_carry_their_error_kind() -> None:
+    router = RoutingTable(rpc_timeout=5.0, max_in_flight=1, max_message_size=500)
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+
+    def forward(rid: str) -> str:
+        (action,) = router.receive(a, request(rid, "echo/k"), 0.0)
+        assert isinstance(action, Deliver)
+        return parse(action.data).request.request_id
+
+    gid = forward("1")
+    assert _error_of(router.receive(a, request("2", "echo/k"), 0.0))[0] == ErrorKind.OVERLOADED
+    assert _error_of(router.expire(5.0)) == (
+        ErrorKind.TIMEOUT,
+        "agentwire gateway: no response from echo/k within 5 s (rpc_timeout)",
+    )
+    router.answer_consumed(a)
+    gid = forward("3")
+    kind, text = _error_of(router.receive(b, response(gid, data=b"y" * 600), 0.0))
+    assert (kind, "over the message size limit" in text) == (ErrorKind.TOO_LARGE, True)
+    router.answer_consumed(a)
+    forward("4")
+    assert _error_of(router.disconnect(b))[0] == ErrorKind.CONNECTION_LOST
+    router.answer_consumed(a)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    forward("5")
+    assert _error_of(router.shutdown())[0] == ErrorKind.SHUTTING_DOWN

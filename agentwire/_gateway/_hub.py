@@ -104,6 +104,11 @@ class GatewayConfig:
       before they open it); then they are dropped (None: kept forever).
     * ``max_agent_types_per_client`` / ``max_subscriptions_per_client``: more
       are refused with RESOURCE_EXHAUSTED.
+    * ``startup_grace``: seconds after the start during which a request for
+      an agent type nobody serves yet, or an event no subscriber would get,
+      is held (up to ``max_held`` in all) until a worker registers, instead
+      of failing at once; what is still undeliverable when it ends meets the
+      usual fate (error answer; event dropped). 0 disables it.
     """
 
     rpc_timeout: float | None = attrs.field(default=300.0, validator=_positive)
@@ -119,6 +124,8 @@ class GatewayConfig:
     max_subscriptions_per_client: int = attrs.field(
         default=10_000, validator=attrs.validators.ge(1)
     )
+    startup_grace: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    max_held: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(slots=True)
@@ -290,6 +297,7 @@ class GatewayHub:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        self.started_at = trio.current_time()  # the start-up grace counts from here
         self._table = RoutingTable(
             rpc_timeout=config.rpc_timeout,
             max_in_flight=config.max_in_flight,
@@ -297,7 +305,11 @@ class GatewayHub:
             max_agent_types=config.max_agent_types_per_client,
             max_subscriptions=config.max_subscriptions_per_client,
             max_message_size=config.max_message_size,
+            startup_grace=config.startup_grace,
+            max_held=config.max_held,
+            start_time=self.started_at,
         )
+        self._release_wanted = trio.Event()
         self._links: dict[Conn, _Link] = {}
         self._wakeup = trio.Event()
         self._timer_target = math.inf
@@ -323,6 +335,8 @@ class GatewayHub:
 
     def _after_change(self) -> None:
         self._wake_timer()
+        if self._table.wants_release(trio.current_time()):
+            self._release_wanted.set()
         self._changed.unpark_all()
 
     def subscriptions(self) -> list[pb.Subscription]:
@@ -358,7 +372,7 @@ class GatewayHub:
         link = _Link(conn, in_send, in_recv, queue)
         self._links[conn] = link
         connection = Connection(client_id, kind, in_send, _Outbound(self, link), link, self)
-        self._changed.unpark_all()
+        self._after_change()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._route, link)
@@ -492,6 +506,18 @@ class GatewayHub:
             self._wakeup = trio.Event()
             self._carry_out_now(self._table.expire(trio.current_time()))
 
+    async def _run_releaser(self) -> None:
+        """Carry out the start-up hold's releases (they may wait for queue space)."""
+        while True:
+            await self._release_wanted.wait()
+            self._release_wanted = trio.Event()
+            for action in self._table.release(trio.current_time()):
+                target = self._place(action, True)
+                if target is not None:
+                    assert isinstance(action, Deliver)
+                    await self._wait_for_space(target, action)
+            self._after_change()
+
     # ------------------------------------------------------------ shutdown
 
     def begin_shutdown(self, reason: str = "agentwire gateway: shutting down") -> None:
@@ -541,6 +567,7 @@ async def open_hub(config: GatewayConfig | None = None) -> AsyncIterator[Gateway
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub._run_timer)
+            nursery.start_soon(hub._run_releaser)
             try:
                 yield hub
             finally:

@@ -22,6 +22,21 @@ R4  Channel-less records expire. A client with agent types or subscriptions
 R5  Per-client bounds. A client has at most ``max_agent_types`` agent types
     and ``max_subscriptions`` subscriptions; more are refused with
     RESOURCE_EXHAUSTED.
+
+Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
+
+* RegisterAgent: one owner per type, even for the same client; duplicate ->
+  INVALID_ARGUMENT "Agent type {t} already registered with client {c}.".
+  Unlike AutoGen we also refuse an invalid agent type (INVALID_ARGUMENT),
+  since no message could ever be routed to it.
+* AddSubscription: AutoGen duplicate semantics, INVALID_ARGUMENT
+  "Subscription already exists". Subscriptions that fail validation (no
+  oneof arm, invalid agent or topic type) are INVALID_ARGUMENT here; AutoGen
+  answers UNKNOWN for the missing oneof and accepts invalid types silently.
+* RemoveSubscription of an unknown id answers UNKNOWN
+  "Unexpected <class 'ValueError'>: Subscription does not exist": that is
+  what AutoGen's host leaks from an unhandled ValueError, and peers may
+  match on it, so we reproduce it on purpose. Any client may remove any id.
 """
 
 from __future__ import annotations

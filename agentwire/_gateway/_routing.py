@@ -7,6 +7,8 @@ Invariants (checked after every step by ``tests/gateway/test_routing_stateful.py
 
 I1  Clients, agent types and subscriptions: R1-R5 of ``_registry.py``
     (``_reg``), which this table builds on.
+I2  Start-up hold: G1-G4 of ``_held.py`` (``_hold``; None once the grace is
+    over). Held requests count as in flight (I6).
 I3  Connections. ``_conns`` holds exactly the live connections;
     ``_reg.clients[c].data`` / ``.control`` is the client's live connection of
     that kind, or None. A connection's serial is never reused, so a connection that
@@ -31,23 +33,15 @@ I6  In-flight bound. For each connection, (pending entries it is the caller
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
-* RegisterAgent: one owner per type, even for the same client; duplicate ->
-  INVALID_ARGUMENT "Agent type {t} already registered with client {c}.".
-  Unlike AutoGen we also refuse an invalid agent type (INVALID_ARGUMENT),
-  since no message could ever be routed to it.
-* AddSubscription: AutoGen duplicate semantics, INVALID_ARGUMENT
-  "Subscription already exists". Subscriptions that fail validation (no
-  oneof arm, invalid agent or topic type) are INVALID_ARGUMENT here; AutoGen
-  answers UNKNOWN for the missing oneof and accepts invalid types silently.
-* RemoveSubscription of an unknown id answers UNKNOWN
-  "Unexpected <class 'ValueError'>: Subscription does not exist": that is
-  what AutoGen's host leaks from an unhandled ValueError, and peers may
-  match on it, so we reproduce it on purpose. Any client may remove any id.
+* RegisterAgent, AddSubscription, RemoveSubscription: see ``_registry.py``.
 * Requests get a gateway-unique ``request_id`` on the way to the owner and
   their own id back on the way out (AutoGen issue #7016). Every request is
   answered; AutoGen drops undeliverable ones and the caller hangs.
 * CloudEvents are forwarded byte-for-byte, once per client that owns a
   subscribed agent type, the publisher included (as AutoGen).
+* Every error ``RpcResponse`` of the gateway carries ``ERROR_KIND_KEY``
+  metadata (an :class:`~agentwire._wire.ErrorKind`) next to the ``error``
+  text, which AutoGen workers see unchanged.
 """
 
 from __future__ import annotations
@@ -62,14 +56,18 @@ from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
 from .._errors import InvalidIdentifierError
-from .._ids import AgentId, TopicId, is_valid_agent_type
+from .._ids import TopicId, is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, TIMEOUT_METADATA_KEY, ErrorKind
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
+from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
+from ._control import control_error_reply, resolve
+from ._held import HeldEvent, HeldRequest, StartupHold
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
 
 __all__ = [
     "UNKNOWN_SUBSCRIPTION_MESSAGE",
+    "Action",
     "Close",
     "Conn",
     "ConnKind",
@@ -80,56 +78,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("agentwire.gateway")
-
-_ERROR_PREFIX = "agentwire gateway: "
-
-
-@attrs.frozen(slots=True)
-class Deliver:
-    """Send *data* (a serialized Message or ControlMessage) to *conn*.
-
-    ``answer`` is true for an RpcResponse that settles one of *conn*'s pending
-    requests: those never wait for queue space (I6) and, once consumed, must be
-    reported with :meth:`RoutingTable.answer_consumed`.
-    """
-
-    conn: Conn
-    data: bytes
-    answer: bool = False
-    event: bool = False  # a CloudEvent (the I/O layer queues it in the event lane)
-
-
-@attrs.frozen(slots=True)
-class Close:
-    """End *conn*'s stream with *status* (it broke the protocol)."""
-
-    conn: Conn
-    status: Status
-    message: str
-
-
-Action = Deliver | Close
-
-
-@attrs.frozen(slots=True)
-class RouterStatistics:
-    clients: int
-    data_connections: int
-    control_connections: int
-    agent_types: int
-    subscriptions: int
-    rpcs_in_flight: int
-    rpcs_forwarded: int
-    rpcs_failed: int  # answered with an error by the gateway itself
-    responses_forwarded: int
-    responses_dropped: int  # late (caller gone, timed out) or unknown
-    events_received: int
-    event_deliveries: int
-    events_dropped: int  # invalid topic
-    control_forwarded: int
-    control_undeliverable: int
-    protocol_errors: int  # malformed messages: the sender's stream was ended
-    registrations_expired: int  # clients whose records expired without a channel
 
 
 @attrs.define(slots=True, eq=False)
@@ -155,6 +103,9 @@ class RoutingTable:
         max_agent_types: int = 1000,
         max_subscriptions: int = 10_000,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        startup_grace: float = 0.0,
+        max_held: int = 1000,
+        start_time: float = 0.0,
     ) -> None:
         if rpc_timeout is not None and not rpc_timeout > 0:
             raise ValueError(f"rpc_timeout must be positive or None, got {rpc_timeout!r}")
@@ -170,6 +121,11 @@ class RoutingTable:
         )
         self._clients = reg.clients
         self._owner = reg.owner
+        # The start-up hold (``_held.py``); None once its grace is over.
+        self._hold: StartupHold | None = None
+        if startup_grace > 0:
+            self._hold = StartupHold(start_time + startup_grace, max_held)
+        self._hold_retry = False  # something arrived that a held message may wait for
         self._conns: set[Conn] = set()
         self._serial = 0
         self._pending: dict[str, _Pending] = {}
@@ -209,7 +165,7 @@ class RoutingTable:
         """Attach a new stream. The client must not have a live one of this kind
         (end the old one with :meth:`disconnect` first)."""
         if self._closed:
-            raise RoutingError(Status.UNAVAILABLE, _ERROR_PREFIX + "shutting down")
+            raise RoutingError(Status.UNAVAILABLE, ERROR_PREFIX + "shutting down")
         if self.connection_of(client_id, kind) is not None:
             raise RuntimeError(f"client {client_id} already has a live {kind.value} connection")
         self._serial += 1
@@ -218,6 +174,7 @@ class RoutingTable:
         if kind is ConnKind.DATA:
             self._outstanding[conn] = 0
         self._conns.add(conn)
+        self._hold_retry = kind is ConnKind.DATA
         logger.debug("%s opened", conn)
         return conn
 
@@ -245,6 +202,8 @@ class RoutingTable:
                         )
                     )
             self._compact_deadlines()
+            if self._hold is not None:
+                self._hold.forget_caller(conn)
         self._reg.detach(conn)
         logger.debug("%s closed", conn)
         return actions
@@ -256,11 +215,13 @@ class RoutingTable:
         the records of a client that opens none expire (R4). *now*: the
         current time (default: the latest the table has seen)."""
         self._reg.register_agent(client_id, agent_type, self._clock(now))
+        self._hold_retry = True
 
     def add_subscription(
         self, client_id: str, subscription: pb.Subscription, now: float | None = None
     ) -> None:
         self._reg.add_subscription(client_id, subscription, self._clock(now))
+        self._hold_retry = True
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         """Any client may remove any subscription (as AutoGen)."""
@@ -295,7 +256,7 @@ class RoutingTable:
         if kind == "response":
             return self._response(conn, message)
         if kind == "cloudEvent":
-            return self._event(message.cloudEvent, data)
+            return self._event(message.cloudEvent, data, now)
         return [
             self._protocol_error(
                 conn, "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
@@ -312,7 +273,7 @@ class RoutingTable:
         the caller's ordinary, back-pressured queue)."""
         self._rpcs_failed += 1
         logger.debug("request %r from %s failed: %s", request_id, caller, error)
-        return Deliver(caller, _error_response(request_id, kind, error))
+        return Deliver(caller, error_response(request_id, kind, error))
 
     def _refusal(self, caller: Conn, request: pb.RpcRequest) -> tuple[ErrorKind, str] | None:
         """Why *request* cannot be forwarded now, if it cannot."""
@@ -353,6 +314,16 @@ class RoutingTable:
         request_id = request.request_id
         refusal = self._refusal(caller, request)
         if refusal is not None:
+            hold = self._hold
+            if (
+                refusal[0] is ErrorKind.UNDELIVERABLE
+                and hold is not None
+                and hold.accepts(now)
+                and self.in_flight(caller) < self.max_in_flight
+            ):
+                hold.requests.append(HeldRequest(caller, message))
+                self._outstanding[caller] += 1  # G3
+                return []
             return [self._reject(caller, request_id, *refusal)]
         target = request.target
         target_agent = f"{target.type}/{target.key}"
@@ -420,7 +391,7 @@ class RoutingTable:
         self._responses_forwarded += 1
         return [self._answer(p.caller, data)]
 
-    def _event(self, event: cloudevent_pb2.CloudEvent, data: bytes) -> list[Action]:
+    def _event(self, event: cloudevent_pb2.CloudEvent, data: bytes, now: float) -> list[Action]:
         self._events_received += 1
         try:
             topic = TopicId(event.type, event.source)
@@ -428,6 +399,13 @@ class RoutingTable:
             self._events_dropped += 1
             logger.warning("dropping CloudEvent %r: %s", event.id, exc)
             return []
+        actions = self._publish(topic, data)
+        if not actions and self._hold is not None and self._hold.accepts(now):
+            self._hold.events.append(HeldEvent(topic, data))
+        return actions
+
+    def _publish(self, topic: TopicId, data: bytes) -> list[Action]:
+        """Deliver *data* once to each client owning a type subscribed to *topic*."""
         targets: dict[Conn, None] = {}
         for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
@@ -471,7 +449,7 @@ class RoutingTable:
 
     def _fail(self, p: _Pending, kind: ErrorKind, error: str) -> Deliver:
         self._rpcs_failed += 1
-        return self._answer(p.caller, _error_response(p.caller_request_id, kind, error))
+        return self._answer(p.caller, error_response(p.caller_request_id, kind, error))
 
     def _compact_deadlines(self) -> None:
         if len(self._deadlines) > 2 * len(self._pending) + 64:
@@ -494,13 +472,49 @@ class RoutingTable:
         return None
 
     def next_deadline(self) -> float | None:
-        """When the next pending request or channel-less registration expires
-        (None: nothing can expire)."""
+        """When the next pending request or channel-less registration expires,
+        or the start-up hold ends (None: nothing can expire)."""
         earliest = self._earliest()
-        expiry = self._reg.next_expiry()
-        if earliest is None or (expiry is not None and expiry < earliest[0]):
-            return expiry
-        return earliest[0]
+        deadlines = [self._reg.next_expiry(), None if earliest is None else earliest[0]]
+        if self._hold is not None:
+            deadlines.append(self._hold.next_deadline())
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # ------------------------------------------------------------ start-up hold
+
+    def wants_release(self, now: float) -> bool:
+        """Whether :meth:`release` has work: a held message may be deliverable
+        now, or the grace is over."""
+        hold = self._hold
+        return hold is not None and (now >= hold.until or (self._hold_retry and len(hold) > 0))
+
+    def release(self, now: float) -> list[Action]:
+        """Retry every held message (see ``_held.py``); at or after the end of
+        the grace, give what is still undeliverable its usual fate. The
+        actions may include traffic (forwarded requests, events): the I/O
+        layer carries them out in a task that may wait."""
+        hold = self._hold
+        if hold is None:
+            return []
+        self._now = now = max(now, self._now)
+        self._hold_retry = False
+        if now >= hold.until:
+            self._hold = None
+        requests, events = hold.take()
+        actions: list[Action] = []
+        for held in requests:
+            if held.caller in self._conns:
+                self._outstanding[held.caller] -= 1  # re-admitted below (or held again)
+                actions += self._request(held.caller, held.message, now)
+        for held_event in events:
+            delivered = self._publish(held_event.topic, held_event.data)
+            if delivered:
+                actions += delivered
+            elif self._hold is not None:
+                self._hold.events.append(held_event)
+            else:
+                self._events_dropped += 1
+        return actions
 
     def expire(self, now: float) -> list[Action]:
         """Answer every request whose deadline has passed with an error, and
@@ -527,6 +541,19 @@ class RoutingTable:
         """Refuse new connections and answer every pending request with an error."""
         self._closed = True
         actions: list[Action] = []
+        if self._hold is not None:
+            requests, _ = self._hold.take()
+            self._hold = None
+            for held in requests:
+                request = held.message.request
+                self._rpcs_failed += 1
+                error = f"the gateway is shutting down; {request.target.type}/{request.target.key}"
+                actions.append(
+                    self._answer(
+                        held.caller,
+                        error_response(request.request_id, ErrorKind.SHUTTING_DOWN, error),
+                    )
+                )
         for gid in sorted(self._pending, key=_id_order):
             p = self._pending[gid]
             self._settle(gid, p)
@@ -542,20 +569,6 @@ class RoutingTable:
 
     # ------------------------------------------------------------ control channel
 
-    def _resolve(self, destination: str) -> Conn | None:
-        if destination.startswith("agentid="):
-            try:
-                agent = AgentId.from_str(destination[len("agentid=") :])
-            except InvalidIdentifierError:
-                return None
-            owner = self._owner.get(agent.type)
-            client = None if owner is None else self._clients[owner]
-        elif destination.startswith("clientid="):
-            client = self._clients.get(destination[len("clientid=") :])
-        else:
-            return None
-        return None if client is None else client.control
-
     def receive_control(self, conn: Conn, data: bytes) -> list[Action]:
         """A serialized ``agents.ControlMessage`` arrived on control connection *conn*."""
         if conn not in self._conns:
@@ -564,20 +577,20 @@ class RoutingTable:
             message = pb.ControlMessage.FromString(data)
         except DecodeError as exc:
             return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
-        target = self._resolve(message.destination)
+        target = resolve(self._reg, message.destination)
         if target is not None:
             self._control_forwarded += 1
             return [Deliver(target, data)]
         self._control_undeliverable += 1
         reason = (
-            _ERROR_PREFIX + f"cannot deliver control message {message.rpc_id!r}: "
+            ERROR_PREFIX + f"cannot deliver control message {message.rpc_id!r}: "
             f"no control channel for destination {message.destination!r}"
         )
-        reply = _control_error_reply(message, reason)
+        reply = control_error_reply(message, reason)
         if reply is None:
             logger.warning("%s (dropped)", reason)
             return []
-        back = self._resolve(message.respond_to) or conn
+        back = resolve(self._reg, message.respond_to) or conn
         return [Deliver(back, reply.SerializeToString())]
 
     # ------------------------------------------------------------ introspection
@@ -602,6 +615,7 @@ class RoutingTable:
             control_undeliverable=self._control_undeliverable,
             protocol_errors=self._protocol_errors,
             registrations_expired=self._reg.expired,
+            held_messages=0 if self._hold is None else len(self._hold),
         )
 
     def check_invariants(self) -> None:
@@ -624,41 +638,18 @@ class RoutingTable:
                 assert (p.deadline, _id_order(gid), gid) in self._deadlines
         assert index == self._pending_by_conn
         assert set(self._outstanding) == {c for c in self._conns if c.kind is ConnKind.DATA}
+        hold_requests = [] if self._hold is None else self._hold.requests
+        if self._hold is not None:
+            self._hold.check_invariants()
+            assert all(h.caller in self._conns for h in hold_requests)  # G3
         for conn, outstanding in self._outstanding.items():
             calls = sum(1 for p in self._pending.values() if p.caller == conn)
+            calls += sum(1 for h in hold_requests if h.caller == conn)
             assert calls <= outstanding <= self.max_in_flight, (conn, calls, outstanding)
 
     def pending_ids(self) -> Iterable[str]:
         return self._pending.keys()
 
 
-def _error_response(request_id: str, kind: ErrorKind, error: str) -> bytes:
-    """A serialized error RpcResponse: AutoGen's ``error`` text, and the kind
-    (``ERROR_KIND_KEY`` metadata) for agentwire workers."""
-    response = pb.RpcResponse(
-        request_id=request_id, error=_ERROR_PREFIX + error, metadata={ERROR_KIND_KEY: kind}
-    )
-    return pb.Message(response=response).SerializeToString()
-
-
 def _id_order(gid: str) -> int:
     return int(gid[2:])
-
-
-def _control_error_reply(message: pb.ControlMessage, reason: str) -> pb.ControlMessage | None:
-    """The error response for an undeliverable control *request*, if it is one."""
-    if not message.HasField("respond_to") or not message.respond_to:
-        return None
-    if not message.HasField("rpcMessage"):
-        return None
-    answer: pb.SaveStateResponse | pb.LoadStateResponse
-    type_name = message.rpcMessage.TypeName()
-    if type_name == "agents.SaveStateRequest":
-        answer = pb.SaveStateResponse(error=reason)
-    elif type_name == "agents.LoadStateRequest":
-        answer = pb.LoadStateResponse(error=reason)
-    else:
-        return None
-    reply = pb.ControlMessage(rpc_id=message.rpc_id, destination=message.respond_to)
-    reply.rpcMessage.Pack(answer)
-    return reply

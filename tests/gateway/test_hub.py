@@ -12,13 +12,16 @@ from grpclib.const import Status
 from agentwire._gateway import ConnKind, GatewayConfig, GatewayHub, RoutingError, open_hub
 from agentwire._gateway._hub import Connection
 from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._wire import ERROR_KIND_KEY, ErrorKind
 
 from .helpers import control, event, parse, request, response, type_sub
 
 
 @pytest.fixture
 async def hub() -> AsyncIterator[GatewayHub]:
-    config = GatewayConfig(rpc_timeout=10.0, queue_size=2, max_in_flight=4, send_timeout=5.0)
+    config = GatewayConfig(
+        rpc_timeout=10.0, queue_size=2, max_in_flight=4, send_timeout=5.0, startup_grace=0
+    )
     async with open_hub(config) as hub:
         yield hub
 
@@ -426,4 +429,74 @@ async def test_channel_less_registrations_expire_on_the_gateway_clock(
             stats = hub.statistics()
             assert (stats.clients, stats.agent_types, stats.subscriptions) == (1, 1, 0)
             assert stats.registrations_expired == 50
+            hub.check_invariants()
+
+
+@pytest.fixture
+async def restarted_hub() -> AsyncIterator[GatewayHub]:
+    config = GatewayConfig(startup_grace=5.0, max_held=3)
+    async with open_hub(config) as hub:
+        yield hub
+
+
+def since_start(hub: GatewayHub) -> float:
+    return trio.current_time() - hub.started_at
+
+
+async def test_a_request_during_the_startup_grace_waits_for_its_worker(
+    restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = restarted_hub
+    async with hub.connect("A") as a:
+        await a.send(request("1", "echo/k"))
+        await trio.sleep(2)
+        assert hub.statistics().held_messages == 1
+        async with hub.connect("B") as b:
+            hub.register_agent("B", "echo")
+            forwarded = (await receive(b)).request
+            await b.send(response(forwarded.request_id))
+            assert (await receive(a)).response.request_id == "1"
+            assert since_start(hub) < 5
+        hub.check_invariants()
+
+
+async def test_a_held_request_gets_the_usual_error_when_the_grace_ends(
+    restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = restarted_hub
+    async with hub.connect("A") as a:
+        for rid in "123":
+            await a.send(request(rid, "ghost/k"))
+        await a.send(request("4", "ghost/k"))  # max_held=3: the usual error at once
+        answered = (await receive(a)).response
+        assert (answered.request_id, since_start(hub)) == ("4", 0)
+        answers = [(await receive(a)).response for _ in range(3)]
+        assert since_start(hub) == 5
+        assert [r.request_id for r in answers] == ["1", "2", "3"]
+        for r in [answered, *answers]:
+            assert "no worker has registered agent type 'ghost'" in r.error
+            assert r.metadata[ERROR_KIND_KEY] == ErrorKind.UNDELIVERABLE
+        await a.send(request("5", "ghost/k"))  # after the grace: at once
+        assert (await receive(a)).response.request_id == "5"
+        assert since_start(hub) == 5
+        hub.check_invariants()
+
+
+async def test_events_during_the_startup_grace_wait_for_a_subscriber(
+    restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = restarted_hub
+    async with hub.connect("A") as a:
+        await a.send(event("news", event_id="early"))
+        await a.send(event("weather", event_id="nobody-wants-it"))
+        await trio.sleep(1)
+        hub.register_agent("B", "listener")
+        hub.add_subscription("B", type_sub("news", "listener", "s1"))
+        async with hub.connect("B") as b:
+            assert parse(await b.from_gateway.receive()).cloudEvent.id == "early"
+            await trio.sleep(5)
+            stats = hub.statistics()
+            assert (stats.held_messages, stats.events_dropped) == (0, 1)
+            await a.send(event("news", event_id="later"))
+            assert parse(await b.from_gateway.receive()).cloudEvent.id == "later"
             hub.check_invariants()

@@ -36,6 +36,8 @@ class RoutingTableMachine(RuleBasedStateMachine):
             registration_grace=10.0,
             max_agent_types=2,
             max_subscriptions=3,
+            startup_grace=8.0,
+            max_held=3,
         )
         self.now = 0.0
         self.conns: dict[str, Conn] = {}
@@ -184,6 +186,12 @@ class RoutingTableMachine(RuleBasedStateMachine):
         actions = self.router.receive(conn, raw, self.now)
         assert [(type(a), a.conn) for a in actions] == [(Close, conn)]
         self._apply(actions)
+
+    @rule()
+    def release_held(self) -> None:
+        """The I/O layer's releaser runs (after registrations, or the grace's end)."""
+        if self.router.wants_release(self.now):
+            self._apply(self.router.release(self.now))
 
     @rule(dt=st.sampled_from([0.5, 2.0, 6.0, 11.0]))
     def advance(self, dt: float) -> None:

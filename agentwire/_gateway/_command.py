@@ -3,7 +3,9 @@
 Prints exactly one line to stdout once listening --
 ``agentwire gateway listening on HOST:PORT`` -- and flushes it, so a parent
 process can wait for it. Logs go to stderr. On SIGINT/SIGTERM it shuts down
-gracefully (``--grace-period``) and exits 0.
+gracefully (``--grace-period``) and exits 0. An invalid ``--address``, or one
+it cannot listen on (port in use, unknown host), is reported in one line on
+stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 
 import trio
 
-from ._serve import DEFAULT_MAX_MESSAGE_SIZE, Gateway, serve_gateway
+from .._address import InvalidAddressError, parse_address
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._serve import Gateway, serve_gateway
 
 __all__ = ["add_gateway_command"]
 
@@ -72,21 +76,37 @@ def add_gateway_command(subparsers: Any) -> None:
     parser.set_defaults(handler=run_gateway_command)
 
 
+EXIT_BAD_ADDRESS = 2
+"""Exit status for an address that is invalid or cannot be listened on."""
+
+
 def run_gateway_command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        parse_address(args.address)
+    except InvalidAddressError as exc:
+        print(f"agentwire gateway: invalid --address: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
         trio.run(_run, args)
     except* OSError as group:
-        failure = group.exceptions[0]  # type: ignore[assignment]
+        failure = _first_leaf(group)
     if failure is not None:
-        print(f"agentwire gateway: cannot listen on {args.address}: {failure}", file=sys.stderr)
-        return 1
+        reason = failure.strerror or str(failure)
+        print(f"agentwire gateway: cannot listen on {args.address}: {reason}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    """The first exception of *group* that is not itself a group (nurseries nest)."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _run(args: argparse.Namespace) -> None:

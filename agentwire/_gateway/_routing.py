@@ -13,19 +13,20 @@ I3  Connections. ``_conns`` holds exactly the live connections;
     ``_reg.clients[c].data`` / ``.control`` is the client's live connection of
     that kind, or None. A connection's serial is never reused, so a connection that
     ended never comes back (a late event for it is recognised and ignored).
-I4  Pending RPCs. Every entry of ``_pending`` has a live *data* caller and a
-    live *data* target; ``_pending_by_conn[k]`` is exactly the set of gateway
-    ids whose caller or target is ``k`` (no empty sets are kept).
+I4  Pending RPCs (kept by ``_inflight.py``). Every entry of ``_pending`` has
+    a live *data* caller and a live *data* target; its index by connection
+    holds exactly the gateway ids whose caller or target is that connection
+    (no empty sets are kept).
 I5  Exactly one answer. A request admitted into ``_pending`` leaves it exactly
     once: by the target's response, by expiry, by either side's disconnect or
     by shutdown. The caller gets exactly one answer (the response, or an
     ``RpcResponse`` with ``error``) unless the caller itself is gone. Gateway
     request ids come from a counter and are never reused. Every pending entry
-    with a deadline has an entry ``(deadline, gid)`` in the heap ``_deadlines``
-    (stale heap entries are skipped, and the heap is rebuilt when it is more
-    than twice the size it needs). A deadline is ``now + rpc_timeout``, or
-    sooner when the caller sent its own remaining time in the request metadata
-    (``agentwire-timeout``, seconds; agentwire workers do).
+    with a deadline has an entry in the deadline heap (stale entries are
+    skipped; the heap is rebuilt when more than twice the size it needs). A
+    deadline is ``now + rpc_timeout``, or sooner when the caller sent its own
+    remaining time in the request metadata (``agentwire-timeout``, seconds;
+    agentwire workers do).
 I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
@@ -46,12 +47,10 @@ Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
 from __future__ import annotations
 
-import heapq
 import logging
 import math
 from collections.abc import Iterable
 
-import attrs
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
@@ -63,6 +62,7 @@ from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
 from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
 from ._control import control_error_reply, resolve
 from ._held import HeldEvent, HeldRequest, StartupHold
+from ._inflight import InFlight, Pending
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
 
 __all__ = [
@@ -78,17 +78,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("agentwire.gateway")
-
-
-@attrs.define(slots=True, eq=False)
-class _Pending:
-    caller: Conn
-    caller_request_id: str
-    target: Conn
-    target_agent: str  # "type/key", for error messages
-    deadline: float | None
-    timeout: float = math.inf
-    callers_timeout: bool = False  # the caller asked for less than rpc_timeout
 
 
 class RoutingTable:
@@ -128,13 +117,10 @@ class RoutingTable:
         self._hold_retry = False  # something arrived that a held message may wait for
         self._conns: set[Conn] = set()
         self._serial = 0
-        self._pending: dict[str, _Pending] = {}
-        self._deadlines: list[tuple[float, int, str]] = []  # (deadline, seq, gid) heap
-        self._pending_by_conn: dict[Conn, set[str]] = {}
+        self._pending = InFlight()
         # Per live data connection: requests it sent that are unanswered, plus
         # answers to it that the I/O layer has not consumed yet (I6).
         self._outstanding: dict[Conn, int] = {}
-        self._next_request = 0
         self._now = float("-inf")
         self._closed = False
         # counters
@@ -188,20 +174,15 @@ class RoutingTable:
         actions: list[Action] = []
         if conn.kind is ConnKind.DATA:
             self._outstanding.pop(conn, None)
-            for gid in sorted(self._pending_by_conn.pop(conn, ()), key=_id_order):
-                p = self._pending.pop(gid)
-                other = p.caller if p.target == conn else p.target
-                self._unindex(other, gid)
-                if p.target == conn and p.caller != conn:
-                    actions.append(
-                        self._fail(
-                            p,
-                            ErrorKind.CONNECTION_LOST,
-                            f"the worker serving {p.target_agent} (client {conn.client_id}) "
-                            "disconnected before answering",
-                        )
+            for p in self._pending.drop_conn(conn):
+                actions.append(
+                    self._fail(
+                        p,
+                        ErrorKind.CONNECTION_LOST,
+                        f"the worker serving {p.target_agent} (client {conn.client_id}) "
+                        "disconnected before answering",
                     )
-            self._compact_deadlines()
+                )
             if self._hold is not None:
                 self._hold.forget_caller(conn)
         self._reg.detach(conn)
@@ -330,8 +311,7 @@ class RoutingTable:
         owner = self._owner[target.type]
         target_conn = self._clients[owner].data
         assert target_conn is not None
-        self._next_request += 1
-        gid = f"gw{self._next_request}"
+        gid = self._pending.new_id()
         timeout = math.inf if self.rpc_timeout is None else self.rpc_timeout
         callers = False
         asked = request.metadata.get(TIMEOUT_METADATA_KEY)
@@ -355,28 +335,23 @@ class RoutingTable:
                     f"the message size limit ({self.max_message_size} bytes); send less",
                 )
             ]
-        self._pending[gid] = _Pending(
-            caller, request_id, target_conn, target_agent, deadline, timeout, callers
+        self._pending.add(
+            gid, Pending(caller, request_id, target_conn, target_agent, deadline, timeout, callers)
         )
-        if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, self._next_request, gid))
-            self._compact_deadlines()
         self._outstanding[caller] += 1
-        self._pending_by_conn.setdefault(caller, set()).add(gid)
-        self._pending_by_conn.setdefault(target_conn, set()).add(gid)
         self._rpcs_forwarded += 1
         return [Deliver(target_conn, data)]
 
     def _response(self, conn: Conn, message: pb.Message) -> list[Action]:
         response = message.response
         gid = response.request_id
-        p = self._pending.get(gid)
+        p = self._pending.entries.get(gid)
         if p is None or p.target != conn:
             # Late (the caller left, or the request timed out) or bogus.
             self._responses_dropped += 1
             logger.debug("dropping response %r from %s: no such request in flight", gid, conn)
             return []
-        self._settle(gid, p)
+        self._pending.settle(gid, p)
         response.request_id = p.caller_request_id
         data = message.SerializeToString()
         if len(data) > self.max_message_size:
@@ -429,53 +404,19 @@ class RoutingTable:
         if self._outstanding.get(conn, 0) > 0:
             self._outstanding[conn] -= 1
 
-    def _unindex(self, conn: Conn, gid: str) -> None:
-        gids = self._pending_by_conn.get(conn)
-        if gids is not None:
-            gids.discard(gid)
-            if not gids:
-                del self._pending_by_conn[conn]
-
-    def _settle(self, gid: str, p: _Pending) -> None:
-        del self._pending[gid]
-        self._unindex(p.caller, gid)
-        self._unindex(p.target, gid)
-        self._compact_deadlines()
-
     def _answer(self, caller: Conn, data: bytes) -> Deliver:
         # The caller's outstanding count moves from "pending" to "answer not
         # yet consumed": unchanged until answer_consumed().
         return Deliver(caller, data, answer=True)
 
-    def _fail(self, p: _Pending, kind: ErrorKind, error: str) -> Deliver:
+    def _fail(self, p: Pending, kind: ErrorKind, error: str) -> Deliver:
         self._rpcs_failed += 1
         return self._answer(p.caller, error_response(p.caller_request_id, kind, error))
-
-    def _compact_deadlines(self) -> None:
-        if len(self._deadlines) > 2 * len(self._pending) + 64:
-            self._deadlines = [
-                (p.deadline, _id_order(gid), gid)
-                for gid, p in self._pending.items()
-                if p.deadline is not None
-            ]
-            heapq.heapify(self._deadlines)
-
-    def _earliest(self) -> tuple[float, str] | None:
-        """The live pending request with the earliest deadline (drops stale heap entries)."""
-        heap = self._deadlines
-        while heap:
-            deadline, _, gid = heap[0]
-            p = self._pending.get(gid)
-            if p is not None and p.deadline == deadline:
-                return deadline, gid
-            heapq.heappop(heap)
-        return None
 
     def next_deadline(self) -> float | None:
         """When the next pending request or channel-less registration expires,
         or the start-up hold ends (None: nothing can expire)."""
-        earliest = self._earliest()
-        deadlines = [self._reg.next_expiry(), None if earliest is None else earliest[0]]
+        deadlines = [self._reg.next_expiry(), self._pending.next_deadline()]
         if self._hold is not None:
             deadlines.append(self._hold.next_deadline())
         return min((d for d in deadlines if d is not None), default=None)
@@ -522,11 +463,7 @@ class RoutingTable:
         self._now = now = max(now, self._now)
         self._reg.expire(now)
         actions: list[Action] = []
-        while (earliest := self._earliest()) is not None and earliest[0] <= now:
-            gid = earliest[1]
-            p = self._pending[gid]
-            heapq.heappop(self._deadlines)
-            self._settle(gid, p)
+        for p in self._pending.pop_expired(now):
             whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"
             actions.append(
                 self._fail(
@@ -554,9 +491,7 @@ class RoutingTable:
                         error_response(request.request_id, ErrorKind.SHUTTING_DOWN, error),
                     )
                 )
-        for gid in sorted(self._pending, key=_id_order):
-            p = self._pending[gid]
-            self._settle(gid, p)
+        for p in self._pending.take_all():
             actions.append(
                 self._fail(
                     p,
@@ -564,7 +499,6 @@ class RoutingTable:
                     f"the gateway is shutting down; no answer from {p.target_agent}",
                 )
             )
-        self._deadlines.clear()
         return actions
 
     # ------------------------------------------------------------ control channel
@@ -623,33 +557,16 @@ class RoutingTable:
         self._reg.check_invariants()
         live = {c for client in self._clients.values() for c in (client.data, client.control)}
         assert self._conns == live - {None}
-        index: dict[Conn, set[str]] = {}
-        in_heap = {gid for deadline, _, gid in self._deadlines}
-        assert len(self._deadlines) <= 2 * len(self._pending) + 64
-        for gid, p in self._pending.items():
-            assert p.caller in self._conns
-            assert p.target in self._conns
-            assert p.caller.kind is ConnKind.DATA
-            assert p.target.kind is ConnKind.DATA
-            index.setdefault(p.caller, set()).add(gid)
-            index.setdefault(p.target, set()).add(gid)
-            if p.deadline is not None:
-                assert gid in in_heap
-                assert (p.deadline, _id_order(gid), gid) in self._deadlines
-        assert index == self._pending_by_conn
+        self._pending.check_invariants(self._conns)
         assert set(self._outstanding) == {c for c in self._conns if c.kind is ConnKind.DATA}
         hold_requests = [] if self._hold is None else self._hold.requests
         if self._hold is not None:
             self._hold.check_invariants()
             assert all(h.caller in self._conns for h in hold_requests)  # G3
         for conn, outstanding in self._outstanding.items():
-            calls = sum(1 for p in self._pending.values() if p.caller == conn)
+            calls = sum(1 for p in self._pending.entries.values() if p.caller == conn)
             calls += sum(1 for h in hold_requests if h.caller == conn)
             assert calls <= outstanding <= self.max_in_flight, (conn, calls, outstanding)
 
     def pending_ids(self) -> Iterable[str]:
-        return self._pending.keys()
-
-
-def _id_order(gid: str) -> int:
-    return int(gid[2:])
+        return self._pending.entries.keys()

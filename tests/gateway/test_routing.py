@@ -266,7 +266,7 @@ def test_deadline_heap_stays_small() -> None:
         router.receive(b, response(parse(fwd.data).request.request_id), float(i))
         router.answer_consumed(a)
         router.check_invariants()
-    assert len(router._deadlines) <= 64
+    assert len(router._pending._deadlines) <= 64
 
 
 def test_no_timeout_when_disabled() -> None:

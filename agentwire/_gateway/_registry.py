@@ -209,12 +209,11 @@ class Registry:
             )
         existing = self.clients.get(client_id)
         if existing is not None and len(existing.types) >= self.max_agent_types:
-            raise RoutingError(
-                Status.RESOURCE_EXHAUSTED,
-                f"agentwire gateway: client {client_id} already has {self.max_agent_types} "
-                f"agent types registered, the gateway's limit per client; agent type "
-                f"{agent_type} was not registered (use fewer agent types per worker, or "
-                "raise max_agent_types_per_client)",
+            raise _over_limit(
+                client_id,
+                f"{self.max_agent_types} agent types registered",
+                f"agent type {agent_type} was not registered",
+                "use fewer agent types per worker, or raise max_agent_types_per_client",
             )
         self._record_for(client_id, now).types.add(agent_type)
         self.owner[agent_type] = client_id
@@ -227,12 +226,11 @@ class Registry:
             raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
         existing = self.clients.get(client_id)
         if existing is not None and len(existing.subscriptions) >= self.max_subscriptions:
-            raise RoutingError(
-                Status.RESOURCE_EXHAUSTED,
-                f"agentwire gateway: client {client_id} already has {self.max_subscriptions} "
-                f"subscriptions, the gateway's limit per client; subscription {sub.id} was "
-                "not added (remove subscriptions no longer needed, or raise "
-                "max_subscriptions_per_client)",
+            raise _over_limit(
+                client_id,
+                f"{self.max_subscriptions} subscriptions",
+                f"subscription {sub.id} was not added",
+                "remove subscriptions no longer needed, or raise max_subscriptions_per_client",
             )
         try:
             self.table.add(sub)
@@ -310,3 +308,12 @@ class Registry:
             assert len(client.subscriptions) <= self.max_subscriptions
         assert set(self.sub_owner) == {s.id for s in self.table}
         assert sum(len(c.subscriptions) for c in self.clients.values()) == len(self.table)
+
+
+def _over_limit(client_id: str, held: str, refused: str, advice: str) -> RoutingError:
+    """RESOURCE_EXHAUSTED for a client at one of its per-client limits (R5)."""
+    return RoutingError(
+        Status.RESOURCE_EXHAUSTED,
+        f"agentwire gateway: client {client_id} already has {held}, the gateway's limit "
+        f"per client; {refused} ({advice})",
+    )

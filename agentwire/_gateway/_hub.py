@@ -335,7 +335,7 @@ class GatewayHub:
 
     def _after_change(self) -> None:
         self._wake_timer()
-        if self._table.wants_release(trio.current_time()):
+        if self._table.holding and self._table.wants_release(trio.current_time()):
             self._release_wanted.set()
         self._changed.unpark_all()
 

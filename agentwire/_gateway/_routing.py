@@ -115,6 +115,7 @@ class RoutingTable:
         if startup_grace > 0:
             self._hold = StartupHold(start_time + startup_grace, max_held)
         self._hold_retry = False  # something arrived that a held message may wait for
+        self.holding = self._hold is not None  # the start-up grace is not over
         self._conns: set[Conn] = set()
         self._serial = 0
         self._pending = InFlight()
@@ -441,6 +442,7 @@ class RoutingTable:
         self._hold_retry = False
         if now >= hold.until:
             self._hold = None
+            self.holding = False
         requests, events = hold.take()
         actions: list[Action] = []
         for held in requests:
@@ -481,6 +483,7 @@ class RoutingTable:
         if self._hold is not None:
             requests, _ = self._hold.take()
             self._hold = None
+            self.holding = False
             for held in requests:
                 request = held.message.request
                 self._rpcs_failed += 1
@@ -559,6 +562,7 @@ class RoutingTable:
         assert self._conns == live - {None}
         self._pending.check_invariants(self._conns)
         assert set(self._outstanding) == {c for c in self._conns if c.kind is ConnKind.DATA}
+        assert self.holding == (self._hold is not None)
         hold_requests = [] if self._hold is None else self._hold.requests
         if self._hold is not None:
             self._hold.check_invariants()

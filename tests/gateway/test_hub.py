@@ -500,3 +500,35 @@ async def test_events_during_the_startup_grace_wait_for_a_subscriber(
             await a.send(event("news", event_id="later"))
             assert parse(await b.from_gateway.receive()).cloudEvent.id == "later"
             hub.check_invariants()
+
+
+async def test_dropping_a_slow_subscriber_leaves_the_other_subscribers_connected(
+    hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    async with hub.connect("A") as a, hub.connect("R") as r, hub.connect("S") as s:
+        for client in "RS":
+            hub.register_agent(client, f"sink-{client}")
+            hub.add_subscription(client, type_sub("news", f"sink-{client}", f"s-{client}"))
+        received: list[str] = []
+
+        async def read_r() -> None:
+            async for data in r.from_gateway:
+                received.append(parse(data).cloudEvent.id)
+                await trio.sleep(1)  # slower than A publishes: R's lane stays full
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_r)
+            sent = []
+            for n in range(10):  # S never reads: A waits on S, then S is dropped
+                for name in (f"e{n}", f"t{n}"):
+                    sent.append(name)
+                    # as the network pump does: route in the reader, else wait
+                    if not a.try_send(event("news", event_id=name)):
+                        await a.send(event("news", event_id=name))
+            await trio.sleep(30)
+            nursery.cancel_scope.cancel()
+        assert s.close_reason is not None
+        assert "slow consumer" in s.close_reason[1]
+        assert r.close_reason is None
+        assert received == sent
+        hub.check_invariants()

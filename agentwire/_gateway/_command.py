@@ -30,10 +30,15 @@ logger = logging.getLogger("agentwire.gateway")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def _timeout(value: str) -> float | None:
+def _seconds(value: str) -> float:
     seconds = float(value)
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be >= 0 (0 disables the timeout)")
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 disables it)")
+    return seconds
+
+
+def _timeout(value: str) -> float | None:
+    seconds = _seconds(value)
     return None if seconds == 0 else seconds
 
 
@@ -72,6 +77,20 @@ def add_gateway_command(subparsers: Any) -> None:
         type=float,
         default=5.0,
         help="seconds calls may take to finish on shutdown [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--startup-grace",
+        type=_seconds,
+        default=5.0,
+        help="seconds after the start during which requests and events for workers "
+        "that have not re-registered yet are held; 0 = off [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--registration-grace",
+        type=_timeout,
+        default=30.0,
+        help="seconds the agent types and subscriptions of a client without a channel "
+        "are kept; 0 = forever [default: %(default)s]",
     )
     parser.set_defaults(handler=run_gateway_command)
 
@@ -119,6 +138,8 @@ async def _run(args: argparse.Namespace) -> None:
                     max_message_size=args.max_message_size,
                     rpc_timeout=args.rpc_timeout,
                     grace_period=args.grace_period,
+                    startup_grace=args.startup_grace,
+                    registration_grace=args.registration_grace,
                 )
             )
             print(f"agentwire gateway listening on {gateway.address}", flush=True)

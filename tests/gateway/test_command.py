@@ -18,6 +18,12 @@ def test_parser_defaults() -> None:
     assert args.rpc_timeout == 300.0
     assert args.max_message_size == 4 * 2**20
     assert build_parser().parse_args(["gateway", "--rpc-timeout", "0"]).rpc_timeout is None
+    assert args.startup_grace == 5.0
+    assert args.registration_grace == 30.0
+    disabled = build_parser().parse_args(
+        ["gateway", "--startup-grace", "0", "--registration-grace", "0"]
+    )
+    assert (disabled.startup_grace, disabled.registration_grace) == (0.0, None)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -1,8 +1,10 @@
 """The agentwire gateway: AutoGen's AgentRpc service on trio.
 
-``_routing`` is the sans-IO core, ``_hub`` runs it over per-client trio memory
-channels, ``_service`` maps gRPC calls onto the hub, ``_serve`` puts it on a
-socket.
+The sans-IO core: ``_routing`` (the routing table) over ``_registry``
+(clients, agent types, subscriptions), ``_inflight`` (forwarded RPCs) and
+``_held`` (the start-up hold), and ``_queue`` (a client's outgoing lanes).
+``_hub`` runs them over trio, ``_service`` maps gRPC calls onto the hub,
+``_serve`` puts it on a socket, ``_command`` is ``agentwire gateway``.
 """
 
 from __future__ import annotations

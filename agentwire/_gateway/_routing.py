@@ -161,7 +161,8 @@ class RoutingTable:
         if kind is ConnKind.DATA:
             self._outstanding[conn] = 0
         self._conns.add(conn)
-        self._hold_retry = kind is ConnKind.DATA
+        if kind is ConnKind.DATA:
+            self._hold_retry = True
         logger.debug("%s opened", conn)
         return conn
 

@@ -595,3 +595,19 @@ def test_failed_rpcs_carry_their_error_kind() -> None:
     router.register_agent("B", "echo")
     forward("5")
     assert _error_of(router.shutdown())[0] == ErrorKind.SHUTTING_DOWN
+
+
+def test_held_messages_are_retried_after_a_control_channel_opens_too() -> None:
+    router = RoutingTable(startup_grace=5.0)
+    a = router.connect("A", DATA)
+    assert router.receive(a, request("1", "echo/k"), 0.0) == []  # held
+    router.register_agent("B", "echo", 1.0)
+    router.connect("B", ConnKind.CONTROL)  # no data channel: nothing deliverable yet
+    b = router.connect("B", DATA)
+    router.connect("C", ConnKind.CONTROL)
+    assert router.wants_release(1.0)
+    (forwarded,) = router.release(1.0)
+    assert isinstance(forwarded, Deliver)
+    assert forwarded.conn is b
+    assert not router.wants_release(1.0)
+    router.check_invariants()

@@ -92,6 +92,20 @@ def add_gateway_command(subparsers: Any) -> None:
         help="seconds the agent types and subscriptions of a client without a channel "
         "are kept; 0 = forever [default: %(default)s]",
     )
+    parser.add_argument(
+        "--keepalive-interval",
+        type=_timeout,
+        default=5.0,
+        help="seconds of silence after which a worker's connection is pinged; "
+        "0 = never [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds a pinged worker has to answer before it is disconnected and "
+        "its callers are answered [default: %(default)s]",
+    )
     parser.set_defaults(handler=run_gateway_command)
 
 
@@ -140,6 +154,8 @@ async def _run(args: argparse.Namespace) -> None:
                     grace_period=args.grace_period,
                     startup_grace=args.startup_grace,
                     registration_grace=args.registration_grace,
+                    keepalive_interval=args.keepalive_interval,
+                    keepalive_timeout=args.keepalive_timeout,
                 )
             )
             print(f"agentwire gateway listening on {gateway.address}", flush=True)

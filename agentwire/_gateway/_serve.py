@@ -78,6 +78,8 @@ async def serve_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    keepalive_interval: float | None = 5.0,
+    keepalive_timeout: float = 10.0,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -86,6 +88,15 @@ async def serve_gateway(
     ``task_status.started(gateway)`` reports the :class:`Gateway` once it
     listens. Returns after ``gateway.shutdown()``. Cancelling it stops at once:
     connections are dropped without answers (use ``shutdown`` to be polite).
+    A worker that stops answering (a frozen process with its socket open) is
+    found by HTTP/2 PINGs: once its connection has been silent for
+    ``keepalive_interval`` seconds it is pinged, and if nothing arrives within
+    ``keepalive_timeout`` its connection is dropped, so the callers of its
+    agents get ``connection-lost`` answers within about the sum of the two
+    instead of waiting for ``rpc_timeout`` (``keepalive_interval=None``
+    turns this off). grpc-core clients answer PINGs from their own thread; an
+    agentwire worker whose trio loop is blocked longer than the sum is
+    dropped too (and reconnects).
     See :class:`GatewayConfig` for the other options. A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
     """
@@ -113,6 +124,8 @@ async def serve_gateway(
                 port,
                 max_message_size=max_message_size,
                 grace_period=grace_period,
+                keepalive_interval=keepalive_interval,
+                keepalive_timeout=keepalive_timeout,
             )
         )
         gateway = Gateway(server, hub, grace_period)
@@ -136,6 +149,8 @@ async def open_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    keepalive_interval: float | None = 5.0,
+    keepalive_timeout: float = 10.0,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -161,6 +176,8 @@ async def open_gateway(
         max_subscriptions_per_client=max_subscriptions_per_client,
         startup_grace=startup_grace,
         max_held=max_held,
+        keepalive_interval=keepalive_interval,
+        keepalive_timeout=keepalive_timeout,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

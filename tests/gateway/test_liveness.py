@@ -60,9 +60,7 @@ def _worker_process(address: str) -> Iterator[subprocess.Popen[str]]:
         proc.wait()
 
 
-async def test_the_callers_of_a_frozen_worker_are_answered_without_waiting_for_the_rpc_timeout() -> (
-    None
-):
+async def test_the_callers_of_a_frozen_worker_are_answered_before_any_rpc_timeout() -> None:
     async with aw.open_gateway(
         "127.0.0.1:0", rpc_timeout=None, keepalive_interval=0.5, keepalive_timeout=1.0
     ) as gateway:

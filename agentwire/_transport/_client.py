@@ -27,6 +27,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import decode_grpc_message, encode_timeout
 
+from .._address import parse_address
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._connection import Http2Connection
 from ._framing import decompress_message, frame_message
@@ -58,16 +59,6 @@ class ChannelStatistics:
     bytes_sent: int
     bytes_received: int
     closed: bool
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` / ``[v6]:port`` into host and port."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected 'host:port', got {address!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
 
 
 def _status_of(headers: Headers) -> tuple[str | None, str | None, str | None]:

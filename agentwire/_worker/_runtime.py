@@ -15,6 +15,7 @@ from typing import Literal
 import attrs
 import trio
 
+from .._address import InvalidAddressError, parse_address
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._retry import RetryPolicy
@@ -32,22 +33,11 @@ from ._router import PayloadFormat, WorkerRouter, WorkerStatistics
 __all__ = [
     "WorkerRuntime",
     "WorkerRuntimeStatistics",
-    "check_address",
     "open_worker",
 ]
 
 #: How long one attempt to open a TCP connection to the gateway may take.
 ATTEMPT_TIMEOUT = 10.0
-
-
-def check_address(address: str) -> None:
-    """Raise ``ValueError`` naming *address* unless it is ``host:port`` (or ``[v6]:port``)."""
-    host, sep, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
-    if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise ValueError(
-            f"invalid gateway address {address!r}: expected 'host:port' with a port "
-            "from 0 to 65535 (e.g. '127.0.0.1:50051', 'localhost:50051', '[::1]:50051')"
-        )
 
 
 @attrs.frozen
@@ -182,7 +172,9 @@ async def open_worker(
     ``RuntimeClosedError``, agents are closed), then cancels the streams so the
     gateway drops our types and subscriptions.
     """
-    check_address(address)
+    if not isinstance(address, str):
+        raise InvalidAddressError(f"the gateway address must be a str 'host:port', not {address!r}")
+    parse_address(address)
     if connect_timeout < 0:
         raise ValueError(f"connect_timeout must be >= 0 seconds, got {connect_timeout!r}")
     if connect is None:

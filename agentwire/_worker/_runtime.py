@@ -62,6 +62,7 @@ class WorkerRuntime(Runtime):
         make_worker: Callable[[Runtime], WorkerRouter],
         *,
         mailbox_size: int,
+        max_overflow: int,
         ignore_unhandled_exceptions: bool,
         intervention_handlers: Sequence[InterventionHandler],
     ) -> None:
@@ -73,6 +74,7 @@ class WorkerRuntime(Runtime):
             services,
             make_router,
             mailbox_size=mailbox_size,
+            max_overflow=max_overflow,
             ignore_unhandled_exceptions=ignore_unhandled_exceptions,
             intervention_handlers=intervention_handlers,
         )
@@ -128,6 +130,7 @@ async def open_worker(
     outbox_size: int = 256,
     max_concurrent_requests: int = 256,
     mailbox_size: int = 64,
+    max_overflow: int = 10_000,
     ignore_unhandled_exceptions: bool = True,
     intervention_handlers: Sequence[InterventionHandler] = (),
     connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
@@ -166,6 +169,8 @@ async def open_worker(
       A full event lane makes publishers wait; RPCs do not queue behind it.
     * *max_concurrent_requests*: incoming RPCs handled at once (beyond it,
       reading from the gateway pauses: backpressure).
+    * *mailbox_size*, *max_overflow*, *ignore_unhandled_exceptions*,
+      *intervention_handlers*: as for :func:`~agentwire.open_runtime`.
     * *connect*: replaces the transport (tests); returns a channel context.
 
     Leaving the block stops the core (pending RPCs fail with
@@ -215,6 +220,7 @@ async def open_worker(
                     services,
                     make_router,
                     mailbox_size=mailbox_size,
+                    max_overflow=max_overflow,
                     ignore_unhandled_exceptions=ignore_unhandled_exceptions,
                     intervention_handlers=intervention_handlers,
                 )

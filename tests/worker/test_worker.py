@@ -589,3 +589,22 @@ async def test_rpc_timeout_fails_every_call_and_cancels_the_handlers() -> None:
             await all_cancelled.wait()
             # The session still works after its timer fired.
             assert (await a.send_message(Ping("y"), AgentId("b", "k"))).text
+
+
+async def test_a_worker_bounds_what_its_handlers_queue_like_an_in_process_runtime() -> None:
+    from tests.test_runtime import Flood, Flooder, GatedSink, Msg, Result
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_gateway("127.0.0.1:0", startup_grace=0) as gateway,
+            open_worker(gateway.address, mailbox_size=1, max_overflow=0) as worker,
+        ):
+            await GatedSink.register(worker, "sink", GatedSink)
+            await Flooder.register(worker, "flooder", Flooder)
+            await worker.add_subscription(TypeSubscription("t", "sink"))
+            await worker.publish_message(Msg(-1), TopicId("t", "k"))  # handled, blocked
+            await worker.publish_message(Msg(-2), TopicId("t", "k"))  # fills the mailbox
+            await worker.wait_until(lambda s: s.busy_agents == 1 and s.queued == 1)
+            flood = Flood(3, rpc=True)
+            assert await worker.send_message(flood, AgentId("flooder", "k")) == Result(3)
+            assert worker.statistics().dropped == 3

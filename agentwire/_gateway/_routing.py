@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
 
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
@@ -572,6 +571,3 @@ class RoutingTable:
             calls = sum(1 for p in self._pending.entries.values() if p.caller == conn)
             calls += sum(1 for h in hold_requests if h.caller == conn)
             assert calls <= outstanding <= self.max_in_flight, (conn, calls, outstanding)
-
-    def pending_ids(self) -> Iterable[str]:
-        return self._pending.entries.keys()

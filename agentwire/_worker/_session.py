@@ -275,7 +275,7 @@ class WorkerSession:
 
         Honours the caller's cancel scope: on deadline or cancellation the
         pending entry is removed at once. An error response is returned as is
-        (see :func:`~._kinds.raise_for_response`). ``expires_at`` (trio clock): raise
+        (see :func:`~._kinds.error_from_response`). ``expires_at`` (trio clock): raise
         :class:`RpcTimeoutError` if no response came by then. While the
         expiries of a session's calls come in order (a worker's fixed
         ``rpc_timeout``), one sweeper task enforces them all, which saves a

@@ -1,0 +1,222 @@
+"""The gateway's access decisions: who a caller is, which client-ids are
+whose, and whether a principal holds the right for what it asks. Sans-IO:
+every method is synchronous and either returns or raises
+:class:`AuthenticationError` (UNAUTHENTICATED) or
+:class:`PermissionDeniedError` (PERMISSION_DENIED) for the one caller
+concerned.
+
+The I/O layer calls :meth:`AccessGuard.authenticate` when a call or stream
+opens, :meth:`check_client` before handing a call with a ``client-id`` to the
+router, :meth:`claim` once the router holds state for that client-id (a
+stream, an agent type or a subscription), and :meth:`release` once the
+router has forgotten the client-id.
+
+Invariants (checked after every step by ``tests/security/test_guard_stateful.py``):
+
+G1  Ownership. ``_owners[c]`` is the name of the principal whose call first
+    made the router hold state for client-id ``c``; it never changes while
+    ``c`` is in the table. A client-id leaves the table only by
+    :meth:`release`.
+G2  Exclusivity. A call carrying client-id ``c`` from any principal other
+    than ``_owners[c]`` is refused before it reaches the router: it can
+    neither open a stream with ``c`` (which would supersede the owner's),
+    nor register, subscribe, or remove subscriptions as ``c``.
+G3  Bounded. With authentication on, the table holds exactly the client-ids
+    the router knows, so it is as bounded as the router's client records (the
+    I/O layer releases what the router forgets); with it off, it is empty.
+G4  Discretion. A principal sees (GetSubscriptions), and removes, only
+    subscriptions recorded by client-ids it owns; error messages name other
+    principals' client-ids to nobody (and never a token).
+G5  Counting. ``denials`` and ``unauthenticated`` count every refusal raised.
+
+With authentication off every caller is :data:`ANONYMOUS` (one principal,
+every right): G2 and G4 then hold trivially and the gateway behaves as
+AutoGen's host, where any peer may act as any client-id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import attrs
+
+from .._proto import agent_worker_pb2 as pb
+from ._auth import AuthenticationError, Authenticator, Credentials
+from ._rights import ANONYMOUS, PermissionDeniedError, Principal
+
+__all__ = ["AccessGuard", "GuardStatistics"]
+
+logger = logging.getLogger("agentwire.security")
+
+
+@attrs.frozen(slots=True)
+class GuardStatistics:
+    client_ids: int  # client-ids owned (G3: the router's clients)
+    principals: int  # distinct principals owning them
+    unauthenticated: int  # calls refused with UNAUTHENTICATED
+    denials: int  # calls or messages refused with PERMISSION_DENIED
+
+
+class AccessGuard:
+    """The decisions of one gateway. ``authenticator=None``: authentication
+    off, every caller is :data:`ANONYMOUS`."""
+
+    def __init__(self, authenticator: Authenticator | None = None) -> None:
+        self.authenticator = authenticator
+        self._owners: dict[str, str] = {}
+        self._unauthenticated = 0
+        self._denials = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.authenticator is not None
+
+    def statistics(self) -> GuardStatistics:
+        return GuardStatistics(
+            client_ids=len(self._owners),
+            principals=len(set(self._owners.values())),
+            unauthenticated=self._unauthenticated,
+            denials=self._denials,
+        )
+
+    def check_invariants(self, known_client_ids: Iterable[str] | None = None) -> None:
+        """Assert G3 against the router's client-ids (others are checked by their callers)."""
+        if known_client_ids is not None:
+            assert set(self._owners) == set(known_client_ids), (
+                sorted(self._owners),
+                sorted(known_client_ids),
+            )
+        assert all(isinstance(name, str) for name in self._owners.values())
+        assert self._unauthenticated >= 0
+        assert self._denials >= 0
+
+    # ------------------------------------------------------------ identity
+
+    def authenticate(self, credentials: Credentials) -> Principal:
+        """The caller's principal (:data:`ANONYMOUS` when authentication is off)."""
+        if self.authenticator is None:
+            return ANONYMOUS
+        try:
+            return self.authenticator.authenticate(credentials)
+        except AuthenticationError:
+            self._unauthenticated += 1
+            raise
+
+    def _deny(self, message: str) -> PermissionDeniedError:
+        self._denials += 1
+        logger.warning("refused: %s", message)
+        return PermissionDeniedError(message)
+
+    def owner_of(self, client_id: str) -> str | None:
+        """The name of the principal owning *client_id*, if any."""
+        return self._owners.get(client_id)
+
+    def owns(self, principal: Principal, client_id: str) -> bool:
+        return self._owners.get(client_id) == principal.name
+
+    def check_client(self, principal: Principal, client_id: str) -> None:
+        """G2: refuse *principal* acting as a client-id another principal owns."""
+        owner = self._owners.get(client_id)  # always None with authentication off
+        if owner is not None and owner != principal.name:
+            raise self._deny(
+                f"principal {principal.name!r} may not use this client-id: it belongs to "
+                "another principal (every worker must use client-ids of its own)"
+            )
+
+    def claim(self, principal: Principal, client_id: str) -> None:
+        """Record that the router now holds state for *client_id* on behalf of
+        *principal* (after :meth:`check_client` passed, with no await between).
+        Nothing is recorded with authentication off."""
+        if self.authenticator is None:
+            return
+        owner = self._owners.setdefault(client_id, principal.name)
+        if owner != principal.name:  # pragma: no cover - check_client prevents it
+            raise RuntimeError(f"client-id claimed by {principal.name!r} belongs to {owner!r}")
+
+    def release(self, client_id: str) -> None:
+        """The router forgot *client_id* (its last stream, type and subscription went)."""
+        self._owners.pop(client_id, None)
+
+    # ------------------------------------------------------------ rights
+
+    def check_register(self, principal: Principal, agent_type: str) -> None:
+        if not principal.rights.register.allows(agent_type):
+            raise self._deny(
+                f"principal {principal.name!r} may not register agent type {agent_type!r} "
+                f"(its 'register' right allows: {principal.rights.register})"
+            )
+
+    def check_subscription(self, principal: Principal, subscription: pb.Subscription) -> None:
+        """A subscription names one of the principal's agent types (``register``
+        right) and topic types it may subscribe to (``subscribe`` right; a prefix
+        subscription needs a prefix right covering its prefix)."""
+        kind = subscription.WhichOneof("subscription")
+        rights = principal.rights
+        if kind == "typeSubscription":
+            agent_type = subscription.typeSubscription.agent_type
+            topic = subscription.typeSubscription.topic_type
+            allowed = rights.subscribe.allows(topic)
+            what = f"topic type {topic!r}"
+        elif kind == "typePrefixSubscription":
+            agent_type = subscription.typePrefixSubscription.agent_type
+            topic = subscription.typePrefixSubscription.topic_type_prefix
+            allowed = rights.subscribe.allows_prefix(topic)
+            what = f"every topic type starting with {topic!r}"
+        else:
+            return  # malformed: the router answers INVALID_ARGUMENT
+        if not rights.register.allows(agent_type):
+            raise self._deny(
+                f"principal {principal.name!r} may not subscribe agent type {agent_type!r}: "
+                f"it is not one it may register (its 'register' right allows: {rights.register})"
+            )
+        if not allowed:
+            raise self._deny(
+                f"principal {principal.name!r} may not subscribe to {what} "
+                f"(its 'subscribe' right allows: {rights.subscribe})"
+            )
+
+    def may_publish(self, principal: Principal, topic_type: str) -> bool:
+        """Per published event: cheap when the right is ``"*"``."""
+        publish = principal.rights.publish
+        return publish.everything or publish.allows(topic_type)
+
+    def may_call(self, principal: Principal, agent_type: str) -> bool:
+        """Per RPC: cheap when the right is ``"*"``."""
+        call = principal.rights.call
+        return call.everything or call.allows(agent_type)
+
+    def publish_denied(self, principal: Principal, topic_type: str) -> str:
+        """Count a refused event and say why (for the log and the sender)."""
+        return str(
+            self._deny(
+                f"principal {principal.name!r} may not publish to topic type {topic_type!r} "
+                f"(its 'publish' right allows: {principal.rights.publish})"
+            )
+        )
+
+    def call_denied(self, principal: Principal, agent_type: str) -> str:
+        """Count a refused RPC and say why (the caller gets it as the RPC's error)."""
+        return str(
+            self._deny(
+                f"principal {principal.name!r} may not call agent type {agent_type!r} "
+                f"(its 'call' right allows: {principal.rights.call})"
+            )
+        )
+
+    # ------------------------------------------------------------ discretion
+
+    def may_see(self, principal: Principal, owner_client_id: str | None) -> bool:
+        """G4: whether *principal* may see (or remove) what *owner_client_id* recorded."""
+        if self.authenticator is None:
+            return True
+        return owner_client_id is not None and self.owns(principal, owner_client_id)
+
+    def registration_conflict(
+        self, principal: Principal, agent_type: str, owner_client_id: str
+    ) -> str:
+        """The error for registering a taken type: AutoGen's text (naming the
+        owner's client-id) when the caller owns that client-id, else without it."""
+        if self.may_see(principal, owner_client_id):
+            return f"Agent type {agent_type} already registered with client {owner_client_id}."
+        return f"Agent type {agent_type} already registered by another principal's worker."

@@ -1,0 +1,47 @@
+"""Certificates made at test time (trustme): a CA, a server certificate for
+localhost, and client certificates, as PEM files."""
+
+from __future__ import annotations
+
+import pathlib
+
+import attrs
+import pytest
+import trustme
+
+
+@attrs.frozen
+class Pki:
+    ca_file: pathlib.Path
+    server_cert: pathlib.Path
+    server_key: pathlib.Path
+    client_cert: pathlib.Path  # names "worker-a"
+    client_key: pathlib.Path
+    other_ca_file: pathlib.Path  # a CA that signed nothing here
+    ca: trustme.CA
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    root = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    server = ca.issue_cert("localhost", "127.0.0.1", "::1")
+    client = ca.issue_cert("worker-a", common_name="worker-a")
+    paths = {name: root / f"{name}.pem" for name in ("ca", "scert", "skey", "ccert", "ckey", "oca")}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    server.cert_chain_pems[0].write_to_path(str(paths["scert"]))
+    for blob in server.cert_chain_pems[1:]:
+        blob.write_to_path(str(paths["scert"]), append=True)
+    server.private_key_pem.write_to_path(str(paths["skey"]))
+    client.cert_chain_pems[0].write_to_path(str(paths["ccert"]))
+    client.private_key_pem.write_to_path(str(paths["ckey"]))
+    trustme.CA().cert_pem.write_to_path(str(paths["oca"]))
+    return Pki(
+        paths["ca"],
+        paths["scert"],
+        paths["skey"],
+        paths["ccert"],
+        paths["ckey"],
+        paths["oca"],
+        ca,
+    )

@@ -69,7 +69,8 @@ def test_refused_authentication_is_counted() -> None:
 
 
 def test_a_client_id_belongs_to_the_first_principal_that_used_it() -> None:
-    guard = AccessGuard(_Fixed(ALICE))
+    known = {"c1"}
+    guard = AccessGuard(_Fixed(ALICE), is_known=known.__contains__)
     guard.check_client(ALICE, "c1")
     guard.claim(ALICE, "c1")
     guard.check_client(ALICE, "c1")  # its own reconnect is fine
@@ -77,8 +78,9 @@ def test_a_client_id_belongs_to_the_first_principal_that_used_it() -> None:
         guard.check_client(MALLORY, "c1")
     assert "c1" not in str(info.value)
     assert guard.statistics().denials == 1
-    guard.release("c1")
+    known.clear()
     guard.check_client(MALLORY, "c1")  # free again once the router forgot it
+    assert guard.owner_of("c1") is None
 
 
 def test_registering_needs_the_register_right() -> None:
@@ -134,3 +136,16 @@ def test_a_principal_sees_only_what_its_own_client_ids_recorded() -> None:
     assert not guard.may_see(ALICE, None)
     assert guard.statistics().client_ids == 2
     assert guard.statistics().principals == 2
+
+
+def test_client_ids_the_router_forgot_are_swept_so_the_table_stays_bounded() -> None:
+    known: set[str] = set()
+    guard = AccessGuard(_Fixed(ALICE), is_known=known.__contains__)
+    for n in range(1000):
+        client_id = f"c{n}"
+        known.add(client_id)
+        guard.claim(ALICE, client_id)
+        known.discard(f"c{n - 3}")  # three clients alive at a time
+        guard.check_invariants(peak_client_ids=4)
+    assert len(guard._owners) <= 64
+    assert guard.statistics().client_ids == 3

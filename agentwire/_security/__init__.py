@@ -3,6 +3,7 @@
 from ._access_file import AccessFile, AccessFileAuthenticator, AccessFileError, parse_access_file
 from ._auth import (
     AUTHORIZATION_KEY,
+    LOOPBACK,
     AuthenticationError,
     Authenticator,
     CertificateAuthenticator,
@@ -10,6 +11,7 @@ from ._auth import (
     TokenTable,
     bearer_metadata,
     certificate_names,
+    is_loopback_host,
 )
 from ._guard import AccessGuard, GuardStatistics
 from ._rights import ANONYMOUS, NamePatterns, PermissionDeniedError, Principal, Rights
@@ -18,6 +20,7 @@ from ._tls import TLSConfigError, client_ssl_context, server_ssl_context, split_
 __all__ = [
     "ANONYMOUS",
     "AUTHORIZATION_KEY",
+    "LOOPBACK",
     "AccessFile",
     "AccessFileAuthenticator",
     "AccessFileError",
@@ -36,6 +39,7 @@ __all__ = [
     "bearer_metadata",
     "certificate_names",
     "client_ssl_context",
+    "is_loopback_host",
     "parse_access_file",
     "server_ssl_context",
     "split_secure_address",

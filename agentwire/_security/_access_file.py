@@ -13,11 +13,18 @@ A TOML file (``agentwire gateway --auth-tokens FILE``), one table per principal:
     certificate = "billing.example.org"   # mutual TLS: a client certificate with this name
     register = ["billing"]
 
+    [principals.local-autogen]
+    loopback = true                       # calls from 127.0.0.1/::1 with no token nor certificate
+    register = ["legacy"]
+
 A pattern is a name, a prefix ending in ``*``, or ``"*"``. A right left out
 allows nothing, except ``call``, which allows every agent type. A principal
-needs a ``token`` (at least 16 characters), a ``token_sha256`` or a
-``certificate``. Every mistake is reported as one line naming the file and
-the entry; a token is never part of a message.
+needs a ``token`` (at least 16 characters), a ``token_sha256``, a
+``certificate``, or ``loopback = true`` (at most one principal: the one of
+calls from this machine that present neither, such as AutoGen workers on a
+gateway's plaintext loopback listener; without it such calls are refused).
+Every mistake is reported as one line naming the file and the entry; a token
+is never part of a message.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ logger = logging.getLogger("agentwire.security")
 
 MIN_TOKEN_LENGTH = 16
 _RIGHTS = ("register", "publish", "subscribe", "call")
-_KEYS = ("token", "token_sha256", "certificate", *_RIGHTS)
+_KEYS = ("token", "token_sha256", "certificate", "loopback", *_RIGHTS)
 
 
 class AccessFileError(AgentwireError, ValueError):
@@ -61,6 +68,7 @@ class AccessFile:
     principals: tuple[Principal, ...]
     tokens: TokenTable = attrs.field(eq=False)
     certificates: Mapping[str, Principal]
+    loopback: Principal | None = None
 
 
 def _rights(where: str, entry: Mapping[str, Any]) -> Rights:
@@ -120,6 +128,7 @@ def parse_access_file(text: str, source: str = "<access file>") -> AccessFile:
     principals: list[Principal] = []
     digests: dict[bytes, Principal] = {}
     certificates: dict[str, Principal] = {}
+    loopback: Principal | None = None
     for name, entry in tables.items():
         where = f"{source}: [principals.{name}]"
         if not isinstance(entry, dict):
@@ -134,8 +143,20 @@ def parse_access_file(text: str, source: str = "<access file>") -> AccessFile:
         certificate = entry.get("certificate")
         if certificate is not None and (not isinstance(certificate, str) or not certificate):
             raise AccessFileError(f"{where}: 'certificate' must be a certificate name (string)")
-        if digest is None and certificate is None:
-            raise AccessFileError(f"{where}: give a 'token', a 'token_sha256' or a 'certificate'")
+        is_loopback = entry.get("loopback", False)
+        if not isinstance(is_loopback, bool):
+            raise AccessFileError(f"{where}: 'loopback' must be true or false")
+        if is_loopback:
+            if loopback is not None:
+                raise AccessFileError(
+                    f"{where}: only one principal may be 'loopback' "
+                    f"([principals.{loopback.name}] already is)"
+                )
+            loopback = principal
+        if digest is None and certificate is None and not is_loopback:
+            raise AccessFileError(
+                f"{where}: give a 'token', a 'token_sha256', a 'certificate' or 'loopback = true'"
+            )
         if digest is not None:
             other = digests.setdefault(digest, principal)
             if other is not principal:
@@ -147,7 +168,7 @@ def parse_access_file(text: str, source: str = "<access file>") -> AccessFile:
                     f"{where} names the same certificate as [principals.{other.name}]"
                 )
         principals.append(principal)
-    return AccessFile(tuple(principals), TokenTable(digests), certificates)
+    return AccessFile(tuple(principals), TokenTable(digests), certificates, loopback)
 
 
 def load_access_file(path: str | os.PathLike[str]) -> AccessFile:
@@ -190,6 +211,12 @@ class AccessFileAuthenticator:
             principal = access.certificates.get(name)
             if principal is not None:
                 return principal
+        if (
+            access.loopback is not None
+            and not credentials.peer_certificate
+            and credentials.from_loopback
+        ):
+            return access.loopback
         if credentials.peer_certificate:
             names = ", ".join(certificate_names(credentials.peer_certificate)) or "no name"
             raise AuthenticationError(

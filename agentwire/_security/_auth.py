@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from ._rights import Principal
 
 __all__ = [
     "AUTHORIZATION_KEY",
+    "LOOPBACK",
     "AuthenticationError",
     "Authenticator",
     "CertificateAuthenticator",
@@ -34,10 +36,12 @@ __all__ = [
     "TokenTable",
     "bearer_metadata",
     "certificate_names",
+    "is_loopback_host",
     "token_digest",
 ]
 
 AUTHORIZATION_KEY = "authorization"
+LOOPBACK = "loopback"
 _BEARER = "bearer "
 
 
@@ -47,17 +51,38 @@ class AuthenticationError(AgentwireError):
 
 @attrs.frozen(slots=True)
 class Credentials:
-    """What a client presented: its call metadata and, over mutual TLS, the
-    peer certificate as ``ssl.SSLSocket.getpeercert()`` returns it."""
+    """What a client presented: its call metadata, over mutual TLS the peer
+    certificate as ``ssl.SSLSocket.getpeercert()`` returns it, and its
+    address (``host:port``, ``[v6]:port``; ``""`` if unknown)."""
 
     metadata: Mapping[str, str]
     peer_certificate: Mapping[str, Any] | None = None
+    peer: str = ""
+
+    @property
+    def from_loopback(self) -> bool:
+        """Whether the call came from this machine (a loopback address)."""
+        host = self.peer.rpartition(":")[0].strip("[]")
+        return is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """``127.0.0.0/8``, ``::1`` and ``localhost`` (not a name that resolves to one)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Authenticator(Protocol):
     def authenticate(self, credentials: Credentials) -> Principal:
         """The caller's principal; raise :class:`AuthenticationError` to refuse."""
         ...
+
+
+LOOPBACK_PRINCIPAL = Principal(LOOPBACK)
 
 
 def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
@@ -128,11 +153,21 @@ class TokenTable:
 @attrs.define(slots=True)
 class CertificateAuthenticator:
     """Mutual TLS only: the verified client certificate's first name (see
-    :func:`certificate_names`) is the principal, with every right."""
+    :func:`certificate_names`) is the principal, with every right.
+
+    A call from a loopback address without a certificate (a gateway's
+    plaintext loopback listener, for AutoGen workers) is *loopback*, the
+    principal ``loopback`` with every right by default; ``loopback=None``
+    refuses such calls.
+    """
+
+    loopback: Principal | None = LOOPBACK_PRINCIPAL
 
     def authenticate(self, credentials: Credentials) -> Principal:
         names = certificate_names(credentials.peer_certificate)
         if not names:
+            if self.loopback is not None and credentials.from_loopback:
+                return self.loopback
             raise AuthenticationError(
                 "a client certificate naming the client (subject CN or subjectAltName) "
                 "is required: connect with mutual TLS"

@@ -35,10 +35,12 @@ call = ["orders"]
 """
 
 
-def _creds(token: str | None = None, cert_cn: str | None = None) -> Credentials:
+def _creds(
+    token: str | None = None, cert_cn: str | None = None, peer: str = "192.0.2.7:4000"
+) -> Credentials:
     metadata = dict(bearer_metadata(token)) if token else {}
     cert = {"subject": ((("commonName", cert_cn),),)} if cert_cn else None
-    return Credentials(metadata, cert)
+    return Credentials(metadata, cert, peer)
 
 
 def test_rights_come_from_the_file_and_call_defaults_to_everything() -> None:
@@ -103,6 +105,37 @@ def test_reload_applies_a_new_file_and_keeps_the_old_one_when_broken(
     assert auth.authenticate(_creds("rotated-token-0123456789")).name == "orders"
 
 
+def test_the_loopback_principal_is_who_calls_from_this_machine_without_credentials() -> None:
+    access = GOOD + '[principals.local]\nloopback = true\nregister = ["legacy"]\n'
+    path_free = parse_access_file(access)
+    assert path_free.loopback is not None
+    assert path_free.loopback.rights.register.allows("legacy")
+
+
+def test_only_a_loopback_peer_without_credentials_is_the_loopback_principal(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "access.toml"
+    path.write_text(GOOD + "[principals.local]\nloopback = true\n")
+    auth = AccessFileAuthenticator(path)
+    assert auth.authenticate(_creds(peer="127.0.0.1:5000")).name == "local"
+    assert auth.authenticate(_creds(peer="[::1]:5000")).name == "local"
+    assert auth.authenticate(_creds(TOKEN_A, peer="127.0.0.1:5000")).name == "orders"
+    with pytest.raises(AuthenticationError, match="credentials required"):
+        auth.authenticate(_creds(peer="192.0.2.7:5000"))
+    with pytest.raises(AuthenticationError, match="not in the gateway's access file"):
+        auth.authenticate(_creds(cert_cn="stranger", peer="127.0.0.1:5000"))
+
+
+def test_without_a_loopback_principal_loopback_calls_need_credentials(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = tmp_path / "access.toml"
+    path.write_text(GOOD)
+    with pytest.raises(AuthenticationError, match="credentials required"):
+        AccessFileAuthenticator(path).authenticate(_creds(peer="127.0.0.1:5000"))
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -123,6 +156,11 @@ def test_reload_applies_a_new_file_and_keeps_the_old_one_when_broken(
         ),
         ('[principals.a]\nregister = ["x"]\n', r"\[principals\.a\]: give a 'token'"),
         ('[principals.a]\ntoken_sha256 = "abc"\n', r"'token_sha256' must be 64 hexadecimal"),
+        ('[principals.a]\nloopback = "yes"\n', r"\[principals\.a\]: 'loopback' must be true"),
+        (
+            "[principals.a]\nloopback = true\n[principals.b]\nloopback = true\n",
+            r"\[principals\.b\]: only one principal may be 'loopback' \(\[principals\.a\]",
+        ),
         (
             f'[principals.a]\ntoken = "{TOKEN_A}"\n[principals.b]\ntoken = "{TOKEN_A}"\n',
             r"\[principals\.b\] has the same token as \[principals\.a\]",

@@ -12,6 +12,7 @@ from agentwire._security import (
     TokenTable,
     bearer_metadata,
     certificate_names,
+    is_loopback_host,
 )
 
 
@@ -47,3 +48,30 @@ def test_the_certificate_authenticator_names_the_principal_after_the_certificate
     assert principal.rights.register.everything
     with pytest.raises(AuthenticationError, match="client certificate"):
         auth.authenticate(Credentials({}, None))
+
+
+def test_the_certificate_authenticator_lets_loopback_calls_in_without_a_certificate() -> None:
+    assert CertificateAuthenticator().authenticate(Credentials({}, None, "127.0.0.1:9")).name == (
+        "loopback"
+    )
+    with pytest.raises(AuthenticationError):
+        CertificateAuthenticator().authenticate(Credentials({}, None, "10.0.0.1:9"))
+    with pytest.raises(AuthenticationError):
+        CertificateAuthenticator(loopback=None).authenticate(Credentials({}, None, "[::1]:9"))
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("10.0.0.1", False),
+        ("0.0.0.0", False),
+        ("example.org", False),
+        ("", False),
+    ],
+)
+def test_loopback_hosts_are_recognised(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback

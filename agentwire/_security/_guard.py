@@ -54,6 +54,8 @@ __all__ = ["AccessGuard", "GuardStatistics"]
 
 logger = logging.getLogger("agentwire.security")
 
+_MAX_WARNED = 1024  # distinct refused (principal, right, name) logged at WARNING
+
 
 @attrs.frozen(slots=True)
 class GuardStatistics:
@@ -77,7 +79,8 @@ class AccessGuard:
     ) -> None:
         self.authenticator = authenticator
         self._is_known = is_known
-        self._owners: dict[str, str] = {}
+        self._owners: dict[str, Principal] = {}
+        self._warned: set[tuple[str, str, str]] = set()  # (principal, right, name) logged
         self._sweep_floor = sweep_floor
         self._sweep_at = sweep_floor
         self._unauthenticated = 0
@@ -88,7 +91,7 @@ class AccessGuard:
         return self.authenticator is not None
 
     def statistics(self) -> GuardStatistics:
-        owners = {c: p for c, p in self._owners.items() if self._is_known(c)}
+        owners = {c: p.name for c, p in self._owners.items() if self._is_known(c)}
         return GuardStatistics(
             client_ids=len(owners),
             principals=len(set(owners.values())),
@@ -104,7 +107,7 @@ class AccessGuard:
         assert len(self._owners) <= self._sweep_at, (len(self._owners), self._sweep_at)
         floor = self._sweep_floor
         assert floor <= self._sweep_at <= max(floor, 2 * peak_client_ids)
-        assert all(isinstance(name, str) for name in self._owners.values())
+        assert all(isinstance(p, Principal) for p in self._owners.values())
         assert self._unauthenticated >= 0
         assert self._denials >= 0
 
@@ -120,18 +123,26 @@ class AccessGuard:
             self._unauthenticated += 1
             raise
 
-    def _deny(self, message: str) -> PermissionDeniedError:
+    def _deny(self, message: str, key: tuple[str, str, str] | None = None) -> str:
+        """Count a refusal and log it (per-message refusals once per key)."""
         self._denials += 1
-        logger.warning("refused: %s", message)
-        return PermissionDeniedError(message)
+        if key is None or key not in self._warned:
+            if key is not None and len(self._warned) < _MAX_WARNED:
+                self._warned.add(key)
+            logger.warning("refused: %s", message)
+        else:
+            logger.debug("refused: %s", message)
+        return message
 
     def owner_of(self, client_id: str) -> str | None:
         """The name of the principal owning *client_id*, if the router knows it."""
         owner = self._owners.get(client_id)  # always None with authentication off
-        if owner is not None and not self._is_known(client_id):
+        if owner is None:
+            return None
+        if not self._is_known(client_id):
             del self._owners[client_id]  # stale (G3): the client-id is free again
             return None
-        return owner
+        return owner.name
 
     def owns(self, principal: Principal, client_id: str) -> bool:
         return self.owner_of(client_id) == principal.name
@@ -140,25 +151,26 @@ class AccessGuard:
         """G2: refuse *principal* acting as a client-id another principal owns."""
         owner = self.owner_of(client_id)
         if owner is not None and owner != principal.name:
-            raise self._deny(
-                f"principal {principal.name!r} may not use this client-id: it belongs to "
-                "another principal (every worker must use client-ids of its own)"
+            raise PermissionDeniedError(
+                self._deny(
+                    f"principal {principal.name!r} may not use this client-id: it belongs to "
+                    "another principal (every worker must use client-ids of its own)"
+                )
             )
 
     def claim(self, principal: Principal, client_id: str) -> None:
         """Record that the router now holds state for *client_id* on behalf of
         *principal* (after :meth:`check_client` passed, with no await between).
-        Nothing is recorded with authentication off."""
+        Nothing is recorded with authentication off. A later claim by the same
+        principal refreshes its rights (an access file reloaded since)."""
         if self.authenticator is None:
             return
         owner = self.owner_of(client_id)
-        if owner is not None:
-            if owner != principal.name:  # pragma: no cover - check_client prevents it
-                raise RuntimeError(f"client-id claimed by {principal.name!r} belongs to {owner!r}")
-            return
-        if len(self._owners) >= self._sweep_at:
+        if owner is None and len(self._owners) >= self._sweep_at:
             self._sweep()
-        self._owners[client_id] = principal.name
+        elif owner is not None and owner != principal.name:  # pragma: no cover
+            raise RuntimeError(f"client-id claimed by {principal.name!r} belongs to {owner!r}")
+        self._owners[client_id] = principal
 
     def _sweep(self) -> None:
         is_known = self._is_known
@@ -169,9 +181,11 @@ class AccessGuard:
 
     def check_register(self, principal: Principal, agent_type: str) -> None:
         if not principal.rights.register.allows(agent_type):
-            raise self._deny(
-                f"principal {principal.name!r} may not register agent type {agent_type!r} "
-                f"(its 'register' right allows: {principal.rights.register})"
+            raise PermissionDeniedError(
+                self._deny(
+                    f"principal {principal.name!r} may not register agent type {agent_type!r} "
+                    f"(its 'register' right allows: {principal.rights.register})"
+                )
             )
 
     def check_subscription(self, principal: Principal, subscription: pb.Subscription) -> None:
@@ -193,43 +207,53 @@ class AccessGuard:
         else:
             return  # malformed: the router answers INVALID_ARGUMENT
         if not rights.register.allows(agent_type):
-            raise self._deny(
-                f"principal {principal.name!r} may not subscribe agent type {agent_type!r}: "
-                f"it is not one it may register (its 'register' right allows: {rights.register})"
+            raise PermissionDeniedError(
+                self._deny(
+                    f"principal {principal.name!r} may not subscribe agent type {agent_type!r}: "
+                    "it is not one it may register "
+                    f"(its 'register' right allows: {rights.register})"
+                )
             )
         if not allowed:
-            raise self._deny(
-                f"principal {principal.name!r} may not subscribe to {what} "
-                f"(its 'subscribe' right allows: {rights.subscribe})"
+            raise PermissionDeniedError(
+                self._deny(
+                    f"principal {principal.name!r} may not subscribe to {what} "
+                    f"(its 'subscribe' right allows: {rights.subscribe})"
+                )
             )
 
-    def may_publish(self, principal: Principal, topic_type: str) -> bool:
-        """Per published event: cheap when the right is ``"*"``."""
+    def refuse_event(self, client_id: str, topic_type: str) -> str | None:
+        """Per CloudEvent from *client_id*'s data stream: why it may not be
+        published (counted), or None. Costs a dict lookup with authentication on."""
+        principal = self._owners.get(client_id)
+        if principal is None:
+            return None if self.authenticator is None else self._unowned(client_id)
         publish = principal.rights.publish
-        return publish.everything or publish.allows(topic_type)
+        if publish.everything or publish.allows(topic_type):
+            return None
+        return self._deny(
+            f"principal {principal.name!r} may not publish to topic type {topic_type!r} "
+            f"(its 'publish' right allows: {publish})",
+            (principal.name, "publish", topic_type),
+        )
 
-    def may_call(self, principal: Principal, agent_type: str) -> bool:
-        """Per RPC: cheap when the right is ``"*"``."""
+    def refuse_request(self, client_id: str, agent_type: str) -> str | None:
+        """Per RPC from *client_id*'s data stream: why it may not call an agent
+        of *agent_type* (counted), or None."""
+        principal = self._owners.get(client_id)
+        if principal is None:
+            return None if self.authenticator is None else self._unowned(client_id)
         call = principal.rights.call
-        return call.everything or call.allows(agent_type)
-
-    def publish_denied(self, principal: Principal, topic_type: str) -> str:
-        """Count a refused event and say why (for the log and the sender)."""
-        return str(
-            self._deny(
-                f"principal {principal.name!r} may not publish to topic type {topic_type!r} "
-                f"(its 'publish' right allows: {principal.rights.publish})"
-            )
+        if call.everything or call.allows(agent_type):
+            return None
+        return self._deny(
+            f"principal {principal.name!r} may not call agent type {agent_type!r} "
+            f"(its 'call' right allows: {call})",
+            (principal.name, "call", agent_type),
         )
 
-    def call_denied(self, principal: Principal, agent_type: str) -> str:
-        """Count a refused RPC and say why (the caller gets it as the RPC's error)."""
-        return str(
-            self._deny(
-                f"principal {principal.name!r} may not call agent type {agent_type!r} "
-                f"(its 'call' right allows: {principal.rights.call})"
-            )
-        )
+    def _unowned(self, client_id: str) -> str:  # pragma: no cover - streams are claimed
+        return self._deny(f"a message from an unclaimed client-id {client_id!r}")
 
     # ------------------------------------------------------------ discretion
 

@@ -104,17 +104,33 @@ def test_a_subscription_needs_an_own_agent_type_and_the_subscribe_right() -> Non
         guard.check_subscription(ALICE, _sub("order", "orders", prefix=True))
 
 
-def test_publish_and_call_rights_are_checked_and_refusals_counted() -> None:
+def test_publish_and_call_rights_are_checked_per_message_and_refusals_counted() -> None:
     guard = AccessGuard(_Fixed(ALICE))
-    assert guard.may_publish(ALICE, "order-events")
-    assert not guard.may_publish(ALICE, "payroll")
-    assert guard.may_call(ALICE, "billing")
-    assert not guard.may_call(ALICE, "hr")
-    assert "'alice' may not publish to topic type 'payroll'" in guard.publish_denied(
-        ALICE, "payroll"
+    guard.claim(ALICE, "alice-1")
+    assert guard.refuse_event("alice-1", "order-events") is None
+    assert guard.refuse_event("alice-1", "payroll") == (
+        "principal 'alice' may not publish to topic type 'payroll' "
+        "(its 'publish' right allows: order-events)"
     )
-    assert "'alice' may not call agent type 'hr'" in guard.call_denied(ALICE, "hr")
+    assert guard.refuse_request("alice-1", "billing") is None
+    assert "'alice' may not call agent type 'hr'" in str(guard.refuse_request("alice-1", "hr"))
     assert guard.statistics().denials == 2
+
+
+def test_a_refused_message_is_logged_once_at_warning(caplog: pytest.LogCaptureFixture) -> None:
+    guard = AccessGuard(_Fixed(ALICE))
+    guard.claim(ALICE, "alice-1")
+    with caplog.at_level("DEBUG", logger="agentwire.security"):
+        for _ in range(3):
+            guard.refuse_event("alice-1", "payroll")
+    assert [r.levelname for r in caplog.records] == ["WARNING", "DEBUG", "DEBUG"]
+    assert guard.statistics().denials == 3
+
+
+def test_without_authentication_every_message_passes() -> None:
+    guard = AccessGuard()
+    assert guard.refuse_event("anyone", "payroll") is None
+    assert guard.refuse_request("anyone", "hr") is None
 
 
 def test_a_registration_conflict_names_only_the_callers_own_client_ids() -> None:
@@ -136,6 +152,15 @@ def test_a_principal_sees_only_what_its_own_client_ids_recorded() -> None:
     assert not guard.may_see(ALICE, None)
     assert guard.statistics().client_ids == 2
     assert guard.statistics().principals == 2
+
+
+def test_a_new_claim_by_the_same_principal_refreshes_its_rights() -> None:
+    guard = AccessGuard(_Fixed(ALICE))
+    guard.claim(ALICE, "alice-1")
+    assert guard.refuse_event("alice-1", "payroll") is not None
+    reloaded = Principal("alice", Rights())
+    guard.claim(reloaded, "alice-1")
+    assert guard.refuse_event("alice-1", "payroll") is None
 
 
 def test_client_ids_the_router_forgot_are_swept_so_the_table_stays_bounded() -> None:

@@ -25,7 +25,14 @@ from agentwire._security import (
 PRINCIPALS = {
     "alice": Principal("alice", Rights(register=NamePatterns(["t1", "t2"]))),
     "bob": Principal("bob", Rights(register=NamePatterns(["t*"]))),
-    "eve": Principal("eve", Rights(register=NamePatterns(["t3"]), subscribe=NamePatterns(["x"]))),
+    "eve": Principal(
+        "eve",
+        Rights(
+            register=NamePatterns(["t3"]),
+            subscribe=NamePatterns(["x"]),
+            publish=NamePatterns(["y"]),
+        ),
+    ),
 }
 WHO = st.sampled_from(sorted(PRINCIPALS))
 CLIENT_IDS = st.sampled_from(["c1", "c2", "c3", "c4", "c5", "c6"])
@@ -165,6 +172,17 @@ class GuardMachine(RuleBasedStateMachine):
         assert all(self.creator[self.sub_owner[s]] == principal.name for s in seen)  # G4
         mine = {c for c, p in self.creator.items() if p == principal.name}
         assert set(seen) == {s for s, owner in self.sub_owner.items() if owner in mine}
+
+    @rule(client_id=CLIENT_IDS, topic=TOPICS)
+    def publish(self, client_id: str, topic: str) -> None:
+        client = self.clients.get(client_id)
+        if client is None or not client.stream:
+            return  # only a live stream publishes
+        refusal = self.guard.refuse_event(client_id, topic)
+        rights = PRINCIPALS[self.creator[client_id]].rights
+        assert (refusal is None) == rights.publish.allows(topic)
+        if refusal is not None:
+            self.refusals += 1
 
     @invariant()
     def invariants_hold(self) -> None:

@@ -3,11 +3,15 @@ localhost, and client certificates, as PEM files."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
+from typing import ClassVar
 
 import attrs
 import pytest
 import trustme
+
+import agentwire as aw
 
 
 @attrs.frozen
@@ -45,3 +49,30 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         paths["oca"],
         ca,
     )
+
+
+@dataclasses.dataclass
+class Shout:
+    text: str
+
+
+@dataclasses.dataclass
+class Reply:
+    text: str
+
+
+class Shouter(aw.RoutedAgent):
+    """Answers a Shout in capitals; records the Shouts published to it."""
+
+    heard: ClassVar[list[str]] = []
+
+    def __init__(self) -> None:
+        super().__init__("shouts back")
+
+    @aw.rpc
+    async def shout(self, message: Shout, ctx: aw.MessageContext) -> Reply:
+        return Reply(message.text.upper())
+
+    @aw.event
+    async def hear(self, message: Reply, ctx: aw.MessageContext) -> None:
+        Shouter.heard.append(message.text)

@@ -144,3 +144,11 @@ class OverloadedError(AgentwireError):
 
 class InvalidRequestError(AgentwireError, ValueError):
     """The gateway refused a request as malformed (e.g. an invalid target or source id)."""
+
+
+class AuthenticationError(AgentwireError):
+    """No or bad credentials (gRPC UNAUTHENTICATED). The message never holds a token."""
+
+
+class PermissionDeniedError(AgentwireError):
+    """The caller's principal lacks the right for what it asked (gRPC PERMISSION_DENIED)."""

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from .._errors import AgentwireError
+from .._errors import AuthenticationError
 from ._rights import Principal
 
 __all__ = [
@@ -43,10 +43,6 @@ __all__ = [
 AUTHORIZATION_KEY = "authorization"
 LOOPBACK = "loopback"
 _BEARER = "bearer "
-
-
-class AuthenticationError(AgentwireError):
-    """No or bad credentials (gRPC UNAUTHENTICATED). The message never holds a token."""
 
 
 @attrs.frozen(slots=True)

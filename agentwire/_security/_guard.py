@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
@@ -50,11 +51,19 @@ from .._proto import agent_worker_pb2 as pb
 from ._auth import AuthenticationError, Authenticator, Credentials
 from ._rights import ANONYMOUS, PermissionDeniedError, Principal
 
-__all__ = ["AccessGuard", "GuardStatistics"]
+__all__ = ["AccessGuard", "GuardStatistics", "MessagePolicy"]
 
 logger = logging.getLogger("agentwire.security")
 
 _MAX_WARNED = 1024  # distinct refused (principal, right, name) logged at WARNING
+
+
+class MessagePolicy(Protocol):
+    """What the routing table asks per message (an :class:`AccessGuard` answers)."""
+
+    def refuse_event(self, client_id: str, topic_type: str) -> str | None: ...
+
+    def refuse_request(self, client_id: str, agent_type: str) -> str | None: ...
 
 
 @attrs.frozen(slots=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from .._errors import AgentwireError
+from .._errors import PermissionDeniedError
 
 __all__ = [
     "ANONYMOUS",
@@ -23,10 +23,6 @@ __all__ = [
     "Principal",
     "Rights",
 ]
-
-
-class PermissionDeniedError(AgentwireError):
-    """A principal lacks the right for what it asked (gRPC PERMISSION_DENIED)."""
 
 
 def _patterns(value: Iterable[str]) -> tuple[str, ...]:

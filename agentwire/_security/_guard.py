@@ -200,7 +200,8 @@ class AccessGuard:
     def check_subscription(self, principal: Principal, subscription: pb.Subscription) -> None:
         """A subscription names one of the principal's agent types (``register``
         right) and topic types it may subscribe to (``subscribe`` right; a prefix
-        subscription needs a prefix right covering its prefix)."""
+        subscription needs a prefix right covering its prefix, except an agent
+        type's own direct-message prefix ``"<agent type>:"``)."""
         kind = subscription.WhichOneof("subscription")
         rights = principal.rights
         if kind == "typeSubscription":
@@ -211,7 +212,8 @@ class AccessGuard:
         elif kind == "typePrefixSubscription":
             agent_type = subscription.typePrefixSubscription.agent_type
             topic = subscription.typePrefixSubscription.topic_type_prefix
-            allowed = rights.subscribe.allows_prefix(topic)
+            # "<agent type>:" is the direct-message subscription every agent type has
+            allowed = topic == f"{agent_type}:" or rights.subscribe.allows_prefix(topic)
             what = f"every topic type starting with {topic!r}"
         else:
             return  # malformed: the router answers INVALID_ARGUMENT

@@ -96,6 +96,7 @@ def test_a_subscription_needs_an_own_agent_type_and_the_subscribe_right() -> Non
     guard = AccessGuard(_Fixed(ALICE))
     guard.check_subscription(ALICE, _sub("order-events", "orders"))
     guard.check_subscription(ALICE, _sub("billing.eu.", "orders", prefix=True))
+    guard.check_subscription(ALICE, _sub("orders.eu:", "orders.eu", prefix=True))  # direct
     with pytest.raises(PermissionDeniedError, match="may not subscribe agent type 'hr'"):
         guard.check_subscription(ALICE, _sub("order-events", "hr"))
     with pytest.raises(PermissionDeniedError, match="may not subscribe to topic type 'payroll'"):

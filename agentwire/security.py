@@ -8,6 +8,7 @@ authenticator=AccessFileAuthenticator("access.toml"))`` and
 
 from __future__ import annotations
 
+from ._errors import GatewayRefusedError
 from ._security import (
     ANONYMOUS,
     LOOPBACK,
@@ -39,6 +40,7 @@ __all__ = [
     "Authenticator",
     "CertificateAuthenticator",
     "Credentials",
+    "GatewayRefusedError",
     "GuardStatistics",
     "NamePatterns",
     "PermissionDeniedError",

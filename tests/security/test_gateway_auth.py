@@ -25,7 +25,12 @@ from agentwire import (
 from agentwire._gateway import Gateway
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._transport import Channel, open_channel
-from agentwire.security import AccessFileAuthenticator, PermissionDeniedError, bearer_metadata
+from agentwire.security import (
+    AccessFileAuthenticator,
+    GatewayRefusedError,
+    PermissionDeniedError,
+    bearer_metadata,
+)
 
 from .conftest import Reply, Shout, Shouter
 
@@ -100,6 +105,14 @@ async def test_calls_without_a_valid_token_are_unauthenticated(
     for info in (unary, stream):
         assert info.value.status is Status.UNAUTHENTICATED
         assert "wrong-token" not in (info.value.message or "")
+
+
+async def test_a_worker_with_a_bad_token_stops_with_a_clear_error(gateway: Gateway) -> None:
+    with trio.fail_after(GUARD), pytest.raises(GatewayRefusedError) as info:
+        async with open_worker(gateway.address, token="wrong-token-0123456789"):
+            await trio.sleep_forever()
+    assert "UNAUTHENTICATED" in str(info.value)
+    assert "wrong-token" not in str(info.value)
 
 
 async def test_a_principal_registers_only_the_agent_types_it_may(

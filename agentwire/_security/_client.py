@@ -6,8 +6,10 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+if TYPE_CHECKING:  # the worker imports this module
+    from .._worker._protocol import ChannelLike
 from ._auth import bearer_metadata
 from ._tls import TLSConfigError, split_secure_address
 
@@ -54,26 +56,7 @@ def call_metadata(
     return tuple(extra)
 
 
-class _Channel(Protocol):
-    async def unary(
-        self,
-        path: str,
-        request: bytes,
-        *,
-        metadata: Sequence[tuple[str, str]] = (),
-        timeout: float | None = None,  # noqa: ASYNC109 (the transport's signature)
-    ) -> bytes: ...
-
-    def stream(
-        self,
-        path: str,
-        *,
-        metadata: Sequence[tuple[str, str]] = (),
-        timeout: float | None = None,
-    ) -> AbstractAsyncContextManager[Any]: ...
-
-
-_C = TypeVar("_C", bound=_Channel)
+_C = TypeVar("_C", bound="ChannelLike")
 
 
 class _WithMetadata(Generic[_C]):

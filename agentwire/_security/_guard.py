@@ -49,7 +49,7 @@ import attrs
 
 from .._proto import agent_worker_pb2 as pb
 from ._auth import AuthenticationError, Authenticator, Credentials
-from ._rights import ANONYMOUS, PermissionDeniedError, Principal
+from ._rights import ANONYMOUS, NamePatterns, PermissionDeniedError, Principal
 
 __all__ = ["AccessGuard", "GuardStatistics", "MessagePolicy"]
 
@@ -236,31 +236,24 @@ class AccessGuard:
     def refuse_event(self, client_id: str, topic_type: str) -> str | None:
         """Per CloudEvent from *client_id*'s data stream: why it may not be
         published (counted), or None. Costs a dict lookup with authentication on."""
-        principal = self._owners.get(client_id)
-        if principal is None:
-            return None if self.authenticator is None else self._unowned(client_id)
-        publish = principal.rights.publish
-        if publish.everything or publish.allows(topic_type):
-            return None
-        return self._deny(
-            f"principal {principal.name!r} may not publish to topic type {topic_type!r} "
-            f"(its 'publish' right allows: {publish})",
-            (principal.name, "publish", topic_type),
-        )
+        return self._refuse(client_id, "publish", "publish to topic type", topic_type)
 
     def refuse_request(self, client_id: str, agent_type: str) -> str | None:
         """Per RPC from *client_id*'s data stream: why it may not call an agent
         of *agent_type* (counted), or None."""
+        return self._refuse(client_id, "call", "call agent type", agent_type)
+
+    def _refuse(self, client_id: str, right: str, action: str, name: str) -> str | None:
         principal = self._owners.get(client_id)
         if principal is None:
             return None if self.authenticator is None else self._unowned(client_id)
-        call = principal.rights.call
-        if call.everything or call.allows(agent_type):
+        patterns: NamePatterns = getattr(principal.rights, right)
+        if patterns.everything or patterns.allows(name):
             return None
         return self._deny(
-            f"principal {principal.name!r} may not call agent type {agent_type!r} "
-            f"(its 'call' right allows: {call})",
-            (principal.name, "call", agent_type),
+            f"principal {principal.name!r} may not {action} {name!r} "
+            f"(its {right!r} right allows: {patterns})",
+            (principal.name, right, name),
         )
 
     def _unowned(self, client_id: str) -> str:  # pragma: no cover - streams are claimed

@@ -296,8 +296,8 @@ class RoutingTable:
             return (
                 ErrorKind.UNDELIVERABLE,
                 f"the worker owning agent type {target.type!r} "
-                f"(client {owner}) has no open channel; the request to {target_agent} "
-                "was not delivered",
+                + (f"(client {owner}) " if self.policy is None else "")
+                + f"has no open channel; the request to {target_agent} was not delivered",
             )
         if self.in_flight(caller) >= self.max_in_flight:
             return (
@@ -535,14 +535,18 @@ class RoutingTable:
             message = pb.ControlMessage.FromString(data)
         except DecodeError as exc:
             return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
-        target = resolve(self._reg, message.destination)
+        denied = None
+        if self.policy is not None:
+            denied = self.policy.refuse_control(conn.client_id, message.destination)
+        target = resolve(self._reg, message.destination) if denied is None else None
         if target is not None:
             self._control_forwarded += 1
             return [Deliver(target, data)]
         self._control_undeliverable += 1
         reason = (
-            ERROR_PREFIX + f"cannot deliver control message {message.rpc_id!r}: "
-            f"no control channel for destination {message.destination!r}"
+            ERROR_PREFIX
+            + f"cannot deliver control message {message.rpc_id!r}: "
+            + (denied or f"no control channel for destination {message.destination!r}")
         )
         reply = control_error_reply(message, reason)
         if reply is None:

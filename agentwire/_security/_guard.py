@@ -65,6 +65,8 @@ class MessagePolicy(Protocol):
 
     def refuse_request(self, client_id: str, agent_type: str) -> str | None: ...
 
+    def refuse_control(self, client_id: str, destination: str) -> str | None: ...
+
 
 @attrs.frozen(slots=True)
 class GuardStatistics:
@@ -241,6 +243,15 @@ class AccessGuard:
     def refuse_request(self, client_id: str, agent_type: str) -> str | None:
         """Per RPC from *client_id*'s data stream: why it may not call an agent
         of *agent_type* (counted), or None."""
+        return self._refuse(client_id, "call", "call agent type", agent_type)
+
+    def refuse_control(self, client_id: str, destination: str) -> str | None:
+        """Per ControlMessage: one for ``agentid=type/key`` needs the ``call``
+        right on that type; one for ``clientid=...`` (how answers find their
+        requester) passes."""
+        if not destination.startswith("agentid="):
+            return None
+        agent_type = destination[len("agentid=") :].partition("/")[0]
         return self._refuse(client_id, "call", "call agent type", agent_type)
 
     def _refuse(self, client_id: str, right: str, action: str, name: str) -> str | None:

@@ -32,6 +32,7 @@ from agentwire.security import (
     bearer_metadata,
 )
 
+from ..gateway.helpers import control
 from .conftest import Reply, Shout, Shouter
 
 GUARD = 20  # seconds: a hang guard, never a synchronisation
@@ -206,3 +207,24 @@ async def test_workers_with_tokens_register_subscribe_call_and_publish_within_th
     assert Listener.heard == ["news"]
     assert gateway.statistics().events_dropped == 1
     assert gateway.access_statistics().denials == 4
+
+
+async def test_a_control_message_to_an_agent_needs_the_call_right(
+    channel: Channel, gateway: Gateway
+) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            channel.stream(P + "OpenControlChannel", metadata=as_(MALLORY, "m1")) as mallory,
+            channel.stream(P + "OpenControlChannel", metadata=as_(ALICE, "a1")) as alice,
+        ):
+            await register(channel, ALICE, "a1", "shouter")
+            await gateway.wait_until(lambda s: s.control_connections == 2)
+            await mallory.send(control("r1", "agentid=shouter/k", respond_to="clientid=m1"))
+            reply = pb.ControlMessage.FromString(await mallory.receive() or b"")
+            body = pb.SaveStateResponse()
+            assert reply.rpcMessage.Unpack(body)
+            assert "'mallory' may not call agent type 'shouter'" in body.error
+            # alice's own request reaches her agent type's control channel
+            own = control("r2", "agentid=shouter/k", respond_to="clientid=a1")
+            await alice.send(own)
+            assert await alice.receive() == own

@@ -115,7 +115,10 @@ def test_publish_and_call_rights_are_checked_per_message_and_refusals_counted() 
     )
     assert guard.refuse_request("alice-1", "billing") is None
     assert "'alice' may not call agent type 'hr'" in str(guard.refuse_request("alice-1", "hr"))
-    assert guard.statistics().denials == 2
+    assert guard.refuse_control("alice-1", "agentid=billing/k") is None
+    assert "may not call agent type 'hr'" in str(guard.refuse_control("alice-1", "agentid=hr/k"))
+    assert guard.refuse_control("alice-1", "clientid=whoever") is None
+    assert guard.statistics().denials == 3
 
 
 def test_a_refused_message_is_logged_once_at_warning(caplog: pytest.LogCaptureFixture) -> None:

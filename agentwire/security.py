@@ -30,6 +30,7 @@ from ._security import (
     parse_access_file,
     server_ssl_context,
 )
+from ._security._loopback import PlaintextListenerError
 
 __all__ = [
     "ANONYMOUS",
@@ -44,6 +45,7 @@ __all__ = [
     "GuardStatistics",
     "NamePatterns",
     "PermissionDeniedError",
+    "PlaintextListenerError",
     "Principal",
     "Rights",
     "TLSConfigError",

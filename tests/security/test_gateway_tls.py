@@ -18,6 +18,7 @@ from agentwire._gateway import Gateway
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._security import CertificateAuthenticator, client_ssl_context, server_ssl_context
 from agentwire._transport import open_channel
+from agentwire.security import PlaintextListenerError
 
 from .conftest import Pki, Reply, Shout, Shouter
 
@@ -146,3 +147,28 @@ async def test_a_stalled_tls_handshake_does_not_block_other_clients(
             await stalled.send_all(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello's first bytes
             connect = functools.partial(_round_trip, address)
             await connect(ssl_context=_client(pki, certificate=True))
+
+
+async def test_a_plaintext_loopback_listener_serves_the_same_gateway_as_tls(pki: Pki) -> None:
+    with trio.fail_after(GUARD):
+        async with open_gateway(
+            "127.0.0.1:0", ssl_context=_server(pki), plaintext_address="127.0.0.1:0"
+        ) as gw:
+            assert gw.plaintext_address is not None
+            assert gw.plaintext_address != gw.address
+            async with (
+                open_worker(gw.plaintext_address) as plain,
+                open_worker(_tls_address(gw), ssl_context=_client(pki)) as secure,
+            ):
+                await Shouter.register(plain, "shouter", Shouter)
+                secure.add_message_serializer(serializers_for_type(Reply))
+                assert await secure.send_message(Shout("a"), AgentId("shouter", "1")) == Reply("A")
+                assert gw.statistics().data_connections == 2
+
+
+async def test_a_plaintext_listener_must_be_on_loopback(pki: Pki) -> None:
+    with pytest.raises(PlaintextListenerError, match="loopback"):
+        async with open_gateway(
+            "127.0.0.1:0", ssl_context=_server(pki), plaintext_address="0.0.0.0:0"
+        ):
+            pass  # pragma: no cover

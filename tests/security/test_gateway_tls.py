@@ -3,7 +3,7 @@ and clients that get it wrong (which must not disturb the others)."""
 
 from __future__ import annotations
 
-import functools
+import socket
 import ssl
 from collections.abc import AsyncIterator
 
@@ -137,6 +137,17 @@ async def test_plaintext_and_certificate_less_clients_are_refused_while_others_w
             assert await b.send_message(Shout("still"), AgentId("shouter", "1")) == Reply("STILL")
 
 
+def _still_open(stream: trio.SocketStream) -> bool:
+    """Whether the peer has neither closed *stream* nor sent anything on it."""
+    fd = stream.socket.fileno()
+    with socket.fromfd(fd, stream.socket.family, stream.socket.type) as peek:
+        try:
+            peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)  # data, or b"" at EOF
+        except BlockingIOError:
+            return True
+        return False
+
+
 async def test_a_stalled_tls_handshake_does_not_block_other_clients(
     pki: Pki, tls_gateway: Gateway
 ) -> None:
@@ -145,8 +156,9 @@ async def test_a_stalled_tls_handshake_does_not_block_other_clients(
         stalled = await trio.open_tcp_stream("127.0.0.1", tls_gateway.port)
         async with stalled:
             await stalled.send_all(b"\x16\x03\x01\x02\x00\x01")  # a ClientHello's first bytes
-            connect = functools.partial(_round_trip, address)
-            await connect(ssl_context=_client(pki, certificate=True))
+            await _round_trip(address, ssl_context=_client(pki, certificate=True))
+            # ... done while the stalled handshake was still pending: not behind it
+            assert _still_open(stalled)
 
 
 async def test_a_plaintext_loopback_listener_serves_the_same_gateway_as_tls(pki: Pki) -> None:

@@ -5,7 +5,9 @@ Prints exactly one line to stdout once listening --
 process can wait for it. Logs go to stderr. On SIGINT/SIGTERM it shuts down
 gracefully (``--grace-period``) and exits 0. An invalid ``--address``, or one
 it cannot listen on (port in use, unknown host), is reported in one line on
-stderr with exit status 2.
+stderr with exit status 2, as are contradictory security options and
+unreadable or mismatched TLS or access files. SIGHUP re-reads the access file
+(``--auth-tokens``) without dropping connections.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from typing import Any
 import trio
 
 from .._address import InvalidAddressError, parse_address
+from .._security._command import (
+    GatewaySecurity,
+    SecuritySetupError,
+    add_security_arguments,
+    reload_on_sighup,
+    security_from_arguments,
+)
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._serve import Gateway, serve_gateway
 
@@ -106,6 +115,7 @@ def add_gateway_command(subparsers: Any) -> None:
         help="seconds a pinged worker has to answer before it is disconnected and "
         "its callers are answered [default: %(default)s]",
     )
+    add_security_arguments(parser)
     parser.set_defaults(handler=run_gateway_command)
 
 
@@ -124,9 +134,14 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     except InvalidAddressError as exc:
         print(f"agentwire gateway: invalid --address: {exc}", file=sys.stderr)
         return EXIT_BAD_ADDRESS
+    try:
+        security = security_from_arguments(args)
+    except SecuritySetupError as exc:
+        print(f"agentwire gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
-        trio.run(_run, args)
+        trio.run(_run, args, security)
     except* OSError as group:
         failure = _first_leaf(group)
     if failure is not None:
@@ -142,9 +157,16 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            reloading = trio.CancelScope()
+
+            async def reload(*, task_status: trio.TaskStatus[None]) -> None:
+                with reloading:
+                    await reload_on_sighup(security.authenticator, task_status=task_status)
+
+            await nursery.start(reload)
             gateway: Gateway = await nursery.start(
                 functools.partial(
                     serve_gateway,
@@ -156,10 +178,16 @@ async def _run(args: argparse.Namespace) -> None:
                     registration_grace=args.registration_grace,
                     keepalive_interval=args.keepalive_interval,
                     keepalive_timeout=args.keepalive_timeout,
+                    ssl_context=security.ssl_context,
+                    authenticator=security.authenticator,
+                    plaintext_address=security.plaintext_address,
                 )
             )
+            if gateway.plaintext_address is not None:
+                logger.info("plaintext loopback listener on %s", gateway.plaintext_address)
             print(f"agentwire gateway listening on {gateway.address}", flush=True)
             async for signum in signals:
                 logger.info("received %s; shutting down", signal.Signals(signum).name)
                 break
             await gateway.shutdown()
+            reloading.cancel()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,8 @@ import trio
 
 from .._address import parse_address
 from .._nursery import open_service_nursery, open_unwrapping_nursery
+from .._security import AccessGuard, Authenticator, GuardStatistics
+from .._security._loopback import check_loopback_address, serve_loopback_listener
 from .._transport import GrpcServer, serve_grpc
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._hub import GatewayConfig, GatewayHub, GatewayStatistics, open_hub
@@ -25,10 +28,28 @@ class Gateway:
     """A running gateway (from :func:`serve_gateway`'s ``task_status`` or
     :func:`open_gateway`)."""
 
-    def __init__(self, server: GrpcServer, hub: GatewayHub, grace_period: float) -> None:
+    def __init__(
+        self,
+        server: GrpcServer,
+        hub: GatewayHub,
+        grace_period: float,
+        guard: AccessGuard | None = None,
+        plaintext: tuple[str, trio.CancelScope] | None = None,
+    ) -> None:
         self._server = server
         self._hub = hub
         self.grace_period = grace_period
+        self._guard = AccessGuard() if guard is None else guard
+        self._plaintext = plaintext
+
+    @property
+    def plaintext_address(self) -> str | None:
+        """``host:port`` of the plaintext loopback listener, if there is one."""
+        return None if self._plaintext is None else self._plaintext[0]
+
+    def access_statistics(self) -> GuardStatistics:
+        """Client-ids owned, principals, and refusals (UNAUTHENTICATED, PERMISSION_DENIED)."""
+        return self._guard.statistics()
 
     @property
     def address(self) -> str:
@@ -58,6 +79,8 @@ class Gateway:
         error, end every worker's stream (UNAVAILABLE) after its queue drains,
         and give calls *grace* seconds (default ``grace_period``) before
         cancelling what is left. Returns when the server has stopped."""
+        if self._plaintext is not None:
+            self._plaintext[1].cancel()  # stop accepting; its connections shut down below
         self._hub.begin_shutdown()
         await self._server.shutdown(self.grace_period if grace is None else grace)
 
@@ -80,10 +103,21 @@ async def serve_gateway(
     max_held: int = 1000,
     keepalive_interval: float | None = 5.0,
     keepalive_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    authenticator: Authenticator | None = None,
+    plaintext_address: str | None = None,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
     one raises :class:`~agentwire._address.InvalidAddressError`).
+
+    Security (README, "Security"): *ssl_context* serves TLS (see
+    :func:`agentwire.security.server_ssl_context`; ALPN ``h2``);
+    *authenticator* authenticates every call and enforces its principal's
+    rights (e.g. :class:`agentwire.security.AccessFileAuthenticator`); with
+    neither, any peer may act as any client, as with AutoGen's host.
+    *plaintext_address* (a loopback ``host:port``) adds a plaintext listener of
+    the same gateway, for workers on this machine that cannot speak TLS.
 
     ``task_status.started(gateway)`` reports the :class:`Gateway` once it
     listens. Returns after ``gateway.shutdown()``. Cancelling it stops at once:
@@ -114,8 +148,13 @@ async def serve_gateway(
         startup_grace=startup_grace,
         max_held=max_held,
     )
+    if plaintext_address is not None:
+        check_loopback_address(plaintext_address)
     async with open_hub(config) as hub, open_unwrapping_nursery() as nursery:
-        service = AgentRpcService(hub)
+        guard = AccessGuard(authenticator, is_known=hub.has_client)
+        if authenticator is not None:
+            hub.set_message_policy(guard)
+        service = AgentRpcService(hub, guard)
         server: GrpcServer = await nursery.start(
             functools.partial(
                 serve_grpc,
@@ -126,11 +165,31 @@ async def serve_gateway(
                 grace_period=grace_period,
                 keepalive_interval=keepalive_interval,
                 keepalive_timeout=keepalive_timeout,
+                ssl_context=ssl_context,
             )
         )
-        gateway = Gateway(server, hub, grace_period)
+        plaintext = None
+        if plaintext_address is not None:
+            accepting = trio.CancelScope()
+            shown = await nursery.start(_accept_plaintext, accepting, server, plaintext_address)
+            plaintext = (shown, accepting)
+        gateway = Gateway(server, hub, grace_period, guard, plaintext)
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
+
+
+async def _accept_plaintext(
+    scope: trio.CancelScope,
+    server: GrpcServer,
+    address: str,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The plaintext loopback listener, until *scope* is cancelled (at shutdown);
+    its connections live in their own nursery until the server ends them."""
+    async with trio.open_nursery() as connections:
+        with scope:
+            await serve_loopback_listener(server, address, connections, task_status=task_status)
 
 
 @asynccontextmanager
@@ -151,6 +210,9 @@ async def open_gateway(
     max_held: int = 1000,
     keepalive_interval: float | None = 5.0,
     keepalive_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    authenticator: Authenticator | None = None,
+    plaintext_address: str | None = None,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -178,6 +240,9 @@ async def open_gateway(
         max_held=max_held,
         keepalive_interval=keepalive_interval,
         keepalive_timeout=keepalive_timeout,
+        ssl_context=ssl_context,
+        authenticator=authenticator,
+        plaintext_address=plaintext_address,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

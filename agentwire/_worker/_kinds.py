@@ -19,6 +19,7 @@ kind                      exception raised at an agentwire caller
 ``invalid-argument``      :class:`~agentwire.InvalidRequestError`
 ``too-large``             :class:`~agentwire.MessageTooLargeError`
 ``cant-handle``           :class:`~agentwire.CantHandleError`
+``permission-denied``     :class:`~agentwire.security.PermissionDeniedError`
 none, or unknown          :class:`~agentwire.RemoteError` (the handler's own failure)
 ========================  ==========================================
 """
@@ -35,6 +36,7 @@ from .._errors import (
     InvalidRequestError,
     MessageTooLargeError,
     OverloadedError,
+    PermissionDeniedError,
     RemoteError,
     RpcTimeoutError,
     RuntimeClosedError,
@@ -84,6 +86,7 @@ _EXCEPTIONS: dict[str, Callable[[str], AgentwireError]] = {
     ErrorKind.OVERLOADED: OverloadedError,
     ErrorKind.INVALID_ARGUMENT: InvalidRequestError,
     ErrorKind.CANT_HANDLE: CantHandleError,
+    ErrorKind.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 

@@ -8,6 +8,7 @@ underneath (see there for the wire behaviour) and the link's state on top.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal
@@ -21,6 +22,7 @@ from .._proto import agent_worker_pb2 as pb
 from .._retry import RetryPolicy
 from .._runtime._core import Router, Runtime, RuntimeStatistics, open_core
 from .._runtime._interventions import InterventionHandler
+from .._security._client import call_metadata, resolve_tls, with_metadata
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._link import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -133,9 +135,13 @@ async def open_worker(
     max_overflow: int = 10_000,
     ignore_unhandled_exceptions: bool = True,
     intervention_handlers: Sequence[InterventionHandler] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    token: str | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
     connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
 ) -> AsyncIterator[WorkerRuntime]:
-    """A worker connected to the gateway at *address* (``host:port``).
+    """A worker connected to the gateway at *address* (``host:port``, or
+    ``grpcs://host:port`` for TLS with the system's CAs).
 
     ``async with open_worker("127.0.0.1:50051", payload_format="protobuf") as runtime:``
 
@@ -171,6 +177,11 @@ async def open_worker(
       reading from the gateway pauses: backpressure).
     * *mailbox_size*, *max_overflow*, *ignore_unhandled_exceptions*,
       *intervention_handlers*: as for :func:`~agentwire.open_runtime`.
+    * *ssl_context*: TLS to the gateway (e.g.
+      :func:`agentwire.security.client_ssl_context`, with a client certificate
+      for mutual TLS); ALPN ``h2``.
+    * *token*: sent as ``authorization: Bearer <token>`` on every call (a
+      gateway with an access file); *metadata*: more headers for every call.
     * *connect*: replaces the transport (tests); returns a channel context.
 
     Leaving the block stops the core (pending RPCs fail with
@@ -179,6 +190,7 @@ async def open_worker(
     """
     if not isinstance(address, str):
         raise InvalidAddressError(f"the gateway address must be a str 'host:port', not {address!r}")
+    address, ssl_context = resolve_tls(address, ssl_context)
     parse_address(address)
     if connect_timeout < 0:
         raise ValueError(f"connect_timeout must be >= 0 seconds, got {connect_timeout!r}")
@@ -188,10 +200,13 @@ async def open_worker(
         def connect() -> AbstractAsyncContextManager[ChannelLike]:
             return open_channel(
                 address,
+                ssl_context=ssl_context,
                 keepalive_interval=keepalive_interval,
                 connect_timeout=ATTEMPT_TIMEOUT,
                 max_message_size=max_message_size,
             )
+
+    connect = with_metadata(connect, call_metadata(token, metadata))
 
     router: WorkerRouter | None = None
 

@@ -46,9 +46,7 @@ SOURCES = ("agent_worker.proto", "cloudevent.proto")
 # Compiled into a descriptor pool of their own (see the module docstring).
 PRIVATE_POOL_SOURCES = ("health.proto",)
 DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
-PRIVATE_POOL = (
-    "_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = _POOL.AddSerializedFile("
-)
+PRIVATE_POOL = "_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = _POOL.AddSerializedFile("
 # protoc's sibling import, as written in the module and in its stub.
 SIBLING_IMPORTS = {
     "import cloudevent_pb2 as cloudevent__pb2": "from . import cloudevent_pb2 as cloudevent__pb2",

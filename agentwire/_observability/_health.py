@@ -121,8 +121,10 @@ class HealthTable:
         assert self.version >= 0
 
 
-def _response(status: HealthStatus) -> bytes:
-    return health_pb2.HealthCheckResponse(status=status.value).SerializeToString()
+_RESPONSES = {
+    status: health_pb2.HealthCheckResponse(status=status.name).SerializeToString()
+    for status in HealthStatus
+}
 
 
 def _service_of(data: bytes) -> str:
@@ -170,7 +172,7 @@ class HealthService:
         status = self.table.status(service)
         if status is None:
             raise GRPCError(Status.NOT_FOUND, f"unknown service {service!r}")
-        return _response(status)
+        return _RESPONSES[status]
 
     async def watch(self, stream: ServerStream) -> None:
         data = await stream.receive()
@@ -182,7 +184,7 @@ class HealthService:
             changed = self._changed
             status = self.table.status(service) or HealthStatus.SERVICE_UNKNOWN
             if status is not sent:
-                await stream.send(_response(status))
+                await stream.send(_RESPONSES[status])
                 sent = status
                 continue  # it may have changed while the client was slow to read
             if self.table.shutting_down:

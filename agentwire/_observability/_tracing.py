@@ -108,7 +108,12 @@ class Tracing:
         return self._span("process", destination, parent, message_type, size)
 
     def sending(
-        self, operation: Operation, destination: str, *, message_type: str = "", size: int | None = None
+        self,
+        operation: Operation,
+        destination: str,
+        *,
+        message_type: str = "",
+        size: int | None = None,
     ) -> AbstractContextManager[TraceContext | None]:
         """``with tracing.sending(...) as context:`` around an RPC or a publish: *context*
         (the current one, or the new span's) is what to put on the wire."""

@@ -135,20 +135,23 @@ async def test_watch_of_an_unknown_service_answers_service_unknown_then_its_stat
 
 async def test_a_watcher_that_reads_late_gets_the_latest_status() -> None:
     health = HealthService()
-    async with serving(health) as address, open_channel(address) as channel:
-        async with channel.stream(HEALTH_SERVICE_PREFIX + "Watch") as stream:
-            await stream.send(health_pb2.HealthCheckRequest(service="").SerializeToString())
-            first = health_pb2.HealthCheckResponse.FromString(await stream.receive())
-            assert first.status == ServingStatus.SERVING
-            for status in [HealthStatus.NOT_SERVING, HealthStatus.SERVING] * 3:
-                health.set_status("", status)
-            health.set_status("", HealthStatus.NOT_SERVING)
-            health.begin_shutdown()
-            latest = health_pb2.HealthCheckResponse.FromString(await stream.receive())
-            assert latest.status == ServingStatus.NOT_SERVING
-            with pytest.raises(GRPCError) as info:
-                await stream.receive()
-            assert info.value.status is Status.UNAVAILABLE
+    async with (
+        serving(health) as address,
+        open_channel(address) as channel,
+        channel.stream(HEALTH_SERVICE_PREFIX + "Watch") as stream,
+    ):
+        await stream.send(health_pb2.HealthCheckRequest(service="").SerializeToString())
+        first = health_pb2.HealthCheckResponse.FromString(await stream.receive())
+        assert first.status == ServingStatus.SERVING
+        for status in [HealthStatus.NOT_SERVING, HealthStatus.SERVING] * 3:
+            health.set_status("", status)
+        health.set_status("", HealthStatus.NOT_SERVING)
+        health.begin_shutdown()
+        latest = health_pb2.HealthCheckResponse.FromString(await stream.receive())
+        assert latest.status == ServingStatus.NOT_SERVING
+        with pytest.raises(GRPCError) as info:
+            await stream.receive()
+        assert info.value.status is Status.UNAVAILABLE
 
 
 async def test_a_malformed_request_fails_only_that_call_with_invalid_argument() -> None:

@@ -62,5 +62,8 @@ def test_only_serving_and_not_serving_are_stored(status: HealthStatus) -> None:
 
 def test_initial_services_do_not_count_as_changes() -> None:
     table = HealthTable({"agents.AgentRpc": HealthStatus.SERVING})
-    assert table.services() == {SERVER: HealthStatus.SERVING, "agents.AgentRpc": HealthStatus.SERVING}
+    assert table.services() == {
+        SERVER: HealthStatus.SERVING,
+        "agents.AgentRpc": HealthStatus.SERVING,
+    }
     assert table.version == 0

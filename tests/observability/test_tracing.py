@@ -20,7 +20,7 @@ REMOTE = TraceContext(TRACE, SPAN, 3, "rojo=1")
 
 @pytest.fixture
 def exporter() -> Iterator[InMemorySpanExporter]:
-    yield InMemorySpanExporter()
+    return InMemorySpanExporter()
 
 
 @pytest.fixture
@@ -94,7 +94,8 @@ def test_what_a_handler_sends_is_a_child_span_and_carries_its_context(
     publish = only(exporter, "autogen publish news.(web)-T")
     process = only(exporter, "autogen process echo.(1)-A")
     assert publish.kind is trace.SpanKind.PRODUCER
-    assert publish.parent is not None and process.context is not None
+    assert publish.parent is not None
+    assert process.context is not None
     assert publish.parent.span_id == process.context.span_id
     assert publish.context is not None
     assert format(publish.context.span_id, "016x") == sent.span_id
@@ -105,9 +106,11 @@ def test_a_send_outside_any_handler_starts_a_trace_under_the_callers_own_span(
     provider: TracerProvider, exporter: InMemorySpanExporter
 ) -> None:
     tracing = Tracing(provider)
-    with provider.get_tracer("app").start_as_current_span("request") as outer:
-        with tracing.sending("send", agent_destination("echo", "1")) as sent:
-            assert sent is not None
+    with (
+        provider.get_tracer("app").start_as_current_span("request") as outer,
+        tracing.sending("send", agent_destination("echo", "1")) as sent,
+    ):
+        assert sent is not None
     assert sent.trace_id == format(outer.get_span_context().trace_id, "032x")
     send = only(exporter, "autogen send echo.(1)-A")
     assert dict(send.attributes or {})["messaging.operation"] == "publish"  # as AutoGen says it

@@ -46,7 +46,10 @@ TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 """The metadata key (and CloudEvent attribute) of the W3C ``tracestate``."""
 
-_HEX = frozenset("0123456789abcdef")
+# version-trace_id-parent_id-flags, and whatever a later version appends after a dash.
+_TRACEPARENT = re.compile(
+    r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})((?:-[\x20-\x7e]*)?)\Z"
+)
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 # A list-member of tracestate: key "=" value (W3C Trace Context, level 1).
@@ -104,25 +107,15 @@ Set by a worker around each handler it runs; read when the handler sends or
 publishes. Tasks started inside the handler inherit it."""
 
 
-def _is_hex(text: str) -> bool:
-    return _HEX.issuperset(text)
-
-
 def parse_traceparent(value: str, tracestate: str = "") -> TraceContext | None:
     """The context in a ``traceparent`` value, or ``None`` if it is malformed.
 
     *tracestate* is kept if it is a valid W3C list, else dropped."""
-    if len(value) < 55 or value[2] != "-" or value[35] != "-" or value[52] != "-":
+    match = _TRACEPARENT.match(value)
+    if match is None:
         return None
-    version = value[:2]
-    if not _is_hex(version) or version == "ff":
-        return None
-    if version == "00" and len(value) != 55:
-        return None
-    if len(value) > 55 and value[55] != "-":  # a later version may append fields
-        return None
-    trace_id, span_id, flags = value[3:35], value[36:52], value[53:55]
-    if not (_is_hex(trace_id) and _is_hex(span_id) and _is_hex(flags)):
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
         return None
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None

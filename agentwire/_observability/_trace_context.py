@@ -34,6 +34,7 @@ __all__ = [
     "TRACESTATE",
     "TraceContext",
     "current_trace",
+    "current_trace_context",
     "format_traceparent",
     "parse_event_trace_context",
     "parse_trace_context",
@@ -105,6 +106,15 @@ current_trace: contextvars.ContextVar[TraceContext | None] = contextvars.Context
 
 Set by a worker around each handler it runs; read when the handler sends or
 publishes. Tasks started inside the handler inherit it."""
+
+
+def current_trace_context() -> TraceContext | None:
+    """The trace context of the message being handled: the one that arrived with it, or
+    the span agentwire made for it; ``None`` if none arrived and no span was made.
+
+    What the current task (or a task started from it) sends or publishes carries it on.
+    """
+    return current_trace.get()
 
 
 def parse_traceparent(value: str, tracestate: str = "") -> TraceContext | None:

@@ -115,3 +115,32 @@ class InvalidCloudEventError(AgentwireError, ValueError):
 class RequestCancelledError(AgentwireError):
     """The handler of an RPC was cancelled (its ``ctx.cancellation`` scope) before it
     returned, while the caller was still waiting; the caller gets this error."""
+
+
+class RpcTimeoutError(AgentwireError):
+    """An RPC got no answer before a deadline the system set (a gateway's or worker's
+    ``rpc_timeout``), not one of the caller's own trio cancel scopes (those cancel
+    the call as usual). Retry, or raise the timeout if the handler is slow by design."""
+
+
+class MessageTooLargeError(AgentwireError, ValueError):
+    """A message (request, response or event) is larger than the size limit on its way.
+
+    ``size`` is the message's size in bytes (``None`` when the peer did not say) and
+    ``limit`` the limit it broke; send smaller messages or raise ``max_message_size``.
+    """
+
+    def __init__(self, message: str, *, size: int | None, limit: int) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message)
+
+
+class OverloadedError(AgentwireError):
+    """No room for the message right now (too many requests in flight, or a queue at
+    its bound); nothing was delivered to the recipients named. Retry later, or slow
+    the producer down."""
+
+
+class InvalidRequestError(AgentwireError, ValueError):
+    """The gateway refused a request as malformed (e.g. an invalid target or source id)."""

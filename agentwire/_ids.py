@@ -21,12 +21,17 @@ from __future__ import annotations
 import contextvars
 import re
 from collections.abc import Callable
-from typing import Final, TypeGuard
+from typing import TYPE_CHECKING, Final, TypeGuard
 
 import attrs
 
 from ._errors import InvalidIdentifierError
-from ._proto import agent_worker_pb2
+from ._lazy import lazy_module
+
+if TYPE_CHECKING:
+    from ._proto import agent_worker_pb2
+else:  # loads protobuf on first use: in-process programs never do
+    agent_worker_pb2 = lazy_module("agentwire._proto.agent_worker_pb2")
 
 __all__ = [
     "AGENT_TYPE_PATTERN",

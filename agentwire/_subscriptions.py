@@ -26,7 +26,7 @@ import itertools
 import re
 import uuid
 from collections.abc import Iterable, Iterator
-from typing import Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import attrs
 
@@ -45,7 +45,12 @@ from ._ids import (
     _check_str,
     is_valid_topic_type,
 )
-from ._proto import agent_worker_pb2
+from ._lazy import lazy_module
+
+if TYPE_CHECKING:
+    from ._proto import agent_worker_pb2
+else:  # loads protobuf on first use: in-process programs never do
+    agent_worker_pb2 = lazy_module("agentwire._proto.agent_worker_pb2")
 
 __all__ = [
     "DefaultSubscription",

@@ -12,6 +12,7 @@ import enum
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "ERROR_KIND_KEY",
+    "ERROR_TYPE_KEY",
     "SERVICE_PREFIX",
     "TIMEOUT_METADATA_KEY",
     "ErrorKind",
@@ -32,6 +33,14 @@ ERROR_KIND_KEY = "agentwire-error-kind"
 Set by the agentwire gateway and agentwire workers next to the ``error``
 text; agentwire workers raise the matching exception class (the same one an
 in-process runtime raises), AutoGen workers ignore it and see the text.
+"""
+
+ERROR_TYPE_KEY = "agentwire-error-type"
+"""RpcResponse metadata: the class name of the exception a failed handler raised.
+
+Set by agentwire workers next to the ``error`` text (``str(exc)``, what AutoGen
+peers raise); an agentwire caller's :class:`~agentwire.RemoteError` carries it
+as ``type_name``.
 """
 
 

@@ -5,9 +5,17 @@
 * :func:`check_subscription_laws`: property-test your own ``Subscription``
   class against the rules the runtime relies on.
 
+* pytest fixtures ``runtime`` and ``strict_runtime``: an in-process runtime open for
+  the test. They are trio fixtures: only trio tests can use them, so turn on
+  pytest-trio's trio mode (``trio_mode = true`` under ``[tool.pytest.ini_options]``)
+  or mark each test ``@pytest.mark.trio``; anything else fails with pytest's
+  "requested an async fixture" error. Import them into a ``conftest.py``:
+  ``from agentwire.testing import runtime``.
+
 Hypothesis is an optional dependency: it is imported only when a strategy or
-the law checker is used (agentwire itself never imports it). Install it with
-``pip install agentwire[test]``.
+the law checker is used (agentwire itself never imports it). Install it, with
+pytest and pytest-trio, by ``pip install 'trio-agentwire[testing]'`` (the
+distribution's name; the import name is ``agentwire``).
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ def _st() -> Any:
         from hypothesis import strategies
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "agentwire.testing strategies need Hypothesis: pip install 'agentwire[test]'"
+            "agentwire.testing strategies need Hypothesis: pip install 'trio-agentwire[testing]'"
         ) from exc
     return strategies
 
@@ -233,10 +241,18 @@ def check_subscription_laws(
     * if it has a protobuf form, the round trip gives an equal subscription
       that behaves the same.
 
-    Raises ``AssertionError`` (with Hypothesis's falsifying example) on a
-    violation.
+    Raises ``AssertionError`` naming the broken law (with Hypothesis's falsifying
+    example) on a violation, also when ``is_match`` or ``map_to_agent`` raise, when the
+    rule is not deterministic (Hypothesis could not reproduce a failure), and when
+    several laws are broken at once (each is listed).
+
+    A custom subscription class works in-process only: a worker sends its subscriptions
+    to the host as protobuf ``agents.Subscription``, which holds only type and
+    type-prefix subscriptions, so ``add_subscription`` on a worker refuses any other
+    class with :class:`~agentwire.InvalidSubscriptionError`.
     """
     from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Flaky
     from hypothesis.strategies import SearchStrategy as _Strategy
 
     st = _st()
@@ -265,13 +281,38 @@ def check_subscription_laws(
     def laws(sub: Subscription, topic: TopicId) -> None:
         _check_one(sub, topic, keeps_source=keeps_source)
 
-    laws()
+    try:
+        laws()
+    except Flaky as exc:
+        raise AssertionError(
+            "the subscription is not deterministic: an example failed, then passed when "
+            "Hypothesis ran it again; is_match and map_to_agent must give the same answer for "
+            f"the same topic every time. The failure was: {_failures(exc)}"
+        ) from exc
+    except ExceptionGroup as group:  # Hypothesis found several distinct failures
+        raise AssertionError(f"several subscription laws are broken: {_failures(group)}") from group
+
+
+def _failures(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_failures(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}" if not isinstance(exc, AssertionError) else str(exc)
 
 
 def _require(condition: bool, message: str) -> None:
     # Not `assert`: the checks must hold under `python -O` too.
     if not condition:
         raise AssertionError(message)
+
+
+def _is_match(sub: Subscription, topic: TopicId) -> bool:
+    try:
+        return sub.is_match(topic)
+    except Exception as exc:
+        raise AssertionError(
+            f"{type(sub).__qualname__}.is_match({topic}) raised {type(exc).__name__}: {exc}; "
+            "it must return a bool"
+        ) from exc
 
 
 def _check_one(sub: Subscription, topic: TopicId, *, keeps_source: bool) -> None:
@@ -281,12 +322,18 @@ def _check_one(sub: Subscription, topic: TopicId, *, keeps_source: bool) -> None
     _require(isinstance(sub_id, str), f"{name}.id must be a str, got {sub_id!r}")
     _require(bool(sub_id), f"{name}.id must not be empty")
     _require(sub == sub, f"{name} must equal itself")
-    matched = sub.is_match(topic)
+    matched = _is_match(sub, topic)
     _require(isinstance(matched, bool), f"{name}.is_match must return a bool, got {matched!r}")
-    _require(sub.is_match(topic) is matched, f"{name}.is_match({topic}) is not deterministic")
+    _require(_is_match(sub, topic) is matched, f"{name}.is_match({topic}) is not deterministic")
     expected: list[AgentId] = []
     if matched:
-        agent = sub.map_to_agent(topic)
+        try:
+            agent = sub.map_to_agent(topic)
+        except Exception as exc:
+            raise AssertionError(
+                f"{name}.map_to_agent({topic}) raised {type(exc).__name__} although is_match "
+                "is True; on a match it must return an AgentId"
+            ) from exc
         _require(
             isinstance(agent, AgentId),
             f"{name}.map_to_agent({topic}) must return an AgentId, got {agent!r}",
@@ -319,10 +366,14 @@ def _check_one(sub: Subscription, topic: TopicId, *, keeps_source: bool) -> None
             )
     _require(sub.id == sub_id, f"{name}.id changed from {sub_id!r} to {sub.id!r}")
     answer = SubscriptionTable([sub]).recipients(topic)
-    _require(
-        answer == expected,
-        f"SubscriptionTable disagrees with {name} on {topic}: {answer!r} != {expected!r}",
-    )
+    if answer != expected:
+        _require(
+            all(_is_match(sub, topic) is matched for _ in range(3)),
+            f"{name}.is_match({topic}) is not deterministic",
+        )
+        raise AssertionError(
+            f"SubscriptionTable disagrees with {name} on {topic}: {answer!r} != {expected!r}"
+        )
     try:
         message = subscription_to_proto(sub)
     except InvalidSubscriptionError:

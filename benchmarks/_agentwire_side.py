@@ -4,8 +4,10 @@
 ``benchmarks._common``). The workloads mirror ``benchmarks._autogen_side`` one for one: same
 payload, same counts and phase lengths, same measuring code; only the runtime differs.
 
-The ``grpc`` workload runs the gateway as the ``agentwire gateway`` command and the echo worker
-as the ``grpc-echo`` role of this script, each its own process; this process is the caller.
+The ``grpc`` and ``grpc_flood`` workloads run the gateway as the ``agentwire gateway`` command
+and the echo worker as the ``grpc-echo`` role of this script, each its own process; this process
+is the caller. The ``transport`` workload runs agentwire's gRPC server (no agents, raw bytes) as
+the ``transport-server`` role; this process is the client.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from agentwire import (  # noqa: E402
     TopicId,
     TypeSubscription,
     message_handler,
+    open_runtime,
 )
 
 from . import _common as c  # noqa: E402
 
-_IMPORTED = time.monotonic()
+_IMPORTED = time.monotonic()  # the in-process imports; agentwire loads the wire on first use
 
 
 @attrs.define
@@ -48,28 +51,7 @@ class Probe:
     n: int
 
 
-class _Counter:
-    """Deliveries seen by every sink of this process; wakes a waiter at a target count."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = -1
-        self.reached: trio.Event | None = None
-
-    def hit(self) -> None:
-        self.count += 1
-        if self.count == self.target and self.reached is not None:
-            self.reached.set()
-
-    async def wait_for(self, target: int) -> None:
-        if self.count >= target:
-            return
-        self.target = target
-        self.reached = trio.Event()
-        await self.reached.wait()
-
-
-COUNTER = _Counter()
+COUNTER = c.Counter(trio.Event)
 
 
 class Echo(RoutedAgent):
@@ -100,11 +82,8 @@ class ProbeAgent(RoutedAgent):
 
 
 def _add_serializers(runtime: Any) -> None:
-    known = getattr(agentwire, "try_get_known_serializers_for_type", None)
-    if known is None:  # not re-exported (yet): the registry's own helper
-        from agentwire._serialization import serializers_for_type as known
     for cls in (Ping, Probe):
-        runtime.add_message_serializer(known(cls))
+        runtime.add_message_serializer(agentwire.try_get_known_serializers_for_type(cls))
 
 
 async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
@@ -126,12 +105,8 @@ async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[st
 
 
 async def _sequential(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
-    latencies: list[int] = []
     msg = Ping(1, c.TEXT)
-    started = time.perf_counter()
-    done = await c.sequential_loop(lambda: runtime.send_message(msg, target), duration, latencies)
-    elapsed = time.perf_counter() - started
-    return {"seq_msgs_per_s": c.rate(done, elapsed), **c.latency_summary("seq", latencies)}
+    return await c.sequential_figures(lambda: runtime.send_message(msg, target), duration)
 
 
 async def inproc_rpc(duration: float) -> dict[str, float]:
@@ -145,14 +120,10 @@ async def inproc_rpc(duration: float) -> dict[str, float]:
 
 
 async def _publish_phase(runtime: Any, topic: TopicId, fanout: int, count: int) -> float:
-    """Publish ``count`` messages and wait for all ``count * fanout`` deliveries; seconds."""
     msg = Ping(1, c.TEXT)
-    target = COUNTER.count + count * fanout
-    started = time.perf_counter()
-    for _ in range(count):
-        await runtime.publish_message(msg, topic)
-    await COUNTER.wait_for(target)
-    return time.perf_counter() - started
+    return await c.publish_and_wait(
+        lambda: runtime.publish_message(msg, topic), COUNTER, count, fanout
+    )
 
 
 async def inproc_publish(duration: float) -> dict[str, float]:
@@ -215,13 +186,34 @@ async def _grpc_publish(runtime: Any, count: int, already: int) -> float:
     msg = Ping(1, c.TEXT)
     topic = TopicId(c.TOPIC_TYPE, "default")
     probe = AgentId("probe", "default")
+
+    async def seen() -> int:
+        answer: Probe = await runtime.send_message(Probe(0), probe)
+        return answer.n
+
+    return await c.publish_until_seen(
+        lambda: runtime.publish_message(msg, topic), seen, count, already
+    )
+
+
+async def _flood(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
+    """Sequential RPCs while another task of this worker publishes as fast as it can."""
+    msg = Ping(1, c.TEXT)
+    topic = TopicId(c.TOPIC_TYPE, "default")
+    latencies: list[int] = []
+    published: list[int] = []
+
+    async def publisher() -> None:
+        published.append(await c.flood_loop(lambda: runtime.publish_message(msg, topic), duration))
+
     started = time.perf_counter()
-    for _ in range(count):
-        await runtime.publish_message(msg, topic)
-    while True:
-        seen: Probe = await runtime.send_message(Probe(0), probe)
-        if seen.n >= already + count:
-            return time.perf_counter() - started
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(publisher)
+        rpcs = await c.sequential_loop(
+            lambda: runtime.send_message(msg, target), duration, latencies
+        )
+    elapsed = time.perf_counter() - started
+    return c.flood_figures(rpcs, published[0], elapsed, latencies)
 
 
 async def grpc_caller(address: str, duration: float, phases: str) -> dict[str, float]:
@@ -240,6 +232,8 @@ async def grpc_caller(address: str, duration: float, phases: str) -> dict[str, f
             count = c.scale_count(pilot, seconds, duration, 500, 500_000)
             seconds = await _grpc_publish(runtime, count, pilot)
             result["pub_delivered_per_s"] = c.rate(count, seconds)
+        if "flood" in phases:
+            result.update(await _flood(runtime, target, duration))
     return result
 
 
@@ -266,7 +260,88 @@ def grpc_workload(duration: float, phases: str) -> dict[str, float]:
     return result
 
 
+async def transport_server_role() -> None:
+    """agentwire's gRPC server with the echo and sink methods (raw bytes), until signalled."""
+    from agentwire._transport import ServerStream, bidi, serve_grpc
+
+    async def echo(stream: ServerStream) -> None:
+        while (message := await stream.receive()) is not None:
+            await stream.send(message)
+
+    async def sink(stream: ServerStream) -> None:
+        count = 0
+        while await stream.receive() is not None:
+            count += 1
+        await stream.send(str(count).encode())
+
+    methods = {c.ECHO_PATH: bidi(echo), c.SINK_PATH: bidi(sink)}
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_grpc, methods, "127.0.0.1", 0)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            c.ready(f"127.0.0.1:{server.port}")
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                return
+
+
+async def transport_client(address: str, seconds: float) -> dict[str, float]:
+    """agentwire's gRPC client: the three patterns, each on a stream of its own."""
+    from agentwire._transport import open_channel
+
+    async with open_channel(address) as channel:
+        async with channel.stream(c.ECHO_PATH) as stream:
+            ping_pong = await c.ping_pong(stream.send, stream.receive, seconds)
+        async with channel.stream(c.ECHO_PATH) as stream:
+            pipelined = await _pipelined(stream, seconds)
+        async with channel.stream(c.SINK_PATH) as stream:
+            one_way = await c.one_way(stream.send, stream.end, stream.receive, seconds)
+    return c.transport_figures(ping_pong, pipelined, one_way)
+
+
+async def _pipelined(stream: Any, seconds: float) -> float:
+    """Round trips per second with ``IN_FLIGHT`` messages outstanding."""
+    slots = trio.Semaphore(c.IN_FLIGHT)
+    received = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def sender() -> None:
+        while True:
+            try:  # like asyncio.Semaphore: yield only when there is no slot
+                slots.acquire_nowait()
+            except trio.WouldBlock:
+                await slots.acquire()
+            await stream.send(c.TRANSPORT_PAYLOAD)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        while True:
+            await stream.receive()
+            slots.release()
+            received += 1
+            if received % 500 == 0 and time.perf_counter() >= deadline:
+                nursery.cancel_scope.cancel()
+                break
+    return received / (time.perf_counter() - start)
+
+
+def transport_workload(duration: float) -> dict[str, float]:
+    with c.Helper([sys.executable, "-m", "benchmarks._agentwire_side", "transport-server"]) as srv:
+        address = srv.start()
+        return trio.run(transport_client, address, duration)
+
+
+async def inproc_startup(spawned_at: float) -> dict[str, float]:
+    main_at = time.monotonic()
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+        await runtime.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
+        answered = time.monotonic()
+    return c.startup_figures("inproc_", spawned_at, _IMPORTED, main_at, answered)
+
+
 async def startup(spawned_at: float) -> dict[str, float]:
+    agentwire.open_gateway, agentwire.open_worker  # noqa: B018  (imports count as imports)
     main_at = time.monotonic()
     async with (
         agentwire.open_gateway("127.0.0.1:0") as gateway,
@@ -277,11 +352,7 @@ async def startup(spawned_at: float) -> dict[str, float]:
         _add_serializers(caller)
         await caller.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
         answered = time.monotonic()
-    return {
-        "startup_ms": round((answered - spawned_at) * 1000, 1),
-        "imports_ms": round((_IMPORTED - spawned_at) * 1000, 1),
-        "to_first_rpc_ms": round((answered - main_at) * 1000, 1),
-    }
+    return c.startup_figures("", spawned_at, main_at, main_at, answered)
 
 
 def main() -> None:
@@ -297,10 +368,19 @@ def main() -> None:
             result = trio.run(activation, duration)
         case "grpc":
             result = grpc_workload(duration, args.phases)
+        case "grpc_flood":
+            result = grpc_workload(duration, "flood")
+        case "transport":
+            result = transport_workload(duration)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
+        case "inproc_startup":
+            result = trio.run(inproc_startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "grpc-echo":
             trio.run(grpc_echo_role, f"127.0.0.1:{args.port}")
+            return
+        case "transport-server":
+            trio.run(transport_server_role)
             return
         case other:
             raise SystemExit(f"unknown workload {other!r}")

@@ -4,7 +4,9 @@
 ``benchmarks._common``). The workloads mirror ``benchmarks._agentwire_side`` one for one: same
 payload, same counts and phase lengths, same measuring code.
 
-Roles ``grpc-gateway`` and ``grpc-echo`` are the helper processes of the ``grpc`` workload.
+Roles ``grpc-gateway`` and ``grpc-echo`` are the helper processes of the ``grpc`` and
+``grpc_flood`` workloads; ``transport-server`` is grpcio's asyncio server (AutoGen's transport)
+for the ``transport`` workload.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import sys  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import TYPE_CHECKING, Any  # noqa: E402
 
 from autogen_core import (  # noqa: E402
     AgentId,
@@ -29,14 +31,20 @@ from autogen_core import (  # noqa: E402
     message_handler,
     try_get_known_serializers_for_type,
 )
-from autogen_ext.runtimes.grpc import (  # noqa: E402
-    GrpcWorkerAgentRuntime,
-    GrpcWorkerAgentRuntimeHost,
-)
 
 from . import _common as c  # noqa: E402
 
-_IMPORTED = time.monotonic()
+if TYPE_CHECKING:
+    from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntime, GrpcWorkerAgentRuntimeHost
+
+_IMPORTED = time.monotonic()  # the in-process imports; the gRPC runtime is imported on use
+
+
+def _grpc_runtimes() -> Any:
+    """``autogen_ext.runtimes.grpc``, imported by the workloads that use it."""
+    import autogen_ext.runtimes.grpc
+
+    return autogen_ext.runtimes.grpc
 
 
 @dataclass
@@ -50,28 +58,7 @@ class Probe:
     n: int
 
 
-class _Counter:
-    """Deliveries seen by every sink of this process; wakes a waiter at a target count."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = -1
-        self.reached: asyncio.Event | None = None
-
-    def hit(self) -> None:
-        self.count += 1
-        if self.count == self.target and self.reached is not None:
-            self.reached.set()
-
-    async def wait_for(self, target: int) -> None:
-        if self.count >= target:
-            return
-        self.target = target
-        self.reached = asyncio.Event()
-        await self.reached.wait()
-
-
-COUNTER = _Counter()
+COUNTER = c.Counter(asyncio.Event)
 
 
 class Echo(RoutedAgent):
@@ -117,12 +104,8 @@ async def _concurrent(runtime: Any, target: AgentId, duration: float) -> dict[st
 
 
 async def _sequential(runtime: Any, target: AgentId, duration: float) -> dict[str, float]:
-    latencies: list[int] = []
     msg = Ping(1, c.TEXT)
-    started = time.perf_counter()
-    done = await c.sequential_loop(lambda: runtime.send_message(msg, target), duration, latencies)
-    elapsed = time.perf_counter() - started
-    return {"seq_msgs_per_s": c.rate(done, elapsed), **c.latency_summary("seq", latencies)}
+    return await c.sequential_figures(lambda: runtime.send_message(msg, target), duration)
 
 
 async def inproc_rpc(duration: float) -> dict[str, float]:
@@ -138,14 +121,10 @@ async def inproc_rpc(duration: float) -> dict[str, float]:
 
 
 async def _publish_phase(runtime: Any, topic: TopicId, fanout: int, count: int) -> float:
-    """Publish ``count`` messages and wait for all ``count * fanout`` deliveries; seconds."""
     msg = Ping(1, c.TEXT)
-    target = COUNTER.count + count * fanout
-    started = time.perf_counter()
-    for _ in range(count):
-        await runtime.publish_message(msg, topic)
-    await COUNTER.wait_for(target)
-    return time.perf_counter() - started
+    return await c.publish_and_wait(
+        lambda: runtime.publish_message(msg, topic), COUNTER, count, fanout
+    )
 
 
 async def inproc_publish(duration: float) -> dict[str, float]:
@@ -192,7 +171,10 @@ async def activation(duration: float) -> dict[str, float]:
 
 
 def _worker(port: int) -> GrpcWorkerAgentRuntime:
-    return GrpcWorkerAgentRuntime(host_address=f"127.0.0.1:{port}")
+    worker: GrpcWorkerAgentRuntime = _grpc_runtimes().GrpcWorkerAgentRuntime(
+        host_address=f"127.0.0.1:{port}"
+    )
+    return worker
 
 
 def _add_serializers(worker: GrpcWorkerAgentRuntime) -> None:
@@ -215,7 +197,9 @@ async def _wait_listening(port: int) -> None:
 
 
 async def _start_host(port: int) -> GrpcWorkerAgentRuntimeHost:
-    host = GrpcWorkerAgentRuntimeHost(address=f"127.0.0.1:{port}")
+    host: GrpcWorkerAgentRuntimeHost = _grpc_runtimes().GrpcWorkerAgentRuntimeHost(
+        address=f"127.0.0.1:{port}"
+    )
     host.start()
     await _wait_listening(port)
     return host
@@ -248,13 +232,30 @@ async def _grpc_publish(worker: GrpcWorkerAgentRuntime, count: int, already: int
     msg = Ping(1, c.TEXT)
     topic = TopicId(c.TOPIC_TYPE, "default")
     probe = AgentId("probe", "default")
+
+    async def seen() -> int:
+        answer: Probe = await worker.send_message(Probe(0), probe)
+        return answer.n
+
+    return await c.publish_until_seen(
+        lambda: worker.publish_message(msg, topic), seen, count, already
+    )
+
+
+async def _flood(
+    worker: GrpcWorkerAgentRuntime, target: AgentId, duration: float
+) -> dict[str, float]:
+    """Sequential RPCs while another task of this worker publishes as fast as it can."""
+    msg = Ping(1, c.TEXT)
+    topic = TopicId(c.TOPIC_TYPE, "default")
+    latencies: list[int] = []
     started = time.perf_counter()
-    for _ in range(count):
-        await worker.publish_message(msg, topic)
-    while True:
-        seen: Probe = await worker.send_message(Probe(0), probe)
-        if seen.n >= already + count:
-            return time.perf_counter() - started
+    published, rpcs = await asyncio.gather(
+        c.flood_loop(lambda: worker.publish_message(msg, topic), duration),
+        c.sequential_loop(lambda: worker.send_message(msg, target), duration, latencies),
+    )
+    elapsed = time.perf_counter() - started
+    return c.flood_figures(rpcs, published, elapsed, latencies)
 
 
 async def grpc_caller(port: int, duration: float, phases: str) -> dict[str, float]:
@@ -274,6 +275,8 @@ async def grpc_caller(port: int, duration: float, phases: str) -> dict[str, floa
         count = c.scale_count(pilot, seconds, duration, 500, 500_000)
         seconds = await _grpc_publish(worker, count, pilot)
         result["pub_delivered_per_s"] = c.rate(count, seconds)
+    if "flood" in phases:
+        result.update(await _flood(worker, target, duration))
     with contextlib.suppress(Exception):  # the peers are torn down next; nothing to report
         await asyncio.wait_for(worker.stop(), 5)
     return result
@@ -293,7 +296,96 @@ def grpc_workload(duration: float, phases: str) -> dict[str, float]:
     return result
 
 
+async def transport_server_role() -> None:
+    """grpcio's asyncio server (AutoGen's transport) with the echo and sink methods."""
+    import grpc
+
+    async def echo(requests: Any, context: Any) -> Any:
+        async for message in requests:
+            yield message
+
+    async def sink(requests: Any, context: Any) -> Any:
+        count = 0
+        async for _ in requests:
+            count += 1
+        yield str(count).encode()
+
+    service, echo_name = c.ECHO_PATH[1:].split("/")
+    sink_name = c.SINK_PATH.rpartition("/")[2]
+    handler = grpc.method_handlers_generic_handler(
+        service,
+        {
+            echo_name: grpc.stream_stream_rpc_method_handler(echo),
+            sink_name: grpc.stream_stream_rpc_method_handler(sink),
+        },
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    c.ready(f"127.0.0.1:{port}")
+    await server.wait_for_termination()
+
+
+async def transport_client(address: str, seconds: float) -> dict[str, float]:
+    """grpcio's asyncio client: the three patterns, each on a stream of its own."""
+    import grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = channel.stream_stream(c.ECHO_PATH)()
+        ping_pong = await c.ping_pong(call.write, call.read, seconds)
+        call.cancel()
+        pipelined = await _pipelined(channel.stream_stream(c.ECHO_PATH)(), seconds)
+        call = channel.stream_stream(c.SINK_PATH)()
+        one_way = await c.one_way(call.write, call.done_writing, call.read, seconds)
+    return c.transport_figures(ping_pong, pipelined, one_way)
+
+
+async def _pipelined(call: Any, seconds: float) -> float:
+    """Round trips per second with ``IN_FLIGHT`` messages outstanding."""
+    slots = asyncio.Semaphore(c.IN_FLIGHT)
+    received = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def sender() -> None:
+        while True:
+            await slots.acquire()
+            await call.write(c.TRANSPORT_PAYLOAD)
+
+    task = asyncio.ensure_future(sender())
+    try:
+        while True:
+            await call.read()
+            slots.release()
+            received += 1
+            if received % 500 == 0 and time.perf_counter() >= deadline:
+                return received / (time.perf_counter() - start)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        call.cancel()
+
+
+def transport_workload(duration: float) -> dict[str, float]:
+    with c.Helper([sys.executable, "-m", "benchmarks._autogen_side", "transport-server"]) as srv:
+        address = srv.start()
+        return asyncio.run(transport_client(address, duration))
+
+
+async def inproc_startup(spawned_at: float) -> dict[str, float]:
+    main_at = time.monotonic()
+    runtime = SingleThreadedAgentRuntime()
+    await Echo.register(runtime, "echo", Echo)
+    runtime.start()
+    await runtime.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
+    answered = time.monotonic()
+    await runtime.stop()
+    return c.startup_figures("inproc_", spawned_at, _IMPORTED, main_at, answered)
+
+
 async def startup(spawned_at: float) -> dict[str, float]:
+    _grpc_runtimes()
     main_at = time.monotonic()
     port = c.free_port()
     host = await _start_host(port)
@@ -303,11 +395,7 @@ async def startup(spawned_at: float) -> dict[str, float]:
     _add_serializers(caller)
     await caller.send_message(Ping(1, c.TEXT), AgentId("echo", "default"))
     answered = time.monotonic()
-    result = {
-        "startup_ms": round((answered - spawned_at) * 1000, 1),
-        "imports_ms": round((_IMPORTED - spawned_at) * 1000, 1),
-        "to_first_rpc_ms": round((answered - main_at) * 1000, 1),
-    }
+    result = c.startup_figures("", spawned_at, main_at, main_at, answered)
     for worker in (caller, echo):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(worker.stop(), 5)
@@ -328,13 +416,22 @@ def main() -> None:
             result = asyncio.run(activation(duration))
         case "grpc":
             result = grpc_workload(duration, args.phases)
+        case "grpc_flood":
+            result = grpc_workload(duration, "flood")
+        case "transport":
+            result = transport_workload(duration)
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
+        case "inproc_startup":
+            result = asyncio.run(inproc_startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "grpc-gateway":
             asyncio.run(grpc_gateway_role(args.port))
             return
         case "grpc-echo":
             asyncio.run(grpc_echo_role(args.port))
+            return
+        case "transport-server":
+            asyncio.run(transport_server_role())
             return
         case other:
             raise SystemExit(f"unknown workload {other!r}")

@@ -88,6 +88,168 @@ async def sequential_loop(
     return done
 
 
+async def sequential_figures(
+    send: Callable[[], Awaitable[object]], duration: float, prefix: str = "seq"
+) -> dict[str, float]:
+    """``<prefix>_msgs_per_s`` and latency percentiles of ``send()`` awaited back to back."""
+    latencies: list[int] = []
+    started = time.perf_counter()
+    done = await sequential_loop(send, duration, latencies)
+    elapsed = time.perf_counter() - started
+    return {f"{prefix}_msgs_per_s": rate(done, elapsed), **latency_summary(prefix, latencies)}
+
+
+class Counter:
+    """Deliveries seen by every sink of this process; wakes a waiter at a target count.
+
+    ``new_event`` makes the framework's event (``asyncio.Event`` or ``trio.Event``).
+    """
+
+    def __init__(self, new_event: Callable[[], Any]) -> None:
+        self.count = 0
+        self.target = -1
+        self.reached: Any = None
+        self._new_event = new_event
+
+    def hit(self) -> None:
+        self.count += 1
+        if self.count == self.target and self.reached is not None:
+            self.reached.set()
+
+    async def wait_for(self, target: int) -> None:
+        if self.count >= target:
+            return
+        self.target = target
+        self.reached = self._new_event()
+        await self.reached.wait()
+
+
+async def publish_and_wait(
+    publish: Callable[[], Awaitable[object]], counter: Counter, count: int, fanout: int
+) -> float:
+    """Publish ``count`` messages and wait for all ``count * fanout`` deliveries; seconds."""
+    target = counter.count + count * fanout
+    started = time.perf_counter()
+    for _ in range(count):
+        await publish()
+    await counter.wait_for(target)
+    return time.perf_counter() - started
+
+
+async def publish_until_seen(
+    publish: Callable[[], Awaitable[object]],
+    seen: Callable[[], Awaitable[int]],
+    count: int,
+    already: int,
+) -> float:
+    """Publish ``count`` messages, then ask (``seen()``, an RPC) until all arrived; seconds."""
+    started = time.perf_counter()
+    for _ in range(count):
+        await publish()
+    while await seen() < already + count:
+        pass
+    return time.perf_counter() - started
+
+
+#: Most events one flood phase publishes (a bound on what a fire-and-forget publisher queues).
+FLOOD_CAP = 200_000
+
+
+async def flood_loop(publish: Callable[[], Awaitable[object]], duration: float) -> int:
+    """Await ``publish()`` back to back for ``duration`` seconds (at most ``FLOOD_CAP``)."""
+    clock = time.perf_counter_ns
+    end = clock() + int(duration * 1e9)
+    done = 0
+    while done < FLOOD_CAP and clock() < end:
+        await publish()
+        done += 1
+    return done
+
+
+def flood_figures(
+    rpcs: int, published: int, seconds: float, latencies: list[int]
+) -> dict[str, float]:
+    """The figures of the RPC-under-a-publish-flood phase."""
+    return {
+        "flood_rpc_per_s": rate(rpcs, seconds),
+        "flood_published_per_s": rate(published, seconds),
+        **latency_summary("flood_rpc", latencies),
+    }
+
+
+def startup_figures(
+    prefix: str, spawned_at: float, imported: float, main_at: float, answered: float
+) -> dict[str, float]:
+    """Start-up in milliseconds: spawn -> first RPC answered, and how it splits."""
+    return {
+        f"{prefix}startup_ms": round((answered - spawned_at) * 1000, 1),
+        f"{prefix}imports_ms": round((imported - spawned_at) * 1000, 1),
+        f"{prefix}to_first_rpc_ms": round((answered - main_at) * 1000, 1),
+    }
+
+
+# -- the transport workload: one gRPC bidi stream, raw bytes, no agents ------------------
+
+#: Each message of the transport workload.
+TRANSPORT_PAYLOAD = b"x" * 100
+#: Messages kept outstanding by the pipelined pattern.
+IN_FLIGHT = 64
+#: The echo method (answers each message) and the sink (counts, answers the count at the end).
+ECHO_PATH = "/bench.Bench/Echo"
+SINK_PATH = "/bench.Bench/Sink"
+
+
+def one_way_count(seconds: float) -> int:
+    """How many messages the one-way pattern streams: about ``seconds`` at 40k msg/s."""
+    return max(1000, int(40_000 * seconds))
+
+
+async def ping_pong(
+    send: Callable[[bytes], Awaitable[object]],
+    receive: Callable[[], Awaitable[object]],
+    seconds: float,
+) -> float:
+    """Round trips per second of send-then-wait-for-the-echo, for about ``seconds``."""
+    count = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for _ in range(100):
+            await send(TRANSPORT_PAYLOAD)
+            await receive()
+        count += 100
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - start)
+
+
+async def one_way(
+    send: Callable[[bytes], Awaitable[object]],
+    end: Callable[[], Awaitable[object]],
+    receive: Callable[[], Awaitable[object]],
+    seconds: float,
+) -> float:
+    """Messages per second streamed to the sink, until its count comes back."""
+    count = one_way_count(seconds)
+    start = time.perf_counter()
+    for _ in range(count):
+        await send(TRANSPORT_PAYLOAD)
+    await end()
+    reply = await receive()
+    elapsed = time.perf_counter() - start
+    if reply != str(count).encode():
+        raise RuntimeError(f"the sink counted {reply!r}, expected {count}")
+    return count / elapsed
+
+
+def transport_figures(ping_pong: float, pipelined: float, one_way: float) -> dict[str, float]:
+    return {
+        "pingpong_rt_per_s": round(ping_pong, 1),
+        "pipelined_rt_per_s": round(pipelined, 1),
+        "oneway_msgs_per_s": round(one_way, 1),
+    }
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (Linux /proc; 0 where unavailable)."""
     try:

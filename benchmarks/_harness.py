@@ -307,7 +307,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--output",
         type=pathlib.Path,
         default=None,
-        help="output path stem (default benchmarks/results/latest, or .../partial with --only)",
+        help="output path stem (default benchmarks/results/latest; .../quick with --quick and "
+        ".../partial with --only, both git-ignored, so that only full runs replace latest)",
     )
     parser.add_argument(
         "--markdown",
@@ -327,7 +328,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.autogen_python:
         parser.error("set AGENTWIRE_AUTOGEN_PYTHON (or --autogen-python); `nox -s bench` does")
     if args.output is None:
-        args.output = RESULTS / ("partial" if args.only else "latest")
+        args.output = RESULTS / ("partial" if args.only else "quick" if args.quick else "latest")
     return args
 
 

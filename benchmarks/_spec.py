@@ -92,12 +92,50 @@ WORKLOADS: tuple[Workload, ...] = (
         timeout=240.0,
     ),
     Workload(
+        "grpc_flood",
+        "gRPC RPC under a publish flood",
+        (
+            Metric("flood_rpc_p50_us", "RPC p50 while the caller floods", "µs", False),
+            Metric(
+                "flood_rpc_p99_us",
+                "RPC p99 while the caller floods",
+                "µs",
+                False,
+                target_abs=50_000.0,
+            ),
+            Metric("flood_rpc_per_s", "RPCs answered", "rt/s", True),
+            Metric("flood_published_per_s", "events published", "msg/s", True),
+        ),
+        timeout=240.0,
+    ),
+    Workload(
+        "transport",
+        "gRPC transport, one bidi stream",
+        (
+            Metric("pingpong_rt_per_s", "ping-pong (100 B)", "rt/s", True),
+            Metric("pipelined_rt_per_s", "64 in flight", "rt/s", True),
+            Metric("oneway_msgs_per_s", "one-way to a sink", "msg/s", True),
+        ),
+    ),
+    Workload(
         "startup",
         "Start-up",
         (
             Metric("startup_ms", "spawn -> first RPC answered", "ms", False, 0.5, plot=True),
             Metric("imports_ms", "of which interpreter + imports", "ms", False),
             Metric("to_first_rpc_ms", "of which gateway+workers+RPC", "ms", False),
+        ),
+        timeout=60.0,
+        needs_spawn_time=True,
+        extra_runs=2,
+    ),
+    Workload(
+        "inproc_startup",
+        "In-process start-up",
+        (
+            Metric("inproc_startup_ms", "spawn -> first RPC answered", "ms", False, plot=True),
+            Metric("inproc_imports_ms", "of which interpreter + imports", "ms", False),
+            Metric("inproc_to_first_rpc_ms", "of which runtime+agent+RPC", "ms", False),
         ),
         timeout=60.0,
         needs_spawn_time=True,

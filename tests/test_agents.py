@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import weakref
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from agentwire import (
     JSON_DATA_CONTENT_TYPE,
@@ -21,6 +24,7 @@ from agentwire import (
     DefaultSubscription,
     DefaultTopicId,
     MessageContext,
+    RequestCancelledError,
     RoutedAgent,
     TopicId,
     TypePrefixSubscription,
@@ -86,8 +90,9 @@ async def test_dispatch_alphabetical_match_and_exact_type() -> None:
         target = AgentId("router", "default")
         assert await runtime.send_message(Text("!x"), target) == Reply("bang")
         assert await runtime.send_message(Text("x"), target) == Reply("plain")
-        # exact type dispatch: a subclass has no handler -> unhandled -> None
-        assert await runtime.send_message(SpecialText("!x"), target) is None
+        # exact type dispatch: a subclass has no handler -> unhandled
+        with pytest.raises(CantHandleError, match="SpecialText"):
+            await runtime.send_message(SpecialText("!x"), target)
         agent = await runtime.try_get_underlying_agent_instance(target, Router)
         assert agent.calls == ["a_bang", "b_plain"]
 
@@ -103,14 +108,44 @@ async def test_event_only_for_publish_rpc_only_for_send() -> None:
         assert agent.calls == ["rpc 1", "event 2"]
 
 
-async def test_unhandled_message_is_logged_and_returns_none(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO, logger="agentwire.agents")
+async def test_an_rpc_nobody_handles_fails_naming_agent_type_and_what_it_takes() -> None:
     async with open_runtime() as runtime:
         await Router.register(runtime, "router", Router)
-        assert await runtime.send_message(42, AgentId("router", "default")) is None
-    assert "Unhandled message: 42" in caplog.text
+        with pytest.raises(CantHandleError) as info:
+            await runtime.send_message(42, AgentId("router", "default"))
+    assert str(info.value) == (
+        "agent router/default (Router) cannot handle an RPC of type int (it has no handler "
+        "for that type); as RPCs it takes: Number, Text"
+    )
+
+
+async def test_an_rpc_of_a_type_handled_only_as_an_event_says_so() -> None:
+    async with open_runtime() as runtime:
+        await EventsOnly.register(runtime, "events", EventsOnly)
+        with pytest.raises(CantHandleError) as info:
+            await runtime.send_message(Number(1), AgentId("events", "k"))
+    assert "only as a published event); as RPCs it takes: nothing" in str(info.value)
+
+
+async def test_a_published_message_nobody_handles_is_ignored(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agentwire.agents")
+    async with open_runtime(ignore_unhandled_exceptions=False) as runtime:
+        await Router.register(runtime, "router", Router)
+        await runtime.add_subscription(TypeSubscription("t", "router"))
+        await runtime.publish_message(Reply("nobody takes this"), TopicId("t", "k"))
+        await runtime.wait_idle()  # raises if the handler failed
+    assert "router/k ignores a published Reply: no handler" in caplog.text
+
+
+class EventsOnly(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("takes events only")
+
+    @event
+    async def on_number(self, message: Number, ctx: MessageContext) -> None:
+        pass
 
 
 class Strict(RoutedAgent):
@@ -239,6 +274,35 @@ async def test_register_adds_serializers_for_handled_types() -> None:
         assert runtime.serialization.is_registered("Number", JSON_DATA_CONTENT_TYPE)
 
 
+async def test_registering_an_agent_class_teaches_the_types_its_handlers_return() -> None:
+    # Before any message: a worker hosting Router must decode a Reply from any peer.
+    async with open_runtime() as runtime:
+        await Router.register(runtime, "router", Router)
+        assert runtime.serialization.is_registered("Reply", JSON_DATA_CONTENT_TYPE)
+
+
+async def test_register_factory_with_an_expected_class_teaches_its_message_types() -> None:
+    async with open_runtime() as runtime:
+        await runtime.register_factory("router", Router, expected_class=Router)
+        for name in ("Text", "Number", "Reply"):
+            assert runtime.serialization.is_registered(name, JSON_DATA_CONTENT_TYPE), name
+
+
+async def test_registering_an_instance_teaches_its_message_types() -> None:
+    async with open_runtime() as runtime:
+        await runtime.register_agent_instance(Router(), AgentId("router", "only"))
+        assert runtime.serialization.is_registered("Reply", JSON_DATA_CONTENT_TYPE)
+
+
+async def test_a_closure_agent_teaches_the_type_it_returns() -> None:
+    async def answer(agent: ClosureContext, message: Text, ctx: MessageContext) -> Reply:
+        return Reply(message.content)
+
+    async with open_runtime() as runtime:
+        await ClosureAgent.register_closure(runtime, "closure", answer)
+        assert runtime.serialization.is_registered("Reply", JSON_DATA_CONTENT_TYPE)
+
+
 class Introspective(RoutedAgent):
     def __init__(self) -> None:
         super().__init__("knows itself")
@@ -330,3 +394,147 @@ async def test_cancellation_marks_and_cancels_its_scope() -> None:
         await trio.sleep_forever()
     assert scope.cancelled_caught
     assert cancellation.cancel_called
+
+
+# -- code written for AutoGen ------------------------------------------------------------
+
+
+@default_subscription()
+class CalledWithParentheses(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("subscribed the AutoGen way")
+        self.seen: list[str] = []
+
+    @event
+    async def on_text(self, message: Text, ctx: MessageContext) -> None:
+        self.seen.append(message.content)
+
+
+async def test_default_subscription_with_parentheses_subscribes_like_the_bare_one() -> None:
+    async with open_runtime() as runtime:
+        await CalledWithParentheses.register(runtime, "paren", CalledWithParentheses)
+        await runtime.publish_message(Text("hi"), DefaultTopicId())
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(
+            AgentId("paren", "default"), CalledWithParentheses
+        )
+        assert agent.seen == ["hi"]
+
+
+def test_cancellation_token_is_autogens_name_for_the_cancellation() -> None:
+    ctx = MessageContext(None, None, True, "id")
+    assert ctx.cancellation_token is ctx.cancellation
+
+
+class Stuck(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("never answers by itself")
+        self.started = trio.Event()
+        self.cancelled = False
+
+    @rpc
+    async def on_text(self, message: Text, ctx: MessageContext) -> Reply:
+        self.started.set()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def test_cancelling_the_token_passed_to_send_message_cancels_the_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(60):  # virtual seconds: a call the token failed to cancel
+        await _cancel_a_call_through_its_token()
+
+
+async def _cancel_a_call_through_its_token() -> None:
+    async with open_runtime() as runtime:
+        await Stuck.register(runtime, "stuck", Stuck)
+        target = AgentId("stuck", "k")
+        agent = await runtime.try_get_underlying_agent_instance(target, Stuck)
+        token = Cancellation()
+        outcome: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await runtime.send_message(Text("x"), target, cancellation_token=token)
+            except RequestCancelledError as exc:
+                outcome.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call)
+            await agent.started.wait()
+            token.cancel()
+        assert len(outcome) == 1
+        assert "cancelled by its token" in str(outcome[0])
+        assert agent.cancelled
+        with pytest.raises(RequestCancelledError):  # a cancelled token refuses at once
+            await runtime.send_message(Text("y"), target, cancellation_token=token)
+
+
+class Forwarder(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("forwards its context's token, as AutoGen code does")
+
+    @rpc
+    async def on_text(self, message: Text, ctx: MessageContext) -> Reply:
+        reply = await self.send_message(
+            message, AgentId("echo", "k"), cancellation_token=ctx.cancellation_token
+        )
+        await self.publish_message(
+            message, TopicId("t", "k"), cancellation_token=ctx.cancellation_token
+        )
+        assert isinstance(reply, Reply)
+        return Reply("via " + reply.content)
+
+
+class TextEcho(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("echoes text")
+
+    @rpc
+    async def on_text(self, message: Text, ctx: MessageContext) -> Reply:
+        return Reply(message.content)
+
+
+async def test_a_handler_may_forward_its_token_to_the_calls_it_makes() -> None:
+    async with open_runtime() as runtime:
+        await Forwarder.register(runtime, "forwarder", Forwarder)
+        await TextEcho.register(runtime, "echo", TextEcho)
+        assert await runtime.send_message(Text("x"), AgentId("forwarder", "k")) == Reply("via x")
+
+
+class _Bulky:
+    """Something large a test function happens to hold while it defines an agent."""
+
+
+def _define_an_agent_in_a_function() -> tuple[type[RoutedAgent], weakref.ref[_Bulky]]:
+    bulky = _Bulky()
+
+    @dataclasses.dataclass
+    class LocalQuestion:
+        text: str
+
+    class LocalAgent(RoutedAgent):
+        def __init__(self) -> None:
+            super().__init__("defined in a function")
+
+        @rpc
+        async def on_question(self, message: LocalQuestion, ctx: MessageContext) -> Reply:
+            return Reply(message.text)
+
+    LocalAgent.question_type = LocalQuestion  # type: ignore[attr-defined]
+    return LocalAgent, weakref.ref(bulky)
+
+
+async def test_handlers_resolve_local_names_without_keeping_the_functions_locals_alive() -> None:
+    agent_class, bulky = _define_an_agent_in_a_function()
+    gc.collect()
+    assert bulky() is None
+    async with open_runtime() as runtime:
+        await agent_class.register(runtime, "local", agent_class)
+        question = agent_class.question_type("why")  # type: ignore[attr-defined]
+        assert await runtime.send_message(question, AgentId("local", "k")) == Reply("why")

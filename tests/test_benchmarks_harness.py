@@ -7,6 +7,8 @@ import pathlib
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from benchmarks import _common, _harness
 from benchmarks._spec import (
@@ -195,3 +197,67 @@ def test_a_noisy_workload_is_run_again_and_the_quieter_attempt_kept(
 def test_spread_of_calibration_times() -> None:
     assert spread([0.1]) == 0.0
     assert spread([0.1, 0.15, 0.12]) == pytest.approx(0.5)
+
+
+def test_only_a_full_run_writes_the_committed_latest_results() -> None:
+    results = _harness.RESULTS
+    assert _harness.parse_args(["--autogen-python", "x"]).output == results / "latest"
+    assert _harness.parse_args(["--quick", "--autogen-python", "x"]).output == results / "quick"
+    only = ["--only", "grpc", "--quick", "--autogen-python", "x"]
+    assert _harness.parse_args(only).output == results / "partial"
+    ignored = (pathlib.Path(_harness.ROOT) / ".gitignore").read_text().split()
+    assert {"benchmarks/results/quick.*", "benchmarks/results/partial.*"} <= set(ignored)
+
+
+def test_the_flood_workload_bounds_agentwire_rpc_p99_only() -> None:
+    wl = workload("grpc_flood")
+    p99 = next(m for m in wl.metrics if m.key == "flood_rpc_p99_us")
+    assert (p99.target_abs, p99.target_ratio) == (50_000.0, None)
+    assert verdict(p99, 49_000.0, None) is True
+    assert verdict(p99, 51_000.0, 0.01) is False
+    figures = _common.flood_figures(10, 2_000, 2.0, [1_000, 2_000, 3_000])
+    assert figures["flood_rpc_per_s"] == 5.0
+    assert figures["flood_published_per_s"] == 1_000.0
+    assert set(figures) >= {m.key for m in wl.metrics}
+
+
+async def test_a_flood_stops_at_its_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_common, "FLOOD_CAP", 5)
+    published: list[None] = []
+
+    async def publish() -> None:
+        published.append(None)
+
+    assert await _common.flood_loop(publish, duration=3600.0) == 5
+    assert len(published) == 5
+
+
+async def test_the_counter_wakes_its_waiter_at_the_target() -> None:
+    counter = _common.Counter(trio.Event)
+    woke: list[int] = []
+
+    async def waiter() -> None:
+        await counter.wait_for(3)
+        woke.append(counter.count)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        counter.hit()
+        counter.hit()
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke == []
+        counter.hit()
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke == [3]
+
+
+def test_start_up_figures_split_spawn_to_answer_in_milliseconds() -> None:
+    figures = _common.startup_figures("inproc_", 1.0, 1.1, 1.2, 1.5)
+    assert figures == pytest.approx(
+        {"inproc_startup_ms": 500.0, "inproc_imports_ms": 100.0, "inproc_to_first_rpc_ms": 300.0}
+    )
+    assert set(figures) == {m.key for m in workload("inproc_startup").metrics}
+    assert set(_common.startup_figures("", 0, 0, 0, 0)) == {
+        m.key for m in workload("startup").metrics
+    }

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
 from agentwire import (
@@ -19,12 +21,15 @@ from agentwire import (
     DefaultInterventionHandler,
     DefaultTopicId,
     DropMessage,
+    GatewayRejectedError,
     MessageContext,
     MessageDroppedError,
+    OverloadedError,
     RequestCancelledError,
     RoutedAgent,
     Runtime,
     RuntimeClosedError,
+    Subscription,
     TopicId,
     TypePrefixSubscription,
     TypeSubscription,
@@ -34,8 +39,13 @@ from agentwire import (
     event,
     message_handler,
     open_runtime,
+    open_worker,
     rpc,
 )
+from agentwire._budget import CheckpointBudget
+
+from .refusing_router import open_refusing_runtime
+from .worker.fakes import FakeChannel
 
 
 @dataclasses.dataclass
@@ -153,11 +163,20 @@ async def test_try_get_get_and_lookup_errors() -> None:
         assert runtime.statistics().agents == 2
 
 
-async def test_result_type_is_registered_for_serialization() -> None:
+class Loose(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("returns what no annotation names")
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> Any:
+        return Result(message.n)
+
+
+async def test_a_result_type_no_annotation_names_is_registered_when_first_returned() -> None:
     async with open_runtime() as runtime:
-        await Echo.register(runtime, "echo", Echo)
+        await Loose.register(runtime, "loose", Loose)
         assert not runtime.serialization.is_registered("Result", JSON_DATA_CONTENT_TYPE)
-        await runtime.send_message(Msg(1), AgentId("echo", "k"))
+        await runtime.send_message(Msg(1), AgentId("loose", "k"))
         assert runtime.serialization.is_registered("Result", JSON_DATA_CONTENT_TYPE)
 
 
@@ -778,6 +797,42 @@ async def test_register_instance_subscribes_to_its_key() -> None:
         assert [n for n, _ in agent.received] == [1, 2]
 
 
+async def test_a_types_instances_share_one_direct_message_subscription() -> None:
+    async with open_runtime() as runtime:
+        await Echo().register_instance(runtime, AgentId("echo", "alpha"))
+        await Echo().register_instance(runtime, AgentId("echo", "beta"))
+        prefixes = [s for s in runtime.get_subscriptions() if isinstance(s, TypePrefixSubscription)]
+        assert [(s.topic_type_prefix, s.agent_type) for s in prefixes] == [("echo:", "echo")]
+
+
+def _refuse_prefixes(subscription: Subscription) -> Exception | None:
+    if isinstance(subscription, TypePrefixSubscription):
+        return GatewayRejectedError("a subscription", "INVALID_ARGUMENT", "not today")
+    return None
+
+
+async def test_register_instance_reports_a_refused_direct_message_subscription() -> None:
+    async with open_refusing_runtime() as (runtime, router):
+        router.refuse_add = _refuse_prefixes
+        with pytest.raises(GatewayRejectedError, match="not today"):
+            await Echo().register_instance(runtime, AgentId("echo", "alpha"))
+
+
+async def test_a_refused_removal_keeps_the_subscription_working() -> None:
+    async with open_refusing_runtime() as (runtime, router):
+        await Echo.register(runtime, "echo", Echo)
+        subscription = TypeSubscription("t", "echo")
+        await runtime.add_subscription(subscription)
+        router.refuse_remove = lambda _id: GatewayRejectedError("removal", "UNAVAILABLE", "down")
+        with pytest.raises(GatewayRejectedError, match="down"):
+            await runtime.remove_subscription(subscription.id)
+        assert subscription in runtime.get_subscriptions()
+        await runtime.publish_message(Msg(7), TopicId("t", "k"))
+        await runtime.wait_idle()
+        agent = await runtime.try_get_underlying_agent_instance(AgentId("echo", "k"), Echo)
+        assert [n for n, _ in agent.received] == [7]
+
+
 class DeadlineReporter(RoutedAgent):
     def __init__(self) -> None:
         super().__init__("reports deadlines")
@@ -811,6 +866,36 @@ async def test_queued_request_inherits_the_callers_deadline(
             await trio.testing.wait_all_tasks_blocked()
             agent.gate.set()
         assert agent.deadlines[1] == deadline
+
+
+def test_stopping_the_runtime_never_cancels_the_code_in_its_block() -> None:
+    # Under trio.run itself: a Cancelled leaking out of the block would escape it.
+    async def main() -> list[str]:
+        steps = []
+        async with open_runtime() as runtime:
+            await Echo.register(runtime, "echo", Echo)
+            await runtime.stop_when_idle()
+            await trio.lowlevel.checkpoint()
+            steps.append("after the stop")
+            with pytest.raises(RuntimeClosedError):
+                await runtime.send_message(Msg(1), AgentId("echo", "k"))
+            steps.append("after a refused send")
+        return steps
+
+    assert trio.run(main) == ["after the stop", "after a refused send"]
+
+
+async def test_a_worker_stopping_never_cancels_the_code_in_its_block() -> None:
+    @asynccontextmanager
+    async def connect() -> AsyncIterator[FakeChannel]:
+        yield FakeChannel()
+
+    steps = []
+    async with open_worker("fake:1", connect=connect) as worker:
+        await worker.stop_when_idle()
+        await trio.lowlevel.checkpoint()
+        steps.append("after the stop")
+    assert steps == ["after the stop"]
 
 
 async def test_router_entry_points_refuse_after_close() -> None:
@@ -862,7 +947,7 @@ async def test_fairness_yield_never_splits_the_idle_check_from_taking_the_agent(
         target = AgentId("overlap", "k")
         agent = await runtime.try_get_underlying_agent_instance(target, Overlap)
         async with trio.open_nursery() as nursery:
-            runtime._budget = 1  # the next call yields to the scheduler first
+            runtime._delivery.spend = CheckpointBudget(1).spend  # every call yields first
             nursery.start_soon(runtime.send_message, Msg(1), target)
             nursery.start_soon(runtime.send_message, Msg(2), target)
             await trio.testing.wait_all_tasks_blocked()
@@ -886,3 +971,135 @@ async def test_wait_idle_from_a_handler_is_refused() -> None:
         await Impatient.register(runtime, "impatient", Impatient)
         with pytest.raises(RuntimeError, match="wait for itself"):
             await runtime.send_message(Msg(1), AgentId("impatient", "k"))
+
+
+# -- the overflow bound: handlers never wait for room, but what they queue is bounded --
+
+
+@dataclasses.dataclass
+class Flood:
+    count: int
+    rpc: bool = False
+
+
+class GatedSink(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("handles slowly")
+        self.gate = trio.Event()
+        self.handled: list[int] = []
+
+    @message_handler
+    async def on_msg(self, message: Msg, ctx: MessageContext) -> None:
+        await self.gate.wait()
+        self.handled.append(message.n)
+
+
+class Flooder(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("publishes faster than anyone handles")
+
+    @rpc
+    async def flood(self, message: Flood, ctx: MessageContext) -> Result:
+        refused = 0
+        for n in range(message.count):
+            try:
+                if message.rpc:
+                    await self.send_message(Msg(n), AgentId("sink", "k"))
+                else:
+                    await self.publish_message(Msg(n), TopicId("t", "k"))
+            except OverloadedError:
+                refused += 1
+        return Result(refused)
+
+
+async def test_a_publish_cascade_is_bounded_by_max_overflow_and_the_publisher_is_told() -> None:
+    async with open_runtime(mailbox_size=2, max_overflow=5) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await Flooder.register(runtime, "flooder", Flooder)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        sink = await runtime.try_get_underlying_agent_instance(AgentId("sink", "k"), GatedSink)
+        await runtime.publish_message(Msg(-1), TopicId("t", "k"))  # the sink blocks on it
+        await trio.testing.wait_all_tasks_blocked()
+
+        refused = await runtime.send_message(Flood(100), AgentId("flooder", "k"))
+
+        stats = runtime.statistics()
+        assert (stats.queued, stats.overflow, stats.dropped) == (2 + 5, 5, 93)
+        assert refused == Result(93)
+        runtime._check_invariants()
+        sink.gate.set()
+        await runtime.wait_idle()
+        assert sink.handled == [-1, *range(7)]
+        assert runtime.statistics().overflow == 0
+        runtime._check_invariants()
+
+
+async def test_an_rpc_past_a_full_mailbox_and_overflow_is_refused_at_once() -> None:
+    async with open_runtime(mailbox_size=1, max_overflow=0) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await Flooder.register(runtime, "flooder", Flooder)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        await runtime.publish_message(Msg(-1), TopicId("t", "k"))  # handled, blocked
+        await runtime.publish_message(Msg(-2), TopicId("t", "k"))  # fills the mailbox
+        await trio.testing.wait_all_tasks_blocked()
+        assert await runtime.send_message(Flood(3, rpc=True), AgentId("flooder", "k")) == Result(3)
+        stats = runtime.statistics()
+        assert (stats.queued, stats.dropped, stats.pending_rpcs) == (1, 3, 0)
+
+
+async def test_a_publish_that_missed_subscribers_still_reached_the_others() -> None:
+    async with open_runtime(mailbox_size=1, max_overflow=0) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await Echo.register(runtime, "echo", Echo)
+        await Flooder.register(runtime, "flooder", Flooder)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        await runtime.add_subscription(TypeSubscription("t", "echo"))
+        await runtime.publish_message(Msg(-1), TopicId("t", "k"))
+        await runtime.publish_message(Msg(-2), TopicId("t", "k"))
+        await runtime.wait_until(lambda s: s.busy_agents == 1)  # the sink, holding one more
+        assert await runtime.send_message(Flood(1), AgentId("flooder", "k")) == Result(1)
+        await runtime.wait_until(lambda s: s.busy_agents == 1)
+        echo = await runtime.try_get_underlying_agent_instance(AgentId("echo", "k"), Echo)
+        assert [n for n, _ in echo.received] == [-1, -2, 0]
+        assert runtime.statistics().dropped == 1
+
+
+def test_the_errors_for_system_failures_say_what_happened() -> None:
+    import agentwire
+
+    too_large = agentwire.MessageTooLargeError(
+        "response too large", size=5_000_000, limit=4_194_304
+    )
+    assert (too_large.size, too_large.limit) == (5_000_000, 4_194_304)
+    assert isinstance(too_large, ValueError)
+    for error in (agentwire.RpcTimeoutError, agentwire.OverloadedError, type(too_large)):
+        assert issubclass(error, agentwire.AgentwireError)
+        assert error.__name__ in agentwire.__all__
+    assert not issubclass(agentwire.RpcTimeoutError, OSError)  # not a connection failure
+
+
+async def test_wait_until_wakes_when_the_runtimes_counters_reach_the_condition() -> None:
+    async with open_runtime(mailbox_size=8) as runtime:
+        await GatedSink.register(runtime, "sink", GatedSink)
+        await runtime.add_subscription(TypeSubscription("t", "sink"))
+        sink = await runtime.try_get_underlying_agent_instance(AgentId("sink", "k"), GatedSink)
+        seen: list[int] = []
+
+        async def watch() -> None:
+            await runtime.wait_until(lambda s: s.queued >= 3)
+            seen.append(runtime.statistics().queued)
+            await runtime.wait_until(lambda s: s.closed)
+            seen.append(-1)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            await runtime.publish_message(Msg(0), TopicId("t", "k"))
+            await trio.testing.wait_all_tasks_blocked()  # the sink holds it, blocked
+            assert seen == []
+            for n in range(1, 4):  # three wait in the mailbox
+                await runtime.publish_message(Msg(n), TopicId("t", "k"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert seen == [3]
+            sink.gate.set()
+            await runtime.stop_when_idle()
+        assert seen == [3, -1]

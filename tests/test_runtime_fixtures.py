@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import trio
+import trio.lowlevel
 
 from agentwire import (
     AgentId,
@@ -46,6 +48,13 @@ async def test_runtime_fixture_is_open(runtime: Runtime) -> None:  # noqa: F811
     await Oracle.register(runtime, "oracle", Oracle)
     assert await runtime.send_message(Question("hi"), AgentId("oracle", "k")) == Answer("HI")
     assert not runtime.closed
+
+
+async def test_a_test_may_stop_the_fixtures_runtime_and_go_on(runtime: Runtime) -> None:  # noqa: F811
+    await Oracle.register(runtime, "oracle", Oracle)
+    await runtime.stop_when_idle()
+    await trio.lowlevel.checkpoint()
+    assert runtime.closed
 
 
 async def test_strict_runtime_fixture_surfaces_publish_errors(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import subprocess
 import sys
@@ -169,3 +170,56 @@ def test_core_does_not_import_hypothesis() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+@attrs.frozen(eq=False)
+class CantHandleOnMatch(Contains):
+    def map_to_agent(self, topic_id: TopicId) -> AgentId:
+        raise CantHandleError("this rule never maps")
+
+
+@attrs.define(eq=False)
+class CoinFlip:
+    """Breaks the rules: is_match is a coin flip."""
+
+    id: str = "coin"
+    rng: random.Random = attrs.field(factory=lambda: random.Random(7))
+
+    def is_match(self, topic_id: TopicId) -> bool:
+        return self.rng.random() < 0.5
+
+    def map_to_agent(self, topic_id: TopicId) -> AgentId:
+        return AgentId("agent", topic_id.source)
+
+
+@attrs.frozen(eq=False)
+class TwoBugs(Contains):
+    """Topics with 'a' get a truthy non-bool; topics with 'b' match but cannot be handled."""
+
+    def is_match(self, topic_id: TopicId) -> bool:
+        if "a" in topic_id.type:
+            return "yes"  # type: ignore[return-value]
+        return "b" in topic_id.type
+
+    def map_to_agent(self, topic_id: TopicId) -> AgentId:
+        raise CantHandleError("no")
+
+
+def test_a_rule_that_cannot_handle_a_topic_it_matches_breaks_a_law() -> None:
+    with pytest.raises(AssertionError, match="raised CantHandleError although is_match is True"):
+        check_subscription_laws(CantHandleOnMatch("a", "agent"), TOPICS, max_examples=50)
+
+
+def test_a_non_deterministic_rule_breaks_the_determinism_law() -> None:
+    with pytest.raises(AssertionError, match="not deterministic") as raised:
+        check_subscription_laws(CoinFlip(), TOPICS, max_examples=100)
+    assert type(raised.value) is AssertionError
+
+
+def test_several_broken_laws_are_one_assertion_error_listing_each() -> None:
+    with pytest.raises(AssertionError) as raised:
+        check_subscription_laws(TwoBugs("", "agent"), TOPICS, max_examples=200)
+    assert type(raised.value) is AssertionError
+    message = str(raised.value)
+    assert "must return a bool" in message
+    assert "raised CantHandleError although is_match is True" in message

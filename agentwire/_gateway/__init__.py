@@ -1,14 +1,16 @@
 """The agentwire gateway: AutoGen's AgentRpc service on trio.
 
-``_routing`` is the sans-IO core, ``_hub`` runs it over per-client trio memory
-channels, ``_service`` maps gRPC calls onto the hub, ``_serve`` puts it on a
-socket.
+The sans-IO core: ``_routing`` (the routing table) over ``_registry``
+(clients, agent types, subscriptions), ``_inflight`` (forwarded RPCs) and
+``_held`` (the start-up hold), and ``_queue`` (a client's outgoing lanes).
+``_hub`` runs them over trio, ``_service`` maps gRPC calls onto the hub,
+``_serve`` puts it on a socket, ``_command`` is ``agentwire gateway``.
 """
 
 from __future__ import annotations
 
 from ._hub import Connection, GatewayConfig, GatewayHub, GatewayStatistics, open_hub
-from ._routing import Conn, ConnKind, Router, RoutingError
+from ._routing import Conn, ConnKind, RoutingError, RoutingTable
 from ._serve import DEFAULT_MAX_MESSAGE_SIZE, Gateway, open_gateway, serve_gateway
 from ._service import AgentRpcService
 
@@ -22,8 +24,8 @@ __all__ = [
     "GatewayConfig",
     "GatewayHub",
     "GatewayStatistics",
-    "Router",
     "RoutingError",
+    "RoutingTable",
     "open_gateway",
     "open_hub",
     "serve_gateway",

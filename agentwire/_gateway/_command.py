@@ -3,7 +3,9 @@
 Prints exactly one line to stdout once listening --
 ``agentwire gateway listening on HOST:PORT`` -- and flushes it, so a parent
 process can wait for it. Logs go to stderr. On SIGINT/SIGTERM it shuts down
-gracefully (``--grace-period``) and exits 0.
+gracefully (``--grace-period``) and exits 0. An invalid ``--address``, or one
+it cannot listen on (port in use, unknown host), is reported in one line on
+stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 
 import trio
 
-from ._serve import DEFAULT_MAX_MESSAGE_SIZE, Gateway, serve_gateway
+from .._address import InvalidAddressError, parse_address
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._serve import Gateway, serve_gateway
 
 __all__ = ["add_gateway_command"]
 
@@ -26,10 +30,15 @@ logger = logging.getLogger("agentwire.gateway")
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
-def _timeout(value: str) -> float | None:
+def _seconds(value: str) -> float:
     seconds = float(value)
-    if seconds < 0:
-        raise argparse.ArgumentTypeError("must be >= 0 (0 disables the timeout)")
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError("must be >= 0 (0 disables it)")
+    return seconds
+
+
+def _timeout(value: str) -> float | None:
+    seconds = _seconds(value)
     return None if seconds == 0 else seconds
 
 
@@ -69,7 +78,25 @@ def add_gateway_command(subparsers: Any) -> None:
         default=5.0,
         help="seconds calls may take to finish on shutdown [default: %(default)s]",
     )
+    parser.add_argument(
+        "--startup-grace",
+        type=_seconds,
+        default=5.0,
+        help="seconds after the start during which requests and events for workers "
+        "that have not re-registered yet are held; 0 = off [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--registration-grace",
+        type=_timeout,
+        default=30.0,
+        help="seconds the agent types and subscriptions of a client without a channel "
+        "are kept; 0 = forever [default: %(default)s]",
+    )
     parser.set_defaults(handler=run_gateway_command)
+
+
+EXIT_BAD_ADDRESS = 2
+"""Exit status for an address that is invalid or cannot be listened on."""
 
 
 def run_gateway_command(args: argparse.Namespace) -> int:
@@ -78,15 +105,27 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        parse_address(args.address)
+    except InvalidAddressError as exc:
+        print(f"agentwire gateway: invalid --address: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
         trio.run(_run, args)
     except* OSError as group:
-        failure = group.exceptions[0]  # type: ignore[assignment]
+        failure = _first_leaf(group)
     if failure is not None:
-        print(f"agentwire gateway: cannot listen on {args.address}: {failure}", file=sys.stderr)
-        return 1
+        reason = failure.strerror or str(failure)
+        print(f"agentwire gateway: cannot listen on {args.address}: {reason}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
     return 0
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    """The first exception of *group* that is not itself a group (nurseries nest)."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _run(args: argparse.Namespace) -> None:
@@ -99,6 +138,8 @@ async def _run(args: argparse.Namespace) -> None:
                     max_message_size=args.max_message_size,
                     rpc_timeout=args.rpc_timeout,
                     grace_period=args.grace_period,
+                    startup_grace=args.startup_grace,
+                    registration_grace=args.registration_grace,
                 )
             )
             print(f"agentwire gateway listening on {gateway.address}", flush=True)

@@ -1,44 +1,48 @@
-"""The gateway's I/O-free-but-async layer: one pair of bounded trio memory
-channels per connected stream, a routing task per stream, and a timer for RPC
-deadlines. It knows nothing about sockets: ``_service.py`` pumps bytes between
-a gRPC stream and a :class:`Connection`; tests use the channels directly.
+"""The gateway's I/O layer without sockets: per stream, a bounded inbound
+memory channel, a :class:`~._queue.ClientQueue` outbound, a routing task; and
+a timer for RPC deadlines. ``_service.py`` pumps bytes between a gRPC stream
+and a :class:`Connection`; tests use the channels directly.
 
-Invariants:
+Invariants (``GatewayHub.check_invariants``; the queue's own are Q1-Q6 in
+``_queue.py``):
 
-* Every live :class:`~._routing.Conn` in the router has exactly one ``_Link``
-  here and vice versa (a link is closed in the same synchronous step in which
-  the router forgets its connection).
-* A link's outbound queue holds at most ``queue_size`` *traffic* items
-  (forwarded requests, events, control messages, error answers to a client's
-  own bad requests) and at most ``max_in_flight`` *answers* (responses
-  settling its pending requests). Traffic waits for one of ``queue_size``
-  tokens; answers never wait, since the router admits no more requests than
-  there is answer space (its invariant I6). So memory per client is bounded,
-  and nothing that settles an RPC ever blocks on a slow client.
+H1  Links. Every live :class:`~._routing.Conn` of the routing table has
+    exactly one ``_Link`` here and vice versa: a link is closed in the same
+    synchronous step in which the table forgets its connection.
+H2  Bounded memory. A link's queue holds at most ``queue_size`` traffic items
+    per lane (forwarded requests, error answers and control messages in the
+    RPC lane; events in the event lane) and at most ``max_in_flight`` answers
+    (responses settling its own requests). Traffic waits for a slot; answers
+    never wait, since the routing table admits no more requests than there is
+    answer space (its I6). Nothing that settles an RPC blocks on a slow client.
+H3  Full lanes, exactly. ``_full.count`` is the number of full lanes over all
+    open links at every point between two steps, including the step in which
+    a reader frees a slot that a blocked sender takes over (Q2, Q3): a freed
+    slot is never seen free by anyone but that sender.
+H4  Routing without waiting. :meth:`Connection.try_send` routes a message only
+    while ``_full.count == 0``. A message yields at most one traffic item per
+    lane of any link (an event goes once to each subscribed connection; a
+    request, reject or control message to one link), so then every item fits
+    (H3), and the route never needs to wait. Else it declines and routes
+    nothing; the caller routes with :meth:`Connection.send`, which may wait.
+H5  Order. A direct write (below) happens only while nothing is queued for
+    the stream or being sent by its pump (``_Link.unsent == 0``); each lane
+    keeps its order; events may be overtaken by RPC traffic, never the reverse
+    for more than ``rpc_burst`` messages (Q5).
 
 Direct writes: the pump of a stream may register its transport's
 non-blocking send (:meth:`Connection.enable_direct`). A message for that
 stream is then written straight into it by the routing task -- no hop
-through the pump task -- when nothing is queued for the stream or being sent
-by its pump (``_Link.unsent == 0``, which keeps the order) and the transport
-can take it without waiting; otherwise it is queued as above. A directly
-written message takes no token and no answer space: the transport bounds
-what it buffers.
+through the pump task -- when H5 allows and the transport can take it
+without waiting; otherwise it is queued. A directly written message takes no
+queue slot and no answer space: the transport bounds what it buffers.
 
-Routing in the reader: :meth:`Connection.try_send` routes a message without
-waiting or declines it (then the pump routes it with :meth:`Connection.send`,
-which may wait). It routes only while no link holds all its ``queue_size``
-tokens (``GatewayHub._full_links == 0``): a message yields at most one
-traffic item per link (events go once to each subscribed connection), so
-then no step can need to wait. The network pump uses it from the
-transport's reader task for a message that arrived alone (a request/response
-pattern), saving the wake-up of the pump.
-
-Backpressure: a routing task that forwards to a full queue waits, which stops
+Backpressure: a routing task that forwards to a full lane waits, which stops
 it reading its own client's stream (HTTP/2 flow control then slows that
 client down). If the wait exceeds ``send_timeout`` the *slow* client is
 disconnected (its stream ends with UNAVAILABLE) rather than the sender: a
-worker that stops reading cannot stall the others for longer than that.
+worker that stops reading cannot stall the others for longer than that. A
+full event lane never holds up the RPC lane of the same client.
 """
 
 from __future__ import annotations
@@ -54,15 +58,17 @@ import trio
 from grpclib.const import Status
 
 from .._proto import agent_worker_pb2 as pb
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._queue import ClientQueue, FullLanes, Lane, QueueFull, Waiter
 from ._routing import (
     Action,
     Close,
     Conn,
     ConnKind,
     Deliver,
-    Router,
     RouterStatistics,
     RoutingError,
+    RoutingTable,
 )
 
 __all__ = ["Connection", "GatewayConfig", "GatewayHub", "GatewayStatistics", "open_hub"]
@@ -82,17 +88,44 @@ class GatewayConfig:
     * ``rpc_timeout``: seconds a forwarded RPC may stay unanswered before the
       caller gets an error response (None: never; AutoGen never times out).
       A caller's shorter ``agentwire-timeout`` request metadata wins.
-    * ``queue_size``: forwarded messages queued per client before senders wait.
+    * ``queue_size``: forwarded messages queued per client and lane (RPC
+      traffic, events) before senders to that lane wait.
     * ``max_in_flight``: unanswered requests per client; more are refused with
       an error response at once.
     * ``send_timeout``: how long a sender waits for a full client queue before
       that (slow) client is disconnected.
+    * ``rpc_burst``: RPC-lane messages a client is sent, at most, between two
+      events while both lanes hold some (RPC traffic goes first, events are
+      never starved).
+    * ``max_message_size``: the largest message forwarded; a request or
+      response that would be larger is answered with an error (too-large).
+    * ``registration_grace``: seconds the agent types and subscriptions of a
+      client-id without a data channel are kept (AutoGen workers may register
+      before they open it); then they are dropped (None: kept forever).
+    * ``max_agent_types_per_client`` / ``max_subscriptions_per_client``: more
+      are refused with RESOURCE_EXHAUSTED.
+    * ``startup_grace``: seconds after the start during which a request for
+      an agent type nobody serves yet, or an event no subscriber would get,
+      is held (up to ``max_held`` in all) until a worker registers, instead
+      of failing at once; what is still undeliverable when it ends meets the
+      usual fate (error answer; event dropped). 0 disables it.
     """
 
     rpc_timeout: float | None = attrs.field(default=300.0, validator=_positive)
     queue_size: int = attrs.field(default=100, validator=attrs.validators.ge(1))
     max_in_flight: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     send_timeout: float = attrs.field(default=30.0, validator=_positive)
+    rpc_burst: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    max_message_size: int = attrs.field(
+        default=DEFAULT_MAX_MESSAGE_SIZE, validator=attrs.validators.ge(1)
+    )
+    registration_grace: float | None = attrs.field(default=30.0, validator=_positive)
+    max_agent_types_per_client: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    max_subscriptions_per_client: int = attrs.field(
+        default=10_000, validator=attrs.validators.ge(1)
+    )
+    startup_grace: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    max_held: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen(slots=True)
@@ -109,6 +142,14 @@ class GatewayStatistics(RouterStatistics):
         )
 
 
+@attrs.frozen(slots=True)
+class QueueStatistics:
+    """``Connection.from_gateway.statistics()``: one client's outgoing queue."""
+
+    current_buffer_used: int  # messages queued, both lanes
+    senders_waiting: int  # routing tasks waiting for a slot
+
+
 class DirectSend(Protocol):
     """A stream's non-blocking send: True if it took the message (in order)."""
 
@@ -116,7 +157,8 @@ class DirectSend(Protocol):
 
 
 class _Outbound(trio.abc.ReceiveChannel[bytes]):
-    """The gateway-to-client side of a connection; gives tokens back as items leave."""
+    """The gateway-to-client side of a connection: takes from the link's queue,
+    RPC lane first (Q5), and wakes the sender whose item took the freed slot."""
 
     def __init__(self, hub: GatewayHub, link: _Link) -> None:
         self._hub = hub
@@ -124,22 +166,36 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
 
     async def receive(self) -> bytes:
         link = self._link
-        if link.discard:
-            await trio.lowlevel.checkpoint()
-            raise trio.EndOfChannel
-        data, answer = await link.out_recv.receive()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if link.discard:
+                raise trio.EndOfChannel
+            item = link.queue.take()
+            if item is not None:
+                break
+            if link.closed:
+                raise trio.EndOfChannel
+            link.readable = trio.Event()
+            await link.readable.wait()
+        data, answer, placed = item
+        if placed is not None:  # in the same step as the take (H3)
+            link.unsent += 1
+            placed.wakeup()
+        await trio.lowlevel.cancel_shielded_checkpoint()
         if answer:
-            self._hub._router.answer_consumed(link.conn)
-        elif not link.closed:  # (closing closes tokens_recv: nothing to give back)
-            link.tokens_recv.receive_nowait()
-            self._hub._token_returned(link)
+            self._hub._table.answer_consumed(link.conn)
         return data
 
-    def statistics(self) -> trio.MemoryChannelStatistics:
-        return self._link.out_recv.statistics()
+    def statistics(self) -> QueueStatistics:
+        queue = self._link.queue
+        return QueueStatistics(
+            current_buffer_used=len(queue),
+            senders_waiting=sum(queue.waiting(lane) for lane in Lane),
+        )
 
     async def aclose(self) -> None:
-        await self._link.out_recv.aclose()
+        self._link.discard = True
+        await trio.lowlevel.checkpoint()
 
 
 @attrs.define(eq=False)
@@ -147,18 +203,23 @@ class _Link:
     conn: Conn
     in_send: trio.MemorySendChannel[bytes]
     in_recv: trio.MemoryReceiveChannel[bytes]
-    out_send: trio.MemorySendChannel[tuple[bytes, bool]]
-    out_recv: trio.MemoryReceiveChannel[tuple[bytes, bool]]
-    tokens_send: trio.MemorySendChannel[None]
-    tokens_recv: trio.MemoryReceiveChannel[None]
+    queue: ClientQueue
     scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
     ended: trio.Event = attrs.Factory(trio.Event)
+    readable: trio.Event | None = None  # the pump waits for an item (set: wake it)
     closed: bool = False
     discard: bool = False  # drop what is still queued (slow or superseded client)
     close_reason: tuple[Status, str] | None = None
     direct: DirectSend | None = None  # see "Direct writes" above
-    unsent: int = 0  # queued on out_send and not yet reported sent by the pump
-    tokens_held: int = 0  # traffic items queued (tokens taken, not yet given back)
+    unsent: int = 0  # queued and not yet reported sent by the pump (H5)
+
+    def queued(self) -> None:
+        """One item went into the queue: count it, wake the pump."""
+        self.unsent += 1
+        readable = self.readable
+        if readable is not None:
+            self.readable = None
+            readable.set()
 
 
 @attrs.define(eq=False)
@@ -193,13 +254,17 @@ class Connection:
 
     def try_send(self, data: bytes, *, more: bool = False) -> bool:
         """Route one message now if no step can wait; else route nothing and
-        return False (use :meth:`send`). Never blocks; see "Routing in the
-        reader" above. False too once the connection ended."""
-        return self._hub._try_handle(self._link, data, not more)
+        return False (use :meth:`send`). Never blocks; see H4 above. False too
+        once the connection ended."""
+        link = self._link
+        if link.closed or self._hub._full.count:
+            return False
+        self._hub._carry_out_now(self._hub._receive(link, data), not more)
+        return True
 
     async def send(self, data: bytes, *, more: bool = False) -> None:
         """Route one message in the calling task (no hand-off to the routing
-        task; what the network pump uses). Waits while a recipient's queue is
+        task; what the network pump uses). Waits while a recipient's lane is
         full. Raises ``trio.BrokenResourceError`` once the connection ended.
         Do not mix with ``to_gateway`` on one connection (ordering).
         ``more``: the caller has more messages to route at once, so direct
@@ -232,32 +297,50 @@ class GatewayHub:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self._router = Router(rpc_timeout=config.rpc_timeout, max_in_flight=config.max_in_flight)
+        self.started_at = trio.current_time()  # the start-up grace counts from here
+        self._table = RoutingTable(
+            rpc_timeout=config.rpc_timeout,
+            max_in_flight=config.max_in_flight,
+            registration_grace=config.registration_grace,
+            max_agent_types=config.max_agent_types_per_client,
+            max_subscriptions=config.max_subscriptions_per_client,
+            max_message_size=config.max_message_size,
+            startup_grace=config.startup_grace,
+            max_held=config.max_held,
+            start_time=self.started_at,
+        )
+        self._release_wanted = trio.Event()
         self._links: dict[Conn, _Link] = {}
         self._wakeup = trio.Event()
         self._timer_target = math.inf
         self._slow_disconnects = 0
         self._closing = False
         self._changed = trio.lowlevel.ParkingLot()
-        self._full_links = 0  # links holding all their tokens (see _try_handle)
+        self._full = FullLanes()  # H3, H4
 
     # ------------------------------------------------------------ unary calls
 
     def register_agent(self, client_id: str, agent_type: str) -> None:
         """RegisterAgent; raises RoutingError (status and message for the peer)."""
-        self._router.register_agent(client_id, agent_type)
-        self._changed.unpark_all()
+        self._table.register_agent(client_id, agent_type, trio.current_time())
+        self._after_change()
 
     def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
-        self._router.add_subscription(client_id, subscription)
-        self._changed.unpark_all()
+        self._table.add_subscription(client_id, subscription, trio.current_time())
+        self._after_change()
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
-        self._router.remove_subscription(client_id, subscription_id)
+        self._table.remove_subscription(client_id, subscription_id)
+        self._after_change()
+
+    def _after_change(self) -> None:
+        self._wake_timer()
+        if self._table.holding and self._table.wants_release(trio.current_time()):
+            self._release_wanted.set()
         self._changed.unpark_all()
 
     def subscriptions(self) -> list[pb.Subscription]:
-        return self._router.subscriptions()
+        return self._table.subscriptions()
 
     # ------------------------------------------------------------ connections
 
@@ -274,23 +357,22 @@ class GatewayHub:
         """
         if self._closing:
             raise RoutingError(Status.UNAVAILABLE, "agentwire gateway: shutting down")
-        old = self._router.connection_of(client_id, kind)
+        old = self._table.connection_of(client_id, kind)
         if old is not None:
             self._close(
                 self._links[old],
                 (Status.ABORTED, "superseded by a newer stream with the same client-id"),
                 discard=True,
             )
-        conn = self._router.connect(client_id, kind)
-        size = self.config.queue_size
-        in_send, in_recv = trio.open_memory_channel[bytes](size)
-        answers = self.config.max_in_flight if kind is ConnKind.DATA else 0
-        out_send, out_recv = trio.open_memory_channel[tuple[bytes, bool]](size + answers)
-        tokens_send, tokens_recv = trio.open_memory_channel[None](size)
-        link = _Link(conn, in_send, in_recv, out_send, out_recv, tokens_send, tokens_recv)
+        conn = self._table.connect(client_id, kind)
+        config = self.config
+        in_send, in_recv = trio.open_memory_channel[bytes](config.queue_size)
+        answers = config.max_in_flight if kind is ConnKind.DATA else 0
+        queue = ClientQueue(config.queue_size, answers, config.rpc_burst, self._full)
+        link = _Link(conn, in_send, in_recv, queue)
         self._links[conn] = link
         connection = Connection(client_id, kind, in_send, _Outbound(self, link), link, self)
-        self._changed.unpark_all()
+        self._after_change()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._route, link)
@@ -300,152 +382,95 @@ class GatewayHub:
             self._close(link, None)
 
     async def _route(self, link: _Link) -> None:
-        """Read *link*'s inbound messages and carry out what the router says."""
+        """Read *link*'s inbound messages and carry out what the table says."""
         with link.scope:
             async for data in link.in_recv:
                 await self._handle(link, data)
             # The client closed its side: it is leaving.
             self._close(link, None)
 
+    def _receive(self, link: _Link, data: bytes) -> list[Action]:
+        conn = link.conn
+        if conn.kind is ConnKind.DATA:
+            return self._table.receive(conn, data, trio.current_time())
+        return self._table.receive_control(conn, data)
+
     async def _handle(self, link: _Link, data: bytes, flush: bool = True) -> None:
         """Route one inbound message of *link* and carry out the result."""
         if link.closed:
             raise trio.BrokenResourceError("the gateway ended this connection")
-        conn = link.conn
-        if conn.kind is ConnKind.DATA:
-            actions = self._router.receive(conn, data, trio.current_time())
-        else:
-            actions = self._router.receive_control(conn, data)
+        for action in self._receive(link, data):
+            target = self._place(action, flush)
+            if target is not None:
+                assert isinstance(action, Deliver)
+                await self._wait_for_space(target, action)
+        self._after_change()
+
+    def _carry_out_now(self, actions: Sequence[Action], flush: bool = True) -> None:
+        """Carry out *actions* without waiting: answers, or traffic while H4 holds."""
         for action in actions:
-            await self._carry_out(action, flush)
-        self._wake_timer()
-        self._changed.unpark_all()
+            target = self._place(action, flush)
+            if target is not None:  # pragma: no cover - H3/H4 broken
+                logger.error("no queue space for %s while routing without waiting", target.conn)
+                self._close(target, (Status.INTERNAL, "agentwire gateway: queue overflow"))
+        self._after_change()
 
-    def _try_handle(self, link: _Link, data: bytes, flush: bool) -> bool:
-        """Route one inbound message of *link* if that cannot wait (see "Routing
-        in the reader"); False: nothing done."""
-        if link.closed or self._full_links:
-            return False
-        conn = link.conn
-        if conn.kind is ConnKind.DATA:
-            actions = self._router.receive(conn, data, trio.current_time())
-        else:
-            actions = self._router.receive_control(conn, data)
-        for action in actions:
-            if isinstance(action, Close):
-                target = self._links.get(action.conn)
-                if target is not None:
-                    self._close(target, (action.status, action.message))
-            elif action.answer:
-                self._deliver_now(action, flush)
-            else:
-                self._deliver_traffic_now(action, flush)
-        self._wake_timer()
-        self._changed.unpark_all()
-        return True
-
-    def _deliver_traffic_now(self, action: Deliver, flush: bool) -> None:
-        link = self._links.get(action.conn)
-        if link is None or link.closed:
-            return
-        direct = link.direct
-        if direct is not None and not link.unsent and direct(action.data, flush=flush):
-            return
-        try:
-            link.tokens_send.send_nowait(None)
-        except trio.WouldBlock:  # pragma: no cover - _full_links was 0: a broken invariant
-            logger.error("no queue space for %s while routing without waiting", link.conn)
-            self._close(link, (Status.INTERNAL, "agentwire gateway: queue overflow"))
-            return
-        self._token_taken(link)
-        link.out_send.send_nowait((action.data, False))
-        link.unsent += 1
-
-    def _token_taken(self, link: _Link) -> None:
-        if link.closed:
-            return
-        link.tokens_held += 1
-        if link.tokens_held == self.config.queue_size:
-            self._full_links += 1
-
-    def _token_returned(self, link: _Link) -> None:
-        if link.tokens_held == self.config.queue_size:
-            self._full_links -= 1
-        link.tokens_held -= 1
-
-    async def _carry_out(self, action: Action, flush: bool = True) -> None:
+    def _place(self, action: Action, flush: bool) -> _Link | None:
+        """Carry out *action* if that needs no wait; else return the link whose
+        lane is full (nothing done)."""
         if isinstance(action, Close):
             link = self._links.get(action.conn)
             if link is not None:
                 self._close(link, (action.status, action.message))
-            return
+            return None
+        link = self._links.get(action.conn)
+        if link is None or link.closed:
+            return None
+        direct = link.direct
+        if direct is not None and not link.unsent and direct(action.data, flush=flush):
+            if action.answer:
+                self._table.answer_consumed(link.conn)
+            return None
         if action.answer:
-            self._deliver_now(action, flush)
-            return
-        link = self._links.get(action.conn)
-        if link is None or link.closed:
-            return
-        direct = link.direct
-        if direct is not None and not link.unsent and direct(action.data, flush=flush):
-            return
-        try:
-            link.tokens_send.send_nowait(None)
-        except trio.WouldBlock:
-            pass
-        else:
-            self._token_taken(link)
-            link.out_send.send_nowait((action.data, False))
-            link.unsent += 1
-            return
-        try:
-            with trio.move_on_after(self.config.send_timeout) as scope:
-                await link.tokens_send.send(None)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return  # the target went away while we waited; the router cleaned up
-        if scope.cancelled_caught:
-            self._slow_disconnects += 1
-            self._close(
-                link,
-                (
-                    Status.UNAVAILABLE,
-                    f"agentwire gateway: this client did not read its stream for "
-                    f"{self.config.send_timeout:g} s (slow consumer); disconnected",
-                ),
-                discard=True,
-            )
-            return
-        if link.closed:  # ended while this task was being woken
-            return
-        self._token_taken(link)
-        link.out_send.send_nowait((action.data, False))
-        link.unsent += 1
+            try:
+                link.queue.put_answer(action.data)
+            except QueueFull:  # pragma: no cover - the table's I6 broken
+                logger.error("answer queue of %s overflowed; disconnecting it", link.conn)
+                self._close(link, (Status.INTERNAL, "agentwire gateway: answer queue overflow"))
+                return None
+        elif not link.queue.offer(_lane(action), action.data):
+            return link
+        link.queued()
+        return None
 
-    def _deliver_now(self, action: Deliver, flush: bool = True) -> None:
-        """Deliver an answer; never waits (space is reserved, see the router's I6)."""
-        link = self._links.get(action.conn)
-        if link is None or link.closed:
-            return
-        direct = link.direct
-        if direct is not None and not link.unsent and direct(action.data, flush=flush):
-            self._router.answer_consumed(link.conn)
-            return
+    async def _wait_for_space(self, link: _Link, action: Deliver) -> None:
+        """Wait until *link*'s reader moves *action* into the lane (Q2), or
+        disconnect *link* as a slow consumer after ``send_timeout``."""
+        event = trio.Event()
+        waiter = Waiter(_lane(action), action.data, event.set)
+        link.queue.wait(waiter)
         try:
-            link.out_send.send_nowait((action.data, True))
-            link.unsent += 1
-        except trio.WouldBlock:  # pragma: no cover - would be a broken invariant
-            logger.error("answer queue of %s overflowed; disconnecting it", link.conn)
-            self._close(link, (Status.INTERNAL, "agentwire gateway: answer queue overflow"))
-
-    def _carry_out_now(self, actions: Sequence[Action]) -> None:
-        for action in actions:
-            assert isinstance(action, Deliver), action
-            assert action.answer, action
-            self._deliver_now(action)
+            with trio.move_on_after(self.config.send_timeout):
+                await event.wait()
+        finally:
+            link.queue.withdraw(waiter)
+        if waiter.placed or link.closed:
+            return  # queued by the reader, or the target went away (cleaned up)
+        self._slow_disconnects += 1
+        self._close(
+            link,
+            (
+                Status.UNAVAILABLE,
+                f"agentwire gateway: this client did not read its stream for "
+                f"{self.config.send_timeout:g} s (slow consumer); disconnected",
+            ),
+            discard=True,
+        )
 
     def _close(
         self, link: _Link, reason: tuple[Status, str] | None, *, discard: bool = False
     ) -> None:
-        """End *link*: the router forgets it (answering stranded callers), its
+        """End *link*: the table forgets it (answering stranded callers), its
         routing task stops, and its reader sees the end once the queue drains
         (at once with *discard*)."""
         if link.closed:
@@ -453,35 +478,45 @@ class GatewayHub:
         link.closed = True
         link.close_reason = reason
         link.discard = discard
-        if link.tokens_held >= self.config.queue_size:
-            self._full_links -= 1
-        link.tokens_held = 0
         del self._links[link.conn]
-        self._carry_out_now(self._router.disconnect(link.conn))
+        for waiter in link.queue.close():
+            waiter.wakeup()
+        self._carry_out_now(self._table.disconnect(link.conn))
         link.scope.cancel()
-        link.out_send.close()
-        link.tokens_recv.close()
         link.in_recv.close()
+        if link.readable is not None:
+            link.readable.set()
         link.ended.set()
-        self._changed.unpark_all()
         if reason is not None:
             logger.info("ended %s: %s %s", link.conn, reason[0].name, reason[1])
 
     # ------------------------------------------------------------ deadlines
 
     def _wake_timer(self) -> None:
-        deadline = self._router.next_deadline()
+        deadline = self._table.next_deadline()
         if deadline is not None and deadline < self._timer_target:
             self._wakeup.set()
 
     async def _run_timer(self) -> None:
         while True:
-            deadline = self._router.next_deadline()
+            deadline = self._table.next_deadline()
             self._timer_target = math.inf if deadline is None else deadline
             with trio.move_on_at(self._timer_target):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
-            self._carry_out_now(self._router.expire(trio.current_time()))
+            self._carry_out_now(self._table.expire(trio.current_time()))
+
+    async def _run_releaser(self) -> None:
+        """Carry out the start-up hold's releases (they may wait for queue space)."""
+        while True:
+            await self._release_wanted.wait()
+            self._release_wanted = trio.Event()
+            for action in self._table.release(trio.current_time()):
+                target = self._place(action, True)
+                if target is not None:
+                    assert isinstance(action, Deliver)
+                    await self._wait_for_space(target, action)
+            self._after_change()
 
     # ------------------------------------------------------------ shutdown
 
@@ -491,7 +526,7 @@ class GatewayHub:
         if self._closing:
             return
         self._closing = True
-        self._carry_out_now(self._router.shutdown())
+        self._carry_out_now(self._table.shutdown())
         for link in list(self._links.values()):
             self._close(link, (Status.UNAVAILABLE, reason))
 
@@ -505,14 +540,20 @@ class GatewayHub:
             await self._changed.park()
 
     def statistics(self) -> GatewayStatistics:
-        links = self._links.values()
-        queued = sum(link.out_recv.statistics().current_buffer_used for link in links)
-        return GatewayStatistics._of(self._router.statistics(), self._slow_disconnects, queued)
+        queued = sum(len(link.queue) for link in self._links.values())
+        return GatewayStatistics._of(self._table.statistics(), self._slow_disconnects, queued)
 
     def check_invariants(self) -> None:
-        """Assert the router's invariants and the link bookkeeping (tests)."""
-        self._router.check_invariants()
-        assert set(self._links) == set(self._router._conns)
+        """Assert the table's invariants, H1 and H3, and each queue's (tests)."""
+        self._table.check_invariants()
+        assert set(self._links) == set(self._table._conns)  # H1
+        for link in self._links.values():
+            link.queue.check_invariants()
+        assert self._full.count == sum(link.queue.full_lanes() for link in self._links.values())
+
+
+def _lane(action: Deliver) -> Lane:
+    return Lane.EVENT if action.event else Lane.RPC
 
 
 @asynccontextmanager
@@ -526,6 +567,7 @@ async def open_hub(config: GatewayConfig | None = None) -> AsyncIterator[Gateway
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(hub._run_timer)
+            nursery.start_soon(hub._run_releaser)
             try:
                 yield hub
             finally:

@@ -5,223 +5,123 @@ takes bytes (and the current time) and returns :class:`Deliver` /
 
 Invariants (checked after every step by ``tests/gateway/test_routing_stateful.py``):
 
-I1  Ownership. ``_owner[t] == c`` iff ``t in _clients[c].types``. An agent
-    type has at most one owner, and the owner is a known client.
-I2  Subscriptions. The ids in ``_table`` are exactly the disjoint union of
-    ``_clients[c].subscriptions`` over all clients, and ``_sub_owner`` maps
-    each id to the client that recorded it.
+I1  Clients, agent types and subscriptions: R1-R5 of ``_registry.py``
+    (``_reg``), which this table builds on.
+I2  Start-up hold: G1-G4 of ``_held.py`` (``_hold``; None once the grace is
+    over). Held requests count as in flight (I6).
 I3  Connections. ``_conns`` holds exactly the live connections;
-    ``_clients[c].data`` / ``.control`` is the client's live connection of that
-    kind, or None. A connection's serial is never reused, so a connection that
+    ``_reg.clients[c].data`` / ``.control`` is the client's live connection of
+    that kind, or None. A connection's serial is never reused, so a connection that
     ended never comes back (a late event for it is recognised and ignored).
-I4  Pending RPCs. Every entry of ``_pending`` has a live *data* caller and a
-    live *data* target; ``_pending_by_conn[k]`` is exactly the set of gateway
-    ids whose caller or target is ``k`` (no empty sets are kept).
+I4  Pending RPCs (kept by ``_inflight.py``). Every entry of ``_pending`` has
+    a live *data* caller and a live *data* target; its index by connection
+    holds exactly the gateway ids whose caller or target is that connection
+    (no empty sets are kept).
 I5  Exactly one answer. A request admitted into ``_pending`` leaves it exactly
     once: by the target's response, by expiry, by either side's disconnect or
     by shutdown. The caller gets exactly one answer (the response, or an
     ``RpcResponse`` with ``error``) unless the caller itself is gone. Gateway
     request ids come from a counter and are never reused. Every pending entry
-    with a deadline has an entry ``(deadline, gid)`` in the heap ``_deadlines``
-    (stale heap entries are skipped, and the heap is rebuilt when it is more
-    than twice the size it needs). A deadline is ``now + rpc_timeout``, or
-    sooner when the caller sent its own remaining time in the request metadata
-    (``agentwire-timeout``, seconds; agentwire workers do).
+    with a deadline has an entry in the deadline heap (stale entries are
+    skipped; the heap is rebuilt when more than twice the size it needs). A
+    deadline is ``now + rpc_timeout``, or sooner when the caller sent its own
+    remaining time in the request metadata (``agentwire-timeout``, seconds;
+    agentwire workers do).
 I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
     answers, so delivering an answer never waits.
-I7  Client records. A client record exists only while it has a live
-    connection, an agent type or a subscription.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
-* RegisterAgent: one owner per type, even for the same client; duplicate ->
-  INVALID_ARGUMENT "Agent type {t} already registered with client {c}.".
-  Unlike AutoGen we also refuse an invalid agent type (INVALID_ARGUMENT),
-  since no message could ever be routed to it.
-* AddSubscription: AutoGen duplicate semantics, INVALID_ARGUMENT
-  "Subscription already exists". Subscriptions that fail validation (no
-  oneof arm, invalid agent or topic type) are INVALID_ARGUMENT here; AutoGen
-  answers UNKNOWN for the missing oneof and accepts invalid types silently.
-* RemoveSubscription of an unknown id answers UNKNOWN
-  "Unexpected <class 'ValueError'>: Subscription does not exist": that is
-  what AutoGen's host leaks from an unhandled ValueError, and peers may
-  match on it, so we reproduce it on purpose. Any client may remove any id.
+* RegisterAgent, AddSubscription, RemoveSubscription: see ``_registry.py``.
 * Requests get a gateway-unique ``request_id`` on the way to the owner and
   their own id back on the way out (AutoGen issue #7016). Every request is
   answered; AutoGen drops undeliverable ones and the caller hangs.
 * CloudEvents are forwarded byte-for-byte, once per client that owns a
   subscribed agent type, the publisher included (as AutoGen).
+* Every error ``RpcResponse`` of the gateway carries ``ERROR_KIND_KEY``
+  metadata (an :class:`~agentwire._wire.ErrorKind`) next to the ``error``
+  text, which AutoGen workers see unchanged.
 """
 
 from __future__ import annotations
 
-import enum
-import heapq
 import logging
 import math
 from collections.abc import Iterable
 
-import attrs
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
-from .._errors import (
-    DuplicateSubscriptionError,
-    InvalidIdentifierError,
-    InvalidSubscriptionError,
-    UnknownSubscriptionError,
-)
-from .._ids import AgentId, TopicId, is_valid_agent_type
+from .._errors import InvalidIdentifierError
+from .._ids import TopicId, is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
-from .._subscriptions import SubscriptionTable, subscription_from_proto, subscription_to_proto
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
+from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
+from ._control import control_error_reply, resolve
+from ._held import HeldEvent, HeldRequest, StartupHold
+from ._inflight import InFlight, Pending
+from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
 
 __all__ = [
+    "UNKNOWN_SUBSCRIPTION_MESSAGE",
+    "Action",
     "Close",
     "Conn",
     "ConnKind",
     "Deliver",
-    "Router",
     "RouterStatistics",
     "RoutingError",
+    "RoutingTable",
 ]
 
 logger = logging.getLogger("agentwire.gateway")
 
-# What AutoGen's host answers for RemoveSubscription of an unknown id (an
-# unhandled ValueError rendered by grpcio). Reproduced for wire compatibility.
-UNKNOWN_SUBSCRIPTION_MESSAGE = "Unexpected <class 'ValueError'>: Subscription does not exist"
 
-# RpcRequest metadata an agentwire worker sets to the seconds its caller has
-# left; the gateway gives up on the request no later than that.
-TIMEOUT_METADATA_KEY = "agentwire-timeout"
-
-_ERROR_PREFIX = "agentwire gateway: "
-
-
-class ConnKind(enum.Enum):
-    DATA = "data"  # OpenChannel: agents.Message
-    CONTROL = "control"  # OpenControlChannel: agents.ControlMessage
-
-
-@attrs.frozen(slots=True, eq=False)
-class Conn:
-    """One live stream of a client. ``serial`` is unique for the router's life,
-    and the router makes exactly one ``Conn`` per stream, so equality and
-    hashing are by identity (cheap on the hot path)."""
-
-    client_id: str
-    serial: int
-    kind: ConnKind
-
-    def __str__(self) -> str:
-        return f"{self.kind.value} connection #{self.serial} of client {self.client_id}"
-
-
-@attrs.frozen(slots=True)
-class Deliver:
-    """Send *data* (a serialized Message or ControlMessage) to *conn*.
-
-    ``answer`` is true for an RpcResponse that settles one of *conn*'s pending
-    requests: those never wait for queue space (I6) and, once consumed, must be
-    reported with :meth:`Router.answer_consumed`.
-    """
-
-    conn: Conn
-    data: bytes
-    answer: bool = False
-
-
-@attrs.frozen(slots=True)
-class Close:
-    """End *conn*'s stream with *status* (it broke the protocol)."""
-
-    conn: Conn
-    status: Status
-    message: str
-
-
-Action = Deliver | Close
-
-
-class RoutingError(Exception):
-    """A unary call failed; the service ends the call with *status* and *message*."""
-
-    def __init__(self, status: Status, message: str) -> None:
-        self.status = status
-        self.message = message
-        super().__init__(message)
-
-
-@attrs.frozen(slots=True)
-class RouterStatistics:
-    clients: int
-    data_connections: int
-    control_connections: int
-    agent_types: int
-    subscriptions: int
-    rpcs_in_flight: int
-    rpcs_forwarded: int
-    rpcs_failed: int  # answered with an error by the gateway itself
-    responses_forwarded: int
-    responses_dropped: int  # late (caller gone, timed out) or unknown
-    events_received: int
-    event_deliveries: int
-    events_dropped: int  # invalid topic
-    control_forwarded: int
-    control_undeliverable: int
-    protocol_errors: int  # malformed messages: the sender's stream was ended
-
-
-@attrs.define(slots=True, eq=False)
-class _Client:
-    types: set[str] = attrs.Factory(set)
-    subscriptions: set[str] = attrs.Factory(set)
-    data: Conn | None = None
-    control: Conn | None = None
-
-    def is_empty(self) -> bool:
-        return (
-            not self.types and not self.subscriptions and self.data is None and self.control is None
-        )
-
-
-@attrs.define(slots=True, eq=False)
-class _Pending:
-    caller: Conn
-    caller_request_id: str
-    target: Conn
-    target_agent: str  # "type/key", for error messages
-    deadline: float | None
-    timeout: float = math.inf
-    callers_timeout: bool = False  # the caller asked for less than rpc_timeout
-
-
-class Router:
+class RoutingTable:
     """The routing state of one gateway. Not thread-safe; no I/O; no awaits."""
 
-    def __init__(self, *, rpc_timeout: float | None = 300.0, max_in_flight: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        rpc_timeout: float | None = 300.0,
+        max_in_flight: int = 1000,
+        registration_grace: float | None = 30.0,
+        max_agent_types: int = 1000,
+        max_subscriptions: int = 10_000,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        startup_grace: float = 0.0,
+        max_held: int = 1000,
+        start_time: float = 0.0,
+    ) -> None:
         if rpc_timeout is not None and not rpc_timeout > 0:
             raise ValueError(f"rpc_timeout must be positive or None, got {rpc_timeout!r}")
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight!r}")
         self.rpc_timeout = rpc_timeout
         self.max_in_flight = max_in_flight
-        self._clients: dict[str, _Client] = {}
-        self._owner: dict[str, str] = {}
-        self._table = SubscriptionTable()
-        self._sub_owner: dict[str, str] = {}
+        self.max_message_size = max_message_size
+        self._reg = reg = Registry(
+            registration_grace=registration_grace,
+            max_agent_types=max_agent_types,
+            max_subscriptions=max_subscriptions,
+        )
+        self._clients = reg.clients
+        self._owner = reg.owner
+        # The start-up hold (``_held.py``); None once its grace is over.
+        self._hold: StartupHold | None = None
+        if startup_grace > 0:
+            self._hold = StartupHold(start_time + startup_grace, max_held)
+        self._hold_retry = False  # something arrived that a held message may wait for
+        self.holding = self._hold is not None  # the start-up grace is not over
         self._conns: set[Conn] = set()
         self._serial = 0
-        self._pending: dict[str, _Pending] = {}
-        self._deadlines: list[tuple[float, int, str]] = []  # (deadline, seq, gid) heap
-        self._pending_by_conn: dict[Conn, set[str]] = {}
+        self._pending = InFlight()
         # Per live data connection: requests it sent that are unanswered, plus
         # answers to it that the I/O layer has not consumed yet (I6).
         self._outstanding: dict[Conn, int] = {}
-        self._next_request = 0
         self._now = float("-inf")
         self._closed = False
         # counters
@@ -252,18 +152,17 @@ class Router:
         """Attach a new stream. The client must not have a live one of this kind
         (end the old one with :meth:`disconnect` first)."""
         if self._closed:
-            raise RoutingError(Status.UNAVAILABLE, _ERROR_PREFIX + "shutting down")
-        client = self._clients.setdefault(client_id, _Client())
-        if (client.data if kind is ConnKind.DATA else client.control) is not None:
+            raise RoutingError(Status.UNAVAILABLE, ERROR_PREFIX + "shutting down")
+        if self.connection_of(client_id, kind) is not None:
             raise RuntimeError(f"client {client_id} already has a live {kind.value} connection")
         self._serial += 1
         conn = Conn(client_id, self._serial, kind)
+        self._reg.attach(conn)
         if kind is ConnKind.DATA:
-            client.data = conn
             self._outstanding[conn] = 0
-        else:
-            client.control = conn
         self._conns.add(conn)
+        if kind is ConnKind.DATA:
+            self._hold_retry = True
         logger.debug("%s opened", conn)
         return conn
 
@@ -274,96 +173,54 @@ class Router:
         if conn not in self._conns:
             return []
         self._conns.discard(conn)
-        client = self._clients[conn.client_id]
         actions: list[Action] = []
-        if conn.kind is ConnKind.CONTROL:
-            client.control = None
-        else:
-            client.data = None
+        if conn.kind is ConnKind.DATA:
             self._outstanding.pop(conn, None)
-            for gid in sorted(self._pending_by_conn.pop(conn, ()), key=_id_order):
-                p = self._pending.pop(gid)
-                other = p.caller if p.target == conn else p.target
-                self._unindex(other, gid)
-                if p.target == conn and p.caller != conn:
-                    actions.append(
-                        self._fail(
-                            p,
-                            f"the worker serving {p.target_agent} (client {conn.client_id}) "
-                            "disconnected before answering",
-                        )
+            for p in self._pending.drop_conn(conn):
+                actions.append(
+                    self._fail(
+                        p,
+                        ErrorKind.CONNECTION_LOST,
+                        f"the worker serving {p.target_agent} (client {conn.client_id}) "
+                        "disconnected before answering",
                     )
-            self._compact_deadlines()
-            for agent_type in client.types:
-                del self._owner[agent_type]
-            for sub_id in client.subscriptions:
-                self._table.remove(sub_id)
-                del self._sub_owner[sub_id]
-            if client.types or client.subscriptions:
-                logger.info(
-                    "client %s left: dropped agent types %s and %d subscriptions",
-                    conn.client_id,
-                    sorted(client.types),
-                    len(client.subscriptions),
                 )
-            client.types.clear()
-            client.subscriptions.clear()
-        self._forget_if_empty(conn.client_id)
+            if self._hold is not None:
+                self._hold.forget_caller(conn)
+        self._reg.detach(conn)
         logger.debug("%s closed", conn)
         return actions
 
-    def _forget_if_empty(self, client_id: str) -> None:
-        client = self._clients.get(client_id)
-        if client is not None and client.is_empty():
-            del self._clients[client_id]
-
     # ------------------------------------------------------------ unary calls
 
-    def register_agent(self, client_id: str, agent_type: str) -> None:
-        """RegisterAgent. Works before the client opened a channel (as AutoGen)."""
-        if not is_valid_agent_type(agent_type):
-            raise RoutingError(
-                Status.INVALID_ARGUMENT,
-                f"Invalid agent type {agent_type!r}: it must match ^[\\w\\-\\.]+\\Z",
-            )
-        owner = self._owner.get(agent_type)
-        if owner is not None:
-            raise RoutingError(
-                Status.INVALID_ARGUMENT,
-                f"Agent type {agent_type} already registered with client {owner}.",
-            )
-        self._owner[agent_type] = client_id
-        self._clients.setdefault(client_id, _Client()).types.add(agent_type)
-        logger.debug("client %s registered agent type %s", client_id, agent_type)
+    def register_agent(self, client_id: str, agent_type: str, now: float | None = None) -> None:
+        """RegisterAgent. Works before the client opened a channel (as AutoGen);
+        the records of a client that opens none expire (R4). *now*: the
+        current time (default: the latest the table has seen)."""
+        self._reg.register_agent(client_id, agent_type, self._clock(now))
+        self._hold_retry = True
 
-    def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
-        try:
-            sub = subscription_from_proto(subscription)
-        except (InvalidSubscriptionError, InvalidIdentifierError) as exc:
-            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
-        try:
-            self._table.add(sub)
-        except DuplicateSubscriptionError as exc:
-            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
-        self._sub_owner[sub.id] = client_id
-        self._clients.setdefault(client_id, _Client()).subscriptions.add(sub.id)
+    def add_subscription(
+        self, client_id: str, subscription: pb.Subscription, now: float | None = None
+    ) -> None:
+        self._reg.add_subscription(client_id, subscription, self._clock(now))
+        self._hold_retry = True
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         """Any client may remove any subscription (as AutoGen)."""
-        try:
-            self._table.remove(subscription_id)
-        except UnknownSubscriptionError:
-            raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE) from None
-        owner = self._sub_owner.pop(subscription_id)
-        self._clients[owner].subscriptions.discard(subscription_id)
-        self._forget_if_empty(owner)
+        self._reg.remove_subscription(subscription_id)
 
     def subscriptions(self) -> list[pb.Subscription]:
         """GetSubscriptions: every client's subscriptions, in insertion order."""
-        return [subscription_to_proto(sub) for sub in self._table]
+        return self._reg.subscriptions()
 
     def owner_of(self, agent_type: str) -> str | None:
         return self._owner.get(agent_type)
+
+    def _clock(self, now: float | None) -> float:
+        if now is not None:
+            self._now = max(now, self._now)
+        return self._now if self._now > -math.inf else 0.0
 
     # ------------------------------------------------------------ data channel
 
@@ -382,7 +239,7 @@ class Router:
         if kind == "response":
             return self._response(conn, message)
         if kind == "cloudEvent":
-            return self._event(message.cloudEvent, data)
+            return self._event(message.cloudEvent, data, now)
         return [
             self._protocol_error(
                 conn, "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
@@ -394,68 +251,69 @@ class Router:
         logger.warning("ending %s: %s", conn, message)
         return Close(conn, Status.INVALID_ARGUMENT, message)
 
-    def _reject(self, caller: Conn, request_id: str, error: str) -> Deliver:
+    def _reject(self, caller: Conn, request_id: str, kind: ErrorKind, error: str) -> Deliver:
         """An error answer for a request that was never admitted (sent through
         the caller's ordinary, back-pressured queue)."""
         self._rpcs_failed += 1
         logger.debug("request %r from %s failed: %s", request_id, caller, error)
-        response = pb.Message(response=pb.RpcResponse(request_id=request_id, error=error))
-        return Deliver(caller, response.SerializeToString())
+        return Deliver(caller, error_response(request_id, kind, error))
+
+    def _refusal(self, caller: Conn, request: pb.RpcRequest) -> tuple[ErrorKind, str] | None:
+        """Why *request* cannot be forwarded now, if it cannot."""
+        target = request.target
+        if not is_valid_agent_type(target.type):
+            return ErrorKind.INVALID_ARGUMENT, f"invalid target agent type {target.type!r}"
+        if request.HasField("source") and not is_valid_agent_type(request.source.type):
+            return (
+                ErrorKind.INVALID_ARGUMENT,
+                f"invalid source agent type {request.source.type!r}"
+                " (omit source when there is no sender)",
+            )
+        target_agent = f"{target.type}/{target.key}"
+        owner = self._owner.get(target.type)
+        if owner is None:
+            return (
+                ErrorKind.UNDELIVERABLE,
+                f"no worker has registered agent type {target.type!r}; "
+                f"the request to {target_agent} was not delivered",
+            )
+        if self._clients[owner].data is None:
+            return (
+                ErrorKind.UNDELIVERABLE,
+                f"the worker owning agent type {target.type!r} "
+                f"(client {owner}) has no open channel; the request to {target_agent} "
+                "was not delivered",
+            )
+        if self.in_flight(caller) >= self.max_in_flight:
+            return (
+                ErrorKind.OVERLOADED,
+                f"too many requests in flight from this client "
+                f"(limit {self.max_in_flight}); the request to {target_agent} was not sent",
+            )
+        return None
 
     def _request(self, caller: Conn, message: pb.Message, now: float) -> list[Action]:
         request = message.request
         request_id = request.request_id
+        refusal = self._refusal(caller, request)
+        if refusal is not None:
+            hold = self._hold
+            if (
+                refusal[0] is ErrorKind.UNDELIVERABLE
+                and hold is not None
+                and hold.accepts(now)
+                and self.in_flight(caller) < self.max_in_flight
+            ):
+                hold.requests.append(HeldRequest(caller, message))
+                self._outstanding[caller] += 1  # G3
+                return []
+            return [self._reject(caller, request_id, *refusal)]
         target = request.target
-        if not is_valid_agent_type(target.type):
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"invalid target agent type {target.type!r}",
-                )
-            ]
-        if request.HasField("source") and not is_valid_agent_type(request.source.type):
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"invalid source agent type {request.source.type!r}"
-                    " (omit source when there is no sender)",
-                )
-            ]
         target_agent = f"{target.type}/{target.key}"
-        owner = self._owner.get(target.type)
-        if owner is None:
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"no worker has registered agent type {target.type!r}; "
-                    f"the request to {target_agent} was not delivered",
-                )
-            ]
+        owner = self._owner[target.type]
         target_conn = self._clients[owner].data
-        if target_conn is None:
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"the worker owning agent type {target.type!r} "
-                    f"(client {owner}) has no open channel; the request to {target_agent} "
-                    "was not delivered",
-                )
-            ]
-        if self.in_flight(caller) >= self.max_in_flight:
-            return [
-                self._reject(
-                    caller,
-                    request_id,
-                    _ERROR_PREFIX + f"too many requests in flight from this client "
-                    f"(limit {self.max_in_flight}); the request to {target_agent} was not sent",
-                )
-            ]
-        self._next_request += 1
-        gid = f"gw{self._next_request}"
+        assert target_conn is not None
+        gid = self._pending.new_id()
         timeout = math.inf if self.rpc_timeout is None else self.rpc_timeout
         callers = False
         asked = request.metadata.get(TIMEOUT_METADATA_KEY)
@@ -467,34 +325,50 @@ class Router:
             if seconds < timeout:
                 timeout, callers = seconds, True
         deadline = None if timeout == math.inf else now + timeout
-        self._pending[gid] = _Pending(
-            caller, request_id, target_conn, target_agent, deadline, timeout, callers
-        )
-        if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, self._next_request, gid))
-            self._compact_deadlines()
-        self._outstanding[caller] += 1
-        self._pending_by_conn.setdefault(caller, set()).add(gid)
-        self._pending_by_conn.setdefault(target_conn, set()).add(gid)
         request.request_id = gid
+        data = message.SerializeToString()
+        if len(data) > self.max_message_size:
+            return [
+                self._reject(
+                    caller,
+                    request_id,
+                    ErrorKind.TOO_LARGE,
+                    f"the request to {target_agent} is {len(data)} bytes as forwarded, over "
+                    f"the message size limit ({self.max_message_size} bytes); send less",
+                )
+            ]
+        self._pending.add(
+            gid, Pending(caller, request_id, target_conn, target_agent, deadline, timeout, callers)
+        )
+        self._outstanding[caller] += 1
         self._rpcs_forwarded += 1
-        return [Deliver(target_conn, message.SerializeToString())]
+        return [Deliver(target_conn, data)]
 
     def _response(self, conn: Conn, message: pb.Message) -> list[Action]:
         response = message.response
         gid = response.request_id
-        p = self._pending.get(gid)
+        p = self._pending.entries.get(gid)
         if p is None or p.target != conn:
             # Late (the caller left, or the request timed out) or bogus.
             self._responses_dropped += 1
             logger.debug("dropping response %r from %s: no such request in flight", gid, conn)
             return []
-        self._settle(gid, p)
+        self._pending.settle(gid, p)
         response.request_id = p.caller_request_id
+        data = message.SerializeToString()
+        if len(data) > self.max_message_size:
+            return [
+                self._fail(
+                    p,
+                    ErrorKind.TOO_LARGE,
+                    f"the response of {p.target_agent} is {len(data)} bytes, over the message "
+                    f"size limit ({self.max_message_size} bytes)",
+                )
+            ]
         self._responses_forwarded += 1
-        return [self._answer(p.caller, message.SerializeToString())]
+        return [self._answer(p.caller, data)]
 
-    def _event(self, event: cloudevent_pb2.CloudEvent, data: bytes) -> list[Action]:
+    def _event(self, event: cloudevent_pb2.CloudEvent, data: bytes, now: float) -> list[Action]:
         self._events_received += 1
         try:
             topic = TopicId(event.type, event.source)
@@ -502,8 +376,15 @@ class Router:
             self._events_dropped += 1
             logger.warning("dropping CloudEvent %r: %s", event.id, exc)
             return []
+        actions = self._publish(topic, data)
+        if not actions and self._hold is not None and self._hold.accepts(now):
+            self._hold.events.append(HeldEvent(topic, data))
+        return actions
+
+    def _publish(self, topic: TopicId, data: bytes) -> list[Action]:
+        """Deliver *data* once to each client owning a type subscribed to *topic*."""
         targets: dict[Conn, None] = {}
-        for agent_type in self._table.agent_types(topic):
+        for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
             if owner is None:
                 logger.debug("no owner for agent type %s subscribed to %s", agent_type, topic)
@@ -512,7 +393,7 @@ class Router:
             if data_conn is not None:
                 targets[data_conn] = None
         self._event_deliveries += len(targets)
-        return [Deliver(target, data) for target in targets]
+        return [Deliver(target, data, event=True) for target in targets]
 
     # ------------------------------------------------------------ pending RPCs
 
@@ -525,68 +406,74 @@ class Router:
         if self._outstanding.get(conn, 0) > 0:
             self._outstanding[conn] -= 1
 
-    def _unindex(self, conn: Conn, gid: str) -> None:
-        gids = self._pending_by_conn.get(conn)
-        if gids is not None:
-            gids.discard(gid)
-            if not gids:
-                del self._pending_by_conn[conn]
-
-    def _settle(self, gid: str, p: _Pending) -> None:
-        del self._pending[gid]
-        self._unindex(p.caller, gid)
-        self._unindex(p.target, gid)
-        self._compact_deadlines()
-
     def _answer(self, caller: Conn, data: bytes) -> Deliver:
         # The caller's outstanding count moves from "pending" to "answer not
         # yet consumed": unchanged until answer_consumed().
         return Deliver(caller, data, answer=True)
 
-    def _fail(self, p: _Pending, error: str) -> Deliver:
+    def _fail(self, p: Pending, kind: ErrorKind, error: str) -> Deliver:
         self._rpcs_failed += 1
-        response = pb.Message(
-            response=pb.RpcResponse(request_id=p.caller_request_id, error=_ERROR_PREFIX + error)
-        )
-        return self._answer(p.caller, response.SerializeToString())
-
-    def _compact_deadlines(self) -> None:
-        if len(self._deadlines) > 2 * len(self._pending) + 64:
-            self._deadlines = [
-                (p.deadline, _id_order(gid), gid)
-                for gid, p in self._pending.items()
-                if p.deadline is not None
-            ]
-            heapq.heapify(self._deadlines)
-
-    def _earliest(self) -> tuple[float, str] | None:
-        """The live pending request with the earliest deadline (drops stale heap entries)."""
-        heap = self._deadlines
-        while heap:
-            deadline, _, gid = heap[0]
-            p = self._pending.get(gid)
-            if p is not None and p.deadline == deadline:
-                return deadline, gid
-            heapq.heappop(heap)
-        return None
+        return self._answer(p.caller, error_response(p.caller_request_id, kind, error))
 
     def next_deadline(self) -> float | None:
-        """When the next pending request expires (None: nothing can expire)."""
-        earliest = self._earliest()
-        return None if earliest is None else earliest[0]
+        """When the next pending request or channel-less registration expires,
+        or the start-up hold ends (None: nothing can expire)."""
+        deadlines = [self._reg.next_expiry(), self._pending.next_deadline()]
+        if self._hold is not None:
+            deadlines.append(self._hold.next_deadline())
+        return min((d for d in deadlines if d is not None), default=None)
+
+    # ------------------------------------------------------------ start-up hold
+
+    def wants_release(self, now: float) -> bool:
+        """Whether :meth:`release` has work: a held message may be deliverable
+        now, or the grace is over."""
+        hold = self._hold
+        return hold is not None and (now >= hold.until or (self._hold_retry and len(hold) > 0))
+
+    def release(self, now: float) -> list[Action]:
+        """Retry every held message (see ``_held.py``); at or after the end of
+        the grace, give what is still undeliverable its usual fate. The
+        actions may include traffic (forwarded requests, events): the I/O
+        layer carries them out in a task that may wait."""
+        hold = self._hold
+        if hold is None:
+            return []
+        self._now = now = max(now, self._now)
+        self._hold_retry = False
+        if now >= hold.until:
+            self._hold = None
+            self.holding = False
+        requests, events = hold.take()
+        actions: list[Action] = []
+        for held in requests:
+            if held.caller in self._conns:
+                self._outstanding[held.caller] -= 1  # re-admitted below (or held again)
+                actions += self._request(held.caller, held.message, now)
+        for held_event in events:
+            delivered = self._publish(held_event.topic, held_event.data)
+            if delivered:
+                actions += delivered
+            elif self._hold is not None:
+                self._hold.events.append(held_event)
+            else:
+                self._events_dropped += 1
+        return actions
 
     def expire(self, now: float) -> list[Action]:
-        """Answer every request whose deadline has passed with an error."""
+        """Answer every request whose deadline has passed with an error, and
+        drop the records of clients that opened no channel in time (R4)."""
         self._now = now = max(now, self._now)
+        self._reg.expire(now)
         actions: list[Action] = []
-        while (earliest := self._earliest()) is not None and earliest[0] <= now:
-            gid = earliest[1]
-            p = self._pending[gid]
-            heapq.heappop(self._deadlines)
-            self._settle(gid, p)
+        for p in self._pending.pop_expired(now):
             whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"
             actions.append(
-                self._fail(p, f"no response from {p.target_agent} within {p.timeout:g} s ({whose})")
+                self._fail(
+                    p,
+                    ErrorKind.TIMEOUT,
+                    f"no response from {p.target_agent} within {p.timeout:g} s ({whose})",
+                )
             )
         return actions
 
@@ -594,30 +481,31 @@ class Router:
         """Refuse new connections and answer every pending request with an error."""
         self._closed = True
         actions: list[Action] = []
-        for gid in sorted(self._pending, key=_id_order):
-            p = self._pending[gid]
-            self._settle(gid, p)
+        if self._hold is not None:
+            requests, _ = self._hold.take()
+            self._hold = None
+            self.holding = False
+            for held in requests:
+                request = held.message.request
+                self._rpcs_failed += 1
+                error = f"the gateway is shutting down; {request.target.type}/{request.target.key}"
+                actions.append(
+                    self._answer(
+                        held.caller,
+                        error_response(request.request_id, ErrorKind.SHUTTING_DOWN, error),
+                    )
+                )
+        for p in self._pending.take_all():
             actions.append(
-                self._fail(p, f"the gateway is shutting down; no answer from {p.target_agent}")
+                self._fail(
+                    p,
+                    ErrorKind.SHUTTING_DOWN,
+                    f"the gateway is shutting down; no answer from {p.target_agent}",
+                )
             )
-        self._deadlines.clear()
         return actions
 
     # ------------------------------------------------------------ control channel
-
-    def _resolve(self, destination: str) -> Conn | None:
-        if destination.startswith("agentid="):
-            try:
-                agent = AgentId.from_str(destination[len("agentid=") :])
-            except InvalidIdentifierError:
-                return None
-            owner = self._owner.get(agent.type)
-            client = None if owner is None else self._clients[owner]
-        elif destination.startswith("clientid="):
-            client = self._clients.get(destination[len("clientid=") :])
-        else:
-            return None
-        return None if client is None else client.control
 
     def receive_control(self, conn: Conn, data: bytes) -> list[Action]:
         """A serialized ``agents.ControlMessage`` arrived on control connection *conn*."""
@@ -627,20 +515,20 @@ class Router:
             message = pb.ControlMessage.FromString(data)
         except DecodeError as exc:
             return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
-        target = self._resolve(message.destination)
+        target = resolve(self._reg, message.destination)
         if target is not None:
             self._control_forwarded += 1
             return [Deliver(target, data)]
         self._control_undeliverable += 1
         reason = (
-            _ERROR_PREFIX + f"cannot deliver control message {message.rpc_id!r}: "
+            ERROR_PREFIX + f"cannot deliver control message {message.rpc_id!r}: "
             f"no control channel for destination {message.destination!r}"
         )
-        reply = _control_error_reply(message, reason)
+        reply = control_error_reply(message, reason)
         if reply is None:
             logger.warning("%s (dropped)", reason)
             return []
-        back = self._resolve(message.respond_to) or conn
+        back = resolve(self._reg, message.respond_to) or conn
         return [Deliver(back, reply.SerializeToString())]
 
     # ------------------------------------------------------------ introspection
@@ -652,7 +540,7 @@ class Router:
             data_connections=sum(1 for c in clients if c.data is not None),
             control_connections=sum(1 for c in clients if c.control is not None),
             agent_types=len(self._owner),
-            subscriptions=len(self._table),
+            subscriptions=len(self._reg.table),
             rpcs_in_flight=len(self._pending),
             rpcs_forwarded=self._rpcs_forwarded,
             rpcs_failed=self._rpcs_failed,
@@ -664,68 +552,26 @@ class Router:
             control_forwarded=self._control_forwarded,
             control_undeliverable=self._control_undeliverable,
             protocol_errors=self._protocol_errors,
+            registrations_expired=self._reg.expired,
+            held_messages=0 if self._hold is None else len(self._hold),
         )
 
     def check_invariants(self) -> None:
-        """Assert I1-I7 (for tests; O(size of the state))."""
-        for agent_type, owner in self._owner.items():
-            assert owner in self._clients, (agent_type, owner)
-            assert agent_type in self._clients[owner].types
-        for client_id, client in self._clients.items():
-            assert not client.is_empty(), client_id
-            for agent_type in client.types:
-                assert self._owner.get(agent_type) == client_id
-            for sub_id in client.subscriptions:
-                assert self._sub_owner.get(sub_id) == client_id
-            for conn in (client.data, client.control):
-                if conn is not None:
-                    assert conn in self._conns
-                    assert conn.client_id == client_id
-        assert set(self._sub_owner) == {s.id for s in self._table}
-        assert sum(len(c.subscriptions) for c in self._clients.values()) == len(self._table)
+        """Assert I1-I6 (for tests; O(size of the state))."""
+        self._reg.check_invariants()
         live = {c for client in self._clients.values() for c in (client.data, client.control)}
         assert self._conns == live - {None}
-        index: dict[Conn, set[str]] = {}
-        in_heap = {gid for deadline, _, gid in self._deadlines}
-        assert len(self._deadlines) <= 2 * len(self._pending) + 64
-        for gid, p in self._pending.items():
-            assert p.caller in self._conns
-            assert p.target in self._conns
-            assert p.caller.kind is ConnKind.DATA
-            assert p.target.kind is ConnKind.DATA
-            index.setdefault(p.caller, set()).add(gid)
-            index.setdefault(p.target, set()).add(gid)
-            if p.deadline is not None:
-                assert gid in in_heap
-                assert (p.deadline, _id_order(gid), gid) in self._deadlines
-        assert index == self._pending_by_conn
+        self._pending.check_invariants(self._conns)
         assert set(self._outstanding) == {c for c in self._conns if c.kind is ConnKind.DATA}
+        assert self.holding == (self._hold is not None)
+        hold_requests = [] if self._hold is None else self._hold.requests
+        if self._hold is not None:
+            self._hold.check_invariants()
+            assert all(h.caller in self._conns for h in hold_requests)  # G3
         for conn, outstanding in self._outstanding.items():
-            calls = sum(1 for p in self._pending.values() if p.caller == conn)
+            calls = sum(1 for p in self._pending.entries.values() if p.caller == conn)
+            calls += sum(1 for h in hold_requests if h.caller == conn)
             assert calls <= outstanding <= self.max_in_flight, (conn, calls, outstanding)
 
     def pending_ids(self) -> Iterable[str]:
-        return self._pending.keys()
-
-
-def _id_order(gid: str) -> int:
-    return int(gid[2:])
-
-
-def _control_error_reply(message: pb.ControlMessage, reason: str) -> pb.ControlMessage | None:
-    """The error response for an undeliverable control *request*, if it is one."""
-    if not message.HasField("respond_to") or not message.respond_to:
-        return None
-    if not message.HasField("rpcMessage"):
-        return None
-    answer: pb.SaveStateResponse | pb.LoadStateResponse
-    type_name = message.rpcMessage.TypeName()
-    if type_name == "agents.SaveStateRequest":
-        answer = pb.SaveStateResponse(error=reason)
-    elif type_name == "agents.LoadStateRequest":
-        answer = pb.LoadStateResponse(error=reason)
-    else:
-        return None
-    reply = pb.ControlMessage(rpc_id=message.rpc_id, destination=message.respond_to)
-    reply.rpcMessage.Pack(answer)
-    return reply
+        return self._pending.entries.keys()

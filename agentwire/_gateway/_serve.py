@@ -9,17 +9,16 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from .._transport import GrpcServer, parse_address, serve_grpc
+from .._address import parse_address
+from .._nursery import open_service_nursery, open_unwrapping_nursery
+from .._transport import GrpcServer, serve_grpc
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._hub import GatewayConfig, GatewayHub, GatewayStatistics, open_hub
 from ._service import AgentRpcService
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
 
 logger = logging.getLogger("agentwire.gateway")
-
-# grpc-core's default receive limit, which AutoGen workers keep: a larger
-# message forwarded to them would kill their channel.
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 2**20
 
 
 class Gateway:
@@ -73,15 +72,22 @@ async def serve_gateway(
     queue_size: int = 100,
     max_in_flight: int = 1000,
     send_timeout: float = 30.0,
+    rpc_burst: int = 8,
+    registration_grace: float | None = 30.0,
+    max_agent_types_per_client: int = 1000,
+    max_subscriptions_per_client: int = 10_000,
+    startup_grace: float = 5.0,
+    max_held: int = 1000,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
-    ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one).
+    ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
+    one raises :class:`~agentwire._address.InvalidAddressError`).
 
     ``task_status.started(gateway)`` reports the :class:`Gateway` once it
     listens. Returns after ``gateway.shutdown()``. Cancelling it stops at once:
     connections are dropped without answers (use ``shutdown`` to be polite).
-    See :class:`GatewayConfig` for ``rpc_timeout``, ``queue_size``,
-    ``max_in_flight`` and ``send_timeout``.
+    See :class:`GatewayConfig` for the other options. A lone failure (e.g.
+    the ``OSError`` of a port in use) comes out bare, not in a group.
     """
     host, port = parse_address(address)
     config = GatewayConfig(
@@ -89,8 +95,15 @@ async def serve_gateway(
         queue_size=queue_size,
         max_in_flight=max_in_flight,
         send_timeout=send_timeout,
+        rpc_burst=rpc_burst,
+        max_message_size=max_message_size,
+        registration_grace=registration_grace,
+        max_agent_types_per_client=max_agent_types_per_client,
+        max_subscriptions_per_client=max_subscriptions_per_client,
+        startup_grace=startup_grace,
+        max_held=max_held,
     )
-    async with open_hub(config) as hub, trio.open_nursery() as nursery:
+    async with open_hub(config) as hub, open_unwrapping_nursery() as nursery:
         service = AgentRpcService(hub)
         server: GrpcServer = await nursery.start(
             functools.partial(
@@ -117,6 +130,12 @@ async def open_gateway(
     queue_size: int = 100,
     max_in_flight: int = 1000,
     send_timeout: float = 30.0,
+    rpc_burst: int = 8,
+    registration_grace: float | None = 30.0,
+    max_agent_types_per_client: int = 1000,
+    max_subscriptions_per_client: int = 10_000,
+    startup_grace: float = 5.0,
+    max_held: int = 1000,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -125,6 +144,7 @@ async def open_gateway(
 
     Leaving the block normally shuts down gracefully (``grace_period``);
     leaving it with an exception stops the gateway at once and re-raises.
+    The options are :func:`serve_gateway`'s.
     """
     serve = functools.partial(
         serve_gateway,
@@ -135,16 +155,14 @@ async def open_gateway(
         queue_size=queue_size,
         max_in_flight=max_in_flight,
         send_timeout=send_timeout,
+        rpc_burst=rpc_burst,
+        registration_grace=registration_grace,
+        max_agent_types_per_client=max_agent_types_per_client,
+        max_subscriptions_per_client=max_subscriptions_per_client,
+        startup_grace=startup_grace,
+        max_held=max_held,
     )
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        gateway: Gateway = await nursery.start(serve)
-        try:
-            yield gateway
-        except BaseException as exc:
-            body_error = exc
-            nursery.cancel_scope.cancel()
-        else:
-            await gateway.shutdown()
-    if body_error is not None:
-        raise body_error
+    async with open_service_nursery() as services:
+        gateway: Gateway = await services.start(serve)
+        yield gateway
+        await gateway.shutdown()

@@ -20,6 +20,7 @@ host ignores half-close and waits for a cancel).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TypeVar
 
 import trio
@@ -29,14 +30,13 @@ from grpclib.exceptions import GRPCError
 
 from .._proto import agent_worker_pb2 as pb
 from .._transport import Method, ServerStream, bidi, unary
+from .._wire import SERVICE_PREFIX
 from ._hub import Connection, GatewayHub
 from ._routing import ConnKind, RoutingError
 
 __all__ = ["AgentRpcService"]
 
 logger = logging.getLogger("agentwire.gateway")
-
-_PREFIX = "/agents.AgentRpc/"
 
 
 def _client_id(stream: ServerStream) -> str:
@@ -47,6 +47,7 @@ def _client_id(stream: ServerStream) -> str:
 
 
 _M = TypeVar("_M", bound=Message)
+_R = TypeVar("_R", bound=Message)
 
 
 def _parse(cls: type[_M], data: bytes) -> _M:
@@ -58,6 +59,27 @@ def _parse(cls: type[_M], data: bytes) -> _M:
         ) from None
 
 
+def _unary_call(
+    request_type: type[_M],
+    handle: Callable[[str, _M], _R | None],
+    response_type: type[_R],
+) -> Method:
+    """A unary method: check the client-id, parse the request, let *handle*
+    act on it (a RoutingError ends the call with its status), answer with
+    what *handle* returned, or an empty *response_type*."""
+
+    async def call(data: bytes, stream: ServerStream) -> bytes:
+        client_id = _client_id(stream)
+        request = _parse(request_type, data)
+        try:
+            response = handle(client_id, request)
+        except RoutingError as exc:
+            raise GRPCError(exc.status, exc.message) from None
+        return (response_type() if response is None else response).SerializeToString()
+
+    return unary(call)
+
+
 class AgentRpcService:
     """The method table of one gateway (``methods()``), backed by *hub*."""
 
@@ -65,49 +87,33 @@ class AgentRpcService:
         self._hub = hub
 
     def methods(self) -> dict[str, Method]:
+        hub = self._hub
         return {
-            _PREFIX + "OpenChannel": bidi(self.open_channel),
-            _PREFIX + "OpenControlChannel": bidi(self.open_control_channel),
-            _PREFIX + "RegisterAgent": unary(self.register_agent),
-            _PREFIX + "AddSubscription": unary(self.add_subscription),
-            _PREFIX + "RemoveSubscription": unary(self.remove_subscription),
-            _PREFIX + "GetSubscriptions": unary(self.get_subscriptions),
+            SERVICE_PREFIX + "OpenChannel": bidi(self.open_channel),
+            SERVICE_PREFIX + "OpenControlChannel": bidi(self.open_control_channel),
+            SERVICE_PREFIX + "RegisterAgent": _unary_call(
+                pb.RegisterAgentTypeRequest,
+                lambda client_id, request: hub.register_agent(client_id, request.type),
+                pb.RegisterAgentTypeResponse,
+            ),
+            SERVICE_PREFIX + "AddSubscription": _unary_call(
+                pb.AddSubscriptionRequest,
+                lambda client_id, request: hub.add_subscription(client_id, request.subscription),
+                pb.AddSubscriptionResponse,
+            ),
+            SERVICE_PREFIX + "RemoveSubscription": _unary_call(
+                pb.RemoveSubscriptionRequest,
+                lambda client_id, request: hub.remove_subscription(client_id, request.id),
+                pb.RemoveSubscriptionResponse,
+            ),
+            SERVICE_PREFIX + "GetSubscriptions": _unary_call(
+                pb.GetSubscriptionsRequest,
+                lambda _client_id, _request: pb.GetSubscriptionsResponse(
+                    subscriptions=hub.subscriptions()
+                ),
+                pb.GetSubscriptionsResponse,
+            ),
         }
-
-    # ------------------------------------------------------------ unary
-
-    async def register_agent(self, data: bytes, stream: ServerStream) -> bytes:
-        client_id = _client_id(stream)
-        request = _parse(pb.RegisterAgentTypeRequest, data)
-        try:
-            self._hub.register_agent(client_id, request.type)
-        except RoutingError as exc:
-            raise GRPCError(exc.status, exc.message) from None
-        return pb.RegisterAgentTypeResponse().SerializeToString()
-
-    async def add_subscription(self, data: bytes, stream: ServerStream) -> bytes:
-        client_id = _client_id(stream)
-        request = _parse(pb.AddSubscriptionRequest, data)
-        try:
-            self._hub.add_subscription(client_id, request.subscription)
-        except RoutingError as exc:
-            raise GRPCError(exc.status, exc.message) from None
-        return pb.AddSubscriptionResponse().SerializeToString()
-
-    async def remove_subscription(self, data: bytes, stream: ServerStream) -> bytes:
-        client_id = _client_id(stream)
-        request = _parse(pb.RemoveSubscriptionRequest, data)
-        try:
-            self._hub.remove_subscription(client_id, request.id)
-        except RoutingError as exc:
-            raise GRPCError(exc.status, exc.message) from None
-        return pb.RemoveSubscriptionResponse().SerializeToString()
-
-    async def get_subscriptions(self, data: bytes, stream: ServerStream) -> bytes:
-        _client_id(stream)
-        _parse(pb.GetSubscriptionsRequest, data)
-        response = pb.GetSubscriptionsResponse(subscriptions=self._hub.subscriptions())
-        return response.SerializeToString()
 
     # ------------------------------------------------------------ streams
 

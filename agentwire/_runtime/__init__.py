@@ -1,1 +1,1 @@
-"""The runtime: the core (``_core``), the pending map, the local and worker routers."""
+"""The runtime: the runtime object (``_core``), delivery, the pending map, the routers."""

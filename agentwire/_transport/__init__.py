@@ -18,7 +18,7 @@ open_grpc_server(...)``, with ``methods = {"/pkg.Service/Method": unary(fn) |
 bidi(fn)}``. Handlers raise ``GRPCError`` to choose the status; any other
 exception ends the call with UNKNOWN ``"Unexpected <class 'X'>: msg"``.
 
-Both ends: bounded buffers and HTTP/2 flow control (a sender waits), 16 MiB
+Both ends: bounded buffers and HTTP/2 flow control (a sender waits), 4 MiB
 default message limit (RESOURCE_EXHAUSTED for that call only), optional gzip,
 keepalive pings only when asked for. ``open_channel_over_stream`` and
 ``GrpcServer.serve_connection`` run either end over any ``trio.abc.Stream``.
@@ -38,18 +38,8 @@ from ._client import (
     parse_address,
 )
 from ._framing import MessageDecoder, encode_message
-from ._server import (
-    GrpcServer,
-    Method,
-    ServerStatistics,
-    ServerStream,
-    StreamHandler,
-    UnaryHandler,
-    bidi,
-    open_grpc_server,
-    serve_grpc,
-    unary,
-)
+from ._server import GrpcServer, ServerStatistics, open_grpc_server, serve_grpc
+from ._server_call import Method, ServerStream, StreamHandler, UnaryHandler, bidi, unary
 
 __all__ = [
     "Channel",

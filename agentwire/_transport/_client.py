@@ -19,7 +19,6 @@ import math
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 import attrs
 import h2.events
@@ -28,22 +27,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import decode_grpc_message, encode_timeout
 
-from ._connection import (
-    CANCEL,
-    NO_ERROR,
-    Connection,
-    Headers,
-    StreamState,
-    decode_headers,
-)
-from ._framing import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    FramingError,
-    MessageTooLargeError,
-    encode_message,
-    gzip_compress,
-    gzip_decompress,
-)
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._connection import Http2Connection
+from ._framing import decompress_message, frame_message
+from ._open_stream import OpenStream
+from ._protocol import CANCEL, NO_ERROR, Headers, decode_headers
 
 _USER_AGENT = "agentwire-grpc/0.1"
 _MAX_TIMEOUT = 99_999_999.0  # grpc-timeout allows at most 8 digits
@@ -100,13 +88,28 @@ def _metadata(headers: Headers | None) -> dict[str, str] | None:
     return {name: value for name, value in headers if not name.startswith(":")}
 
 
-class _ClientConnection(Connection):
-    def __init__(self, stream: trio.abc.Stream, **kwargs: Any) -> None:
-        super().__init__(stream, client_side=True, **kwargs)
+class ClientConnection(Http2Connection):
+    """The client's side of a connection: opens streams, reads responses and trailers."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        max_message_size: int,
+        keepalive_interval: float | None,
+        keepalive_timeout: float,
+    ) -> None:
+        super().__init__(
+            stream,
+            client_side=True,
+            max_message_size=max_message_size,
+            keepalive_interval=keepalive_interval,
+            keepalive_timeout=keepalive_timeout,
+        )
         self._dispatch[h2.events.ResponseReceived] = self._on_response
         self._dispatch[h2.events.TrailersReceived] = self._on_trailers
 
-    async def open_stream(self, headers: Sequence[tuple[str, str]], end: bool) -> StreamState:
+    async def open_stream(self, headers: Sequence[tuple[str, str]], end: bool) -> OpenStream:
         h2conn = self._h2
         if not self.settings_received.is_set():
             # Until the server's SETTINGS arrive its stream limit is unknown, and
@@ -121,8 +124,8 @@ class _ClientConnection(Connection):
             if len(self._streams) < h2conn.remote_settings.max_concurrent_streams:
                 break
             await self._slot_lot.park()
-        st = StreamState(h2conn.get_next_available_stream_id(), self.max_message_size)
-        self._streams[st.id] = st
+        st = OpenStream(h2conn.get_next_available_stream_id(), self.max_message_size)
+        self._add_stream(st)
         self.send_headers(st, headers, end)
         return st
 
@@ -133,15 +136,20 @@ class _ClientConnection(Connection):
         st.headers = decode_headers(event.headers)
         if event.stream_ended:  # trailers-only response
             st.trailers = st.headers
-        st.recv_signal.set()
+        st.recv_wakeup.set()
 
     def _on_trailers(self, event: h2.events.TrailersReceived) -> None:
         st = self._streams.get(event.stream_id)
         if st is None:
             return
         st.trailers = decode_headers(event.headers)
+        if _status_of(st.trailers)[0] not in (None, "0"):
+            # A server that ends a call with a status of its own may do so in
+            # the middle of a message it could not finish (flow control): the
+            # status is the answer, the truncated message is dropped.
+            st.decoder = None
 
-    def _on_peer_reset(self, st: StreamState, error_code: int) -> None:
+    def _on_peer_reset(self, st: OpenStream, error_code: int) -> None:
         if st.trailers is None:
             super()._on_peer_reset(st, error_code)
 
@@ -160,7 +168,7 @@ class ClientStream:
     block before the response has ended cancels the call (RST_STREAM CANCEL).
     """
 
-    def __init__(self, conn: _ClientConnection, st: StreamState, compression: str | None) -> None:
+    def __init__(self, conn: ClientConnection, st: OpenStream, compression: str | None) -> None:
         self._conn = conn
         self._st = st
         self._compression = compression
@@ -192,12 +200,8 @@ class ClientStream:
         if st.remote_closed and st.trailers is not None:
             self._raise_status()
             raise trio.ClosedResourceError("the call has already ended")
-        if self._compression == "gzip":
-            frame = encode_message(gzip_compress(message), compressed=True)
-        else:
-            frame = encode_message(message)
         try:
-            await self._conn.send_message(st, frame, end)
+            await self._conn.send_message(st, frame_message(message, self._compression), end)
         except trio.ClosedResourceError:
             if st.trailers is not None:
                 self._raise_status()  # the server ended the call early: say how
@@ -216,10 +220,7 @@ class ClientStream:
         st = self._st
         if st.remote_closed and st.trailers is not None:
             return False
-        if self._compression == "gzip":
-            frame = encode_message(gzip_compress(message), compressed=True)
-        else:
-            frame = encode_message(message)
+        frame = frame_message(message, self._compression)
         return self._conn.try_send_message(st, frame, flush=flush)
 
     def set_message_handler(self, handler: Callable[[bytes], bool] | None) -> None:
@@ -282,16 +283,10 @@ class ClientStream:
             yield message
 
     def _decompress(self, payload: bytes) -> bytes:
-        if self._encoding != "gzip":
-            raise self._fail(
-                Status.INTERNAL, f"compressed message with grpc-encoding {self._encoding!r}"
-            )
         try:
-            return gzip_decompress(payload, self._conn.max_message_size)
-        except MessageTooLargeError as exc:
-            raise self._fail(Status.RESOURCE_EXHAUSTED, str(exc)) from None
-        except FramingError as exc:
-            raise self._fail(Status.INTERNAL, str(exc)) from None
+            return decompress_message(payload, self._encoding, self._conn.max_message_size)
+        except GRPCError as exc:
+            raise self._fail(exc.status, exc.message or "") from None
 
     def _fail(self, status: Status, message: str) -> GRPCError:
         st = self._st
@@ -351,7 +346,7 @@ class Channel:
     """A client connection to one gRPC server (use :func:`open_channel`)."""
 
     def __init__(
-        self, conn: _ClientConnection, authority: str, scheme: str, compression: str | None
+        self, conn: ClientConnection, authority: str, scheme: str, compression: str | None
     ) -> None:
         self._conn = conn
         self._compression = compression
@@ -539,13 +534,17 @@ async def open_channel_over_stream(
     compression: str | None = None,
 ) -> AsyncIterator[Channel]:
     """A channel over an already connected byte stream (tests, custom transports)."""
-    conn = _ClientConnection(
+    conn = ClientConnection(
         stream,
         max_message_size=max_message_size,
         keepalive_interval=keepalive_interval,
         keepalive_timeout=keepalive_timeout,
     )
     channel = Channel(conn, authority, scheme, compression)
+    # Not open_service_nursery(): with it, a body exception raised while the
+    # caller is being cancelled comes out grouped with that Cancelled, which
+    # the worker's reconnect loop (it catches Exception) lets escape. Here the
+    # body's exception is re-raised alone.
     body_error: BaseException | None = None
     async with trio.open_nursery() as nursery:
         conn.start(nursery)

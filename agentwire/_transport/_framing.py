@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import zlib
 
-_PREFIX_SIZE = 5
-# The largest message a call accepts unless configured otherwise (client and server).
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 2**20
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
-#: the content-codings this transport understands, in preference order
-SUPPORTED_ENCODINGS = ("gzip", "identity")
+_PREFIX_SIZE = 5
 
 
 class FramingError(Exception):
@@ -133,3 +131,26 @@ def gzip_decompress(payload: bytes, max_size: int) -> bytes:
     if not decompressor.eof or decompressor.unused_data:
         raise FramingError("invalid gzip message: truncated or trailing data")
     return out
+
+
+def frame_message(payload: bytes, compression: str | None) -> bytes:
+    """One message ready for the wire: gzip-compressed if ``compression``, then framed."""
+    if compression is None:
+        return encode_message(payload)
+    return encode_message(gzip_compress(payload), compressed=True)
+
+
+def decompress_message(payload: bytes, encoding: str | None, max_size: int) -> bytes:
+    """The body of a message received with the compressed flag, under ``grpc-encoding``.
+
+    Raises ``GRPCError``: INTERNAL for an encoding other than gzip or invalid
+    gzip, RESOURCE_EXHAUSTED when it inflates beyond ``max_size`` bytes.
+    """
+    if encoding != "gzip":
+        raise GRPCError(Status.INTERNAL, f"compressed message with grpc-encoding {encoding!r}")
+    try:
+        return gzip_decompress(payload, max_size)
+    except MessageTooLargeError as exc:
+        raise GRPCError(Status.RESOURCE_EXHAUSTED, str(exc)) from None
+    except FramingError as exc:
+        raise GRPCError(Status.INTERNAL, str(exc)) from None

@@ -12,13 +12,16 @@ from grpclib.const import Status
 from agentwire._gateway import ConnKind, GatewayConfig, GatewayHub, RoutingError, open_hub
 from agentwire._gateway._hub import Connection
 from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._wire import ERROR_KIND_KEY, ErrorKind
 
 from .helpers import control, event, parse, request, response, type_sub
 
 
 @pytest.fixture
 async def hub() -> AsyncIterator[GatewayHub]:
-    config = GatewayConfig(rpc_timeout=10.0, queue_size=2, max_in_flight=4, send_timeout=5.0)
+    config = GatewayConfig(
+        rpc_timeout=10.0, queue_size=2, max_in_flight=4, send_timeout=5.0, startup_grace=0
+    )
     async with open_hub(config) as hub:
         yield hub
 
@@ -340,3 +343,192 @@ async def test_try_send_routes_without_waiting_or_declines(hub: GatewayHub) -> N
         hub.check_invariants()
     # a connection that ended declines
     assert not a.try_send(event("news", event_id="late"))
+
+
+async def test_a_slot_freed_for_a_waiting_sender_is_not_offered_to_the_reader_route(
+    hub: GatewayHub,
+) -> None:
+    # B's queue is full and A's routing task waits for space in it. B reads one
+    # message: that slot belongs to A's waiting event from that moment on, so
+    # a message routed without waiting (C's, from the transport's reader) must
+    # be declined, not fail for want of queue space and end B's stream.
+    async with hub.connect("A") as a, hub.connect("B") as b, hub.connect("C") as c:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        async with trio.open_nursery() as nursery:
+            for n in range(3):  # queue_size=2: the third one waits
+                await a.to_gateway.send(event("news", event_id=f"a{n}"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert parse(await b.from_gateway.receive()).cloudEvent.id == "a0"
+            # No checkpoint since B's read: A's routing task has not run yet.
+            assert not c.try_send(event("news", event_id="c0"))
+            nursery.start_soon(c.send, event("news", event_id="c0"))
+            got = [parse(await b.from_gateway.receive()).cloudEvent.id for _ in range(3)]
+            assert got == ["a1", "a2", "c0"]
+        assert b.close_reason is None
+        hub.check_invariants()
+
+
+async def test_rpcs_to_and_from_a_client_pass_its_full_event_lane(hub: GatewayHub) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b, hub.connect("C") as c:
+        hub.register_agent("B", "sink")
+        hub.register_agent("C", "echo")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        async with trio.open_nursery() as nursery:
+            for n in range(3):  # queue_size=2: B's event lane is full, A waits
+                await a.to_gateway.send(event("news", event_id=f"e{n}"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert hub.statistics().queued_messages == 2
+            # C calls B: the request is queued ahead of the events.
+            await c.to_gateway.send(request("to-b", "sink/k"))
+            await trio.testing.wait_all_tasks_blocked()
+            forwarded = (await receive(b)).request
+            assert forwarded.target.type == "sink"
+            await b.to_gateway.send(response(forwarded.request_id))
+            assert (await receive(c)).response.request_id == "to-b"
+            # B calls C, and gets C's answer ahead of its events too.
+            await b.to_gateway.send(request("from-b", "echo/k"))
+            gid = (await receive(c)).request.request_id
+            await c.to_gateway.send(response(gid))
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await receive(b)).response.request_id == "from-b"
+            got = [parse(await b.from_gateway.receive()).cloudEvent.id for _ in range(3)]
+            assert got == ["e0", "e1", "e2"]
+            nursery.cancel_scope.cancel()
+        assert b.close_reason is None
+        hub.check_invariants()
+
+
+async def test_events_are_not_starved_by_rpc_traffic() -> None:
+    config = GatewayConfig(queue_size=8, max_in_flight=8, rpc_burst=2)
+    async with open_hub(config) as hub, hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        for n in range(3):
+            await a.send(event("news", event_id=f"e{n}"))
+        for n in range(5):
+            await a.send(request(f"r{n}", "sink/k"))
+        kinds = [parse(await b.from_gateway.receive()).WhichOneof("message") for _ in range(8)]
+        rpc, ev = "request", "cloudEvent"
+        assert kinds == [rpc, rpc, ev, rpc, rpc, ev, rpc, ev]
+        hub.check_invariants()
+
+
+async def test_channel_less_registrations_expire_on_the_gateway_clock(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    config = GatewayConfig(registration_grace=30.0)
+    async with open_hub(config) as hub:
+        for n in range(50):
+            hub.register_agent(f"ghost{n}", f"phantom{n}")
+            hub.add_subscription(f"ghost{n}", type_sub("news", f"phantom{n}", f"s{n}"))
+        hub.register_agent("worker", "real")
+        await trio.sleep(29)
+        async with hub.connect("worker"):
+            await trio.sleep(2)
+            stats = hub.statistics()
+            assert (stats.clients, stats.agent_types, stats.subscriptions) == (1, 1, 0)
+            assert stats.registrations_expired == 50
+            hub.check_invariants()
+
+
+@pytest.fixture
+async def restarted_hub() -> AsyncIterator[GatewayHub]:
+    config = GatewayConfig(startup_grace=5.0, max_held=3)
+    async with open_hub(config) as hub:
+        yield hub
+
+
+def since_start(hub: GatewayHub) -> float:
+    return trio.current_time() - hub.started_at
+
+
+async def test_a_request_during_the_startup_grace_waits_for_its_worker(
+    restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = restarted_hub
+    async with hub.connect("A") as a:
+        await a.send(request("1", "echo/k"))
+        await trio.sleep(2)
+        assert hub.statistics().held_messages == 1
+        async with hub.connect("B") as b:
+            hub.register_agent("B", "echo")
+            forwarded = (await receive(b)).request
+            await b.send(response(forwarded.request_id))
+            assert (await receive(a)).response.request_id == "1"
+            assert since_start(hub) < 5
+        hub.check_invariants()
+
+
+async def test_a_held_request_gets_the_usual_error_when_the_grace_ends(
+    restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = restarted_hub
+    async with hub.connect("A") as a:
+        for rid in "123":
+            await a.send(request(rid, "ghost/k"))
+        await a.send(request("4", "ghost/k"))  # max_held=3: the usual error at once
+        answered = (await receive(a)).response
+        assert (answered.request_id, since_start(hub)) == ("4", 0)
+        answers = [(await receive(a)).response for _ in range(3)]
+        assert since_start(hub) == 5
+        assert [r.request_id for r in answers] == ["1", "2", "3"]
+        for r in [answered, *answers]:
+            assert "no worker has registered agent type 'ghost'" in r.error
+            assert r.metadata[ERROR_KIND_KEY] == ErrorKind.UNDELIVERABLE
+        await a.send(request("5", "ghost/k"))  # after the grace: at once
+        assert (await receive(a)).response.request_id == "5"
+        assert since_start(hub) == 5
+        hub.check_invariants()
+
+
+async def test_events_during_the_startup_grace_wait_for_a_subscriber(
+    restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    hub = restarted_hub
+    async with hub.connect("A") as a:
+        await a.send(event("news", event_id="early"))
+        await a.send(event("weather", event_id="nobody-wants-it"))
+        await trio.sleep(1)
+        hub.register_agent("B", "listener")
+        hub.add_subscription("B", type_sub("news", "listener", "s1"))
+        async with hub.connect("B") as b:
+            assert parse(await b.from_gateway.receive()).cloudEvent.id == "early"
+            await trio.sleep(5)
+            stats = hub.statistics()
+            assert (stats.held_messages, stats.events_dropped) == (0, 1)
+            await a.send(event("news", event_id="later"))
+            assert parse(await b.from_gateway.receive()).cloudEvent.id == "later"
+            hub.check_invariants()
+
+
+async def test_dropping_a_slow_subscriber_leaves_the_other_subscribers_connected(
+    hub: GatewayHub, autojump_clock: trio.abc.Clock
+) -> None:
+    async with hub.connect("A") as a, hub.connect("R") as r, hub.connect("S") as s:
+        for client in "RS":
+            hub.register_agent(client, f"sink-{client}")
+            hub.add_subscription(client, type_sub("news", f"sink-{client}", f"s-{client}"))
+        received: list[str] = []
+
+        async def read_r() -> None:
+            async for data in r.from_gateway:
+                received.append(parse(data).cloudEvent.id)
+                await trio.sleep(1)  # slower than A publishes: R's lane stays full
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_r)
+            sent = []
+            for n in range(10):  # S never reads: A waits on S, then S is dropped
+                for name in (f"e{n}", f"t{n}"):
+                    sent.append(name)
+                    # as the network pump does: route in the reader, else wait
+                    if not a.try_send(event("news", event_id=name)):
+                        await a.send(event("news", event_id=name))
+            await trio.sleep(30)
+            nursery.cancel_scope.cancel()
+        assert s.close_reason is not None
+        assert "slow consumer" in s.close_reason[1]
+        assert r.close_reason is None
+        assert received == sent
+        hub.check_invariants()

@@ -12,10 +12,11 @@ from agentwire._gateway._routing import (
     Close,
     ConnKind,
     Deliver,
-    Router,
     RoutingError,
+    RoutingTable,
 )
 from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._wire import ERROR_KIND_KEY, ErrorKind
 
 from .helpers import control, event, parse, prefix_sub, request, response, type_sub
 
@@ -24,8 +25,8 @@ CONTROL = ConnKind.CONTROL
 
 
 @pytest.fixture
-def router() -> Router:
-    return Router(rpc_timeout=10.0, max_in_flight=3)
+def router() -> RoutingTable:
+    return RoutingTable(rpc_timeout=10.0, max_in_flight=3)
 
 
 def only(actions: list[Deliver | Close]) -> Deliver:
@@ -38,7 +39,7 @@ def only(actions: list[Deliver | Close]) -> Deliver:
 # ---------------------------------------------------------------- registration
 
 
-def test_register_agent_one_owner_per_type(router: Router) -> None:
+def test_register_agent_one_owner_per_type(router: RoutingTable) -> None:
     router.register_agent("A", "echo")
     with pytest.raises(RoutingError) as info:
         router.register_agent("B", "echo")
@@ -51,14 +52,14 @@ def test_register_agent_one_owner_per_type(router: Router) -> None:
     router.check_invariants()
 
 
-def test_register_agent_rejects_invalid_type(router: Router) -> None:
+def test_register_agent_rejects_invalid_type(router: RoutingTable) -> None:
     with pytest.raises(RoutingError) as info:
         router.register_agent("A", "no spaces")
     assert info.value.status is Status.INVALID_ARGUMENT
     assert router.owner_of("no spaces") is None
 
 
-def test_register_before_channel_then_route(router: Router) -> None:
+def test_register_before_channel_then_route(router: RoutingTable) -> None:
     router.register_agent("B", "echo")  # no channel yet: allowed
     a = router.connect("A", DATA)
     rejected = only(router.receive(a, request("1", "echo/k"), 0.0))
@@ -72,7 +73,7 @@ def test_register_before_channel_then_route(router: Router) -> None:
 # ---------------------------------------------------------------- subscriptions
 
 
-def test_duplicate_subscription_by_id_and_by_content(router: Router) -> None:
+def test_duplicate_subscription_by_id_and_by_content(router: RoutingTable) -> None:
     router.add_subscription("A", type_sub("t", "echo", "s1"))
     with pytest.raises(RoutingError) as info:
         router.add_subscription("B", type_sub("other", "x", "s1"))
@@ -88,7 +89,7 @@ def test_duplicate_subscription_by_id_and_by_content(router: Router) -> None:
     router.check_invariants()
 
 
-def test_invalid_subscription_is_invalid_argument(router: Router) -> None:
+def test_invalid_subscription_is_invalid_argument(router: RoutingTable) -> None:
     with pytest.raises(RoutingError) as info:
         router.add_subscription("A", pb.Subscription(id="s"))
     assert info.value.status is Status.INVALID_ARGUMENT
@@ -98,7 +99,7 @@ def test_invalid_subscription_is_invalid_argument(router: Router) -> None:
     assert router.subscriptions() == []
 
 
-def test_remove_unknown_subscription_is_autogen_unknown(router: Router) -> None:
+def test_remove_unknown_subscription_is_autogen_unknown(router: RoutingTable) -> None:
     with pytest.raises(RoutingError) as info:
         router.remove_subscription("A", "nope")
     assert info.value.status is Status.UNKNOWN
@@ -108,7 +109,7 @@ def test_remove_unknown_subscription_is_autogen_unknown(router: Router) -> None:
     )
 
 
-def test_any_client_may_remove_any_subscription(router: Router) -> None:
+def test_any_client_may_remove_any_subscription(router: RoutingTable) -> None:
     router.add_subscription("A", type_sub("t", "echo", "s1"))
     router.remove_subscription("B", "s1")
     assert router.subscriptions() == []
@@ -119,7 +120,7 @@ def test_any_client_may_remove_any_subscription(router: Router) -> None:
 # ---------------------------------------------------------------- RPC
 
 
-def test_rpc_rewrites_and_restores_request_id(router: Router) -> None:
+def test_rpc_rewrites_and_restores_request_id(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -140,7 +141,7 @@ def test_rpc_rewrites_and_restores_request_id(router: Router) -> None:
     router.check_invariants()
 
 
-def test_colliding_request_ids_from_two_callers(router: Router) -> None:
+def test_colliding_request_ids_from_two_callers(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     c = router.connect("C", DATA)
     b = router.connect("B", DATA)
@@ -157,7 +158,7 @@ def test_colliding_request_ids_from_two_callers(router: Router) -> None:
     router.check_invariants()
 
 
-def test_unknown_target_gets_error_response(router: Router) -> None:
+def test_unknown_target_gets_error_response(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     answer = only(router.receive(a, request("7", "ghost/k"), 0.0))
     assert answer.conn == a
@@ -184,7 +185,7 @@ def test_unknown_target_gets_error_response(router: Router) -> None:
     ],
 )
 def test_invalid_ids_in_request_answered_with_error(
-    router: Router, raw: bytes, needle: str
+    router: RoutingTable, raw: bytes, needle: str
 ) -> None:
     router.register_agent("A", "echo")
     a = router.connect("A", DATA)
@@ -194,7 +195,7 @@ def test_invalid_ids_in_request_answered_with_error(
     assert router.statistics().rpcs_in_flight == 0
 
 
-def test_response_from_wrong_client_or_unknown_id_is_dropped(router: Router) -> None:
+def test_response_from_wrong_client_or_unknown_id_is_dropped(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -206,7 +207,7 @@ def test_response_from_wrong_client_or_unknown_id_is_dropped(router: Router) -> 
     router.check_invariants()
 
 
-def test_rpc_to_own_client(router: Router) -> None:
+def test_rpc_to_own_client(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     router.register_agent("A", "self")
     fwd = only(router.receive(a, request("1", "self/k"), 0.0))
@@ -216,7 +217,7 @@ def test_rpc_to_own_client(router: Router) -> None:
     assert parse(back.data).response.request_id == "1"
 
 
-def test_deadline_expiry_answers_caller(router: Router) -> None:
+def test_deadline_expiry_answers_caller(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "slow")
@@ -236,7 +237,7 @@ def test_deadline_expiry_answers_caller(router: Router) -> None:
 
 
 def test_caller_deadline_from_metadata_expires_first() -> None:
-    router = Router(rpc_timeout=10.0)
+    router = RoutingTable(rpc_timeout=10.0)
     a = router.connect("A", DATA)
     router.connect("B", DATA)
     router.register_agent("B", "slow")
@@ -256,7 +257,7 @@ def test_caller_deadline_from_metadata_expires_first() -> None:
 
 
 def test_deadline_heap_stays_small() -> None:
-    router = Router(rpc_timeout=10.0, max_in_flight=10)
+    router = RoutingTable(rpc_timeout=10.0, max_in_flight=10)
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -265,11 +266,11 @@ def test_deadline_heap_stays_small() -> None:
         router.receive(b, response(parse(fwd.data).request.request_id), float(i))
         router.answer_consumed(a)
         router.check_invariants()
-    assert len(router._deadlines) <= 64
+    assert len(router._pending._deadlines) <= 64
 
 
 def test_no_timeout_when_disabled() -> None:
-    router = Router(rpc_timeout=None)
+    router = RoutingTable(rpc_timeout=None)
     a = router.connect("A", DATA)
     router.connect("B", DATA)
     router.register_agent("B", "slow")
@@ -279,7 +280,7 @@ def test_no_timeout_when_disabled() -> None:
     assert router.statistics().rpcs_in_flight == 1
 
 
-def test_in_flight_limit_and_answer_consumption(router: Router) -> None:
+def test_in_flight_limit_and_answer_consumption(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -299,7 +300,7 @@ def test_in_flight_limit_and_answer_consumption(router: Router) -> None:
     router.check_invariants()
 
 
-def test_target_disconnect_answers_callers_and_cleans_up(router: Router) -> None:
+def test_target_disconnect_answers_callers_and_cleans_up(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -319,7 +320,7 @@ def test_target_disconnect_answers_callers_and_cleans_up(router: Router) -> None
     router.check_invariants()
 
 
-def test_caller_disconnect_forgets_its_requests(router: Router) -> None:
+def test_caller_disconnect_forgets_its_requests(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -330,7 +331,7 @@ def test_caller_disconnect_forgets_its_requests(router: Router) -> None:
     router.check_invariants()
 
 
-def test_shutdown_answers_everything_and_refuses_connections(router: Router) -> None:
+def test_shutdown_answers_everything_and_refuses_connections(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -342,7 +343,7 @@ def test_shutdown_answers_everything_and_refuses_connections(router: Router) -> 
     assert info.value.status is Status.UNAVAILABLE
 
 
-def test_reconnect_with_same_client_id_gets_new_conn(router: Router) -> None:
+def test_reconnect_with_same_client_id_gets_new_conn(router: RoutingTable) -> None:
     a1 = router.connect("A", DATA)
     router.register_agent("A", "echo")
     with pytest.raises(RuntimeError):
@@ -357,7 +358,7 @@ def test_reconnect_with_same_client_id_gets_new_conn(router: Router) -> None:
 # ---------------------------------------------------------------- publish
 
 
-def test_publish_fans_out_once_per_client_including_publisher(router: Router) -> None:
+def test_publish_fans_out_once_per_client_including_publisher(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.connect("C", DATA)
@@ -375,7 +376,7 @@ def test_publish_fans_out_once_per_client_including_publisher(router: Router) ->
     assert (stats.events_received, stats.event_deliveries) == (2, 2)
 
 
-def test_publish_skips_types_without_owner_or_channel(router: Router) -> None:
+def test_publish_skips_types_without_owner_or_channel(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     router.add_subscription("A", type_sub("t", "orphan", "s1"))  # type never registered
     router.register_agent("B", "nochannel")
@@ -383,7 +384,7 @@ def test_publish_skips_types_without_owner_or_channel(router: Router) -> None:
     assert router.receive(a, event("t"), 0.0) == []
 
 
-def test_publish_with_invalid_topic_is_dropped(router: Router) -> None:
+def test_publish_with_invalid_topic_is_dropped(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     assert router.receive(a, event("bad topic"), 0.0) == []
     assert router.statistics().events_dropped == 1
@@ -397,7 +398,7 @@ def test_publish_with_invalid_topic_is_dropped(router: Router) -> None:
     [b"\xff\xff\xff", pb.Message().SerializeToString(), b"\xa2\x06\x01x"],
     ids=["garbage", "empty", "unknown-field"],
 )
-def test_malformed_message_closes_only_the_sender(router: Router, raw: bytes) -> None:
+def test_malformed_message_closes_only_the_sender(router: RoutingTable, raw: bytes) -> None:
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -412,7 +413,7 @@ def test_malformed_message_closes_only_the_sender(router: Router, raw: bytes) ->
 # ---------------------------------------------------------------- control channel
 
 
-def test_control_routes_by_agent_and_client(router: Router) -> None:
+def test_control_routes_by_agent_and_client(router: RoutingTable) -> None:
     ca = router.connect("A", CONTROL)
     cb = router.connect("B", CONTROL)
     router.register_agent("B", "echo")
@@ -424,7 +425,7 @@ def test_control_routes_by_agent_and_client(router: Router) -> None:
 
 
 @pytest.mark.parametrize("save", [True, False])
-def test_undeliverable_control_request_is_answered(router: Router, save: bool) -> None:
+def test_undeliverable_control_request_is_answered(router: RoutingTable, save: bool) -> None:
     ca = router.connect("A", CONTROL)
     router.register_agent("B", "echo")  # owner has no control channel
     raw = control("r1", "agentid=echo/k", respond_to="clientid=A", save=save)
@@ -440,21 +441,21 @@ def test_undeliverable_control_request_is_answered(router: Router, save: bool) -
     assert "no control channel" in body.error
 
 
-def test_undeliverable_control_without_respond_to_is_dropped(router: Router) -> None:
+def test_undeliverable_control_without_respond_to_is_dropped(router: RoutingTable) -> None:
     ca = router.connect("A", CONTROL)
     assert router.receive_control(ca, control("r1", "nonsense")) == []
     assert router.receive_control(ca, control("r1", "agentid=bad type/k")) == []
     assert router.statistics().control_undeliverable == 2
 
 
-def test_control_garbage_closes_sender(router: Router) -> None:
+def test_control_garbage_closes_sender(router: RoutingTable) -> None:
     ca = router.connect("A", CONTROL)
     (action,) = router.receive_control(ca, b"\xff\xff")
     assert isinstance(action, Close)
     assert action.status is Status.INVALID_ARGUMENT
 
 
-def test_control_disconnect_keeps_data_state(router: Router) -> None:
+def test_control_disconnect_keeps_data_state(router: RoutingTable) -> None:
     router.connect("A", DATA)
     ca = router.connect("A", CONTROL)
     router.register_agent("A", "echo")
@@ -469,7 +470,7 @@ def test_control_disconnect_keeps_data_state(router: Router) -> None:
     | st.builds(lambda body: b"\x0a" + bytes([len(body)]) + body, st.binary(max_size=100))
 )
 def test_arbitrary_bytes_never_break_the_router(raw: bytes) -> None:
-    router = Router(rpc_timeout=10.0)
+    router = RoutingTable(rpc_timeout=10.0)
     a = router.connect("A", DATA)
     b = router.connect("B", DATA)
     router.register_agent("B", "echo")
@@ -484,3 +485,129 @@ def test_arbitrary_bytes_never_break_the_router(raw: bytes) -> None:
         assert isinstance(action, Close | Deliver)
     router.check_invariants()
     assert router.is_live(b)
+
+
+def test_registrations_without_a_channel_expire_after_the_grace() -> None:
+    router = RoutingTable(registration_grace=30.0)
+    router.register_agent("ghost", "phantom", 100.0)
+    router.add_subscription("ghost", type_sub("news", "phantom", "s1"), 110.0)
+    router.register_agent("late", "worker", 100.0)
+    assert router.next_deadline() == 130.0
+    router.expire(129.0)
+    late = router.connect("late", DATA)  # a channel within the grace keeps the records
+    assert router.statistics().agent_types == 2
+    router.expire(130.0)
+    stats = router.statistics()
+    assert (stats.agent_types, stats.subscriptions, stats.clients) == (1, 0, 1)
+    assert stats.registrations_expired == 1
+    assert router.owner_of("worker") == "late"
+    assert router.next_deadline() is None
+    router.disconnect(late)
+    assert router.statistics().clients == 0
+    router.check_invariants()
+
+
+def test_registration_grace_none_keeps_channel_less_records() -> None:
+    router = RoutingTable(registration_grace=None)
+    router.register_agent("ghost", "phantom", 0.0)
+    assert router.next_deadline() is None
+    router.expire(1e9)
+    assert router.owner_of("phantom") == "ghost"
+
+
+def test_agent_types_and_subscriptions_per_client_are_bounded() -> None:
+    router = RoutingTable(max_agent_types=2, max_subscriptions=1)
+    router.register_agent("A", "t1")
+    router.register_agent("A", "t2")
+    with pytest.raises(RoutingError) as info:
+        router.register_agent("A", "t3")
+    assert info.value.status is Status.RESOURCE_EXHAUSTED
+    assert "client A already has 2 agent types registered" in info.value.message
+    router.register_agent("B", "t3")  # other clients are not affected
+    router.add_subscription("A", type_sub("news", "t1", "s1"))
+    with pytest.raises(RoutingError) as info:
+        router.add_subscription("A", type_sub("news", "t2", "s2"))
+    assert info.value.status is Status.RESOURCE_EXHAUSTED
+    assert "subscription s2 was not added" in info.value.message
+    router.remove_subscription("A", "s1")
+    router.add_subscription("A", type_sub("news", "t2", "s2"))
+    router.check_invariants()
+
+
+def _error_of(actions: list[Deliver | Close]) -> tuple[str, str]:
+    (action,) = actions
+    assert isinstance(action, Deliver)
+    response = parse(action.data).response
+    assert response.error.startswith("agentwire gateway: ")
+    return response.metadata[ERROR_KIND_KEY], response.error
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "text"),
+    [
+        (request("1", "bad type/k"), ErrorKind.INVALID_ARGUMENT, "invalid target agent type"),
+        (
+            request("1", "echo/k", source="bad type/s"),
+            ErrorKind.INVALID_ARGUMENT,
+            "invalid source agent type",
+        ),
+        (request("1", "ghost/k"), ErrorKind.UNDELIVERABLE, "no worker has registered"),
+        (request("1", "offline/k"), ErrorKind.UNDELIVERABLE, "has no open channel"),
+        (request("1", "echo/k", data=b"x" * 600), ErrorKind.TOO_LARGE, "over the message size"),
+    ],
+)
+def test_refused_requests_carry_their_error_kind(raw: bytes, kind: ErrorKind, text: str) -> None:
+    router = RoutingTable(max_message_size=500)
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    router.register_agent("C", "offline")
+    assert _error_of(router.receive(a, raw, 0.0))[0] == kind
+    assert text in _error_of(router.receive(a, raw, 0.0))[1]
+
+
+def test_failed_rpcs_carry_their_error_kind() -> None:
+    router = RoutingTable(rpc_timeout=5.0, max_in_flight=1, max_message_size=500)
+    a = router.connect("A", DATA)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+
+    def forward(rid: str) -> str:
+        (action,) = router.receive(a, request(rid, "echo/k"), 0.0)
+        assert isinstance(action, Deliver)
+        return parse(action.data).request.request_id
+
+    gid = forward("1")
+    assert _error_of(router.receive(a, request("2", "echo/k"), 0.0))[0] == ErrorKind.OVERLOADED
+    assert _error_of(router.expire(5.0)) == (
+        ErrorKind.TIMEOUT,
+        "agentwire gateway: no response from echo/k within 5 s (rpc_timeout)",
+    )
+    router.answer_consumed(a)
+    gid = forward("3")
+    kind, text = _error_of(router.receive(b, response(gid, data=b"y" * 600), 0.0))
+    assert (kind, "over the message size limit" in text) == (ErrorKind.TOO_LARGE, True)
+    router.answer_consumed(a)
+    forward("4")
+    assert _error_of(router.disconnect(b))[0] == ErrorKind.CONNECTION_LOST
+    router.answer_consumed(a)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "echo")
+    forward("5")
+    assert _error_of(router.shutdown())[0] == ErrorKind.SHUTTING_DOWN
+
+
+def test_held_messages_are_retried_after_a_control_channel_opens_too() -> None:
+    router = RoutingTable(startup_grace=5.0)
+    a = router.connect("A", DATA)
+    assert router.receive(a, request("1", "echo/k"), 0.0) == []  # held
+    router.register_agent("B", "echo", 1.0)
+    router.connect("B", ConnKind.CONTROL)  # no data channel: nothing deliverable yet
+    b = router.connect("B", DATA)
+    router.connect("C", ConnKind.CONTROL)
+    assert router.wants_release(1.0)
+    (forwarded,) = router.release(1.0)
+    assert isinstance(forwarded, Deliver)
+    assert forwarded.conn is b
+    assert not router.wants_release(1.0)
+    router.check_invariants()

@@ -17,7 +17,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from agentwire._gateway._routing import Close, Conn, ConnKind, Deliver, Router, RoutingError
+from agentwire._gateway._routing import Close, Conn, ConnKind, Deliver, RoutingError, RoutingTable
 from agentwire._proto import agent_worker_pb2 as pb
 
 from .helpers import event, request, response, type_sub
@@ -27,10 +27,18 @@ TYPES = st.sampled_from(["t1", "t2", "t3"])
 TOPICS = st.sampled_from(["default", "news", "t1:x"])
 
 
-class RouterMachine(RuleBasedStateMachine):
+class RoutingTableMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.router = Router(rpc_timeout=5.0, max_in_flight=4)
+        self.router = RoutingTable(
+            rpc_timeout=5.0,
+            max_in_flight=4,
+            registration_grace=10.0,
+            max_agent_types=2,
+            max_subscriptions=3,
+            startup_grace=8.0,
+            max_held=3,
+        )
         self.now = 0.0
         self.conns: dict[str, Conn] = {}
         self.next_rid = 0
@@ -93,22 +101,22 @@ class RouterMachine(RuleBasedStateMachine):
         owner = self.router.owner_of(agent_type)
         error = None
         try:
-            self.router.register_agent(client, agent_type)
+            self.router.register_agent(client, agent_type, self.now)
         except RoutingError as exc:
             error = exc.message
-        if owner is None:
-            assert error is None
-        else:
+        if owner is not None:
             assert error == f"Agent type {agent_type} already registered with client {owner}."
+        elif error is not None:
+            assert "agent types registered, the gateway's limit per client" in error
 
     @rule(client=CLIENTS, topic=TOPICS, agent_type=TYPES, sub_id=st.sampled_from("abcdef"))
     def subscribe(self, client: str, topic: str, agent_type: str, sub_id: str) -> None:
         error = None
         try:
-            self.router.add_subscription(client, type_sub(topic, agent_type, sub_id))
+            self.router.add_subscription(client, type_sub(topic, agent_type, sub_id), self.now)
         except RoutingError as exc:
             error = exc.message
-        assert error in (None, "Subscription already exists")
+        assert error in (None, "Subscription already exists") or "limit per client" in str(error)
 
     @rule(client=CLIENTS, sub_id=st.sampled_from("abcdef"))
     def unsubscribe(self, client: str, sub_id: str) -> None:
@@ -179,7 +187,13 @@ class RouterMachine(RuleBasedStateMachine):
         assert [(type(a), a.conn) for a in actions] == [(Close, conn)]
         self._apply(actions)
 
-    @rule(dt=st.sampled_from([0.5, 2.0, 6.0]))
+    @rule()
+    def release_held(self) -> None:
+        """The I/O layer's releaser runs (after registrations, or the grace's end)."""
+        if self.router.wants_release(self.now):
+            self._apply(self.router.release(self.now))
+
+    @rule(dt=st.sampled_from([0.5, 2.0, 6.0, 11.0]))
     def advance(self, dt: float) -> None:
         self.now += dt
         self._apply(self.router.expire(self.now))
@@ -187,6 +201,11 @@ class RouterMachine(RuleBasedStateMachine):
     @invariant()
     def invariants_hold(self) -> None:
         self.router.check_invariants()
+        # R4: nothing a channel-less client recorded outlives the grace
+        for client_id, record in self.router._clients.items():
+            if record.data is None and (record.types or record.subscriptions):
+                assert record.expires is not None
+                assert record.expires > self.now, client_id
         assert all(n <= 1 for n in self.answers.values())
         for conn, count in self.unconsumed.items():
             assert self.router.in_flight(conn) >= count
@@ -201,5 +220,7 @@ class RouterMachine(RuleBasedStateMachine):
                 assert self.answers[key] == 1, key
 
 
-RouterMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
-TestRouterStateful = RouterMachine.TestCase
+RoutingTableMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None
+)
+TestRoutingTableStateful = RoutingTableMachine.TestCase

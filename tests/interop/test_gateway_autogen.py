@@ -116,7 +116,8 @@ async def wait_stats(gateway: Gateway, predicate: Callable[[GatewayStatistics], 
 
 @pytest.fixture
 async def gateway() -> AsyncIterator[Gateway]:
-    async with open_gateway("127.0.0.1:0", rpc_timeout=120.0) as gw:
+    # No start-up grace: these tests expect "no such worker" answers at once.
+    async with open_gateway("127.0.0.1:0", rpc_timeout=120.0, startup_grace=0) as gw:
         yield gw
 
 
@@ -168,6 +169,25 @@ async def test_unknown_target_gets_an_error_not_a_hang(gateway: Gateway) -> None
     async with spawn_peer(gateway, "caller") as caller:
         words = await caller.command("send t1 ghost/k hi", "ERROR", "t1")
         assert "no worker has registered agent type 'ghost'" in error_text(words)
+
+
+async def test_after_a_restart_autogen_callers_wait_for_the_worker_to_re_register() -> None:
+    # A generous start-up grace: cold AutoGen imports take seconds.
+    async with (
+        open_gateway("127.0.0.1:0", startup_grace=WAIT) as gw,
+        spawn_peer(gw, "caller") as caller,
+        spawn_peer(gw, "sub") as sub,
+    ):
+        await caller.send("send t1 late/k hi")
+        await caller.command("publish news s1 json early", "PUBLISHED")
+        await wait_stats(gw, lambda s: s.held_messages == 2)
+        async with spawn_peer(gw, "server") as server:
+            await server.register("late")
+            words = await caller.expect("REPLY", "t1")
+            assert words[2] == "late/k:hi"
+        await sub.register("listener", "topic=news")
+        assert (await sub.expect("EVENT", "listener/s1"))[3] == "early"
+        assert gw.statistics().held_messages == 0
 
 
 async def test_publish_default_type_and_prefix_subscriptions(gateway: Gateway) -> None:

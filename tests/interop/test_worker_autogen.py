@@ -184,8 +184,7 @@ async def test_publish_both_directions(kind: str, payload_format: str, fresh_inb
             await theirs.command("publish interop theirs", "PUBLISHED")
             await fresh_inbox.wait_for(2)  # ours (local) and theirs
             # The host echoes our own event back to us; it is dropped, not delivered twice.
-            while ours.worker_statistics().echoes_dropped < 1:  # noqa: ASYNC110 (a counter)
-                await trio.sleep(0.005)
+            await ours.wait_until(lambda _: ours.worker_statistics().echoes_dropped >= 1)
     text = "theirs" if payload_format == "json" else "proto:theirs"
     mine = "ours" if payload_format == "json" else "proto:ours"
     assert sorted(fresh_inbox.items) == sorted(

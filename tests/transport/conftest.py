@@ -5,13 +5,51 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
 import trio
+import trio.testing
+
+from agentwire._transport import GrpcServer, Method, _fastpath
 
 PEERS = Path(__file__).parent / "peers"
+
+
+@pytest.fixture(autouse=True, params=["fast-paths", "public-apis"])
+def io_paths(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every transport test runs twice: with the fast paths, and with public APIs only."""
+    fast = request.param == "fast-paths"
+    monkeypatch.setattr(_fastpath, "ENABLED", fast)
+    return fast
+
+
+def request_headers(path: str) -> list[tuple[str, str]]:
+    """The headers of a gRPC request on ``path``, for bare h2 clients."""
+    return [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "x"),
+        (":path", path),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+
+
+@asynccontextmanager
+async def serving_in_memory(
+    methods: Mapping[str, Method], **server_kw: Any
+) -> AsyncIterator[tuple[trio.abc.Stream, GrpcServer]]:
+    """One server connection over memory streams; yields the client's end and the server."""
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    server = GrpcServer(methods, **server_kw)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve_connection, server_stream)
+        yield client_stream, server
+        nursery.cancel_scope.cancel()
 
 
 def peer_script(kind: str) -> str:

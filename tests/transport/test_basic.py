@@ -119,9 +119,14 @@ async def test_client_streaming(channel: Channel) -> None:
         assert [m async for m in stream] == [b"100"]
 
 
-async def test_big_message(channel: Channel) -> None:
-    payload = bytes(range(256)) * (10 * 4096)  # 10 MiB
-    assert await channel.unary("/test.Test/Echo", payload) == payload
+async def test_big_message() -> None:
+    payload = bytes(range(256)) * (10 * 4096)  # 10 MiB: above the 4 MiB default limit
+    limit = 16 * 2**20
+    async with (
+        open_grpc_server(METHODS, "127.0.0.1", 0, max_message_size=limit) as server,
+        open_channel(server.address, max_message_size=limit) as channel,
+    ):
+        assert await channel.unary("/test.Test/Echo", payload) == payload
 
 
 async def test_nothing_left_open(server: GrpcServer, channel: Channel) -> None:

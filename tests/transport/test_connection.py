@@ -12,8 +12,11 @@ import pytest
 import trio
 import trio.testing
 
-from agentwire._transport._connection import Connection, StreamState, _send_data
+from agentwire._transport._connection import Http2Connection
 from agentwire._transport._framing import encode_message
+from agentwire._transport._h2fast import receive_plain_data
+from agentwire._transport._h2fast import send_data as _send_data
+from agentwire._transport._open_stream import OpenStream
 
 _HEADERS = [(":method", "POST"), (":path", "/s/m"), (":scheme", "http"), (":authority", "a")]
 
@@ -95,18 +98,18 @@ async def test_plain_data_frames_bypass_h2_with_the_same_effect() -> None:
     a, b = trio.testing.memory_stream_pair()
     results = []
     for fast in (True, False):
-        conn = Connection(a, client_side=False, max_message_size=1 << 20)
+        conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
         conn._fast_receive = fast
         client, stream_id, opening = _client_conversation()
         conn._h2.receive_data(opening)
-        st = StreamState(stream_id, 1 << 20)
+        st = OpenStream(stream_id, 1 << 20)
         conn._streams[stream_id] = st
         messages = [encode_message(bytes([n]) * (n * 100)) for n in range(1, 4)]
         for message in messages:
             client.send_data(stream_id, message)
         client.send_data(stream_id, encode_message(b"last"), end_stream=True)
         data = client.data_to_send()
-        rest = conn._receive_plain_data(data) if fast else data
+        rest = receive_plain_data(conn._h2, data, conn._data_received) if fast else data
         if fast:
             # the three plain frames were taken; the END_STREAM one is left to h2
             assert len(st.messages) == 3
@@ -135,13 +138,15 @@ async def test_plain_data_frames_bypass_h2_with_the_same_effect() -> None:
 
 async def test_plain_data_waits_for_h2_while_it_holds_a_partial_frame() -> None:
     a, _ = trio.testing.memory_stream_pair()
-    conn = Connection(a, client_side=False, max_message_size=1 << 20)
+    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
     client, stream_id, opening = _client_conversation()
     conn._h2.receive_data(opening)
-    conn._streams[stream_id] = st = StreamState(stream_id, 1 << 20)
+    conn._streams[stream_id] = st = OpenStream(stream_id, 1 << 20)
     client.send_data(stream_id, encode_message(b"one"))
     client.send_data(stream_id, encode_message(b"two"))
     data = client.data_to_send()
     conn._h2.receive_data(data[:5])  # h2 now holds part of a frame
-    assert conn._receive_plain_data(data[5:]) == data[5:]  # so everything goes to h2
+    assert (
+        receive_plain_data(conn._h2, data[5:], conn._data_received) == data[5:]
+    )  # so everything goes to h2
     assert not st.messages

@@ -22,6 +22,8 @@ from .conftest import peer_server, run_peer_client
 
 KINDS = ["grpcio", "grpclib"]
 BIG = bytes(range(256)) * (10 * 4096)  # 10 MiB
+#: what the peers accept (their OPTIONS); above the 4 MiB default
+LIMIT = 32 * 2**20
 
 SCENARIOS = (
     "unary",
@@ -119,7 +121,10 @@ def _check(results: dict[str, dict[str, object]], *, grpcio_client: bool = False
 async def test_our_client_against_peer_server(kind: str) -> None:
     results = {}
     with trio.fail_after(60):
-        async with peer_server(kind) as (address, _), open_channel(address) as channel:
+        async with (
+            peer_server(kind) as (address, _),
+            open_channel(address, max_message_size=LIMIT) as channel,
+        ):
             for name in SCENARIOS:
                 results[name] = await _scenario(channel, name)
             assert channel.statistics().open_streams == 0
@@ -129,7 +134,10 @@ async def test_our_client_against_peer_server(kind: str) -> None:
 @pytest.mark.parametrize("kind", KINDS)
 async def test_our_client_sees_peer_killed_mid_stream(kind: str) -> None:
     with trio.fail_after(60):
-        async with peer_server(kind) as (address, process), open_channel(address) as channel:
+        async with (
+            peer_server(kind) as (address, process),
+            open_channel(address, max_message_size=LIMIT) as channel,
+        ):
             async with channel.stream("/test.Test/BidiEcho") as stream:
                 await stream.send(b"a")
                 assert await stream.receive() == b"a"
@@ -195,7 +203,7 @@ async def test_peer_client_against_our_server(kind: str) -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             methods = _methods(box, nursery, cancelled)
-            async with open_grpc_server(methods, "127.0.0.1", 0) as server:
+            async with open_grpc_server(methods, "127.0.0.1", 0, max_message_size=LIMIT) as server:
                 box.append(server)
                 results = await run_peer_client(kind, server.address, *SCENARIOS)
                 assert server.statistics().open_streams == 0
@@ -210,9 +218,9 @@ async def test_our_client_against_our_server() -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             methods = _methods(box, nursery, cancelled)
-            async with open_grpc_server(methods, "127.0.0.1", 0) as server:
+            async with open_grpc_server(methods, "127.0.0.1", 0, max_message_size=LIMIT) as server:
                 box.append(server)
-                async with open_channel(server.address) as channel:
+                async with open_channel(server.address, max_message_size=LIMIT) as channel:
                     for name in SCENARIOS:
                         results[name] = await _scenario(channel, name)
     _check(results)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import agentwire
 from agentwire import (
@@ -44,10 +45,21 @@ def fresh_inbox() -> Inbox:
     return EchoBase.inbox
 
 
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    """Poll a counter the code under test exposes (bounded by the test's guard)."""
-    while not predicate():  # noqa: ASYNC110 (polling a counter; no event exists)
-        await trio.sleep(0.005)
+class Counter:
+    """A count that tests can wait for (``await counter.reach(n)``)."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._changed = trio.Event()
+
+    def add(self) -> None:
+        self.value += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def reach(self, target: int) -> None:
+        while self.value < target:
+            await self._changed.wait()
 
 
 @asynccontextmanager
@@ -127,7 +139,9 @@ async def test_handler_error_is_remote_error() -> None:
 async def test_unknown_target_fails_promptly() -> None:
     with trio.fail_after(GUARD):
         async with two_workers() as (a, _):
-            with pytest.raises(RemoteError, match="nobody"):
+            # UndeliverableError once the gateway tells the error's kind
+            # (agentwire-error-kind); RemoteError from a gateway that does not.
+            with pytest.raises((RemoteError, agentwire.UndeliverableError), match="nobody"):
                 await a.send_message(Ping("x"), AgentId("nobody", "k"))
 
 
@@ -161,7 +175,7 @@ async def test_local_rpc_and_publish_short_circuit(fresh_inbox: Inbox) -> None:
             await a.publish_message(Ping("once"), TopicId("news", "s"))
             await fresh_inbox.wait_for(2)
             # Our own echo comes back from the gateway and is dropped, not delivered again.
-            await wait_until(lambda: a.worker_statistics().echoes_dropped >= 1)
+            await a.wait_until(lambda _: a.worker_statistics().echoes_dropped >= 1)
             await a.send_message(Ping("sync"), AgentId("b", "k"))
     assert sorted(fresh_inbox.items) == [("a/s", "once", None), ("b/s", "once", "unknown/unknown")]
 
@@ -410,8 +424,37 @@ async def test_rpc_responses_are_not_stuck_behind_events_for_a_full_mailbox(
 
 async def test_no_gateway_fails_open_worker_promptly() -> None:
     with trio.fail_after(GUARD), pytest.raises(ConnectionLostError, match="could not connect"):
-        async with open_worker("127.0.0.1:1"):
+        async with open_worker("127.0.0.1:1", connect_timeout=0):
             pass  # pragma: no cover
+
+
+@pytest.mark.parametrize("address", ["localhost", "127.0.0.1:http", ":50051", "host:99999", ""])
+async def test_a_bad_address_is_refused_before_connecting(address: str) -> None:
+    with pytest.raises(ValueError, match="expected 'host:port'") as info:
+        async with open_worker(address):
+            pass  # pragma: no cover
+    assert repr(address) in str(info.value)
+
+
+async def test_a_worker_started_before_its_gateway_waits_for_it() -> None:
+    async with open_gateway("127.0.0.1:0") as probe:
+        address = probe.address  # a port that was free a moment ago
+    with trio.fail_after(GUARD):
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            connected = trio.Event()
+
+            async def worker() -> None:
+                async with open_worker(address, connect_timeout=GUARD) as runtime:
+                    assert runtime.connection_state is ConnectionState.CONNECTED
+                    connected.set()
+
+            nursery.start_soon(worker)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not connected.is_set()
+            await nursery.start(run_gateway, address, stop)
+            await connected.wait()
+            stop.set()
 
 
 async def test_body_exception_comes_out_bare() -> None:
@@ -426,7 +469,8 @@ async def test_repeated_cuts_under_traffic_never_hang_or_cross_replies() -> None
     """Calls through a connection cut again and again either get their own
     reply or fail with ConnectionLostError; none hangs, none gets another's."""
     policy = agentwire.RetryPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=10_000)
-    outcomes = {"ok": 0, "lost": 0}
+    ok = Counter()
+    lost = 0
     with trio.fail_after(60):
         async with (
             open_gateway("127.0.0.1:0") as gateway,
@@ -438,25 +482,25 @@ async def test_repeated_cuts_under_traffic_never_hang_or_cross_replies() -> None
             a.add_message_serializer(serializers_for_type(Pong))
 
             async def caller(k: int) -> None:
+                nonlocal lost
                 for i in range(150):
                     try:
                         reply = await a.send_message(Ping(f"{k}.{i}"), AgentId("b", str(k)))
                     except ConnectionLostError:
-                        outcomes["lost"] += 1
+                        lost += 1
                     else:
                         assert reply == Pong(f"b/{k}:{k}.{i}")
-                        outcomes["ok"] += 1
+                        ok.add()
 
             async with trio.open_nursery() as nursery:
                 for k in range(8):
                     nursery.start_soon(caller, k)
                 for cut in range(5):
-                    target = outcomes["ok"] + 40
-                    await wait_until(lambda: outcomes["ok"] >= target)  # noqa: B023
+                    await ok.reach(ok.value + 40)
                     await proxy.cut()
                     await wait_reconnected(a, cut + 2)
             assert a.statistics().remote_pending_rpcs == 0
-    assert outcomes["ok"] + outcomes["lost"] == 8 * 150
+    assert ok.value + lost == 8 * 150
     assert proxy.connections == 6
 
 
@@ -501,7 +545,7 @@ async def test_default_keepalive_is_one_grpc_core_accepts(monkeypatch: pytest.Mo
 
 async def test_rpc_timeout_fails_every_call_and_cancels_the_handlers() -> None:
     """rpc_timeout is kept by one timer per session: each of several calls in
-    flight still fails with UndeliverableError, leaves no pending entry, and
+    flight still fails with UndeliverableError (and RpcTimeoutError), leaves no pending entry, and
     the remote handlers give up too (the timeout travels with the request)."""
     calls = 3
     entered = 0
@@ -536,6 +580,7 @@ async def test_rpc_timeout_fails_every_call_and_cancels_the_handlers() -> None:
                     nursery.start_soon(call, a, str(n))
             assert len(errors) == calls
             assert all("rpc_timeout=0.5" in str(exc) for exc in errors)
+            assert all(isinstance(exc, agentwire.RpcTimeoutError) for exc in errors)
             assert entered == calls
             session = a.worker_statistics().link.session
             assert session is not None

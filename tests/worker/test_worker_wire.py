@@ -17,7 +17,7 @@ from agentwire import (
     serializers_for_type,
 )
 from agentwire._proto import agent_worker_pb2 as pb
-from agentwire._runtime._worker_connection import (
+from agentwire._worker._protocol import (
     ADD_SUBSCRIPTION,
     OPEN_CHANNEL,
     OPEN_CONTROL_CHANNEL,

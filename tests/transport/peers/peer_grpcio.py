@@ -111,6 +111,24 @@ async def scenario(channel: grpc.aio.Channel, name: str) -> dict[str, object]:
             tail = await call.read()
             ok = replies == [b"%d" % i for i in range(20)] and tail is grpc.aio.EOF
             return {"result": ok, "code": (await call.code()).value[0]}
+        if name == "quiet":
+            # a call silent for a while (the server pings meanwhile), then more calls
+            call = channel.stream_stream("/test.Test/Quiet")()
+            replies = [await call.read(), await call.read(), await call.read()]
+            echo = await channel.unary_unary("/test.Test/Echo")(b"after")
+            ok = replies == [b"started", b"done", grpc.aio.EOF] and echo == b"after"
+            return {"result": ok, "code": (await call.code()).value[0]}
+        if name == "slow_reader":
+            # reads one message, then nothing for a while: the server gives up on it
+            call = channel.stream_stream("/test.Test/Flood")()
+            received = len(await call.read())
+            await asyncio.sleep(3)
+            try:
+                while (message := await call.read()) is not grpc.aio.EOF:
+                    received += len(message)
+            except grpc.aio.AioRpcError as exc:
+                return {**_error(exc), "received": received > 0}
+            return {"result": "no error"}
         if name == "error":
             await channel.unary_unary("/test.Test/Fail")(b"")
             return {"result": "no error"}

@@ -6,7 +6,7 @@ A :class:`WorkerSession` is one gRPC channel with one ``client-id``. It opens
 CloudEvents, matches responses to callers, and hands whatever the gateway
 sends to a :class:`SessionHandler`. Reconnecting is not its business: when the
 connection is lost the session fails everything pending and reports it through
-:attr:`WorkerSession.lost`; the worker link (``_worker_link``) opens a new one.
+:attr:`WorkerSession.lost`; the worker link (``_link``) opens a new one.
 
 Invariants (kept by this module):
 
@@ -16,15 +16,15 @@ Invariants (kept by this module):
 * ``OpenChannel`` is opened -- our request headers sent, the server's response
   headers *not* awaited (the AutoGen host sends none until it has a message)
   -- before the session is handed out, so every unary call comes after it.
-* Outgoing ``Message`` envelopes are written by one sender task in the order
-  they were queued. If a write fails, that message and every message queued
-  after it fail their waiters with :class:`ConnectionLostError`; nothing is
-  written after a failed write, nothing is dropped silently, nothing reordered.
-  When nothing is queued or being written (``_unsent == 0``) a message may be
-  handed to the stream directly by the task producing it (the transport's
-  non-blocking ``try_send``), saving the hop through the sender task; if that
-  cannot be done without waiting, the message is queued as usual. So the
-  order is the order of the calls either way.
+* Outgoing ``Message`` envelopes are written by one writer task
+  (:class:`~._writer.Writer`) from a two-lane :class:`~._outbox.Outbox`: RPC
+  requests and responses in one lane, CloudEvents in the other, each bounded
+  by ``outbox_size``; RPC messages go first, events are never starved, order
+  is kept within a lane, and nothing is dropped silently (see there).
+* Nothing larger than ``max_message_size`` is sent: an oversize request or
+  publish raises :class:`MessageTooLargeError` for that call only; an
+  oversize response is replaced by an error response of kind
+  ``ErrorKind.TOO_LARGE``. (A peer's transport would end the whole stream.)
 * When the session ends (lost or closed), every pending RPC and control call
   of the session fails at once with :class:`ConnectionLostError`; the pending
   maps are empty afterwards.
@@ -33,6 +33,8 @@ Invariants (kept by this module):
   the message can be dealt with without waiting (a response settles its
   caller; a request within the request limit starts its task; an event fits
   the event buffer), else by the receive loop, which then may wait.
+* The control channel (``_control``) serves at most ``max_control_requests``
+  requests at once and refuses the excess with an error answer.
 * Incoming events reach the handler in arrival order through one dispatch
   task and a bounded buffer, so a handler blocked on a full mailbox does not
   stop RPC responses behind it until that buffer is full too.
@@ -50,13 +52,12 @@ Invariants (kept by this module):
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
@@ -65,127 +66,34 @@ from google.protobuf.message import Message as ProtoMessage
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from .._errors import ConnectionLostError, RemoteError
+from .._budget import CheckpointBudget
+from .._errors import ConnectionLostError
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
-from ._pending import PendingMap
+from .._runtime._pending import PendingMap
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._control import MAX_CONTROL_REQUESTS, ControlChannel
+from ._kinds import error_response, timed_out, too_large_error, too_large_response
+from ._outbox import Lane
+from ._protocol import (
+    ADD_SUBSCRIPTION,
+    GET_SUBSCRIPTIONS,
+    OPEN_CHANNEL,
+    REGISTER_AGENT,
+    REMOVE_SUBSCRIPTION,
+    ChannelLike,
+    ClientStreamLike,
+    RequestIds,
+    SessionHandler,
+    Slot,
+    timeout_from_deadline,
+)
+from ._writer import Outgoing, Writer
 
 logger = logging.getLogger("agentwire.worker")
 
-SERVICE = "/agents.AgentRpc/"
-OPEN_CHANNEL = SERVICE + "OpenChannel"
-OPEN_CONTROL_CHANNEL = SERVICE + "OpenControlChannel"
-REGISTER_AGENT = SERVICE + "RegisterAgent"
-ADD_SUBSCRIPTION = SERVICE + "AddSubscription"
-REMOVE_SUBSCRIPTION = SERVICE + "RemoveSubscription"
-GET_SUBSCRIPTIONS = SERVICE + "GetSubscriptions"
-
-#: Outgoing messages a sender task takes in one go (one batch of writes).
-MAX_BATCH = 128
-#: buffered events dispatched between two yields to the scheduler
-_DISPATCH_YIELD_EVERY = 32
-
 _R = TypeVar("_R", bound=ProtoMessage)
-
-
-class ClientStreamLike(Protocol):
-    """What the session needs from a transport client stream."""
-
-    async def send(self, message: bytes) -> None: ...
-    async def receive(self) -> bytes | None: ...
-
-
-class _DirectSend(Protocol):
-    def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
-
-
-class RpcTimeoutError(Exception):
-    """No response to an RPC by the ``expires_at`` given to :meth:`WorkerSession.rpc`."""
-
-
-class ChannelLike(Protocol):
-    """What the session needs from a transport channel (``agentwire._transport.Channel``)."""
-
-    async def unary(
-        self,
-        path: str,
-        request: bytes,
-        *,
-        metadata: Any = (),
-        timeout: float | None = None,  # noqa: ASYNC109 (the transport's signature)
-    ) -> bytes: ...
-
-    def stream(self, path: str, *, metadata: Any = (), timeout: float | None = None) -> Any: ...
-
-
-class SessionHandler(Protocol):
-    """Receives what the gateway sends to this worker.
-
-    ``handle_request`` runs in its own task (bounded by the session's request
-    limit) and returns the response to send. ``handle_event`` runs in one
-    event-dispatch task, in arrival order; it may block (backpressure): the
-    receive loop keeps reading (RPC responses included) while at most
-    ``event_buffer`` events wait for it, then it blocks too.
-    ``handle_control`` answers a control request; ``None`` sends nothing.
-    """
-
-    async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse: ...
-
-    async def handle_event(self, event: ce_pb.CloudEvent) -> None: ...
-
-    async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None: ...
-
-
-class RequestIds:
-    """Request ids unique to one worker: ``<random prefix>-<counter>``."""
-
-    def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:12]
-        self._counter = itertools.count(1)
-
-    def __next__(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
-
-    def __iter__(self) -> Iterator[str]:
-        return self
-
-
-class _Slot:
-    """A one-shot result box a caller waits on."""
-
-    __slots__ = ("_error", "_event", "_value")
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-        self._value: Any = None
-        self._error: BaseException | None = None
-
-    def set(self, value: Any) -> None:
-        if not self._event.is_set():
-            self._value = value
-            self._event.set()
-
-    def fail(self, error: BaseException) -> None:
-        if not self._event.is_set():
-            self._error = error
-            self._event.set()
-
-    @property
-    def done(self) -> bool:
-        return self._event.is_set()
-
-    async def wait(self) -> Any:
-        await self._event.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-@attrs.define(slots=True)
-class _Outgoing:
-    data: bytes
-    ack: _Slot | None
 
 
 @attrs.frozen(slots=True)
@@ -194,13 +102,20 @@ class SessionStatistics:
     pending_rpcs: int
     pending_control: int
     outbox_used: int
+    """Messages queued in both lanes of the outbox."""
     outbox_size: int
+    """The capacity of each lane."""
+    rpc_lane_used: int
+    event_lane_used: int
     messages_sent: int
     batches_written: int
     messages_received: int
     late_responses: int
     requests_in_progress: int
     events_buffered: int
+    control_requests_in_progress: int
+    control_requests_refused: int
+    """Control requests answered with an error: over ``MAX_CONTROL_REQUESTS``."""
 
 
 class WorkerSession:
@@ -216,6 +131,8 @@ class WorkerSession:
         max_concurrent_requests: int,
         unary_timeout: float,
         event_buffer: int = 1024,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_control_requests: int = MAX_CONTROL_REQUESTS,
     ) -> None:
         self.client_id = str(uuid.uuid4())
         self.metadata: tuple[tuple[str, str], ...] = (("client-id", self.client_id),)
@@ -226,24 +143,27 @@ class WorkerSession:
         self._request_ids = request_ids
         self._unary_timeout = unary_timeout
         self._outbox_size = outbox_size
-        self._out_send, self._out_recv = trio.open_memory_channel[_Outgoing](outbox_size)
-        self._control_send, self._control_recv = trio.open_memory_channel[bytes](outbox_size)
+        self._max_message_size = max_message_size
+        self._writer = Writer(
+            outbox_size, lost=self.lost, lost_error=self._lost_error, mark_lost=self._mark_lost
+        )
+        self.control = ControlChannel(
+            channel,
+            handler,
+            request_ids,
+            client_id=self.client_id,
+            metadata=self.metadata,
+            buffer=outbox_size,
+            max_requests=max_control_requests,
+            lost_error=self._lost_error,
+        )
         self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent](
             event_buffer
         )
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
-        self._pending_control: PendingMap[str, any_pb2.Any] = PendingMap()
         self._max_requests = max_concurrent_requests
         self._request_limit = trio.Semaphore(max_concurrent_requests)
-        self._control_open = False
-        self._control_settled = trio.Event()  # set once the control stream opened or failed
-        self._messages_sent = 0
-        self._batches_written = 0
         self._messages_received = 0
-        # the stream's non-blocking send, if the transport has one (see _send)
-        self._direct: _DirectSend | None = None
-        self._unsent = 0  # messages queued for (or held by) the sender task
-        self._ops = 0
         self._nursery: trio.Nursery | None = None  # where request tasks run
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
         # the sweeper task's sleep, whose deadline is the earliest expiry.
@@ -257,16 +177,19 @@ class WorkerSession:
         return SessionStatistics(
             client_id=self.client_id,
             pending_rpcs=len(self._pending),
-            pending_control=len(self._pending_control),
-            outbox_used=self._out_send.statistics().current_buffer_used,
+            pending_control=len(self.control.pending),
+            outbox_used=len(self._writer.outbox),
             outbox_size=self._outbox_size,
-            messages_sent=self._messages_sent,
-            batches_written=self._batches_written,
+            rpc_lane_used=self._writer.outbox.queued(Lane.RPC),
+            event_lane_used=self._writer.outbox.queued(Lane.EVENTS),
+            messages_sent=self._writer.messages_sent,
+            batches_written=self._writer.batches_written,
             messages_received=self._messages_received,
-            late_responses=self._pending.statistics().late
-            + self._pending_control.statistics().late,
+            late_responses=self._pending.statistics().late + self.control.pending.statistics().late,
             requests_in_progress=self._max_requests - self._request_limit.value,
             events_buffered=self._events_send.statistics().current_buffer_used,
+            control_requests_in_progress=self.control.in_progress,
+            control_requests_refused=self.control.refused,
         )
 
     # -- loss ---------------------------------------------------------------
@@ -277,8 +200,9 @@ class WorkerSession:
         self.loss_reason = reason
         logger.info("connection %s lost: %s", self.client_id, reason)
         self.lost.set()
+        self._writer.wake_producers()  # producers waiting for room fail now
         self._pending.close(lambda _key: self._lost_error())
-        self._pending_control.close(lambda _key: self._lost_error())
+        self.control.pending.close(lambda _key: self._lost_error())
 
     def _lost_error(self) -> ConnectionLostError:
         return ConnectionLostError(
@@ -295,7 +219,7 @@ class WorkerSession:
         """
         if self.lost.is_set():
             raise self._lost_error()
-        timeout = _timeout_from_deadline(self._unary_timeout)
+        timeout = timeout_from_deadline(self._unary_timeout)
         try:
             data = await self._channel.unary(
                 path, request.SerializeToString(), metadata=self.metadata, timeout=timeout
@@ -342,54 +266,16 @@ class WorkerSession:
 
     # -- the data channel ---------------------------------------------------
 
-    async def _enqueue(self, item: _Outgoing) -> None:
-        if self.lost.is_set():
-            raise self._lost_error()
-        self._unsent += 1
-        try:
-            await self._out_send.send(item)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            self._unsent -= 1
-            raise self._lost_error() from None
-        except BaseException:
-            self._unsent -= 1  # not queued (trio: a cancelled send sent nothing)
-            raise
-
-    async def _try_direct(self, data: bytes, *, flush: bool = True) -> bool:
-        """Write one envelope from the calling task if the sender is idle.
-
-        True: it is buffered on the stream, after everything sent before it.
-        False: nothing was sent; queue it. A cancellation point before anything
-        is sent (when the direct path is available at all). ``flush``: the
-        caller is about to wait (an RPC): write the socket now if nothing else
-        could join the write; otherwise the connection's writer batches it.
-        """
-        direct = self._direct
-        if direct is None or self._unsent or self.lost.is_set():
-            return False
-        self._ops += 1
-        if self._ops >= 32:  # a producer that never blocks still lets others run
-            self._ops = 0
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
-        if self._unsent or self.lost.is_set() or not direct(data, flush=flush):
-            return False
-        self._messages_sent += 1
-        self._batches_written += 1
-        return True
-
-    async def _send(self, data: bytes, *, flush: bool = True) -> None:
-        """Send one envelope: directly when the sender is idle, else through it."""
-        if not await self._try_direct(data, flush=flush):
-            await self._enqueue(_Outgoing(data, None))
+    def _check_size(self, data: bytes, what: str) -> None:
+        if len(data) > self._max_message_size:
+            raise too_large_error(len(data), self._max_message_size, what)
 
     async def rpc(self, request: pb.RpcRequest, *, expires_at: float = math.inf) -> pb.RpcResponse:
         """Send ``request`` (its ``request_id`` is assigned here) and await the response.
 
         Honours the caller's cancel scope: on deadline or cancellation the
         pending entry is removed at once. An error response is returned as is
-        (see :func:`raise_for_response`). ``expires_at`` (trio clock): raise
+        (see :func:`~._kinds.raise_for_response`). ``expires_at`` (trio clock): raise
         :class:`RpcTimeoutError` if no response came by then. While the
         expiries of a session's calls come in order (a worker's fixed
         ``rpc_timeout``), one sweeper task enforces them all, which saves a
@@ -398,25 +284,26 @@ class WorkerSession:
         request_id = next(self._request_ids)
         request.request_id = request_id
         data = pb.Message(request=request).SerializeToString()
+        self._check_size(data, "RPC request")
         with self._pending.register(request_id) as waiter:
             # Write at once only for a lone call: with others in flight, their
             # tasks are likely about to send too (trio cannot tell us), so the
             # connection's writer sends them all in one write.
             flush = len(self._pending) <= 1
             if expires_at == math.inf:
-                await self._send(data, flush=flush)
+                await self._writer.send(Lane.RPC, data, flush=flush)
                 return await waiter.wait()
             scope = self._expiry_scope
             if (
                 scope is None
                 or expires_at < self._latest_expiry
                 or expires_at <= trio.current_time()
-                or not await self._try_direct(data, flush=flush)
+                or not await self._writer.try_direct(Lane.RPC, data, flush=flush)
             ):
                 with trio.move_on_at(expires_at):
-                    await self._send(data, flush=flush)
+                    await self._writer.send(Lane.RPC, data, flush=flush)
                     return await waiter.wait()
-                raise RpcTimeoutError(request_id)
+                raise timed_out(request_id)
             # Sent; the sweeper ends the wait at expires_at (set_error).
             self._latest_expiry = expires_at
             self._expiries[request_id] = expires_at
@@ -437,7 +324,7 @@ class WorkerSession:
                 if expires_at > now:
                     break
                 del expiries[request_id]
-                self._pending.set_error(request_id, RpcTimeoutError(request_id))
+                self._pending.set_error(request_id, timed_out(request_id))
             next_expiry = next(iter(expiries.values()), math.inf)
             with trio.CancelScope(deadline=next_expiry) as scope:
                 self._expiry_scope = scope
@@ -449,17 +336,30 @@ class WorkerSession:
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         """Send a CloudEvent; returns once it was written to the connection."""
         data = pb.Message(cloudEvent=event).SerializeToString()
+        self._check_size(data, "published event")
         # A publisher usually goes on publishing: let the writer batch events.
-        if await self._try_direct(data, flush=False):
+        if await self._writer.try_direct(Lane.EVENTS, data, flush=False):
             return
-        ack = _Slot()
-        await self._enqueue(_Outgoing(data, ack))
+        ack = Slot()
+        await self._writer.enqueue(Lane.EVENTS, Outgoing(data, ack))
         await ack.wait()
 
     async def _respond(self, response: pb.RpcResponse) -> None:
+        data = pb.Message(response=response).SerializeToString()
+        if len(data) > self._max_message_size:
+            logger.warning(
+                "response %s not sent: %d bytes, over the %d-byte limit",
+                response.request_id,
+                len(data),
+                self._max_message_size,
+            )
+            data = pb.Message(
+                response=too_large_response(response, len(data), self._max_message_size)
+            ).SerializeToString()
         try:
-            await self._send(
-                pb.Message(response=response).SerializeToString(),
+            await self._writer.send(
+                Lane.RPC,
+                data,
                 flush=self._request_limit.value >= self._max_requests - 1,  # a lone request
             )
         except ConnectionLostError:
@@ -470,76 +370,9 @@ class WorkerSession:
 
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:
         """Send a control request to ``destination`` and await the response's payload."""
-        await self._control_settled.wait()
-        if not self._control_open:
-            raise ConnectionLostError("the gateway has no open control channel for this worker")
-        rpc_id = next(self._request_ids)
-        payload = any_pb2.Any()
-        payload.Pack(message)
-        envelope = pb.ControlMessage(
-            rpc_id=rpc_id,
-            destination=destination,
-            respond_to=f"clientid={self.client_id}",
-            rpcMessage=payload,
-        )
-        with self._pending_control.register(rpc_id) as waiter:
-            try:
-                await self._control_send.send(envelope.SerializeToString())
-            except (trio.ClosedResourceError, trio.BrokenResourceError):
-                raise self._lost_error() from None
-            return await waiter.wait()
+        return await self.control.call(destination, message)
 
     # -- loops --------------------------------------------------------------
-
-    async def _sender(self, stream: ClientStreamLike) -> None:
-        """Write queued messages in order, taking everything available per batch.
-
-        However it ends (write failure, cancellation), every message taken or
-        still queued that was not written fails its waiter; none is dropped.
-        """
-        batch: list[_Outgoing] = []
-        written = 0
-        try:
-            while True:
-                try:
-                    first = await self._out_recv.receive()
-                except trio.EndOfChannel:
-                    return
-                batch = [first]
-                written = 0
-                while len(batch) < MAX_BATCH:
-                    try:
-                        batch.append(self._out_recv.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                try:
-                    for item in batch:
-                        await stream.send(item.data)
-                        written += 1
-                        self._unsent -= 1
-                        if item.ack is not None:
-                            item.ack.set(None)
-                except Exception as exc:
-                    self._mark_lost(f"write failed: {exc!r}")
-                    return
-                finally:
-                    self._messages_sent += written
-                    self._batches_written += 1
-        finally:
-            self._mark_lost("closed")
-            self._out_send.close()
-            error = self._lost_error()
-            unwritten = batch[written:]
-            while True:
-                try:
-                    unwritten.append(self._out_recv.receive_nowait())
-                except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                    break
-            self._out_recv.close()
-            self._unsent -= len(unwritten)
-            for item in unwritten:
-                if item.ack is not None:
-                    item.ack.fail(error)
 
     def _take(self, data: bytes) -> bool:
         """Take one incoming message in the transport's reader task if that needs
@@ -610,10 +443,11 @@ class WorkerSession:
 
         Takes what is buffered without a trip through the scheduler per event
         (a memory channel's ``receive`` always yields), still yielding every
-        ``_DISPATCH_YIELD_EVERY`` events and always checking for cancellation.
+        few events (a :class:`CheckpointBudget`) and always checking for
+        cancellation.
         """
         events = self._events_recv
-        handled = 0
+        budget = CheckpointBudget()
         async with events:
             while True:
                 try:
@@ -623,17 +457,11 @@ class WorkerSession:
                         event = await events.receive()
                     except trio.EndOfChannel:
                         return
-                    handled = 0
                 except trio.EndOfChannel:
                     await trio.lowlevel.checkpoint()
                     return
                 else:
-                    handled += 1
-                    if handled >= _DISPATCH_YIELD_EVERY:
-                        handled = 0
-                        await trio.lowlevel.checkpoint()
-                    else:
-                        await trio.lowlevel.checkpoint_if_cancelled()
+                    await budget.checkpoint()
                 try:
                     await self._handler.handle_event(event)
                 except Exception:
@@ -645,75 +473,11 @@ class WorkerSession:
                 response = await self._handler.handle_request(request)
             except Exception as exc:  # the handler should not raise; answer anyway
                 logger.exception("request handler failed")
-                response = pb.RpcResponse(error=str(exc) or type(exc).__name__)
+                response = error_response(exc)
             response.request_id = request.request_id
             await self._respond(response)
         finally:
             self._request_limit.release()
-
-    async def _control_loop(self) -> None:
-        """Run the control channel; its failure does not end the data session."""
-        try:
-            async with self._channel.stream(OPEN_CONTROL_CHANNEL, metadata=self.metadata) as stream:
-                self._control_open = True
-                self._control_settled.set()
-                async with open_unwrapping_nursery() as inner:
-                    inner.start_soon(self._control_sender, stream)
-                    while True:
-                        data = await stream.receive()
-                        if data is None:
-                            break
-                        message = pb.ControlMessage()
-                        message.ParseFromString(data)
-                        if message.HasField("respond_to") and message.respond_to:
-                            inner.start_soon(self._serve_control, message)
-                        else:
-                            self._pending_control.set_value(message.rpc_id, message.rpcMessage)
-                    inner.cancel_scope.cancel()
-        except Exception as exc:
-            logger.info("control channel of %s ended: %r", self.client_id, exc)
-        finally:
-            self._control_open = False
-            self._control_settled.set()
-            self._pending_control.fail_all(
-                lambda _key: ConnectionLostError("the control channel to the gateway ended")
-            )
-
-    async def _control_sender(self, stream: ClientStreamLike) -> None:
-        async with self._control_recv:
-            async for data in self._control_recv:
-                await stream.send(data)
-
-    async def _serve_control(self, message: pb.ControlMessage) -> None:
-        try:
-            payload = await self._handler.handle_control(message)
-        except Exception:
-            logger.exception("control handler failed")
-            return
-        if payload is None:
-            return
-        response = pb.ControlMessage(
-            rpc_id=message.rpc_id, destination=message.respond_to, rpcMessage=payload
-        )
-        try:
-            await self._control_send.send(response.SerializeToString())
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            logger.debug("control response %s dropped: channel closed", message.rpc_id)
-
-
-def _timeout_from_deadline(default: float) -> float:
-    """The time left before the caller's deadline, capped by ``default``."""
-    left = trio.current_effective_deadline() - trio.current_time()
-    if math.isinf(left):
-        return default
-    return max(0.0, min(default, left))
-
-
-def raise_for_response(response: pb.RpcResponse) -> pb.RpcResponse:
-    """Raise :class:`RemoteError` if ``response`` carries an error, else return it."""
-    if response.error:
-        raise RemoteError(response.error)
-    return response
 
 
 @asynccontextmanager
@@ -726,6 +490,8 @@ async def open_session(
     max_concurrent_requests: int = 256,
     unary_timeout: float = 30.0,
     control_channel: bool = True,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_control_requests: int = MAX_CONTROL_REQUESTS,
 ) -> AsyncIterator[WorkerSession]:
     """Open ``OpenChannel`` (and ``OpenControlChannel``) on ``channel``; yield the session.
 
@@ -741,25 +507,27 @@ async def open_session(
         outbox_size=outbox_size,
         max_concurrent_requests=max_concurrent_requests,
         unary_timeout=unary_timeout,
+        max_message_size=max_message_size,
+        max_control_requests=max_control_requests,
     )
     try:
         async with (
             channel.stream(OPEN_CHANNEL, metadata=session.metadata) as stream,
             open_unwrapping_nursery() as nursery,
         ):
-            session._direct = getattr(stream, "try_send", None)
+            session._writer.direct = getattr(stream, "try_send", None)
             set_handler = getattr(stream, "set_message_handler", None)
             if set_handler is not None:
                 session._nursery = nursery
                 set_handler(session._take)
-            nursery.start_soon(session._sender, stream)
+            nursery.start_soon(session._writer.run, stream)
             nursery.start_soon(session._receiver, stream, nursery)
             nursery.start_soon(session._dispatch_events)
             nursery.start_soon(session._expire_rpcs)
             if control_channel:
-                nursery.start_soon(session._control_loop)
+                nursery.start_soon(session.control.run)
             else:
-                session._control_settled.set()
+                session.control.settled.set()
             try:
                 yield session
             finally:
@@ -767,5 +535,5 @@ async def open_session(
                 nursery.cancel_scope.cancel()
     finally:
         session._mark_lost("closed")
-        session._out_send.close()
-        session._control_send.close()
+        session._writer.outbox.close()
+        session.control.close()

@@ -1,6 +1,6 @@
 """The worker's link to its gateway: sessions, one after the other, with reconnect.
 
-A :class:`WorkerLink` keeps one :class:`~._worker_connection.WorkerSession`
+A :class:`WorkerLink` keeps one :class:`~._session.WorkerSession`
 open at a time. When it is lost, the link waits (exponential backoff with
 jitter, capped, from a :class:`~agentwire._retry.RetryPolicy`), connects again
 with a **new client-id**, replays what the worker had told the gateway (agent
@@ -19,8 +19,13 @@ Reconnect policy (what callers see):
 * Registrations and subscription changes are idempotent as far as the gateway
   is concerned (the next session replays them anyway), so those are retried
   on the next session within the same bounds.
-* The first connection is not retried: a wrong address fails
-  ``open_worker`` promptly.
+* After a loss the first attempt is made at once (a restarted gateway is
+  often back already), then the policy's delays apply (short, jittered,
+  growing to its cap).
+* The first connection is retried the same way for up to ``connect_timeout``
+  seconds (a worker started before its gateway waits for it); then, or at
+  once with ``connect_timeout=0``, ``run`` raises
+  :class:`ConnectionLostError` naming the last failure.
 
 Invariants:
 
@@ -40,7 +45,7 @@ import enum
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
@@ -49,29 +54,27 @@ import trio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message as ProtoMessage
 
-from .._errors import ConnectionLostError
+from .._errors import ConnectionLostError, RpcTimeoutError
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
-from ._worker_connection import (
-    ChannelLike,
-    RequestIds,
-    RpcTimeoutError,
-    SessionHandler,
-    SessionStatistics,
-    WorkerSession,
-    open_session,
-)
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._kinds import describe
+from ._protocol import ChannelLike, RequestIds, SessionHandler
+from ._session import SessionStatistics, WorkerSession, open_session
 
 logger = logging.getLogger("agentwire.worker")
 
 T = TypeVar("T")
 
-#: The default reconnect policy: 0.1 s doubling up to 10 s, +-50 % jitter
-#: (shortening only), practically never giving up.
+#: The default reconnect policy (after an immediate first retry): 0.05 s
+#: doubling up to 1 s, shortened by up to 50 % at random, practically never
+#: giving up. So a worker is back at most ~1 s after its gateway is.
 DEFAULT_RECONNECT = RetryPolicy(
-    initial_delay=0.1, max_delay=10.0, multiplier=2.0, max_attempts=1_000_000, jitter=0.5
+    initial_delay=0.05, max_delay=1.0, multiplier=2.0, max_attempts=1_000_000, jitter=0.5
 )
+#: How long ``open_worker`` waits for its first connection by default.
+DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 class ConnectionState(enum.Enum):
@@ -116,6 +119,8 @@ class WorkerLink:
         outbox_size: int = 256,
         max_concurrent_requests: int = 256,
         unary_timeout: float = 30.0,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        connect_timeout: float = 0.0,
         rng: random.Random | None = None,
     ) -> None:
         self._connect = connect
@@ -125,6 +130,8 @@ class WorkerLink:
         self._outbox_size = outbox_size
         self._max_concurrent_requests = max_concurrent_requests
         self._unary_timeout = unary_timeout
+        self._max_message_size = max_message_size
+        self._connect_timeout = connect_timeout
         self._rng = rng
         self.request_ids = RequestIds()
         self._session: WorkerSession | None = None
@@ -134,8 +141,6 @@ class WorkerLink:
         self._log: dict[_Op, pb.Subscription | None] = {}
         self._connects = 0
         self._failed_attempts = 0
-        self.sleeps: list[float] = []
-        """Backoff sleeps taken, in order (kept for tests and statistics; bounded)."""
 
     # -- state --------------------------------------------------------------
 
@@ -190,11 +195,14 @@ class WorkerLink:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, then keep reconnecting until cancelled or the policy runs out.
 
-        ``task_status.started()`` is called after the first session is up; a
-        failure of that first connection raises (:class:`ConnectionLostError`).
+        ``task_status.started()`` is called after the first session is up. The
+        first connection is retried (with the policy's delays) for up to
+        ``connect_timeout`` seconds; then its failure raises
+        :class:`ConnectionLostError`.
         """
         first = True
-        delays = self._reconnect.delays(self._rng)
+        give_up_at = trio.current_time() + self._connect_timeout
+        delays = self._retry_delays()
         try:
             while True:
                 self._set_state(ConnectionState.CONNECTING)
@@ -208,29 +216,46 @@ class WorkerLink:
                         if first:
                             first = False
                             task_status.started()
-                        delays = self._reconnect.delays(self._rng)
+                        delays = self._retry_delays()
                         await session.lost.wait()
                         self._session = None
                         self._set_state(ConnectionState.DISCONNECTED)
                 except Exception as exc:
                     self._session = None
-                    if first:
-                        raise ConnectionLostError(
-                            f"could not connect to the gateway: {exc!r}"
-                        ) from exc
                     self._failed_attempts += 1
-                    logger.info("reconnect attempt failed: %r", exc)
+                    delay = next(delays, None)
+                    if first and (
+                        delay is None
+                        or self._connect_timeout <= 0
+                        or trio.current_time() + delay > give_up_at
+                    ):
+                        raise ConnectionLostError(
+                            f"could not connect to the gateway: {describe(exc)}"
+                            + (
+                                f" (tried for {self._connect_timeout:g} s)"
+                                if self._connect_timeout
+                                else ""
+                            )
+                        ) from exc
+                    logger.info("connection attempt failed: %s", describe(exc))
+                else:
+                    delay = next(delays, None)
                 self._set_state(ConnectionState.DISCONNECTED)
-                delay = next(delays, None)
                 if delay is None:
                     logger.warning("gateway link: giving up after the retry policy ran out")
                     return
-                if len(self.sleeps) < 10_000:
-                    self.sleeps.append(delay)
-                await trio.sleep(delay)
+                if delay:
+                    await trio.sleep(delay)
+                else:
+                    await trio.lowlevel.checkpoint()
         finally:
             self._session = None
             self._set_state(ConnectionState.CLOSED)
+
+    def _retry_delays(self) -> Iterator[float]:
+        """The sleeps before the attempts after a loss: none before the first."""
+        yield 0.0
+        yield from self._reconnect.delays(self._rng)
 
     def _open_session(self, channel: ChannelLike) -> AbstractAsyncContextManager[WorkerSession]:
         return open_session(
@@ -240,6 +265,7 @@ class WorkerLink:
             outbox_size=self._outbox_size,
             max_concurrent_requests=self._max_concurrent_requests,
             unary_timeout=self._unary_timeout,
+            max_message_size=self._max_message_size,
         )
 
     async def _replay(self, session: WorkerSession) -> None:
@@ -317,7 +343,9 @@ class WorkerLink:
             with trio.move_on_at(expires_at):
                 session = await self.session_for_call()
             if session is None or session.lost.is_set():
-                raise RpcTimeoutError(request.request_id)
+                raise RpcTimeoutError(
+                    f"no connection to the gateway in time for {request.request_id}"
+                )
         return await session.rpc(request, expires_at=expires_at)
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,15 +16,11 @@ from hypothesis import strategies as st
 from agentwire import ConnectionLostError
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._retry import RetryPolicy
-from agentwire._runtime._worker_connection import (
-    ADD_SUBSCRIPTION,
-    OPEN_CHANNEL,
-    REGISTER_AGENT,
-)
-from agentwire._runtime._worker_link import ConnectionState, WorkerLink
+from agentwire._worker._link import ConnectionState, WorkerLink
+from agentwire._worker._protocol import ADD_SUBSCRIPTION, OPEN_CHANNEL, REGISTER_AGENT
 
 from .fakes import FakeChannel
-from .test_worker_connection import Handler, request_to
+from .test_session import Handler, request_to
 
 
 class FakeNetwork:
@@ -32,15 +30,18 @@ class FakeNetwork:
         self.channels: list[FakeChannel] = []
         self.down = False
         self.attempts = 0
+        self.attempt_times: list[float] = []
         self.new_channel = trio.Event()
+        self.error: Exception = OSError("connection refused")
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[FakeChannel]:
         self.attempts += 1
+        self.attempt_times.append(trio.current_time())
         refused = self.down
         await trio.lowlevel.checkpoint()
         if refused:
-            raise OSError("connection refused")
+            raise self.error
         channel = FakeChannel()
         self.channels.append(channel)
         self.new_channel.set()
@@ -49,7 +50,13 @@ class FakeNetwork:
 
     async def cut(self) -> None:
         """End the current OpenChannel stream, as a dead connection would."""
+        self.cut_at = trio.current_time()
         await self.channels[-1].end_for(OPEN_CHANNEL).end()
+
+    def gaps_since_cut(self, first_attempt: int) -> list[float]:
+        """The time before each attempt from ``first_attempt`` on (the first from the cut)."""
+        times = [self.cut_at, *self.attempt_times[first_attempt:]]
+        return [after - before for before, after in itertools.pairwise(times)]
 
 
 def unary_log(channel: FakeChannel) -> list[tuple[str, str]]:
@@ -165,8 +172,9 @@ async def test_gives_up_when_the_policy_runs_out(autojump_clock: trio.testing.Mo
         await link.wait_for_state(ConnectionState.CLOSED)
         with pytest.raises(ConnectionLostError, match="closed"):
             await link.rpc(request_to("x/1"))
-    assert link.sleeps == [0.5, 1.0, 1.0]
-    assert net.attempts == 4
+    # the first connection, an immediate retry, then the policy's three delays
+    assert net.attempts == 5
+    assert net.gaps_since_cut(1) == [0, 0.5, 1.0, 1.0]
 
 
 async def test_first_connection_failure_raises() -> None:
@@ -214,8 +222,9 @@ async def test_states_iterator_reports_changes(autojump_clock: trio.testing.Mock
 def test_backoff_invariants(
     initial: float, factor: float, cap_factor: float, jitter: float, outage: int, cuts: int
 ) -> None:
-    """Whatever the policy and outage: sleeps stay within [initial*(1-j), cap],
-    caps never decrease within an outage, the link comes back after exactly
+    """Whatever the policy and outage: the first attempt after a loss is made
+    at once, the later waits stay within [initial*(1-j), cap] with caps that
+    never decrease within an outage, the link comes back after exactly
     ``outage`` failed attempts per cut, with a fresh client-id and a full replay."""
     policy = RetryPolicy(
         initial_delay=initial,
@@ -234,7 +243,6 @@ def test_backoff_invariants(
             await link.add_subscription(pb.Subscription(id="s"))
             client_ids = {link.statistics().client_id}
             for _ in range(cuts):
-                before = len(link.sleeps)
                 base = net.attempts
                 net.down = outage > 0
                 await net.cut()
@@ -243,11 +251,12 @@ def test_backoff_invariants(
                     await link.wait_state_change()
                 net.down = False
                 await link.wait_for_state(ConnectionState.CONNECTED)
-                sleeps = link.sleeps[before:]
-                assert len(sleeps) == outage + 1
-                for i, delay in enumerate(sleeps):
+                gaps = net.gaps_since_cut(base)
+                assert len(gaps) == outage + 1
+                assert gaps[0] == 0
+                for i, delay in enumerate(gaps[1:]):
                     cap = min(initial * factor**i, policy.max_delay)
-                    assert cap * (1 - jitter) - 1e-9 <= delay <= cap + 1e-9
+                    assert cap * (1 - jitter) - 1e-6 <= delay <= cap + 1e-6
                 assert unary_log(net.channels[-1]) == [("type", "a"), ("sub", "s")]
                 client_ids.add(link.statistics().client_id)
             nursery.cancel_scope.cancel()
@@ -308,3 +317,76 @@ def test_replay_matches_the_model_after_any_history(ops: list[tuple[str, object]
         assert len(client_ids) == cuts + 1
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_the_first_attempt_after_a_loss_is_immediate(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        await net.cut()
+        await link.wait_for_state(ConnectionState.DISCONNECTED)
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        nursery.cancel_scope.cancel()
+    assert net.gaps_since_cut(1) == [0]
+
+
+async def test_a_link_waits_for_a_gateway_that_starts_later(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = FakeNetwork()
+    net.down = True
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST, connect_timeout=30)
+
+    async def gateway_comes_up() -> None:
+        await trio.sleep(3)
+        net.down = False
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(gateway_comes_up)
+        await nursery.start(link.run)
+        assert link.state is ConnectionState.CONNECTED
+        assert trio.current_time() >= 3
+        nursery.cancel_scope.cancel()
+    assert link.statistics().failed_attempts >= 2
+
+
+async def test_the_first_connection_gives_up_after_connect_timeout_naming_the_cause(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = FakeNetwork()
+    net.down = True
+    net.error = ExceptionGroup("connect", [OSError("connection refused")])
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST, connect_timeout=5)
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ConnectionLostError) as info:
+            await nursery.start(link.run)
+    message = str(info.value)
+    assert "OSError: connection refused" in message
+    assert "ExceptionGroup" not in message
+    assert "tried for 5 s" in message
+    assert 4 <= trio.current_time() <= 5
+    assert net.attempts > 2
+
+
+async def test_reconnect_log_lines_name_the_cause(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    caplog.set_level(logging.INFO, logger="agentwire.worker")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        net.down = True
+        net.error = ExceptionGroup("connect", [OSError("connection refused")])
+        await net.cut()
+        while net.attempts < 3:
+            await link.wait_state_change()
+        net.down = False
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        nursery.cancel_scope.cancel()
+    failures = [r.getMessage() for r in caplog.records if "attempt failed" in r.getMessage()]
+    assert failures
+    assert all(m.endswith("OSError: connection refused") for m in failures)

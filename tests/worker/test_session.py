@@ -1,4 +1,4 @@
-"""The worker's protocol client (one session) against an in-memory fake gateway."""
+"""The worker's session (one client-id's streams and calls) against an in-memory fake gateway."""
 
 from __future__ import annotations
 
@@ -10,15 +10,14 @@ from google.protobuf import any_pb2
 from agentwire import ConnectionLostError, RemoteError
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce_pb
-from agentwire._runtime._worker_connection import (
+from agentwire._worker._kinds import raise_for_response
+from agentwire._worker._protocol import (
     OPEN_CHANNEL,
     OPEN_CONTROL_CHANNEL,
     REGISTER_AGENT,
     RequestIds,
-    WorkerSession,
-    open_session,
-    raise_for_response,
 )
+from agentwire._worker._session import WorkerSession, open_session
 
 from .fakes import FakeChannel, ServerEnd
 
@@ -313,3 +312,77 @@ async def test_a_burst_of_events_is_dispatched_in_order() -> None:
         while len(handler.events) < 300:
             await trio.testing.wait_all_tasks_blocked()
     assert [e.id for e in handler.events] == [str(n) for n in range(300)]
+
+
+async def test_an_rpc_request_is_written_before_queued_events() -> None:
+    channel = FakeChannel(buffer=0)  # the "network" takes a message only when the test reads
+    async with (
+        open_session(channel, Handler(), RequestIds(), control_channel=False) as session,
+        trio.open_nursery() as nursery,
+    ):
+        server = channel.end_for(OPEN_CHANNEL)
+        for n in range(20):  # one at a time: trio starts a batch of tasks in any order
+            nursery.start_soon(session.publish, ce_pb.CloudEvent(id=str(n), type="t"))
+            await trio.testing.wait_all_tasks_blocked()
+        assert session.statistics().event_lane_used >= 19  # one more is being written
+        nursery.start_soon(session.rpc, request_to("echo/k"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.statistics().rpc_lane_used == 1
+        written = [parse(await server.receive()) for _ in range(21)]
+        kinds = [m.WhichOneof("message") for m in written]
+        # Only the event already being written when the RPC was queued goes first.
+        assert kinds[:2] == ["cloudEvent", "request"]
+        assert [m.cloudEvent.id for m in written if m.HasField("cloudEvent")] == [
+            str(n) for n in range(20)
+        ]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_full_event_lane_makes_publishers_wait_not_rpcs() -> None:
+    channel = FakeChannel(buffer=0)
+    async with (
+        open_session(
+            channel, Handler(), RequestIds(), control_channel=False, outbox_size=4
+        ) as session,
+        trio.open_nursery() as nursery,
+    ):
+        server = channel.end_for(OPEN_CHANNEL)
+        for n in range(10):  # one at a time: trio starts a batch of tasks in any order
+            nursery.start_soon(session.publish, ce_pb.CloudEvent(id=str(n), type="t"))
+            await trio.testing.wait_all_tasks_blocked()
+        stats = session.statistics()
+        assert stats.event_lane_used == 4  # bounded: the other publishers wait
+        nursery.start_soon(session.rpc, request_to("echo/k"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert session.statistics().rpc_lane_used == 1  # queued at once, not behind them
+        ids = []
+        for _ in range(11):
+            message = parse(await server.receive())
+            ids.append(message.cloudEvent.id if message.HasField("cloudEvent") else "rpc")
+        assert ids.index("rpc") == 1
+        assert [i for i in ids if i != "rpc"] == [str(n) for n in range(10)]
+        nursery.cancel_scope.cancel()
+
+
+async def test_publishers_waiting_for_room_fail_when_the_session_ends() -> None:
+    channel = FakeChannel(buffer=0)
+    outcomes: list[str] = []
+
+    async def publish(session: WorkerSession, n: int) -> None:
+        try:
+            await session.publish(ce_pb.CloudEvent(id=str(n)))
+            outcomes.append("ok")
+        except ConnectionLostError:
+            outcomes.append("lost")
+
+    async with trio.open_nursery() as nursery:
+        async with open_session(
+            channel, Handler(), RequestIds(), control_channel=False, outbox_size=2
+        ) as session:
+            for n in range(6):
+                nursery.start_soon(publish, session, n)
+            await trio.testing.wait_all_tasks_blocked()
+            # one being written, two queued, three waiting for room
+            assert session.statistics().event_lane_used == 2
+        await trio.testing.wait_all_tasks_blocked()
+        assert outcomes == ["lost"] * 6

@@ -1,9 +1,9 @@
-"""The gRPC worker: ``open_worker(address)``, the runtime core on a gateway link.
+"""The worker's router: the runtime core's sends and publishes, over a gateway link.
 
-``async with agentwire.open_worker("host:port") as runtime:`` gives the same
-runtime API as ``open_runtime()`` (it *is* the core, see ``_core``), with a
+A worker's runtime is the core (``agentwire._runtime._core``) with a
 :class:`WorkerRouter` underneath that talks the Agent Worker Protocol through
-a :class:`~._worker_link.WorkerLink` (reconnecting sessions, see there).
+a :class:`~._link.WorkerLink` (reconnecting sessions, see there). The router
+is also the handler of the link's sessions (what the gateway sends us).
 
 Wire behaviour (AutoGen 0.7.5's, see the tests in tests/interop):
 
@@ -51,8 +51,8 @@ for an agent type not registered here go through ``OpenControlChannel`` as
 worker reuses ``rpc_id``. An AutoGen peer never answers, so each call is
 bounded by ``state_timeout`` and then raises :class:`RemoteError`.
 
-Invariants: the core's own invariants, plus those of ``_worker_connection``
-and ``_worker_link``; ``_awaited_echoes`` holds only ids of events this worker
+Invariants: the core's own invariants, plus those of ``_session``
+and ``_link``; ``_awaited_echoes`` holds only ids of events this worker
 published, wrote to the current session and delivered locally.
 """
 
@@ -62,8 +62,8 @@ import json
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 import attrs
@@ -77,46 +77,35 @@ from .._errors import (
     GatewayRejectedError,
     InvalidCloudEventError,
     RemoteError,
+    RpcTimeoutError,
     RuntimeClosedError,
     SerializationError,
     UndeliverableError,
     UnknownSubscriptionError,
 )
 from .._ids import AgentId, TopicId
-from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
+from .._runtime._core import Runtime
 from .._serialization import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
     UnknownPayload,
 )
 from .._subscriptions import Subscription, subscription_to_proto
-from ._core import Router, Runtime, RuntimeStatistics, open_core
-from ._interventions import InterventionHandler
-from ._worker_connection import ChannelLike, RpcTimeoutError
-from ._worker_link import (
-    DEFAULT_RECONNECT,
-    ConnectionState,
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, TIMEOUT_METADATA_KEY, ErrorKind
+from ._kinds import UnansweredError, error_from_response, error_response
+from ._link import (
     LinkStatistics,
     WorkerLink,
 )
+from ._protocol import ChannelLike
 
-__all__ = [
-    "ConnectionState",
-    "WorkerRouter",
-    "WorkerRuntime",
-    "WorkerRuntimeStatistics",
-    "open_worker",
-]
+__all__ = ["WorkerRouter", "WorkerStatistics"]
 
 logger = logging.getLogger("agentwire.worker")
 
-#: Metadata key carrying the class name of a failed handler's exception.
-ERROR_TYPE_KEY = "agentwire-error-type"
-#: Metadata key carrying the caller's remaining time in seconds (like grpc-timeout).
-TIMEOUT_KEY = "agentwire-timeout"
 #: Published event ids whose echo we wait for, at most (oldest forgotten first).
 MAX_AWAITED_ECHOES = 65_536
 
@@ -160,6 +149,8 @@ class WorkerRouter:
         disconnected_wait: float,
         outbox_size: int,
         max_concurrent_requests: int,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        connect_timeout: float = 0.0,
     ) -> None:
         if payload_format not in _CONTENT_TYPES:
             raise ValueError(f"payload_format must be 'json' or 'protobuf', not {payload_format!r}")
@@ -170,6 +161,7 @@ class WorkerRouter:
         self._immediate = local_publish == "immediate"
         self._state_timeout = state_timeout
         self._rpc_timeout = math.inf if rpc_timeout is None else rpc_timeout
+        self._max_message_size = max_message_size
         self.link = WorkerLink(
             connect,
             self,
@@ -177,6 +169,8 @@ class WorkerRouter:
             disconnected_wait=disconnected_wait,
             outbox_size=outbox_size,
             max_concurrent_requests=max_concurrent_requests,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
         )
         self._awaited: OrderedDict[str, None] = OrderedDict()
         self._awaited_session: object = None
@@ -236,7 +230,7 @@ class WorkerRouter:
     async def send(
         self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
     ) -> Any:
-        if recipient.type in self._core._registrations:
+        if self._core.has_agent_type(recipient.type):
             self._local_rpcs += 1
             return await self._core.deliver_request(
                 message, recipient, sender=sender, message_id=message_id
@@ -253,16 +247,16 @@ class WorkerRouter:
         expires_at = now + self._rpc_timeout
         deadline = min(expires_at, trio.current_effective_deadline())
         if deadline != math.inf:
-            request.metadata[TIMEOUT_KEY] = f"{max(0.0, deadline - now):.6f}"
+            request.metadata[TIMEOUT_METADATA_KEY] = f"{max(0.0, deadline - now):.6f}"
         try:
             response = await self.link.rpc(request, expires_at=expires_at)
         except RpcTimeoutError:
-            raise UndeliverableError(
+            raise UnansweredError(
                 f"no response from {recipient} within rpc_timeout={self._rpc_timeout:g} s "
                 "(an AutoGen host silently drops requests for agent types nobody registered)"
             ) from None
         if response.error:
-            raise RemoteError(response.error, type_name=response.metadata.get(ERROR_TYPE_KEY))
+            raise error_from_response(response, limit=self._max_message_size)
         return self._decode(response.payload)
 
     async def publish(
@@ -332,25 +326,26 @@ class WorkerRouter:
                     message, recipient, sender=sender, message_id=request.request_id
                 )
             if scope.cancelled_caught:
-                return pb.RpcResponse(
+                response = pb.RpcResponse(
                     error=f"deadline exceeded: the caller's deadline passed while {recipient} "
                     "was handling the request"
                 )
+                response.metadata[ERROR_KIND_KEY] = ErrorKind.TIMEOUT
+                return response
             if result is None:
                 return pb.RpcResponse()
             return pb.RpcResponse(payload=self._encode(result, JSON_DATA_CONTENT_TYPE))
         except Exception as exc:
             if not isinstance(exc, UndeliverableError):
                 logger.debug("RPC %s failed: %r", request.request_id, exc)
-            response = pb.RpcResponse(error=str(exc) or type(exc).__name__)
-            response.metadata[ERROR_TYPE_KEY] = type(exc).__name__
-            return response
+            return error_response(exc)
 
     async def handle_event(self, event: ce_pb.CloudEvent) -> None:
         self._incoming_events += 1
         if self._awaited and event.id in self._awaited:
             del self._awaited[event.id]
             self._echoes_dropped += 1
+            self._core.notify_change()  # for runtime.wait_until
             return
         try:
             received = from_cloud_event(event)
@@ -407,13 +402,13 @@ class WorkerRouter:
             agent_id = AgentId.from_str(destination.removeprefix("agentid="))
         else:
             raise ValueError("the state request names no agent")
-        if agent_id.type not in self._core._registrations:
+        if not self._core.has_agent_type(agent_id.type):
             raise UndeliverableError(f"agent type {agent_id.type!r} is not registered here")
         return agent_id
 
     # -- remote state ---------------------------------------------------------------
 
-    async def remote_save_state(self, agent: AgentId) -> Mapping[str, Any]:
+    async def save_remote_state(self, agent: AgentId) -> Mapping[str, Any]:
         answer = await self._control(agent, pb.SaveStateRequest(agentId=agent.to_proto()))
         response = pb.SaveStateResponse()
         if not answer.Unpack(response):
@@ -423,7 +418,7 @@ class WorkerRouter:
         state: Mapping[str, Any] = json.loads(response.state or "{}")
         return state
 
-    async def remote_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
+    async def load_remote_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
         request = pb.LoadStateRequest(agentId=agent.to_proto(), state=json.dumps(dict(state)))
         answer = await self._control(agent, request)
         response = pb.LoadStateResponse()
@@ -448,7 +443,7 @@ def _rejected(what: str, exc: GRPCError) -> GatewayRejectedError:
 
 def _timeout_of(request: pb.RpcRequest) -> float:
     """The caller's remaining time an agentwire caller sent along (else no limit)."""
-    text = request.metadata.get(TIMEOUT_KEY)
+    text = request.metadata.get(TIMEOUT_METADATA_KEY)
     if not text:
         return math.inf
     try:
@@ -456,168 +451,3 @@ def _timeout_of(request: pb.RpcRequest) -> float:
     except ValueError:
         return math.inf
     return value if value >= 0 else math.inf
-
-
-@attrs.frozen
-class WorkerRuntimeStatistics(RuntimeStatistics):
-    """``runtime.statistics()`` of a worker: the core's counters plus the link's state."""
-
-    connection_state: ConnectionState
-    client_id: str | None
-    """The current connection's ``client-id`` (None while disconnected)."""
-    connects: int
-    """Connections established so far (1 + reconnects)."""
-    remote_pending_rpcs: int
-    """Our RPCs waiting for a response from the gateway."""
-
-
-class WorkerRuntime(Runtime):
-    """The runtime ``open_worker`` yields: the core's API plus the gateway link."""
-
-    _worker: WorkerRouter
-
-    def statistics(self) -> WorkerRuntimeStatistics:
-        """The core's counters (see :class:`RuntimeStatistics`) and the link's state."""
-        core = super().statistics()
-        link = self._worker.link.statistics()
-        return WorkerRuntimeStatistics(
-            **attrs.asdict(core, recurse=False),
-            connection_state=link.state,
-            client_id=link.client_id,
-            connects=link.connects,
-            remote_pending_rpcs=link.session.pending_rpcs if link.session is not None else 0,
-        )
-
-    @property
-    def connection_state(self) -> ConnectionState:
-        """Where the link to the gateway stands right now."""
-        return self._worker.link.state
-
-    def connection_states(self) -> AsyncIterator[ConnectionState]:
-        """``async for state in runtime.connection_states():`` the current state, then
-        each change (latest value: very fast flips may be merged)."""
-        return self._worker.link.states()
-
-    async def wait_connection_state(self, state: ConnectionState) -> None:
-        """Wait until the link is in *state*."""
-        await self._worker.link.wait_for_state(state)
-
-    def worker_statistics(self) -> WorkerStatistics:
-        """Counters of the worker's router and link (``statistics()`` has the core's)."""
-        return self._worker.statistics()
-
-    async def gateway_subscriptions(self) -> list[pb.Subscription]:
-        """``GetSubscriptions``: every subscription the gateway knows (all workers')."""
-        return await self._worker.link.get_subscriptions()
-
-    async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]:
-        """The agent's state; for a type not registered here, ask its worker
-        over the control channel (bounded by ``state_timeout``)."""
-        if agent.type in self._registrations:
-            return await super().agent_save_state(agent)
-        return await self._worker.remote_save_state(agent)
-
-    async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None:
-        """Load the agent's state, here or on its worker (see ``agent_save_state``)."""
-        if agent.type in self._registrations:
-            await super().agent_load_state(agent, state)
-        else:
-            await self._worker.remote_load_state(agent, state)
-
-
-@asynccontextmanager
-async def open_worker(
-    address: str,
-    *,
-    payload_format: PayloadFormat = "json",
-    local_publish: Literal["immediate", "echo"] = "immediate",
-    reconnect: RetryPolicy = DEFAULT_RECONNECT,
-    disconnected_wait: float = 10.0,
-    state_timeout: float = 10.0,
-    rpc_timeout: float | None = 300.0,
-    keepalive_interval: float | None = 360.0,
-    connect_timeout: float = 10.0,
-    max_message_size: int = 4 * 2**20,
-    outbox_size: int = 256,
-    max_concurrent_requests: int = 256,
-    mailbox_size: int = 64,
-    ignore_unhandled_exceptions: bool = True,
-    intervention_handlers: Sequence[InterventionHandler] = (),
-    connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
-) -> AsyncIterator[WorkerRuntime]:
-    """A worker connected to the gateway at *address* (``host:port``).
-
-    ``async with open_worker("127.0.0.1:50051", payload_format="protobuf") as runtime:``
-
-    * *payload_format*: how published events are encoded (RPCs are always
-      JSON, as with AutoGen); ``"json"`` or ``"protobuf"``.
-    * *local_publish*: ``"immediate"`` (default) delivers to local subscribers
-      at once and drops the gateway's echo; ``"echo"`` waits for the echo.
-    * *reconnect*: the backoff between reconnect attempts; the first
-      connection is not retried (a failure raises :class:`ConnectionLostError`).
-    * *disconnected_wait*: how long a call made while reconnecting waits
-      (within its own trio deadline) before :class:`ConnectionLostError`.
-    * *state_timeout*: bound on remote ``agent_save_state``/``agent_load_state``.
-    * *rpc_timeout*: the longest a remote RPC waits when the caller set no
-      earlier trio deadline; then :class:`UndeliverableError` (an AutoGen
-      host never answers a request for an unknown agent type). ``None``: no
-      bound beyond the caller's own.
-    * *keepalive_interval*: idle seconds before an HTTP/2 ping (default 6
-      minutes: grpc-core servers punish pings more often than every 5 minutes
-      with GOAWAY); ``None`` disables pings.
-    * *max_message_size*: largest message received (4 MiB, grpc-core's default).
-    * *outbox_size*, *max_concurrent_requests*: bounds of the outgoing queue
-      and of incoming RPCs handled at once (beyond it, reading from the gateway
-      pauses: backpressure).
-    * *connect*: replaces the transport (tests); returns a channel context.
-
-    Leaving the block stops the core (pending RPCs fail with
-    ``RuntimeClosedError``, agents are closed), then cancels the streams so the
-    gateway drops our types and subscriptions.
-    """
-    if connect is None:
-        from .._transport import open_channel
-
-        def connect() -> AbstractAsyncContextManager[ChannelLike]:
-            return open_channel(
-                address,
-                keepalive_interval=keepalive_interval,
-                connect_timeout=connect_timeout,
-                max_message_size=max_message_size,
-            )
-
-    router: WorkerRouter | None = None
-
-    def make_router(core: Runtime) -> Router:
-        nonlocal router
-        router = WorkerRouter(
-            core,
-            connect,
-            payload_format=payload_format,
-            local_publish=local_publish,
-            state_timeout=state_timeout,
-            rpc_timeout=rpc_timeout,
-            reconnect=reconnect,
-            disconnected_wait=disconnected_wait,
-            outbox_size=outbox_size,
-            max_concurrent_requests=max_concurrent_requests,
-        )
-        assert isinstance(core, WorkerRuntime)
-        core._worker = router
-        return router
-
-    async with open_unwrapping_nursery() as link_nursery:
-        try:
-            async with open_core(
-                make_router,
-                runtime_class=WorkerRuntime,
-                mailbox_size=mailbox_size,
-                ignore_unhandled_exceptions=ignore_unhandled_exceptions,
-                intervention_handlers=intervention_handlers,
-            ) as runtime:
-                assert router is not None
-                assert isinstance(runtime, WorkerRuntime)
-                await link_nursery.start(router.link.run)
-                yield runtime
-        finally:
-            link_nursery.cancel_scope.cancel()

@@ -7,26 +7,30 @@ both directions, shows a remote handler error, publishes one JSON event from
 alpha and one protobuf event (a betterproto2 message, packed in ``Any``) from
 beta to all listeners, then times a batch of RPCs between the workers. Lines
 go to the ``out`` callable (the CLI passes ``print``).
+
+It needs betterproto2 (``pip install 'trio-agentwire[demo]'``).
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
-from .._agents import MessageContext, RoutedAgent, event, rpc
-from .._errors import RemoteError
-from .._examples.agentwire.demo import Headline
-from .._ids import AgentId, TopicId
-from .._serialization import serializers_for_type
-from .._subscriptions import TypeSubscription
+from ._agents import MessageContext, RoutedAgent, event, rpc
+from ._errors import RemoteError
 
-if TYPE_CHECKING:
-    from ._worker import WorkerRuntime
+# Generated code that imports betterproto2 (the demo extra): `agentwire demo` says how to
+# install it if missing.
+from ._examples.agentwire.demo import Headline
+from ._gateway import open_gateway
+from ._ids import AgentId, TopicId
+from ._serialization import serializers_for_type
+from ._subscriptions import TypeSubscription
+from ._worker import WorkerRuntime, open_worker
+
+__all__ = ["run_demo"]
 
 
 @attrs.define
@@ -100,9 +104,6 @@ class Listener(RoutedAgent):
 
 async def run_demo(out: Callable[[str], object], *, rpcs: int = 2000) -> None:
     """Run the demo, reporting through *out*."""
-    from .._gateway import open_gateway
-    from ._worker import open_worker
-
     Listener.heard = []
     Listener.all_heard = trio.Event()
     Listener.expected = 4
@@ -171,17 +172,3 @@ async def _burst(worker: WorkerRuntime, count: int, index: int) -> None:
     target = AgentId("greeter", f"bench{index}")
     for _ in range(count):
         await worker.send_message(Greet("x"), target)
-
-
-def demo_command(args: argparse.Namespace) -> int:
-    """The ``agentwire demo`` handler."""
-    trio.run(run_demo, print)
-    return 0
-
-
-def add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
-        "demo",
-        help="run a gateway and two workers on loopback: RPCs, a publish, a throughput figure",
-    )
-    parser.set_defaults(handler=demo_command)

@@ -1,0 +1,319 @@
+"""The gateway's client registry: who is connected, who owns which agent type,
+who subscribed to what, and when records of a client without a channel expire.
+
+Sans-IO like ``_routing.py``, which builds on it. Invariants (checked by
+``check_invariants``, after every step of ``tests/gateway/test_routing_stateful.py``):
+
+R1  Ownership. ``owner[t] == c`` iff ``t in clients[c].types``. An agent type
+    has at most one owner, and the owner is a known client.
+R2  Subscriptions. The ids in ``table`` are exactly the disjoint union of
+    ``clients[c].subscriptions`` over all clients, and ``sub_owner`` maps each
+    id to the client that recorded it.
+R3  Client records. A client record exists only while it has a live
+    connection, an agent type or a subscription.
+R4  Channel-less records expire. A client with agent types or subscriptions
+    but no data connection has ``expires`` set (the time they are dropped,
+    ``registration_grace`` after the first of them was recorded without a
+    channel) and an entry ``(expires, client_id)`` in the heap ``_expiries``
+    (stale entries are skipped); a client with a data connection has
+    ``expires is None``. So registrations of a client-id that never opens a
+    channel cannot live forever. (AutoGen drops a client's records only when
+    its data channel ends, and keeps them forever if it never opens one.)
+R5  Per-client bounds. A client has at most ``max_agent_types`` agent types
+    and ``max_subscriptions`` subscriptions; more are refused with
+    RESOURCE_EXHAUSTED.
+
+Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
+
+* RegisterAgent: one owner per type, even for the same client; duplicate ->
+  INVALID_ARGUMENT "Agent type {t} already registered with client {c}.".
+  Unlike AutoGen we also refuse an invalid agent type (INVALID_ARGUMENT),
+  since no message could ever be routed to it.
+* AddSubscription: AutoGen duplicate semantics, INVALID_ARGUMENT
+  "Subscription already exists". Subscriptions that fail validation (no
+  oneof arm, invalid agent or topic type) are INVALID_ARGUMENT here; AutoGen
+  answers UNKNOWN for the missing oneof and accepts invalid types silently.
+* RemoveSubscription of an unknown id answers UNKNOWN
+  "Unexpected <class 'ValueError'>: Subscription does not exist": that is
+  what AutoGen's host leaks from an unhandled ValueError, and peers may
+  match on it, so we reproduce it on purpose. Any client may remove any id.
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import logging
+
+import attrs
+from grpclib.const import Status
+
+from .._errors import (
+    DuplicateSubscriptionError,
+    InvalidIdentifierError,
+    InvalidSubscriptionError,
+    UnknownSubscriptionError,
+)
+from .._ids import is_valid_agent_type
+from .._proto import agent_worker_pb2 as pb
+from .._subscriptions import SubscriptionTable, subscription_from_proto, subscription_to_proto
+
+__all__ = [
+    "UNKNOWN_SUBSCRIPTION_MESSAGE",
+    "Conn",
+    "ConnKind",
+    "Registry",
+    "RoutingError",
+]
+
+logger = logging.getLogger("agentwire.gateway")
+
+# What AutoGen's host answers for RemoveSubscription of an unknown id (an
+# unhandled ValueError rendered by grpcio). Reproduced for wire compatibility.
+UNKNOWN_SUBSCRIPTION_MESSAGE = "Unexpected <class 'ValueError'>: Subscription does not exist"
+
+
+class ConnKind(enum.Enum):
+    DATA = "data"  # OpenChannel: agents.Message
+    CONTROL = "control"  # OpenControlChannel: agents.ControlMessage
+
+
+@attrs.frozen(slots=True, eq=False)
+class Conn:
+    """One live stream of a client. ``serial`` is unique for the router's life,
+    and the router makes exactly one ``Conn`` per stream, so equality and
+    hashing are by identity (cheap on the hot path)."""
+
+    client_id: str
+    serial: int
+    kind: ConnKind
+
+    def __str__(self) -> str:
+        return f"{self.kind.value} connection #{self.serial} of client {self.client_id}"
+
+
+class RoutingError(Exception):
+    """A unary call failed; the service ends the call with *status* and *message*."""
+
+    def __init__(self, status: Status, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+@attrs.define(slots=True, eq=False)
+class Client:
+    types: set[str] = attrs.Factory(set)
+    subscriptions: set[str] = attrs.Factory(set)
+    data: Conn | None = None
+    control: Conn | None = None
+    expires: float | None = None  # R4
+
+    def is_empty(self) -> bool:
+        return (
+            not self.types and not self.subscriptions and self.data is None and self.control is None
+        )
+
+
+class Registry:
+    """Clients, agent types and subscriptions of one gateway (see R1-R5)."""
+
+    def __init__(
+        self,
+        *,
+        registration_grace: float | None = 30.0,
+        max_agent_types: int = 1000,
+        max_subscriptions: int = 10_000,
+    ) -> None:
+        if registration_grace is not None and not registration_grace > 0:
+            raise ValueError(
+                f"registration_grace must be positive or None, got {registration_grace!r}"
+            )
+        if max_agent_types < 1 or max_subscriptions < 1:
+            raise ValueError("max_agent_types and max_subscriptions must be at least 1")
+        self.registration_grace = registration_grace
+        self.max_agent_types = max_agent_types
+        self.max_subscriptions = max_subscriptions
+        self.clients: dict[str, Client] = {}
+        self.owner: dict[str, str] = {}
+        self.table = SubscriptionTable()
+        self.sub_owner: dict[str, str] = {}
+        self._expiries: list[tuple[float, str]] = []
+        self.expired = 0  # clients whose records expired (R4)
+
+    # ------------------------------------------------------------ connections
+
+    def attach(self, conn: Conn) -> None:
+        client = self.clients.setdefault(conn.client_id, Client())
+        if conn.kind is ConnKind.DATA:
+            client.data = conn
+            client.expires = None
+        else:
+            client.control = conn
+
+    def detach(self, conn: Conn) -> None:
+        """Forget *conn*; for a data connection, drop the client's agent types
+        and subscriptions too (as AutoGen)."""
+        client = self.clients[conn.client_id]
+        if conn.kind is ConnKind.CONTROL:
+            client.control = None
+        else:
+            client.data = None
+            if client.types or client.subscriptions:
+                logger.info(
+                    "client %s left: dropped agent types %s and %d subscriptions",
+                    conn.client_id,
+                    sorted(client.types),
+                    len(client.subscriptions),
+                )
+            self._drop_records(client)
+        self._forget_if_empty(conn.client_id)
+
+    def _drop_records(self, client: Client) -> None:
+        for agent_type in client.types:
+            del self.owner[agent_type]
+        for sub_id in client.subscriptions:
+            self.table.remove(sub_id)
+            del self.sub_owner[sub_id]
+        client.types.clear()
+        client.subscriptions.clear()
+        client.expires = None
+
+    def _forget_if_empty(self, client_id: str) -> None:
+        client = self.clients.get(client_id)
+        if client is not None and client.is_empty():
+            del self.clients[client_id]
+
+    def _record_for(self, client_id: str, now: float) -> Client:
+        client = self.clients.setdefault(client_id, Client())
+        grace = self.registration_grace
+        if client.data is None and client.expires is None and grace is not None:
+            client.expires = now + grace
+            heapq.heappush(self._expiries, (client.expires, client_id))
+        return client
+
+    # ------------------------------------------------------------ unary calls
+
+    def register_agent(self, client_id: str, agent_type: str, now: float) -> None:
+        """RegisterAgent. Works before the client opened a channel (as AutoGen)."""
+        if not is_valid_agent_type(agent_type):
+            raise RoutingError(
+                Status.INVALID_ARGUMENT,
+                f"Invalid agent type {agent_type!r}: it must match ^[\\w\\-\\.]+\\Z",
+            )
+        owner = self.owner.get(agent_type)
+        if owner is not None:
+            raise RoutingError(
+                Status.INVALID_ARGUMENT,
+                f"Agent type {agent_type} already registered with client {owner}.",
+            )
+        existing = self.clients.get(client_id)
+        if existing is not None and len(existing.types) >= self.max_agent_types:
+            raise _over_limit(
+                client_id,
+                f"{self.max_agent_types} agent types registered",
+                f"agent type {agent_type} was not registered",
+                "use fewer agent types per worker, or raise max_agent_types_per_client",
+            )
+        self._record_for(client_id, now).types.add(agent_type)
+        self.owner[agent_type] = client_id
+        logger.debug("client %s registered agent type %s", client_id, agent_type)
+
+    def add_subscription(self, client_id: str, subscription: pb.Subscription, now: float) -> None:
+        try:
+            sub = subscription_from_proto(subscription)
+        except (InvalidSubscriptionError, InvalidIdentifierError) as exc:
+            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
+        existing = self.clients.get(client_id)
+        if existing is not None and len(existing.subscriptions) >= self.max_subscriptions:
+            raise _over_limit(
+                client_id,
+                f"{self.max_subscriptions} subscriptions",
+                f"subscription {sub.id} was not added",
+                "remove subscriptions no longer needed, or raise max_subscriptions_per_client",
+            )
+        try:
+            self.table.add(sub)
+        except DuplicateSubscriptionError as exc:
+            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
+        self.sub_owner[sub.id] = client_id
+        self._record_for(client_id, now).subscriptions.add(sub.id)
+
+    def remove_subscription(self, subscription_id: str) -> None:
+        """Any client may remove any subscription (as AutoGen)."""
+        try:
+            self.table.remove(subscription_id)
+        except UnknownSubscriptionError:
+            raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE) from None
+        owner = self.sub_owner.pop(subscription_id)
+        client = self.clients[owner]
+        client.subscriptions.discard(subscription_id)
+        if not client.types and not client.subscriptions:
+            client.expires = None
+        self._forget_if_empty(owner)
+
+    def subscriptions(self) -> list[pb.Subscription]:
+        """GetSubscriptions: every client's subscriptions, in insertion order."""
+        return [subscription_to_proto(sub) for sub in self.table]
+
+    # ------------------------------------------------------------ expiry (R4)
+
+    def next_expiry(self) -> float | None:
+        heap = self._expiries
+        while heap:
+            expires, client_id = heap[0]
+            client = self.clients.get(client_id)
+            if client is not None and client.expires == expires:
+                return expires
+            heapq.heappop(heap)
+        return None
+
+    def expire(self, now: float) -> None:
+        """Drop the records of every client whose channel did not come in time."""
+        while (expires := self.next_expiry()) is not None and expires <= now:
+            _, client_id = heapq.heappop(self._expiries)
+            client = self.clients[client_id]
+            logger.info(
+                "client %s opened no channel within %g s of registering: dropped agent "
+                "types %s and %d subscriptions",
+                client_id,
+                self.registration_grace,
+                sorted(client.types),
+                len(client.subscriptions),
+            )
+            self.expired += 1
+            self._drop_records(client)
+            self._forget_if_empty(client_id)
+
+    def check_invariants(self) -> None:
+        """Assert R1-R5."""
+        for agent_type, owner in self.owner.items():
+            assert owner in self.clients, (agent_type, owner)
+            assert agent_type in self.clients[owner].types
+        live_expiries = set(self._expiries)
+        for client_id, client in self.clients.items():
+            assert not client.is_empty(), client_id
+            for agent_type in client.types:
+                assert self.owner.get(agent_type) == client_id
+            for sub_id in client.subscriptions:
+                assert self.sub_owner.get(sub_id) == client_id
+            for conn in (client.data, client.control):
+                if conn is not None:
+                    assert conn.client_id == client_id
+            if client.data is not None:
+                assert client.expires is None
+            elif (client.types or client.subscriptions) and self.registration_grace is not None:
+                assert (client.expires, client_id) in live_expiries
+            assert len(client.types) <= self.max_agent_types
+            assert len(client.subscriptions) <= self.max_subscriptions
+        assert set(self.sub_owner) == {s.id for s in self.table}
+        assert sum(len(c.subscriptions) for c in self.clients.values()) == len(self.table)
+
+
+def _over_limit(client_id: str, held: str, refused: str, advice: str) -> RoutingError:
+    """RESOURCE_EXHAUSTED for a client at one of its per-client limits (R5)."""
+    return RoutingError(
+        Status.RESOURCE_EXHAUSTED,
+        f"agentwire gateway: client {client_id} already has {held}, the gateway's limit "
+        f"per client; {refused} ({advice})",
+    )

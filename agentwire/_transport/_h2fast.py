@@ -1,0 +1,125 @@
+"""Fast paths through h2's private internals (the DATA frames of the hot path).
+
+Checked against h2 :data:`CHECKED_VERSION`; :func:`supported` is false for
+any other minor series, or when the attributes relied on are missing, and the
+connection then uses h2's public API for everything (see ``_fastpath``).
+Every function here has the same effect on h2's state as the public call it
+replaces (tests/transport/test_connection.py compares them byte for byte).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import h2
+import h2.connection
+import h2.stream
+
+from ._protocol import OPEN_STATES
+
+CHECKED_VERSION = "4.4.1"
+"""The h2 release these fast paths were written and tested against (its 4.4 series is used)."""
+
+_SENDING_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE)
+_RECEIVING_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
+
+#: receives one plain DATA frame's payload: (stream id, data, flow-controlled length, alone)
+DataSink = Callable[[int, bytes, int, bool], None]
+
+
+def supported(conn: h2.connection.H2Connection) -> bool:
+    """This h2 has the internals the fast paths rely on."""
+    buffer = conn.incoming_buffer
+    return (
+        all(hasattr(buffer, name) for name in ("_data", "_preamble_len", "_headers_buffer"))
+        and hasattr(conn, "_inbound_flow_control_window_manager")
+        and hasattr(conn, "_data_to_send")
+    )
+
+
+def pending_output(conn: h2.connection.H2Connection) -> int:
+    """Bytes h2 has buffered for the wire (h2 has no public accessor for it)."""
+    return len(conn._data_to_send)
+
+
+def send_data(conn: h2.connection.H2Connection, stream_id: int, data: bytes) -> None:
+    """``conn.send_data(stream_id, data)`` for the common case, without h2's overhead.
+
+    The caller has checked ``data`` against the flow-control windows and the
+    maximum frame size. For an open connection and a stream open for sending,
+    h2 4.x's ``send_data`` (no END_STREAM, no padding) changes no state but the
+    two outbound windows and appends one DATA frame to its output buffer; that
+    is done here directly (~4x cheaper). Anything else goes through h2.
+    """
+    stream = conn.streams.get(stream_id)
+    if (
+        stream is None
+        or stream.state_machine.state not in _SENDING_STATES
+        or conn.state_machine.state not in OPEN_STATES
+    ):
+        conn.send_data(stream_id, data)
+        return
+    size = len(data)
+    # frame header: length (24 bits), type DATA (0), no flags, stream id (31 bits)
+    conn._data_to_send += (
+        size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big") + data
+    )
+    conn.outbound_flow_control_window -= size
+    stream.outbound_flow_control_window -= size
+
+
+def receive_plain_data(conn: h2.connection.H2Connection, data: bytes, sink: DataSink) -> bytes:
+    """Take the leading plain DATA frames of ``data`` without h2; return the rest.
+
+    h2 4.x turns a DATA frame without flags (no END_STREAM, no padding), on a
+    stream open for receiving whose headers came and that declared no
+    content-length, within both inbound windows, into nothing but the two
+    window reductions and one ``DataReceived``; that is done here directly,
+    several times cheaper, handing each payload to ``sink``. It applies only
+    while h2 holds no partial input (no preface still expected, no partial
+    frame, no header block in progress); the first frame that is anything
+    else, and everything after it, goes to h2 as usual, so order is kept.
+    """
+    buffer: Any = conn.incoming_buffer
+    if (
+        buffer._data
+        or buffer._preamble_len
+        or buffer._headers_buffer
+        or conn.state_machine.state not in OPEN_STATES
+    ):
+        return data
+    streams = conn.streams
+    conn_window: Any = conn._inbound_flow_control_window_manager
+    max_size = conn.max_inbound_frame_size
+    end = len(data)
+    pos = 0
+    while end - pos >= 9:
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if data[pos + 3] or data[pos + 4] or length > max_size or pos + 9 + length > end:
+            break  # not DATA, has flags, too large, or incomplete
+        stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        stream: Any = streams.get(stream_id)
+        if stream is None:
+            break
+        try:
+            machine = stream.state_machine
+            window = stream._inbound_window_manager
+            plain = not (
+                machine.state not in _RECEIVING_STATES
+                or not machine.headers_received
+                or stream._expected_content_length is not None
+                or length > window.current_window_size
+                or length > conn_window.current_window_size
+            )
+        except AttributeError:  # pragma: no cover - an h2 with other stream internals
+            break
+        if not plain:
+            break
+        conn_window.window_consumed(length)
+        window.window_consumed(length)
+        start = pos + 9
+        alone = pos == 0 and start + length == end
+        pos = start + length
+        sink(stream_id, data[start:pos], length, alone)
+    return data[pos:] if pos else data

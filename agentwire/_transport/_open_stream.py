@@ -1,0 +1,94 @@
+"""The transport's state of one open HTTP/2 stream, and the wake-up its tasks wait on."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import trio
+from grpclib.exceptions import GRPCError
+
+from ._framing import MessageDecoder
+from ._protocol import Headers
+
+#: takes one received message in the reader task: (payload, compressed, alone), where
+#: ``alone`` says it is the only message of its socket read; False: queue it instead
+MessageHandler = Callable[[bytes, bool, bool], bool]
+
+
+class WakeUp:
+    """Wakes the one task waiting on it (a tiny, cheaper ``trio.Event`` that re-arms itself)."""
+
+    __slots__ = ("task",)
+
+    def __init__(self) -> None:
+        #: the task waiting, until someone wakes it (read it, never set it)
+        self.task: trio.lowlevel.Task | None = None
+
+    async def wait(self) -> None:
+        if self.task is not None:
+            raise trio.BusyResourceError("another task is already waiting here")
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def set(self) -> None:
+        task = self.task
+        if task is not None:
+            self.task = None
+            trio.lowlevel.reschedule(task)
+
+
+class OpenStream:
+    """Transport state of one HTTP/2 stream (client or server side), until its owner releases it."""
+
+    __slots__ = (
+        "decoder",
+        "error",
+        "handler",
+        "headers",
+        "headers_sent",
+        "id",
+        "local_closed",
+        "messages",
+        "owed",
+        "partial",
+        "queued",
+        "recv_wakeup",
+        "remote_closed",
+        "reset",
+        "send_wakeup",
+        "trailers",
+    )
+
+    def __init__(self, stream_id: int, max_message_size: int) -> None:
+        self.id = stream_id
+        # complete messages not taken yet: (payload, compressed flag)
+        self.messages: deque[tuple[bytes, bool]] = deque()
+        self.queued = 0  # framed bytes in ``messages``
+        self.owed = 0  # received bytes not acknowledged because the queue was full
+        self.decoder: MessageDecoder | None = MessageDecoder(max_message_size)
+        self.remote_closed = False
+        self.local_closed = False
+        self.reset = False
+        self.headers_sent = False
+        self.partial = False  # some but not all frames of a message handed to h2
+        self.error: GRPCError | None = None
+        self.handler: MessageHandler | None = None
+        self.headers: Headers | None = None
+        self.trailers: Headers | None = None
+        self.recv_wakeup = WakeUp()
+        self.send_wakeup = WakeUp()
+
+    @property
+    def closed(self) -> bool:
+        return self.reset or (self.local_closed and self.remote_closed)
+
+    def wake(self) -> None:
+        self.recv_wakeup.set()
+        self.send_wakeup.set()

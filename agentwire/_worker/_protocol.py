@@ -1,0 +1,152 @@
+"""What a worker session needs and shares: transport protocols, method paths, request ids.
+
+Nothing here does I/O by itself. :class:`ChannelLike` and
+:class:`ClientStreamLike` are what a session needs from a transport (the
+trio-native one in ``agentwire._transport``, or the in-memory fakes of the
+tests); :class:`SessionHandler` is what it hands incoming traffic to.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import trio
+from google.protobuf import any_pb2
+
+from .._proto import agent_worker_pb2 as pb
+from .._proto import cloudevent_pb2 as ce_pb
+from .._wire import SERVICE_PREFIX
+
+__all__ = [
+    "ADD_SUBSCRIPTION",
+    "GET_SUBSCRIPTIONS",
+    "OPEN_CHANNEL",
+    "OPEN_CONTROL_CHANNEL",
+    "REGISTER_AGENT",
+    "REMOVE_SUBSCRIPTION",
+    "ChannelLike",
+    "ClientStreamLike",
+    "DirectSend",
+    "RequestIds",
+    "SessionHandler",
+    "Slot",
+    "timeout_from_deadline",
+]
+
+SERVICE = SERVICE_PREFIX
+OPEN_CHANNEL = SERVICE + "OpenChannel"
+OPEN_CONTROL_CHANNEL = SERVICE + "OpenControlChannel"
+REGISTER_AGENT = SERVICE + "RegisterAgent"
+ADD_SUBSCRIPTION = SERVICE + "AddSubscription"
+REMOVE_SUBSCRIPTION = SERVICE + "RemoveSubscription"
+GET_SUBSCRIPTIONS = SERVICE + "GetSubscriptions"
+
+
+class ClientStreamLike(Protocol):
+    """What the session needs from a transport client stream."""
+
+    async def send(self, message: bytes) -> None: ...
+    async def receive(self) -> bytes | None: ...
+
+
+class DirectSend(Protocol):
+    """A stream's non-blocking send (``try_send``): True if the message was taken."""
+
+    def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
+
+
+class ChannelLike(Protocol):
+    """What the session needs from a transport channel (``agentwire._transport.Channel``)."""
+
+    async def unary(
+        self,
+        path: str,
+        request: bytes,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        timeout: float | None = None,  # noqa: ASYNC109 (the transport's signature)
+    ) -> bytes: ...
+
+    def stream(
+        self,
+        path: str,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        timeout: float | None = None,
+    ) -> AbstractAsyncContextManager[ClientStreamLike]: ...
+
+
+class SessionHandler(Protocol):
+    """Receives what the gateway sends to this worker.
+
+    ``handle_request`` runs in its own task (bounded by the session's request
+    limit) and returns the response to send. ``handle_event`` runs in one
+    event-dispatch task, in arrival order; it may block (backpressure): the
+    receive loop keeps reading (RPC responses included) while at most
+    ``event_buffer`` events wait for it, then it blocks too.
+    ``handle_control`` answers a control request; ``None`` sends nothing.
+    """
+
+    async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse: ...
+
+    async def handle_event(self, event: ce_pb.CloudEvent) -> None: ...
+
+    async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None: ...
+
+
+class RequestIds:
+    """Request ids unique to one worker: ``<random prefix>-<counter>``."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:12]
+        self._counter = itertools.count(1)
+
+    def __next__(self) -> str:
+        return f"{self._prefix}-{next(self._counter)}"
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+
+class Slot:
+    """A one-shot result box a caller waits on."""
+
+    __slots__ = ("_error", "_event", "_value")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def set(self, value: Any) -> None:
+        if not self._event.is_set():
+            self._value = value
+            self._event.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self._event.is_set():
+            self._error = error
+            self._event.set()
+
+    @property
+    def done(self) -> bool:
+        return self._event.is_set()
+
+    async def wait(self) -> Any:
+        await self._event.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def timeout_from_deadline(default: float) -> float:
+    """The time left before the caller's deadline, capped by ``default``."""
+    left = trio.current_effective_deadline() - trio.current_time()
+    if math.isinf(left):
+        return default
+    return max(0.0, min(default, left))

@@ -1,0 +1,234 @@
+"""``open_worker(address)``: the runtime core on a gateway link.
+
+``async with agentwire.open_worker("host:port") as runtime:`` gives the same
+runtime API as ``open_runtime()`` (a :class:`WorkerRuntime` *is* the core, see
+``agentwire._runtime._core``), with a :class:`~._router.WorkerRouter`
+underneath (see there for the wire behaviour) and the link's state on top.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Literal
+
+import attrs
+import trio
+
+from .._nursery import open_unwrapping_nursery
+from .._proto import agent_worker_pb2 as pb
+from .._retry import RetryPolicy
+from .._runtime._core import Router, Runtime, RuntimeStatistics, open_core
+from .._runtime._interventions import InterventionHandler
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._link import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RECONNECT,
+    ConnectionState,
+)
+from ._protocol import ChannelLike
+from ._router import PayloadFormat, WorkerRouter, WorkerStatistics
+
+__all__ = [
+    "WorkerRuntime",
+    "WorkerRuntimeStatistics",
+    "check_address",
+    "open_worker",
+]
+
+#: How long one attempt to open a TCP connection to the gateway may take.
+ATTEMPT_TIMEOUT = 10.0
+
+
+def check_address(address: str) -> None:
+    """Raise ``ValueError`` naming *address* unless it is ``host:port`` (or ``[v6]:port``)."""
+    host, sep, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
+    if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+        raise ValueError(
+            f"invalid gateway address {address!r}: expected 'host:port' with a port "
+            "from 0 to 65535 (e.g. '127.0.0.1:50051', 'localhost:50051', '[::1]:50051')"
+        )
+
+
+@attrs.frozen
+class WorkerRuntimeStatistics(RuntimeStatistics):
+    """``runtime.statistics()`` of a worker: the core's counters plus the link's state."""
+
+    connection_state: ConnectionState
+    client_id: str | None
+    """The current connection's ``client-id`` (None while disconnected)."""
+    connects: int
+    """Connections established so far (1 + reconnects)."""
+    remote_pending_rpcs: int
+    """Our RPCs waiting for a response from the gateway."""
+
+
+class WorkerRuntime(Runtime):
+    """The runtime ``open_worker`` yields: the core's API plus the gateway link."""
+
+    def __init__(
+        self,
+        services: trio.Nursery,
+        make_worker: Callable[[Runtime], WorkerRouter],
+        *,
+        mailbox_size: int,
+        ignore_unhandled_exceptions: bool,
+        intervention_handlers: Sequence[InterventionHandler],
+    ) -> None:
+        def make_router(core: Runtime) -> Router:
+            self._worker = make_worker(core)
+            return self._worker
+
+        super().__init__(
+            services,
+            make_router,
+            mailbox_size=mailbox_size,
+            ignore_unhandled_exceptions=ignore_unhandled_exceptions,
+            intervention_handlers=intervention_handlers,
+        )
+
+    def statistics(self) -> WorkerRuntimeStatistics:
+        """The core's counters (see :class:`RuntimeStatistics`) and the link's state."""
+        core = super().statistics()
+        link = self._worker.link.statistics()
+        return WorkerRuntimeStatistics(
+            **attrs.asdict(core, recurse=False),
+            connection_state=link.state,
+            client_id=link.client_id,
+            connects=link.connects,
+            remote_pending_rpcs=link.session.pending_rpcs if link.session is not None else 0,
+        )
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        """Where the link to the gateway stands right now."""
+        return self._worker.link.state
+
+    def connection_states(self) -> AsyncIterator[ConnectionState]:
+        """``async for state in runtime.connection_states():`` the current state, then
+        each change (latest value: very fast flips may be merged)."""
+        return self._worker.link.states()
+
+    async def wait_connection_state(self, state: ConnectionState) -> None:
+        """Wait until the link is in *state*."""
+        await self._worker.link.wait_for_state(state)
+
+    def worker_statistics(self) -> WorkerStatistics:
+        """Counters of the worker's router and link (``statistics()`` has the core's)."""
+        return self._worker.statistics()
+
+    async def gateway_subscriptions(self) -> list[pb.Subscription]:
+        """``GetSubscriptions``: every subscription the gateway knows (all workers')."""
+        return await self._worker.link.get_subscriptions()
+
+
+@asynccontextmanager
+async def open_worker(
+    address: str,
+    *,
+    payload_format: PayloadFormat = "json",
+    local_publish: Literal["immediate", "echo"] = "immediate",
+    reconnect: RetryPolicy = DEFAULT_RECONNECT,
+    disconnected_wait: float = 10.0,
+    state_timeout: float = 10.0,
+    rpc_timeout: float | None = 300.0,
+    keepalive_interval: float | None = 360.0,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    outbox_size: int = 256,
+    max_concurrent_requests: int = 256,
+    mailbox_size: int = 64,
+    ignore_unhandled_exceptions: bool = True,
+    intervention_handlers: Sequence[InterventionHandler] = (),
+    connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
+) -> AsyncIterator[WorkerRuntime]:
+    """A worker connected to the gateway at *address* (``host:port``).
+
+    ``async with open_worker("127.0.0.1:50051", payload_format="protobuf") as runtime:``
+
+    * *payload_format*: how published events are encoded (RPCs are always
+      JSON, as with AutoGen); ``"json"`` or ``"protobuf"``.
+    * *local_publish*: ``"immediate"`` (default) delivers to local subscribers
+      at once and drops the gateway's echo; ``"echo"`` waits for the echo.
+    * *reconnect*: the backoff between reconnect attempts (after a loss the
+      first attempt is made at once; the default then waits 0.05 s doubling to
+      1 s, jittered).
+    * *connect_timeout*: how long to wait for the first connection (a worker
+      started before its gateway waits for it, retrying with *reconnect*'s
+      delays); then :class:`ConnectionLostError`. ``0``: fail at once.
+    * *disconnected_wait*: how long a call made while reconnecting waits
+      (within its own trio deadline) before :class:`ConnectionLostError`.
+    * *state_timeout*: bound on remote ``agent_save_state``/``agent_load_state``.
+    * *rpc_timeout*: the longest a remote RPC waits when the caller set no
+      earlier trio deadline; then an error that is both an
+      :class:`RpcTimeoutError` and an :class:`UndeliverableError` (an AutoGen
+      host never answers a request for an unknown agent type). ``None``: no
+      bound beyond the caller's own.
+    * *keepalive_interval*: idle seconds before an HTTP/2 ping (default 6
+      minutes: grpc-core servers punish pings more often than every 5 minutes
+      with GOAWAY); ``None`` disables pings.
+    * *max_message_size*: largest message sent or received (4 MiB, grpc-core's
+      default, which AutoGen keeps). An RPC request or publish over it raises
+      :class:`MessageTooLargeError` for that call only; a result over it is
+      answered with that error (kind ``too-large``) instead of being sent.
+    * *outbox_size*: bound of each of the two outgoing lanes (RPC requests and
+      responses, which go first; published events, which are never starved).
+      A full event lane makes publishers wait; RPCs do not queue behind it.
+    * *max_concurrent_requests*: incoming RPCs handled at once (beyond it,
+      reading from the gateway pauses: backpressure).
+    * *connect*: replaces the transport (tests); returns a channel context.
+
+    Leaving the block stops the core (pending RPCs fail with
+    ``RuntimeClosedError``, agents are closed), then cancels the streams so the
+    gateway drops our types and subscriptions.
+    """
+    check_address(address)
+    if connect_timeout < 0:
+        raise ValueError(f"connect_timeout must be >= 0 seconds, got {connect_timeout!r}")
+    if connect is None:
+        from .._transport import open_channel
+
+        def connect() -> AbstractAsyncContextManager[ChannelLike]:
+            return open_channel(
+                address,
+                keepalive_interval=keepalive_interval,
+                connect_timeout=ATTEMPT_TIMEOUT,
+                max_message_size=max_message_size,
+            )
+
+    router: WorkerRouter | None = None
+
+    def make_router(core: Runtime) -> WorkerRouter:
+        nonlocal router
+        router = WorkerRouter(
+            core,
+            connect,
+            payload_format=payload_format,
+            local_publish=local_publish,
+            state_timeout=state_timeout,
+            rpc_timeout=rpc_timeout,
+            reconnect=reconnect,
+            disconnected_wait=disconnected_wait,
+            outbox_size=outbox_size,
+            max_concurrent_requests=max_concurrent_requests,
+            max_message_size=max_message_size,
+            connect_timeout=connect_timeout,
+        )
+        return router
+
+    async with open_unwrapping_nursery() as link_nursery:
+        try:
+            async with open_core(
+                lambda services: WorkerRuntime(
+                    services,
+                    make_router,
+                    mailbox_size=mailbox_size,
+                    ignore_unhandled_exceptions=ignore_unhandled_exceptions,
+                    intervention_handlers=intervention_handlers,
+                )
+            ) as runtime:
+                assert router is not None
+                await link_nursery.start(router.link.run)
+                yield runtime
+        finally:
+            link_nursery.cancel_scope.cancel()

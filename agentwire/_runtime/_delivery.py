@@ -113,6 +113,9 @@ the tests call it)
 5. The RPC chain is a context variable: tasks a handler spawns inherit it,
    so a task that outlives its handler and calls back into the same agent
    would run re-entrantly. Do not keep such tasks beyond the handler.
+6. A queued message is handled in the trace context it was sent in (the
+   envelope keeps it; the drain task sets it before each handler), so the
+   trace context of one message never leaks into the handling of the next.
 """
 
 from __future__ import annotations
@@ -135,6 +138,7 @@ from .._errors import (
     UndeliverableError,
 )
 from .._ids import AgentId, TopicId, current_agent_id
+from .._observability._trace_context import current_trace
 from .._serialization import SerializationRegistry
 from .._subscriptions import SubscriptionTable
 from ._pending import PendingMap
@@ -173,7 +177,7 @@ class _AgentSlot:
 
 
 class _Envelope:
-    __slots__ = ("chain", "ctx", "key", "message")
+    __slots__ = ("chain", "ctx", "key", "message", "trace")
 
     def __init__(
         self, message: Any, ctx: MessageContext, key: int | None, chain: tuple[AgentId, ...]
@@ -182,6 +186,7 @@ class _Envelope:
         self.ctx = ctx
         self.key = key  # pending-map key of an RPC; None for an event
         self.chain = chain
+        self.trace = current_trace.get()  # the sender's (invariant 6)
 
 
 class Delivery:
@@ -429,6 +434,7 @@ class Delivery:
                 space = slot.space
                 if space:
                     space.unpark()
+                current_trace.set(envelope.trace)  # this task's own context (invariant 6)
                 if envelope.key is None:
                     self.in_flight += 1
                     try:

@@ -12,7 +12,7 @@ makes spans named and attributed as AutoGen 0.7.5's runtimes name them
 (``autogen {operation} {destination}``, destination ``type.(key)-A`` for an
 agent and ``type.(source)-T`` for a topic; send and publish are PRODUCER,
 process is CONSUMER; ``messaging.operation``, ``messaging.destination``,
-``messaging.message.type``, ``messaging.message.envelope.size``). Unlike
+``messaging.message.type``). Unlike
 AutoGen, which starts a new trace and only *links* the remote context, the
 remote context is the span's **parent**, so one trace runs through every
 worker a message crosses. The span is OpenTelemetry's current span inside the
@@ -94,33 +94,36 @@ class Tracing:
 
     def handling(
         self,
-        destination: str,
         parent: TraceContext | None,
+        name: str,
+        detail: str,
         *,
+        topic: bool = False,
         message_type: str = "",
-        size: int | None = None,
     ) -> AbstractContextManager[TraceContext | None]:
-        """``with tracing.handling(...):`` around a handler run for a received message.
+        """``with tracing.handling(...) as context:`` around handling a received message.
 
-        *parent* is the context that came with it (``None``: none did)."""
+        *parent* is the context that came with it (``None``: none did); it is for
+        the agent ``name/detail`` (an RPC) or, with *topic*, the topic
+        ``name/detail`` (an event). *context* is the current one inside the
+        block: what the handlers' own sends carry on, and what the answer to an
+        RPC carries back."""
         if self._tracer is None:
             return _NOTHING if parent is None else _Current(parent)
-        return self._span("process", destination, parent, message_type, size)
+        where = topic_destination if topic else agent_destination
+        return self._span("process", where(name, detail), parent, message_type)
 
     def sending(
-        self,
-        operation: Operation,
-        destination: str,
-        *,
-        message_type: str = "",
-        size: int | None = None,
+        self, operation: Operation, name: str, detail: str, *, message_type: str = ""
     ) -> AbstractContextManager[TraceContext | None]:
-        """``with tracing.sending(...) as context:`` around an RPC or a publish: *context*
-        (the current one, or the new span's) is what to put on the wire."""
+        """``with tracing.sending(...) as context:`` around an RPC (``"send"``, to the agent
+        ``name/detail``) or a publish (``"publish"``, to the topic ``name/detail``):
+        *context* (the current one, or the new span's) is what to put on the wire."""
         if self._tracer is None:
             context = current_trace.get()
-            return _NOTHING if context is None else _Current(context)
-        return self._span(operation, destination, None, message_type, size)
+            return _NOTHING if context is None else contextlib.nullcontext(context)
+        where = topic_destination if operation == "publish" else agent_destination
+        return self._span(operation, where(name, detail), None, message_type)
 
     @contextlib.contextmanager
     def _span(
@@ -129,18 +132,15 @@ class Tracing:
         destination: str,
         parent: TraceContext | None,
         message_type: str,
-        size: int | None,
     ) -> Iterator[TraceContext | None]:
         otel = self._otel
         assert self._tracer is not None
-        attributes: dict[str, str | int] = {
+        attributes: dict[str, str] = {
             "messaging.operation": _MESSAGING_OPERATION[operation],
             "messaging.destination": destination,
         }
         if message_type:
             attributes["messaging.message.type"] = message_type
-        if size is not None:
-            attributes["messaging.message.envelope.size"] = size
         parent_context = None if parent is None else self._remote(parent)
         with self._tracer.start_as_current_span(
             f"autogen {operation} {destination}",

@@ -2,10 +2,11 @@
 
 Prints exactly one line to stdout once listening --
 ``agentwire gateway listening on HOST:PORT`` -- and flushes it, so a parent
-process can wait for it. Logs go to stderr. On SIGINT/SIGTERM it shuts down
-gracefully (``--grace-period``) and exits 0. An invalid ``--address``, or one
-it cannot listen on (port in use, unknown host), is reported in one line on
-stderr with exit status 2.
+process can wait for it (with ``--metrics-address``, a second one follows:
+``agentwire gateway metrics on http://HOST:PORT/metrics``). Logs go to stderr.
+On SIGINT/SIGTERM it shuts down gracefully (``--grace-period``) and exits 0.
+An invalid ``--address``, or one it cannot listen on (port in use, unknown
+host), is reported in one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 import trio
 
 from .._address import InvalidAddressError, parse_address
+from .._errors import AgentwireError
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._serve import Gateway, serve_gateway
+from ._serve import Gateway, load_metrics_server, serve_gateway
 
 __all__ = ["add_gateway_command"]
 
@@ -92,6 +94,13 @@ def add_gateway_command(subparsers: Any) -> None:
         help="seconds the agent types and subscriptions of a client without a channel "
         "are kept; 0 = forever [default: %(default)s]",
     )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="also serve Prometheus metrics at http://HOST:PORT/metrics (needs the "
+        "metrics extra: pip install 'trio-agentwire[metrics]') [default: off]",
+    )
     parser.set_defaults(handler=run_gateway_command)
 
 
@@ -110,6 +119,15 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     except InvalidAddressError as exc:
         print(f"agentwire gateway: invalid --address: {exc}", file=sys.stderr)
         return EXIT_BAD_ADDRESS
+    if args.metrics_address is not None:
+        try:
+            load_metrics_server(args.metrics_address)
+        except InvalidAddressError as exc:
+            print(f"agentwire gateway: invalid --metrics-address: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
+        except AgentwireError as exc:
+            print(f"agentwire gateway: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
         trio.run(_run, args)
@@ -140,9 +158,13 @@ async def _run(args: argparse.Namespace) -> None:
                     grace_period=args.grace_period,
                     startup_grace=args.startup_grace,
                     registration_grace=args.registration_grace,
+                    metrics_address=args.metrics_address,
                 )
             )
             print(f"agentwire gateway listening on {gateway.address}", flush=True)
+            if gateway.metrics_address is not None:
+                url = f"http://{gateway.metrics_address}/metrics"
+                print(f"agentwire gateway metrics on {url}", flush=True)
             async for signum in signals:
                 logger.info("received %s; shutting down", signal.Signals(signum).name)
                 break

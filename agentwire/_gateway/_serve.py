@@ -1,4 +1,10 @@
-"""``serve_gateway`` / ``open_gateway``: the hub plus the AgentRpc service on a socket."""
+"""``serve_gateway`` / ``open_gateway``: the hub plus the AgentRpc service on a socket.
+
+Next to ``agents.AgentRpc`` the server answers the standard gRPC health
+service (``grpc.health.v1.Health``): the server and ``agents.AgentRpc`` are
+SERVING until shutdown begins. With ``metrics_address`` the gateway's
+statistics are also served to Prometheus over HTTP (the ``metrics`` extra).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,25 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._address import parse_address
+from .._errors import AgentwireError
 from .._nursery import open_service_nursery, open_unwrapping_nursery
+from .._observability._health import AGENT_RPC_SERVICE, HealthService, HealthStatus, HealthTable
 from .._transport import GrpcServer, serve_grpc
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._hub import GatewayConfig, GatewayHub, GatewayStatistics, open_hub
 from ._service import AgentRpcService
 
+if TYPE_CHECKING:
+    from .._observability._metrics import MetricsServer
+
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
+
+METRICS_EXTRA = "pip install 'trio-agentwire[metrics]'"
 
 logger = logging.getLogger("agentwire.gateway")
 
@@ -25,10 +39,19 @@ class Gateway:
     """A running gateway (from :func:`serve_gateway`'s ``task_status`` or
     :func:`open_gateway`)."""
 
-    def __init__(self, server: GrpcServer, hub: GatewayHub, grace_period: float) -> None:
+    def __init__(
+        self,
+        server: GrpcServer,
+        hub: GatewayHub,
+        grace_period: float,
+        health: HealthService | None = None,
+        metrics: MetricsServer | None = None,
+    ) -> None:
         self._server = server
         self._hub = hub
         self.grace_period = grace_period
+        self._health = health
+        self._metrics = metrics
 
     @property
     def address(self) -> str:
@@ -38,6 +61,11 @@ class Gateway:
     @property
     def port(self) -> int:
         return self._server.port
+
+    @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the Prometheus endpoint (``/metrics``), if one was asked for."""
+        return None if self._metrics is None else self._metrics.address
 
     @property
     def config(self) -> GatewayConfig:
@@ -57,9 +85,16 @@ class Gateway:
         """Stop gracefully: refuse new calls, answer every pending RPC with an
         error, end every worker's stream (UNAVAILABLE) after its queue drains,
         and give calls *grace* seconds (default ``grace_period``) before
-        cancelling what is left. Returns when the server has stopped."""
+        cancelling what is left. Returns when the server has stopped.
+
+        The health service answers NOT_SERVING from the start of it; the
+        metrics endpoint stops with the server."""
+        if self._health is not None:
+            self._health.begin_shutdown()
         self._hub.begin_shutdown()
         await self._server.shutdown(self.grace_period if grace is None else grace)
+        if self._metrics is not None:
+            self._metrics.close()
 
 
 async def serve_gateway(
@@ -78,6 +113,7 @@ async def serve_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    metrics_address: str | None = None,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -88,8 +124,13 @@ async def serve_gateway(
     connections are dropped without answers (use ``shutdown`` to be polite).
     See :class:`GatewayConfig` for the other options. A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
+
+    *metrics_address* (``host:port``) also serves the gateway's metrics for
+    Prometheus at ``http://host:port/metrics`` (needs the ``metrics`` extra;
+    see ``gateway.metrics_address``).
     """
     host, port = parse_address(address)
+    serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
     config = GatewayConfig(
         rpc_timeout=rpc_timeout,
         queue_size=queue_size,
@@ -105,19 +146,36 @@ async def serve_gateway(
     )
     async with open_hub(config) as hub, open_unwrapping_nursery() as nursery:
         service = AgentRpcService(hub)
+        health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
         server: GrpcServer = await nursery.start(
             functools.partial(
                 serve_grpc,
-                service.methods(),
+                {**service.methods(), **health.methods()},
                 host,
                 port,
                 max_message_size=max_message_size,
                 grace_period=grace_period,
             )
         )
-        gateway = Gateway(server, hub, grace_period)
+        metrics = None
+        if serve_metrics is not None:
+            metrics = await nursery.start(serve_metrics, hub, metrics_address)
+            logger.info("gateway metrics on http://%s/metrics", metrics.address)
+        gateway = Gateway(server, hub, grace_period, health, metrics)
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
+
+
+def load_metrics_server(address: str) -> Any:
+    """``serve_gateway_metrics``, or a precise error if the ``metrics`` extra is missing."""
+    parse_address(address)
+    try:
+        from .._observability._metrics import serve_gateway_metrics
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"serving metrics needs {exc.name}, which is not installed: {METRICS_EXTRA}"
+        ) from exc
+    return serve_gateway_metrics
 
 
 @asynccontextmanager
@@ -136,6 +194,7 @@ async def open_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    metrics_address: str | None = None,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -161,6 +220,7 @@ async def open_gateway(
         max_subscriptions_per_client=max_subscriptions_per_client,
         startup_grace=startup_grace,
         max_held=max_held,
+        metrics_address=metrics_address,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

@@ -65,14 +65,18 @@ async def serve_http(
 ) -> None:
     """Serve *routes* on ``host:port`` (0: a free port) until cancelled or ``close()``d."""
     listeners = await trio.open_tcp_listeners(port, host=host)
-    with trio.CancelScope() as scope:
-        server = HttpServer(host, listeners[0].socket.getsockname()[1], scope)
-        async with trio.open_nursery() as nursery:
-            for listener in listeners:
-                nursery.start_soon(_accept, listener, server, routes, max_connections, idle_timeout)
-            task_status.started(server)
-    for listener in listeners:
-        await listener.aclose()
+    try:
+        with trio.CancelScope() as scope:
+            server = HttpServer(host, listeners[0].socket.getsockname()[1], scope)
+            async with trio.open_nursery() as nursery:
+                for listener in listeners:
+                    nursery.start_soon(
+                        _accept, listener, server, routes, max_connections, idle_timeout
+                    )
+                task_status.started(server)
+    finally:  # closed now, however it ends (a cancelled aclose() would still await)
+        for listener in listeners:
+            listener.socket.close()
 
 
 async def _accept(

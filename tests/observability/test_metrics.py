@@ -247,3 +247,14 @@ async def test_connections_over_the_limit_are_closed_at_once() -> None:
         await first.aclose()
         await second.aclose()
         server.close()
+
+
+async def test_the_port_is_closed_once_the_server_is_cancelled() -> None:
+    routes = {"/metrics": lambda accept: (b"x", "text/plain")}
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            lambda task_status: serve_http(routes, "127.0.0.1", 0, task_status=task_status)
+        )
+        nursery.cancel_scope.cancel()
+    with pytest.raises(OSError):
+        await trio.open_tcp_stream("127.0.0.1", server.port)

@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import pytest
 import trio
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -38,22 +37,13 @@ from agentwire import (
 )
 from agentwire._observability._trace_context import TraceContext, current_trace
 
+from ..worker.messages import Ping, Pong
 from .test_worker_autogen import Peer
 
 pytestmark = pytest.mark.interop
 
 PEER = pathlib.Path(__file__).parent / "autogen_peers" / "tracing_peer.py"
 WAIT = 60.0  # bound for any one expected line (cold AutoGen imports are slow)
-
-
-@attrs.define
-class Ping:
-    text: str
-
-
-@attrs.define
-class Pong:
-    text: str
 
 
 class Traced(RoutedAgent):
@@ -131,16 +121,27 @@ async def topology(
         yield ours, theirs
 
 
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> TracerProvider:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
 async def autogen_spans(peer: Peer) -> list[dict[str, Any]]:
     line = await peer.command("spans", "SPANS ")
     spans: list[dict[str, Any]] = json.loads(line.removeprefix("SPANS "))
     return spans
 
 
-async def test_an_autogen_rpc_and_its_answer_stay_in_one_trace_through_agentwire_spans() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+async def test_an_autogen_rpc_and_its_answer_stay_in_one_trace_through_agentwire_spans(
+    exporter: InMemorySpanExporter, provider: TracerProvider
+) -> None:
     with trio.fail_after(WAIT * 2):
         async with topology(provider) as (_, theirs):
             assert await theirs.command("send aw_traced/k hi", "REPLY") == "REPLY aw:hi"
@@ -160,10 +161,9 @@ async def test_an_autogen_rpc_and_its_answer_stay_in_one_trace_through_agentwire
     assert ack["links"] == [[trace_id, process_span_id]]
 
 
-async def test_an_agentwire_publish_reaches_an_autogen_subscriber_in_the_publishers_trace() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+async def test_an_agentwire_publish_reaches_an_autogen_subscriber_in_the_publishers_trace(
+    exporter: InMemorySpanExporter, provider: TracerProvider
+) -> None:
     with trio.fail_after(WAIT * 2):
         async with topology(provider) as (ours, theirs):
             with provider.get_tracer("app").start_as_current_span("app"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import urllib.error
 import urllib.request
@@ -26,7 +27,7 @@ from agentwire import (
     open_worker,
     serializers_for_type,
 )
-from agentwire._observability._http import serve_http
+from agentwire._observability._http import HttpServer, serve_http
 from agentwire._observability._metrics import (
     GatewayCollector,
     MetricsServer,
@@ -209,16 +210,22 @@ async def _read_all(stream: trio.abc.ReceiveStream) -> bytes:
     return data
 
 
+@asynccontextmanager
+async def plain_http(**options: Any) -> AsyncIterator[HttpServer]:
+    """``serve_http`` with one fixed route, closed on the way out."""
+    routes = {"/metrics": lambda accept: (b"x", "text/plain")}
+    async with trio.open_nursery() as nursery:
+        server: HttpServer = await nursery.start(
+            functools.partial(serve_http, routes, "127.0.0.1", 0, **options)
+        )
+        yield server
+        server.close()
+
+
 async def test_an_idle_connection_is_closed_after_the_idle_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    routes = {"/metrics": lambda accept: (b"x", "text/plain")}
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: serve_http(
-                routes, "127.0.0.1", 0, idle_timeout=5.0, task_status=task_status
-            )
-        )
+    async with plain_http(idle_timeout=5.0) as server:
         stream = await trio.open_tcp_stream("127.0.0.1", server.port)
         async with stream:
             with trio.move_on_after(4.0):
@@ -226,17 +233,10 @@ async def test_an_idle_connection_is_closed_after_the_idle_timeout(
                 raise AssertionError("closed before the idle timeout")
             assert await stream.receive_some(10) == b""  # the next deadline is the server's
             assert trio.current_time() >= 5.0
-        server.close()
 
 
 async def test_connections_over_the_limit_are_closed_at_once() -> None:
-    routes = {"/metrics": lambda accept: (b"x", "text/plain")}
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: serve_http(
-                routes, "127.0.0.1", 0, max_connections=2, task_status=task_status
-            )
-        )
+    async with plain_http(max_connections=2) as server:
         first = await trio.open_tcp_stream("127.0.0.1", server.port)
         second = await trio.open_tcp_stream("127.0.0.1", server.port)
         await trio.testing.wait_all_tasks_blocked()
@@ -246,15 +246,12 @@ async def test_connections_over_the_limit_are_closed_at_once() -> None:
         assert server.connections == 2
         await first.aclose()
         await second.aclose()
-        server.close()
 
 
 async def test_the_port_is_closed_once_the_server_is_cancelled() -> None:
-    routes = {"/metrics": lambda accept: (b"x", "text/plain")}
-    async with trio.open_nursery() as nursery:
-        server = await nursery.start(
-            lambda task_status: serve_http(routes, "127.0.0.1", 0, task_status=task_status)
-        )
-        nursery.cancel_scope.cancel()
+    with trio.CancelScope() as scope:
+        async with plain_http() as server:
+            scope.cancel()
+            await trio.sleep_forever()
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", server.port)

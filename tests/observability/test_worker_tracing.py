@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import trio
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -27,19 +26,10 @@ from agentwire import (
     serializers_for_type,
 )
 from agentwire._observability._trace_context import TraceContext, current_trace
+from tests.worker.messages import Ping, Pong
 
 GUARD = 20.0  # seconds: a hang guard, never a synchronisation
 TRACED = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", 3, "rojo=1")
-
-
-@attrs.define
-class Ping:
-    text: str
-
-
-@attrs.define
-class Pong:
-    text: str
 
 
 class Recorder(RoutedAgent):

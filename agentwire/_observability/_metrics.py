@@ -28,6 +28,7 @@ The metrics (all ``agentwire_gateway_*``; counters end in ``_total``):
 ``control_messages_total{outcome}``      ``forwarded`` or ``undeliverable``
 ``protocol_errors_total``                malformed messages (the sender's stream was ended)
 ``queued_messages``                      messages waiting in all clients' outbound queues
+``held_messages``                        requests and events held during the start-up grace
 ``slow_consumer_disconnects_total``      workers disconnected for not reading
 ``auth_refusals_total``                  calls refused by authentication (present when the
                                          gateway's statistics have ``auth_refusals``)
@@ -129,6 +130,12 @@ _SPECS = (
         "gauge",
         "Messages waiting in the clients' outbound queues.",
         (("queued_messages", ""),),
+    ),
+    _Spec(
+        "held_messages",
+        "gauge",
+        "Requests and events held for workers that have not re-registered after a restart.",
+        (("held_messages", ""),),
     ),
     _Spec(
         "slow_consumer_disconnects",

@@ -100,6 +100,8 @@ async def test_a_scrape_reports_the_gateways_workers_and_traffic() -> None:
     assert got[("agentwire_gateway_event_deliveries_total", ())] == 1
     assert got[("agentwire_gateway_rpcs_in_flight", ())] == 0
     assert got[("agentwire_gateway_queued_messages", ())] == stats.queued_messages
+    assert got[("agentwire_gateway_held_messages", ())] == stats.held_messages
+    assert got[("agentwire_gateway_registrations_expired_total", ())] == 0
     assert got[("agentwire_gateway_slow_consumer_disconnects_total", ())] == 0
 
 

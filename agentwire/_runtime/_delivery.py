@@ -155,6 +155,9 @@ _rpc_chain: contextvars.ContextVar[tuple[AgentId, ...]] = contextvars.ContextVar
 )
 
 
+_UNSET = object()
+
+
 def in_handler() -> bool:
     """Whether the current task runs a handler of this process's runtime (or was spawned by one)."""
     return bool(_rpc_chain.get())
@@ -425,6 +428,7 @@ class Delivery:
         # Every handler run by this task belongs to this agent.
         agent_token = current_agent_id.set(slot.id)
         chain_token = _rpc_chain.set(slot.chain)
+        trace: object = _UNSET  # the trace context this task last set (invariant 6)
         try:
             while queue:
                 envelope = queue.popleft()
@@ -434,7 +438,9 @@ class Delivery:
                 space = slot.space
                 if space:
                     space.unpark()
-                current_trace.set(envelope.trace)  # this task's own context (invariant 6)
+                if envelope.trace is not trace:  # (this task's own context: no reset)
+                    trace = envelope.trace
+                    current_trace.set(envelope.trace)
                 if envelope.key is None:
                     self.in_flight += 1
                     try:

@@ -12,8 +12,8 @@ import pytest
 import trio
 from grpc_health.v1 import health_pb2
 
-from agentwire import open_gateway
-from agentwire._cli import build_parser
+from agentwire import AgentwireError, open_gateway
+from agentwire._cli import build_parser, main
 
 from .test_health import check, watching
 from .test_metrics import samples, scrape
@@ -61,6 +61,27 @@ async def test_open_gateway_serves_metrics_while_it_runs() -> None:
 async def test_a_gateway_without_a_metrics_address_serves_none() -> None:
     async with open_gateway("127.0.0.1:0") as gw:
         assert gw.metrics_address is None
+
+
+async def test_metrics_without_the_extra_fail_with_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in sys.modules if n.partition(".")[0] == "prometheus_client"]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "agentwire._observability._metrics", raising=False)
+    with pytest.raises(AgentwireError, match=r"pip install 'trio-agentwire\[metrics\]'"):
+        async with open_gateway("127.0.0.1:0", metrics_address="127.0.0.1:0"):
+            raise AssertionError("the gateway started without its metrics")
+
+
+def test_an_invalid_metrics_address_is_refused_before_starting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["gateway", "--address", "127.0.0.1:0", "--metrics-address", "nope"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "invalid --metrics-address" in captured.err
 
 
 def test_gateway_help_lists_the_metrics_address() -> None:

@@ -9,11 +9,8 @@ is the one the first sender started.
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,7 +18,6 @@ from typing import Any
 import pytest
 import trio
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwire import (
@@ -37,8 +33,9 @@ from agentwire import (
 )
 from agentwire._observability._trace_context import TraceContext, current_trace
 
+from ..observability.spans import in_memory_tracing
 from ..worker.messages import Ping, Pong
-from .test_worker_autogen import Peer
+from .test_worker_autogen import Peer, open_peer
 
 pytestmark = pytest.mark.interop
 
@@ -83,27 +80,9 @@ def hex_ids(span: ReadableSpan) -> tuple[str, str]:
 
 @asynccontextmanager
 async def open_autogen(address: str) -> AsyncIterator[Peer]:
-    async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            functools.partial(
-                trio.run_process,
-                [sys.executable, str(PEER), address],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                check=False,
-            )
-        )
-        peer = Peer(process)
-        try:
-            await peer.expect("READY")
-            yield peer
-        finally:
-            assert process.stdin is not None
-            with trio.move_on_after(5) as scope:
-                scope.shield = True
-                await process.stdin.aclose()
-                await process.wait()
-            process.kill()
+    async with open_peer(address, script=PEER) as peer:
+        await peer.expect("READY")
+        yield peer
 
 
 @asynccontextmanager
@@ -121,27 +100,14 @@ async def topology(
         yield ours, theirs
 
 
-@pytest.fixture
-def exporter() -> InMemorySpanExporter:
-    return InMemorySpanExporter()
-
-
-@pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> TracerProvider:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider
-
-
 async def autogen_spans(peer: Peer) -> list[dict[str, Any]]:
     line = await peer.command("spans", "SPANS ")
     spans: list[dict[str, Any]] = json.loads(line.removeprefix("SPANS "))
     return spans
 
 
-async def test_an_autogen_rpc_and_its_answer_stay_in_one_trace_through_agentwire_spans(
-    exporter: InMemorySpanExporter, provider: TracerProvider
-) -> None:
+async def test_an_autogen_rpc_and_its_answer_stay_in_one_trace_through_agentwire_spans() -> None:
+    provider, exporter = in_memory_tracing()
     with trio.fail_after(WAIT * 2):
         async with topology(provider) as (_, theirs):
             assert await theirs.command("send aw_traced/k hi", "REPLY") == "REPLY aw:hi"
@@ -161,9 +127,8 @@ async def test_an_autogen_rpc_and_its_answer_stay_in_one_trace_through_agentwire
     assert ack["links"] == [[trace_id, process_span_id]]
 
 
-async def test_an_agentwire_publish_reaches_an_autogen_subscriber_in_the_publishers_trace(
-    exporter: InMemorySpanExporter, provider: TracerProvider
-) -> None:
+async def test_an_agentwire_publish_reaches_an_autogen_subscriber_in_the_publishers_trace() -> None:
+    provider, exporter = in_memory_tracing()
     with trio.fail_after(WAIT * 2):
         async with topology(provider) as (ours, theirs):
             with provider.get_tracer("app").start_as_current_span("app"):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwire._observability._trace_context import TraceContext, current_trace
 from agentwire._observability._tracing import Tracing
+
+from .spans import in_memory_tracing
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
@@ -19,15 +18,18 @@ REMOTE = TraceContext(TRACE, SPAN, 3, "rojo=1")
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    return InMemorySpanExporter()
+def tracing() -> tuple[TracerProvider, InMemorySpanExporter]:
+    return in_memory_tracing()
 
 
 @pytest.fixture
-def provider(exporter: InMemorySpanExporter) -> TracerProvider:
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return provider
+def provider(tracing: tuple[TracerProvider, InMemorySpanExporter]) -> TracerProvider:
+    return tracing[0]
+
+
+@pytest.fixture
+def exporter(tracing: tuple[TracerProvider, InMemorySpanExporter]) -> InMemorySpanExporter:
+    return tracing[1]
 
 
 def only(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:

@@ -8,8 +8,7 @@ from typing import Any
 
 import trio
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentwire import (
@@ -27,6 +26,8 @@ from agentwire import (
 )
 from agentwire._observability._trace_context import TraceContext, current_trace
 from tests.worker.messages import Ping, Pong
+
+from .spans import in_memory_tracing
 
 GUARD = 20.0  # seconds: a hang guard, never a synchronisation
 TRACED = TraceContext("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7", 3, "rojo=1")
@@ -133,9 +134,7 @@ def finished(exporter: InMemorySpanExporter, name: str) -> ReadableSpan:
 
 
 async def test_spans_make_one_trace_from_the_sender_to_the_handler() -> None:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = in_memory_tracing()
     with trio.fail_after(GUARD):
         async with two_workers(tracer_provider=provider) as (a, _):
             with provider.get_tracer("app").start_as_current_span("request"):

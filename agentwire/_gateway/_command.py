@@ -2,12 +2,14 @@
 
 Prints exactly one line to stdout once listening --
 ``agentwire gateway listening on HOST:PORT`` -- and flushes it, so a parent
-process can wait for it. Logs go to stderr. On SIGINT/SIGTERM it shuts down
-gracefully (``--grace-period``) and exits 0. An invalid ``--address``, or one
-it cannot listen on (port in use, unknown host), is reported in one line on
-stderr with exit status 2, as are contradictory security options and
-unreadable or mismatched TLS or access files. SIGHUP re-reads the access file
-(``--auth-tokens``) without dropping connections.
+process can wait for it (with ``--metrics-address``, a second one follows:
+``agentwire gateway metrics on http://HOST:PORT/metrics``). Logs go to stderr.
+On SIGINT/SIGTERM it shuts down gracefully (``--grace-period``) and exits 0.
+An invalid ``--address``, or one it cannot listen on (port in use, unknown
+host), is reported in one line on stderr with exit status 2, as are
+contradictory security options and unreadable or mismatched TLS or access
+files. SIGHUP re-reads the access file (``--auth-tokens``) without dropping
+connections.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import trio
 
 from .._address import InvalidAddressError, parse_address
+from .._errors import AgentwireError
 from .._security._command import (
     GatewaySecurity,
     SecuritySetupError,
@@ -30,7 +33,7 @@ from .._security._command import (
     security_from_arguments,
 )
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._serve import Gateway, serve_gateway
+from ._serve import Gateway, load_metrics_server, serve_gateway
 
 __all__ = ["add_gateway_command"]
 
@@ -115,6 +118,13 @@ def add_gateway_command(subparsers: Any) -> None:
         help="seconds a pinged worker has to answer before it is disconnected and "
         "its callers are answered [default: %(default)s]",
     )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="also serve Prometheus metrics at http://HOST:PORT/metrics (needs the "
+        "metrics extra: pip install 'trio-agentwire[metrics]') [default: off]",
+    )
     add_security_arguments(parser)
     parser.set_defaults(handler=run_gateway_command)
 
@@ -139,6 +149,15 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     except SecuritySetupError as exc:
         print(f"agentwire gateway: {exc}", file=sys.stderr)
         return EXIT_BAD_ADDRESS
+    if args.metrics_address is not None:
+        try:
+            load_metrics_server(args.metrics_address)
+        except InvalidAddressError as exc:
+            print(f"agentwire gateway: invalid --metrics-address: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
+        except AgentwireError as exc:
+            print(f"agentwire gateway: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
         trio.run(_run, args, security)
@@ -181,11 +200,15 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
                     ssl_context=security.ssl_context,
                     authenticator=security.authenticator,
                     plaintext_address=security.plaintext_address,
+                    metrics_address=args.metrics_address,
                 )
             )
             if gateway.plaintext_address is not None:
                 logger.info("plaintext loopback listener on %s", gateway.plaintext_address)
             print(f"agentwire gateway listening on {gateway.address}", flush=True)
+            if gateway.metrics_address is not None:
+                url = f"http://{gateway.metrics_address}/metrics"
+                print(f"agentwire gateway metrics on {url}", flush=True)
             async for signum in signals:
                 logger.info("received %s; shutting down", signal.Signals(signum).name)
                 break

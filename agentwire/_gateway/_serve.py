@@ -1,4 +1,10 @@
-"""``serve_gateway`` / ``open_gateway``: the hub plus the AgentRpc service on a socket."""
+"""``serve_gateway`` / ``open_gateway``: the hub plus the AgentRpc service on a socket.
+
+Next to ``agents.AgentRpc`` the server answers the standard gRPC health
+service (``grpc.health.v1.Health``): the server and ``agents.AgentRpc`` are
+SERVING until shutdown begins. With ``metrics_address`` the gateway's
+statistics are also served to Prometheus over HTTP (the ``metrics`` extra).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,14 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._address import parse_address
+from .._errors import AgentwireError
 from .._nursery import open_service_nursery, open_unwrapping_nursery
+from .._observability._health import AGENT_RPC_SERVICE, HealthService, HealthStatus, HealthTable
 from .._security import AccessGuard, Authenticator, GuardStatistics
 from .._security._loopback import check_loopback_address, serve_loopback_listener
 from .._transport import GrpcServer, serve_grpc
@@ -19,7 +28,12 @@ from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._hub import GatewayConfig, GatewayHub, GatewayStatistics, open_hub
 from ._service import AgentRpcService
 
+if TYPE_CHECKING:
+    from .._observability._metrics import MetricsServer
+
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
+
+METRICS_EXTRA = "pip install 'trio-agentwire[metrics]'"
 
 logger = logging.getLogger("agentwire.gateway")
 
@@ -35,12 +49,16 @@ class Gateway:
         grace_period: float,
         guard: AccessGuard | None = None,
         plaintext: tuple[str, trio.CancelScope] | None = None,
+        health: HealthService | None = None,
+        metrics: MetricsServer | None = None,
     ) -> None:
         self._server = server
         self._hub = hub
         self.grace_period = grace_period
         self._guard = AccessGuard() if guard is None else guard
         self._plaintext = plaintext
+        self._health = health
+        self._metrics = metrics
 
     @property
     def plaintext_address(self) -> str | None:
@@ -61,6 +79,11 @@ class Gateway:
         return self._server.port
 
     @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the Prometheus endpoint (``/metrics``), if one was asked for."""
+        return None if self._metrics is None else self._metrics.address
+
+    @property
     def config(self) -> GatewayConfig:
         return self._hub.config
 
@@ -78,11 +101,18 @@ class Gateway:
         """Stop gracefully: refuse new calls, answer every pending RPC with an
         error, end every worker's stream (UNAVAILABLE) after its queue drains,
         and give calls *grace* seconds (default ``grace_period``) before
-        cancelling what is left. Returns when the server has stopped."""
+        cancelling what is left. Returns when the server has stopped.
+
+        The health service answers NOT_SERVING from the start of it; the
+        metrics endpoint stops with the server."""
+        if self._health is not None:
+            self._health.begin_shutdown()
         if self._plaintext is not None:
             self._plaintext[1].cancel()  # stop accepting; its connections shut down below
         self._hub.begin_shutdown()
         await self._server.shutdown(self.grace_period if grace is None else grace)
+        if self._metrics is not None:
+            self._metrics.close()
 
 
 async def serve_gateway(
@@ -106,6 +136,7 @@ async def serve_gateway(
     ssl_context: ssl.SSLContext | None = None,
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
+    metrics_address: str | None = None,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -133,8 +164,13 @@ async def serve_gateway(
     dropped too (and reconnects).
     See :class:`GatewayConfig` for the other options. A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
+
+    *metrics_address* (``host:port``) also serves the gateway's metrics for
+    Prometheus at ``http://host:port/metrics`` (needs the ``metrics`` extra;
+    see ``gateway.metrics_address``).
     """
     host, port = parse_address(address)
+    serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
     config = GatewayConfig(
         rpc_timeout=rpc_timeout,
         queue_size=queue_size,
@@ -155,10 +191,11 @@ async def serve_gateway(
         if authenticator is not None:
             hub.set_message_policy(guard)
         service = AgentRpcService(hub, guard)
+        health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
         server: GrpcServer = await nursery.start(
             functools.partial(
                 serve_grpc,
-                service.methods(),
+                {**service.methods(), **health.methods()},
                 host,
                 port,
                 max_message_size=max_message_size,
@@ -173,7 +210,11 @@ async def serve_gateway(
             accepting = trio.CancelScope()
             shown = await nursery.start(_accept_plaintext, accepting, server, plaintext_address)
             plaintext = (shown, accepting)
-        gateway = Gateway(server, hub, grace_period, guard, plaintext)
+        metrics = None
+        if serve_metrics is not None:
+            metrics = await nursery.start(serve_metrics, hub, metrics_address)
+            logger.info("gateway metrics on http://%s/metrics", metrics.address)
+        gateway = Gateway(server, hub, grace_period, guard, plaintext, health, metrics)
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
 
@@ -190,6 +231,18 @@ async def _accept_plaintext(
     async with trio.open_nursery() as connections:
         with scope:
             await serve_loopback_listener(server, address, connections, task_status=task_status)
+
+
+def load_metrics_server(address: str) -> Any:
+    """``serve_gateway_metrics``, or a precise error if the ``metrics`` extra is missing."""
+    parse_address(address)
+    try:
+        from .._observability._metrics import serve_gateway_metrics
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"serving metrics needs {exc.name}, which is not installed: {METRICS_EXTRA}"
+        ) from exc
+    return serve_gateway_metrics
 
 
 @asynccontextmanager
@@ -213,6 +266,7 @@ async def open_gateway(
     ssl_context: ssl.SSLContext | None = None,
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
+    metrics_address: str | None = None,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -243,6 +297,7 @@ async def open_gateway(
         ssl_context=ssl_context,
         authenticator=authenticator,
         plaintext_address=plaintext_address,
+        metrics_address=metrics_address,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import trio
@@ -31,6 +31,9 @@ from ._link import (
 )
 from ._protocol import ChannelLike
 from ._router import PayloadFormat, WorkerRouter, WorkerStatistics
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = [
     "WorkerRuntime",
@@ -139,6 +142,7 @@ async def open_worker(
     token: str | None = None,
     metadata: Sequence[tuple[str, str]] = (),
     connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> AsyncIterator[WorkerRuntime]:
     """A worker connected to the gateway at *address* (``host:port``, or
     ``grpcs://host:port`` for TLS with the system's CAs).
@@ -183,6 +187,11 @@ async def open_worker(
     * *token*: sent as ``authorization: Bearer <token>`` on every call (a
       gateway with an access file); *metadata*: more headers for every call.
     * *connect*: replaces the transport (tests); returns a channel context.
+    * *tracer_provider*: an OpenTelemetry ``TracerProvider`` (the ``tracing``
+      extra): send, publish and process spans named as AutoGen's, the remote
+      context as their parent. Without it no span is made, and the W3C trace
+      context that arrives with a message is still carried on by what its
+      handler sends (``agentwire.current_trace_context()``).
 
     Leaving the block stops the core (pending RPCs fail with
     ``RuntimeClosedError``, agents are closed), then cancels the streams so the
@@ -225,6 +234,7 @@ async def open_worker(
             max_concurrent_requests=max_concurrent_requests,
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
+            tracer_provider=tracer_provider,
         )
         return router
 

@@ -3,6 +3,8 @@ and clients that get it wrong (which must not disturb the others)."""
 
 from __future__ import annotations
 
+import datetime
+import pathlib
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -184,3 +186,26 @@ async def test_a_plaintext_listener_must_be_on_loopback(pki: Pki) -> None:
             "127.0.0.1:0", ssl_context=_server(pki), plaintext_address="0.0.0.0:0"
         ):
             pass  # pragma: no cover
+
+
+async def test_an_expired_client_certificate_is_refused_while_others_work(
+    pki: Pki, tls_gateway: Gateway, tmp_path: pathlib.Path
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    expired = pki.ca.issue_cert(
+        "worker-old",
+        common_name="worker-old",
+        not_before=now - datetime.timedelta(days=30),
+        not_after=now - datetime.timedelta(days=1),
+    )
+    cert, key = tmp_path / "old.pem", tmp_path / "old-key.pem"
+    expired.cert_chain_pems[0].write_to_path(str(cert))
+    expired.private_key_pem.write_to_path(str(key))
+    address = _tls_address(tls_gateway)
+    with trio.fail_after(GUARD):
+        with pytest.raises(GRPCError) as refused:
+            await _get_subscriptions(
+                address, client_ssl_context(ca=pki.ca_file, cert=cert, key=key)
+            )
+        assert refused.value.status is Status.UNAVAILABLE
+        await _round_trip(address, ssl_context=_client(pki, certificate=True))

@@ -70,14 +70,25 @@ async def run_dag(
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
     dag.check()
-    run = _DagRun(runtime, dag, uuid.uuid4().hex if run_id is None else run_id, topic)
+    run_id = uuid.uuid4().hex if run_id is None else run_id
     register_flow_messages(runtime)
-    return await run.run(trio.CapacityLimiter(max_concurrency), fail_fast)
+    schedule = Schedule(dag.name, dag.dependencies, fail_fast=fail_fast)
+    return await _DagRun(runtime, dag, run_id, topic, schedule, max_concurrency).run()
 
 
 class _DagRun:
-    def __init__(self, runtime: AgentRuntime, dag: Dag, run_id: str, topic: str | None) -> None:
+    def __init__(
+        self,
+        runtime: AgentRuntime,
+        dag: Dag,
+        run_id: str,
+        topic: str | None,
+        schedule: Schedule,
+        max_concurrency: int,
+    ) -> None:
         self.runtime = runtime
+        self.schedule = schedule
+        self.limiter = trio.CapacityLimiter(max_concurrency)
         self.dag = dag
         self.run_id = run_id
         self.topic = topic
@@ -87,13 +98,12 @@ class _DagRun:
         self.attempts: dict[str, int] = {}
         self._changed = trio.Event()
 
-    async def run(self, limiter: trio.CapacityLimiter, fail_fast: bool) -> DagResult:
-        schedule = Schedule(self.dag.name, self.dag.dependencies, fail_fast=fail_fast)
-        self.limiter = limiter
+    async def run(self) -> DagResult:
+        schedule = self.schedule
         async with open_unwrapping_nursery() as nursery:
             while True:
                 for name in schedule.take():
-                    nursery.start_soon(self._run_task, schedule, nursery, name)
+                    nursery.start_soon(self._run_task, nursery, name)
                 if schedule.finished:
                     break
                 await self._changed.wait()
@@ -113,7 +123,8 @@ class _DagRun:
             raise DagFailedError(self.dag.name, dict(self.errors), result)
         return result
 
-    async def _run_task(self, schedule: Schedule, nursery: trio.Nursery, name: str) -> None:
+    async def _run_task(self, nursery: trio.Nursery, name: str) -> None:
+        schedule = self.schedule
         task = self.dag.tasks[name]
         inputs = {dep: self.results[dep] for dep in task.after}
         start = trio.current_time()
@@ -156,15 +167,25 @@ class _DagRun:
 
         async def once() -> Any:
             nonlocal attempt
-            attempt += 1
-            self.attempts[task.name] = self.attempts.get(task.name, 0) + 1
-            ctx = TaskContext(
-                self.runtime, self.dag.name, self.run_id, task.name, inputs, attempt, item, index
-            )
             async with self.limiter:
                 while retried:
                     await publish_event(self.runtime, self.topic, self.run_id, retried.pop(0))
-                await self._event(task.name, "started", attempt=attempt, item=index)
+                await self._event(task.name, "started", attempt=attempt + 1, item=index)
+                if self.schedule.stopped:
+                    # Fail fast: another task failed, this run is being cancelled.
+                    await trio.sleep_forever()
+                attempt += 1
+                self.attempts[task.name] = self.attempts.get(task.name, 0) + 1
+                ctx = TaskContext(
+                    self.runtime,
+                    self.dag.name,
+                    self.run_id,
+                    task.name,
+                    inputs,
+                    attempt,
+                    item,
+                    index,
+                )
                 start = trio.current_time()
                 try:
                     return await self._attempt(task, ctx)

@@ -28,13 +28,14 @@ class FlowDefinitionError(FlowError, ValueError):
 
 
 class DagCycleError(FlowDefinitionError):
-    """The tasks' dependencies form a cycle; ``cycle`` lists it (first task repeated last)."""
+    """The tasks' dependencies form a cycle; ``cycle`` lists it (first task repeated last,
+    each task a dependency of the next)."""
 
     def __init__(self, dag: str, cycle: Sequence[str]) -> None:
         self.cycle = tuple(cycle)
         super().__init__(
-            f"DAG {dag!r} has a dependency cycle {' -> '.join(self.cycle)}: "
-            "remove one of these dependencies"
+            f"DAG {dag!r} has a dependency cycle {' -> '.join(self.cycle)} (each task needs "
+            "the one before it): remove one of these dependencies"
         )
 
 

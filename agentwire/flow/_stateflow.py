@@ -119,20 +119,26 @@ class Route:
     key: Callable[[StepContext], str] | None = None
 
 
-def _to_transitions(value: Iterable[Rule] | Route | str) -> tuple[Rule, ...] | Route:
+def _to_transitions(value: Iterable[Rule | str] | Route | str) -> tuple[Rule, ...] | Route:
     if isinstance(value, Route):
         return value
     if isinstance(value, str):
         return (Rule(value),)
-    return tuple(value)
+    rules = tuple(Rule(item) if isinstance(item, str) else item for item in value)
+    for item in rules:
+        if not isinstance(item, Rule):
+            raise FlowDefinitionError(
+                f"a transition must be a Rule or a state's name, got {item!r}"
+            )
+    return rules
 
 
 @attrs.frozen
 class State:
     """A state: its action (None: the output is the input) and where it may go next.
 
-    ``transitions`` is a list of :class:`Rule` (first match wins), a :class:`Route`, or one
-    state's name (always go there). ``timeout`` bounds the action and the routing, in seconds.
+    ``transitions`` is a list of :class:`Rule` s (first match wins; a state's name in it is
+    a rule without condition), a :class:`Route`, or one state's name (always go there). ``timeout`` bounds the action and the routing, in seconds.
     """
 
     name: str

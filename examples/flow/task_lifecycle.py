@@ -143,7 +143,11 @@ LIFECYCLE = StateFlow(
         State("analysing", Send("analyst"), "planning", timeout=30),
         State("planning", Send("planner"), "executing", timeout=30),
         State("executing", Send("executor"), "monitoring", timeout=60),
-        State("monitoring", None, Route("monitor", ["executing", "reviewing"], message=lambda _, progress: progress)),
+        State(
+            "monitoring",
+            None,
+            Route("monitor", ["executing", "reviewing"], message=lambda _, progress: progress),
+        ),
         State("reviewing", Send("reviewer"), [Rule("completed", lambda r, _: r.approved)]),
         State("completed"),
         State("error", None, "recovery"),

@@ -138,7 +138,8 @@ class State:
     """A state: its action (None: the output is the input) and where it may go next.
 
     ``transitions`` is a list of :class:`Rule` s (first match wins; a state's name in it is
-    a rule without condition), a :class:`Route`, or one state's name (always go there). ``timeout`` bounds the action and the routing, in seconds.
+    a rule without condition), a :class:`Route`, or one state's name (always go there).
+    ``timeout`` bounds the action and the routing, in seconds.
     """
 
     name: str

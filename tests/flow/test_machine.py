@@ -44,9 +44,9 @@ class RunCoreMachine(RuleBasedStateMachine):
         except StepLimitError:
             assert before[1] == core.max_steps
         except InvalidTransitionError as error:
+            refused = error
             assert not legal
-            assert error.state == before[0]
-            assert error.target == target
+            assert (refused.state, refused.target) == (before[0], target)
         except FlowError:
             assert before[0] in FLOW.final  # a finished run takes no more steps
         else:

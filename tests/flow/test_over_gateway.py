@@ -76,7 +76,7 @@ async def test_a_dag_runs_on_agents_of_two_workers_and_its_progress_is_followed(
     assert dag.critical_path() == (5.0, ("b", "c", "review"))
 
     with trio.fail_after(GUARD):
-        async with network() as (gateway, left, right, driver):
+        async with network() as (_, left, right, driver):
             await Worker.register(left, "left", lambda: Worker("left"))
             await Worker.register(right, "right", lambda: Worker("right"))
             await aw.ClosureAgent.register_closure(
@@ -125,7 +125,7 @@ async def test_cancelling_a_run_with_rpcs_in_flight_leaves_nothing_pending() -> 
 
     dag = Dag("stuck", [Task(name, blocked) for name in ("x", "y", "z")])
     with trio.fail_after(GUARD):
-        async with network() as (gateway, left, right, driver):
+        async with network() as (gateway, _, right, driver):
             await Blocker.register(right, "blocker", lambda: Blocker("blocks"))
             # the deadline goes along with each RPC: the serving worker ends its handlers
             run = trio.CancelScope(deadline=trio.current_time() + 3)

@@ -8,7 +8,8 @@ The executor fails once (its deploy target is busy): the run goes to ``error``, 
 which state comes next. A ``follower`` agent subscribed to the run's topic prints every
 transition, as any agent of any process (AutoGen's included) could.
 
-Run it: ``python examples/flow/task_lifecycle.py``.
+Run it: ``python examples/flow/task_lifecycle.py``. The same flow runs from a worker
+(``open_worker``) with the agents on other workers: see tests/flow/test_example.py.
 """
 
 from __future__ import annotations
@@ -163,8 +164,8 @@ LIFECYCLE = StateFlow(
 )
 
 
-async def run_example(runtime: aw.AgentRuntime, run_id: str = "ticket-1") -> FlowResult:
-    """Register the agents on *runtime* and run one ticket through its lifecycle."""
+async def register_agents(runtime: aw.AgentRuntime) -> None:
+    """Register the lifecycle's agents (and the follower) on *runtime*."""
     for agent_type, cls in (
         ("analyst", Analyst),
         ("planner", Planner),
@@ -174,12 +175,23 @@ async def run_example(runtime: aw.AgentRuntime, run_id: str = "ticket-1") -> Flo
     ):
         await cls.register(runtime, agent_type, lambda cls=cls, t=agent_type: cls(t))
     await Follower.register(runtime, "follower", lambda: Follower("prints transitions"))
+
+
+async def run_ticket(runtime: aw.AgentRuntime, run_id: str = "ticket-1") -> FlowResult:
+    """Run one ticket through its lifecycle, from *runtime* (which may host no agent).
+
+    A worker decodes the answers of remote agents by their type: it learns the types of
+    the agents it hosts, and the driver here hosts none, so it is told them.
+    """
+    for cls in (Ticket, Analysis, Progress, Review):
+        runtime.add_message_serializer(aw.serializers_for_type(cls))
     return await run_flow(runtime, LIFECYCLE, "  ship the release  ", run_id=run_id, topic=TOPIC)
 
 
 async def main() -> None:
     async with aw.open_runtime() as runtime:
-        result = await run_example(runtime)
+        await register_agents(runtime)
+        result = await run_ticket(runtime)
         await runtime.stop_when_idle()
     print("path:", " -> ".join([*(step.state for step in result.history), result.state]))
     print("review:", result.output.summary)

@@ -109,7 +109,7 @@ class _DagRun:
                 await self._changed.wait()
                 self._changed = trio.Event()
         for name in sorted(schedule.skipped):
-            await self._event(name, "skipped")
+            await self._publish(self._make_event(name, "skipped"))
         result = DagResult(
             self.run_id,
             dict(self.results),
@@ -140,14 +140,15 @@ class _DagRun:
             logger.debug(
                 "DAG %s run %s: task %s failed: %r", self.dag.name, self.run_id, name, error
             )
-            await self._event(name, "failed", duration=self.durations[name], error=error)
+            duration = self.durations[name]
+            await self._publish(self._make_event(name, "failed", duration=duration, error=error))
             if schedule.stopped:
                 nursery.cancel_scope.cancel()
         else:
             self.durations[name] = trio.current_time() - start
             self.results[name] = result
             schedule.finish(name)
-            await self._event(name, "done", duration=self.durations[name])
+            await self._publish(self._make_event(name, "done", duration=self.durations[name]))
         self._changed.set()
 
     async def _fan_out(self, task: Task, inputs: dict[str, Any], items: list[Any]) -> list[Any]:
@@ -169,8 +170,9 @@ class _DagRun:
             nonlocal attempt
             async with self.limiter:
                 while retried:
-                    await publish_event(self.runtime, self.topic, self.run_id, retried.pop(0))
-                await self._event(task.name, "started", attempt=attempt + 1, item=index)
+                    await self._publish(retried.pop(0))
+                started = self._make_event(task.name, "started", attempt=attempt + 1, item=index)
+                await self._publish(started)
                 if self.schedule.stopped:
                     # Fail fast: another task failed, this run is being cancelled.
                     await trio.sleep_forever()
@@ -196,7 +198,15 @@ class _DagRun:
 
         def on_retry(attempt: int, error: Exception, delay: float) -> None:
             retried.append(
-                self._make_event(task.name, "retried", attempt, elapsed[0], delay, index, error)
+                self._make_event(
+                    task.name,
+                    "retried",
+                    attempt=attempt,
+                    duration=elapsed[0],
+                    delay=delay,
+                    item=index,
+                    error=error,
+                )
             )
 
         if task.retry is None:
@@ -215,31 +225,29 @@ class _DagRun:
         self,
         task: str,
         kind: str,
-        attempt: int,
+        *,
+        attempt: int | None = None,
         duration: float = 0.0,
         delay: float = 0.0,
         item: int = -1,
         error: BaseException | None = None,
     ) -> TaskEvent:
-        text = "" if error is None else describe_value(error)
+        """A progress event (``attempt`` defaults to the task's attempts so far)."""
         return TaskEvent(
-            self.dag.name, self.run_id, task, kind, attempt, now(), duration, delay, item, text
+            self.dag.name,
+            self.run_id,
+            task,
+            kind,
+            self.attempts.get(task, 0) if attempt is None else attempt,
+            now(),
+            duration,
+            delay,
+            item,
+            "" if error is None else describe_value(error),
         )
 
-    async def _event(
-        self,
-        task: str,
-        kind: str,
-        *,
-        attempt: int = 0,
-        duration: float = 0.0,
-        item: int = -1,
-        error: BaseException | None = None,
-    ) -> None:
-        if self.topic is not None:
-            attempt = attempt or self.attempts.get(task, 0)
-            event = self._make_event(task, kind, attempt, duration, 0.0, item, error)
-            await publish_event(self.runtime, self.topic, self.run_id, event)
+    async def _publish(self, event: TaskEvent) -> None:
+        await publish_event(self.runtime, self.topic, self.run_id, event)
 
 
 def flow_task(

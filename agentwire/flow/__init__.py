@@ -35,7 +35,18 @@ from ._errors import (
 from ._events import FlowTransition, RouteDecision, RouteRequest, TaskEvent
 from ._flowrun import FlowResult, run_flow
 from ._schedule import critical_path
-from ._stateflow import Call, Failure, Route, Rule, Send, State, StateFlow, Step, StepContext
+from ._stateflow import (
+    Call,
+    Failure,
+    History,
+    Route,
+    Rule,
+    Send,
+    State,
+    StateFlow,
+    Step,
+    StepContext,
+)
 
 __all__ = [
     "Call",
@@ -48,6 +59,7 @@ __all__ = [
     "FlowError",
     "FlowResult",
     "FlowTransition",
+    "History",
     "InvalidTransitionError",
     "NoTransitionError",
     "Route",

@@ -148,7 +148,9 @@ class _DagRun:
             self.durations[name] = trio.current_time() - start
             self.results[name] = result
             schedule.finish(name)
-            await self._publish(self._make_event(name, "done", duration=self.durations[name]))
+            if self.topic is not None:
+                duration = self.durations[name]
+                await self._publish(self._make_event(name, "done", duration=duration))
         self._changed.set()
 
     async def _fan_out(self, task: Task, inputs: dict[str, Any], items: list[Any]) -> list[Any]:
@@ -171,8 +173,10 @@ class _DagRun:
             async with self.limiter:
                 while retried:
                     await self._publish(retried.pop(0))
-                started = self._make_event(task.name, "started", attempt=attempt + 1, item=index)
-                await self._publish(started)
+                if self.topic is not None:
+                    await self._publish(
+                        self._make_event(task.name, "started", attempt=attempt + 1, item=index)
+                    )
                 if self.schedule.stopped:
                     # Fail fast: another task failed, this run is being cancelled.
                     await trio.sleep_forever()

@@ -26,7 +26,17 @@ from ._events import (
     register_flow_messages,
 )
 from ._machine import RunCore
-from ._stateflow import Call, Failure, Route, Send, State, StateFlow, Step, StepContext
+from ._stateflow import (
+    Call,
+    Failure,
+    History,
+    Route,
+    Send,
+    State,
+    StateFlow,
+    Step,
+    StepContext,
+)
 
 __all__ = ["FlowResult", "run_flow"]
 
@@ -74,7 +84,7 @@ async def run_flow(
     while not core.finished:
         core.begin_step()
         state = flow.states[core.state]
-        ctx = StepContext(runtime, flow.name, run_id, state.name, value, tuple(core.history))
+        ctx = StepContext(runtime, flow.name, run_id, state.name, value, History(core.history))
         started_at, start = now(), trio.current_time()
         try:
             output, target, reason = await _step(flow, core, state, ctx)
@@ -99,11 +109,12 @@ async def run_flow(
             error_text,
         )
         core.advance(step)
-        detail = error_text or describe_value(output)
-        event = FlowTransition(
-            flow.name, run_id, len(core.history), state.name, target, reason, now(), detail
-        )
-        await publish_event(runtime, topic, run_id, event)
+        if topic is not None:
+            detail = error_text or describe_value(output)
+            event = FlowTransition(
+                flow.name, run_id, len(core.history), state.name, target, reason, now(), detail
+            )
+            await publish_event(runtime, topic, run_id, event)
         value = output
     await publish_event(
         runtime,

@@ -12,15 +12,26 @@ A :class:`StateFlow` is checked when it is built, so a run never meets an unknow
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, overload
 
 import attrs
 
 from .._agents import AgentRuntime
 from ._errors import FlowDefinitionError
 
-__all__ = ["Call", "Failure", "Route", "Rule", "Send", "State", "StateFlow", "Step", "StepContext"]
+__all__ = [
+    "Call",
+    "Failure",
+    "History",
+    "Route",
+    "Rule",
+    "Send",
+    "State",
+    "StateFlow",
+    "Step",
+    "StepContext",
+]
 
 
 @attrs.frozen
@@ -41,6 +52,37 @@ class Step:
     error: str = ""
 
 
+class History(Sequence[Step]):
+    """The steps a run had taken when this view was made (read-only; made in O(1))."""
+
+    __slots__ = ("_length", "_steps")
+
+    def __init__(self, steps: list[Step]) -> None:
+        self._steps = steps  # only ever appended to
+        self._length = len(steps)
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Step: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Step]: ...
+
+    def __getitem__(self, index: int | slice) -> Step | Sequence[Step]:
+        if isinstance(index, slice):
+            return tuple(self._steps[: self._length][index])
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("history index out of range")
+        return self._steps[index]
+
+    def __repr__(self) -> str:
+        return f"History({list(self)!r})"
+
+
 @attrs.frozen
 class Failure:
     """The input of the error state: ``state`` failed on ``input`` with ``error``."""
@@ -59,7 +101,7 @@ class StepContext:
     run_id: str
     state: str
     input: Any
-    history: tuple[Step, ...]
+    history: Sequence[Step]
 
     @property
     def step(self) -> int:
@@ -96,7 +138,7 @@ class Rule:
     """Go to ``target`` if ``when(output, history)`` is true (``when=None``: always)."""
 
     target: str
-    when: Callable[[Any, tuple[Step, ...]], bool] | None = None
+    when: Callable[[Any, Sequence[Step]], bool] | None = None
 
 
 def _names(names: Iterable[str]) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ Run it: ``python examples/flow/task_lifecycle.py``. The same flow runs from a wo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import trio
 
@@ -131,7 +132,7 @@ async def recover(ctx: StepContext) -> object:
     return failure.input
 
 
-def failed_while_executing(output: object, history: tuple[Step, ...]) -> bool:
+def failed_while_executing(output: object, history: Sequence[Step]) -> bool:
     """Whether the last failure of the run happened while executing (a rule over the history)."""
     failed = next(step.state for step in reversed(history) if step.reason == "error")
     return failed in ("executing", "monitoring")

@@ -34,6 +34,7 @@ from ._errors import (
 )
 from ._events import FlowTransition, RouteDecision, RouteRequest, TaskEvent
 from ._flowrun import FlowResult, run_flow
+from ._inbox import Answer, Inbox, Wait
 from ._schedule import critical_path
 from ._stateflow import (
     Call,
@@ -49,6 +50,7 @@ from ._stateflow import (
 )
 
 __all__ = [
+    "Answer",
     "Call",
     "Dag",
     "DagCycleError",
@@ -60,6 +62,7 @@ __all__ = [
     "FlowResult",
     "FlowTransition",
     "History",
+    "Inbox",
     "InvalidTransitionError",
     "NoTransitionError",
     "Route",
@@ -78,6 +81,7 @@ __all__ = [
     "TaskEvent",
     "TaskFn",
     "TaskTimeoutError",
+    "Wait",
     "critical_path",
     "flow_task",
     "run_dag",

@@ -25,6 +25,7 @@ from ._events import (
     publish_event,
     register_flow_messages,
 )
+from ._inbox import Wait
 from ._machine import RunCore
 from ._stateflow import (
     Call,
@@ -154,9 +155,11 @@ async def _act_and_choose(core: RunCore, state: State, ctx: StepContext) -> tupl
     raise NoTransitionError(core.flow.name, state.name, output)
 
 
-async def _act(action: Send | Call | None, ctx: StepContext) -> Any:
+async def _act(action: Send | Call | Wait | None, ctx: StepContext) -> Any:
     if action is None:
         return ctx.input
+    if isinstance(action, Wait):
+        return await action.inbox.wait(ctx.run_id)
     if isinstance(action, Call):
         return await action.fn(ctx)
     recipient = AgentId(action.agent_type, _key(action.key, ctx))

@@ -19,6 +19,7 @@ import attrs
 
 from .._agents import AgentRuntime
 from ._errors import FlowDefinitionError
+from ._inbox import Wait
 
 __all__ = [
     "Call",
@@ -179,13 +180,16 @@ def _to_transitions(value: Iterable[Rule | str] | Route | str) -> tuple[Rule, ..
 class State:
     """A state: its action (None: the output is the input) and where it may go next.
 
+    The action sends a message (:class:`Send`), runs a coroutine (:class:`Call`) or waits
+    for an answer sent to the run (:class:`~agentwire.flow.Wait`, which needs a timeout).
+
     ``transitions`` is a list of :class:`Rule` s (first match wins; a state's name in it is
     a rule without condition), a :class:`Route`, or one state's name (always go there).
     ``timeout`` bounds the action and the routing, in seconds.
     """
 
     name: str
-    action: Send | Call | None = None
+    action: Send | Call | Wait | None = None
     transitions: tuple[Rule, ...] | Route = attrs.field(default=(), converter=_to_transitions)
     timeout: float | None = None
 
@@ -285,6 +289,10 @@ class StateFlow:
                 raise self._unknown(f"state {state.name!r} has a transition to", target)
         if state.timeout is not None and not state.timeout > 0:
             raise FlowDefinitionError(f"{where}: timeout must be positive, got {state.timeout!r}")
+        if isinstance(state.action, Wait) and state.timeout is None:
+            raise FlowDefinitionError(
+                f"{where} waits for an answer: give it a timeout (its error path if none comes)"
+            )
 
     def allowed(self, state: str) -> tuple[str, ...]:
         """The targets *state* may go to by a rule or its router."""

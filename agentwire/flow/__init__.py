@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ._dag import Dag, Task, TaskContext, TaskFn
 from ._dagrun import DagResult, flow_task, run_dag
+from ._durable import Checkpoints, CheckpointStore
 from ._errors import (
     DagCycleError,
     DagFailedError,
@@ -52,6 +53,8 @@ from ._stateflow import (
 __all__ = [
     "Answer",
     "Call",
+    "CheckpointStore",
+    "Checkpoints",
     "Dag",
     "DagCycleError",
     "DagFailedError",

@@ -29,6 +29,7 @@ class FlowTransition:
     """A StateFlow run left ``source`` for ``target`` after step ``step``.
 
     ``reason`` is ``"start"`` (the run entered its initial state, ``source`` is empty),
+    ``"resume"`` (a durable run resumed in ``target`` after ``step`` steps),
     ``"rule"``, ``"router"``, ``"error"`` (the step failed: ``detail`` says how) or
     ``"final"`` (``target`` is the final state reached; ``source`` equals it).
     ``at`` is wall-clock time (seconds since the epoch); ``detail`` a short text of the

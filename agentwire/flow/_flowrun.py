@@ -15,7 +15,8 @@ import trio
 
 from .._agents import AgentRuntime
 from .._ids import AgentId
-from ._errors import NoTransitionError, StateTimeoutError
+from ._durable import Checkpoints, state_runtime
+from ._errors import FlowError, NoTransitionError, StateTimeoutError
 from ._events import (
     FlowTransition,
     RouteDecision,
@@ -62,6 +63,7 @@ async def run_flow(
     run_id: str | None = None,
     topic: str | None = None,
     max_steps: int = 100,
+    checkpoints: Checkpoints | None = None,
 ) -> FlowResult:
     """Run *flow* from its initial state on *input* until a final state; return how it ended.
 
@@ -71,21 +73,37 @@ async def run_flow(
     failed step's exception (or :class:`~agentwire.flow.StateTimeoutError`,
     :class:`~agentwire.flow.InvalidTransitionError`, :class:`~agentwire.flow.NoTransitionError`)
     when the flow has no error state, or the error state's own step failed.
+
+    With *checkpoints* the run is durable (see :class:`~agentwire.flow.Checkpoints`): its
+    progress is written before and after every step, and running it again with the same
+    *run_id* resumes it (*input* is then ignored; a finished run returns its result).
     """
     run_id = uuid.uuid4().hex if run_id is None else run_id
     register_flow_messages(runtime)
     core = RunCore(flow, run_id, max_steps)
-    await publish_event(
-        runtime,
-        topic,
-        run_id,
-        FlowTransition(flow.name, run_id, 0, "", flow.initial, "start", now()),
-    )
     value = input
+    durable = None if checkpoints is None else _Durable(runtime, checkpoints, flow, core)
+    resumed = durable is not None and await durable.resume()
+    if durable is not None and resumed:
+        value = durable.value
+    if topic is not None:
+        event = FlowTransition(
+            flow.name,
+            run_id,
+            len(core.history),
+            core.state if resumed else "",
+            core.state,
+            "resume" if resumed else "start",
+            now(),
+        )
+        await publish_event(runtime, topic, run_id, event)
     while not core.finished:
         core.begin_step()
         state = flow.states[core.state]
-        ctx = StepContext(runtime, flow.name, run_id, state.name, value, History(core.history))
+        attempt = 1 if durable is None else await durable.step_starts(value)
+        ctx = StepContext(
+            runtime, flow.name, run_id, state.name, value, History(core.history), attempt
+        )
         started_at, start = now(), trio.current_time()
         try:
             output, target, reason = await _step(flow, core, state, ctx)
@@ -110,22 +128,83 @@ async def run_flow(
             error_text,
         )
         core.advance(step)
+        value = output
+        if durable is not None:
+            await durable.step_done(step, value)
         if topic is not None:
             detail = error_text or describe_value(output)
             event = FlowTransition(
                 flow.name, run_id, len(core.history), state.name, target, reason, now(), detail
             )
             await publish_event(runtime, topic, run_id, event)
-        value = output
-    await publish_event(
-        runtime,
-        topic,
-        run_id,
-        FlowTransition(
+    if topic is not None:
+        event = FlowTransition(
             flow.name, run_id, len(core.history), core.state, core.state, "final", now()
-        ),
-    )
+        )
+        await publish_event(runtime, topic, run_id, event)
     return FlowResult(run_id, core.state, value, tuple(core.history))
+
+
+class _Durable:
+    """A run's checkpoints: written before and after each step, read to resume."""
+
+    def __init__(
+        self, runtime: AgentRuntime, checkpoints: Checkpoints, flow: StateFlow, core: RunCore
+    ) -> None:
+        self.runtime = state_runtime(runtime)
+        self.checkpoints = checkpoints
+        self.flow = flow
+        self.core = core
+        self.version = 0
+        self.steps: list[dict[str, Any]] = []
+        self.value: Any = None
+        self.in_flight: dict[str, int] | None = None
+
+    async def resume(self) -> bool:
+        """Load the run's checkpoint, if it has one: True if it had."""
+        saved = await self.checkpoints.read(self.runtime, self.core.run_id)
+        if not saved:
+            return False
+        if saved.get("flow") != self.flow.name:
+            raise FlowError(
+                f"run {self.core.run_id!r} has a checkpoint of flow {saved.get('flow')!r}, "
+                f"not of {self.flow.name!r}: use another run id"
+            )
+        for data in saved["steps"]:
+            self.core.advance(self.checkpoints.decode_step(data))
+        self.steps = list(saved["steps"])
+        self.value = self.checkpoints.decode(saved["value"])
+        self.in_flight = saved.get("in_flight")
+        self.version = int(saved["version"])
+        return True
+
+    async def step_starts(self, value: Any) -> int:
+        """Record that the next step starts; its attempt number."""
+        step = len(self.core.history)
+        attempt = 1
+        if self.in_flight is not None and self.in_flight["step"] == step:
+            attempt = self.in_flight["attempt"] + 1
+        self.in_flight = {"step": step, "attempt": attempt}
+        await self._write(value)
+        return attempt
+
+    async def step_done(self, step: Step, value: Any) -> None:
+        self.steps.append(self.checkpoints.encode_step(step))
+        self.in_flight = None
+        await self._write(value)
+
+    async def _write(self, value: Any) -> None:
+        self.version += 1
+        checkpoint = {
+            "version": self.version,
+            "flow": self.flow.name,
+            "state": self.core.state,
+            "finished": self.core.finished,
+            "value": self.checkpoints.encode(value),
+            "steps": self.steps,
+            "in_flight": self.in_flight,
+        }
+        await self.checkpoints.write(self.runtime, self.core.run_id, checkpoint)
 
 
 async def _step(

@@ -95,7 +95,10 @@ class Failure:
 
 @attrs.frozen
 class StepContext:
-    """What an action gets: the run, the state, the step's input and the history so far."""
+    """What an action gets: the run, the state, the step's input and the history so far.
+
+    ``attempt`` is 1 unless a durable run resumed with this step in flight.
+    """
 
     runtime: AgentRuntime
     flow: str
@@ -103,11 +106,17 @@ class StepContext:
     state: str
     input: Any
     history: Sequence[Step]
+    attempt: int = 1
 
     @property
     def step(self) -> int:
         """The step's number, from 0."""
         return len(self.history)
+
+    @property
+    def idempotency_key(self) -> str:
+        """``run_id/step/attempt``: a durable run resumed mid-step runs it again (attempt + 1)."""
+        return f"{self.run_id}/{self.step}/{self.attempt}"
 
 
 def _same_input(ctx: StepContext) -> Any:

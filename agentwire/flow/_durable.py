@@ -1,0 +1,158 @@
+"""Durable runs: a run's progress kept as the state of a checkpoint agent.
+
+A durable run writes its progress with ``runtime.agent_load_state(AgentId(store, run_id),
+checkpoint)`` before and after every step, and reads it back with
+``runtime.agent_save_state(...)``: the runtime's own state save/load, so the checkpoints
+live wherever the store's agent type is served -- on another worker (read and written over
+the gateway's control channel), or in this runtime, whose ``save_state()`` snapshot then
+holds them. Running the flow again with the same run id resumes it: finished steps are not
+repeated; the step that was in flight runs again with the next attempt number
+(at-least-once: put ``ctx.idempotency_key``, ``run/step/attempt``, in what it sends).
+
+A checkpoint is JSON: step inputs and outputs must be JSON values (None, bool, int, float,
+str, and lists and string-keyed dicts of them) or instances of the message classes given to
+:class:`Checkpoints` (dataclasses, attrs classes, pydantic models: what has a JSON
+serializer), or lists of those.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from .._agents import AgentRuntime, BaseAgent, MessageContext
+from .._errors import CantHandleError
+from .._ids import AgentId
+from .._serialization import JSON_DATA_CONTENT_TYPE, MessageSerializer, serializers_for_type
+from ._errors import FlowError
+from ._stateflow import Failure, Step
+
+__all__ = ["CheckpointStore", "Checkpoints", "StateRuntime", "state_runtime"]
+
+_JSON_SCALARS = (type(None), bool, int, float, str)
+
+
+class StateRuntime(AgentRuntime, Protocol):
+    """A runtime that saves and loads agents' state (``open_runtime`` and ``open_worker``)."""
+
+    async def agent_save_state(self, agent: AgentId) -> Mapping[str, Any]: ...
+
+    async def agent_load_state(self, agent: AgentId, state: Mapping[str, Any]) -> None: ...
+
+
+def state_runtime(runtime: AgentRuntime) -> StateRuntime:
+    """*runtime*, checked to save and load agents' state."""
+    if not (hasattr(runtime, "agent_save_state") and hasattr(runtime, "agent_load_state")):
+        raise FlowError(
+            f"a durable run needs a runtime with agent_save_state/agent_load_state "
+            f"(open_runtime, open_worker), not {type(runtime).__qualname__}"
+        )
+    return runtime  # type: ignore[return-value]
+
+
+class CheckpointStore(BaseAgent):
+    """The agent that holds one run's checkpoint as its state (a newer version wins)."""
+
+    def __init__(self) -> None:
+        super().__init__("holds a flow run's checkpoint")
+        self._state: dict[str, Any] = {}
+
+    async def save_state(self) -> Mapping[str, Any]:
+        return self._state
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        if state.get("version", 0) >= self._state.get("version", -1):
+            self._state = dict(state)
+
+    async def on_message_impl(self, message: Any, ctx: MessageContext) -> Any:
+        raise CantHandleError(
+            f"{self.id} holds a checkpoint: use agent_save_state/agent_load_state, not messages"
+        )
+
+
+def _json_serializer(cls: type[Any]) -> MessageSerializer[Any]:
+    for serializer in serializers_for_type(cls):
+        if serializer.data_content_type == JSON_DATA_CONTENT_TYPE:
+            return serializer
+    raise FlowError(f"{cls.__qualname__} has no JSON serializer: it cannot be checkpointed")
+
+
+class Checkpoints:
+    """Where durable runs keep their progress: agent type *agent_type*'s agents.
+
+    *types* are the message classes that step inputs and outputs may be (see the module
+    docstring). Serve the agent type somewhere with :meth:`register_store`.
+    """
+
+    def __init__(self, agent_type: str = "flow-checkpoints", types: Iterable[type] = ()) -> None:
+        self.agent_type = agent_type
+        self._by_class = {cls: _json_serializer(cls) for cls in types}
+        self._by_name = {serializer.type_name: serializer for serializer in self._by_class.values()}
+
+    async def register_store(self, runtime: AgentRuntime) -> None:
+        """Serve this store's agent type on *runtime* (which should outlive the runs' workers)."""
+        await CheckpointStore.register(runtime, self.agent_type, CheckpointStore)
+
+    async def read(self, runtime: StateRuntime, run_id: str) -> Mapping[str, Any]:
+        """The run's checkpoint (``{}`` if it has none)."""
+        return await runtime.agent_save_state(AgentId(self.agent_type, run_id))
+
+    async def write(self, runtime: StateRuntime, run_id: str, checkpoint: dict[str, Any]) -> None:
+        await runtime.agent_load_state(AgentId(self.agent_type, run_id), checkpoint)
+
+    # -- values --------------------------------------------------------------------------------
+
+    def encode(self, value: Any) -> Any:
+        """*value* as JSON; FlowError naming its type if it cannot be."""
+        if isinstance(value, _JSON_SCALARS):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise FlowError(f"cannot checkpoint the float {value!r}: JSON has no such number")
+            return {"json": value}
+        serializer = self._by_class.get(type(value))
+        if serializer is not None:
+            return {"type": serializer.type_name, "data": serializer.serialize(value).decode()}
+        if isinstance(value, list | tuple):
+            return {"list": [self.encode(item) for item in value]}
+        if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+            return {"dict": {key: self.encode(item) for key, item in value.items()}}
+        if isinstance(value, Failure):
+            return {
+                "failure": [value.state, self.encode(value.input), f"{value.error!r}"],
+            }
+        raise FlowError(
+            f"cannot checkpoint a {type(value).__qualname__}: use JSON values, or give its "
+            "class to Checkpoints(types=...)"
+        )
+
+    def decode(self, data: Any) -> Any:
+        if "json" in data:
+            return data["json"]
+        if "type" in data:
+            serializer = self._by_name.get(data["type"])
+            if serializer is None:
+                raise FlowError(
+                    f"the checkpoint holds a {data['type']!r}: give its class to "
+                    "Checkpoints(types=...)"
+                )
+            return serializer.deserialize(data["data"].encode())
+        if "list" in data:
+            return [self.decode(item) for item in data["list"]]
+        if "dict" in data:
+            return {key: self.decode(item) for key, item in data["dict"].items()}
+        state, value, error = data["failure"]
+        return Failure(state, self.decode(value), FlowError(f"before a restart: {error}"))
+
+    def encode_step(self, step: Step) -> dict[str, Any]:
+        fields = attrs.asdict(step, recurse=False)
+        fields["input"] = self.encode(step.input)
+        fields["output"] = self.encode(step.output)
+        return fields
+
+    def decode_step(self, data: Mapping[str, Any]) -> Step:
+        fields = dict(data)
+        fields["input"] = self.decode(fields["input"])
+        fields["output"] = self.decode(fields["output"])
+        return Step(**fields)

@@ -19,6 +19,7 @@ import trio
 from .._agents import AgentRuntime
 from .._nursery import open_unwrapping_nursery
 from ._dag import Dag, Task, TaskContext
+from ._durable import Checkpoints, DagCheckpoint
 from ._errors import DagFailedError, TaskTimeoutError
 from ._events import TaskEvent, describe_value, now, publish_event, register_flow_messages
 from ._flowrun import run_flow
@@ -57,6 +58,7 @@ async def run_dag(
     topic: str | None = None,
     max_concurrency: int = 16,
     fail_fast: bool = True,
+    checkpoints: Checkpoints | None = None,
 ) -> DagResult:
     """Run every task of *dag* once its dependencies are done; return the results.
 
@@ -66,6 +68,11 @@ async def run_dag(
     the first failure cancels the tasks running and starts nothing new; without it, the
     branches that do not depend on a failed task run to the end. Progress is published as
     :class:`~agentwire.flow.TaskEvent` on ``TopicId(topic, run_id)`` when *topic* is given.
+
+    With *checkpoints* the run is durable: each attempt's start and each task's result are
+    checkpointed, and running the DAG again with the same *run_id* skips the tasks that
+    finished and runs the others, those in flight with the next attempt number (in
+    ``ctx.attempt`` and ``ctx.idempotency_key``).
     """
     if max_concurrency < 1:
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
@@ -73,7 +80,13 @@ async def run_dag(
     run_id = uuid.uuid4().hex if run_id is None else run_id
     register_flow_messages(runtime)
     schedule = Schedule(dag.name, dag.dependencies, fail_fast=fail_fast)
-    return await _DagRun(runtime, dag, run_id, topic, schedule, max_concurrency).run()
+    run = _DagRun(runtime, dag, run_id, topic, schedule, max_concurrency)
+    if checkpoints is not None:
+        run.durable = DagCheckpoint(runtime, checkpoints, dag.name, run_id)
+        run.restored = await run.durable.resume()
+        run.results.update(run.restored)
+        run.durations.update(run.durable.durations)
+    return await run.run()
 
 
 class _DagRun:
@@ -97,13 +110,22 @@ class _DagRun:
         self.durations: dict[str, float] = {}
         self.attempts: dict[str, int] = {}
         self._changed = trio.Event()
+        self.durable: DagCheckpoint | None = None
+        self.restored: dict[str, Any] = {}  # results of a durable run's finished tasks
 
     async def run(self) -> DagResult:
         schedule = self.schedule
         async with open_unwrapping_nursery() as nursery:
             while True:
+                restored = False
                 for name in schedule.take():
-                    nursery.start_soon(self._run_task, nursery, name)
+                    if name in self.restored:
+                        schedule.finish(name)  # finished before a restart
+                        restored = True
+                    else:
+                        nursery.start_soon(self._run_task, nursery, name)
+                if restored:
+                    continue
                 if schedule.finished:
                     break
                 await self._changed.wait()
@@ -133,6 +155,8 @@ class _DagRun:
                 result = await self._attempts(task, inputs, -1, None)
             else:
                 result = await self._fan_out(task, inputs, list(inputs[task.fan_out]))
+            if self.durable is not None:
+                await self.durable.task_done(name, result, trio.current_time() - start)
         except Exception as error:
             self.durations[name] = trio.current_time() - start
             self.errors[name] = error
@@ -173,14 +197,17 @@ class _DagRun:
             async with self.limiter:
                 while retried:
                     await self._publish(retried.pop(0))
+                attempt += 1
+                if self.durable is not None:
+                    instance = task.name if index < 0 else f"{task.name}/{index}"
+                    attempt = await self.durable.attempt_starts(instance)
                 if self.topic is not None:
                     await self._publish(
-                        self._make_event(task.name, "started", attempt=attempt + 1, item=index)
+                        self._make_event(task.name, "started", attempt=attempt, item=index)
                     )
                 if self.schedule.stopped:
                     # Fail fast: another task failed, this run is being cancelled.
                     await trio.sleep_forever()
-                attempt += 1
                 self.attempts[task.name] = self.attempts.get(task.name, 0) + 1
                 ctx = TaskContext(
                     self.runtime,

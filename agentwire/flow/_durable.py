@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import attrs
+import trio
 
 from .._agents import AgentRuntime, BaseAgent, MessageContext
 from .._errors import CantHandleError
@@ -30,7 +31,7 @@ from .._serialization import JSON_DATA_CONTENT_TYPE, MessageSerializer, serializ
 from ._errors import FlowError
 from ._stateflow import Failure, Step
 
-__all__ = ["CheckpointStore", "Checkpoints", "StateRuntime", "state_runtime"]
+__all__ = ["CheckpointStore", "Checkpoints", "DagCheckpoint", "StateRuntime", "state_runtime"]
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
 
@@ -156,3 +157,64 @@ class Checkpoints:
         fields["input"] = self.decode(fields["input"])
         fields["output"] = self.decode(fields["output"])
         return Step(**fields)
+
+
+class DagCheckpoint:
+    """A DAG run's checkpoint: finished tasks' results and durations, attempts started.
+
+    Written when an attempt starts and when a task finishes (one write at a time, each a
+    full snapshot with a newer version); read once when the run starts.
+    """
+
+    def __init__(
+        self, runtime: AgentRuntime, checkpoints: Checkpoints, dag: str, run_id: str
+    ) -> None:
+        self.runtime = state_runtime(runtime)
+        self.checkpoints = checkpoints
+        self.dag = dag
+        self.run_id = run_id
+        self.results: dict[str, Any] = {}  # encoded
+        self.durations: dict[str, float] = {}
+        self.attempts: dict[str, int] = {}  # by task, or task/index for a fanned-out one
+        self.version = 0
+        self._lock = trio.Lock()
+
+    async def resume(self) -> dict[str, Any]:
+        """The results of the tasks a previous run of this run id finished."""
+        saved = await self.checkpoints.read(self.runtime, self.run_id)
+        if not saved:
+            return {}
+        if saved.get("dag") != self.dag:
+            raise FlowError(
+                f"run {self.run_id!r} has a checkpoint of DAG {saved.get('dag')!r}, not of "
+                f"{self.dag!r}: use another run id"
+            )
+        self.version = int(saved["version"])
+        self.results = dict(saved["results"])
+        self.durations = dict(saved["durations"])
+        self.attempts = dict(saved["attempts"])
+        return {name: self.checkpoints.decode(data) for name, data in self.results.items()}
+
+    async def attempt_starts(self, instance: str) -> int:
+        """Record that an attempt of *instance* starts; its number over every run so far."""
+        number = self.attempts.get(instance, 0) + 1
+        self.attempts[instance] = number
+        await self._write()
+        return number
+
+    async def task_done(self, name: str, result: Any, duration: float) -> None:
+        self.results[name] = self.checkpoints.encode(result)
+        self.durations[name] = duration
+        await self._write()
+
+    async def _write(self) -> None:
+        async with self._lock:
+            self.version += 1
+            checkpoint = {
+                "version": self.version,
+                "dag": self.dag,
+                "results": dict(self.results),
+                "durations": dict(self.durations),
+                "attempts": dict(self.attempts),
+            }
+            await self.checkpoints.write(self.runtime, self.run_id, checkpoint)

@@ -8,16 +8,21 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import agentwire as aw
 from agentwire.flow import (
     Checkpoints,
+    Dag,
     FlowError,
     FlowResult,
     Send,
     State,
     StateFlow,
     StepContext,
+    Task,
+    TaskContext,
+    run_dag,
     run_flow,
 )
 
@@ -159,3 +164,38 @@ async def test_a_run_resumes_on_a_new_worker_after_its_worker_stopped() -> None:
             async with driver(gateway.address) as second:
                 result = await run_flow(second, FLOW, "x", run_id="r", checkpoints=CHECKPOINTS)
     check_resumed(result, steps)
+
+
+async def test_a_dag_run_resumes_without_repeating_finished_tasks() -> None:
+    keys: list[str] = []
+    hanging = trio.Event()
+
+    async def record(ctx: TaskContext) -> str:
+        keys.append(ctx.idempotency_key)
+        if ctx.task == "b" and ctx.attempt == 1:
+            hanging.set()
+            await trio.sleep_forever()
+        return ctx.task + "".join(sorted(ctx.inputs.values()))
+
+    dag = Dag("resumable", [Task("a", record), Task("b", record, ["a"]), Task("c", record)])
+    dag.add(Task("d", record, ["b", "c"]))
+    checkpoints = Checkpoints("dag-checkpoints")
+    with trio.fail_after(GUARD):
+        result = await crash_and_resume(dag, checkpoints, hanging)
+    assert sorted(keys) == ["r/a/1", "r/b/1", "r/b/2", "r/c/1", "r/d/1"]
+    assert result.results == {"a": "a", "b": "ba", "c": "c", "d": "dbac"}
+
+
+async def crash_and_resume(dag: Dag, checkpoints: Checkpoints, hanging: trio.Event) -> Any:
+    async with aw.open_runtime() as before:
+        await checkpoints.register_store(before)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: run_dag(before, dag, run_id="r", checkpoints=checkpoints))
+            await hanging.wait()
+            await trio.testing.wait_all_tasks_blocked()  # "c" finished too
+            nursery.cancel_scope.cancel()
+        snapshot = await before.save_state()
+    async with aw.open_runtime() as after:
+        await checkpoints.register_store(after)
+        await after.load_state(snapshot)
+        return await run_dag(after, dag, run_id="r", checkpoints=checkpoints)

@@ -233,6 +233,8 @@ class StateFlow:
         self.final = frozenset(final)
         self.error = error
         self.states: Mapping[str, State] = self._index(states)
+        self._allowed = {name: state.targets for name, state in self.states.items()}
+        self._edges = {name: self._edges_of(name) for name in self.states}
         self._check()
 
     def __repr__(self) -> str:
@@ -305,11 +307,14 @@ class StateFlow:
 
     def allowed(self, state: str) -> tuple[str, ...]:
         """The targets *state* may go to by a rule or its router."""
-        return self.states[state].targets
+        return self._allowed[state]
 
     def edges(self, state: str) -> tuple[str, ...]:
         """Every state a run may go to from *state*: its targets, and the error state."""
-        targets = self.allowed(state)
+        return self._edges[state]
+
+    def _edges_of(self, state: str) -> tuple[str, ...]:
+        targets = self._allowed[state]
         if self.error is not None and state != self.error and state not in self.final:
             return (*targets, self.error)
         return targets

@@ -15,6 +15,10 @@ with agents (agentwire or AutoGen) anywhere on the network.
 
 Transitions (:class:`FlowTransition`) and task progress (:class:`TaskEvent`) are published
 as JSON dataclasses on ``TopicId(topic, run_id)`` for the ``topic`` you pass.
+
+* A state can wait for an answer sent to its run (:class:`Inbox`, :class:`Wait`).
+* With :class:`Checkpoints`, runs are durable: their progress is kept as agents' state
+  and running them again with the same run id resumes them.
 """
 
 from __future__ import annotations

@@ -29,9 +29,17 @@ from .._errors import CantHandleError
 from .._ids import AgentId
 from .._serialization import JSON_DATA_CONTENT_TYPE, MessageSerializer, serializers_for_type
 from ._errors import FlowError
-from ._stateflow import Failure, Step
+from ._machine import RunCore
+from ._stateflow import Failure, StateFlow, Step
 
-__all__ = ["CheckpointStore", "Checkpoints", "DagCheckpoint", "StateRuntime", "state_runtime"]
+__all__ = [
+    "CheckpointStore",
+    "Checkpoints",
+    "DagCheckpoint",
+    "FlowCheckpoint",
+    "StateRuntime",
+    "state_runtime",
+]
 
 _JSON_SCALARS = (type(None), bool, int, float, str)
 
@@ -159,37 +167,112 @@ class Checkpoints:
         return Step(**fields)
 
 
-class DagCheckpoint:
-    """A DAG run's checkpoint: finished tasks' results and durations, attempts started.
+class _RunCheckpoint:
+    """One run's checkpoint: read once when the run starts, then written whole, one write
+    at a time, each with a newer version."""
 
-    Written when an attempt starts and when a task finishes (one write at a time, each a
-    full snapshot with a newer version); read once when the run starts.
-    """
+    kind = ""  # "flow" or "dag": the field naming what the checkpoint is of
+
+    def __init__(
+        self, runtime: AgentRuntime, checkpoints: Checkpoints, name: str, run_id: str
+    ) -> None:
+        self.runtime = state_runtime(runtime)
+        self.checkpoints = checkpoints
+        self.name = name
+        self.run_id = run_id
+        self.version = 0
+        self._lock = trio.Lock()
+
+    async def _load(self) -> Mapping[str, Any]:
+        saved = await self.checkpoints.read(self.runtime, self.run_id)
+        if saved and saved.get(self.kind) != self.name:
+            raise FlowError(
+                f"run {self.run_id!r} has a checkpoint of {self.kind} "
+                f"{saved.get(self.kind)!r}, not of {self.name!r}: use another run id"
+            )
+        if saved:
+            self.version = int(saved["version"])
+        return saved
+
+    async def _save(self, fields: dict[str, Any]) -> None:
+        async with self._lock:
+            self.version += 1
+            checkpoint = {"version": self.version, self.kind: self.name, **fields}
+            await self.checkpoints.write(self.runtime, self.run_id, checkpoint)
+
+
+class FlowCheckpoint(_RunCheckpoint):
+    """A StateFlow run's checkpoint: written before and after each step."""
+
+    kind = "flow"
+
+    def __init__(
+        self, runtime: AgentRuntime, checkpoints: Checkpoints, flow: StateFlow, core: RunCore
+    ) -> None:
+        super().__init__(runtime, checkpoints, flow.name, core.run_id)
+        self.core = core
+        self.steps: list[dict[str, Any]] = []  # encoded
+        self.value: Any = None
+        self.in_flight: dict[str, int] | None = None
+
+    async def resume(self) -> bool:
+        """Replay the run's checkpoint into its core, if it has one: True if it had."""
+        saved = await self._load()
+        if not saved:
+            return False
+        for data in saved["steps"]:
+            self.core.advance(self.checkpoints.decode_step(data))
+        self.steps = list(saved["steps"])
+        self.value = self.checkpoints.decode(saved["value"])
+        self.in_flight = saved.get("in_flight")
+        return True
+
+    async def step_starts(self, value: Any) -> int:
+        """Record that the next step starts on *value*; its attempt number."""
+        step = len(self.core.history)
+        attempt = 1
+        if self.in_flight is not None and self.in_flight["step"] == step:
+            attempt = self.in_flight["attempt"] + 1
+        self.in_flight = {"step": step, "attempt": attempt}
+        await self._write(value)
+        return attempt
+
+    async def step_done(self, step: Step, value: Any) -> None:
+        self.steps.append(self.checkpoints.encode_step(step))
+        self.in_flight = None
+        await self._write(value)
+
+    async def _write(self, value: Any) -> None:
+        await self._save(
+            {
+                "state": self.core.state,
+                "finished": self.core.finished,
+                "value": self.checkpoints.encode(value),
+                "steps": self.steps,
+                "in_flight": self.in_flight,
+            }
+        )
+
+
+class DagCheckpoint(_RunCheckpoint):
+    """A DAG run's checkpoint: finished tasks' results and durations, attempts started;
+    written when an attempt starts and when a task finishes."""
+
+    kind = "dag"
 
     def __init__(
         self, runtime: AgentRuntime, checkpoints: Checkpoints, dag: str, run_id: str
     ) -> None:
-        self.runtime = state_runtime(runtime)
-        self.checkpoints = checkpoints
-        self.dag = dag
-        self.run_id = run_id
+        super().__init__(runtime, checkpoints, dag, run_id)
         self.results: dict[str, Any] = {}  # encoded
         self.durations: dict[str, float] = {}
         self.attempts: dict[str, int] = {}  # by task, or task/index for a fanned-out one
-        self.version = 0
-        self._lock = trio.Lock()
 
     async def resume(self) -> dict[str, Any]:
         """The results of the tasks a previous run of this run id finished."""
-        saved = await self.checkpoints.read(self.runtime, self.run_id)
+        saved = await self._load()
         if not saved:
             return {}
-        if saved.get("dag") != self.dag:
-            raise FlowError(
-                f"run {self.run_id!r} has a checkpoint of DAG {saved.get('dag')!r}, not of "
-                f"{self.dag!r}: use another run id"
-            )
-        self.version = int(saved["version"])
         self.results = dict(saved["results"])
         self.durations = dict(saved["durations"])
         self.attempts = dict(saved["attempts"])
@@ -208,13 +291,10 @@ class DagCheckpoint:
         await self._write()
 
     async def _write(self) -> None:
-        async with self._lock:
-            self.version += 1
-            checkpoint = {
-                "version": self.version,
-                "dag": self.dag,
+        await self._save(
+            {
                 "results": dict(self.results),
                 "durations": dict(self.durations),
                 "attempts": dict(self.attempts),
             }
-            await self.checkpoints.write(self.runtime, self.run_id, checkpoint)
+        )

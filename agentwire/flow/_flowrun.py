@@ -15,8 +15,8 @@ import trio
 
 from .._agents import AgentRuntime
 from .._ids import AgentId
-from ._durable import Checkpoints, state_runtime
-from ._errors import FlowError, NoTransitionError, StateTimeoutError
+from ._durable import Checkpoints, FlowCheckpoint
+from ._errors import NoTransitionError, StateTimeoutError
 from ._events import (
     FlowTransition,
     RouteDecision,
@@ -82,7 +82,7 @@ async def run_flow(
     register_flow_messages(runtime)
     core = RunCore(flow, run_id, max_steps)
     value = input
-    durable = None if checkpoints is None else _Durable(runtime, checkpoints, flow, core)
+    durable = None if checkpoints is None else FlowCheckpoint(runtime, checkpoints, flow, core)
     resumed = durable is not None and await durable.resume()
     if durable is not None and resumed:
         value = durable.value
@@ -143,68 +143,6 @@ async def run_flow(
         )
         await publish_event(runtime, topic, run_id, event)
     return FlowResult(run_id, core.state, value, tuple(core.history))
-
-
-class _Durable:
-    """A run's checkpoints: written before and after each step, read to resume."""
-
-    def __init__(
-        self, runtime: AgentRuntime, checkpoints: Checkpoints, flow: StateFlow, core: RunCore
-    ) -> None:
-        self.runtime = state_runtime(runtime)
-        self.checkpoints = checkpoints
-        self.flow = flow
-        self.core = core
-        self.version = 0
-        self.steps: list[dict[str, Any]] = []
-        self.value: Any = None
-        self.in_flight: dict[str, int] | None = None
-
-    async def resume(self) -> bool:
-        """Load the run's checkpoint, if it has one: True if it had."""
-        saved = await self.checkpoints.read(self.runtime, self.core.run_id)
-        if not saved:
-            return False
-        if saved.get("flow") != self.flow.name:
-            raise FlowError(
-                f"run {self.core.run_id!r} has a checkpoint of flow {saved.get('flow')!r}, "
-                f"not of {self.flow.name!r}: use another run id"
-            )
-        for data in saved["steps"]:
-            self.core.advance(self.checkpoints.decode_step(data))
-        self.steps = list(saved["steps"])
-        self.value = self.checkpoints.decode(saved["value"])
-        self.in_flight = saved.get("in_flight")
-        self.version = int(saved["version"])
-        return True
-
-    async def step_starts(self, value: Any) -> int:
-        """Record that the next step starts; its attempt number."""
-        step = len(self.core.history)
-        attempt = 1
-        if self.in_flight is not None and self.in_flight["step"] == step:
-            attempt = self.in_flight["attempt"] + 1
-        self.in_flight = {"step": step, "attempt": attempt}
-        await self._write(value)
-        return attempt
-
-    async def step_done(self, step: Step, value: Any) -> None:
-        self.steps.append(self.checkpoints.encode_step(step))
-        self.in_flight = None
-        await self._write(value)
-
-    async def _write(self, value: Any) -> None:
-        self.version += 1
-        checkpoint = {
-            "version": self.version,
-            "flow": self.flow.name,
-            "state": self.core.state,
-            "finished": self.core.finished,
-            "value": self.checkpoints.encode(value),
-            "steps": self.steps,
-            "in_flight": self.in_flight,
-        }
-        await self.checkpoints.write(self.runtime, self.core.run_id, checkpoint)
 
 
 async def _step(

@@ -248,7 +248,7 @@ class FlowCheckpoint(_RunCheckpoint):
                 "state": self.core.state,
                 "finished": self.core.finished,
                 "value": self.checkpoints.encode(value),
-                "steps": self.steps,
+                "steps": list(self.steps),
                 "in_flight": self.in_flight,
             }
         )

@@ -1,0 +1,3 @@
+from agentwire.testing import runtime
+
+__all__ = ["runtime"]

@@ -92,6 +92,18 @@ WORKLOADS: tuple[Workload, ...] = (
         timeout=240.0,
     ),
     Workload(
+        "grpc_tls",
+        "gRPC over mutual TLS, 3 processes (AutoGen: plaintext)",
+        (
+            Metric("seq_msgs_per_s", "sequential RPC", "rt/s", True),
+            Metric("seq_p50_us", "sequential p50", "µs", False),
+            Metric("seq_p99_us", "sequential p99", "µs", False),
+            Metric("conc_msgs_per_s", "100 concurrent RPC", "rt/s", True),
+            Metric("conc_p99_us", "100 concurrent p99", "µs", False),
+        ),
+        timeout=240.0,
+    ),
+    Workload(
         "grpc_flood",
         "gRPC RPC under a publish flood",
         (

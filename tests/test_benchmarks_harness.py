@@ -266,8 +266,17 @@ def test_start_up_figures_split_spawn_to_answer_in_milliseconds() -> None:
 def test_the_tls_workload_reports_the_grpc_rpc_figures_without_targets() -> None:
     wl = workload("grpc_tls")
     assert "AutoGen: plaintext" in wl.title
-    assert {m.key for m in wl.metrics} <= {m.key for m in workload("grpc").metrics}
-    assert all(m.target_ratio is None and m.target_abs is None for m in wl.metrics)
+    assert [m.key for m in wl.metrics] == [
+        "seq_msgs_per_s",
+        "seq_p50_us",
+        "seq_p99_us",
+        "conc_msgs_per_s",
+        "conc_p99_us",
+    ]
+    assert {m.key: m.label for m in wl.metrics}.items() <= {
+        m.key: m.label for m in workload("grpc").metrics
+    }.items()
+    assert not any(m.target_ratio or m.target_abs or m.plot for m in wl.metrics)
     assert _common.grpc_phases(_common.parse_args(["grpc_tls"])) == "seq,conc"
     assert _common.grpc_phases(_common.parse_args(["grpc"])) == "seq,conc,pub"
     assert _common.grpc_phases(_common.parse_args(["grpc_flood"])) == "flood"

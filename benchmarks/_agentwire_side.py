@@ -4,10 +4,12 @@
 ``benchmarks._common``). The workloads mirror ``benchmarks._autogen_side`` one for one: same
 payload, same counts and phase lengths, same measuring code; only the runtime differs.
 
-The ``grpc`` and ``grpc_flood`` workloads run the gateway as the ``agentwire gateway`` command
-and the echo worker as the ``grpc-echo`` role of this script, each its own process; this process
-is the caller. The ``transport`` workload runs agentwire's gRPC server (no agents, raw bytes) as
-the ``transport-server`` role; this process is the client.
+The ``grpc``, ``grpc_flood`` and ``grpc_tls`` workloads run the gateway as the ``agentwire
+gateway`` command and the echo worker as the ``grpc-echo`` role of this script, each its own
+process; this process is the caller. ``grpc_tls`` puts all three on mutual TLS, with
+certificates made for the run by ``trustme`` (AutoGen's side of it runs in plaintext). The
+``transport`` workload runs agentwire's gRPC server (no agents, raw bytes) as the
+``transport-server`` role; this process is the client.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import time
 
 _SPAWN_TO_MAIN = time.monotonic()  # before the framework imports: start-up counts them
 
+import contextlib  # noqa: E402
+import pathlib  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
+import ssl  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 from typing import Any  # noqa: E402
 
 import attrs  # noqa: E402
@@ -173,8 +179,43 @@ async def _register_echo_side(runtime: Any) -> None:
     await runtime.add_subscription(TypeSubscription(c.TOPIC_TYPE, "sink"))
 
 
-async def grpc_echo_role(address: str) -> None:
-    async with agentwire.open_worker(address) as runtime:
+def _write_certificates(directory: pathlib.Path) -> pathlib.Path:
+    """A CA, the gateway's certificate for 127.0.0.1 and a client certificate per worker."""
+    import trustme  # only this workload needs it (the bench session installs it)
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(directory / "ca.pem")
+    for name, identity in (("gateway", "127.0.0.1"), ("echo", "echo"), ("caller", "caller")):
+        leaf = ca.issue_cert(identity)
+        leaf.private_key_pem.write_to_path(directory / f"{name}-key.pem")
+        for blob in leaf.cert_chain_pems:
+            blob.write_to_path(directory / f"{name}.pem", append=True)
+    return directory
+
+
+def _gateway_tls_argv(tls_dir: pathlib.Path) -> list[str]:
+    return [
+        *("--tls-cert", str(tls_dir / "gateway.pem")),
+        *("--tls-key", str(tls_dir / "gateway-key.pem")),
+        *("--tls-client-ca", str(tls_dir / "ca.pem")),
+    ]
+
+
+def _worker_tls(tls_dir: str | None, name: str) -> ssl.SSLContext | None:
+    """The client context of worker ``name`` (mutual TLS), or None for plaintext."""
+    if tls_dir is None:
+        return None
+    from agentwire.security import client_ssl_context
+
+    path = pathlib.Path(tls_dir)
+    return client_ssl_context(
+        ca=path / "ca.pem", cert=path / f"{name}.pem", key=path / f"{name}-key.pem"
+    )
+
+
+async def grpc_echo_role(address: str, tls_dir: str | None) -> None:
+    tls = _worker_tls(tls_dir, "echo")
+    async with agentwire.open_worker(address, ssl_context=tls) as runtime:
         await _register_echo_side(runtime)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             c.ready()
@@ -216,8 +257,11 @@ async def _flood(runtime: Any, target: AgentId, duration: float) -> dict[str, fl
     return c.flood_figures(rpcs, published[0], elapsed, latencies)
 
 
-async def grpc_caller(address: str, duration: float, phases: str) -> dict[str, float]:
-    async with agentwire.open_worker(address) as runtime:
+async def grpc_caller(
+    address: str, duration: float, phases: str, tls_dir: str | None = None
+) -> dict[str, float]:
+    tls = _worker_tls(tls_dir, "caller")
+    async with agentwire.open_worker(address, ssl_context=tls) as runtime:
         _add_serializers(runtime)
         target = AgentId("echo", "default")
         await _sequential(runtime, target, duration / 5)  # warm-up: connections, activation
@@ -245,17 +289,27 @@ def _listening(line: str) -> str | None:
     return match.group(1) if match else None
 
 
-def grpc_workload(duration: float, phases: str) -> dict[str, float]:
+def grpc_workload(duration: float, phases: str, *, tls: bool = False) -> dict[str, float]:
+    """The gateway command, an echo worker, and this process as the caller; with ``tls``,
+    every connection is mutual TLS (certificates made for this run, in a scratch directory)."""
     gateway_argv = [sys.executable, "-m", "agentwire", "gateway", "--address", "127.0.0.1:0"]
     me = [sys.executable, "-m", "benchmarks._agentwire_side"]
-    with c.Helper(gateway_argv) as gateway:
+    with contextlib.ExitStack() as stack:
+        tls_dir = None
+        echo_tls: list[str] = []
+        if tls:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentwire-bench-"))
+            tls_dir = str(_write_certificates(pathlib.Path(scratch)))
+            gateway_argv += _gateway_tls_argv(pathlib.Path(tls_dir))
+            echo_tls = ["--tls-dir", tls_dir]
+        gateway = stack.enter_context(c.Helper(gateway_argv))
         address = gateway.start(_listening)
         port = address.rsplit(":", 1)[1]
-        with c.Helper([*me, "grpc-echo", "--port", port]) as echo:
-            echo.start()
-            before = c.cpu_snapshot(gateway, echo)
-            result = trio.run(grpc_caller, address, duration, phases)
-            after = c.cpu_snapshot(gateway, echo)
+        echo = stack.enter_context(c.Helper([*me, "grpc-echo", "--port", port, *echo_tls]))
+        echo.start()
+        before = c.cpu_snapshot(gateway, echo)
+        result = trio.run(grpc_caller, address, duration, phases, tls_dir)
+        after = c.cpu_snapshot(gateway, echo)
     result.update(c.cpu_figures(("gateway", "echo", "caller"), before, after))
     return result
 
@@ -366,10 +420,10 @@ def main() -> None:
             result = trio.run(inproc_publish, duration)
         case "activation":
             result = trio.run(activation, duration)
-        case "grpc":
-            result = grpc_workload(duration, args.phases)
-        case "grpc_flood":
-            result = grpc_workload(duration, "flood")
+        case "grpc" | "grpc_flood":
+            result = grpc_workload(duration, c.grpc_phases(args))
+        case "grpc_tls":
+            result = grpc_workload(duration, c.grpc_phases(args), tls=True)
         case "transport":
             result = transport_workload(duration)
         case "startup":
@@ -377,7 +431,7 @@ def main() -> None:
         case "inproc_startup":
             result = trio.run(inproc_startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "grpc-echo":
-            trio.run(grpc_echo_role, f"127.0.0.1:{args.port}")
+            trio.run(grpc_echo_role, f"127.0.0.1:{args.port}", args.tls_dir)
             return
         case "transport-server":
             trio.run(transport_server_role)

@@ -4,9 +4,10 @@
 ``benchmarks._common``). The workloads mirror ``benchmarks._agentwire_side`` one for one: same
 payload, same counts and phase lengths, same measuring code.
 
-Roles ``grpc-gateway`` and ``grpc-echo`` are the helper processes of the ``grpc`` and
-``grpc_flood`` workloads; ``transport-server`` is grpcio's asyncio server (AutoGen's transport)
-for the ``transport`` workload.
+Roles ``grpc-gateway`` and ``grpc-echo`` are the helper processes of the ``grpc``,
+``grpc_flood`` and ``grpc_tls`` workloads; ``transport-server`` is grpcio's asyncio server
+(AutoGen's transport) for the ``transport`` workload. AutoGen's workers dial plaintext only, so
+its ``grpc_tls`` is its plaintext setup: that workload compares agentwire over TLS with it.
 """
 
 from __future__ import annotations
@@ -414,10 +415,8 @@ def main() -> None:
             result = asyncio.run(inproc_publish(duration))
         case "activation":
             result = asyncio.run(activation(duration))
-        case "grpc":
-            result = grpc_workload(duration, args.phases)
-        case "grpc_flood":
-            result = grpc_workload(duration, "flood")
+        case "grpc" | "grpc_flood" | "grpc_tls":  # AutoGen's workers dial plaintext only
+            result = grpc_workload(duration, c.grpc_phases(args))
         case "transport":
             result = transport_workload(duration)
         case "startup":

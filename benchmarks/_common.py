@@ -401,10 +401,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=None, help="seconds per timed phase")
     parser.add_argument("--port", type=int, default=0, help="gateway port (helper roles)")
     parser.add_argument(
-        "--phases", default="seq,conc,pub", help="grpc: which phases (for profiling one)"
+        "--phases", default=None, help="gRPC workloads: which phases (for profiling one)"
     )
+    parser.add_argument("--tls-dir", default=None, help="certificates (the TLS echo role)")
     parser.add_argument("--spawned-at", type=float, default=0.0, help="time.monotonic() at spawn")
     return parser.parse_args(argv)
+
+
+#: The phases each three-process gRPC workload runs unless ``--phases`` names others.
+GRPC_PHASES = {"grpc": "seq,conc,pub", "grpc_flood": "flood", "grpc_tls": "seq,conc"}
+
+
+def grpc_phases(args: argparse.Namespace) -> str:
+    """The phases a gRPC workload runs: ``--phases`` if given, else the workload's own."""
+    return str(args.phases or GRPC_PHASES[args.workload])
 
 
 def phase_seconds(args: argparse.Namespace) -> float:

@@ -261,3 +261,49 @@ def test_start_up_figures_split_spawn_to_answer_in_milliseconds() -> None:
     assert set(_common.startup_figures("", 0, 0, 0, 0)) == {
         m.key for m in workload("startup").metrics
     }
+
+
+def test_the_tls_workload_reports_the_grpc_rpc_figures_without_targets() -> None:
+    wl = workload("grpc_tls")
+    assert "AutoGen: plaintext" in wl.title
+    assert [m.key for m in wl.metrics] == [
+        "seq_msgs_per_s",
+        "seq_p50_us",
+        "seq_p99_us",
+        "conc_msgs_per_s",
+        "conc_p99_us",
+    ]
+    assert {m.key: m.label for m in wl.metrics}.items() <= {
+        m.key: m.label for m in workload("grpc").metrics
+    }.items()
+    assert not any(m.target_ratio or m.target_abs or m.plot for m in wl.metrics)
+    assert _common.grpc_phases(_common.parse_args(["grpc_tls"])) == "seq,conc"
+    assert _common.grpc_phases(_common.parse_args(["grpc"])) == "seq,conc,pub"
+    assert _common.grpc_phases(_common.parse_args(["grpc_flood"])) == "flood"
+    assert _common.grpc_phases(_common.parse_args(["grpc_tls", "--phases", "conc"])) == "conc"
+
+
+async def test_the_tls_workload_certificates_make_a_mutual_tls_handshake(
+    tmp_path: pathlib.Path,
+) -> None:
+    from agentwire.security import server_ssl_context
+    from benchmarks import _agentwire_side as side
+
+    side._write_certificates(tmp_path)
+    argv = side._gateway_tls_argv(tmp_path)
+    flags = dict(zip(argv[::2], argv[1::2], strict=True))
+    server_context = server_ssl_context(
+        flags["--tls-cert"], flags["--tls-key"], client_ca=flags["--tls-client-ca"]
+    )
+    client_context = side._worker_tls(str(tmp_path), "caller")
+    assert client_context is not None
+    assert side._worker_tls(None, "caller") is None
+    client_end, server_end = trio.testing.memory_stream_pair()
+    client = trio.SSLStream(client_end, client_context, server_hostname="127.0.0.1")
+    server = trio.SSLStream(server_end, server_context, server_side=True)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(client.do_handshake)
+        nursery.start_soon(server.do_handshake)
+    peer = server.getpeercert()
+    assert peer is not None
+    assert ("DNS", "caller") in peer["subjectAltName"]

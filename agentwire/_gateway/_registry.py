@@ -5,7 +5,10 @@ Sans-IO like ``_routing.py``, which builds on it. Invariants (checked by
 ``check_invariants``, after every step of ``tests/gateway/test_routing_stateful.py``):
 
 R1  Ownership. ``owner[t] == c`` iff ``t in clients[c].types``. An agent type
-    has at most one owner, and the owner is a known client.
+    has at most one owner, and the owner is a known client. With shared
+    agent types (``shared=True``) ``owner`` stays empty and instead
+    ``c in servers[t]`` iff ``t in clients[c].types``; ``servers[t]`` is
+    never empty (which client serves which agent: ``_placement.py``).
 R2  Subscriptions. The ids in ``table`` are exactly the disjoint union of
     ``clients[c].subscriptions`` over all clients, and ``sub_owner`` maps each
     id to the client that recorded it.
@@ -124,6 +127,7 @@ class Registry:
         registration_grace: float | None = 30.0,
         max_agent_types: int = 1000,
         max_subscriptions: int = 10_000,
+        shared: bool = False,
     ) -> None:
         if registration_grace is not None and not registration_grace > 0:
             raise ValueError(
@@ -136,6 +140,8 @@ class Registry:
         self.max_subscriptions = max_subscriptions
         self.clients: dict[str, Client] = {}
         self.owner: dict[str, str] = {}
+        self.shared = shared
+        self.servers: dict[str, dict[str, None]] = {}  # shared types: clients, in order
         self.table = SubscriptionTable()
         self.sub_owner: dict[str, str] = {}
         self._expiries: list[tuple[float, str]] = []
@@ -166,12 +172,21 @@ class Registry:
                     sorted(client.types),
                     len(client.subscriptions),
                 )
-            self._drop_records(client)
+            self._drop_records(conn.client_id, client)
         self._forget_if_empty(conn.client_id)
 
-    def _drop_records(self, client: Client) -> None:
+    def _unserve(self, agent_type: str, client_id: str) -> None:
+        servers = self.servers[agent_type]
+        del servers[client_id]
+        if not servers:
+            del self.servers[agent_type]
+
+    def _drop_records(self, client_id: str, client: Client) -> None:
         for agent_type in client.types:
-            del self.owner[agent_type]
+            if self.shared:
+                self._unserve(agent_type, client_id)
+            else:
+                del self.owner[agent_type]
         for sub_id in client.subscriptions:
             self.table.remove(sub_id)
             del self.sub_owner[sub_id]
@@ -202,6 +217,8 @@ class Registry:
                 f"Invalid agent type {agent_type!r}: it must match ^[\\w\\-\\.]+\\Z",
             )
         owner = self.owner.get(agent_type)
+        if self.shared and client_id in self.servers.get(agent_type, ()):
+            owner = client_id
         if owner is not None:
             raise RoutingError(
                 Status.INVALID_ARGUMENT,
@@ -216,7 +233,10 @@ class Registry:
                 "use fewer agent types per worker, or raise max_agent_types_per_client",
             )
         self._record_for(client_id, now).types.add(agent_type)
-        self.owner[agent_type] = client_id
+        if self.shared:
+            self.servers.setdefault(agent_type, {})[client_id] = None
+        else:
+            self.owner[agent_type] = client_id
         logger.debug("client %s registered agent type %s", client_id, agent_type)
 
     def add_subscription(self, client_id: str, subscription: pb.Subscription, now: float) -> None:
@@ -282,7 +302,7 @@ class Registry:
                 len(client.subscriptions),
             )
             self.expired += 1
-            self._drop_records(client)
+            self._drop_records(client_id, client)
             self._forget_if_empty(client_id)
 
     def check_invariants(self) -> None:
@@ -290,11 +310,19 @@ class Registry:
         for agent_type, owner in self.owner.items():
             assert owner in self.clients, (agent_type, owner)
             assert agent_type in self.clients[owner].types
+        assert not (self.shared and self.owner)
+        for agent_type, servers in self.servers.items():
+            assert self.shared and servers, agent_type
+            for client_id in servers:
+                assert agent_type in self.clients[client_id].types
         live_expiries = set(self._expiries)
         for client_id, client in self.clients.items():
             assert not client.is_empty(), client_id
             for agent_type in client.types:
-                assert self.owner.get(agent_type) == client_id
+                if self.shared:
+                    assert client_id in self.servers[agent_type]
+                else:
+                    assert self.owner.get(agent_type) == client_id
             for sub_id in client.subscriptions:
                 assert self.sub_owner.get(sub_id) == client_id
             for conn in (client.data, client.control):

@@ -109,11 +109,9 @@ class LeastLoadedPlacement:
         self, agent_type: str, key: str, candidates: Sequence[str], keys_of: Callable[[str], int]
     ) -> str:
         if len(candidates) <= 2:
-            two = list(candidates)
-        else:
-            two = sorted(self._random.sample(range(len(candidates)), 2))
-            two = [candidates[i] for i in two]
-        return min(two, key=keys_of)
+            return min(candidates, key=keys_of)
+        i, j = sorted(self._random.sample(range(len(candidates)), 2))
+        return min(candidates[i], candidates[j], key=keys_of)
 
 
 def placement_strategy(spec: str | PlacementStrategy) -> PlacementStrategy:

@@ -70,7 +70,7 @@ from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, er
 from ._control import control_error_reply, resolve
 from ._held import HeldEvent, HeldRequest, StartupHold
 from ._inflight import InFlight, Pending
-from ._placement import PlacementStrategy, PlacementTable, TypePlacement
+from ._placement import PlacementStrategy, PlacementTable
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
 
 __all__ = [
@@ -306,7 +306,7 @@ class RoutingTable:
             placed = self._placed_target(target.type, target.key)
             if not isinstance(placed, Conn):
                 return placed
-            data_conn: Conn | None = placed
+            data_conn = placed
         else:
             owner = self._owner.get(target.type)
             if owner is None:
@@ -315,14 +315,15 @@ class RoutingTable:
                     f"no worker has registered agent type {target.type!r}; "
                     f"the request to {target_agent} was not delivered",
                 )
-            data_conn = self._clients[owner].data
-            if data_conn is None:
+            owner_conn = self._clients[owner].data
+            if owner_conn is None:
                 return (
                     ErrorKind.UNDELIVERABLE,
                     f"the worker owning agent type {target.type!r} "
                     f"(client {owner}) has no open channel; the request to {target_agent} "
                     "was not delivered",
                 )
+            data_conn = owner_conn
         if self.in_flight(caller) >= self.max_in_flight:
             return (
                 ErrorKind.OVERLOADED,

@@ -92,6 +92,17 @@ def add_gateway_command(subparsers: Any) -> None:
         help="seconds the agent types and subscriptions of a client without a channel "
         "are kept; 0 = forever [default: %(default)s]",
     )
+    parser.add_argument(
+        "--shared-agent-types",
+        nargs="?",
+        const="hash",
+        default=None,
+        choices=("hash", "least-loaded"),
+        metavar="STRATEGY",
+        help="let several workers register one agent type; each agent (type/key) is "
+        "placed on one of them by STRATEGY: hash (rendezvous, the default) or "
+        "least-loaded [default: off, one worker per type as AutoGen]",
+    )
     parser.set_defaults(handler=run_gateway_command)
 
 
@@ -140,6 +151,7 @@ async def _run(args: argparse.Namespace) -> None:
                     grace_period=args.grace_period,
                     startup_grace=args.startup_grace,
                     registration_grace=args.registration_grace,
+                    placement=args.shared_agent_types,
                 )
             )
             print(f"agentwire gateway listening on {gateway.address}", flush=True)

@@ -14,6 +14,7 @@ from .._nursery import open_service_nursery, open_unwrapping_nursery
 from .._transport import GrpcServer, serve_grpc
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._hub import GatewayConfig, GatewayHub, GatewayStatistics, open_hub
+from ._placement import PlacementStrategy
 from ._service import AgentRpcService
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
@@ -78,6 +79,8 @@ async def serve_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    placement: str | PlacementStrategy | None = None,
+    max_placed_keys: int = 1_000_000,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -86,7 +89,8 @@ async def serve_gateway(
     ``task_status.started(gateway)`` reports the :class:`Gateway` once it
     listens. Returns after ``gateway.shutdown()``. Cancelling it stops at once:
     connections are dropped without answers (use ``shutdown`` to be polite).
-    See :class:`GatewayConfig` for the other options. A lone failure (e.g.
+    See :class:`GatewayConfig` for the other options (``placement``: shared
+    agent types, see the README). A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
     """
     host, port = parse_address(address)
@@ -102,6 +106,8 @@ async def serve_gateway(
         max_subscriptions_per_client=max_subscriptions_per_client,
         startup_grace=startup_grace,
         max_held=max_held,
+        placement=placement,
+        max_placed_keys=max_placed_keys,
     )
     async with open_hub(config) as hub, open_unwrapping_nursery() as nursery:
         service = AgentRpcService(hub)
@@ -136,6 +142,8 @@ async def open_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    placement: str | PlacementStrategy | None = None,
+    max_placed_keys: int = 1_000_000,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -161,6 +169,8 @@ async def open_gateway(
         max_subscriptions_per_client=max_subscriptions_per_client,
         startup_grace=startup_grace,
         max_held=max_held,
+        placement=placement,
+        max_placed_keys=max_placed_keys,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

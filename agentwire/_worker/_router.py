@@ -27,7 +27,9 @@ Local short-circuit (the choice, and why):
 
 * **RPC** to an agent type registered on this worker is delivered locally,
   without the gateway (an AutoGen host gives each type one owner, so the
-  owner is us). Only remote types cross the wire.
+  owner is us). Only remote types cross the wire. With ``shared_types``
+  (a gateway whose agent types several workers serve) every RPC and event
+  goes through the gateway, which knows where each agent lives.
 * **Publish** must reach remote subscribers, so every event goes to the
   gateway, and the gateway (like AutoGen's host) echoes it back to us when we
   have matching subscriptions. By default (``local_publish="immediate"``) the
@@ -151,6 +153,7 @@ class WorkerRouter:
         max_concurrent_requests: int,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         connect_timeout: float = 0.0,
+        shared_types: bool = False,
     ) -> None:
         if payload_format not in _CONTENT_TYPES:
             raise ValueError(f"payload_format must be 'json' or 'protobuf', not {payload_format!r}")
@@ -158,7 +161,8 @@ class WorkerRouter:
             raise ValueError(f"local_publish must be 'immediate' or 'echo', not {local_publish!r}")
         self._core = core
         self._content_type = _CONTENT_TYPES[payload_format]
-        self._immediate = local_publish == "immediate"
+        self._immediate = local_publish == "immediate" and not shared_types
+        self._shared = shared_types
         self._state_timeout = state_timeout
         self._rpc_timeout = math.inf if rpc_timeout is None else rpc_timeout
         self._max_message_size = max_message_size
@@ -230,7 +234,7 @@ class WorkerRouter:
     async def send(
         self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
     ) -> Any:
-        if self._core.has_agent_type(recipient.type):
+        if not self._shared and self._core.has_agent_type(recipient.type):
             self._local_rpcs += 1
             return await self._core.deliver_request(
                 message, recipient, sender=sender, message_id=message_id

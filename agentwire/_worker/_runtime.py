@@ -141,6 +141,7 @@ async def open_worker(
     ignore_unhandled_exceptions: bool = True,
     intervention_handlers: Sequence[InterventionHandler] = (),
     connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
+    shared_types: bool = False,
 ) -> AsyncIterator[WorkerRuntime]:
     """A worker connected to the gateway at *address* (``host:port``).
 
@@ -177,6 +178,11 @@ async def open_worker(
     * *max_concurrent_requests*: incoming RPCs handled at once (beyond it,
       reading from the gateway pauses: backpressure).
     * *connect*: replaces the transport (tests); returns a channel context.
+    * *shared_types*: the gateway lets several workers serve one agent type
+      (``agentwire gateway --shared-agent-types``): every RPC and publish goes
+      through the gateway, even to agent types registered here, so each agent
+      is reached on the one worker it lives on (*local_publish* is then
+      ``"echo"``).
 
     Leaving the block stops the core (pending RPCs fail with
     ``RuntimeClosedError``, agents are closed), then cancels the streams so the
@@ -213,6 +219,7 @@ async def open_worker(
             max_concurrent_requests=max_concurrent_requests,
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
+            shared_types=shared_types,
         )
         return router
 

@@ -197,6 +197,10 @@ class PlacementTable:
         self._draining.add(worker)
         return True
 
+    def has_worker(self, worker: str) -> bool:
+        """Whether *worker* serves some type."""
+        return worker in self._types_of
+
     def is_draining(self, worker: str) -> bool:
         return worker in self._draining
 

@@ -29,8 +29,9 @@ I5  Exactly one answer. A request admitted into ``_pending`` leaves it exactly
     agentwire workers do).
 I7  Shared agent types (``placement`` given): ``_placement`` (P1-P5 of
     ``_placement.py``) has exactly the clients with a live data connection
-    as workers, each for the types it registered; requests and events for an
-    agent of such a type go to the live owner of its key only.
+    that have not released their agents (``_released``, cleared with the
+    connection) as workers, each for the types it registered; requests and
+    events for an agent of such a type go to the live owner of its key only.
 I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
@@ -58,6 +59,7 @@ import logging
 import math
 from collections.abc import Iterable
 
+from google.protobuf import wrappers_pb2
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
@@ -65,7 +67,13 @@ from .._errors import InvalidIdentifierError
 from .._ids import TopicId, is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
+from .._wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DRAIN_DESTINATION,
+    RELEASE_DESTINATION,
+    TIMEOUT_METADATA_KEY,
+    ErrorKind,
+)
 from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
 from ._control import control_error_reply, resolve
 from ._held import HeldEvent, HeldRequest, StartupHold
@@ -121,6 +129,7 @@ class RoutingTable:
         )
         # Shared agent types (I7); None: one owner per type, as AutoGen.
         self._placement: PlacementTable | None = None
+        self._released: set[str] = set()  # clients that handed their agents back (I7)
         if placement is not None:
             self._placement = PlacementTable(placement, max_keys=max_placed_keys)
         self._clients = reg.clients
@@ -195,6 +204,7 @@ class RoutingTable:
         if conn.kind is ConnKind.DATA:
             self._outstanding.pop(conn, None)
             if self._placement is not None:
+                self._released.discard(conn.client_id)
                 unplaced = self._placement.leave(conn.client_id)
                 logger.debug("%s left: %d agents to place again", conn, unplaced)
             for p in self._pending.drop_conn(conn):
@@ -219,8 +229,10 @@ class RoutingTable:
         the records of a client that opens none expire (R4). *now*: the
         current time (default: the latest the table has seen)."""
         self._reg.register_agent(client_id, agent_type, self._clock(now))
-        if self._placement is not None and self._clients[client_id].data is not None:
-            self._placement.join(client_id, agent_type)
+        placement = self._placement
+        client = self._clients[client_id]
+        if placement is not None and client_id not in self._released and client.data is not None:
+            placement.join(client_id, agent_type)
         self._hold_retry = True
 
     def add_subscription(
@@ -248,6 +260,19 @@ class RoutingTable:
         """Place no new agents on *client_id* (it keeps those it has). False
         if shared agent types are off or it serves none (with a channel)."""
         return self._placement is not None and self._placement.drain(client_id)
+
+    def hand_back(self, client_id: str) -> bool:
+        """*client_id* hands its agents of shared types back: each is placed
+        anew on its next message, and no new request goes to it (those already
+        forwarded are answered as usual). Until its data connection ends.
+        False if shared agent types are off or it serves none."""
+        placement = self._placement
+        if placement is None or not placement.has_worker(client_id):
+            return False
+        self._released.add(client_id)
+        unplaced = placement.leave(client_id)
+        logger.info("client %s released its %d agents", client_id, unplaced)
+        return True
 
     def _clock(self, now: float | None) -> float:
         if now is not None:
@@ -576,6 +601,8 @@ class RoutingTable:
             message = pb.ControlMessage.FromString(data)
         except DecodeError as exc:
             return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
+        if message.destination in (DRAIN_DESTINATION, RELEASE_DESTINATION):
+            return self._gateway_request(conn, message)
         target = resolve(self._reg, message.destination, self._control_of_agent)
         if target is not None:
             self._control_forwarded += 1
@@ -591,6 +618,18 @@ class RoutingTable:
             return []
         back = resolve(self._reg, message.respond_to) or conn
         return [Deliver(back, reply.SerializeToString())]
+
+    def _gateway_request(self, conn: Conn, message: pb.ControlMessage) -> list[Action]:
+        """A control request to the gateway itself (drain, release)."""
+        if message.destination == DRAIN_DESTINATION:
+            done = self.drain(conn.client_id)
+        else:
+            done = self.hand_back(conn.client_id)
+        if not message.respond_to:
+            return []
+        reply = pb.ControlMessage(rpc_id=message.rpc_id, destination=message.respond_to)
+        reply.rpcMessage.Pack(wrappers_pb2.BoolValue(value=done))
+        return [Deliver(conn, reply.SerializeToString())]
 
     def _control_of_agent(self, agent_type: str, key: str) -> Conn | None:
         """The control connection of the worker of a shared type's agent."""
@@ -630,8 +669,12 @@ class RoutingTable:
         if self._placement is not None:  # I7
             self._placement.check_invariants()
             workers = {
-                (c, t) for c, client in self._clients.items() if client.data for t in client.types
+                (c, t)
+                for c, client in self._clients.items()
+                if client.data and c not in self._released
+                for t in client.types
             }
+            assert self._released <= {c for c, client in self._clients.items() if client.data}
             stats = self._placement.statistics()
             assert workers == {(c, t) for t, p in stats.items() for c in p.keys}
         live = {c for client in self._clients.values() for c in (client.data, client.control)}

@@ -70,7 +70,7 @@ from typing import Any, Literal
 
 import attrs
 import trio
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
 from grpclib.exceptions import GRPCError
 
 from .._cloudevents import from_cloud_event, to_cloud_event
@@ -96,13 +96,21 @@ from .._serialization import (
     UnknownPayload,
 )
 from .._subscriptions import Subscription, subscription_to_proto
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, TIMEOUT_METADATA_KEY, ErrorKind
+from .._wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DRAIN_DESTINATION,
+    ERROR_KIND_KEY,
+    RELEASE_DESTINATION,
+    TIMEOUT_METADATA_KEY,
+    ErrorKind,
+)
 from ._kinds import UnansweredError, error_from_response, error_response
 from ._link import (
     LinkStatistics,
     WorkerLink,
 )
 from ._protocol import ChannelLike
+from ._session import WorkerSession
 
 __all__ = ["WorkerRouter", "WorkerStatistics"]
 
@@ -430,6 +438,36 @@ class WorkerRouter:
             raise RemoteError(f"unexpected answer to LoadState: {answer.type_url}")
         if response.HasField("error"):
             raise RemoteError(response.error)
+
+    # -- shared agent types: drain ------------------------------------------------
+
+    async def drain(self) -> None:
+        """See :meth:`WorkerRuntime.drain`."""
+        session = await self.link.session_for_call()
+        await self._ask_gateway(session, DRAIN_DESTINATION, "drain")
+        await session.wait_idle()
+        await self._ask_gateway(session, RELEASE_DESTINATION, "release")
+        await session.wait_idle()
+
+    async def _ask_gateway(self, session: WorkerSession, destination: str, what: str) -> None:
+        answer = None
+        with trio.move_on_after(self._state_timeout):
+            answer = await session.control_call(destination, empty_pb2.Empty())
+        if answer is None:
+            raise GatewayRejectedError(
+                f"the {what} request",
+                "UNAVAILABLE",
+                f"no answer within {self._state_timeout:g} s; drain needs the agentwire "
+                "gateway (AutoGen's host has no such request)",
+            )
+        done = wrappers_pb2.BoolValue()
+        if not answer.Unpack(done) or not done.value:
+            raise GatewayRejectedError(
+                f"the {what} request",
+                "FAILED_PRECONDITION",
+                "drain needs shared agent types (agentwire gateway --shared-agent-types) "
+                "and an agent type registered by this worker",
+            )
 
     async def _control(self, agent: AgentId, request: Any) -> any_pb2.Any:
         with trio.move_on_after(self._state_timeout):

@@ -117,6 +117,21 @@ class WorkerRuntime(Runtime):
         """Counters of the worker's router and link (``statistics()`` has the core's)."""
         return self._worker.statistics()
 
+    async def drain(self) -> None:
+        """Leave a gateway with shared agent types without failing a call.
+
+        Asks the gateway to place no new agents here, waits until no incoming
+        request is being served, hands this worker's agents back (the gateway
+        places each anew, on another worker, on its next message) and waits
+        for the requests already on their way here. Then leave the
+        ``async with open_worker(...)`` block. Agent state is not moved: a
+        handed-back agent starts afresh on its new worker. Raises
+        :class:`GatewayRejectedError` if the gateway has no shared agent
+        types (or is AutoGen's host, which does not answer) or this worker
+        registered none. Applies to the current connection only.
+        """
+        await self._worker.drain()
+
     async def gateway_subscriptions(self) -> list[pb.Subscription]:
         """``GetSubscriptions``: every subscription the gateway knows (all workers')."""
         return await self._worker.link.get_subscriptions()

@@ -366,6 +366,18 @@ class WorkerSession:
             # The gateway answers the caller with an error when we disconnect.
             logger.debug("response %s dropped: connection lost", response.request_id)
 
+    async def wait_idle(self) -> None:
+        """Wait until no incoming request is being served (one that arrives
+        meanwhile waits, as it would at the concurrency limit)."""
+        taken = 0
+        try:
+            while taken < self._max_requests:
+                await self._request_limit.acquire()
+                taken += 1
+        finally:
+            for _ in range(taken):
+                self._request_limit.release()
+
     # -- the control channel ------------------------------------------------
 
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:

@@ -4,11 +4,13 @@ type, each agent lives on one of them, and a leaver's agents move on."""
 from __future__ import annotations
 
 import pytest
+from google.protobuf import empty_pb2, wrappers_pb2
 from grpclib.const import Status
 
 from agentwire._gateway._placement import HashPlacement
 from agentwire._gateway._routing import Close, Conn, ConnKind, Deliver, RoutingError, RoutingTable
-from agentwire._wire import ERROR_KIND_KEY, ErrorKind
+from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._wire import DRAIN_DESTINATION, ERROR_KIND_KEY, RELEASE_DESTINATION, ErrorKind
 
 from .helpers import control, event, parse, request, response, type_sub
 
@@ -265,3 +267,55 @@ def test_removing_a_shadow_subscription_leaves_the_original(router: RoutingTable
     with pytest.raises(RoutingError):
         router.remove_subscription("W2", "s2")
     router.check_invariants()
+
+
+def drain_request(rpc_id: str, destination: str) -> bytes:
+    message = pb.ControlMessage(rpc_id=rpc_id, destination=destination, respond_to="clientid=W1")
+    message.rpcMessage.Pack(empty_pb2.Empty())
+    return message.SerializeToString()
+
+
+def bool_answer(action: Deliver | Close) -> bool:
+    assert isinstance(action, Deliver)
+    reply = pb.ControlMessage.FromString(action.data)
+    answer = wrappers_pb2.BoolValue()
+    assert reply.rpcMessage.Unpack(answer)
+    return answer.value
+
+
+def test_drain_and_release_requests_on_the_control_channel(router: RoutingTable) -> None:
+    w1, w2 = workers(router, "W1", "W2")
+    c1 = router.connect("W1", CONTROL)
+    caller = router.connect("C", DATA)
+    for i in range(20):
+        router.receive(caller, request(f"r{i}", f"echo/k{i}"), 0.0)
+    mine = [f"k{i}" for i in range(20) if router.placed_on("echo", f"k{i}") == "W1"]
+    assert mine
+    (answer,) = router.receive_control(c1, drain_request("d1", DRAIN_DESTINATION))
+    assert answer.conn == c1
+    assert bool_answer(answer)
+    assert router.statistics().placement["echo"].draining == ("W1",)
+    (answer,) = router.receive_control(c1, drain_request("d2", RELEASE_DESTINATION))
+    assert bool_answer(answer)
+    for key in mine:
+        assert targets(router.receive(caller, request(f"a-{key}", f"echo/{key}"), 0.0)) == [w2]
+    router.register_agent("W1", "other")  # a released worker takes no new type either
+    assert router.statistics().placement["echo"].workers == 1
+    assert "other" not in router.statistics().placement
+    router.check_invariants()
+    router.disconnect(w1)
+    w1 = router.connect("W1", DATA)  # a new connection serves again
+    router.register_agent("W1", "echo")
+    assert router.statistics().placement["echo"].workers == 2
+    router.check_invariants()
+
+
+def test_drain_requests_are_refused_without_shared_types() -> None:
+    router = RoutingTable()
+    router.connect("W1", DATA)
+    router.register_agent("W1", "echo")
+    c1 = router.connect("W1", CONTROL)
+    (answer,) = router.receive_control(c1, drain_request("d1", DRAIN_DESTINATION))
+    assert not bool_answer(answer)
+    (answer,) = router.receive_control(c1, drain_request("d2", RELEASE_DESTINATION))
+    assert not bool_answer(answer)

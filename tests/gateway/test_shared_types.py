@@ -206,3 +206,46 @@ async def test_a_publish_to_a_shared_type_is_handled_once_in_all() -> None:
     assert by_agent == Counter(f"stateful/{s}" for s in sources)
     assert len({worker for (worker, _) in c.tally.handled}) >= 2
     assert stats.event_deliveries == len(sources)
+
+
+async def test_a_drained_worker_hands_its_agents_over_without_failing_a_call() -> None:
+    with trio.fail_after(GUARD):
+        async with cluster(["w1", "w2"]) as c:
+            w1 = c.workers["w1"]
+            w1_id = w1.statistics().client_id
+            owners = {f"k{i}": (await call(c.caller, f"k{i}")).worker for i in range(16)}
+            mine = [key for key, worker in owners.items() if worker == "w1"]
+            assert mine
+            drained = trio.Event()
+            held: list[Served] = []
+
+            async def drain() -> None:
+                await w1.drain()
+                drained.set()
+
+            async def held_call() -> None:
+                held.append(await call(c.caller, mine[0], "hold"))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(held_call)
+                await c.gateway.wait_until(lambda s: s.rpcs_in_flight == 1)
+                nursery.start_soon(drain)
+                await c.gateway.wait_until(lambda s: s.placement["stateful"].draining == (w1_id,))
+                fresh = [await call(c.caller, f"new{i}") for i in range(8)]
+                assert not drained.is_set()  # a call is still being served here
+                c.release.set()
+            assert held == [Served("w1", 2)]
+            assert all(served.worker == "w2" for served in fresh)
+            after = [await call(c.caller, key) for key in mine]
+            stats = c.gateway.statistics()
+    assert all(served == Served("w2", 1) for served in after)  # placed anew, on w2
+    assert stats.placement["stateful"].workers == 1
+    assert stats.data_connections == 3  # w1 is still connected, serving nothing
+
+
+async def test_drain_without_shared_agent_types_is_refused() -> None:
+    with trio.fail_after(GUARD):
+        async with open_gateway() as gateway, open_worker(gateway.address) as runtime:
+            await Stateful.register(runtime, "stateful", factory("w", Tally(), trio.Event()))
+            with pytest.raises(agentwire.GatewayRejectedError, match="shared agent types"):
+                await runtime.drain()

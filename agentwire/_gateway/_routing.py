@@ -27,15 +27,15 @@ I5  Exactly one answer. A request admitted into ``_pending`` leaves it exactly
     deadline is ``now + rpc_timeout``, or sooner when the caller sent its own
     remaining time in the request metadata (``agentwire-timeout``, seconds;
     agentwire workers do).
-I7  Shared agent types (``placement`` given): ``_placement`` (P1-P5 of
-    ``_placement.py``) has exactly the clients with a live data connection
-    that have not released their agents (``_released``, cleared with the
-    connection) as workers, each for the types it registered; requests and
-    events for an agent of such a type go to the live owner of its key only.
 I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
     answers, so delivering an answer never waits.
+I7  Shared agent types (``placement`` given): ``_shared`` (``_shared.py``,
+    over P1-P5 of ``_placement.py``) has exactly the clients with a live data
+    connection that have not handed their agents back as workers, each for
+    the types it registered; requests and events for an agent of such a
+    type go to the live owner of its key only.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -59,7 +59,6 @@ import logging
 import math
 from collections.abc import Iterable
 
-from google.protobuf import wrappers_pb2
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
@@ -78,8 +77,9 @@ from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, er
 from ._control import control_error_reply, resolve
 from ._held import HeldEvent, HeldRequest, StartupHold
 from ._inflight import InFlight, Pending
-from ._placement import PlacementStrategy, PlacementTable
+from ._placement import PlacementStrategy
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
+from ._shared import SharedTypes, answer
 
 __all__ = [
     "UNKNOWN_SUBSCRIPTION_MESSAGE",
@@ -128,10 +128,9 @@ class RoutingTable:
             shared=placement is not None,
         )
         # Shared agent types (I7); None: one owner per type, as AutoGen.
-        self._placement: PlacementTable | None = None
-        self._released: set[str] = set()  # clients that handed their agents back (I7)
+        self._shared: SharedTypes | None = None
         if placement is not None:
-            self._placement = PlacementTable(placement, max_keys=max_placed_keys)
+            self._shared = SharedTypes(reg.clients, placement, max_placed_keys)
         self._clients = reg.clients
         self._owner = reg.owner
         # The start-up hold (``_held.py``); None once its grace is over.
@@ -184,9 +183,8 @@ class RoutingTable:
         self._reg.attach(conn)
         if kind is ConnKind.DATA:
             self._outstanding[conn] = 0
-            if self._placement is not None:
-                for agent_type in self._clients[client_id].types:
-                    self._placement.join(client_id, agent_type)
+            if self._shared is not None:
+                self._shared.connected(client_id)
         self._conns.add(conn)
         if kind is ConnKind.DATA:
             self._hold_retry = True
@@ -203,10 +201,8 @@ class RoutingTable:
         actions: list[Action] = []
         if conn.kind is ConnKind.DATA:
             self._outstanding.pop(conn, None)
-            if self._placement is not None:
-                self._released.discard(conn.client_id)
-                unplaced = self._placement.leave(conn.client_id)
-                logger.debug("%s left: %d agents to place again", conn, unplaced)
+            if self._shared is not None:
+                self._shared.disconnected(conn)
             for p in self._pending.drop_conn(conn):
                 actions.append(
                     self._fail(
@@ -229,10 +225,8 @@ class RoutingTable:
         the records of a client that opens none expire (R4). *now*: the
         current time (default: the latest the table has seen)."""
         self._reg.register_agent(client_id, agent_type, self._clock(now))
-        placement = self._placement
-        client = self._clients[client_id]
-        if placement is not None and client_id not in self._released and client.data is not None:
-            placement.join(client_id, agent_type)
+        if self._shared is not None:
+            self._shared.registered(client_id, agent_type)
         self._hold_retry = True
 
     def add_subscription(
@@ -254,25 +248,12 @@ class RoutingTable:
 
     def placed_on(self, agent_type: str, key: str) -> str | None:
         """The worker serving agent ``agent_type/key`` of a shared type, if placed."""
-        return None if self._placement is None else self._placement.owner(agent_type, key)
+        return None if self._shared is None else self._shared.placement.owner(agent_type, key)
 
     def drain(self, client_id: str) -> bool:
         """Place no new agents on *client_id* (it keeps those it has). False
         if shared agent types are off or it serves none (with a channel)."""
-        return self._placement is not None and self._placement.drain(client_id)
-
-    def hand_back(self, client_id: str) -> bool:
-        """*client_id* hands its agents of shared types back: each is placed
-        anew on its next message, and no new request goes to it (those already
-        forwarded are answered as usual). Until its data connection ends.
-        False if shared agent types are off or it serves none."""
-        placement = self._placement
-        if placement is None or not placement.has_worker(client_id):
-            return False
-        self._released.add(client_id)
-        unplaced = placement.leave(client_id)
-        logger.info("client %s released its %d agents", client_id, unplaced)
-        return True
+        return self._shared is not None and self._shared.drain(client_id)
 
     def _clock(self, now: float | None) -> float:
         if now is not None:
@@ -327,8 +308,8 @@ class RoutingTable:
                 " (omit source when there is no sender)",
             )
         target_agent = f"{target.type}/{target.key}"
-        if self._placement is not None:
-            placed = self._placed_target(target.type, target.key)
+        if self._shared is not None:
+            placed = self._shared.target(target.type, target.key)
             if not isinstance(placed, Conn):
                 return placed
             data_conn = placed
@@ -355,20 +336,6 @@ class RoutingTable:
                 f"too many requests in flight from this client "
                 f"(limit {self.max_in_flight}); the request to {target_agent} was not sent",
             )
-        return data_conn
-
-    def _placed_target(self, agent_type: str, key: str) -> Conn | tuple[ErrorKind, str]:
-        """The worker of ``agent_type/key`` (a shared type), placing it if needed."""
-        placement = self._placement
-        assert placement is not None
-        worker = placement.place(agent_type, key)
-        if worker is None:
-            full = placement.serves(agent_type) and len(placement) >= placement.max_keys
-            kind = ErrorKind.OVERLOADED if full else ErrorKind.UNDELIVERABLE
-            why = placement.why_not(agent_type)
-            return kind, f"{why}; the message for {agent_type}/{key} was not delivered"
-        data_conn = self._clients[worker].data
-        assert data_conn is not None  # I7
         return data_conn
 
     def _request(self, caller: Conn, message: pb.Message, now: float) -> list[Action]:
@@ -461,9 +428,9 @@ class RoutingTable:
     def _publish(self, topic: TopicId, data: bytes) -> list[Action]:
         """Deliver *data* once to each client owning a type subscribed to *topic*."""
         targets: dict[Conn, None] = {}
-        if self._placement is not None:
+        if self._shared is not None:
             for agent in self._reg.table.recipients(topic):
-                placed = self._placed_target(agent.type, agent.key)
+                placed = self._shared.target(agent.type, agent.key)
                 if isinstance(placed, Conn):
                     targets[placed] = None
                 else:
@@ -602,8 +569,11 @@ class RoutingTable:
         except DecodeError as exc:
             return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
         if message.destination in (DRAIN_DESTINATION, RELEASE_DESTINATION):
-            return self._gateway_request(conn, message)
-        target = resolve(self._reg, message.destination, self._control_of_agent)
+            if self._shared is not None:
+                return self._shared.gateway_request(conn, message)
+            return [answer(conn, message, False)] if message.respond_to else []
+        placed = None if self._shared is None else self._shared.control_of
+        target = resolve(self._reg, message.destination, placed)
         if target is not None:
             self._control_forwarded += 1
             return [Deliver(target, data)]
@@ -618,23 +588,6 @@ class RoutingTable:
             return []
         back = resolve(self._reg, message.respond_to) or conn
         return [Deliver(back, reply.SerializeToString())]
-
-    def _gateway_request(self, conn: Conn, message: pb.ControlMessage) -> list[Action]:
-        """A control request to the gateway itself (drain, release)."""
-        if message.destination == DRAIN_DESTINATION:
-            done = self.drain(conn.client_id)
-        else:
-            done = self.hand_back(conn.client_id)
-        if not message.respond_to:
-            return []
-        reply = pb.ControlMessage(rpc_id=message.rpc_id, destination=message.respond_to)
-        reply.rpcMessage.Pack(wrappers_pb2.BoolValue(value=done))
-        return [Deliver(conn, reply.SerializeToString())]
-
-    def _control_of_agent(self, agent_type: str, key: str) -> Conn | None:
-        """The control connection of the worker of a shared type's agent."""
-        placed = self._placed_target(agent_type, key)
-        return self._clients[placed.client_id].control if isinstance(placed, Conn) else None
 
     # ------------------------------------------------------------ introspection
 
@@ -659,24 +612,15 @@ class RoutingTable:
             protocol_errors=self._protocol_errors,
             registrations_expired=self._reg.expired,
             held_messages=0 if self._hold is None else len(self._hold),
-            placement={} if self._placement is None else self._placement.statistics(),
-            placed_agents=0 if self._placement is None else len(self._placement),
+            placement={} if self._shared is None else self._shared.statistics(),
+            placed_agents=0 if self._shared is None else len(self._shared.placement),
         )
 
     def check_invariants(self) -> None:
         """Assert I1-I7 (for tests; O(size of the state))."""
         self._reg.check_invariants()
-        if self._placement is not None:  # I7
-            self._placement.check_invariants()
-            workers = {
-                (c, t)
-                for c, client in self._clients.items()
-                if client.data and c not in self._released
-                for t in client.types
-            }
-            assert self._released <= {c for c, client in self._clients.items() if client.data}
-            stats = self._placement.statistics()
-            assert workers == {(c, t) for t, p in stats.items() for c in p.keys}
+        if self._shared is not None:
+            self._shared.check_invariants()  # I7
         live = {c for client in self._clients.values() for c in (client.data, client.control)}
         assert self._conns == live - {None}
         self._pending.check_invariants(self._conns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -33,19 +34,29 @@ async def gateway() -> AsyncIterator[Gateway]:
         yield gw
 
 
+@asynccontextmanager
+async def two_workers_and(
+    gateway: Gateway, name: str, *subscriptions: str
+) -> AsyncIterator[tuple[Peer, Peer, Peer]]:
+    """Two AutoGen workers registering type ``echo`` (with *subscriptions*
+    each, e.g. ``topic=news``), and a third peer called *name*."""
+    async with (
+        spawn_peer(gateway, "w1") as w1,
+        spawn_peer(gateway, "w2") as w2,
+        spawn_peer(gateway, name) as other,
+    ):
+        await w1.register("echo", *subscriptions)
+        await w2.register("echo", *subscriptions)  # AutoGen's host would refuse this one
+        yield w1, w2, other
+
+
 async def held_on(peer: Peer, count: int) -> set[str]:
     """The agents whose "hold" calls *peer* reported, *count* of them."""
     return {(await peer.expect("HELD"))[1] for _ in range(count)}
 
 
 async def test_two_autogen_workers_of_one_type_each_serve_a_share(gateway: Gateway) -> None:
-    async with (
-        spawn_peer(gateway, "w1") as w1,
-        spawn_peer(gateway, "w2") as w2,
-        spawn_peer(gateway, "caller") as caller,
-    ):
-        await w1.register("echo")
-        await w2.register("echo")  # AutoGen's host would refuse this one
+    async with two_workers_and(gateway, "caller") as (w1, w2, caller):
         for i, key in enumerate(KEYS):
             words = await caller.command(f"send t{i} echo/{key} hi", "REPLY", f"t{i}")
             assert words[2] == f"echo/{key}:hi"
@@ -59,13 +70,7 @@ async def test_two_autogen_workers_of_one_type_each_serve_a_share(gateway: Gatew
 async def test_a_killed_autogen_worker_fails_its_calls_and_its_agents_move(
     gateway: Gateway,
 ) -> None:
-    async with (
-        spawn_peer(gateway, "w1") as w1,
-        spawn_peer(gateway, "w2") as w2,
-        spawn_peer(gateway, "caller") as caller,
-    ):
-        await w1.register("echo")
-        await w2.register("echo")
+    async with two_workers_and(gateway, "caller") as (w1, w2, caller):
         for i, key in enumerate(KEYS):
             await caller.send(f"send h{i} echo/{key} hold")
         await wait_stats(gateway, lambda s: s.rpcs_in_flight == len(KEYS))
@@ -98,13 +103,8 @@ async def test_a_killed_autogen_worker_fails_its_calls_and_its_agents_move(
 async def test_a_publish_to_a_shared_type_is_handled_once_across_autogen_workers(
     gateway: Gateway,
 ) -> None:
-    async with (
-        spawn_peer(gateway, "w1") as w1,
-        spawn_peer(gateway, "w2") as w2,
-        spawn_peer(gateway, "pub") as pub,
-    ):
-        await w1.register("echo", "topic=news")
-        await w2.register("echo", "topic=news")  # an equal subscription: accepted
+    # Both workers add an equal subscription: accepted with shared types.
+    async with two_workers_and(gateway, "pub", "topic=news") as (w1, w2, pub):
         sources = [f"s{i}" for i in range(10)]
         for source in sources:
             await pub.command(f"publish news {source} json hello", "PUBLISHED")

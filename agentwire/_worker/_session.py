@@ -163,6 +163,7 @@ class WorkerSession:
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
         self._max_requests = max_concurrent_requests
         self._request_limit = trio.Semaphore(max_concurrent_requests)
+        self._idle: trio.Event | None = None  # set when the last request in progress ends
         self._messages_received = 0
         self._nursery: trio.Nursery | None = None  # where request tasks run
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
@@ -367,16 +368,13 @@ class WorkerSession:
             logger.debug("response %s dropped: connection lost", response.request_id)
 
     async def wait_idle(self) -> None:
-        """Wait until no incoming request is being served (one that arrives
-        meanwhile waits, as it would at the concurrency limit)."""
-        taken = 0
-        try:
-            while taken < self._max_requests:
-                await self._request_limit.acquire()
-                taken += 1
-        finally:
-            for _ in range(taken):
-                self._request_limit.release()
+        """Wait until no incoming request is being served (new ones are
+        still taken meanwhile)."""
+        await trio.lowlevel.checkpoint()
+        while self._request_limit.value < self._max_requests:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
 
     # -- the control channel ------------------------------------------------
 
@@ -490,6 +488,10 @@ class WorkerSession:
             await self._respond(response)
         finally:
             self._request_limit.release()
+            idle = self._idle
+            if idle is not None and self._request_limit.value == self._max_requests:
+                self._idle = None
+                idle.set()
 
 
 @asynccontextmanager

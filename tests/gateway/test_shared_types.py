@@ -28,6 +28,7 @@ from agentwire import (
     serializers_for_type,
 )
 from agentwire._gateway import Gateway
+from agentwire._worker._session import WorkerSession
 from tests.worker.proxy import CuttableProxy, open_proxy
 
 GUARD = 20  # seconds: a hang guard, never a synchronisation
@@ -47,6 +48,13 @@ class Served:
 @attrs.define
 class News:
     text: str
+
+
+@attrs.define
+class Relay:
+    """Once released, call agent ``stateful/<key>`` and answer what it did."""
+
+    key: str
 
 
 class Tally:
@@ -83,6 +91,13 @@ class Stateful(RoutedAgent):
             await self.release.wait()
         return Served(self.worker, self.calls)
 
+    @rpc
+    async def on_relay(self, message: Relay, ctx: MessageContext) -> Served:
+        await self.release.wait()
+        served = await self.send_message(Call("relayed"), AgentId("stateful", message.key))
+        assert isinstance(served, Served)
+        return served
+
     @event
     async def on_news(self, message: News, ctx: MessageContext) -> None:
         self.tally.add(self.worker, self.id)
@@ -103,7 +118,9 @@ def factory(worker: str, tally: Tally, release: trio.Event) -> Callable[[], Stat
 
 
 @asynccontextmanager
-async def cluster(names: list[str], **gateway_options: Any) -> AsyncIterator[Cluster]:
+async def cluster(
+    names: list[str], *, max_concurrent_requests: int = 256, **gateway_options: Any
+) -> AsyncIterator[Cluster]:
     """A gateway with shared agent types, a worker per name serving type
     ``stateful`` (each through a proxy that can cut it off), and a caller."""
     tally, release = Tally(), trio.Event()
@@ -115,7 +132,12 @@ async def cluster(names: list[str], **gateway_options: Any) -> AsyncIterator[Clu
         for name in names:
             proxy = await stack.enter_async_context(open_proxy(gateway.address))
             runtime = await stack.enter_async_context(
-                open_worker(proxy.address, shared_types=True, reconnect=policy)
+                open_worker(
+                    proxy.address,
+                    shared_types=True,
+                    reconnect=policy,
+                    max_concurrent_requests=max_concurrent_requests,
+                )
             )
             await Stateful.register(runtime, "stateful", factory(name, tally, release))
             await runtime.add_subscription(TypeSubscription("news", "stateful"))
@@ -249,3 +271,37 @@ async def test_drain_without_shared_agent_types_is_refused() -> None:
             await Stateful.register(runtime, "stateful", factory("w", Tally(), trio.Event()))
             with pytest.raises(agentwire.GatewayRejectedError, match="shared agent types"):
                 await runtime.drain()
+
+
+async def test_a_draining_worker_still_serves_calls_its_own_agents_make(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waiting = trio.Event()  # the drain waits for the worker to be idle
+    wait_idle = WorkerSession.wait_idle
+
+    async def spied_wait_idle(session: WorkerSession) -> None:
+        waiting.set()
+        await wait_idle(session)
+
+    monkeypatch.setattr(WorkerSession, "wait_idle", spied_wait_idle)
+    with trio.fail_after(GUARD):
+        async with cluster(["w1", "w2"], max_concurrent_requests=2) as c:
+            w1 = c.workers["w1"]
+            w1_id = w1.statistics().client_id
+            owners = {f"k{i}": (await call(c.caller, f"k{i}")).worker for i in range(16)}
+            first, second = [key for key, worker in owners.items() if worker == "w1"][:2]
+            relayed: list[object] = []
+
+            async def relay() -> None:
+                relayed.append(
+                    await c.caller.send_message(Relay(second), AgentId("stateful", first))
+                )
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(relay)
+                await c.gateway.wait_until(lambda s: s.rpcs_in_flight == 1)
+                nursery.start_soon(w1.drain)
+                await c.gateway.wait_until(lambda s: s.placement["stateful"].draining == (w1_id,))
+                await waiting.wait()
+                c.release.set()  # the relay now calls an agent on the draining worker
+    assert relayed == [Served("w1", 2)]

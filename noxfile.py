@@ -63,8 +63,8 @@ def proto(session: nox.Session) -> None:
 @nox.session
 def interop(session: nox.Session) -> None:
     """Interop tests against real AutoGen 0.7.5 (it pins grpcio and protobuf)."""
-    session.install(AUTOGEN)
-    session.install("-e", ".[test]")
+    # One resolution, so that the test extra (grpcio-health-checking) is held to AutoGen's pins.
+    session.install(AUTOGEN, "-e", ".[test]")
     session.run("pytest", "-m", "interop", *session.posargs, env={"AGENTWIRE_INTEROP": "1"})
 
 

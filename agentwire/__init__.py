@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     )
     from ._gateway import Gateway, GatewayStatistics, open_gateway, serve_gateway
     from ._ids import AgentId, AgentType, DefaultTopicId, TopicId
+    from ._observability._metrics import MetricsServer, serve_gateway_metrics
+    from ._observability._trace_context import TraceContext, current_trace_context
     from ._retry import RetryPolicy
     from ._runtime._core import Router, Runtime, RuntimeStatistics
     from ._runtime._interventions import (
@@ -132,6 +134,10 @@ _EXPORTS: dict[str, str] = {
     "AgentType": "._ids",
     "DefaultTopicId": "._ids",
     "TopicId": "._ids",
+    "MetricsServer": "._observability._metrics",
+    "serve_gateway_metrics": "._observability._metrics",
+    "TraceContext": "._observability._trace_context",
+    "current_trace_context": "._observability._trace_context",
     "RetryPolicy": "._retry",
     "Router": "._runtime._core",
     "Runtime": "._runtime._core",
@@ -198,6 +204,7 @@ __all__ = [
     "MessageDroppedError",
     "MessageSerializer",
     "MessageTooLargeError",
+    "MetricsServer",
     "OverloadedError",
     "ProtobufSerializer",
     "PydanticJsonSerializer",
@@ -215,6 +222,7 @@ __all__ = [
     "Subscription",
     "SubscriptionTable",
     "TopicId",
+    "TraceContext",
     "TypePrefixSubscription",
     "TypeSubscription",
     "UndeliverableError",
@@ -224,6 +232,7 @@ __all__ = [
     "WorkerRuntimeStatistics",
     "WorkerStatistics",
     "__version__",
+    "current_trace_context",
     "default_subscription",
     "event",
     "message_handler",
@@ -233,6 +242,7 @@ __all__ = [
     "rpc",
     "serializers_for_type",
     "serve_gateway",
+    "serve_gateway_metrics",
     "try_get_known_serializers_for_type",
     "type_subscription",
 ]

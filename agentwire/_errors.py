@@ -144,3 +144,18 @@ class OverloadedError(AgentwireError):
 
 class InvalidRequestError(AgentwireError, ValueError):
     """The gateway refused a request as malformed (e.g. an invalid target or source id)."""
+
+
+class AuthenticationError(AgentwireError):
+    """No or bad credentials (gRPC UNAUTHENTICATED). The message never holds a token."""
+
+
+class PermissionDeniedError(AgentwireError):
+    """The caller's principal lacks the right for what it asked (gRPC PERMISSION_DENIED)."""
+
+
+class GatewayRefusedError(ConnectionLostError):
+    """The gateway refused this worker's channel (UNAUTHENTICATED: no or a bad
+    token or certificate; PERMISSION_DENIED: e.g. a client-id of another
+    principal). Reconnecting cannot help: fix the worker's credentials or the
+    gateway's access file."""

@@ -78,3 +78,5 @@ class ErrorKind(enum.StrEnum):
     """The request or its result is larger than the message size limit."""
     CANT_HANDLE = "cant-handle"
     """The target agent has no handler for the message's type."""
+    PERMISSION_DENIED = "permission-denied"
+    """The caller's principal may not call the target agent type (gateway access control)."""

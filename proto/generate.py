@@ -9,8 +9,13 @@ formats with). Three targets, each written whole:
     protobuf classes. The protoc bundled with grpcio-tools 1.62.3 (protobuf 4.25
     gencode) writes no runtime version check, so they import on protobuf 5.29
     through 7.x, next to AutoGen. protoc writes ``import cloudevent_pb2`` for the
-    sibling file; the only post-processing step turns that into a package-relative
-    import.
+    sibling file; post-processing turns that into a package-relative import.
+    The standard health service (``health.proto``, ``grpc.health.v1``) goes next
+    to them, its messages in a descriptor pool of their own: grpcio's
+    ``grpc_health`` module registers the same names in the default pool (from a
+    file of another name, and its content varies by version), and the two must
+    import in one process. The ``agents.*`` files stay in the default pool,
+    byte-identical to AutoGen's.
 ``agentwire/_examples``
     The payloads of the demo and the tests (``examples/*.proto``) as betterproto2
     dataclasses, written by betterproto2-compiler as a user would run it. One
@@ -38,6 +43,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 EXAMPLES = HERE / "examples"
 SOURCES = ("agent_worker.proto", "cloudevent.proto")
+# Compiled into a descriptor pool of their own (see the module docstring).
+PRIVATE_POOL_SOURCES = ("health.proto",)
+DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+PRIVATE_POOL = "_POOL = _descriptor_pool.DescriptorPool()\nDESCRIPTOR = _POOL.AddSerializedFile("
 # protoc's sibling import, as written in the module and in its stub.
 SIBLING_IMPORTS = {
     "import cloudevent_pb2 as cloudevent__pb2": "from . import cloudevent_pb2 as cloudevent__pb2",
@@ -67,12 +76,19 @@ def _protoc(args: list[str], *, cwd: pathlib.Path) -> None:
 
 def generate_protocol(out_dir: pathlib.Path) -> None:
     """The protocol envelopes, google protobuf classes and stubs, into *out_dir*."""
-    _protoc([f"-I{HERE}", f"--python_out={out_dir}", f"--pyi_out={out_dir}", *SOURCES], cwd=HERE)
+    sources = [*SOURCES, *PRIVATE_POOL_SOURCES]
+    _protoc([f"-I{HERE}", f"--python_out={out_dir}", f"--pyi_out={out_dir}", *sources], cwd=HERE)
     for path in out_dir.glob("*_pb2.py*"):
         text = path.read_text()
         for old, new in SIBLING_IMPORTS.items():
             text = text.replace(old, new)
         path.write_text(text)
+    for source in PRIVATE_POOL_SOURCES:
+        path = out_dir / source.replace(".proto", "_pb2.py")
+        text = path.read_text()
+        if text.count(DEFAULT_POOL) != 1:
+            raise RuntimeError(f"{path.name}: protoc's output no longer has one {DEFAULT_POOL!r}")
+        path.write_text(text.replace(DEFAULT_POOL, PRIVATE_POOL))
     (out_dir / "__init__.py").write_text(HEADER.format(sources="*.proto"))
 
 

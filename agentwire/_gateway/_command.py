@@ -2,10 +2,14 @@
 
 Prints exactly one line to stdout once listening --
 ``agentwire gateway listening on HOST:PORT`` -- and flushes it, so a parent
-process can wait for it. Logs go to stderr. On SIGINT/SIGTERM it shuts down
-gracefully (``--grace-period``) and exits 0. An invalid ``--address``, or one
-it cannot listen on (port in use, unknown host), is reported in one line on
-stderr with exit status 2.
+process can wait for it (with ``--metrics-address``, a second one follows:
+``agentwire gateway metrics on http://HOST:PORT/metrics``). Logs go to stderr.
+On SIGINT/SIGTERM it shuts down gracefully (``--grace-period``) and exits 0.
+An invalid ``--address``, or one it cannot listen on (port in use, unknown
+host), is reported in one line on stderr with exit status 2, as are
+contradictory security options and unreadable or mismatched TLS or access
+files. SIGHUP re-reads the access file (``--auth-tokens``) without dropping
+connections.
 """
 
 from __future__ import annotations
@@ -20,8 +24,16 @@ from typing import Any
 import trio
 
 from .._address import InvalidAddressError, parse_address
+from .._errors import AgentwireError
+from .._security._command import (
+    GatewaySecurity,
+    SecuritySetupError,
+    add_security_arguments,
+    reload_on_sighup,
+    security_from_arguments,
+)
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._serve import Gateway, serve_gateway
+from ._serve import Gateway, load_metrics_server, serve_gateway
 
 __all__ = ["add_gateway_command"]
 
@@ -93,6 +105,28 @@ def add_gateway_command(subparsers: Any) -> None:
         "are kept; 0 = forever [default: %(default)s]",
     )
     parser.add_argument(
+        "--keepalive-interval",
+        type=_timeout,
+        default=5.0,
+        help="seconds of silence after which a worker's connection is pinged; "
+        "0 = never [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--keepalive-timeout",
+        type=_seconds,
+        default=10.0,
+        help="seconds a pinged worker has to answer before it is disconnected and "
+        "its callers are answered [default: %(default)s]",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="also serve Prometheus metrics at http://HOST:PORT/metrics (needs the "
+        "metrics extra: pip install 'trio-agentwire[metrics]') [default: off]",
+    )
+    add_security_arguments(parser)
+    parser.add_argument(
         "--shared-agent-types",
         nargs="?",
         const="hash",
@@ -121,9 +155,23 @@ def run_gateway_command(args: argparse.Namespace) -> int:
     except InvalidAddressError as exc:
         print(f"agentwire gateway: invalid --address: {exc}", file=sys.stderr)
         return EXIT_BAD_ADDRESS
+    try:
+        security = security_from_arguments(args)
+    except SecuritySetupError as exc:
+        print(f"agentwire gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
+    if args.metrics_address is not None:
+        try:
+            load_metrics_server(args.metrics_address)
+        except InvalidAddressError as exc:
+            print(f"agentwire gateway: invalid --metrics-address: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
+        except AgentwireError as exc:
+            print(f"agentwire gateway: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
-        trio.run(_run, args)
+        trio.run(_run, args, security)
     except* OSError as group:
         failure = _first_leaf(group)
     if failure is not None:
@@ -139,9 +187,16 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            reloading = trio.CancelScope()
+
+            async def reload(*, task_status: trio.TaskStatus[None]) -> None:
+                with reloading:
+                    await reload_on_sighup(security.authenticator, task_status=task_status)
+
+            await nursery.start(reload)
             gateway: Gateway = await nursery.start(
                 functools.partial(
                     serve_gateway,
@@ -151,11 +206,23 @@ async def _run(args: argparse.Namespace) -> None:
                     grace_period=args.grace_period,
                     startup_grace=args.startup_grace,
                     registration_grace=args.registration_grace,
+                    keepalive_interval=args.keepalive_interval,
+                    keepalive_timeout=args.keepalive_timeout,
+                    ssl_context=security.ssl_context,
+                    authenticator=security.authenticator,
+                    plaintext_address=security.plaintext_address,
+                    metrics_address=args.metrics_address,
                     placement=args.shared_agent_types,
                 )
             )
+            if gateway.plaintext_address is not None:
+                logger.info("plaintext loopback listener on %s", gateway.plaintext_address)
             print(f"agentwire gateway listening on {gateway.address}", flush=True)
+            if gateway.metrics_address is not None:
+                url = f"http://{gateway.metrics_address}/metrics"
+                print(f"agentwire gateway metrics on {url}", flush=True)
             async for signum in signals:
                 logger.info("received %s; shutting down", signal.Signals(signum).name)
                 break
             await gateway.shutdown()
+            reloading.cancel()

@@ -58,6 +58,7 @@ import trio
 from grpclib.const import Status
 
 from .._proto import agent_worker_pb2 as pb
+from .._security._guard import MessagePolicy
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._placement import PlacementStrategy, placement_strategy
 from ._queue import ClientQueue, FullLanes, Lane, QueueFull, Waiter
@@ -366,6 +367,19 @@ class GatewayHub:
 
     def subscriptions(self) -> list[pb.Subscription]:
         return self._table.subscriptions()
+
+    def owner_of(self, agent_type: str) -> str | None:
+        return self._table.owner_of(agent_type)
+
+    def subscription_owner(self, subscription_id: str) -> str | None:
+        return self._table.subscription_owner(subscription_id)
+
+    def has_client(self, client_id: str) -> bool:
+        return self._table.has_client(client_id)
+
+    def set_message_policy(self, policy: MessagePolicy | None) -> None:
+        """Ask *policy* about every RPC and event before routing it (access control)."""
+        self._table.policy = policy
 
     # ------------------------------------------------------------ connections
 

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
 
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
@@ -66,6 +65,7 @@ from .._errors import InvalidIdentifierError
 from .._ids import TopicId, is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
+from .._security._guard import MessagePolicy
 from .._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DRAIN_DESTINATION,
@@ -147,6 +147,8 @@ class RoutingTable:
         self._outstanding: dict[Conn, int] = {}
         self._now = float("-inf")
         self._closed = False
+        # Access control per message (the gateway's AccessGuard); None: allow all.
+        self.policy: MessagePolicy | None = None
         # counters
         self._rpcs_forwarded = 0
         self._rpcs_failed = 0
@@ -255,6 +257,14 @@ class RoutingTable:
         if shared agent types are off or it serves none (with a channel)."""
         return self._shared is not None and self._shared.drain(client_id)
 
+    def subscription_owner(self, subscription_id: str) -> str | None:
+        """The client-id that recorded *subscription_id*, if it exists."""
+        return self._reg.sub_owner.get(subscription_id)
+
+    def has_client(self, client_id: str) -> bool:
+        """Whether the table holds anything of *client_id* (a stream, a type, a subscription)."""
+        return client_id in self._clients
+
     def _clock(self, now: float | None) -> float:
         if now is not None:
             self._now = max(now, self._now)
@@ -277,7 +287,7 @@ class RoutingTable:
         if kind == "response":
             return self._response(conn, message)
         if kind == "cloudEvent":
-            return self._event(message.cloudEvent, data, now)
+            return self._event(conn, message.cloudEvent, data, now)
         return [
             self._protocol_error(
                 conn, "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
@@ -301,6 +311,10 @@ class RoutingTable:
         target = request.target
         if not is_valid_agent_type(target.type):
             return ErrorKind.INVALID_ARGUMENT, f"invalid target agent type {target.type!r}"
+        if self.policy is not None:
+            denied = self.policy.refuse_request(caller.client_id, target.type)
+            if denied is not None:
+                return ErrorKind.PERMISSION_DENIED, denied
         if request.HasField("source") and not is_valid_agent_type(request.source.type):
             return (
                 ErrorKind.INVALID_ARGUMENT,
@@ -326,8 +340,8 @@ class RoutingTable:
                 return (
                     ErrorKind.UNDELIVERABLE,
                     f"the worker owning agent type {target.type!r} "
-                    f"(client {owner}) has no open channel; the request to {target_agent} "
-                    "was not delivered",
+                    + (f"(client {owner}) " if self.policy is None else "")
+                    + f"has no open channel; the request to {target_agent} was not delivered",
                 )
             data_conn = owner_conn
         if self.in_flight(caller) >= self.max_in_flight:
@@ -412,8 +426,13 @@ class RoutingTable:
         self._responses_forwarded += 1
         return [self._answer(p.caller, data)]
 
-    def _event(self, event: cloudevent_pb2.CloudEvent, data: bytes, now: float) -> list[Action]:
+    def _event(
+        self, conn: Conn, event: cloudevent_pb2.CloudEvent, data: bytes, now: float
+    ) -> list[Action]:
         self._events_received += 1
+        if self.policy is not None and self.policy.refuse_event(conn.client_id, event.type):
+            self._events_dropped += 1  # the policy counted and logged it
+            return []
         try:
             topic = TopicId(event.type, event.source)
         except InvalidIdentifierError as exc:
@@ -572,15 +591,19 @@ class RoutingTable:
             if self._shared is not None:
                 return self._shared.gateway_request(conn, message)
             return [answer(conn, message, False)] if message.respond_to else []
+        denied = None
+        if self.policy is not None:
+            denied = self.policy.refuse_control(conn.client_id, message.destination)
         placed = None if self._shared is None else self._shared.control_of
-        target = resolve(self._reg, message.destination, placed)
+        target = resolve(self._reg, message.destination, placed) if denied is None else None
         if target is not None:
             self._control_forwarded += 1
             return [Deliver(target, data)]
         self._control_undeliverable += 1
         reason = (
-            ERROR_PREFIX + f"cannot deliver control message {message.rpc_id!r}: "
-            f"no control channel for destination {message.destination!r}"
+            ERROR_PREFIX
+            + f"cannot deliver control message {message.rpc_id!r}: "
+            + (denied or f"no control channel for destination {message.destination!r}")
         )
         reply = control_error_reply(message, reason)
         if reply is None:
@@ -634,6 +657,3 @@ class RoutingTable:
             calls = sum(1 for p in self._pending.entries.values() if p.caller == conn)
             calls += sum(1 for h in hold_requests if h.caller == conn)
             assert calls <= outstanding <= self.max_in_flight, (conn, calls, outstanding)
-
-    def pending_ids(self) -> Iterable[str]:
-        return self._pending.entries.keys()

@@ -1,23 +1,40 @@
-"""``serve_gateway`` / ``open_gateway``: the hub plus the AgentRpc service on a socket."""
+"""``serve_gateway`` / ``open_gateway``: the hub plus the AgentRpc service on a socket.
+
+Next to ``agents.AgentRpc`` the server answers the standard gRPC health
+service (``grpc.health.v1.Health``): the server and ``agents.AgentRpc`` are
+SERVING until shutdown begins. With ``metrics_address`` the gateway's
+statistics are also served to Prometheus over HTTP (the ``metrics`` extra).
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._address import parse_address
+from .._errors import AgentwireError
 from .._nursery import open_service_nursery, open_unwrapping_nursery
+from .._observability._health import AGENT_RPC_SERVICE, HealthService, HealthStatus, HealthTable
+from .._security import AccessGuard, Authenticator, GuardStatistics
+from .._security._loopback import check_loopback_address, serve_loopback_listener
 from .._transport import GrpcServer, serve_grpc
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._hub import GatewayConfig, GatewayHub, GatewayStatistics, open_hub
 from ._placement import PlacementStrategy
 from ._service import AgentRpcService
 
+if TYPE_CHECKING:
+    from .._observability._metrics import MetricsServer
+
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
+
+METRICS_EXTRA = "pip install 'trio-agentwire[metrics]'"
 
 logger = logging.getLogger("agentwire.gateway")
 
@@ -26,10 +43,32 @@ class Gateway:
     """A running gateway (from :func:`serve_gateway`'s ``task_status`` or
     :func:`open_gateway`)."""
 
-    def __init__(self, server: GrpcServer, hub: GatewayHub, grace_period: float) -> None:
+    def __init__(
+        self,
+        server: GrpcServer,
+        hub: GatewayHub,
+        grace_period: float,
+        guard: AccessGuard | None = None,
+        plaintext: tuple[str, trio.CancelScope] | None = None,
+        health: HealthService | None = None,
+        metrics: MetricsServer | None = None,
+    ) -> None:
         self._server = server
         self._hub = hub
         self.grace_period = grace_period
+        self._guard = AccessGuard() if guard is None else guard
+        self._plaintext = plaintext
+        self._health = health
+        self._metrics = metrics
+
+    @property
+    def plaintext_address(self) -> str | None:
+        """``host:port`` of the plaintext loopback listener, if there is one."""
+        return None if self._plaintext is None else self._plaintext[0]
+
+    def access_statistics(self) -> GuardStatistics:
+        """Client-ids owned, principals, and refusals (UNAUTHENTICATED, PERMISSION_DENIED)."""
+        return self._guard.statistics()
 
     @property
     def address(self) -> str:
@@ -39,6 +78,11 @@ class Gateway:
     @property
     def port(self) -> int:
         return self._server.port
+
+    @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the Prometheus endpoint (``/metrics``), if one was asked for."""
+        return None if self._metrics is None else self._metrics.address
 
     @property
     def config(self) -> GatewayConfig:
@@ -58,9 +102,18 @@ class Gateway:
         """Stop gracefully: refuse new calls, answer every pending RPC with an
         error, end every worker's stream (UNAVAILABLE) after its queue drains,
         and give calls *grace* seconds (default ``grace_period``) before
-        cancelling what is left. Returns when the server has stopped."""
+        cancelling what is left. Returns when the server has stopped.
+
+        The health service answers NOT_SERVING from the start of it; the
+        metrics endpoint stops with the server."""
+        if self._health is not None:
+            self._health.begin_shutdown()
+        if self._plaintext is not None:
+            self._plaintext[1].cancel()  # stop accepting; its connections shut down below
         self._hub.begin_shutdown()
         await self._server.shutdown(self.grace_period if grace is None else grace)
+        if self._metrics is not None:
+            self._metrics.close()
 
 
 async def serve_gateway(
@@ -79,6 +132,12 @@ async def serve_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    keepalive_interval: float | None = 5.0,
+    keepalive_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    authenticator: Authenticator | None = None,
+    plaintext_address: str | None = None,
+    metrics_address: str | None = None,
     placement: str | PlacementStrategy | None = None,
     max_placed_keys: int = 1_000_000,
 ) -> None:
@@ -86,14 +145,36 @@ async def serve_gateway(
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
     one raises :class:`~agentwire._address.InvalidAddressError`).
 
+    Security (README, "Security"): *ssl_context* serves TLS (see
+    :func:`agentwire.security.server_ssl_context`; ALPN ``h2``);
+    *authenticator* authenticates every call and enforces its principal's
+    rights (e.g. :class:`agentwire.security.AccessFileAuthenticator`); with
+    neither, any peer may act as any client, as with AutoGen's host.
+    *plaintext_address* (a loopback ``host:port``) adds a plaintext listener of
+    the same gateway, for workers on this machine that cannot speak TLS.
+
     ``task_status.started(gateway)`` reports the :class:`Gateway` once it
     listens. Returns after ``gateway.shutdown()``. Cancelling it stops at once:
     connections are dropped without answers (use ``shutdown`` to be polite).
+    A worker that stops answering (a frozen process with its socket open) is
+    found by HTTP/2 PINGs: once its connection has been silent for
+    ``keepalive_interval`` seconds it is pinged, and if nothing arrives within
+    ``keepalive_timeout`` its connection is dropped, so the callers of its
+    agents get ``connection-lost`` answers within about the sum of the two
+    instead of waiting for ``rpc_timeout`` (``keepalive_interval=None``
+    turns this off). grpc-core clients answer PINGs from their own thread; an
+    agentwire worker whose trio loop is blocked longer than the sum is
+    dropped too (and reconnects).
     See :class:`GatewayConfig` for the other options (``placement``: shared
     agent types, see the README). A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
+
+    *metrics_address* (``host:port``) also serves the gateway's metrics for
+    Prometheus at ``http://host:port/metrics`` (needs the ``metrics`` extra;
+    see ``gateway.metrics_address``).
     """
     host, port = parse_address(address)
+    serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
     config = GatewayConfig(
         rpc_timeout=rpc_timeout,
         queue_size=queue_size,
@@ -109,21 +190,65 @@ async def serve_gateway(
         placement=placement,
         max_placed_keys=max_placed_keys,
     )
+    if plaintext_address is not None:
+        check_loopback_address(plaintext_address)
     async with open_hub(config) as hub, open_unwrapping_nursery() as nursery:
-        service = AgentRpcService(hub)
+        guard = AccessGuard(authenticator, is_known=hub.has_client)
+        if authenticator is not None:
+            hub.set_message_policy(guard)
+        service = AgentRpcService(hub, guard)
+        health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
         server: GrpcServer = await nursery.start(
             functools.partial(
                 serve_grpc,
-                service.methods(),
+                {**service.methods(), **health.methods()},
                 host,
                 port,
                 max_message_size=max_message_size,
                 grace_period=grace_period,
+                keepalive_interval=keepalive_interval,
+                keepalive_timeout=keepalive_timeout,
+                ssl_context=ssl_context,
             )
         )
-        gateway = Gateway(server, hub, grace_period)
+        plaintext = None
+        if plaintext_address is not None:
+            accepting = trio.CancelScope()
+            shown = await nursery.start(_accept_plaintext, accepting, server, plaintext_address)
+            plaintext = (shown, accepting)
+        metrics = None
+        if serve_metrics is not None:
+            metrics = await nursery.start(serve_metrics, hub, metrics_address)
+            logger.info("gateway metrics on http://%s/metrics", metrics.address)
+        gateway = Gateway(server, hub, grace_period, guard, plaintext, health, metrics)
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
+
+
+async def _accept_plaintext(
+    scope: trio.CancelScope,
+    server: GrpcServer,
+    address: str,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The plaintext loopback listener, until *scope* is cancelled (at shutdown);
+    its connections live in their own nursery until the server ends them."""
+    async with trio.open_nursery() as connections:
+        with scope:
+            await serve_loopback_listener(server, address, connections, task_status=task_status)
+
+
+def load_metrics_server(address: str) -> Any:
+    """``serve_gateway_metrics``, or a precise error if the ``metrics`` extra is missing."""
+    parse_address(address)
+    try:
+        from .._observability._metrics import serve_gateway_metrics
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"serving metrics needs {exc.name}, which is not installed: {METRICS_EXTRA}"
+        ) from exc
+    return serve_gateway_metrics
 
 
 @asynccontextmanager
@@ -142,6 +267,12 @@ async def open_gateway(
     max_subscriptions_per_client: int = 10_000,
     startup_grace: float = 5.0,
     max_held: int = 1000,
+    keepalive_interval: float | None = 5.0,
+    keepalive_timeout: float = 10.0,
+    ssl_context: ssl.SSLContext | None = None,
+    authenticator: Authenticator | None = None,
+    plaintext_address: str | None = None,
+    metrics_address: str | None = None,
     placement: str | PlacementStrategy | None = None,
     max_placed_keys: int = 1_000_000,
 ) -> AsyncIterator[Gateway]:
@@ -169,6 +300,12 @@ async def open_gateway(
         max_subscriptions_per_client=max_subscriptions_per_client,
         startup_grace=startup_grace,
         max_held=max_held,
+        keepalive_interval=keepalive_interval,
+        keepalive_timeout=keepalive_timeout,
+        ssl_context=ssl_context,
+        authenticator=authenticator,
+        plaintext_address=plaintext_address,
+        metrics_address=metrics_address,
         placement=placement,
         max_placed_keys=max_placed_keys,
     )

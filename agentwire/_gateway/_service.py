@@ -8,6 +8,14 @@ Status codes and messages follow AutoGen 0.7.5's Python host:
   answer what the router decides (see ``_routing.py`` for the messages);
 * a request body that is not a valid protobuf message: INVALID_ARGUMENT.
 
+With an authenticator (``serve_gateway(authenticator=...)``) every call and
+stream is authenticated first (UNAUTHENTICATED otherwise) and checked by the
+gateway's :class:`~agentwire._security._guard.AccessGuard`: a client-id
+belongs to the principal that first used it, registrations and subscriptions
+need their rights (PERMISSION_DENIED), a principal sees and removes only its
+own subscriptions (another's answers as unknown), and a registration conflict
+names the owner's client-id only to its own principal.
+
 OpenChannel and OpenControlChannel pump bytes between the HTTP/2 stream and a
 hub :class:`~._hub.Connection`. Unlike AutoGen's host we send the response
 headers as soon as the stream is attached (AutoGen sends none until its first
@@ -21,18 +29,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import trio
 from google.protobuf.message import DecodeError, Message
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from .._errors import AuthenticationError, PermissionDeniedError
 from .._proto import agent_worker_pb2 as pb
+from .._security import AccessGuard, Credentials, Principal
 from .._transport import Method, ServerStream, bidi, unary
 from .._wire import SERVICE_PREFIX
 from ._hub import Connection, GatewayHub
-from ._routing import ConnKind, RoutingError
+from ._routing import UNKNOWN_SUBSCRIPTION_MESSAGE, ConnKind, RoutingError
 
 __all__ = ["AgentRpcService"]
 
@@ -59,61 +69,117 @@ def _parse(cls: type[_M], data: bytes) -> _M:
         ) from None
 
 
+class _Caller(Protocol):
+    def __call__(self, stream: ServerStream) -> tuple[Principal, str]: ...
+
+
 def _unary_call(
+    enter: _Caller,
     request_type: type[_M],
-    handle: Callable[[str, _M], _R | None],
+    handle: Callable[[Principal, str, _M], _R | None],
     response_type: type[_R],
 ) -> Method:
-    """A unary method: check the client-id, parse the request, let *handle*
-    act on it (a RoutingError ends the call with its status), answer with
-    what *handle* returned, or an empty *response_type*."""
+    """A unary method: authenticate and check the client-id (*enter*), parse
+    the request, let *handle* act on it (a RoutingError or a refusal ends the
+    call with its status), answer with what *handle* returned, or an empty
+    *response_type*."""
 
     async def call(data: bytes, stream: ServerStream) -> bytes:
-        client_id = _client_id(stream)
+        principal, client_id = enter(stream)
         request = _parse(request_type, data)
         try:
-            response = handle(client_id, request)
+            response = handle(principal, client_id, request)
         except RoutingError as exc:
             raise GRPCError(exc.status, exc.message) from None
+        except PermissionDeniedError as exc:
+            raise GRPCError(Status.PERMISSION_DENIED, str(exc)) from None
         return (response_type() if response is None else response).SerializeToString()
 
     return unary(call)
 
 
 class AgentRpcService:
-    """The method table of one gateway (``methods()``), backed by *hub*."""
+    """The method table of one gateway (``methods()``), backed by *hub*, with
+    access decided by *guard* (default: no authentication, as AutoGen)."""
 
-    def __init__(self, hub: GatewayHub) -> None:
+    def __init__(self, hub: GatewayHub, guard: AccessGuard | None = None) -> None:
         self._hub = hub
+        self._guard = AccessGuard() if guard is None else guard
+
+    def _enter(self, stream: ServerStream) -> tuple[Principal, str]:
+        """The caller's principal and client-id, or a GRPCError refusing the call."""
+        guard = self._guard
+        try:
+            principal = guard.authenticate(
+                Credentials(stream.metadata, stream.peer_certificate, stream.peer)
+            )
+            client_id = _client_id(stream)
+            guard.check_client(principal, client_id)
+        except AuthenticationError as exc:
+            raise GRPCError(Status.UNAUTHENTICATED, str(exc)) from None
+        except PermissionDeniedError as exc:
+            raise GRPCError(Status.PERMISSION_DENIED, str(exc)) from None
+        return principal, client_id
 
     def methods(self) -> dict[str, Method]:
-        hub = self._hub
+        enter = self._enter
         return {
             SERVICE_PREFIX + "OpenChannel": bidi(self.open_channel),
             SERVICE_PREFIX + "OpenControlChannel": bidi(self.open_control_channel),
             SERVICE_PREFIX + "RegisterAgent": _unary_call(
-                pb.RegisterAgentTypeRequest,
-                lambda client_id, request: hub.register_agent(client_id, request.type),
-                pb.RegisterAgentTypeResponse,
+                enter, pb.RegisterAgentTypeRequest, self._register, pb.RegisterAgentTypeResponse
             ),
             SERVICE_PREFIX + "AddSubscription": _unary_call(
-                pb.AddSubscriptionRequest,
-                lambda client_id, request: hub.add_subscription(client_id, request.subscription),
-                pb.AddSubscriptionResponse,
+                enter, pb.AddSubscriptionRequest, self._subscribe, pb.AddSubscriptionResponse
             ),
             SERVICE_PREFIX + "RemoveSubscription": _unary_call(
+                enter,
                 pb.RemoveSubscriptionRequest,
-                lambda client_id, request: hub.remove_subscription(client_id, request.id),
+                self._unsubscribe,
                 pb.RemoveSubscriptionResponse,
             ),
             SERVICE_PREFIX + "GetSubscriptions": _unary_call(
-                pb.GetSubscriptionsRequest,
-                lambda _client_id, _request: pb.GetSubscriptionsResponse(
-                    subscriptions=hub.subscriptions()
-                ),
-                pb.GetSubscriptionsResponse,
+                enter, pb.GetSubscriptionsRequest, self._subscriptions, pb.GetSubscriptionsResponse
             ),
         }
+
+    # ------------------------------------------------------------ unary
+
+    def _register(
+        self, principal: Principal, client_id: str, request: pb.RegisterAgentTypeRequest
+    ) -> None:
+        guard, hub = self._guard, self._hub
+        guard.check_register(principal, request.type)
+        owner = hub.owner_of(request.type)
+        if owner is not None and not guard.may_see(principal, owner):
+            message = guard.registration_conflict(principal, request.type, owner)
+            raise RoutingError(Status.INVALID_ARGUMENT, message)
+        hub.register_agent(client_id, request.type)
+        guard.claim(principal, client_id)
+
+    def _subscribe(
+        self, principal: Principal, client_id: str, request: pb.AddSubscriptionRequest
+    ) -> None:
+        self._guard.check_subscription(principal, request.subscription)
+        self._hub.add_subscription(client_id, request.subscription)
+        self._guard.claim(principal, client_id)
+
+    def _unsubscribe(
+        self, principal: Principal, client_id: str, request: pb.RemoveSubscriptionRequest
+    ) -> None:
+        owner = self._hub.subscription_owner(request.id)
+        if owner is not None and not self._guard.may_see(principal, owner):
+            raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE)  # as unknown
+        self._hub.remove_subscription(client_id, request.id)
+
+    def _subscriptions(
+        self, principal: Principal, client_id: str, request: pb.GetSubscriptionsRequest
+    ) -> pb.GetSubscriptionsResponse:
+        subscriptions = self._hub.subscriptions()
+        if self._guard.enabled:
+            owner, may_see = self._hub.subscription_owner, self._guard.may_see
+            subscriptions = [s for s in subscriptions if may_see(principal, owner(s.id))]
+        return pb.GetSubscriptionsResponse(subscriptions=subscriptions)
 
     # ------------------------------------------------------------ streams
 
@@ -124,9 +190,11 @@ class AgentRpcService:
         await self._serve_stream(stream, ConnKind.CONTROL)
 
     async def _serve_stream(self, stream: ServerStream, kind: ConnKind) -> None:
-        client_id = _client_id(stream)
+        principal, client_id = self._enter(stream)
         try:
             async with self._hub.connect(client_id, kind) as conn:
+                # No checkpoint since _enter checked the client-id: it is ours.
+                self._guard.claim(principal, client_id)
                 logger.debug(
                     "client %s opened a %s channel (%s)", client_id, kind.value, stream.peer
                 )

@@ -113,6 +113,9 @@ the tests call it)
 5. The RPC chain is a context variable: tasks a handler spawns inherit it,
    so a task that outlives its handler and calls back into the same agent
    would run re-entrantly. Do not keep such tasks beyond the handler.
+6. A queued message is handled in the trace context it was sent in (the
+   envelope keeps it; the drain task sets it before each handler), so the
+   trace context of one message never leaks into the handling of the next.
 """
 
 from __future__ import annotations
@@ -135,6 +138,7 @@ from .._errors import (
     UndeliverableError,
 )
 from .._ids import AgentId, TopicId, current_agent_id
+from .._observability._trace_context import current_trace
 from .._serialization import SerializationRegistry
 from .._subscriptions import SubscriptionTable
 from ._pending import PendingMap
@@ -149,6 +153,9 @@ logger = logging.getLogger("agentwire.runtime")
 _rpc_chain: contextvars.ContextVar[tuple[AgentId, ...]] = contextvars.ContextVar(
     "agentwire.rpc_chain", default=()
 )
+
+
+_UNSET = object()
 
 
 def in_handler() -> bool:
@@ -173,7 +180,7 @@ class _AgentSlot:
 
 
 class _Envelope:
-    __slots__ = ("chain", "ctx", "key", "message")
+    __slots__ = ("chain", "ctx", "key", "message", "trace")
 
     def __init__(
         self, message: Any, ctx: MessageContext, key: int | None, chain: tuple[AgentId, ...]
@@ -182,6 +189,7 @@ class _Envelope:
         self.ctx = ctx
         self.key = key  # pending-map key of an RPC; None for an event
         self.chain = chain
+        self.trace = current_trace.get()  # the sender's (invariant 6)
 
 
 class Delivery:
@@ -420,6 +428,7 @@ class Delivery:
         # Every handler run by this task belongs to this agent.
         agent_token = current_agent_id.set(slot.id)
         chain_token = _rpc_chain.set(slot.chain)
+        trace: object = _UNSET  # the trace context this task last set (invariant 6)
         try:
             while queue:
                 envelope = queue.popleft()
@@ -429,6 +438,9 @@ class Delivery:
                 space = slot.space
                 if space:
                     space.unpark()
+                if envelope.trace is not trace:  # (this task's own context: no reset)
+                    trace = envelope.trace
+                    current_trace.set(envelope.trace)
                 if envelope.key is None:
                     self.in_flight += 1
                     try:

@@ -35,7 +35,6 @@ from ._client import (
     ClientStream,
     open_channel,
     open_channel_over_stream,
-    parse_address,
 )
 from ._framing import MessageDecoder, encode_message
 from ._server import GrpcServer, ServerStatistics, open_grpc_server, serve_grpc
@@ -59,7 +58,6 @@ __all__ = [
     "open_channel",
     "open_channel_over_stream",
     "open_grpc_server",
-    "parse_address",
     "serve_grpc",
     "unary",
 ]

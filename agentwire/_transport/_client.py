@@ -27,6 +27,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.metadata import decode_grpc_message, encode_timeout
 
+from .._address import parse_address
+from .._nursery import open_service_nursery
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._connection import Http2Connection
 from ._framing import decompress_message, frame_message
@@ -58,16 +60,6 @@ class ChannelStatistics:
     bytes_sent: int
     bytes_received: int
     closed: bool
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """Split ``host:port`` / ``[v6]:port`` into host and port."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected 'host:port', got {address!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
 
 
 def _status_of(headers: Headers) -> tuple[str | None, str | None, str | None]:
@@ -541,21 +533,10 @@ async def open_channel_over_stream(
         keepalive_timeout=keepalive_timeout,
     )
     channel = Channel(conn, authority, scheme, compression)
-    # Not open_service_nursery(): with it, a body exception raised while the
-    # caller is being cancelled comes out grouped with that Cancelled, which
-    # the worker's reconnect loop (it catches Exception) lets escape. Here the
-    # body's exception is re-raised alone.
-    body_error: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        conn.start(nursery)
+    async with open_service_nursery() as services:
+        conn.start(services)
         try:
             yield channel
-        except BaseException as exc:
-            body_error = exc
-            nursery.cancel_scope.cancel()
-        else:
             await conn.aclose()
         finally:
             conn.close()
-    if body_error is not None:
-        raise body_error

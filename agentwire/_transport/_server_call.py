@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -68,6 +68,16 @@ class ServerStream:
         self.deadline = deadline
         self._encoding = encoding
         self._compression = compression
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The client's verified TLS certificate (``ssl.SSLSocket.getpeercert()``'s
+        dict) when the server asked for one (mutual TLS); ``None`` otherwise."""
+        stream = self._conn._stream
+        if not isinstance(stream, trio.SSLStream):
+            return None
+        certificate: dict[str, Any] | None = stream.getpeercert() or None
+        return certificate
 
     async def receive(self) -> bytes | None:
         """The next request message; ``None`` once the client half-closed."""

@@ -19,6 +19,7 @@ kind                      exception raised at an agentwire caller
 ``invalid-argument``      :class:`~agentwire.InvalidRequestError`
 ``too-large``             :class:`~agentwire.MessageTooLargeError`
 ``cant-handle``           :class:`~agentwire.CantHandleError`
+``permission-denied``     :class:`~agentwire.security.PermissionDeniedError`
 none, or unknown          :class:`~agentwire.RemoteError` (the handler's own failure)
 ========================  ==========================================
 """
@@ -35,13 +36,14 @@ from .._errors import (
     InvalidRequestError,
     MessageTooLargeError,
     OverloadedError,
+    PermissionDeniedError,
     RemoteError,
     RpcTimeoutError,
     RuntimeClosedError,
     UndeliverableError,
 )
 from .._proto import agent_worker_pb2 as pb
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
+from .._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
 
 __all__ = [
     "UnansweredError",
@@ -49,7 +51,6 @@ __all__ = [
     "error_from_response",
     "error_response",
     "kind_of",
-    "raise_for_response",
     "timed_out",
     "too_large_error",
     "too_large_response",
@@ -85,6 +86,7 @@ _EXCEPTIONS: dict[str, Callable[[str], AgentwireError]] = {
     ErrorKind.OVERLOADED: OverloadedError,
     ErrorKind.INVALID_ARGUMENT: InvalidRequestError,
     ErrorKind.CANT_HANDLE: CantHandleError,
+    ErrorKind.PERMISSION_DENIED: PermissionDeniedError,
 }
 
 
@@ -159,12 +161,3 @@ def too_large_response(response: pb.RpcResponse, size: int, limit: int) -> pb.Rp
 
 def timed_out(request_id: str) -> RpcTimeoutError:
     return RpcTimeoutError(f"no response to request {request_id} in time")
-
-
-def raise_for_response(
-    response: pb.RpcResponse, *, limit: int = DEFAULT_MAX_MESSAGE_SIZE
-) -> pb.RpcResponse:
-    """Raise the error ``response`` carries (by its kind, see above), else return it."""
-    if response.error:
-        raise error_from_response(response, limit=limit)
-    return response

@@ -54,7 +54,7 @@ import trio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message as ProtoMessage
 
-from .._errors import ConnectionLostError, RpcTimeoutError
+from .._errors import ConnectionLostError, GatewayRefusedError, RpcTimeoutError
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
@@ -198,7 +198,9 @@ class WorkerLink:
         ``task_status.started()`` is called after the first session is up. The
         first connection is retried (with the policy's delays) for up to
         ``connect_timeout`` seconds; then its failure raises
-        :class:`ConnectionLostError`.
+        :class:`ConnectionLostError`. A channel the gateway refuses
+        (UNAUTHENTICATED, PERMISSION_DENIED) raises :class:`GatewayRefusedError`
+        at once: reconnecting cannot help.
         """
         first = True
         give_up_at = trio.current_time() + self._connect_timeout
@@ -220,6 +222,14 @@ class WorkerLink:
                         await session.lost.wait()
                         self._session = None
                         self._set_state(ConnectionState.DISCONNECTED)
+                        if session.refusal is not None:
+                            refusal = session.refusal
+                            raise GatewayRefusedError(
+                                f"the gateway refused this worker ({refusal.status.name}): "
+                                f"{refusal.message}; check its token, certificate or rights"
+                            )
+                except GatewayRefusedError:
+                    raise
                 except Exception as exc:
                     self._session = None
                     self._failed_attempts += 1

@@ -46,6 +46,12 @@ Local short-circuit (the choice, and why):
   back, exactly like an AutoGen worker (one ordering for local and remote
   events, at the cost of a gateway round trip).
 
+Trace context (``agentwire._observability``): ``traceparent``/``tracestate`` go
+in the metadata of requests and responses and in the attributes of published
+CloudEvents, as AutoGen 0.7.5 carries them; what arrives is the current
+context of the handlers it reaches. With a *tracer_provider*, send, publish and
+process spans as AutoGen names them.
+
 Remote state: ``runtime.agent_save_state(agent_id)`` / ``agent_load_state``
 for an agent type not registered here go through ``OpenControlChannel`` as
 ``SaveStateRequest``/``LoadStateRequest`` packed in ``Any`` to
@@ -66,7 +72,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
@@ -86,6 +92,8 @@ from .._errors import (
     UnknownSubscriptionError,
 )
 from .._ids import AgentId, TopicId
+from .._observability._trace_context import parse_event_trace_context, parse_trace_context
+from .._observability._tracing import Tracing
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
@@ -111,6 +119,9 @@ from ._link import (
 )
 from ._protocol import ChannelLike
 from ._session import WorkerSession
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 __all__ = ["WorkerRouter", "WorkerStatistics"]
 
@@ -161,6 +172,7 @@ class WorkerRouter:
         max_concurrent_requests: int,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         connect_timeout: float = 0.0,
+        tracer_provider: TracerProvider | None = None,
         shared_types: bool = False,
     ) -> None:
         if payload_format not in _CONTENT_TYPES:
@@ -174,6 +186,7 @@ class WorkerRouter:
         self._state_timeout = state_timeout
         self._rpc_timeout = math.inf if rpc_timeout is None else rpc_timeout
         self._max_message_size = max_message_size
+        self._tracing = Tracing(tracer_provider)
         self.link = WorkerLink(
             connect,
             self,
@@ -261,7 +274,12 @@ class WorkerRouter:
         if deadline != math.inf:
             request.metadata[TIMEOUT_METADATA_KEY] = f"{max(0.0, deadline - now):.6f}"
         try:
-            response = await self.link.rpc(request, expires_at=expires_at)
+            with self._tracing.sending(
+                "send", recipient.type, recipient.key, message_type=request.payload.data_type
+            ) as trace:
+                if trace is not None:
+                    trace.inject(request.metadata)
+                response = await self.link.rpc(request, expires_at=expires_at)
         except RpcTimeoutError:
             raise UnansweredError(
                 f"no response from {recipient} within rpc_timeout={self._rpc_timeout:g} s "
@@ -283,14 +301,19 @@ class WorkerRouter:
             data=payload.data,
             event_id=message_id,
         )
-        if self._immediate and self._core.subscriptions.recipients(topic):
-            self._await_echo(message_id)
-            await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
-        try:
-            await self.link.publish(event)
-        except BaseException:
-            self._awaited.pop(message_id, None)
-            raise
+        with self._tracing.sending(
+            "publish", topic.type, topic.source, message_type=payload.data_type
+        ) as trace:
+            if trace is not None:
+                trace.inject_event(event.attributes)
+            if self._immediate and self._core.subscriptions.recipients(topic):
+                self._await_echo(message_id)
+                await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
+            try:
+                await self.link.publish(event)
+            except BaseException:
+                self._awaited.pop(message_id, None)
+                raise
         self._published += 1
 
     def _await_echo(self, event_id: str) -> None:
@@ -329,6 +352,19 @@ class WorkerRouter:
 
     async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse:
         self._incoming_rpcs += 1
+        target = request.target
+        with self._tracing.handling(
+            parse_trace_context(request.metadata),
+            target.type,
+            target.key,
+            message_type=request.payload.data_type,
+        ) as trace:
+            response = await self._answer(request)
+        if trace is not None:
+            trace.inject(response.metadata)
+        return response
+
+    async def _answer(self, request: pb.RpcRequest) -> pb.RpcResponse:
         try:
             recipient = AgentId.from_proto(request.target)
             sender = AgentId.from_proto(request.source) if request.HasField("source") else None
@@ -371,13 +407,20 @@ class WorkerRouter:
         if isinstance(message, UnknownPayload):
             logger.debug("event %s has no local serializer (%s)", event.id, message.type_name)
         try:
-            await self._core.deliver_event(
-                message,
-                received.topic,
-                sender=received.sender,
-                message_id=received.event_id,
-                is_rpc=received.is_rpc,
-            )
+            with self._tracing.handling(
+                parse_event_trace_context(event.attributes),
+                event.type,
+                event.source,
+                topic=True,
+                message_type=received.type_name,
+            ):
+                await self._core.deliver_event(
+                    message,
+                    received.topic,
+                    sender=received.sender,
+                    message_id=received.event_id,
+                    is_rpc=received.is_rpc,
+                )
         except RuntimeClosedError:
             logger.debug("event %s dropped: the runtime is closing", event.id)
 

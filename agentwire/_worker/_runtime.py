@@ -8,18 +8,21 @@ underneath (see there for the wire behaviour) and the link's state on top.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import trio
 
+from .._address import InvalidAddressError, parse_address
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._retry import RetryPolicy
 from .._runtime._core import Router, Runtime, RuntimeStatistics, open_core
 from .._runtime._interventions import InterventionHandler
+from .._security._client import call_metadata, resolve_tls, with_metadata
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._link import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -29,25 +32,17 @@ from ._link import (
 from ._protocol import ChannelLike
 from ._router import PayloadFormat, WorkerRouter, WorkerStatistics
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
+
 __all__ = [
     "WorkerRuntime",
     "WorkerRuntimeStatistics",
-    "check_address",
     "open_worker",
 ]
 
 #: How long one attempt to open a TCP connection to the gateway may take.
 ATTEMPT_TIMEOUT = 10.0
-
-
-def check_address(address: str) -> None:
-    """Raise ``ValueError`` naming *address* unless it is ``host:port`` (or ``[v6]:port``)."""
-    host, sep, port = address.rpartition(":") if isinstance(address, str) else ("", "", "")
-    if not sep or not host.strip("[]") or not port.isdigit() or int(port) > 65535:
-        raise ValueError(
-            f"invalid gateway address {address!r}: expected 'host:port' with a port "
-            "from 0 to 65535 (e.g. '127.0.0.1:50051', 'localhost:50051', '[::1]:50051')"
-        )
 
 
 @attrs.frozen
@@ -72,6 +67,7 @@ class WorkerRuntime(Runtime):
         make_worker: Callable[[Runtime], WorkerRouter],
         *,
         mailbox_size: int,
+        max_overflow: int,
         ignore_unhandled_exceptions: bool,
         intervention_handlers: Sequence[InterventionHandler],
     ) -> None:
@@ -83,6 +79,7 @@ class WorkerRuntime(Runtime):
             services,
             make_router,
             mailbox_size=mailbox_size,
+            max_overflow=max_overflow,
             ignore_unhandled_exceptions=ignore_unhandled_exceptions,
             intervention_handlers=intervention_handlers,
         )
@@ -153,12 +150,18 @@ async def open_worker(
     outbox_size: int = 256,
     max_concurrent_requests: int = 256,
     mailbox_size: int = 64,
+    max_overflow: int = 10_000,
     ignore_unhandled_exceptions: bool = True,
     intervention_handlers: Sequence[InterventionHandler] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    token: str | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
     connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
+    tracer_provider: TracerProvider | None = None,
     shared_types: bool = False,
 ) -> AsyncIterator[WorkerRuntime]:
-    """A worker connected to the gateway at *address* (``host:port``).
+    """A worker connected to the gateway at *address* (``host:port``, or
+    ``grpcs://host:port`` for TLS with the system's CAs).
 
     ``async with open_worker("127.0.0.1:50051", payload_format="protobuf") as runtime:``
 
@@ -192,7 +195,19 @@ async def open_worker(
       A full event lane makes publishers wait; RPCs do not queue behind it.
     * *max_concurrent_requests*: incoming RPCs handled at once (beyond it,
       reading from the gateway pauses: backpressure).
+    * *mailbox_size*, *max_overflow*, *ignore_unhandled_exceptions*,
+      *intervention_handlers*: as for :func:`~agentwire.open_runtime`.
+    * *ssl_context*: TLS to the gateway (e.g.
+      :func:`agentwire.security.client_ssl_context`, with a client certificate
+      for mutual TLS); ALPN ``h2``.
+    * *token*: sent as ``authorization: Bearer <token>`` on every call (a
+      gateway with an access file); *metadata*: more headers for every call.
     * *connect*: replaces the transport (tests); returns a channel context.
+    * *tracer_provider*: an OpenTelemetry ``TracerProvider`` (the ``tracing``
+      extra): send, publish and process spans named as AutoGen's, the remote
+      context as their parent. Without it no span is made, and the W3C trace
+      context that arrives with a message is still carried on by what its
+      handler sends (``agentwire.current_trace_context()``).
     * *shared_types*: the gateway lets several workers serve one agent type
       (``agentwire gateway --shared-agent-types``): every RPC and publish goes
       through the gateway, even to agent types registered here, so each agent
@@ -203,7 +218,10 @@ async def open_worker(
     ``RuntimeClosedError``, agents are closed), then cancels the streams so the
     gateway drops our types and subscriptions.
     """
-    check_address(address)
+    if not isinstance(address, str):
+        raise InvalidAddressError(f"the gateway address must be a str 'host:port', not {address!r}")
+    address, ssl_context = resolve_tls(address, ssl_context)
+    parse_address(address)
     if connect_timeout < 0:
         raise ValueError(f"connect_timeout must be >= 0 seconds, got {connect_timeout!r}")
     if connect is None:
@@ -212,10 +230,13 @@ async def open_worker(
         def connect() -> AbstractAsyncContextManager[ChannelLike]:
             return open_channel(
                 address,
+                ssl_context=ssl_context,
                 keepalive_interval=keepalive_interval,
                 connect_timeout=ATTEMPT_TIMEOUT,
                 max_message_size=max_message_size,
             )
+
+    connect = with_metadata(connect, call_metadata(token, metadata))
 
     router: WorkerRouter | None = None
 
@@ -234,6 +255,7 @@ async def open_worker(
             max_concurrent_requests=max_concurrent_requests,
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
+            tracer_provider=tracer_provider,
             shared_types=shared_types,
         )
         return router
@@ -245,6 +267,7 @@ async def open_worker(
                     services,
                     make_router,
                     mailbox_size=mailbox_size,
+                    max_overflow=max_overflow,
                     ignore_unhandled_exceptions=ignore_unhandled_exceptions,
                     intervention_handlers=intervention_handlers,
                 )

@@ -91,6 +91,8 @@ from ._protocol import (
 )
 from ._writer import Outgoing, Writer
 
+_REFUSALS = (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED)
+
 logger = logging.getLogger("agentwire.worker")
 
 _R = TypeVar("_R", bound=ProtoMessage)
@@ -138,6 +140,9 @@ class WorkerSession:
         self.metadata: tuple[tuple[str, str], ...] = (("client-id", self.client_id),)
         self.lost = trio.Event()
         self.loss_reason: str | None = None
+        # The gateway refused this worker's credentials or rights on the data
+        # stream (UNAUTHENTICATED, PERMISSION_DENIED): reconnecting cannot help.
+        self.refusal: GRPCError | None = None
         self._channel = channel
         self._handler = handler
         self._request_ids = request_ids
@@ -276,7 +281,7 @@ class WorkerSession:
 
         Honours the caller's cancel scope: on deadline or cancellation the
         pending entry is removed at once. An error response is returned as is
-        (see :func:`~._kinds.raise_for_response`). ``expires_at`` (trio clock): raise
+        (see :func:`~._kinds.error_from_response`). ``expires_at`` (trio clock): raise
         :class:`RpcTimeoutError` if no response came by then. While the
         expiries of a session's calls come in order (a worker's fixed
         ``rpc_timeout``), one sweeper task enforces them all, which saves a
@@ -446,6 +451,8 @@ class WorkerSession:
                 else:
                     logger.warning("empty message from the gateway ignored")
         except Exception as exc:
+            if isinstance(exc, GRPCError) and exc.status in _REFUSALS:
+                self.refusal = exc
             self._mark_lost(f"read failed: {exc!r}")
 
     async def _dispatch_events(self) -> None:

@@ -36,9 +36,11 @@ def response(request_id: str, *, data: bytes = b'{"text": "pong"}', error: str =
     return pb.Message(response=resp).SerializeToString()
 
 
-def event(topic_type: str, source: str = "default", *, event_id: str = "e1") -> bytes:
+def event(
+    topic_type: str, source: str = "default", *, event_id: str = "e1", data: bytes = b"{}"
+) -> bytes:
     ce = cloudevent_pb2.CloudEvent(
-        id=event_id, source=source, type=topic_type, spec_version="1.0", binary_data=b"{}"
+        id=event_id, source=source, type=topic_type, spec_version="1.0", binary_data=data
     )
     for key, value in {
         "datacontenttype": "application/json",

@@ -100,6 +100,7 @@ class ClientQueueMachine(RuleBasedStateMachine):
         self.queues[q].withdraw(waiter)
         if not waiter.placed:
             assert id(waiter) not in self.woken or self.queues[q].closed
+        self.woken.discard(id(waiter))  # gone: a later waiter may get the same id
 
     @rule(lanes=st.lists(st.tuples(st.integers(0, QUEUES - 1), LANES), max_size=4, unique=True))
     def route_without_waiting(self, lanes: list[tuple[int, Lane]]) -> None:

@@ -13,7 +13,7 @@ from grpclib.exceptions import GRPCError
 from agentwire import open_gateway, serve_gateway
 from agentwire._gateway import Gateway
 from agentwire._proto import agent_worker_pb2 as pb
-from agentwire._transport import Channel, open_channel
+from agentwire._transport import Channel, ClientStream, open_channel
 
 from .helpers import control, event, parse, request, response, type_sub
 
@@ -239,3 +239,34 @@ async def test_serve_gateway_returns_after_shutdown() -> None:
         await gw.shutdown(grace=1.0)
         with trio.fail_after(5):
             await finished.wait()
+
+
+async def _read_until_the_end(stream: ClientStream) -> None:
+    while await stream.receive() is not None:
+        pass
+
+
+async def test_a_dropped_slow_subscriber_is_told_unavailable_not_cancelled() -> None:
+    async with (
+        open_gateway("127.0.0.1:0", send_timeout=0.5, startup_grace=0) as gw,
+        open_channel(gw.address) as slow,
+        open_channel(gw.address) as publisher,
+    ):
+        await register(slow, "slow", "reader")
+        add = pb.AddSubscriptionRequest(subscription=type_sub("news", "reader", "s1"))
+        await slow.unary(P + "AddSubscription", add.SerializeToString(), metadata=cid("slow"))
+        async with (
+            slow.stream(P + "OpenChannel", metadata=cid("slow")) as slow_stream,
+            publisher.stream(P + "OpenChannel", metadata=cid("pub")) as pub_stream,
+        ):
+            await gw.wait_until(lambda s: s.data_connections == 2)
+            big = event("news", data=b"x" * 60_000)
+            # The slow client reads nothing: its window, then its queue fill, then
+            # the gateway gives up on it after send_timeout.
+            with trio.fail_after(60):
+                while gw.statistics().slow_disconnects == 0:
+                    await pub_stream.send(big)
+            with trio.fail_after(30), pytest.raises(GRPCError) as info:
+                await _read_until_the_end(slow_stream)
+    assert info.value.status is Status.UNAVAILABLE
+    assert "slow consumer" in (info.value.message or "")

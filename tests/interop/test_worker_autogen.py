@@ -95,12 +95,12 @@ class Peer:
 
 
 @asynccontextmanager
-async def open_peer(*args: str) -> AsyncIterator[Peer]:
+async def open_peer(*args: str, script: pathlib.Path = PEER) -> AsyncIterator[Peer]:
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             functools.partial(
                 trio.run_process,
-                [sys.executable, str(PEER), *args],
+                [sys.executable, str(script), *args],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 check=False,

@@ -10,7 +10,7 @@ from google.protobuf import any_pb2
 from agentwire import ConnectionLostError, RemoteError
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce_pb
-from agentwire._worker._kinds import raise_for_response
+from agentwire._worker._kinds import error_from_response
 from agentwire._worker._protocol import (
     OPEN_CHANNEL,
     OPEN_CONTROL_CHANNEL,
@@ -101,9 +101,10 @@ async def test_rpc_round_trip_and_unique_ids_without_source() -> None:
     assert session.statistics().pending_rpcs == 0
 
 
-async def test_error_response_raises_remote_error() -> None:
-    with pytest.raises(RemoteError, match="kaboom"):
-        raise_for_response(pb.RpcResponse(request_id="1", error="kaboom x"))
+def test_an_error_response_without_a_kind_is_a_remote_error() -> None:
+    error = error_from_response(pb.RpcResponse(request_id="1", error="kaboom x"), limit=1024)
+    assert isinstance(error, RemoteError)
+    assert "kaboom" in str(error)
 
 
 async def test_connection_loss_fails_pending_rpcs_at_once() -> None:

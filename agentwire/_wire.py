@@ -11,8 +11,10 @@ import enum
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DRAIN_DESTINATION",
     "ERROR_KIND_KEY",
     "ERROR_TYPE_KEY",
+    "RELEASE_DESTINATION",
     "SERVICE_PREFIX",
     "TIMEOUT_METADATA_KEY",
     "ErrorKind",
@@ -34,6 +36,19 @@ Set by the agentwire gateway and agentwire workers next to the ``error``
 text; agentwire workers raise the matching exception class (the same one an
 in-process runtime raises), AutoGen workers ignore it and see the text.
 """
+
+DRAIN_DESTINATION = "agentwire-gateway=drain"
+"""ControlMessage destination: the sending worker asks the agentwire gateway to
+place no new agents of shared types on it. The request's ``rpcMessage`` is a
+``google.protobuf.Empty``; the answer (same ``rpc_id``) a ``BoolValue``: false
+when shared agent types are off or the worker serves none. AutoGen peers never
+see it (an AutoGen host would not answer)."""
+
+RELEASE_DESTINATION = "agentwire-gateway=release"
+"""ControlMessage destination: the sending worker hands its agents of shared
+types back; the gateway places each anew (on another worker) on its next
+message and sends this worker no new request for them. Payloads as for
+:data:`DRAIN_DESTINATION`."""
 
 ERROR_TYPE_KEY = "agentwire-error-type"
 """RpcResponse metadata: the class name of the exception a failed handler raised.

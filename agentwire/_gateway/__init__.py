@@ -1,8 +1,10 @@
 """The agentwire gateway: AutoGen's AgentRpc service on trio.
 
 The sans-IO core: ``_routing`` (the routing table) over ``_registry``
-(clients, agent types, subscriptions), ``_inflight`` (forwarded RPCs) and
-``_held`` (the start-up hold), and ``_queue`` (a client's outgoing lanes).
+(clients, agent types, subscriptions), ``_inflight`` (forwarded RPCs),
+``_held`` (the start-up hold) and ``_shared`` / ``_placement`` (shared agent
+types: which worker serves each agent), and ``_queue`` (a client's outgoing
+lanes).
 ``_hub`` runs them over trio, ``_service`` maps gRPC calls onto the hub,
 ``_serve`` puts it on a socket, ``_command`` is ``agentwire gateway``.
 """
@@ -10,6 +12,7 @@ The sans-IO core: ``_routing`` (the routing table) over ``_registry``
 from __future__ import annotations
 
 from ._hub import Connection, GatewayConfig, GatewayHub, GatewayStatistics, open_hub
+from ._placement import HashPlacement, LeastLoadedPlacement, PlacementStrategy, TypePlacement
 from ._routing import Conn, ConnKind, RoutingError, RoutingTable
 from ._serve import DEFAULT_MAX_MESSAGE_SIZE, Gateway, open_gateway, serve_gateway
 from ._service import AgentRpcService
@@ -24,8 +27,12 @@ __all__ = [
     "GatewayConfig",
     "GatewayHub",
     "GatewayStatistics",
+    "HashPlacement",
+    "LeastLoadedPlacement",
+    "PlacementStrategy",
     "RoutingError",
     "RoutingTable",
+    "TypePlacement",
     "open_gateway",
     "open_hub",
     "serve_gateway",

@@ -11,6 +11,7 @@ from grpclib.const import Status
 
 from .._proto import agent_worker_pb2 as pb
 from .._wire import ERROR_KIND_KEY, ErrorKind
+from ._placement import TypePlacement
 from ._registry import Conn
 
 __all__ = ["ERROR_PREFIX", "Action", "Close", "Deliver", "RouterStatistics", "error_response"]
@@ -65,6 +66,9 @@ class RouterStatistics:
     protocol_errors: int  # malformed messages: the sender's stream was ended
     registrations_expired: int  # clients whose records expired without a channel
     held_messages: int  # requests and events held during the start-up grace
+    # Shared agent types: workers and placed agents per worker, by type.
+    placement: dict[str, TypePlacement] = attrs.field(factory=dict, kw_only=True)
+    placed_agents: int = attrs.field(default=0, kw_only=True)
 
 
 def error_response(request_id: str, kind: ErrorKind, error: str) -> bytes:

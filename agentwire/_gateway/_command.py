@@ -126,6 +126,17 @@ def add_gateway_command(subparsers: Any) -> None:
         "metrics extra: pip install 'trio-agentwire[metrics]') [default: off]",
     )
     add_security_arguments(parser)
+    parser.add_argument(
+        "--shared-agent-types",
+        nargs="?",
+        const="hash",
+        default=None,
+        choices=("hash", "least-loaded"),
+        metavar="STRATEGY",
+        help="let several workers register one agent type; each agent (type/key) is "
+        "placed on one of them by STRATEGY: hash (rendezvous, the default) or "
+        "least-loaded [default: off, one worker per type as AutoGen]",
+    )
     parser.set_defaults(handler=run_gateway_command)
 
 
@@ -201,6 +212,7 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
                     authenticator=security.authenticator,
                     plaintext_address=security.plaintext_address,
                     metrics_address=args.metrics_address,
+                    placement=args.shared_agent_types,
                 )
             )
             if gateway.plaintext_address is not None:

@@ -3,6 +3,8 @@ error reply to an undeliverable control request."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .._errors import InvalidIdentifierError
 from .._ids import AgentId
 from .._proto import agent_worker_pb2 as pb
@@ -11,14 +13,20 @@ from ._registry import Conn, Registry
 __all__ = ["control_error_reply", "resolve"]
 
 
-def resolve(registry: Registry, destination: str) -> Conn | None:
-    """The control connection of ``agentid=type/key`` (its type's owner) or
-    ``clientid=...``, if any."""
+def resolve(
+    registry: Registry,
+    destination: str,
+    placed: Callable[[str, str], Conn | None] | None = None,
+) -> Conn | None:
+    """The control connection of ``agentid=type/key`` (its type's owner, or
+    with shared agent types ``placed(type, key)``) or ``clientid=...``, if any."""
     if destination.startswith("agentid="):
         try:
             agent = AgentId.from_str(destination[len("agentid=") :])
         except InvalidIdentifierError:
             return None
+        if registry.shared and placed is not None:
+            return placed(agent.type, agent.key)
         owner = registry.owner.get(agent.type)
         client = None if owner is None else registry.clients[owner]
     elif destination.startswith("clientid="):

@@ -60,6 +60,7 @@ from grpclib.const import Status
 from .._proto import agent_worker_pb2 as pb
 from .._security._guard import MessagePolicy
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
+from ._placement import PlacementStrategy, placement_strategy
 from ._queue import ClientQueue, FullLanes, Lane, QueueFull, Waiter
 from ._routing import (
     Action,
@@ -110,6 +111,14 @@ class GatewayConfig:
       is held (up to ``max_held`` in all) until a worker registers, instead
       of failing at once; what is still undeliverable when it ends meets the
       usual fate (error answer; event dropped). 0 disables it.
+    * ``placement``: None (default) gives each agent type one worker, as
+      AutoGen's host (a second RegisterAgent of a type is refused). A
+      strategy (``"hash"``, ``"least-loaded"`` or a
+      :class:`~._placement.PlacementStrategy`) turns on shared agent types:
+      every worker registering a type serves it, each agent ``type/key``
+      lives on one of them (see ``_placement.py``).
+    * ``max_placed_keys``: agents placed at once with shared agent types; a
+      message for a new agent beyond it is refused (overloaded).
     """
 
     rpc_timeout: float | None = attrs.field(default=300.0, validator=_positive)
@@ -127,6 +136,13 @@ class GatewayConfig:
     )
     startup_grace: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
     max_held: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    placement: str | PlacementStrategy | None = attrs.field(default=None)
+    max_placed_keys: int = attrs.field(default=1_000_000, validator=attrs.validators.ge(1))
+
+    @placement.validator
+    def _known_strategy(self, _: object, value: str | PlacementStrategy | None) -> None:
+        if value is not None:
+            placement_strategy(value)
 
 
 @attrs.frozen(slots=True)
@@ -309,6 +325,8 @@ class GatewayHub:
             startup_grace=config.startup_grace,
             max_held=config.max_held,
             start_time=self.started_at,
+            placement=None if config.placement is None else placement_strategy(config.placement),
+            max_placed_keys=config.max_placed_keys,
         )
         self._release_wanted = trio.Event()
         self._links: dict[Conn, _Link] = {}
@@ -333,6 +351,13 @@ class GatewayHub:
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         self._table.remove_subscription(client_id, subscription_id)
         self._after_change()
+
+    def drain(self, client_id: str) -> bool:
+        """Place no new agents of shared types on *client_id*; it keeps its
+        own. False if shared types are off or it serves none."""
+        drained = self._table.drain(client_id)
+        self._after_change()
+        return drained
 
     def _after_change(self) -> None:
         self._wake_timer()

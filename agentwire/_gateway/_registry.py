@@ -5,10 +5,16 @@ Sans-IO like ``_routing.py``, which builds on it. Invariants (checked by
 ``check_invariants``, after every step of ``tests/gateway/test_routing_stateful.py``):
 
 R1  Ownership. ``owner[t] == c`` iff ``t in clients[c].types``. An agent type
-    has at most one owner, and the owner is a known client.
-R2  Subscriptions. The ids in ``table`` are exactly the disjoint union of
-    ``clients[c].subscriptions`` over all clients, and ``sub_owner`` maps each
-    id to the client that recorded it.
+    has at most one owner, and the owner is a known client. With shared
+    agent types (``shared=True``) ``owner`` stays empty and instead
+    ``c in servers[t]`` iff ``t in clients[c].types``; ``servers[t]`` is
+    never empty (which client serves which agent: ``_placement.py``).
+R2  Subscriptions. The ids in ``table`` and ``shadows`` are exactly the
+    disjoint union of ``clients[c].subscriptions`` over all clients, and
+    ``sub_owner`` maps each id to the client that recorded it. ``shadows``
+    (shared agent types only) holds subscriptions equal to one in ``table``
+    of another client: every worker of a shared type adds the same ones.
+    When the one in ``table`` goes, a shadow equal to it takes its place.
 R3  Client records. A client record exists only while it has a live
     connection, an agent type or a subscription.
 R4  Channel-less records expire. A client with agent types or subscriptions
@@ -30,7 +36,8 @@ Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
   Unlike AutoGen we also refuse an invalid agent type (INVALID_ARGUMENT),
   since no message could ever be routed to it.
 * AddSubscription: AutoGen duplicate semantics, INVALID_ARGUMENT
-  "Subscription already exists". Subscriptions that fail validation (no
+  "Subscription already exists" (with shared agent types: unless the equal
+  one is another client's). Subscriptions that fail validation (no
   oneof arm, invalid agent or topic type) are INVALID_ARGUMENT here; AutoGen
   answers UNKNOWN for the missing oneof and accepts invalid types silently.
 * RemoveSubscription of an unknown id answers UNKNOWN
@@ -56,7 +63,12 @@ from .._errors import (
 )
 from .._ids import is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
-from .._subscriptions import SubscriptionTable, subscription_from_proto, subscription_to_proto
+from .._subscriptions import (
+    Subscription,
+    SubscriptionTable,
+    subscription_from_proto,
+    subscription_to_proto,
+)
 
 __all__ = [
     "UNKNOWN_SUBSCRIPTION_MESSAGE",
@@ -124,6 +136,7 @@ class Registry:
         registration_grace: float | None = 30.0,
         max_agent_types: int = 1000,
         max_subscriptions: int = 10_000,
+        shared: bool = False,
     ) -> None:
         if registration_grace is not None and not registration_grace > 0:
             raise ValueError(
@@ -136,6 +149,9 @@ class Registry:
         self.max_subscriptions = max_subscriptions
         self.clients: dict[str, Client] = {}
         self.owner: dict[str, str] = {}
+        self.shared = shared
+        self.servers: dict[str, dict[str, None]] = {}  # shared types: clients, in order
+        self.shadows: dict[str, Subscription] = {}  # R2
         self.table = SubscriptionTable()
         self.sub_owner: dict[str, str] = {}
         self._expiries: list[tuple[float, str]] = []
@@ -166,14 +182,23 @@ class Registry:
                     sorted(client.types),
                     len(client.subscriptions),
                 )
-            self._drop_records(client)
+            self._drop_records(conn.client_id, client)
         self._forget_if_empty(conn.client_id)
 
-    def _drop_records(self, client: Client) -> None:
+    def _unserve(self, agent_type: str, client_id: str) -> None:
+        servers = self.servers[agent_type]
+        del servers[client_id]
+        if not servers:
+            del self.servers[agent_type]
+
+    def _drop_records(self, client_id: str, client: Client) -> None:
         for agent_type in client.types:
-            del self.owner[agent_type]
+            if self.shared:
+                self._unserve(agent_type, client_id)
+            else:
+                del self.owner[agent_type]
         for sub_id in client.subscriptions:
-            self.table.remove(sub_id)
+            self._unsubscribe(sub_id)
             del self.sub_owner[sub_id]
         client.types.clear()
         client.subscriptions.clear()
@@ -202,6 +227,8 @@ class Registry:
                 f"Invalid agent type {agent_type!r}: it must match ^[\\w\\-\\.]+\\Z",
             )
         owner = self.owner.get(agent_type)
+        if self.shared and client_id in self.servers.get(agent_type, ()):
+            owner = client_id
         if owner is not None:
             raise RoutingError(
                 Status.INVALID_ARGUMENT,
@@ -216,7 +243,10 @@ class Registry:
                 "use fewer agent types per worker, or raise max_agent_types_per_client",
             )
         self._record_for(client_id, now).types.add(agent_type)
-        self.owner[agent_type] = client_id
+        if self.shared:
+            self.servers.setdefault(agent_type, {})[client_id] = None
+        else:
+            self.owner[agent_type] = client_id
         logger.debug("client %s registered agent type %s", client_id, agent_type)
 
     def add_subscription(self, client_id: str, subscription: pb.Subscription, now: float) -> None:
@@ -233,16 +263,43 @@ class Registry:
                 "remove subscriptions no longer needed, or raise max_subscriptions_per_client",
             )
         try:
+            if sub.id in self.shadows:
+                raise DuplicateSubscriptionError()
             self.table.add(sub)
         except DuplicateSubscriptionError as exc:
-            raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
+            if not self._shadowed(client_id, sub):
+                raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
         self.sub_owner[sub.id] = client_id
         self._record_for(client_id, now).subscriptions.add(sub.id)
+
+    def _shadowed(self, client_id: str, sub: Subscription) -> bool:
+        """With shared agent types, keep *sub* as a shadow if it duplicates
+        only other clients' subscriptions (R2)."""
+        if not self.shared or sub.id in self.sub_owner:
+            return False
+        equal = [s.id for s in self.table if s == sub]
+        equal += [i for i, s in self.shadows.items() if s == sub]
+        if any(self.sub_owner[i] == client_id for i in equal):
+            return False
+        self.shadows[sub.id] = sub
+        return True
+
+    def _unsubscribe(self, subscription_id: str) -> None:
+        """Take *subscription_id* out of ``table`` or ``shadows``; a shadow
+        equal to a removed table entry takes its place (R2)."""
+        if self.shadows.pop(subscription_id, None) is not None:
+            return
+        removed = self.table.remove(subscription_id)
+        for shadow_id, shadow in self.shadows.items():
+            if shadow == removed:
+                del self.shadows[shadow_id]
+                self.table.add(shadow)
+                return
 
     def remove_subscription(self, subscription_id: str) -> None:
         """Any client may remove any subscription (as AutoGen)."""
         try:
-            self.table.remove(subscription_id)
+            self._unsubscribe(subscription_id)
         except UnknownSubscriptionError:
             raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE) from None
         owner = self.sub_owner.pop(subscription_id)
@@ -282,7 +339,7 @@ class Registry:
                 len(client.subscriptions),
             )
             self.expired += 1
-            self._drop_records(client)
+            self._drop_records(client_id, client)
             self._forget_if_empty(client_id)
 
     def check_invariants(self) -> None:
@@ -290,11 +347,20 @@ class Registry:
         for agent_type, owner in self.owner.items():
             assert owner in self.clients, (agent_type, owner)
             assert agent_type in self.clients[owner].types
+        assert not (self.shared and self.owner)
+        for agent_type, servers in self.servers.items():
+            assert self.shared, agent_type
+            assert servers, agent_type
+            for client_id in servers:
+                assert agent_type in self.clients[client_id].types
         live_expiries = set(self._expiries)
         for client_id, client in self.clients.items():
             assert not client.is_empty(), client_id
             for agent_type in client.types:
-                assert self.owner.get(agent_type) == client_id
+                if self.shared:
+                    assert client_id in self.servers[agent_type]
+                else:
+                    assert self.owner.get(agent_type) == client_id
             for sub_id in client.subscriptions:
                 assert self.sub_owner.get(sub_id) == client_id
             for conn in (client.data, client.control):
@@ -306,8 +372,13 @@ class Registry:
                 assert (client.expires, client_id) in live_expiries
             assert len(client.types) <= self.max_agent_types
             assert len(client.subscriptions) <= self.max_subscriptions
-        assert set(self.sub_owner) == {s.id for s in self.table}
-        assert sum(len(c.subscriptions) for c in self.clients.values()) == len(self.table)
+        assert set(self.sub_owner) == {s.id for s in self.table} | set(self.shadows)
+        assert not set(self.shadows) & {s.id for s in self.table}
+        assert not self.shadows or self.shared
+        for shadow in self.shadows.values():
+            assert any(s == shadow for s in self.table)
+        subscribed = sum(len(c.subscriptions) for c in self.clients.values())
+        assert subscribed == len(self.table) + len(self.shadows)
 
 
 def _over_limit(client_id: str, held: str, refused: str, advice: str) -> RoutingError:

@@ -31,6 +31,11 @@ I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
     answers, so delivering an answer never waits.
+I7  Shared agent types (``placement`` given): ``_shared`` (``_shared.py``,
+    over P1-P5 of ``_placement.py``) has exactly the clients with a live data
+    connection that have not handed their agents back as workers, each for
+    the types it registered; requests and events for an agent of such a
+    type go to the live owner of its key only.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -39,7 +44,10 @@ Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
   their own id back on the way out (AutoGen issue #7016). Every request is
   answered; AutoGen drops undeliverable ones and the caller hangs.
 * CloudEvents are forwarded byte-for-byte, once per client that owns a
-  subscribed agent type, the publisher included (as AutoGen).
+  subscribed agent type, the publisher included (as AutoGen). With shared
+  agent types, once per client owning an agent the subscriptions map the
+  topic to (the worker then delivers it to the recipients its own
+  subscriptions give, as usual).
 * Every error ``RpcResponse`` of the gateway carries ``ERROR_KIND_KEY``
   metadata (an :class:`~agentwire._wire.ErrorKind`) next to the ``error``
   text, which AutoGen workers see unchanged.
@@ -58,12 +66,20 @@ from .._ids import TopicId, is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
 from .._security._guard import MessagePolicy
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
+from .._wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DRAIN_DESTINATION,
+    RELEASE_DESTINATION,
+    TIMEOUT_METADATA_KEY,
+    ErrorKind,
+)
 from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
 from ._control import control_error_reply, resolve
 from ._held import HeldEvent, HeldRequest, StartupHold
 from ._inflight import InFlight, Pending
+from ._placement import PlacementStrategy
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
+from ._shared import SharedTypes, answer
 
 __all__ = [
     "UNKNOWN_SUBSCRIPTION_MESSAGE",
@@ -95,6 +111,8 @@ class RoutingTable:
         startup_grace: float = 0.0,
         max_held: int = 1000,
         start_time: float = 0.0,
+        placement: PlacementStrategy | None = None,
+        max_placed_keys: int = 1_000_000,
     ) -> None:
         if rpc_timeout is not None and not rpc_timeout > 0:
             raise ValueError(f"rpc_timeout must be positive or None, got {rpc_timeout!r}")
@@ -107,7 +125,12 @@ class RoutingTable:
             registration_grace=registration_grace,
             max_agent_types=max_agent_types,
             max_subscriptions=max_subscriptions,
+            shared=placement is not None,
         )
+        # Shared agent types (I7); None: one owner per type, as AutoGen.
+        self._shared: SharedTypes | None = None
+        if placement is not None:
+            self._shared = SharedTypes(reg.clients, placement, max_placed_keys)
         self._clients = reg.clients
         self._owner = reg.owner
         # The start-up hold (``_held.py``); None once its grace is over.
@@ -162,6 +185,8 @@ class RoutingTable:
         self._reg.attach(conn)
         if kind is ConnKind.DATA:
             self._outstanding[conn] = 0
+            if self._shared is not None:
+                self._shared.connected(client_id)
         self._conns.add(conn)
         if kind is ConnKind.DATA:
             self._hold_retry = True
@@ -178,6 +203,8 @@ class RoutingTable:
         actions: list[Action] = []
         if conn.kind is ConnKind.DATA:
             self._outstanding.pop(conn, None)
+            if self._shared is not None:
+                self._shared.disconnected(conn)
             for p in self._pending.drop_conn(conn):
                 actions.append(
                     self._fail(
@@ -200,6 +227,8 @@ class RoutingTable:
         the records of a client that opens none expire (R4). *now*: the
         current time (default: the latest the table has seen)."""
         self._reg.register_agent(client_id, agent_type, self._clock(now))
+        if self._shared is not None:
+            self._shared.registered(client_id, agent_type)
         self._hold_retry = True
 
     def add_subscription(
@@ -218,6 +247,15 @@ class RoutingTable:
 
     def owner_of(self, agent_type: str) -> str | None:
         return self._owner.get(agent_type)
+
+    def placed_on(self, agent_type: str, key: str) -> str | None:
+        """The worker serving agent ``agent_type/key`` of a shared type, if placed."""
+        return None if self._shared is None else self._shared.placement.owner(agent_type, key)
+
+    def drain(self, client_id: str) -> bool:
+        """Place no new agents on *client_id* (it keeps those it has). False
+        if shared agent types are off or it serves none (with a channel)."""
+        return self._shared is not None and self._shared.drain(client_id)
 
     def subscription_owner(self, subscription_id: str) -> str | None:
         """The client-id that recorded *subscription_id*, if it exists."""
@@ -268,8 +306,8 @@ class RoutingTable:
         logger.debug("request %r from %s failed: %s", request_id, caller, error)
         return Deliver(caller, error_response(request_id, kind, error))
 
-    def _refusal(self, caller: Conn, request: pb.RpcRequest) -> tuple[ErrorKind, str] | None:
-        """Why *request* cannot be forwarded now, if it cannot."""
+    def _target(self, caller: Conn, request: pb.RpcRequest) -> Conn | tuple[ErrorKind, str]:
+        """Where *request* goes, or why it cannot be forwarded now."""
         target = request.target
         if not is_valid_agent_type(target.type):
             return ErrorKind.INVALID_ARGUMENT, f"invalid target agent type {target.type!r}"
@@ -284,33 +322,42 @@ class RoutingTable:
                 " (omit source when there is no sender)",
             )
         target_agent = f"{target.type}/{target.key}"
-        owner = self._owner.get(target.type)
-        if owner is None:
-            return (
-                ErrorKind.UNDELIVERABLE,
-                f"no worker has registered agent type {target.type!r}; "
-                f"the request to {target_agent} was not delivered",
-            )
-        if self._clients[owner].data is None:
-            return (
-                ErrorKind.UNDELIVERABLE,
-                f"the worker owning agent type {target.type!r} "
-                + (f"(client {owner}) " if self.policy is None else "")
-                + f"has no open channel; the request to {target_agent} was not delivered",
-            )
+        if self._shared is not None:
+            placed = self._shared.target(target.type, target.key)
+            if not isinstance(placed, Conn):
+                return placed
+            data_conn = placed
+        else:
+            owner = self._owner.get(target.type)
+            if owner is None:
+                return (
+                    ErrorKind.UNDELIVERABLE,
+                    f"no worker has registered agent type {target.type!r}; "
+                    f"the request to {target_agent} was not delivered",
+                )
+            owner_conn = self._clients[owner].data
+            if owner_conn is None:
+                return (
+                    ErrorKind.UNDELIVERABLE,
+                    f"the worker owning agent type {target.type!r} "
+                    + (f"(client {owner}) " if self.policy is None else "")
+                    + f"has no open channel; the request to {target_agent} was not delivered",
+                )
+            data_conn = owner_conn
         if self.in_flight(caller) >= self.max_in_flight:
             return (
                 ErrorKind.OVERLOADED,
                 f"too many requests in flight from this client "
                 f"(limit {self.max_in_flight}); the request to {target_agent} was not sent",
             )
-        return None
+        return data_conn
 
     def _request(self, caller: Conn, message: pb.Message, now: float) -> list[Action]:
         request = message.request
         request_id = request.request_id
-        refusal = self._refusal(caller, request)
-        if refusal is not None:
+        target_conn = self._target(caller, request)
+        if not isinstance(target_conn, Conn):
+            refusal = target_conn
             hold = self._hold
             if (
                 refusal[0] is ErrorKind.UNDELIVERABLE
@@ -324,9 +371,6 @@ class RoutingTable:
             return [self._reject(caller, request_id, *refusal)]
         target = request.target
         target_agent = f"{target.type}/{target.key}"
-        owner = self._owner[target.type]
-        target_conn = self._clients[owner].data
-        assert target_conn is not None
         gid = self._pending.new_id()
         timeout = math.inf if self.rpc_timeout is None else self.rpc_timeout
         callers = False
@@ -403,6 +447,15 @@ class RoutingTable:
     def _publish(self, topic: TopicId, data: bytes) -> list[Action]:
         """Deliver *data* once to each client owning a type subscribed to *topic*."""
         targets: dict[Conn, None] = {}
+        if self._shared is not None:
+            for agent in self._reg.table.recipients(topic):
+                placed = self._shared.target(agent.type, agent.key)
+                if isinstance(placed, Conn):
+                    targets[placed] = None
+                else:
+                    logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
+            self._event_deliveries += len(targets)
+            return [Deliver(target, data, event=True) for target in targets]
         for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
             if owner is None:
@@ -534,10 +587,15 @@ class RoutingTable:
             message = pb.ControlMessage.FromString(data)
         except DecodeError as exc:
             return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
+        if message.destination in (DRAIN_DESTINATION, RELEASE_DESTINATION):
+            if self._shared is not None:
+                return self._shared.gateway_request(conn, message)
+            return [answer(conn, message, False)] if message.respond_to else []
         denied = None
         if self.policy is not None:
             denied = self.policy.refuse_control(conn.client_id, message.destination)
-        target = resolve(self._reg, message.destination) if denied is None else None
+        placed = None if self._shared is None else self._shared.control_of
+        target = resolve(self._reg, message.destination, placed) if denied is None else None
         if target is not None:
             self._control_forwarded += 1
             return [Deliver(target, data)]
@@ -562,7 +620,7 @@ class RoutingTable:
             clients=len(self._clients),
             data_connections=sum(1 for c in clients if c.data is not None),
             control_connections=sum(1 for c in clients if c.control is not None),
-            agent_types=len(self._owner),
+            agent_types=len(self._owner) + len(self._reg.servers),
             subscriptions=len(self._reg.table),
             rpcs_in_flight=len(self._pending),
             rpcs_forwarded=self._rpcs_forwarded,
@@ -577,11 +635,15 @@ class RoutingTable:
             protocol_errors=self._protocol_errors,
             registrations_expired=self._reg.expired,
             held_messages=0 if self._hold is None else len(self._hold),
+            placement={} if self._shared is None else self._shared.statistics(),
+            placed_agents=0 if self._shared is None else len(self._shared.placement),
         )
 
     def check_invariants(self) -> None:
-        """Assert I1-I6 (for tests; O(size of the state))."""
+        """Assert I1-I7 (for tests; O(size of the state))."""
         self._reg.check_invariants()
+        if self._shared is not None:
+            self._shared.check_invariants()  # I7
         live = {c for client in self._clients.values() for c in (client.data, client.control)}
         assert self._conns == live - {None}
         self._pending.check_invariants(self._conns)

@@ -26,6 +26,7 @@ from .._security._loopback import check_loopback_address, serve_loopback_listene
 from .._transport import GrpcServer, serve_grpc
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._hub import GatewayConfig, GatewayHub, GatewayStatistics, open_hub
+from ._placement import PlacementStrategy
 from ._service import AgentRpcService
 
 if TYPE_CHECKING:
@@ -137,6 +138,8 @@ async def serve_gateway(
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
     metrics_address: str | None = None,
+    placement: str | PlacementStrategy | None = None,
+    max_placed_keys: int = 1_000_000,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -162,7 +165,8 @@ async def serve_gateway(
     turns this off). grpc-core clients answer PINGs from their own thread; an
     agentwire worker whose trio loop is blocked longer than the sum is
     dropped too (and reconnects).
-    See :class:`GatewayConfig` for the other options. A lone failure (e.g.
+    See :class:`GatewayConfig` for the other options (``placement``: shared
+    agent types, see the README). A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
 
     *metrics_address* (``host:port``) also serves the gateway's metrics for
@@ -183,6 +187,8 @@ async def serve_gateway(
         max_subscriptions_per_client=max_subscriptions_per_client,
         startup_grace=startup_grace,
         max_held=max_held,
+        placement=placement,
+        max_placed_keys=max_placed_keys,
     )
     if plaintext_address is not None:
         check_loopback_address(plaintext_address)
@@ -267,6 +273,8 @@ async def open_gateway(
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
     metrics_address: str | None = None,
+    placement: str | PlacementStrategy | None = None,
+    max_placed_keys: int = 1_000_000,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -298,6 +306,8 @@ async def open_gateway(
         authenticator=authenticator,
         plaintext_address=plaintext_address,
         metrics_address=metrics_address,
+        placement=placement,
+        max_placed_keys=max_placed_keys,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

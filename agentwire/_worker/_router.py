@@ -27,7 +27,9 @@ Local short-circuit (the choice, and why):
 
 * **RPC** to an agent type registered on this worker is delivered locally,
   without the gateway (an AutoGen host gives each type one owner, so the
-  owner is us). Only remote types cross the wire.
+  owner is us). Only remote types cross the wire. With ``shared_types``
+  (a gateway whose agent types several workers serve) every RPC and event
+  goes through the gateway, which knows where each agent lives.
 * **Publish** must reach remote subscribers, so every event goes to the
   gateway, and the gateway (like AutoGen's host) echoes it back to us when we
   have matching subscriptions. By default (``local_publish="immediate"``) the
@@ -74,7 +76,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import trio
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
 from grpclib.exceptions import GRPCError
 
 from .._cloudevents import from_cloud_event, to_cloud_event
@@ -102,13 +104,21 @@ from .._serialization import (
     UnknownPayload,
 )
 from .._subscriptions import Subscription, subscription_to_proto
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ERROR_KIND_KEY, TIMEOUT_METADATA_KEY, ErrorKind
+from .._wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DRAIN_DESTINATION,
+    ERROR_KIND_KEY,
+    RELEASE_DESTINATION,
+    TIMEOUT_METADATA_KEY,
+    ErrorKind,
+)
 from ._kinds import UnansweredError, error_from_response, error_response
 from ._link import (
     LinkStatistics,
     WorkerLink,
 )
 from ._protocol import ChannelLike
+from ._session import WorkerSession
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -163,6 +173,7 @@ class WorkerRouter:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         connect_timeout: float = 0.0,
         tracer_provider: TracerProvider | None = None,
+        shared_types: bool = False,
     ) -> None:
         if payload_format not in _CONTENT_TYPES:
             raise ValueError(f"payload_format must be 'json' or 'protobuf', not {payload_format!r}")
@@ -170,7 +181,8 @@ class WorkerRouter:
             raise ValueError(f"local_publish must be 'immediate' or 'echo', not {local_publish!r}")
         self._core = core
         self._content_type = _CONTENT_TYPES[payload_format]
-        self._immediate = local_publish == "immediate"
+        self._immediate = local_publish == "immediate" and not shared_types
+        self._shared = shared_types
         self._state_timeout = state_timeout
         self._rpc_timeout = math.inf if rpc_timeout is None else rpc_timeout
         self._max_message_size = max_message_size
@@ -243,7 +255,7 @@ class WorkerRouter:
     async def send(
         self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
     ) -> Any:
-        if self._core.has_agent_type(recipient.type):
+        if not self._shared and self._core.has_agent_type(recipient.type):
             self._local_rpcs += 1
             return await self._core.deliver_request(
                 message, recipient, sender=sender, message_id=message_id
@@ -469,6 +481,36 @@ class WorkerRouter:
             raise RemoteError(f"unexpected answer to LoadState: {answer.type_url}")
         if response.HasField("error"):
             raise RemoteError(response.error)
+
+    # -- shared agent types: drain ------------------------------------------------
+
+    async def drain(self) -> None:
+        """See :meth:`WorkerRuntime.drain`."""
+        session = await self.link.session_for_call()
+        await self._ask_gateway(session, DRAIN_DESTINATION, "drain")
+        await session.wait_idle()
+        await self._ask_gateway(session, RELEASE_DESTINATION, "release")
+        await session.wait_idle()
+
+    async def _ask_gateway(self, session: WorkerSession, destination: str, what: str) -> None:
+        answer = None
+        with trio.move_on_after(self._state_timeout):
+            answer = await session.control_call(destination, empty_pb2.Empty())
+        if answer is None:
+            raise GatewayRejectedError(
+                f"the {what} request",
+                "UNAVAILABLE",
+                f"no answer within {self._state_timeout:g} s; drain needs the agentwire "
+                "gateway (AutoGen's host has no such request)",
+            )
+        done = wrappers_pb2.BoolValue()
+        if not answer.Unpack(done) or not done.value:
+            raise GatewayRejectedError(
+                f"the {what} request",
+                "FAILED_PRECONDITION",
+                "drain needs shared agent types (agentwire gateway --shared-agent-types) "
+                "and an agent type registered by this worker",
+            )
 
     async def _control(self, agent: AgentId, request: Any) -> any_pb2.Any:
         with trio.move_on_after(self._state_timeout):

@@ -114,6 +114,21 @@ class WorkerRuntime(Runtime):
         """Counters of the worker's router and link (``statistics()`` has the core's)."""
         return self._worker.statistics()
 
+    async def drain(self) -> None:
+        """Leave a gateway with shared agent types without failing a call.
+
+        Asks the gateway to place no new agents here, waits until no incoming
+        request is being served, hands this worker's agents back (the gateway
+        places each anew, on another worker, on its next message) and waits
+        for the requests already on their way here. Then leave the
+        ``async with open_worker(...)`` block. Agent state is not moved: a
+        handed-back agent starts afresh on its new worker. Raises
+        :class:`GatewayRejectedError` if the gateway has no shared agent
+        types (or is AutoGen's host, which does not answer) or this worker
+        registered none. Applies to the current connection only.
+        """
+        await self._worker.drain()
+
     async def gateway_subscriptions(self) -> list[pb.Subscription]:
         """``GetSubscriptions``: every subscription the gateway knows (all workers')."""
         return await self._worker.link.get_subscriptions()
@@ -143,6 +158,7 @@ async def open_worker(
     metadata: Sequence[tuple[str, str]] = (),
     connect: Callable[[], AbstractAsyncContextManager[ChannelLike]] | None = None,
     tracer_provider: TracerProvider | None = None,
+    shared_types: bool = False,
 ) -> AsyncIterator[WorkerRuntime]:
     """A worker connected to the gateway at *address* (``host:port``, or
     ``grpcs://host:port`` for TLS with the system's CAs).
@@ -192,6 +208,11 @@ async def open_worker(
       context as their parent. Without it no span is made, and the W3C trace
       context that arrives with a message is still carried on by what its
       handler sends (``agentwire.current_trace_context()``).
+    * *shared_types*: the gateway lets several workers serve one agent type
+      (``agentwire gateway --shared-agent-types``): every RPC and publish goes
+      through the gateway, even to agent types registered here, so each agent
+      is reached on the one worker it lives on (*local_publish* is then
+      ``"echo"``).
 
     Leaving the block stops the core (pending RPCs fail with
     ``RuntimeClosedError``, agents are closed), then cancels the streams so the
@@ -235,6 +256,7 @@ async def open_worker(
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
             tracer_provider=tracer_provider,
+            shared_types=shared_types,
         )
         return router
 

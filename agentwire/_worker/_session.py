@@ -168,6 +168,7 @@ class WorkerSession:
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
         self._max_requests = max_concurrent_requests
         self._request_limit = trio.Semaphore(max_concurrent_requests)
+        self._idle: trio.Event | None = None  # set when the last request in progress ends
         self._messages_received = 0
         self._nursery: trio.Nursery | None = None  # where request tasks run
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
@@ -371,6 +372,15 @@ class WorkerSession:
             # The gateway answers the caller with an error when we disconnect.
             logger.debug("response %s dropped: connection lost", response.request_id)
 
+    async def wait_idle(self) -> None:
+        """Wait until no incoming request is being served (new ones are
+        still taken meanwhile)."""
+        await trio.lowlevel.checkpoint()
+        while self._request_limit.value < self._max_requests:
+            if self._idle is None:
+                self._idle = trio.Event()
+            await self._idle.wait()
+
     # -- the control channel ------------------------------------------------
 
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:
@@ -485,6 +495,10 @@ class WorkerSession:
             await self._respond(response)
         finally:
             self._request_limit.release()
+            idle = self._idle
+            if idle is not None and self._request_limit.value == self._max_requests:
+                self._idle = None
+                idle.set()
 
 
 @asynccontextmanager

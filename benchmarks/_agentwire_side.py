@@ -409,6 +409,39 @@ async def startup(spawned_at: float) -> dict[str, float]:
     return c.startup_figures("", spawned_at, main_at, main_at, answered)
 
 
+def payload(duration: float) -> dict[str, float]:
+    """Serialize + parse per protobuf message, as a publish or an RPC does it on the wire.
+
+    The same messages as betterproto2 dataclasses (what agentwire recommends) and as
+    google protobuf classes (what AutoGen uses), each through agentwire's
+    ``ProtobufSerializer`` (a ``google.protobuf.Any`` around the message).
+    """
+    from google.protobuf import json_format
+
+    from agentwire import ProtobufSerializer
+    from agentwire._examples.agents import ProtoMessage as BetterSmall
+    from agentwire._examples.agentwire.examples import Order as BetterOrder
+    from tests.examples_pb2.order_pb2 import Order as GoogleOrder
+    from tests.examples_pb2.proto_message_pb2 import ProtoMessage as GoogleSmall
+
+    google_rich = json_format.ParseDict(c.RICH_ORDER_JSON, GoogleOrder())
+    samples: dict[str, Any] = {
+        "bp2_small": BetterSmall(message=c.TEXT),
+        "google_small": GoogleSmall(message=c.TEXT),
+        "bp2_rich": BetterOrder.parse(google_rich.SerializeToString()),
+        "google_rich": google_rich,
+    }
+    result: dict[str, float] = {}
+    for name, message in samples.items():
+        serializer: Any = ProtobufSerializer(type(message))
+        wire = serializer.serialize(message)
+        assert serializer.deserialize(wire) == message, name
+        result[f"{name}_us"] = c.per_message_us(
+            lambda s=serializer, m=message: s.deserialize(s.serialize(m)), duration / 4
+        )
+    return result
+
+
 def main() -> None:
     args = c.parse_args()
     duration = c.phase_seconds(args)
@@ -426,6 +459,8 @@ def main() -> None:
             result = grpc_workload(duration, c.grpc_phases(args), tls=True)
         case "transport":
             result = transport_workload(duration)
+        case "payload":
+            result = payload(duration)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "inproc_startup":

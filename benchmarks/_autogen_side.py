@@ -404,6 +404,32 @@ async def startup(spawned_at: float) -> dict[str, float]:
     return result
 
 
+def payload(duration: float) -> dict[str, float]:
+    """Serialize + parse per protobuf message with autogen-core's protobuf serializer.
+
+    AutoGen has only the google protobuf classes (no betterproto2): the ``google_*``
+    figures are the same messages as agentwire's side measures.
+    """
+    from autogen_core._serialization import ProtobufMessageSerializer
+    from google.protobuf import json_format
+
+    from tests.examples_pb2.order_pb2 import Order as GoogleOrder
+    from tests.examples_pb2.proto_message_pb2 import ProtoMessage as GoogleSmall
+
+    samples: dict[str, Any] = {
+        "google_small": GoogleSmall(message=c.TEXT),
+        "google_rich": json_format.ParseDict(c.RICH_ORDER_JSON, GoogleOrder()),
+    }
+    result: dict[str, float] = {}
+    for name, message in samples.items():
+        serializer: Any = ProtobufMessageSerializer(type(message))
+        assert serializer.deserialize(serializer.serialize(message)) == message, name
+        result[f"{name}_us"] = c.per_message_us(
+            lambda s=serializer, m=message: s.deserialize(s.serialize(m)), duration / 4
+        )
+    return result
+
+
 def main() -> None:
     args = c.parse_args()
     duration = c.phase_seconds(args)
@@ -419,6 +445,8 @@ def main() -> None:
             result = grpc_workload(duration, c.grpc_phases(args))
         case "transport":
             result = transport_workload(duration)
+        case "payload":
+            result = payload(duration)
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "inproc_startup":

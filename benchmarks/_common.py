@@ -394,6 +394,43 @@ class Helper:
         self.stop()
 
 
+#: The ``payload`` workload's rich message (every kind of proto3 field), as proto3 JSON for
+#: ``agentwire.examples.Order`` (``proto/examples/order.proto``); each side builds its
+#: classes of it from this, the google class with ``json_format``.
+RICH_ORDER_JSON: dict[str, Any] = {
+    "id": "o-1",
+    "status": "STATUS_OPEN",
+    "priority": "PRIORITY_HIGH",
+    "lines": [
+        {"sku": "tea", "quantity": 2, "price": {"currency": "EUR", "units": 3, "nanos": 500000000}},
+        {"sku": "cup", "quantity": 1},
+    ],
+    "notes": ["fragile", "gift"],
+    "labels": {"channel": "web", "region": "eu"},
+    "discounts": {"spring": {"currency": "EUR", "units": 1}},
+    "shipTo": {"street": "1 Main St", "city": "Lyon"},
+    "placedAt": "2026-11-30T17:30:00.123456Z",
+    "extra": {"gift": True, "tags": ["a", 1.5, None], "box": {"size": 3}},
+    "coupon": "",
+}
+
+
+def per_message_us(round_trip: Callable[[], object], duration: float) -> float:
+    """Microseconds per call of *round_trip* (serialize + parse), over about *duration* s."""
+    round_trip()  # warm caches (descriptor pools, class lookups)
+    calls = 0
+    batch = 100
+    started = time.perf_counter()
+    deadline = started + duration
+    while True:
+        for _ in range(batch):
+            round_trip()
+        calls += batch
+        now = time.perf_counter()
+        if now >= deadline:
+            return round((now - started) / calls * 1e6, 2)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="one benchmark workload (prints a JSON line)")
     parser.add_argument("workload")

@@ -133,6 +133,18 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
     ),
     Workload(
+        "payload",
+        "Protobuf payload, serialize + parse per message",
+        (
+            Metric("google_small_us", "google class, 32-char message", "µs", False),
+            Metric("google_rich_us", "google class, every field kind", "µs", False),
+            # AutoGen has no betterproto2: agentwire only, the cost of the dataclasses.
+            Metric("bp2_small_us", "betterproto2, 32-char message", "µs", False),
+            Metric("bp2_rich_us", "betterproto2, every field kind", "µs", False),
+        ),
+        timeout=120.0,
+    ),
+    Workload(
         "startup",
         "Start-up",
         (

@@ -213,9 +213,9 @@ def _worker_tls(tls_dir: str | None, name: str) -> ssl.SSLContext | None:
     )
 
 
-async def grpc_echo_role(address: str, tls_dir: str | None) -> None:
+async def grpc_echo_role(address: str, tls_dir: str | None, shared: bool = False) -> None:
     tls = _worker_tls(tls_dir, "echo")
-    async with agentwire.open_worker(address, ssl_context=tls) as runtime:
+    async with agentwire.open_worker(address, ssl_context=tls, shared_types=shared) as runtime:
         await _register_echo_side(runtime)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             c.ready()
@@ -311,6 +311,55 @@ def grpc_workload(duration: float, phases: str, *, tls: bool = False) -> dict[st
         result = trio.run(grpc_caller, address, duration, phases, tls_dir)
         after = c.cpu_snapshot(gateway, echo)
     result.update(c.cpu_figures(("gateway", "echo", "caller"), before, after))
+    return result
+
+
+async def _many_keys(runtime: Any, duration: float) -> float:
+    """RPCs per second from ``SHARED_CALLERS`` tasks spread over ``SHARED_KEYS`` echo agents."""
+    msg = Ping(1, c.TEXT)
+    count = 0
+    deadline = time.perf_counter() + duration
+
+    async def caller(first: int) -> None:
+        nonlocal count
+        key = first
+        while time.perf_counter() < deadline:
+            await runtime.send_message(msg, AgentId("echo", f"k{key % c.SHARED_KEYS}"))
+            count += 1
+            key += c.SHARED_CALLERS
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for first in range(c.SHARED_CALLERS):
+            nursery.start_soon(caller, first)
+    return c.rate(count, time.perf_counter() - started)
+
+
+async def shared_caller(address: str, duration: float, shared: bool) -> float:
+    async with agentwire.open_worker(address, shared_types=shared) as runtime:
+        _add_serializers(runtime)
+        await _many_keys(runtime, duration / 3)  # warm-up: places and activates keys
+        return await _many_keys(runtime, duration)
+
+
+def grpc_shared_workload(duration: float) -> dict[str, float]:
+    """One agent type served by 1, 2 and 4 echo workers through one gateway (placement
+    on), and by one worker without placement (AutoGen's one-owner rule), as processes."""
+    me = [sys.executable, "-m", "benchmarks._agentwire_side"]
+    result: dict[str, float] = {}
+    for workers, shared in ((1, False), (1, True), (2, True), (4, True)):
+        gateway_argv = [sys.executable, "-m", "agentwire", "gateway", "--address", "127.0.0.1:0"]
+        if shared:
+            gateway_argv.append("--shared-agent-types")
+        with contextlib.ExitStack() as stack:
+            gateway = stack.enter_context(c.Helper(gateway_argv))
+            address = gateway.start(_listening)
+            port = address.rsplit(":", 1)[1]
+            role = [*me, "grpc-echo", "--port", port, *(["--shared"] if shared else [])]
+            for _ in range(workers):
+                stack.enter_context(c.Helper(role)).start()
+            rate = trio.run(shared_caller, address, duration, shared)
+        result["single_owner_rpc_per_s" if not shared else f"shared{workers}_rpc_per_s"] = rate
     return result
 
 
@@ -461,12 +510,14 @@ def main() -> None:
             result = transport_workload(duration)
         case "payload":
             result = payload(duration)
+        case "grpc_shared":
+            result = grpc_shared_workload(duration)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "inproc_startup":
             result = trio.run(inproc_startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "grpc-echo":
-            trio.run(grpc_echo_role, f"127.0.0.1:{args.port}", args.tls_dir)
+            trio.run(grpc_echo_role, f"127.0.0.1:{args.port}", args.tls_dir, args.shared)
             return
         case "transport-server":
             trio.run(transport_server_role)

@@ -441,12 +441,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--phases", default=None, help="gRPC workloads: which phases (for profiling one)"
     )
     parser.add_argument("--tls-dir", default=None, help="certificates (the TLS echo role)")
+    parser.add_argument(
+        "--shared", action="store_true", help="echo role: serve a shared agent type"
+    )
     parser.add_argument("--spawned-at", type=float, default=0.0, help="time.monotonic() at spawn")
     return parser.parse_args(argv)
 
 
 #: The phases each three-process gRPC workload runs unless ``--phases`` names others.
 GRPC_PHASES = {"grpc": "seq,conc,pub", "grpc_flood": "flood", "grpc_tls": "seq,conc"}
+
+
+#: ``grpc_shared``: keys the caller spreads its RPCs over, and its concurrent callers.
+SHARED_KEYS = 10_000
+SHARED_CALLERS = 64
 
 
 def grpc_phases(args: argparse.Namespace) -> str:

@@ -133,6 +133,17 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
     ),
     Workload(
+        "grpc_shared",
+        "One agent type on many workers (agentwire only: AutoGen's host allows one owner)",
+        (
+            Metric("single_owner_rpc_per_s", "1 worker, no placement", "rt/s", True),
+            Metric("shared1_rpc_per_s", "1 worker, placement on", "rt/s", True),
+            Metric("shared2_rpc_per_s", "2 workers", "rt/s", True),
+            Metric("shared4_rpc_per_s", "4 workers", "rt/s", True),
+        ),
+        timeout=240.0,
+    ),
+    Workload(
         "payload",
         "Protobuf payload, serialize + parse per message",
         (

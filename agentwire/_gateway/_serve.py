@@ -21,6 +21,7 @@ from .._address import parse_address
 from .._errors import AgentwireError
 from .._nursery import open_service_nursery, open_unwrapping_nursery
 from .._observability._health import AGENT_RPC_SERVICE, HealthService, HealthStatus, HealthTable
+from .._operator._status import OperatorService
 from .._security import AccessGuard, Authenticator, GuardStatistics
 from .._security._loopback import check_loopback_address, serve_loopback_listener
 from .._transport import GrpcServer, serve_grpc
@@ -191,11 +192,12 @@ async def serve_gateway(
         if authenticator is not None:
             hub.set_message_policy(guard)
         service = AgentRpcService(hub, guard)
+        operator = OperatorService(hub, guard)
         health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
         server: GrpcServer = await nursery.start(
             functools.partial(
                 serve_grpc,
-                {**service.methods(), **health.methods()},
+                {**service.methods(), **health.methods(), **operator.methods()},
                 host,
                 port,
                 max_message_size=max_message_size,

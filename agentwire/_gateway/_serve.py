@@ -31,10 +31,12 @@ from ._service import AgentRpcService
 
 if TYPE_CHECKING:
     from .._observability._metrics import MetricsServer
+    from .._operator._ingress import HttpIngress
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
 
 METRICS_EXTRA = "pip install 'trio-agentwire[metrics]'"
+HTTP_EXTRA = "pip install 'trio-agentwire[http]'"
 
 logger = logging.getLogger("agentwire.gateway")
 
@@ -52,7 +54,9 @@ class Gateway:
         plaintext: tuple[str, trio.CancelScope] | None = None,
         health: HealthService | None = None,
         metrics: MetricsServer | None = None,
+        http: HttpIngress | None = None,
     ) -> None:
+        self._http = http
         self._server = server
         self._hub = hub
         self.grace_period = grace_period
@@ -85,6 +89,16 @@ class Gateway:
         return None if self._metrics is None else self._metrics.address
 
     @property
+    def http_address(self) -> str | None:
+        """``host:port`` CloudEvents may be POSTed to (``http://host:port/``), if asked for."""
+        return None if self._http is None else self._http.address
+
+    @property
+    def http_ingress(self) -> HttpIngress | None:
+        """The HTTP ingress (its ``accepted`` and ``refused`` counts), if there is one."""
+        return self._http
+
+    @property
     def config(self) -> GatewayConfig:
         return self._hub.config
 
@@ -108,6 +122,8 @@ class Gateway:
         metrics endpoint stops with the server."""
         if self._health is not None:
             self._health.begin_shutdown()
+        if self._http is not None:
+            self._http.close()  # no new events once shutdown begins
         if self._plaintext is not None:
             self._plaintext[1].cancel()  # stop accepting; its connections shut down below
         self._hub.begin_shutdown()
@@ -138,6 +154,7 @@ async def serve_gateway(
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
     metrics_address: str | None = None,
+    http_address: str | None = None,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -169,9 +186,15 @@ async def serve_gateway(
     *metrics_address* (``host:port``) also serves the gateway's metrics for
     Prometheus at ``http://host:port/metrics`` (needs the ``metrics`` extra;
     see ``gateway.metrics_address``).
+
+    *http_address* (``host:port``) also accepts CloudEvents over HTTP at
+    ``http://host:port/`` and publishes each to ``TopicId(type, source)`` as a
+    worker would (README, "Operating a gateway"; needs the ``http`` extra; see
+    ``gateway.http_address``).
     """
     host, port = parse_address(address)
     serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
+    serve_ingress = None if http_address is None else load_http_ingress(http_address)
     config = GatewayConfig(
         rpc_timeout=rpc_timeout,
         queue_size=queue_size,
@@ -216,7 +239,11 @@ async def serve_gateway(
         if serve_metrics is not None:
             metrics = await nursery.start(serve_metrics, hub, metrics_address)
             logger.info("gateway metrics on http://%s/metrics", metrics.address)
-        gateway = Gateway(server, hub, grace_period, guard, plaintext, health, metrics)
+        http = None
+        if serve_ingress is not None:
+            http = await nursery.start(serve_ingress, hub, guard, http_address)
+            logger.info("gateway takes CloudEvents at http://%s/", http.address)
+        gateway = Gateway(server, hub, grace_period, guard, plaintext, health, metrics, http)
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
 
@@ -247,6 +274,18 @@ def load_metrics_server(address: str) -> Any:
     return serve_gateway_metrics
 
 
+def load_http_ingress(address: str) -> Any:
+    """``serve_http_ingress``, or a precise error if the ``http`` extra is missing."""
+    parse_address(address)
+    try:
+        from .._operator._ingress import serve_http_ingress
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"taking CloudEvents over HTTP needs {exc.name}, which is not installed: {HTTP_EXTRA}"
+        ) from exc
+    return serve_http_ingress
+
+
 @asynccontextmanager
 async def open_gateway(
     address: str = "127.0.0.1:0",
@@ -269,6 +308,7 @@ async def open_gateway(
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
     metrics_address: str | None = None,
+    http_address: str | None = None,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -300,6 +340,7 @@ async def open_gateway(
         authenticator=authenticator,
         plaintext_address=plaintext_address,
         metrics_address=metrics_address,
+        http_address=http_address,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import AsyncIterator
 
 import pytest
 import trio
 
-from agentwire import Gateway, WorkerRuntime, open_gateway, open_worker
+from agentwire import Gateway, WorkerRuntime, open_gateway
 from agentwire.security import AccessFileAuthenticator
-from tests.operator.agents import RECEIVED, setup
+from tests.operator.agents import RECEIVED
 from tests.operator.cli import agentwire
 
 TOKEN = "operator-token-0123456789"
-
-
-@pytest.fixture
-async def gateway() -> AsyncIterator[Gateway]:
-    async with open_gateway("127.0.0.1:0", startup_grace=0) as gw:
-        yield gw
-
-
-@pytest.fixture
-async def greeter(gateway: Gateway) -> AsyncIterator[WorkerRuntime]:
-    async with open_worker(gateway.address) as runtime:
-        await setup(runtime)
-        yield runtime
 
 
 async def test_call_prints_the_agents_result_as_json(
@@ -162,17 +148,20 @@ async def test_status_shows_workers_types_and_counters(
     done = await agentwire("status", "--gateway", gateway.address, "--json")
     assert done.status == 0, done.err
     status = json.loads(done.out)
-    [client] = status["clients"]
+    clients = {client["client_id"]: client for client in status["clients"]}
+    # The gateway's HTTP ingress publishes through a client of its own.
+    assert clients.pop("agentwire-http-ingress")["agent_types"] == []
+    [client] = clients.values()
     assert client["agent_types"] == ["greeter"]
     assert client["connected"] is True
     assert client["subscriptions"] == 2
     assert "greetings" in [sub.get("topic_type") for sub in status["subscriptions"]]
-    assert status["statistics"]["data_connections"] == 1
+    assert status["statistics"]["data_connections"] == 2
     text = await agentwire("status", "--gateway", gateway.address)
     assert text.status == 0, text.err
-    assert "clients: 1" in text.out
+    assert "clients: 2" in text.out
     assert "types: greeter" in text.out
-    assert "data_connections: 1" in text.out
+    assert "data_connections: 2" in text.out
 
 
 async def test_a_gateway_with_an_access_file_wants_the_token(tmp_path: pathlib.Path) -> None:

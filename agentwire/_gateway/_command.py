@@ -34,7 +34,13 @@ from .._security._command import (
     security_from_arguments,
 )
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._serve import Gateway, load_http_ingress, load_metrics_server, serve_gateway
+from ._serve import (
+    Gateway,
+    load_http_ingress,
+    load_metrics_server,
+    load_webhooks,
+    serve_gateway,
+)
 
 __all__ = ["add_gateway_command"]
 
@@ -133,6 +139,14 @@ def add_gateway_command(subparsers: Any) -> None:
         help="also accept CloudEvents over HTTP at http://HOST:PORT/ and publish them (needs "
         "the http extra: pip install 'trio-agentwire[http]') [default: off]",
     )
+    parser.add_argument(
+        "--webhook",
+        metavar="TOPIC_TYPE=URL",
+        action="append",
+        default=[],
+        help="POST every event of TOPIC_TYPE to URL as a CloudEvent, with retries (needs "
+        "the http extra); may be repeated [default: none]",
+    )
     add_security_arguments(parser)
     parser.set_defaults(handler=run_gateway_command)
 
@@ -175,9 +189,14 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         except AgentwireError as exc:
             print(f"agentwire gateway: {exc}", file=sys.stderr)
             return EXIT_BAD_ADDRESS
+    try:
+        webhooks = load_webhooks(args.webhook)
+    except AgentwireError as exc:
+        print(f"agentwire gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
-        trio.run(_run, args, security)
+        trio.run(_run, args, security, webhooks)
     except* OSError as group:
         failure = _first_leaf(group)
     if failure is not None:
@@ -193,7 +212,7 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
+async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: list[Any]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             reloading = trio.CancelScope()
@@ -219,6 +238,7 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
                     plaintext_address=security.plaintext_address,
                     metrics_address=args.metrics_address,
                     http_address=args.http_address,
+                    webhooks=webhooks,
                 )
             )
             if gateway.plaintext_address is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from ._service import AgentRpcService
 if TYPE_CHECKING:
     from .._observability._metrics import MetricsServer
     from .._operator._ingress import HttpIngress
+    from .._operator._webhook import Webhook, WebhookDelivery
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
 
@@ -55,8 +56,10 @@ class Gateway:
         health: HealthService | None = None,
         metrics: MetricsServer | None = None,
         http: HttpIngress | None = None,
+        webhooks: list[WebhookDelivery] | None = None,
     ) -> None:
         self._http = http
+        self._webhooks = webhooks or []
         self._server = server
         self._hub = hub
         self.grace_period = grace_period
@@ -97,6 +100,11 @@ class Gateway:
     def http_ingress(self) -> HttpIngress | None:
         """The HTTP ingress (its ``accepted`` and ``refused`` counts), if there is one."""
         return self._http
+
+    @property
+    def webhooks(self) -> list[WebhookDelivery]:
+        """The running webhooks (``delivered``, ``retried``, ``failed``, ``overflowed``)."""
+        return self._webhooks
 
     @property
     def config(self) -> GatewayConfig:
@@ -155,6 +163,7 @@ async def serve_gateway(
     plaintext_address: str | None = None,
     metrics_address: str | None = None,
     http_address: str | None = None,
+    webhooks: Sequence[Webhook] = (),
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -190,7 +199,9 @@ async def serve_gateway(
     *http_address* (``host:port``) also accepts CloudEvents over HTTP at
     ``http://host:port/`` and publishes each to ``TopicId(type, source)`` as a
     worker would (README, "Operating a gateway"; needs the ``http`` extra; see
-    ``gateway.http_address``).
+    ``gateway.http_address``). *webhooks* POST the events of their topic
+    types to URLs as CloudEvents (:class:`agentwire._operator._webhook.Webhook`;
+    the ``http`` extra; see ``gateway.webhooks``).
     """
     host, port = parse_address(address)
     serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
@@ -243,7 +254,14 @@ async def serve_gateway(
         if serve_ingress is not None:
             http = await nursery.start(serve_ingress, hub, guard, http_address)
             logger.info("gateway takes CloudEvents at http://%s/", http.address)
-        gateway = Gateway(server, hub, grace_period, guard, plaintext, health, metrics, http)
+        deliveries = None
+        if webhooks:
+            from .._operator._webhook import serve_webhooks
+
+            deliveries = await nursery.start(serve_webhooks, hub, guard, webhooks)
+        gateway = Gateway(
+            server, hub, grace_period, guard, plaintext, health, metrics, http, deliveries
+        )
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
 
@@ -286,6 +304,20 @@ def load_http_ingress(address: str) -> Any:
     return serve_http_ingress
 
 
+def load_webhooks(specs: Sequence[str]) -> list[Webhook]:
+    """The ``--webhook TOPIC_TYPE=URL`` options as webhooks; AgentwireError for a
+    bad one, or if the ``http`` extra is missing."""
+    if not specs:
+        return []
+    try:
+        from .._operator._webhook import parse_webhook
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"webhooks need {exc.name}, which is not installed: {HTTP_EXTRA}"
+        ) from exc
+    return [parse_webhook(spec) for spec in specs]
+
+
 @asynccontextmanager
 async def open_gateway(
     address: str = "127.0.0.1:0",
@@ -309,6 +341,7 @@ async def open_gateway(
     plaintext_address: str | None = None,
     metrics_address: str | None = None,
     http_address: str | None = None,
+    webhooks: Sequence[Webhook] = (),
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -341,6 +374,7 @@ async def open_gateway(
         plaintext_address=plaintext_address,
         metrics_address=metrics_address,
         http_address=http_address,
+        webhooks=webhooks,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

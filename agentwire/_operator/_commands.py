@@ -88,72 +88,69 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_output(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument(
-        "--json", dest="as_json", action="store_true", help=f"print {what} as JSON, for scripts"
-    )
-
-
-def _payload_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--type",
-        dest="type_name",
-        required=True,
-        metavar="NAME",
-        help="the data type of the payload: the name of the dataclass the agents handle",
-    )
-    parser.add_argument(
-        "--json",
-        dest="payload",
-        required=True,
-        metavar="TEXT",
-        help="the payload, a JSON object of the dataclass's fields ('-': read stdin)",
-    )
-
-
 def add_commands(subparsers: Any) -> None:
     """Add ``call``, ``publish``, ``subscriptions`` and ``status`` to the ``agentwire`` parser."""
-    call = subparsers.add_parser(
+    for name, target, output, help_text, description in _COMMANDS:
+        parser = subparsers.add_parser(name, help=help_text, description=description)
+        if target is not None:
+            metavar, what = target
+            parser.add_argument(target[1], metavar=metavar, help=f"the {what} ({metavar})")
+            parser.add_argument(
+                "--type",
+                dest="type_name",
+                required=True,
+                metavar="NAME",
+                help="the data type of the payload: the name of the dataclass the agents handle",
+            )
+            parser.add_argument(
+                "--json",
+                dest="payload",
+                required=True,
+                metavar="TEXT",
+                help="the payload, a JSON object of the dataclass's fields ('-': read stdin)",
+            )
+        else:
+            parser.add_argument(
+                "--json", dest="as_json", action="store_true", help=f"print {output} as JSON"
+            )
+        add_client_arguments(parser)
+        parser.set_defaults(handler=_runner(_HANDLERS[name]))
+
+
+_COMMANDS: tuple[tuple[str, tuple[str, str] | None, str, str, str], ...] = (
+    (
         "call",
-        help="send an RPC to an agent and print its JSON result",
-        description="Send an RPC to the agent TYPE/KEY through a gateway and print the "
-        "result (JSON). Exit 1 if the agent or the gateway answers with an error.",
-    )
-    call.add_argument("agent", metavar="TYPE/KEY", help="the agent to call")
-    _payload_arguments(call)
-    add_client_arguments(call)
-    call.set_defaults(handler=_runner(_call))
-
-    publish = subparsers.add_parser(
+        ("TYPE/KEY", "agent"),
+        "",
+        "send an RPC to an agent and print its JSON result",
+        "Send an RPC to the agent TYPE/KEY through a gateway and print the result (JSON). "
+        "Exit 1 if the agent or the gateway answers with an error.",
+    ),
+    (
         "publish",
-        help="publish an event to a topic",
-        description="Publish an event to the topic TOPIC_TYPE/SOURCE through a gateway, as a "
-        "worker would; every agent subscribed to it receives it.",
-    )
-    publish.add_argument("topic", metavar="TOPIC_TYPE/SOURCE", help="the topic")
-    _payload_arguments(publish)
-    add_client_arguments(publish)
-    publish.set_defaults(handler=_runner(_publish))
-
-    subscriptions = subparsers.add_parser(
+        ("TOPIC_TYPE/SOURCE", "topic"),
+        "",
+        "publish an event to a topic",
+        "Publish an event to the topic TOPIC_TYPE/SOURCE through a gateway, as a worker "
+        "would; every agent subscribed to it receives it.",
+    ),
+    (
         "subscriptions",
-        help="list a gateway's subscriptions",
-        description="List the subscriptions the gateway holds (with an access file: those "
-        "of your own principal).",
-    )
-    _add_output(subscriptions, "the subscriptions")
-    add_client_arguments(subscriptions)
-    subscriptions.set_defaults(handler=_runner(_subscriptions))
-
-    status = subparsers.add_parser(
+        None,
+        "the subscriptions",
+        "list a gateway's subscriptions",
+        "List the subscriptions the gateway holds (with an access file: those of your own "
+        "principal).",
+    ),
+    (
         "status",
-        help="show a gateway's clients, agent types, subscriptions and counters",
-        description="Show the workers connected to a gateway, their agent types and "
-        "subscriptions, and the gateway's counters.",
-    )
-    _add_output(status, "the status")
-    add_client_arguments(status)
-    status.set_defaults(handler=_runner(_status))
+        None,
+        "the status",
+        "show a gateway's clients, agent types, subscriptions and counters",
+        "Show the workers connected to a gateway, their agent types and subscriptions, and "
+        "the gateway's counters.",
+    ),
+)
 
 
 # -- running a command ------------------------------------------------------------------------
@@ -347,3 +344,11 @@ async def _status(args: argparse.Namespace) -> None:
         data = await channel.unary(OPERATOR_STATUS_METHOD, b"", metadata=metadata)
     status = json.loads(data)
     print(json.dumps(status) if args.as_json else format_status(status))
+
+
+_HANDLERS: dict[str, Callable[[argparse.Namespace], Any]] = {
+    "call": _call,
+    "publish": _publish,
+    "subscriptions": _subscriptions,
+    "status": _status,
+}

@@ -27,14 +27,13 @@ import trio
 
 from .._address import InvalidAddressError
 from .._errors import AgentwireError
+from .._gateway._command import _LOG_LEVELS
 from .._security._tls import TLSConfigError
 from ._commands import EXIT_FAILED, EXIT_USAGE, CommandError, _ssl_context
 
 __all__ = ["add_worker_command", "load_setup"]
 
 logger = logging.getLogger("agentwire.worker")
-
-_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def add_worker_command(subparsers: Any) -> None:

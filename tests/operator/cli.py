@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import attrs
 import trio
@@ -43,3 +47,24 @@ async def read_line(stream: trio.abc.ReceiveStream) -> str:
             break
         data += chunk
     return data.decode()
+
+
+@asynccontextmanager
+async def running(*args: str) -> AsyncIterator[trio.Process]:
+    """``agentwire *args`` as a process for the block; killed if it is still running after."""
+    process = await trio.lowlevel.open_process(
+        [*COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def stop(process: trio.Process) -> int:
+    """SIGTERM *process* and wait for its exit status."""
+    process.send_signal(signal.SIGTERM)
+    with trio.fail_after(30):
+        return await process.wait()

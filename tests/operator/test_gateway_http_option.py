@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-
 import httpx
 import trio
 
-from tests.operator.cli import COMMAND, agentwire, read_line
+from tests.operator.cli import agentwire, read_line, running, stop
 
 
 async def test_the_gateway_command_prints_where_it_takes_events_and_accepts_them() -> None:
-    process = await trio.lowlevel.open_process(
-        [*COMMAND, "gateway", "--address", "127.0.0.1:0", "--http-address", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    args = ("gateway", "--address", "127.0.0.1:0", "--http-address", "127.0.0.1:0")
+    async with running(*args) as process:
         assert process.stdout is not None
         with trio.fail_after(30):
             lines = await read_line(process.stdout)
@@ -37,13 +30,7 @@ async def test_the_gateway_command_prints_where_it_takes_events_and_accepts_them
         async with httpx.AsyncClient() as client:
             response = await client.post(url, content=b"{}", headers=headers)
         assert response.status_code == 202
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(30):
-            status = await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        status = await stop(process)
     assert status == 0
 
 
@@ -51,4 +38,11 @@ async def test_an_invalid_http_address_is_one_line_and_exit_2() -> None:
     done = await agentwire("gateway", "--http-address", "nonsense")
     assert done.status == 2
     assert done.err.startswith("agentwire gateway: invalid --http-address: ")
+    assert done.err.count("\n") == 1
+
+
+async def test_a_bad_webhook_option_is_one_line_and_exit_2() -> None:
+    done = await agentwire("gateway", "--webhook", "orders=ftp://example.org/")
+    assert done.status == 2
+    assert done.err.startswith("agentwire gateway: webhook URL 'ftp://example.org/' must be")
     assert done.err.count("\n") == 1

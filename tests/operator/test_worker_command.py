@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 
 import pytest
 import trio
 
 from agentwire import AgentId, JsonSerializer, open_gateway, open_worker
 from tests.operator.agents import Greet, Greeting
-from tests.operator.cli import COMMAND, agentwire, read_line
+from tests.operator.cli import agentwire, read_line, running
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -19,12 +18,8 @@ async def test_a_worker_serves_what_setup_registers_and_stops_on_a_signal(
 ) -> None:
     async with open_gateway(startup_grace=0) as gw, open_worker(gw.address) as caller:
         caller.add_message_serializer(JsonSerializer(Greeting))
-        process = await trio.lowlevel.open_process(
-            [*COMMAND, "worker", "--gateway", gw.address, "tests.operator.agents:setup"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
+        spec = "tests.operator.agents:setup"
+        async with running("worker", "--gateway", gw.address, spec) as process:
             assert process.stdout is not None
             with trio.fail_after(30):
                 line = await read_line(process.stdout)
@@ -34,10 +29,6 @@ async def test_a_worker_serves_what_setup_registers_and_stops_on_a_signal(
             process.send_signal(signum)
             with trio.fail_after(30):
                 status = await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         assert status == 0
         # The worker left: its registration is gone from the gateway.
         with trio.fail_after(10):

@@ -39,8 +39,12 @@ from .._security._client import call_metadata, resolve_tls
 from .._security._tls import client_ssl_context
 from .._serialization import JSON_DATA_CONTENT_TYPE
 from .._transport import Channel, open_channel
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, OPERATOR_STATUS_METHOD, SERVICE_PREFIX
-from .._wire import TIMEOUT_METADATA_KEY as _TIMEOUT_KEY
+from .._wire import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    OPERATOR_STATUS_METHOD,
+    SERVICE_PREFIX,
+    TIMEOUT_METADATA_KEY,
+)
 from .._worker._kinds import error_from_response
 from ._status import format_status, format_subscription, subscription_to_json
 
@@ -283,7 +287,7 @@ async def _call(args: argparse.Namespace) -> None:
             data=_payload(args),
         ),
     )
-    request.metadata[_TIMEOUT_KEY] = f"{args.timeout:.6f}"
+    request.metadata[TIMEOUT_METADATA_KEY] = f"{args.timeout:.6f}"
     async with _connected(args) as (channel, metadata):
         reply = await _one_exchange(channel, metadata, pb.Message(request=request), answer=True)
     assert reply is not None

@@ -1,4 +1,5 @@
-"""The ``agentwire`` command: ``agentwire gateway`` and ``agentwire demo``."""
+"""The ``agentwire`` command: ``gateway``, ``worker``, ``call``, ``publish``,
+``subscriptions``, ``status`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import trio
 
 from . import __version__
 from ._gateway._command import add_gateway_command
+from ._operator._commands import add_commands as add_operator_commands
+from ._operator._worker_command import add_worker_command
 
 DEMO_NEEDS = (
     "the demo publishes a betterproto2 message, and betterproto2 is not installed: "
@@ -50,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_gateway_command(commands)
+    add_worker_command(commands)
+    add_operator_commands(commands)
     _add_demo_command(commands)
     return parser
 

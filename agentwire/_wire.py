@@ -14,6 +14,7 @@ __all__ = [
     "DRAIN_DESTINATION",
     "ERROR_KIND_KEY",
     "ERROR_TYPE_KEY",
+    "OPERATOR_STATUS_METHOD",
     "RELEASE_DESTINATION",
     "SERVICE_PREFIX",
     "TIMEOUT_METADATA_KEY",
@@ -22,6 +23,10 @@ __all__ = [
 
 SERVICE_PREFIX = "/agents.AgentRpc/"
 """The path prefix of the Agent Worker Protocol's methods (``/agents.AgentRpc/OpenChannel``)."""
+
+OPERATOR_STATUS_METHOD = "/agentwire.Operator/Status"
+"""An agentwire-only, read-only unary method of the gateway: an empty request, a UTF-8 JSON
+answer (connected clients, their agent types, subscriptions and counters; ``agentwire status``)."""
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 2**20
 """The largest message sent or received by default: grpc-core's limit, which AutoGen keeps."""

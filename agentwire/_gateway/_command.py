@@ -3,7 +3,8 @@
 Prints exactly one line to stdout once listening --
 ``agentwire gateway listening on HOST:PORT`` -- and flushes it, so a parent
 process can wait for it (with ``--metrics-address``, a second one follows:
-``agentwire gateway metrics on http://HOST:PORT/metrics``). Logs go to stderr.
+``agentwire gateway metrics on http://HOST:PORT/metrics``; with
+``--http-address``, then ``agentwire gateway events on http://HOST:PORT/``). Logs go to stderr.
 On SIGINT/SIGTERM it shuts down gracefully (``--grace-period``) and exits 0.
 An invalid ``--address``, or one it cannot listen on (port in use, unknown
 host), is reported in one line on stderr with exit status 2, as are
@@ -33,7 +34,13 @@ from .._security._command import (
     security_from_arguments,
 )
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
-from ._serve import Gateway, load_metrics_server, serve_gateway
+from ._serve import (
+    Gateway,
+    load_http_ingress,
+    load_metrics_server,
+    load_webhooks,
+    serve_gateway,
+)
 
 __all__ = ["add_gateway_command"]
 
@@ -125,6 +132,21 @@ def add_gateway_command(subparsers: Any) -> None:
         help="also serve Prometheus metrics at http://HOST:PORT/metrics (needs the "
         "metrics extra: pip install 'trio-agentwire[metrics]') [default: off]",
     )
+    parser.add_argument(
+        "--http-address",
+        metavar="HOST:PORT",
+        default=None,
+        help="also accept CloudEvents over HTTP at http://HOST:PORT/ and publish them (needs "
+        "the http extra: pip install 'trio-agentwire[http]') [default: off]",
+    )
+    parser.add_argument(
+        "--webhook",
+        metavar="TOPIC_TYPE=URL",
+        action="append",
+        default=[],
+        help="POST every event of TOPIC_TYPE to URL as a CloudEvent, with retries (needs "
+        "the http extra); may be repeated [default: none]",
+    )
     add_security_arguments(parser)
     parser.add_argument(
         "--shared-agent-types",
@@ -169,9 +191,23 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         except AgentwireError as exc:
             print(f"agentwire gateway: {exc}", file=sys.stderr)
             return EXIT_BAD_ADDRESS
+    if args.http_address is not None:
+        try:
+            load_http_ingress(args.http_address)
+        except InvalidAddressError as exc:
+            print(f"agentwire gateway: invalid --http-address: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
+        except AgentwireError as exc:
+            print(f"agentwire gateway: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
+    try:
+        webhooks = load_webhooks(args.webhook)
+    except AgentwireError as exc:
+        print(f"agentwire gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
     failure: OSError | None = None
     try:
-        trio.run(_run, args, security)
+        trio.run(_run, args, security, webhooks)
     except* OSError as group:
         failure = _first_leaf(group)
     if failure is not None:
@@ -187,7 +223,7 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
+async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: list[Any]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             reloading = trio.CancelScope()
@@ -213,6 +249,8 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
                     plaintext_address=security.plaintext_address,
                     metrics_address=args.metrics_address,
                     placement=args.shared_agent_types,
+                    http_address=args.http_address,
+                    webhooks=webhooks,
                 )
             )
             if gateway.plaintext_address is not None:
@@ -221,6 +259,8 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity) -> None:
             if gateway.metrics_address is not None:
                 url = f"http://{gateway.metrics_address}/metrics"
                 print(f"agentwire gateway metrics on {url}", flush=True)
+            if gateway.http_address is not None:
+                print(f"agentwire gateway events on http://{gateway.http_address}/", flush=True)
             async for signum in signals:
                 logger.info("received %s; shutting down", signal.Signals(signum).name)
                 break

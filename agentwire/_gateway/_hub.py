@@ -377,6 +377,10 @@ class GatewayHub:
     def has_client(self, client_id: str) -> bool:
         return self._table.has_client(client_id)
 
+    def clients(self) -> list[tuple[str, tuple[str, ...], int, bool]]:
+        """``(client_id, agent types, subscription count, data stream open)`` per client."""
+        return self._table.clients()
+
     def set_message_policy(self, policy: MessagePolicy | None) -> None:
         """Ask *policy* about every RPC and event before routing it (access control)."""
         self._table.policy = policy

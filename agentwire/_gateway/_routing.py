@@ -265,6 +265,14 @@ class RoutingTable:
         """Whether the table holds anything of *client_id* (a stream, a type, a subscription)."""
         return client_id in self._clients
 
+    def clients(self) -> list[tuple[str, tuple[str, ...], int, bool]]:
+        """A read-only snapshot for operators: per client-id its agent types
+        (sorted), how many subscriptions it recorded, whether a data stream is open."""
+        return [
+            (client_id, tuple(sorted(c.types)), len(c.subscriptions), c.data is not None)
+            for client_id, c in self._clients.items()
+        ]
+
     def _clock(self, now: float | None) -> float:
         if now is not None:
             self._now = max(now, self._now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from .._address import parse_address
 from .._errors import AgentwireError
 from .._nursery import open_service_nursery, open_unwrapping_nursery
 from .._observability._health import AGENT_RPC_SERVICE, HealthService, HealthStatus, HealthTable
+from .._operator._status import OperatorService
 from .._security import AccessGuard, Authenticator, GuardStatistics
 from .._security._loopback import check_loopback_address, serve_loopback_listener
 from .._transport import GrpcServer, serve_grpc
@@ -31,10 +32,13 @@ from ._service import AgentRpcService
 
 if TYPE_CHECKING:
     from .._observability._metrics import MetricsServer
+    from .._operator._ingress import HttpIngress
+    from .._operator._webhook import Webhook, WebhookDelivery
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
 
 METRICS_EXTRA = "pip install 'trio-agentwire[metrics]'"
+HTTP_EXTRA = "pip install 'trio-agentwire[http]'"
 
 logger = logging.getLogger("agentwire.gateway")
 
@@ -52,7 +56,11 @@ class Gateway:
         plaintext: tuple[str, trio.CancelScope] | None = None,
         health: HealthService | None = None,
         metrics: MetricsServer | None = None,
+        http: HttpIngress | None = None,
+        webhooks: list[WebhookDelivery] | None = None,
     ) -> None:
+        self._http = http
+        self._webhooks = webhooks or []
         self._server = server
         self._hub = hub
         self.grace_period = grace_period
@@ -85,6 +93,21 @@ class Gateway:
         return None if self._metrics is None else self._metrics.address
 
     @property
+    def http_address(self) -> str | None:
+        """``host:port`` CloudEvents may be POSTed to (``http://host:port/``), if asked for."""
+        return None if self._http is None else self._http.address
+
+    @property
+    def http_ingress(self) -> HttpIngress | None:
+        """The HTTP ingress (its ``accepted`` and ``refused`` counts), if there is one."""
+        return self._http
+
+    @property
+    def webhooks(self) -> list[WebhookDelivery]:
+        """The running webhooks (``delivered``, ``retried``, ``failed``, ``overflowed``)."""
+        return self._webhooks
+
+    @property
     def config(self) -> GatewayConfig:
         return self._hub.config
 
@@ -108,6 +131,8 @@ class Gateway:
         metrics endpoint stops with the server."""
         if self._health is not None:
             self._health.begin_shutdown()
+        if self._http is not None:
+            self._http.close()  # no new events once shutdown begins
         if self._plaintext is not None:
             self._plaintext[1].cancel()  # stop accepting; its connections shut down below
         self._hub.begin_shutdown()
@@ -140,6 +165,8 @@ async def serve_gateway(
     metrics_address: str | None = None,
     placement: str | PlacementStrategy | None = None,
     max_placed_keys: int = 1_000_000,
+    http_address: str | None = None,
+    webhooks: Sequence[Webhook] = (),
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -172,9 +199,17 @@ async def serve_gateway(
     *metrics_address* (``host:port``) also serves the gateway's metrics for
     Prometheus at ``http://host:port/metrics`` (needs the ``metrics`` extra;
     see ``gateway.metrics_address``).
+
+    *http_address* (``host:port``) also accepts CloudEvents over HTTP at
+    ``http://host:port/`` and publishes each to ``TopicId(type, source)`` as a
+    worker would (README, "Operating a gateway"; needs the ``http`` extra; see
+    ``gateway.http_address``). *webhooks* POST the events of their topic
+    types to URLs as CloudEvents (:class:`agentwire._operator._webhook.Webhook`;
+    the ``http`` extra; see ``gateway.webhooks``).
     """
     host, port = parse_address(address)
     serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
+    serve_ingress = None if http_address is None else load_http_ingress(http_address)
     config = GatewayConfig(
         rpc_timeout=rpc_timeout,
         queue_size=queue_size,
@@ -197,11 +232,12 @@ async def serve_gateway(
         if authenticator is not None:
             hub.set_message_policy(guard)
         service = AgentRpcService(hub, guard)
+        operator = OperatorService(hub, guard)
         health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
         server: GrpcServer = await nursery.start(
             functools.partial(
                 serve_grpc,
-                {**service.methods(), **health.methods()},
+                {**service.methods(), **health.methods(), **operator.methods()},
                 host,
                 port,
                 max_message_size=max_message_size,
@@ -220,7 +256,18 @@ async def serve_gateway(
         if serve_metrics is not None:
             metrics = await nursery.start(serve_metrics, hub, metrics_address)
             logger.info("gateway metrics on http://%s/metrics", metrics.address)
-        gateway = Gateway(server, hub, grace_period, guard, plaintext, health, metrics)
+        http = None
+        if serve_ingress is not None:
+            http = await nursery.start(serve_ingress, hub, guard, http_address)
+            logger.info("gateway takes CloudEvents at http://%s/", http.address)
+        deliveries = None
+        if webhooks:
+            from .._operator._webhook import serve_webhooks
+
+            deliveries = await nursery.start(serve_webhooks, hub, guard, webhooks)
+        gateway = Gateway(
+            server, hub, grace_period, guard, plaintext, health, metrics, http, deliveries
+        )
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
 
@@ -251,6 +298,32 @@ def load_metrics_server(address: str) -> Any:
     return serve_gateway_metrics
 
 
+def load_http_ingress(address: str) -> Any:
+    """``serve_http_ingress``, or a precise error if the ``http`` extra is missing."""
+    parse_address(address)
+    try:
+        from .._operator._ingress import serve_http_ingress
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"taking CloudEvents over HTTP needs {exc.name}, which is not installed: {HTTP_EXTRA}"
+        ) from exc
+    return serve_http_ingress
+
+
+def load_webhooks(specs: Sequence[str]) -> list[Webhook]:
+    """The ``--webhook TOPIC_TYPE=URL`` options as webhooks; AgentwireError for a
+    bad one, or if the ``http`` extra is missing."""
+    if not specs:
+        return []
+    try:
+        from .._operator._webhook import parse_webhook
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"webhooks need {exc.name}, which is not installed: {HTTP_EXTRA}"
+        ) from exc
+    return [parse_webhook(spec) for spec in specs]
+
+
 @asynccontextmanager
 async def open_gateway(
     address: str = "127.0.0.1:0",
@@ -275,6 +348,8 @@ async def open_gateway(
     metrics_address: str | None = None,
     placement: str | PlacementStrategy | None = None,
     max_placed_keys: int = 1_000_000,
+    http_address: str | None = None,
+    webhooks: Sequence[Webhook] = (),
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -308,6 +383,8 @@ async def open_gateway(
         metrics_address=metrics_address,
         placement=placement,
         max_placed_keys=max_placed_keys,
+        http_address=http_address,
+        webhooks=webhooks,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

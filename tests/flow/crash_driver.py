@@ -1,16 +1,15 @@
 """Runs a durable StateFlow or DAG from a worker of its own, to be killed mid-run.
 
-``python crash_driver.py <gateway address> flow|dag <run id>`` connects a worker to the
-gateway and runs, with checkpoints kept by agent type ``crash-checkpoints`` (served
-elsewhere), five steps ``s0`` .. ``s4`` one after the other, each a ``Work(name, key)``
-sent to agent type ``stepper`` (served elsewhere). It prints ``READY`` once connected, then
-``FLOW <source> -> <target>`` per transition or ``TASK <task> <kind>`` per task event as
-they are published, and ``RESULT <payloads>`` at the end.
+``python -m tests.flow.crash_driver <gateway address> flow|dag <run id>``, run from the
+repository, connects a worker to the gateway and runs five steps ``s0`` .. ``s4`` one after
+the other, each a ``Work(name, key)`` sent to agent type ``stepper``, with checkpoints kept
+by agent type ``crash-checkpoints`` (both served elsewhere). It prints ``READY`` once
+connected, then ``FLOW <source> -> <target>`` per transition or ``TASK <task> <kind>`` per
+task event as they are published, and ``RESULT <payloads>`` at the end.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import trio
@@ -29,21 +28,10 @@ from agentwire.flow import (
     run_dag,
     run_flow,
 )
+from tests.flow.helpers import Done, Work
 
 STEPS = [f"s{index}" for index in range(5)]
 TOPIC = "crash"
-
-
-@dataclasses.dataclass
-class Work:
-    payload: str
-    key: str = ""
-
-
-@dataclasses.dataclass
-class Done:
-    payload: str
-    served_by: str
 
 
 CHECKPOINTS = Checkpoints("crash-checkpoints", types=[Done])

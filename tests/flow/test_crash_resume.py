@@ -19,7 +19,7 @@ from agentwire.flow import Checkpoints
 
 from .helpers import Done, Work
 
-DRIVER = pathlib.Path(__file__).parent / "crash_driver.py"
+ROOT = pathlib.Path(__file__).parents[2]
 GUARD = 60  # seconds: a hang guard, never a synchronisation
 IN_FLIGHT = "s3"  # the step the first driver is killed in
 
@@ -85,8 +85,8 @@ async def test_a_killed_driver_resumes_its_durable_run_without_repeating_finishe
         ):
             await Checkpoints("crash-checkpoints").register_store(services)
             await stepper.register(services)
-            command = [sys.executable, str(DRIVER), gateway.address, kind, "r1"]
-            first = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+            command = [sys.executable, "-m", "tests.flow.crash_driver", gateway.address, kind, "r1"]
+            first = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, cwd=ROOT)
             try:
                 assert first.stdout is not None
                 progress = await Lines(first.stdout).until(finished)
@@ -98,7 +98,7 @@ async def test_a_killed_driver_resumes_its_durable_run_without_repeating_finishe
             stepper.release.set()
             assert stepper.served == Counter({"s0": 1, "s1": 1, "s2": 1, "s3": 1})
 
-            second = await trio.run_process(command, capture_stdout=True, check=False)
+            second = await trio.run_process(command, capture_stdout=True, check=False, cwd=ROOT)
     assert first.returncode == -9
     assert progress[0] == "READY"
     assert second.returncode == 0

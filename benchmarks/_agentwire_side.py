@@ -434,6 +434,58 @@ def transport_workload(duration: float) -> dict[str, float]:
         return trio.run(transport_client, address, duration)
 
 
+async def flow(duration: float) -> dict[str, float]:
+    """StateFlow steps and DAG tasks that each send one Ping to an echo, against the same
+    sends made by hand (a loop; a nursery of chains)."""
+    from agentwire.flow import Dag, Send, State, StateFlow, Task, TaskContext, run_dag, run_flow
+
+    msg = Ping(1, c.TEXT)
+    target = AgentId("echo", "default")
+    names = [f"s{index}" for index in range(c.FLOW_STEPS)]
+    steps = StateFlow(
+        "bench",
+        [
+            *(
+                State(name, Send("echo", key=lambda ctx: "default"), after)
+                for name, after in zip(names, [*names[1:], "end"], strict=True)
+            ),
+            State("end"),
+        ],
+        initial=names[0],
+        final=["end"],
+    )
+
+    async def task(ctx: TaskContext) -> Any:
+        return await ctx.send("echo", msg, key="default")
+
+    width = c.DAG_WIDTH
+    dag = Dag(
+        "bench",
+        [Task(f"t{i}", task, [f"t{i - width}"] if i >= width else []) for i in range(c.DAG_TASKS)],
+    )
+
+    async with open_runtime() as runtime:
+        await Echo.register(runtime, "echo", Echo)
+
+        async def by_hand(sends: int) -> None:
+            for _ in range(sends):
+                await runtime.send_message(msg, target)
+
+        async def chains() -> None:
+            async with trio.open_nursery() as nursery:
+                for _ in range(width):
+                    nursery.start_soon(by_hand, c.DAG_TASKS // width)
+
+        return c.flow_figures(
+            await c.time_per_item(lambda: run_flow(runtime, steps, msg), c.FLOW_STEPS, duration),
+            await c.time_per_item(lambda: by_hand(c.FLOW_STEPS), c.FLOW_STEPS, duration),
+            await c.time_per_item(
+                lambda: run_dag(runtime, dag, max_concurrency=width), c.DAG_TASKS, duration
+            ),
+            await c.time_per_item(chains, c.DAG_TASKS, duration),
+        )
+
+
 async def inproc_startup(spawned_at: float) -> dict[str, float]:
     main_at = time.monotonic()
     async with open_runtime() as runtime:
@@ -512,6 +564,8 @@ def main() -> None:
             result = payload(duration)
         case "grpc_shared":
             result = grpc_shared_workload(duration)
+        case "flow":
+            result = trio.run(flow, duration)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "inproc_startup":

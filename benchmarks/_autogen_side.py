@@ -121,6 +121,32 @@ async def inproc_rpc(duration: float) -> dict[str, float]:
     return result
 
 
+async def flow(duration: float) -> dict[str, float]:
+    """No flows in AutoGen: the flow workload's hand-written baselines only (the same sends)."""
+    runtime = SingleThreadedAgentRuntime()
+    await Echo.register(runtime, "echo", Echo)
+    runtime.start()
+    msg = Ping(1, c.TEXT)
+    target = AgentId("echo", "default")
+
+    async def by_hand(sends: int) -> None:
+        for _ in range(sends):
+            await runtime.send_message(msg, target)
+
+    async def chains() -> None:
+        sends = c.DAG_TASKS // c.DAG_WIDTH
+        await asyncio.gather(*(by_hand(sends) for _ in range(c.DAG_WIDTH)))
+
+    result = {
+        "flow_baseline_step_us": await c.time_per_item(
+            lambda: by_hand(c.FLOW_STEPS), c.FLOW_STEPS, duration
+        ),
+        "dag_baseline_task_us": await c.time_per_item(chains, c.DAG_TASKS, duration),
+    }
+    await runtime.stop()
+    return result
+
+
 async def _publish_phase(runtime: Any, topic: TopicId, fanout: int, count: int) -> float:
     msg = Ping(1, c.TEXT)
     return await c.publish_and_wait(
@@ -451,6 +477,8 @@ def main() -> None:
             # AutoGen's host lets one worker own an agent type ("Agent type X already
             # registered"): there is nothing to measure on this side.
             result = {}
+        case "flow":
+            result = asyncio.run(flow(duration))
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "inproc_startup":

@@ -37,6 +37,11 @@ TOPIC_TYPE = "bench"
 CONCURRENCY = 100
 #: Distinct agent keys in the activation workload.
 ACTIVATIONS = 10_000
+#: The flow workload: StateFlow runs of FLOW_STEPS sends, and DAG runs of DAG_TASKS one-send
+#: tasks as DAG_WIDTH independent chains (so DAG_WIDTH tasks at a time).
+FLOW_STEPS = 10
+DAG_TASKS = 1_000
+DAG_WIDTH = 100
 
 
 def percentile(sorted_samples: Sequence[float], q: float) -> float:
@@ -86,6 +91,32 @@ async def sequential_loop(
         latencies.append(now - started)
         done += 1
     return done
+
+
+async def time_per_item(run: Callable[[], Awaitable[object]], items: int, duration: float) -> float:
+    """Microseconds per item of ``run()`` (which handles *items* items), awaited back to back
+    for about *duration* seconds (at least 3 times) after one warm-up call."""
+    await run()
+    runs = 0
+    started = time.perf_counter()
+    elapsed = 0.0
+    while runs < 3 or elapsed < duration:
+        await run()
+        runs += 1
+        elapsed = time.perf_counter() - started
+    return round(elapsed / (runs * items) * 1e6, 2)
+
+
+def flow_figures(step: float, step_base: float, task: float, task_base: float) -> dict[str, float]:
+    """The flow workload's figures from the per-step and per-task times (µs)."""
+    return {
+        "flow_step_us": step,
+        "flow_baseline_step_us": step_base,
+        "flow_step_overhead_us": round(step - step_base, 2),
+        "dag_task_us": task,
+        "dag_baseline_task_us": task_base,
+        "dag_task_overhead_us": round(task - task_base, 2),
+    }
 
 
 async def sequential_figures(

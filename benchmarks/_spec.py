@@ -156,6 +156,18 @@ WORKLOADS: tuple[Workload, ...] = (
         timeout=120.0,
     ),
     Workload(
+        "flow",
+        "Flows, in-process (AutoGen: hand-written baseline only)",
+        (
+            Metric("flow_step_us", "StateFlow step", "µs", False),
+            Metric("flow_baseline_step_us", "hand-written send, per step", "µs", False),
+            Metric("flow_step_overhead_us", "StateFlow overhead per step", "µs", False),
+            Metric("dag_task_us", "DAG task (1,000, width 100)", "µs", False),
+            Metric("dag_baseline_task_us", "hand-written nursery, per task", "µs", False),
+            Metric("dag_task_overhead_us", "DAG overhead per task", "µs", False),
+        ),
+    ),
+    Workload(
         "startup",
         "Start-up",
         (

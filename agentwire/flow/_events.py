@@ -7,11 +7,12 @@ AutoGen's included, can follow a run: a JSON serializer for these classes decode
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any
 
 from .._ids import TopicId
-from .._serialization import serializers_for_type
+from .._serialization import MessageSerializer, serializers_for_type
 
 __all__ = [
     "FlowTransition",
@@ -93,10 +94,16 @@ def describe_value(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+@functools.cache
+def _flow_serializers() -> tuple[MessageSerializer[Any], ...]:
+    """The serializers of the flow's message types, built once (each build compiles codecs)."""
+    classes = (FlowTransition, TaskEvent, RouteRequest, RouteDecision)
+    return tuple(serializer for cls in classes for serializer in serializers_for_type(cls))
+
+
 def register_flow_messages(runtime: Any) -> None:
     """Teach *runtime* the flow's own message types (so a worker decodes them from peers)."""
-    for cls in (FlowTransition, TaskEvent, RouteRequest, RouteDecision):
-        runtime.add_message_serializer(serializers_for_type(cls))
+    runtime.add_message_serializer(list(_flow_serializers()))
 
 
 async def publish_event(runtime: Any, topic: str | None, run_id: str, event: object) -> None:

@@ -92,7 +92,10 @@ class StatefulAgent(RoutedAgent):
                 return self._tracker.version
             change, normal = prepared
             try:
-                version = await self._store.commit(self.id, self._tracker.version, change)
+                # Once started, a commit finishes even if the handler's caller is
+                # cancelled: else the store could hold a version the tracker missed.
+                with trio.CancelScope(shield=True):
+                    version = await self._store.commit(self.id, self._tracker.version, change)
             except StateConflictError:
                 self._activated = False  # stale: reload before the next message
                 raise

@@ -30,7 +30,7 @@ class Counter(StatefulAgent):
     def __init__(self, store: StateStore, label: str = "", **options: Any) -> None:
         self.label = label  # initial_state() needs it
         super().__init__("counts", store=store, **options)
-        self.started = trio.Event()
+        self.hanging = trio.Event()
 
     def initial_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"total": 0, "amounts": []}
@@ -42,10 +42,10 @@ class Counter(StatefulAgent):
     async def add(self, message: Add, ctx: MessageContext) -> int:
         self.state["total"] += message.amount
         self.state["amounts"].append(message.amount)
-        self.started.set()
         if message.then == "raise":
             raise ValueError("refused after the change")
         if message.then == "hang":
+            self.hanging.set()
             await trio.sleep_forever()
         return int(self.state["total"])
 
@@ -122,7 +122,7 @@ async def test_a_crash_loses_only_the_message_in_flight() -> None:
             assert await runtime.send_message(Add(2), COUNTER) == 3
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(runtime.send_message, Add(100, "hang"), COUNTER)
-                await agents[0].started.wait()
+                await agents[0].hanging.wait()
                 assert agents[0].state["total"] == 103  # changed, not committed
                 crash.cancel()
     assert crash.cancelled_caught

@@ -34,6 +34,8 @@ T1  ``committed`` is a deep, JSON-normal copy: the agent's later mutations
 T2  ``deltas_since_snapshot <= snapshot_every``; a write made when it equals
     ``snapshot_every`` is a snapshot.
 T3  ``prepare`` returns ``None`` exactly when the state equals ``committed``.
+T4  A delta is written only when its JSON is shorter than the state's, and
+    the state's is over ``SMALL_STATE`` (256) characters.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ __all__ = [
     "check_write",
     "normalize_state",
 ]
+
+# A state whose JSON text is at most this long is written whole, never diffed: a
+# patch would save next to nothing, and computing one costs more than the write.
+SMALL_STATE = 256
 
 JsonObject: TypeAlias = dict[str, Any]
 Patch: TypeAlias = list[dict[str, Any]]
@@ -127,8 +133,14 @@ class StoredState:
 def normalize_state(state: Mapping[str, Any]) -> JsonObject:
     """A deep copy of *state* through JSON; :class:`StateError` if that would change it
     (non-``str`` keys, tuples, sets, NaN, objects JSON does not know)."""
+    return _normalize(state)[0]
+
+
+def _normalize(state: Mapping[str, Any]) -> tuple[JsonObject, str]:
+    """``normalize_state`` and the JSON text of the state."""
     try:
-        copy = json.loads(json.dumps(state, allow_nan=False))
+        text = json.dumps(state, allow_nan=False)
+        copy = json.loads(text)
     except (TypeError, ValueError) as exc:
         raise StateError(f"agent state must be a JSON object: {exc}") from None
     if not isinstance(copy, dict) or copy != state:
@@ -136,7 +148,7 @@ def normalize_state(state: Mapping[str, Any]) -> JsonObject:
             "agent state must be a JSON object with str keys and JSON values "
             "(lists, not tuples); it would not survive a round trip through JSON"
         )
-    return copy
+    return copy, text
 
 
 def check_write(agent: str, current_version: int, base_version: int, change: Change) -> int:
@@ -214,13 +226,17 @@ class StateTracker:
 
     def prepare(self, state: Mapping[str, Any]) -> tuple[Change, JsonObject] | None:
         """What to write for *state* (and its normalized copy), or ``None`` if unchanged."""
-        current = normalize_state(state)
+        current, text = _normalize(state)
         if current == self.committed:
             return None
-        if self.committed is None or self.deltas_since_snapshot >= self.snapshot_every:
+        if (
+            self.committed is None
+            or self.deltas_since_snapshot >= self.snapshot_every
+            or len(text) <= SMALL_STATE
+        ):
             return Snapshot(current), current
         patch = make_patch(self.committed, current)
-        if len(json.dumps(patch)) >= len(json.dumps(current)):
+        if len(json.dumps(patch)) >= len(text):
             return Snapshot(current), current
         return Delta(patch), current
 

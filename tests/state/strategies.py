@@ -17,6 +17,11 @@ VALUES = st.recursive(
 STATES: st.SearchStrategy[dict[str, Any]] = st.dictionaries(st.text(max_size=4), VALUES, max_size=6)
 
 
+# Added to every state of a history: makes it longer than SMALL_STATE, so that
+# deltas are written (a small state is always written whole).
+PAD_KEY, PAD = "~~pad", "p" * 300
+
+
 @st.composite
 def histories(draw: st.DrawFn, max_size: int = 12) -> list[dict[str, Any]]:
     """A sequence of states, each the previous one with a few keys set or removed
@@ -32,4 +37,4 @@ def histories(draw: st.DrawFn, max_size: int = 12) -> list[dict[str, Any]]:
         for key in draw(st.lists(st.sampled_from(sorted(state) or [""]), max_size=1)):
             state.pop(key, None)
         states.append(state)
-    return states
+    return [{**state, PAD_KEY: PAD} for state in states]

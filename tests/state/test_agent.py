@@ -68,7 +68,7 @@ async def test_a_new_activation_continues_from_the_last_committed_state() -> Non
 
 async def test_changes_are_written_as_deltas_with_a_snapshot_after_every_n() -> None:
     store = MemoryStateStore()
-    label = "a label longer than a delta " * 4
+    label = "a label that makes the state longer than SMALL_STATE " * 5
     await add(store, *range(1, 11), snapshot_every=4, label=label)
     stored = await store.load(COUNTER)
     assert stored.version == 10

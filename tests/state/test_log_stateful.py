@@ -116,25 +116,35 @@ def test_a_snapshot_is_written_after_every_snapshot_every_deltas(
 
 def test_the_committed_state_is_a_copy_the_agent_cannot_reach() -> None:
     tracker = StateTracker()
-    state: dict[str, Any] = {"items": list(range(20))}
+    state: dict[str, Any] = {"items": list(range(100))}
     prepared = tracker.prepare(state)
     assert prepared is not None
     tracker.committed_as(*prepared, version=1)
-    state["items"].append(20)  # T1
-    assert tracker.committed == {"items": list(range(20))}
+    state["items"].append(100)  # T1
+    assert tracker.committed == {"items": list(range(100))}
     prepared = tracker.prepare(state)
     assert prepared is not None
-    assert prepared[0] == Delta([{"op": "add", "path": "/items/20", "value": 20}])
+    assert prepared[0] == Delta([{"op": "add", "path": "/items/100", "value": 100}])
 
 
 def test_a_delta_no_smaller_than_the_state_is_written_as_a_snapshot() -> None:
     tracker = StateTracker()
-    prepared = tracker.prepare({"n": 1})
+    prepared = tracker.prepare({"items": list(range(100))})
     assert prepared is not None
     tracker.committed_as(*prepared, version=1)
-    prepared = tracker.prepare({"n": 2})
+    prepared = tracker.prepare({"items": list(range(100, 200))})  # every item replaced
     assert prepared is not None
-    assert prepared[0] == Snapshot({"n": 2})
+    assert prepared[0] == Snapshot({"items": list(range(100, 200))})
+
+
+def test_a_small_state_is_written_whole() -> None:
+    tracker = StateTracker()
+    prepared = tracker.prepare({"n": 1, "items": list(range(40))})
+    assert prepared is not None
+    tracker.committed_as(*prepared, version=1)
+    prepared = tracker.prepare({"n": 2, "items": list(range(40))})
+    assert prepared is not None
+    assert prepared[0] == Snapshot({"n": 2, "items": list(range(40))})
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ T1  ``committed`` is a deep, JSON-normal copy: the agent's later mutations
     never reach it.
 T2  ``deltas_since_snapshot <= snapshot_every``; a write made when it equals
     ``snapshot_every`` is a snapshot.
-T3  ``prepare`` returns ``None`` exactly when the state equals ``committed``.
+T3  ``prepare`` returns ``None`` exactly when the state's JSON text equals
+    ``committed``'s (so ``1`` -> ``true`` is a change, though ``1 == True``).
 T4  A delta is written only when its JSON is shorter than the state's, and
     the state's is over ``SMALL_STATE`` (256) characters.
 """
@@ -204,7 +205,13 @@ class StateLog:
 class StateTracker:
     """The agent's side: last committed state and version, and what to write next."""
 
-    __slots__ = ("committed", "deltas_since_snapshot", "snapshot_every", "version")
+    __slots__ = (
+        "_committed_text",
+        "committed",
+        "deltas_since_snapshot",
+        "snapshot_every",
+        "version",
+    )
 
     def __init__(self, snapshot_every: int = 16) -> None:
         if snapshot_every < 1:
@@ -212,13 +219,17 @@ class StateTracker:
         self.snapshot_every = snapshot_every
         self.version = 0
         self.committed: JsonObject | None = None
+        self._committed_text: str | None = None  # compared, not the objects: 1 == True
         self.deltas_since_snapshot = 0
 
     def loaded(self, stored: StoredState) -> JsonObject | None:
         """Start from what a store returned; the state to give the agent (a fresh copy)."""
         state = stored.materialize()
         self.version = stored.version
-        self.committed = None if state is None else normalize_state(state)
+        if state is None:
+            self.committed = self._committed_text = None
+        else:
+            self.committed, self._committed_text = _normalize(state)
         # More deltas than this tracker allows (a store written with another
         # setting) mean the next write is a snapshot, as exactly snapshot_every do.
         self.deltas_since_snapshot = min(len(stored.deltas), self.snapshot_every)
@@ -227,7 +238,7 @@ class StateTracker:
     def prepare(self, state: Mapping[str, Any]) -> tuple[Change, JsonObject] | None:
         """What to write for *state* (and its normalized copy), or ``None`` if unchanged."""
         current, text = _normalize(state)
-        if current == self.committed:
+        if text == self._committed_text:
             return None
         if (
             self.committed is None
@@ -244,6 +255,7 @@ class StateTracker:
         """Record that *change* (leading to *state*) was written as *version*."""
         self.version = version
         self.committed = state
+        self._committed_text = json.dumps(state, allow_nan=False)
         if isinstance(change, Snapshot):
             self.deltas_since_snapshot = 0
         else:

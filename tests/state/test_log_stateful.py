@@ -5,6 +5,7 @@ tracker's T1-T3 as it decides what to write."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from agentwire.state import Delta, Snapshot, StateConflictError, StateError
+from agentwire.state import Delta, Snapshot, StateConflictError, StateError, StoredState
 from agentwire.state._log import StateLog, StateTracker, replay
-from agentwire.state._patch import make_patch
+from agentwire.state._patch import apply_patch, make_patch
 
-from .strategies import STATES, histories
+from .strategies import STATES, VALUES, histories
 
 
 class LogMachine(RuleBasedStateMachine):
@@ -81,7 +82,7 @@ def test_the_recorded_deltas_applied_in_order_to_the_first_snapshot_give_every_l
     written: list[dict[str, Any]] = []  # the state of each version, in order
     for state in states:
         prepared = tracker.prepare(state)
-        assert (prepared is None) == (state == tracker.committed)  # T3
+        assert (prepared is None) == (json.dumps(state) == json.dumps(tracker.committed))  # T3
         if prepared is None:
             continue
         change, normal = prepared
@@ -161,3 +162,41 @@ def test_a_state_that_is_not_a_json_object_is_refused_precisely(
 ) -> None:
     with pytest.raises(StateError, match=reason):
         StateTracker().prepare(state)
+
+
+def canonical(state: dict[str, Any]) -> str:
+    return json.dumps(state, sort_keys=True)
+
+
+@given(STATES, STATES, st.lists(VALUES, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_a_patch_turns_the_old_state_into_exactly_the_new_one(
+    old: dict[str, Any], new: dict[str, Any], appended: list[Any]
+) -> None:
+    for before, after in [(old, new), (old, {**old, "list": [*old.get("list", []), *appended]})]:
+        if not isinstance(before.get("list", []), list):
+            continue
+        patched = apply_patch(before, make_patch(before, after))
+        assert canonical(patched) == canonical(after)  # JSON-exact: 1, 1.0 and true differ
+
+
+def test_a_list_that_grew_at_its_end_is_patched_with_adds_of_the_new_items() -> None:
+    old = {"items": [{"n": i} for i in range(1000)], "name": "log"}
+    new = {"items": [*old["items"], {"n": 1000}, {"n": 1001}], "name": "log"}
+    assert make_patch(old, new) == [
+        {"op": "add", "path": "/items/1000", "value": {"n": 1000}},
+        {"op": "add", "path": "/items/1001", "value": {"n": 1001}},
+    ]
+
+
+@pytest.mark.parametrize(("before", "after"), [(1, True), (1, 1.0), (0, False)])
+def test_a_value_changing_only_its_json_type_is_a_change(before: Any, after: Any) -> None:
+    tracker = StateTracker()
+    padding = "p" * 300
+    prepared = tracker.prepare({"v": before, "pad": padding})
+    assert prepared is not None
+    tracker.committed_as(*prepared, version=1)
+    prepared = tracker.prepare({"v": after, "pad": padding})
+    assert prepared is not None
+    stored = StoredState(2, 1, {"v": before, "pad": padding}, (prepared[0].patch,))  # type: ignore[union-attr]
+    assert json.dumps(stored.materialize()) == json.dumps({"v": after, "pad": padding})

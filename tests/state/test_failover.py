@@ -8,6 +8,8 @@ after committing it but before answering."""
 from __future__ import annotations
 
 import pathlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 import attrs
@@ -18,6 +20,7 @@ from agentwire import (
     AgentId,
     ConnectionLostError,
     MessageContext,
+    WorkerRuntime,
     open_gateway,
     open_worker,
     rpc,
@@ -85,6 +88,24 @@ class SharedCounter(StatefulAgent):
         return Count(self.worker, self.state["count"])
 
 
+async def increment(caller: WorkerRuntime) -> Count | None:
+    """One increment; ``None`` if the worker serving the counter was lost before answering."""
+    try:
+        answer = await caller.send_message(Increment(), COUNTER)
+    except ConnectionLostError:
+        return None
+    assert isinstance(answer, Count)
+    return answer
+
+
+@asynccontextmanager
+async def open_caller(address: str) -> AsyncIterator[WorkerRuntime]:
+    async with open_worker(address, shared_types=True) as caller:
+        caller.add_message_serializer(serializers_for_type(Increment))
+        caller.add_message_serializer(serializers_for_type(Count))
+        yield caller
+
+
 async def serve_counter(
     name: str,
     address: str,
@@ -133,17 +154,13 @@ async def test_a_counter_survives_its_worker_stopping_with_every_acknowledged_in
                 workers[trap.worker].cancel()
 
             nursery.start_soon(stop_the_owner_when_trapped)
-            async with open_worker(gateway.address, shared_types=True) as caller:
-                caller.add_message_serializer(serializers_for_type(Increment))
-                caller.add_message_serializer(serializers_for_type(Count))
+            async with open_caller(gateway.address) as caller:
                 for _ in range(CALLS):
-                    try:
-                        answer = await caller.send_message(Increment(), COUNTER)
-                    except ConnectionLostError:
+                    answer = await increment(caller)
+                    if answer is None:
                         lost += 1
-                        continue
-                    assert isinstance(answer, Count)
-                    answers.append(answer)
+                    else:
+                        answers.append(answer)
             nursery.cancel_scope.cancel()
     async with open_sqlite_store(path) as store:
         stored = await store.load(COUNTER)

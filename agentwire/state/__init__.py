@@ -1,0 +1,38 @@
+"""Versioned, durable agent state.
+
+``class Counter(StatefulAgent)`` keeps ``self.state`` (a JSON object) in a
+:class:`StateStore`: loaded before the agent's first message, committed after
+each handled message (or on ``await self.checkpoint()``) as a JSON Patch
+against the last committed version, or a whole snapshot. Every write names
+the version it was based on; a store refuses a stale one with
+:class:`StateConflictError`. Stores: :class:`MemoryStateStore` (tests) and
+:func:`open_sqlite_store` (one SQLite file, WAL mode). See the README,
+"Agent state".
+"""
+
+from __future__ import annotations
+
+from ._agent import StatefulAgent
+from ._log import (
+    Change,
+    Delta,
+    Snapshot,
+    StateConflictError,
+    StateError,
+    StoredState,
+)
+from ._stores import MemoryStateStore, SQLiteStateStore, StateStore, open_sqlite_store
+
+__all__ = [
+    "Change",
+    "Delta",
+    "MemoryStateStore",
+    "SQLiteStateStore",
+    "Snapshot",
+    "StateConflictError",
+    "StateError",
+    "StateStore",
+    "StatefulAgent",
+    "StoredState",
+    "open_sqlite_store",
+]

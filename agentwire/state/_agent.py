@@ -1,0 +1,116 @@
+"""``StatefulAgent``: a ``RoutedAgent`` whose ``state`` is versioned and durable."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import trio
+
+from .._agents import MessageContext, RoutedAgent
+from ._log import JsonObject, StateConflictError, StateTracker
+from ._stores import StateStore
+
+__all__ = ["StatefulAgent"]
+
+logger = logging.getLogger("agentwire.state")
+
+
+class StatefulAgent(RoutedAgent):
+    """A :class:`~agentwire.RoutedAgent` whose ``self.state`` (a JSON object) is
+    kept in a :class:`~agentwire.state.StateStore`.
+
+    * **Activation.** Before its first message is handled the agent loads its
+      state from the store (``initial_state()`` if it was never written).
+    * **Commit.** After each handled message (``commit="after-each-message"``,
+      the default) or only on ``await self.checkpoint()`` (``commit="explicit"``),
+      a changed state is written: a JSON Patch against the last committed
+      version, or the whole state when that is no smaller and after every
+      ``snapshot_every`` deltas. An RPC is answered after its commit, so an
+      answered call's change is durable.
+    * **Conflict.** A write based on a version the store no longer holds (another
+      activation of this agent wrote first) raises
+      :class:`~agentwire.state.StateConflictError` to that message's sender and
+      the agent reloads its state before its next message.
+    * A handler that raises commits nothing; its changes to ``self.state`` stay
+      in memory and are committed with the next message's.
+    """
+
+    def __init__(
+        self,
+        description: str = "",
+        *,
+        store: StateStore,
+        commit: Literal["after-each-message", "explicit"] = "after-each-message",
+        snapshot_every: int = 16,
+    ) -> None:
+        super().__init__(description)
+        if commit not in ("after-each-message", "explicit"):
+            raise ValueError(f"commit must be 'after-each-message' or 'explicit', not {commit!r}")
+        self._store = store
+        self._commit_each = commit == "after-each-message"
+        self._tracker = StateTracker(snapshot_every)
+        self._state_lock = trio.Lock()
+        self._activated = False
+        self.state: JsonObject = self.initial_state()
+
+    def initial_state(self) -> JsonObject:
+        """The state of an agent whose state was never written (override it)."""
+        return {}
+
+    @property
+    def state_version(self) -> int:
+        """The version of the last state loaded or committed (0: never written)."""
+        return self._tracker.version
+
+    async def on_message(self, message: Any, ctx: MessageContext) -> Any:
+        if not self._activated:
+            await self._activate()
+        result = await super().on_message(message, ctx)
+        if self._commit_each:
+            await self.checkpoint()
+        return result
+
+    async def _activate(self) -> None:
+        async with self._state_lock:
+            if self._activated:
+                return
+            stored = await self._store.load(self.id)
+            state = self._tracker.loaded(stored)
+            self.state = self.initial_state() if state is None else state
+            self._activated = True
+            logger.debug("state of %s loaded at version %d", self.id, stored.version)
+
+    async def checkpoint(self) -> int:
+        """Commit ``self.state`` if it changed since the last commit; return its version."""
+        if not self._activated:
+            await self._activate()
+        async with self._state_lock:
+            prepared = self._tracker.prepare(self.state)
+            if prepared is None:
+                return self._tracker.version
+            change, normal = prepared
+            try:
+                # Once started, a commit finishes even if the handler's caller is
+                # cancelled: else the store could hold a version the tracker missed.
+                with trio.CancelScope(shield=True):
+                    version = await self._store.commit(self.id, self._tracker.version, change)
+            except StateConflictError:
+                self._activated = False  # stale: reload before the next message
+                raise
+            self._tracker.committed_as(change, normal, version)
+            return version
+
+    async def save_state(self) -> Mapping[str, Any]:
+        """The current state (a copy), as ``runtime.agent_save_state`` returns it."""
+        if not self._activated:
+            await self._activate()
+        return dict(self.state)
+
+    async def load_state(self, state: Mapping[str, Any]) -> None:
+        """Replace the state by *state* and commit it (``runtime.agent_load_state``)."""
+        if not self._activated:
+            await self._activate()
+        self.state = dict(state)
+        await self.checkpoint()

@@ -28,6 +28,8 @@ from typing import Any
 import pytest
 import trio
 
+from tests.redis_server import _redis_session, redis_process, redis_url  # noqa: F401
+
 
 def _guard_against_leaked_cancellation(
     test: Callable[..., Coroutine[Any, Any, Any]],

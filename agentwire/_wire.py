@@ -85,3 +85,6 @@ class ErrorKind(enum.StrEnum):
     """The target agent has no handler for the message's type."""
     PERMISSION_DENIED = "permission-denied"
     """The caller's principal may not call the target agent type (gateway access control)."""
+    GATEWAY_UNREACHABLE = "gateway-unreachable"
+    """The target is served through another gateway of a cluster, and that gateway left
+    or cannot be reached (it or Redis is down) before answering."""

@@ -203,6 +203,25 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
             self._hub._table.answer_consumed(link.conn)
         return data
 
+    def receive_nowait(self) -> bytes:
+        """The next queued message without waiting; ``trio.WouldBlock`` if none
+        (``EndOfChannel`` once the connection ended and nothing is left)."""
+        link = self._link
+        if link.discard:
+            raise trio.EndOfChannel
+        item = link.queue.take()
+        if item is None:
+            if link.closed:
+                raise trio.EndOfChannel
+            raise trio.WouldBlock
+        data, answer, placed = item
+        if placed is not None:  # in the same step as the take (H3)
+            link.unsent += 1
+            placed.wakeup()
+        if answer:
+            self._hub._table.answer_consumed(link.conn)
+        return data
+
     def statistics(self) -> QueueStatistics:
         queue = self._link.queue
         return QueueStatistics(
@@ -256,7 +275,7 @@ class Connection:
     client_id: str
     kind: ConnKind
     to_gateway: trio.MemorySendChannel[bytes]
-    from_gateway: trio.abc.ReceiveChannel[bytes]
+    from_gateway: _Outbound
     _link: _Link
     _hub: GatewayHub
 
@@ -304,9 +323,25 @@ class Connection:
         what is queued for it can still be read."""
         self._hub._close(self._link, None)
 
+    def abort(self, status: Status, message: str) -> None:
+        """End the connection now with *status*, dropping what is still queued for it."""
+        self._hub._close(self._link, (status, message), discard=True)
+
     async def wait_ended(self) -> None:
         """Wait until the gateway has ended this connection (for any reason)."""
         await self._link.ended.wait()
+
+
+class ClusterMembership(Protocol):
+    """What a hub asks of the cluster it is part of (``agentwire._cluster``):
+    agent types and subscriptions are claimed cluster-wide before they are
+    recorded here. Each raises RoutingError to refuse."""
+
+    async def register_agent(self, client_id: str, agent_type: str) -> None: ...
+
+    async def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None: ...
+
+    async def remove_subscription(self, client_id: str, subscription_id: str) -> None: ...
 
 
 class GatewayHub:
@@ -314,6 +349,8 @@ class GatewayHub:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
+        # A cluster of gateways this one is part of (``agentwire._cluster``), or None.
+        self.cluster: ClusterMembership | None = None
         self.started_at = trio.current_time()  # the start-up grace counts from here
         self._table = RoutingTable(
             rpc_timeout=config.rpc_timeout,
@@ -339,18 +376,56 @@ class GatewayHub:
 
     # ------------------------------------------------------------ unary calls
 
-    def register_agent(self, client_id: str, agent_type: str) -> None:
-        """RegisterAgent; raises RoutingError (status and message for the peer)."""
-        self._table.register_agent(client_id, agent_type, trio.current_time())
+    async def register(self, client_id: str, agent_type: str) -> None:
+        """RegisterAgent for a client (cluster-wide when the hub is part of a
+        cluster); raises RoutingError (status and message for the peer)."""
+        if self.cluster is None:
+            self.register_agent(client_id, agent_type)
+        else:
+            await self.cluster.register_agent(client_id, agent_type)
+
+    async def subscribe(self, client_id: str, subscription: pb.Subscription) -> None:
+        """AddSubscription for a client (cluster-wide in a cluster)."""
+        if self.cluster is None:
+            self.add_subscription(client_id, subscription)
+        else:
+            await self.cluster.add_subscription(client_id, subscription)
+
+    async def unsubscribe(self, client_id: str, subscription_id: str) -> None:
+        """RemoveSubscription for a client (cluster-wide in a cluster)."""
+        if self.cluster is None:
+            self.remove_subscription(client_id, subscription_id)
+        else:
+            await self.cluster.remove_subscription(client_id, subscription_id)
+
+    def register_agent(self, client_id: str, agent_type: str, *, peer: bool = False) -> None:
+        """RegisterAgent in this gateway only (see :meth:`register`); raises
+        RoutingError (status and message for the peer)."""
+        self._table.register_agent(client_id, agent_type, trio.current_time(), peer=peer)
         self._after_change()
 
-    def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
-        self._table.add_subscription(client_id, subscription, trio.current_time())
+    def unregister_agent(self, client_id: str, agent_type: str) -> None:
+        """Take *agent_type* from *client_id* (a peer gateway; see the routing table)."""
+        self._table.unregister_agent(client_id, agent_type)
+        self._after_change()
+
+    def add_subscription(
+        self, client_id: str, subscription: pb.Subscription, *, peer: bool = False
+    ) -> None:
+        """AddSubscription in this gateway only (see :meth:`subscribe`)."""
+        self._table.add_subscription(client_id, subscription, trio.current_time(), peer=peer)
         self._after_change()
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
+        """RemoveSubscription in this gateway only (see :meth:`unsubscribe`)."""
         self._table.remove_subscription(client_id, subscription_id)
         self._after_change()
+
+    def on_records_dropped(self, callback: Callable[[str, list[str], list[str]], None]) -> None:
+        """Call ``callback(client_id, agent_types, subscription_ids)`` whenever a
+        client's records are dropped because it left or its registration
+        expired (not on a RemoveSubscription)."""
+        self._table._reg.on_drop = callback
 
     def drain(self, client_id: str) -> bool:
         """Place no new agents of shared types on *client_id*; it keeps its
@@ -389,14 +464,15 @@ class GatewayHub:
 
     @asynccontextmanager
     async def connect(
-        self, client_id: str, kind: ConnKind = ConnKind.DATA
+        self, client_id: str, kind: ConnKind = ConnKind.DATA, *, peer: bool = False
     ) -> AsyncIterator[Connection]:
         """Attach a stream of *client_id* for the duration of the block.
 
         A newer stream of the same kind and client-id supersedes an older one:
         the older one is ended (ABORTED) and its agent types, subscriptions and
         RPCs are cleaned up first. Raises RoutingError(UNAVAILABLE) while the
-        gateway shuts down. Leaving the block detaches the stream.
+        gateway shuts down. Leaving the block detaches the stream. *peer*:
+        the stream stands for another gateway of a cluster (routing I8).
         """
         if self._closing:
             raise RoutingError(Status.UNAVAILABLE, "agentwire gateway: shutting down")
@@ -407,7 +483,7 @@ class GatewayHub:
                 (Status.ABORTED, "superseded by a newer stream with the same client-id"),
                 discard=True,
             )
-        conn = self._table.connect(client_id, kind)
+        conn = self._table.connect(client_id, kind, peer=peer)
         config = self.config
         in_send, in_recv = trio.open_memory_channel[bytes](config.queue_size)
         answers = config.max_in_flight if kind is ConnKind.DATA else 0

@@ -27,7 +27,11 @@ R4  Channel-less records expire. A client with agent types or subscriptions
     its data channel ends, and keeps them forever if it never opens one.)
 R5  Per-client bounds. A client has at most ``max_agent_types`` agent types
     and ``max_subscriptions`` subscriptions; more are refused with
-    RESOURCE_EXHAUSTED.
+    RESOURCE_EXHAUSTED. A peer gateway of a cluster (``peer=True``: the
+    pseudo-client standing for all the clients of another gateway) has none.
+R6  Dropped records are reported. When ``on_drop`` is set, every agent type
+    and subscription dropped because its client left or expired (not those
+    removed by a call) is passed to it, once, in the step that drops it.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -51,6 +55,7 @@ from __future__ import annotations
 import enum
 import heapq
 import logging
+from collections.abc import Callable
 
 import attrs
 from grpclib.const import Status
@@ -99,6 +104,7 @@ class Conn:
     client_id: str
     serial: int
     kind: ConnKind
+    peer: bool = False  # another gateway of the cluster (``agentwire._cluster``)
 
     def __str__(self) -> str:
         return f"{self.kind.value} connection #{self.serial} of client {self.client_id}"
@@ -120,6 +126,7 @@ class Client:
     data: Conn | None = None
     control: Conn | None = None
     expires: float | None = None  # R4
+    peer: bool = False  # R5: another gateway of the cluster, no per-client bounds
 
     def is_empty(self) -> bool:
         return (
@@ -156,11 +163,14 @@ class Registry:
         self.sub_owner: dict[str, str] = {}
         self._expiries: list[tuple[float, str]] = []
         self.expired = 0  # clients whose records expired (R4)
+        # R6: (client_id, agent types, subscription ids) dropped with their client
+        self.on_drop: Callable[[str, list[str], list[str]], None] | None = None
 
     # ------------------------------------------------------------ connections
 
     def attach(self, conn: Conn) -> None:
         client = self.clients.setdefault(conn.client_id, Client())
+        client.peer = client.peer or conn.peer
         if conn.kind is ConnKind.DATA:
             client.data = conn
             client.expires = None
@@ -192,6 +202,8 @@ class Registry:
             del self.servers[agent_type]
 
     def _drop_records(self, client_id: str, client: Client) -> None:
+        if self.on_drop is not None and (client.types or client.subscriptions):
+            self.on_drop(client_id, list(client.types), list(client.subscriptions))
         for agent_type in client.types:
             if self.shared:
                 self._unserve(agent_type, client_id)
@@ -209,8 +221,9 @@ class Registry:
         if client is not None and client.is_empty():
             del self.clients[client_id]
 
-    def _record_for(self, client_id: str, now: float) -> Client:
+    def _record_for(self, client_id: str, now: float, peer: bool = False) -> Client:
         client = self.clients.setdefault(client_id, Client())
+        client.peer = client.peer or peer
         grace = self.registration_grace
         if client.data is None and client.expires is None and grace is not None:
             client.expires = now + grace
@@ -219,8 +232,11 @@ class Registry:
 
     # ------------------------------------------------------------ unary calls
 
-    def register_agent(self, client_id: str, agent_type: str, now: float) -> None:
-        """RegisterAgent. Works before the client opened a channel (as AutoGen)."""
+    def register_agent(
+        self, client_id: str, agent_type: str, now: float, *, peer: bool = False
+    ) -> None:
+        """RegisterAgent. Works before the client opened a channel (as AutoGen).
+        *peer*: *client_id* stands for another gateway of a cluster (R5)."""
         if not is_valid_agent_type(agent_type):
             raise RoutingError(
                 Status.INVALID_ARGUMENT,
@@ -235,27 +251,48 @@ class Registry:
                 f"Agent type {agent_type} already registered with client {owner}.",
             )
         existing = self.clients.get(client_id)
-        if existing is not None and len(existing.types) >= self.max_agent_types:
+        if existing is not None and not existing.peer and len(existing.types) >= self.max_agent_types:
             raise _over_limit(
                 client_id,
                 f"{self.max_agent_types} agent types registered",
                 f"agent type {agent_type} was not registered",
                 "use fewer agent types per worker, or raise max_agent_types_per_client",
             )
-        self._record_for(client_id, now).types.add(agent_type)
+        self._record_for(client_id, now, peer).types.add(agent_type)
         if self.shared:
             self.servers.setdefault(agent_type, {})[client_id] = None
         else:
             self.owner[agent_type] = client_id
         logger.debug("client %s registered agent type %s", client_id, agent_type)
 
-    def add_subscription(self, client_id: str, subscription: pb.Subscription, now: float) -> None:
+    def unregister_agent(self, client_id: str, agent_type: str) -> None:
+        """Take *agent_type* from *client_id* (a peer gateway whose client left:
+        clients themselves have no such call). No-op if it does not own it."""
+        client = self.clients.get(client_id)
+        if client is None or agent_type not in client.types:
+            return
+        client.types.discard(agent_type)
+        if self.shared:
+            self._unserve(agent_type, client_id)
+        else:
+            del self.owner[agent_type]
+        if not client.types and not client.subscriptions:
+            client.expires = None
+        self._forget_if_empty(client_id)
+
+    def add_subscription(
+        self, client_id: str, subscription: pb.Subscription, now: float, *, peer: bool = False
+    ) -> None:
         try:
             sub = subscription_from_proto(subscription)
         except (InvalidSubscriptionError, InvalidIdentifierError) as exc:
             raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
         existing = self.clients.get(client_id)
-        if existing is not None and len(existing.subscriptions) >= self.max_subscriptions:
+        if (
+            existing is not None
+            and not existing.peer
+            and len(existing.subscriptions) >= self.max_subscriptions
+        ):
             raise _over_limit(
                 client_id,
                 f"{self.max_subscriptions} subscriptions",
@@ -270,7 +307,7 @@ class Registry:
             if not self._shadowed(client_id, sub):
                 raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
         self.sub_owner[sub.id] = client_id
-        self._record_for(client_id, now).subscriptions.add(sub.id)
+        self._record_for(client_id, now, peer).subscriptions.add(sub.id)
 
     def _shadowed(self, client_id: str, sub: Subscription) -> bool:
         """With shared agent types, keep *sub* as a shadow if it duplicates
@@ -370,8 +407,9 @@ class Registry:
                 assert client.expires is None
             elif (client.types or client.subscriptions) and self.registration_grace is not None:
                 assert (client.expires, client_id) in live_expiries
-            assert len(client.types) <= self.max_agent_types
-            assert len(client.subscriptions) <= self.max_subscriptions
+            if not client.peer:
+                assert len(client.types) <= self.max_agent_types
+                assert len(client.subscriptions) <= self.max_subscriptions
         assert set(self.sub_owner) == {s.id for s in self.table} | set(self.shadows)
         assert not set(self.shadows) & {s.id for s in self.table}
         assert not self.shadows or self.shared

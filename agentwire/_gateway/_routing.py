@@ -36,6 +36,14 @@ I7  Shared agent types (``placement`` given): ``_shared`` (``_shared.py``,
     connection that have not handed their agents back as workers, each for
     the types it registered; requests and events for an agent of such a
     type go to the live owner of its key only.
+I8  Peer gateways (a cluster, ``agentwire._cluster``). A connection with
+    ``peer`` set stands for all the clients of another gateway. What arrives
+    on it is never routed to a peer connection again: an event from a peer
+    goes to local clients only (and is never held), a request from a peer
+    for an agent type another peer owns is refused (undeliverable). So a
+    message crosses at most one gateway-to-gateway hop and events never
+    loop. Requests in flight to a peer that disconnects are answered with
+    ``gateway-unreachable``.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -173,15 +181,16 @@ class RoutingTable:
     def is_live(self, conn: Conn) -> bool:
         return conn in self._conns
 
-    def connect(self, client_id: str, kind: ConnKind) -> Conn:
+    def connect(self, client_id: str, kind: ConnKind, *, peer: bool = False) -> Conn:
         """Attach a new stream. The client must not have a live one of this kind
-        (end the old one with :meth:`disconnect` first)."""
+        (end the old one with :meth:`disconnect` first). *peer*: the stream of
+        another gateway of the cluster (I8)."""
         if self._closed:
             raise RoutingError(Status.UNAVAILABLE, ERROR_PREFIX + "shutting down")
         if self.connection_of(client_id, kind) is not None:
             raise RuntimeError(f"client {client_id} already has a live {kind.value} connection")
         self._serial += 1
-        conn = Conn(client_id, self._serial, kind)
+        conn = Conn(client_id, self._serial, kind, peer)
         self._reg.attach(conn)
         if kind is ConnKind.DATA:
             self._outstanding[conn] = 0
@@ -206,14 +215,19 @@ class RoutingTable:
             if self._shared is not None:
                 self._shared.disconnected(conn)
             for p in self._pending.drop_conn(conn):
-                actions.append(
-                    self._fail(
-                        p,
+                if conn.peer:
+                    kind, error = (
+                        ErrorKind.GATEWAY_UNREACHABLE,
+                        f"the gateway serving {p.target_agent} ({conn.client_id}) left the "
+                        "cluster or became unreachable before answering",
+                    )
+                else:
+                    kind, error = (
                         ErrorKind.CONNECTION_LOST,
                         f"the worker serving {p.target_agent} (client {conn.client_id}) "
                         "disconnected before answering",
                     )
-                )
+                actions.append(self._fail(p, kind, error))
             if self._hold is not None:
                 self._hold.forget_caller(conn)
         self._reg.detach(conn)
@@ -222,20 +236,33 @@ class RoutingTable:
 
     # ------------------------------------------------------------ unary calls
 
-    def register_agent(self, client_id: str, agent_type: str, now: float | None = None) -> None:
+    def register_agent(
+        self, client_id: str, agent_type: str, now: float | None = None, *, peer: bool = False
+    ) -> None:
         """RegisterAgent. Works before the client opened a channel (as AutoGen);
         the records of a client that opens none expire (R4). *now*: the
-        current time (default: the latest the table has seen)."""
-        self._reg.register_agent(client_id, agent_type, self._clock(now))
+        current time (default: the latest the table has seen). *peer*: for a
+        peer gateway (no per-client bounds)."""
+        self._reg.register_agent(client_id, agent_type, self._clock(now), peer=peer)
         if self._shared is not None:
             self._shared.registered(client_id, agent_type)
         self._hold_retry = True
 
     def add_subscription(
-        self, client_id: str, subscription: pb.Subscription, now: float | None = None
+        self,
+        client_id: str,
+        subscription: pb.Subscription,
+        now: float | None = None,
+        *,
+        peer: bool = False,
     ) -> None:
-        self._reg.add_subscription(client_id, subscription, self._clock(now))
+        self._reg.add_subscription(client_id, subscription, self._clock(now), peer=peer)
         self._hold_retry = True
+
+    def unregister_agent(self, client_id: str, agent_type: str) -> None:
+        """Take *agent_type* from *client_id* (a peer gateway whose client left)."""
+        if self._shared is None:
+            self._reg.unregister_agent(client_id, agent_type)
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         """Any client may remove any subscription (as AutoGen)."""
@@ -352,6 +379,12 @@ class RoutingTable:
                     + f"has no open channel; the request to {target_agent} was not delivered",
                 )
             data_conn = owner_conn
+        if caller.peer and data_conn.peer:  # I8
+            return (
+                ErrorKind.UNDELIVERABLE,
+                f"agent type {target.type!r} is served by another gateway than this one; "
+                f"the request to {target_agent} was not delivered",
+            )
         if self.in_flight(caller) >= self.max_in_flight:
             return (
                 ErrorKind.OVERLOADED,
@@ -447,18 +480,21 @@ class RoutingTable:
             self._events_dropped += 1
             logger.warning("dropping CloudEvent %r: %s", event.id, exc)
             return []
+        if conn.peer:  # I8
+            return self._publish(topic, data, local_only=True)
         actions = self._publish(topic, data)
         if not actions and self._hold is not None and self._hold.accepts(now):
             self._hold.events.append(HeldEvent(topic, data))
         return actions
 
-    def _publish(self, topic: TopicId, data: bytes) -> list[Action]:
-        """Deliver *data* once to each client owning a type subscribed to *topic*."""
+    def _publish(self, topic: TopicId, data: bytes, *, local_only: bool = False) -> list[Action]:
+        """Deliver *data* once to each client owning a type subscribed to *topic*
+        (*local_only*: to no peer gateway, I8)."""
         targets: dict[Conn, None] = {}
         if self._shared is not None:
             for agent in self._reg.table.recipients(topic):
                 placed = self._shared.target(agent.type, agent.key)
-                if isinstance(placed, Conn):
+                if isinstance(placed, Conn) and not (local_only and placed.peer):
                     targets[placed] = None
                 else:
                     logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
@@ -470,7 +506,7 @@ class RoutingTable:
                 logger.debug("no owner for agent type %s subscribed to %s", agent_type, topic)
                 continue
             data_conn = self._clients[owner].data
-            if data_conn is not None:
+            if data_conn is not None and not (local_only and data_conn.peer):
                 targets[data_conn] = None
         self._event_deliveries += len(targets)
         return [Deliver(target, data, event=True) for target in targets]

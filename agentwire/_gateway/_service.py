@@ -28,7 +28,7 @@ host ignores half-close and waits for a cancel).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 import trio
@@ -76,7 +76,7 @@ class _Caller(Protocol):
 def _unary_call(
     enter: _Caller,
     request_type: type[_M],
-    handle: Callable[[Principal, str, _M], _R | None],
+    handle: Callable[[Principal, str, _M], Awaitable[_R | None]],
     response_type: type[_R],
 ) -> Method:
     """A unary method: authenticate and check the client-id (*enter*), parse
@@ -88,7 +88,7 @@ def _unary_call(
         principal, client_id = enter(stream)
         request = _parse(request_type, data)
         try:
-            response = handle(principal, client_id, request)
+            response = await handle(principal, client_id, request)
         except RoutingError as exc:
             raise GRPCError(exc.status, exc.message) from None
         except PermissionDeniedError as exc:
@@ -145,7 +145,7 @@ class AgentRpcService:
 
     # ------------------------------------------------------------ unary
 
-    def _register(
+    async def _register(
         self, principal: Principal, client_id: str, request: pb.RegisterAgentTypeRequest
     ) -> None:
         guard, hub = self._guard, self._hub
@@ -154,25 +154,25 @@ class AgentRpcService:
         if owner is not None and not guard.may_see(principal, owner):
             message = guard.registration_conflict(principal, request.type, owner)
             raise RoutingError(Status.INVALID_ARGUMENT, message)
-        hub.register_agent(client_id, request.type)
+        await hub.register(client_id, request.type)
         guard.claim(principal, client_id)
 
-    def _subscribe(
+    async def _subscribe(
         self, principal: Principal, client_id: str, request: pb.AddSubscriptionRequest
     ) -> None:
         self._guard.check_subscription(principal, request.subscription)
-        self._hub.add_subscription(client_id, request.subscription)
+        await self._hub.subscribe(client_id, request.subscription)
         self._guard.claim(principal, client_id)
 
-    def _unsubscribe(
+    async def _unsubscribe(
         self, principal: Principal, client_id: str, request: pb.RemoveSubscriptionRequest
     ) -> None:
         owner = self._hub.subscription_owner(request.id)
         if owner is not None and not self._guard.may_see(principal, owner):
             raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE)  # as unknown
-        self._hub.remove_subscription(client_id, request.id)
+        await self._hub.unsubscribe(client_id, request.id)
 
-    def _subscriptions(
+    async def _subscriptions(
         self, principal: Principal, client_id: str, request: pb.GetSubscriptionsRequest
     ) -> pb.GetSubscriptionsResponse:
         subscriptions = self._hub.subscriptions()

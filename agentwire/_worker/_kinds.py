@@ -81,6 +81,7 @@ def too_large_error(size: int, limit: int, what: str) -> MessageTooLargeError:
 _EXCEPTIONS: dict[str, Callable[[str], AgentwireError]] = {
     ErrorKind.UNDELIVERABLE: UndeliverableError,
     ErrorKind.CONNECTION_LOST: ConnectionLostError,
+    ErrorKind.GATEWAY_UNREACHABLE: ConnectionLostError,
     ErrorKind.SHUTTING_DOWN: ConnectionLostError,
     ErrorKind.TIMEOUT: RpcTimeoutError,
     ErrorKind.OVERLOADED: OverloadedError,

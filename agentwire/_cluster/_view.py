@@ -116,7 +116,14 @@ class RemoveSubscription:
     subscription_id: str
 
 
-Op = ConnectPeer | DisconnectPeer | RegisterType | UnregisterType | AddSubscription | RemoveSubscription
+Op = (
+    ConnectPeer
+    | DisconnectPeer
+    | RegisterType
+    | UnregisterType
+    | AddSubscription
+    | RemoveSubscription
+)
 
 
 @attrs.define(slots=True)
@@ -253,7 +260,9 @@ class ClusterView:
     def check_invariants(self) -> None:
         """Assert V1-V3 (V4 and V5 are checked by the stateful test around plan)."""
         if self.version is None:
-            assert not self.types and not self.subs and not self.members
+            assert not self.types
+            assert not self.subs
+            assert not self.members
         assert self.me not in self.members
         assert self.me not in self.mirror
         for gateway, mirrored in self.mirror.items():

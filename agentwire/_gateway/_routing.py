@@ -494,8 +494,9 @@ class RoutingTable:
         if self._shared is not None:
             for agent in self._reg.table.recipients(topic):
                 placed = self._shared.target(agent.type, agent.key)
-                if isinstance(placed, Conn) and not (local_only and placed.peer):
-                    targets[placed] = None
+                if isinstance(placed, Conn):
+                    if not (local_only and placed.peer):
+                        targets[placed] = None
                 else:
                     logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
             self._event_deliveries += len(targets)

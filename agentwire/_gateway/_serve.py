@@ -31,6 +31,7 @@ from ._placement import PlacementStrategy
 from ._service import AgentRpcService
 
 if TYPE_CHECKING:
+    from .._cluster._node import ClusterNode
     from .._observability._metrics import MetricsServer
     from .._operator._ingress import HttpIngress
     from .._operator._webhook import Webhook, WebhookDelivery
@@ -39,6 +40,7 @@ __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway
 
 METRICS_EXTRA = "pip install 'trio-agentwire[metrics]'"
 HTTP_EXTRA = "pip install 'trio-agentwire[http]'"
+CLUSTER_EXTRA = "pip install 'trio-agentwire[cluster]'"
 
 logger = logging.getLogger("agentwire.gateway")
 
@@ -58,7 +60,9 @@ class Gateway:
         metrics: MetricsServer | None = None,
         http: HttpIngress | None = None,
         webhooks: list[WebhookDelivery] | None = None,
+        cluster: ClusterNode | None = None,
     ) -> None:
+        self._cluster = cluster
         self._http = http
         self._webhooks = webhooks or []
         self._server = server
@@ -108,6 +112,12 @@ class Gateway:
         return self._webhooks
 
     @property
+    def cluster(self) -> ClusterNode | None:
+        """This gateway's membership of a cluster (``cluster=``; its
+        ``statistics()`` and ``id``), or None."""
+        return self._cluster
+
+    @property
     def config(self) -> GatewayConfig:
         return self._hub.config
 
@@ -136,6 +146,8 @@ class Gateway:
         if self._plaintext is not None:
             self._plaintext[1].cancel()  # stop accepting; its connections shut down below
         self._hub.begin_shutdown()
+        if self._cluster is not None:
+            self._cluster.stop()  # leaves the cluster at once
         await self._server.shutdown(self.grace_period if grace is None else grace)
         if self._metrics is not None:
             self._metrics.close()
@@ -167,6 +179,9 @@ async def serve_gateway(
     max_placed_keys: int = 1_000_000,
     http_address: str | None = None,
     webhooks: Sequence[Webhook] = (),
+    cluster: str | None = None,
+    cluster_lease: float = 5.0,
+    cluster_heartbeat: float | None = None,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -206,8 +221,20 @@ async def serve_gateway(
     ``gateway.http_address``). *webhooks* POST the events of their topic
     types to URLs as CloudEvents (:class:`agentwire._operator._webhook.Webhook`;
     the ``http`` extra; see ``gateway.webhooks``).
+
+    *cluster* (``redis://HOST:PORT/DB``) makes this gateway one of a cluster
+    sharing that Redis 7: workers connected to any of them reach every agent
+    type and subscriber of all (README, "A cluster of gateways"; needs the
+    ``cluster`` extra). A gateway that stops renewing its lease for
+    *cluster_lease* seconds is dropped by the others (its types and
+    subscriptions vanish, requests in flight to it are answered
+    ``gateway-unreachable``); it renews every *cluster_heartbeat* seconds
+    (default a fifth of the lease).
     """
     host, port = parse_address(address)
+    serve_cluster = (
+        None if cluster is None else load_cluster(cluster, cluster_lease, cluster_heartbeat)
+    )
     serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
     serve_ingress = None if http_address is None else load_http_ingress(http_address)
     config = GatewayConfig(
@@ -231,6 +258,9 @@ async def serve_gateway(
         guard = AccessGuard(authenticator, is_known=hub.has_client)
         if authenticator is not None:
             hub.set_message_policy(guard)
+        node = None
+        if serve_cluster is not None:
+            node = await nursery.start(serve_cluster, hub)
         service = AgentRpcService(hub, guard)
         operator = OperatorService(hub, guard)
         health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
@@ -266,7 +296,7 @@ async def serve_gateway(
 
             deliveries = await nursery.start(serve_webhooks, hub, guard, webhooks)
         gateway = Gateway(
-            server, hub, grace_period, guard, plaintext, health, metrics, http, deliveries
+            server, hub, grace_period, guard, plaintext, health, metrics, http, deliveries, node
         )
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
@@ -284,6 +314,24 @@ async def _accept_plaintext(
     async with trio.open_nursery() as connections:
         with scope:
             await serve_loopback_listener(server, address, connections, task_status=task_status)
+
+
+def load_cluster(url: str, lease: float, heartbeat: float | None) -> Any:
+    """``serve_cluster_node`` bound to its configuration, or a precise error
+    (a bad option; the ``cluster`` extra missing)."""
+    try:
+        from .._cluster._node import ClusterConfig, serve_cluster_node
+    except ModuleNotFoundError as exc:
+        raise AgentwireError(
+            f"a cluster of gateways needs {exc.name}, which is not installed: {CLUSTER_EXTRA}"
+        ) from exc
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise AgentwireError(f"cluster must be a redis://HOST:PORT/DB URL, got {url!r}")
+    try:
+        config = ClusterConfig(url, lease, lease / 5 if heartbeat is None else heartbeat)
+    except ValueError as exc:
+        raise AgentwireError(f"cluster options: {exc}") from None
+    return functools.partial(serve_cluster_node, config=config)
 
 
 def load_metrics_server(address: str) -> Any:
@@ -350,6 +398,9 @@ async def open_gateway(
     max_placed_keys: int = 1_000_000,
     http_address: str | None = None,
     webhooks: Sequence[Webhook] = (),
+    cluster: str | None = None,
+    cluster_lease: float = 5.0,
+    cluster_heartbeat: float | None = None,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -385,6 +436,9 @@ async def open_gateway(
         max_placed_keys=max_placed_keys,
         http_address=http_address,
         webhooks=webhooks,
+        cluster=cluster,
+        cluster_lease=cluster_lease,
+        cluster_heartbeat=cluster_heartbeat,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

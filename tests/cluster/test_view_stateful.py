@@ -72,7 +72,9 @@ class ClusterViewMachine(RuleBasedStateMachine):
         self.hubs = {g: FakeHub() for g in GATEWAYS}
         self.trimmed = 0  # log entries before this index are gone
 
-    def _change(self, op: str, key: str = "", owner: Owner | None = None, data: bytes = b"") -> None:
+    def _change(
+        self, op: str, key: str = "", owner: Owner | None = None, data: bytes = b""
+    ) -> None:
         self.version += 1
         self.log.append(Change(self.version, op, key, owner, data))
 
@@ -129,7 +131,11 @@ class ClusterViewMachine(RuleBasedStateMachine):
 
     @rule(gateway=GW, agent_type=TYPES)
     def local_client_holds(self, gateway: str, agent_type: str) -> None:
-        self.hubs[gateway].refuse.add(agent_type)
+        """A local client holds *agent_type* while the view still has a peer
+        claim for it coming (a stale change): registering it for the peer fails."""
+        hub = self.hubs[gateway]
+        if all(agent_type not in types for types, _ in hub.peers.values()):
+            hub.refuse.add(agent_type)
 
     @rule(gateway=GW)
     def local_client_leaves(self, gateway: str) -> None:

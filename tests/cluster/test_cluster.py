@@ -1,0 +1,143 @@
+"""Three gateways on one Redis act as one host: agentwire workers spread over
+them call and publish to each other, registrations and subscriptions are
+checked cluster-wide, and a gateway that leaves takes its agent types along."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from agentwire import (
+    AgentId,
+    ConnectionLostError,
+    DuplicateSubscriptionError,
+    GatewayRejectedError,
+    TopicId,
+    TypeSubscription,
+    open_worker,
+    serializers_for_type,
+)
+from tests.worker.messages import Echo, EchoBase, Inbox, Ping, Pong
+
+from .helpers import GUARD, Stuck, cluster_gateway, converged, open_cluster
+
+
+@pytest.fixture(autouse=True)
+def fresh_inbox() -> Inbox:
+    EchoBase.inbox = Inbox()
+    return EchoBase.inbox
+
+
+async def test_workers_on_three_gateways_call_and_publish_to_each_other(
+    redis_url: str, fresh_inbox: Inbox
+) -> None:
+    with trio.fail_after(GUARD):
+        async with open_cluster(redis_url, 3) as gateways:
+            async with (
+                open_worker(gateways[0].address) as a,
+                open_worker(gateways[1].address) as b,
+                open_worker(gateways[2].address) as c,
+            ):
+                for worker, name in ((a, "a"), (b, "b"), (c, "c")):
+                    await Echo.register(worker, name, Echo)
+                    worker.add_message_serializer(serializers_for_type(Pong))
+                    await worker.add_subscription(TypeSubscription("news", name))
+                await converged(gateways, agent_types=3, subscriptions=6)  # news + default
+                assert await a.send_message(Ping("1"), AgentId("b", "k")) == Pong("b/k:1")
+                assert await b.send_message(Ping("2"), AgentId("c", "k")) == Pong("c/k:2")
+                assert await c.send_message(Ping("3"), AgentId("a", "k")) == Pong("a/k:3")
+                await a.publish_message(Ping("hello"), TopicId("news", "s"))
+                await fresh_inbox.wait_for(3)
+                # Every subscriber got it once, on its own gateway: nothing loops back.
+                await c.publish_message(Ping("bye"), TopicId("news", "s"))
+                await fresh_inbox.wait_for(6)
+            for gateway in gateways:
+                assert gateway.cluster is not None
+                assert gateway.cluster.statistics().peers == 2
+    assert sorted((agent, text) for agent, text, _ in fresh_inbox.items) == [
+        ("a/s", "bye"),
+        ("a/s", "hello"),
+        ("b/s", "bye"),
+        ("b/s", "hello"),
+        ("c/s", "bye"),
+        ("c/s", "hello"),
+    ]
+
+
+async def test_an_agent_type_has_one_owner_in_the_whole_cluster(redis_url: str) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            open_cluster(redis_url, 2) as gateways,
+            open_worker(gateways[0].address) as a,
+            open_worker(gateways[1].address) as b,
+        ):
+            await Echo.register(a, "echo", Echo)
+            with pytest.raises(GatewayRejectedError) as info:
+                await Echo.register(b, "echo", Echo)
+            owner = a.statistics().client_id
+            # AutoGen's text, naming the owning client on the other gateway.
+            assert f"Agent type echo already registered with client {owner}." in str(info.value)
+
+
+async def test_a_duplicate_subscription_is_refused_across_gateways(redis_url: str) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            open_cluster(redis_url, 2) as gateways,
+            open_worker(gateways[0].address) as a,
+            open_worker(gateways[1].address) as b,
+        ):
+            await a.add_subscription(TypeSubscription("news", "echo"))
+            with pytest.raises(DuplicateSubscriptionError, match="Subscription already exists"):
+                await b.add_subscription(TypeSubscription("news", "echo"))
+
+
+async def test_get_subscriptions_shows_the_whole_cluster(redis_url: str) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            open_cluster(redis_url, 3) as gateways,
+            open_worker(gateways[0].address) as a,
+            open_worker(gateways[1].address) as b,
+        ):
+            await a.add_subscription(TypeSubscription("news", "a"))
+            await b.add_subscription(TypeSubscription("sports", "b"))
+            await converged(gateways, agent_types=0, subscriptions=2)
+            async with open_worker(gateways[2].address) as c:
+                seen = await c.gateway_subscriptions()
+    assert sorted((s.typeSubscription.topic_type, s.typeSubscription.agent_type) for s in seen) == [
+        ("news", "a"),
+        ("sports", "b"),
+    ]
+
+
+async def test_a_gateway_that_shuts_down_takes_its_types_and_fails_requests_to_them(
+    redis_url: str,
+) -> None:
+    Stuck.started = trio.Event()
+    with trio.fail_after(GUARD):
+        async with cluster_gateway(redis_url) as first, open_worker(first.address) as caller:
+            leave = trio.Event()
+            outcome: list[BaseException] = []
+
+            async def second_gateway(*, task_status: trio.TaskStatus[None]) -> None:
+                async with (
+                    cluster_gateway(redis_url) as second,
+                    open_worker(second.address) as server,
+                ):
+                    await Stuck.register(server, "stuck", Stuck)
+                    task_status.started()
+                    await leave.wait()
+
+            async def call() -> None:
+                try:
+                    await caller.send_message(Ping("x"), AgentId("stuck", "k"))
+                except ConnectionLostError as exc:
+                    outcome.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                await nursery.start(second_gateway)
+                await first.wait_until(lambda s: s.agent_types == 1)
+                nursery.start_soon(call)
+                await Stuck.started.wait()
+                leave.set()
+            await first.wait_until(lambda s: s.agent_types == 0 and s.rpcs_in_flight == 0)
+    assert len(outcome) == 1

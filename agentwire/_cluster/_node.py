@@ -298,8 +298,9 @@ class ClusterNode:
                             task_status.started(self)
                             started = True
                 except* REDIS_ERRORS as group:
-                    logger.warning(
-                        "gateway %s lost the cluster's Redis (%s); retrying",
+                    logger.log(
+                        logging.WARNING if self._backend is not None else logging.DEBUG,
+                        "gateway %s cannot reach the cluster's Redis (%s); retrying",
                         self.id,
                         "; ".join(str(e) for e in _leaves(group)),
                     )

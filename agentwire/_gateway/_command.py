@@ -36,6 +36,7 @@ from .._security._command import (
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._serve import (
     Gateway,
+    load_cluster,
     load_http_ingress,
     load_metrics_server,
     load_webhooks,
@@ -159,6 +160,23 @@ def add_gateway_command(subparsers: Any) -> None:
         "placed on one of them by STRATEGY: hash (rendezvous, the default) or "
         "least-loaded [default: off, one worker per type as AutoGen]",
     )
+    parser.add_argument(
+        "--cluster",
+        metavar="redis://HOST:PORT/DB",
+        default=None,
+        help="be one gateway of a cluster sharing this Redis 7: workers connected to any of "
+        "them reach every agent type and subscriber of all (needs the cluster extra: pip "
+        "install 'trio-agentwire[cluster]') [default: off]",
+    )
+    parser.add_argument(
+        "--cluster-lease",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="a gateway of the cluster silent this long is dropped by the others, its "
+        "agent types and subscriptions with it, its callers answered with errors; it "
+        "renews every fifth of it [default: %(default)s]",
+    )
     parser.set_defaults(handler=run_gateway_command)
 
 
@@ -197,6 +215,14 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         except InvalidAddressError as exc:
             print(f"agentwire gateway: invalid --http-address: {exc}", file=sys.stderr)
             return EXIT_BAD_ADDRESS
+        except AgentwireError as exc:
+            print(f"agentwire gateway: {exc}", file=sys.stderr)
+            return EXIT_BAD_ADDRESS
+    if args.cluster is not None:
+        try:
+            load_cluster(args.cluster, args.cluster_lease, None)
+            if args.shared_agent_types is not None:
+                raise AgentwireError("--cluster and --shared-agent-types cannot be combined yet")
         except AgentwireError as exc:
             print(f"agentwire gateway: {exc}", file=sys.stderr)
             return EXIT_BAD_ADDRESS
@@ -251,6 +277,8 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: li
                     placement=args.shared_agent_types,
                     http_address=args.http_address,
                     webhooks=webhooks,
+                    cluster=args.cluster,
+                    cluster_lease=args.cluster_lease,
                 )
             )
             if gateway.plaintext_address is not None:
@@ -261,6 +289,8 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: li
                 print(f"agentwire gateway metrics on {url}", flush=True)
             if gateway.http_address is not None:
                 print(f"agentwire gateway events on http://{gateway.http_address}/", flush=True)
+            if gateway.cluster is not None:
+                print(f"agentwire gateway in the cluster as {gateway.cluster.id}", flush=True)
             async for signum in signals:
                 logger.info("received %s; shutting down", signal.Signals(signum).name)
                 break

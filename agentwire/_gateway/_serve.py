@@ -232,9 +232,11 @@ async def serve_gateway(
     (default a fifth of the lease).
     """
     host, port = parse_address(address)
-    serve_cluster = (
-        None if cluster is None else load_cluster(cluster, cluster_lease, cluster_heartbeat)
-    )
+    serve_cluster = None
+    if cluster is not None:
+        if placement is not None:
+            raise AgentwireError("a cluster of gateways does not take shared agent types yet")
+        serve_cluster = load_cluster(cluster, cluster_lease, cluster_heartbeat)
     serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
     serve_ingress = None if http_address is None else load_http_ingress(http_address)
     config = GatewayConfig(

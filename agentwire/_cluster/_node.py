@@ -386,10 +386,11 @@ class ClusterNode:
         config = self.config
         while True:
             await trio.sleep(config.heartbeat)
-            had, live, _ = await backend.heartbeat(config.lease)
-            if not had:
-                raise NotAMember(f"the lease of gateway {self.id} expired; re-joining")
+            # Under the lock: a peer heard from meanwhile is not dropped by an older answer.
             async with self._lock:
+                had, live, _ = await backend.heartbeat(config.lease)
+                if not had:
+                    raise NotAMember(f"the lease of gateway {self.id} expired; re-joining")
                 self.view.set_members(live)
                 await self._sync()
 

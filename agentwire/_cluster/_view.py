@@ -171,6 +171,7 @@ class ClusterView:
             self.subs.pop(change.key, None)
         elif change.op == "drop" and owner is not None:
             self._forget_gateway(owner.gateway)
+            self.members.discard(owner.gateway)
         return True
 
     def set_members(self, live: Iterable[str]) -> None:

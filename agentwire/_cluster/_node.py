@@ -35,7 +35,7 @@ from grpclib.const import Status
 
 from .._errors import InvalidIdentifierError, InvalidSubscriptionError
 from .._gateway._actions import error_response
-from .._gateway._hub import Connection, GatewayHub
+from .._gateway._hub import Connection, GatewayHub, _positive
 from .._gateway._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, RoutingError
 from .._ids import is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
@@ -62,11 +62,6 @@ PEER_PREFIX = "agentwire-peer:"
 
 # What "Redis cannot be reached" looks like (coredis errors, sockets, timeouts).
 REDIS_ERRORS = (coredis.exceptions.RedisError, OSError, NotAMember)
-
-
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value!r}")
 
 
 @attrs.frozen(slots=True)

@@ -46,25 +46,23 @@ local function change(...)
   redis.call('XADD', P .. 'changes', 'MAXLEN', '~', MAX_CHANGES, '*', 'v', v, ...)
   return v
 end
+local function unsubscribe(id)
+  local key = redis.call('HGET', P .. 'subkeyof', id)
+  if key and redis.call('HGET', P .. 'subkeys', key) == id then
+    redis.call('HDEL', P .. 'subkeys', key)
+  end
+  redis.call('HDEL', P .. 'subs', id)
+  redis.call('HDEL', P .. 'subdata', id)
+  redis.call('HDEL', P .. 'subkeyof', id)
+end
 local function drop(gw)
-  local found = false
   local types = redis.call('HGETALL', P .. 'types')
   for i = 1, #types, 2 do
-    if gw_of(types[i + 1]) == gw then redis.call('HDEL', P .. 'types', types[i]); found = true end
+    if gw_of(types[i + 1]) == gw then redis.call('HDEL', P .. 'types', types[i]) end
   end
   local subs = redis.call('HGETALL', P .. 'subs')
   for i = 1, #subs, 2 do
-    if gw_of(subs[i + 1]) == gw then
-      local id = subs[i]
-      local key = redis.call('HGET', P .. 'subkeyof', id)
-      if key and redis.call('HGET', P .. 'subkeys', key) == id then
-        redis.call('HDEL', P .. 'subkeys', key)
-      end
-      redis.call('HDEL', P .. 'subs', id)
-      redis.call('HDEL', P .. 'subdata', id)
-      redis.call('HDEL', P .. 'subkeyof', id)
-      found = true
-    end
+    if gw_of(subs[i + 1]) == gw then unsubscribe(subs[i]) end
   end
   redis.call('SREM', P .. 'gateways', gw)
   redis.call('DEL', P .. 'inbox:' .. gw)
@@ -153,13 +151,7 @@ _REMOVE_SUB = (
 local id = ARGV[2]
 local cur = redis.call('HGET', P .. 'subs', id)
 if not cur or (ARGV[3] ~= '' and cur ~= ARGV[3]) then return 0 end
-local key = redis.call('HGET', P .. 'subkeyof', id)
-if key and redis.call('HGET', P .. 'subkeys', key) == id then
-  redis.call('HDEL', P .. 'subkeys', key)
-end
-redis.call('HDEL', P .. 'subs', id)
-redis.call('HDEL', P .. 'subdata', id)
-redis.call('HDEL', P .. 'subkeyof', id)
+unsubscribe(id)
 change('op', 'sub-', 'k', id)
 return 1
 """

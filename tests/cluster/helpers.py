@@ -8,8 +8,18 @@ from typing import Any
 
 import trio
 
-from agentwire import Gateway, MessageContext, RoutedAgent, open_gateway, rpc
-from tests.worker.messages import Ping, Pong
+from agentwire import (
+    AgentId,
+    ConnectionLostError,
+    Gateway,
+    MessageContext,
+    RoutedAgent,
+    WorkerRuntime,
+    open_gateway,
+    open_worker,
+    rpc,
+)
+from tests.worker.messages import EchoBase, Inbox, Ping, Pong
 
 GUARD = 30  # seconds: a hang guard, never a synchronisation
 LEASE = 2.0
@@ -35,6 +45,13 @@ async def open_cluster(redis_url: str, size: int) -> AsyncIterator[list[Gateway]
         yield [await stack.enter_async_context(cluster_gateway(redis_url)) for _ in range(size)]
 
 
+@asynccontextmanager
+async def open_workers(gateways: list[Gateway]) -> AsyncIterator[list[WorkerRuntime]]:
+    """One agentwire worker on each of *gateways*."""
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(open_worker(g.address)) for g in gateways]
+
+
 async def converged(gateways: list[Gateway], agent_types: int, subscriptions: int) -> None:
     """Wait until every gateway holds *agent_types* and *subscriptions* (all of the cluster's)."""
     for gateway in gateways:
@@ -56,3 +73,16 @@ class Stuck(RoutedAgent):
         Stuck.started.set()
         await trio.sleep_forever()
         raise AssertionError("unreachable")
+
+
+async def call_stuck(caller: WorkerRuntime, outcome: list[ConnectionLostError]) -> None:
+    """Call a :class:`Stuck` agent; the error that ends the call goes to *outcome*."""
+    try:
+        await caller.send_message(Ping("x"), AgentId("stuck", "k"))
+    except ConnectionLostError as exc:
+        outcome.append(exc)
+
+
+def new_inbox() -> Inbox:
+    EchoBase.inbox = Inbox()
+    return EchoBase.inbox

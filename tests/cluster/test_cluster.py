@@ -9,7 +9,6 @@ import trio
 
 from agentwire import (
     AgentId,
-    ConnectionLostError,
     DuplicateSubscriptionError,
     GatewayRejectedError,
     TopicId,
@@ -17,15 +16,23 @@ from agentwire import (
     open_worker,
     serializers_for_type,
 )
-from tests.worker.messages import Echo, EchoBase, Inbox, Ping, Pong
+from tests.worker.messages import Echo, Inbox, Ping, Pong
 
-from .helpers import GUARD, Stuck, cluster_gateway, converged, open_cluster
+from .helpers import (
+    GUARD,
+    Stuck,
+    call_stuck,
+    cluster_gateway,
+    converged,
+    new_inbox,
+    open_cluster,
+    open_workers,
+)
 
 
 @pytest.fixture(autouse=True)
 def fresh_inbox() -> Inbox:
-    EchoBase.inbox = Inbox()
-    return EchoBase.inbox
+    return new_inbox()
 
 
 async def test_workers_on_three_gateways_call_and_publish_to_each_other(
@@ -33,11 +40,7 @@ async def test_workers_on_three_gateways_call_and_publish_to_each_other(
 ) -> None:
     with trio.fail_after(GUARD):
         async with open_cluster(redis_url, 3) as gateways:
-            async with (
-                open_worker(gateways[0].address) as a,
-                open_worker(gateways[1].address) as b,
-                open_worker(gateways[2].address) as c,
-            ):
+            async with open_workers(gateways) as (a, b, c):
                 for worker, name in ((a, "a"), (b, "b"), (c, "c")):
                     await Echo.register(worker, name, Echo)
                     worker.add_message_serializer(serializers_for_type(Pong))
@@ -66,11 +69,7 @@ async def test_workers_on_three_gateways_call_and_publish_to_each_other(
 
 async def test_an_agent_type_has_one_owner_in_the_whole_cluster(redis_url: str) -> None:
     with trio.fail_after(GUARD):
-        async with (
-            open_cluster(redis_url, 2) as gateways,
-            open_worker(gateways[0].address) as a,
-            open_worker(gateways[1].address) as b,
-        ):
+        async with open_cluster(redis_url, 2) as gateways, open_workers(gateways) as (a, b):
             await Echo.register(a, "echo", Echo)
             with pytest.raises(GatewayRejectedError) as info:
                 await Echo.register(b, "echo", Echo)
@@ -81,11 +80,7 @@ async def test_an_agent_type_has_one_owner_in_the_whole_cluster(redis_url: str) 
 
 async def test_a_duplicate_subscription_is_refused_across_gateways(redis_url: str) -> None:
     with trio.fail_after(GUARD):
-        async with (
-            open_cluster(redis_url, 2) as gateways,
-            open_worker(gateways[0].address) as a,
-            open_worker(gateways[1].address) as b,
-        ):
+        async with open_cluster(redis_url, 2) as gateways, open_workers(gateways) as (a, b):
             await a.add_subscription(TypeSubscription("news", "echo"))
             with pytest.raises(DuplicateSubscriptionError, match="Subscription already exists"):
                 await b.add_subscription(TypeSubscription("news", "echo"))
@@ -93,11 +88,7 @@ async def test_a_duplicate_subscription_is_refused_across_gateways(redis_url: st
 
 async def test_get_subscriptions_shows_the_whole_cluster(redis_url: str) -> None:
     with trio.fail_after(GUARD):
-        async with (
-            open_cluster(redis_url, 3) as gateways,
-            open_worker(gateways[0].address) as a,
-            open_worker(gateways[1].address) as b,
-        ):
+        async with open_cluster(redis_url, 3) as gateways, open_workers(gateways[:2]) as (a, b):
             await a.add_subscription(TypeSubscription("news", "a"))
             await b.add_subscription(TypeSubscription("sports", "b"))
             await converged(gateways, agent_types=0, subscriptions=2)
@@ -127,16 +118,10 @@ async def test_a_gateway_that_shuts_down_takes_its_types_and_fails_requests_to_t
                     task_status.started()
                     await leave.wait()
 
-            async def call() -> None:
-                try:
-                    await caller.send_message(Ping("x"), AgentId("stuck", "k"))
-                except ConnectionLostError as exc:
-                    outcome.append(exc)
-
             async with trio.open_nursery() as nursery:
                 await nursery.start(second_gateway)
                 await first.wait_until(lambda s: s.agent_types == 1)
-                nursery.start_soon(call)
+                nursery.start_soon(call_stuck, caller, outcome)
                 await Stuck.started.wait()
                 leave.set()
             await first.wait_until(lambda s: s.agent_types == 0 and s.rpcs_in_flight == 0)

@@ -23,7 +23,7 @@ from agentwire import (
 from tests.redis_server import RedisProcess
 from tests.worker.messages import Echo, Ping, Pong
 
-from .helpers import GUARD, Stuck, cluster_gateway, converged, open_cluster
+from .helpers import GUARD, Stuck, call_stuck, cluster_gateway, converged, open_cluster
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -75,14 +75,8 @@ async def test_a_request_in_flight_when_redis_goes_fails_with_a_clear_error(
             await Stuck.register(server, "stuck", Stuck)
             await first.wait_until(lambda s: s.agent_types == 1)
 
-            async def call() -> None:
-                try:
-                    await caller.send_message(Ping("x"), AgentId("stuck", "k"))
-                except ConnectionLostError as exc:
-                    outcome.append(exc)
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(call)
+                nursery.start_soon(call_stuck, caller, outcome)
                 await Stuck.started.wait()
                 await trio.to_thread.run_sync(redis_process.stop)
     assert len(outcome) == 1
@@ -120,14 +114,8 @@ async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_caller
             await Stuck.register(server, "stuck", Stuck)
             await survivor.wait_until(lambda s: s.agent_types == 1)
 
-            async def call() -> None:
-                try:
-                    await caller.send_message(Ping("x"), AgentId("stuck", "k"))
-                except ConnectionLostError as exc:
-                    outcome.append(exc)
-
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(call)
+                nursery.start_soon(call_stuck, caller, outcome)
                 await Stuck.started.wait()
                 proc.send_signal(signal.SIGKILL)
             await survivor.wait_until(lambda s: s.agent_types == 0)

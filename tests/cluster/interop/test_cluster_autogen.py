@@ -8,17 +8,16 @@ import trio
 
 from agentwire import AgentId, TopicId, TypeSubscription, open_worker, serializers_for_type
 from tests.interop.test_worker_autogen import WAIT, open_peer
-from tests.worker.messages import Echo, EchoBase, Inbox, Ping, Pong
+from tests.worker.messages import Echo, Inbox, Ping, Pong
 
-from ..helpers import converged, open_cluster
+from ..helpers import converged, new_inbox, open_cluster
 
 pytestmark = pytest.mark.interop
 
 
 @pytest.fixture(autouse=True)
 def fresh_inbox() -> Inbox:
-    EchoBase.inbox = Inbox()
-    return EchoBase.inbox
+    return new_inbox()
 
 
 async def test_an_autogen_worker_and_an_agentwire_worker_on_two_gateways(

@@ -251,7 +251,11 @@ class Registry:
                 f"Agent type {agent_type} already registered with client {owner}.",
             )
         existing = self.clients.get(client_id)
-        if existing is not None and not existing.peer and len(existing.types) >= self.max_agent_types:
+        if (
+            existing is not None
+            and not existing.peer
+            and len(existing.types) >= self.max_agent_types
+        ):
             raise _over_limit(
                 client_id,
                 f"{self.max_agent_types} agent types registered",

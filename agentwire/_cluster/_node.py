@@ -487,16 +487,15 @@ class ClusterNode:
 
     async def _read_inbox(self, backend: RedisBackend) -> None:
         block = int(self.config.heartbeat * 1000)
+        done: list[bytes] = []
         while True:
-            entries = await backend.read_inbox(64, block)
-            if not entries:
-                continue
+            entries = await backend.read_inbox(64, block, done)
             for _, sender, blob in entries:
                 messages = unpack_batch(blob)
                 self._batches_received += 1
                 self._messages_received += len(messages)
                 await self._deliver(backend, sender, messages)
-            await backend.ack([entry_id for entry_id, _, _ in entries])
+            done = [entry_id for entry_id, _, _ in entries]
 
     async def _deliver(self, backend: RedisBackend, sender: str, messages: list[bytes]) -> None:
         conn = self._peers.get(sender)

@@ -341,12 +341,21 @@ class RedisBackend:
         sent: Any = await self._send(args=[self.prefix, gateway, self.me, batch])
         return bool(sent)
 
-    async def read_inbox(self, count: int, block_ms: int) -> list[tuple[bytes, str, bytes]]:
-        """Up to *count* batches (entry id, sender, batch), waiting up to *block_ms*."""
+    async def read_inbox(
+        self, count: int, block_ms: int, done: Sequence[bytes] = ()
+    ) -> list[tuple[bytes, str, bytes]]:
+        """Up to *count* batches (entry id, sender, batch), waiting up to
+        *block_ms*; acknowledges and deletes the entries *done* first, in the
+        same round trip."""
         try:
-            found: Any = await self.client.xreadgroup(
-                GROUP, "reader", {self.inbox: ">"}, count=count, block=block_ms
-            )
+            async with self.client.pipeline(transaction=False) as pipe:
+                if done:
+                    pipe.xack(self.inbox, GROUP, done)
+                    pipe.xdel(self.inbox, done)
+                read = pipe.xreadgroup(
+                    GROUP, "reader", {self.inbox: ">"}, count=count, block=block_ms
+                )
+            found: Any = await read
         except coredis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -359,12 +368,6 @@ class RedisBackend:
             for entries in found.values()
             for e in entries
         ]
-
-    async def ack(self, ids: Sequence[bytes]) -> None:
-        """Acknowledge and delete read entries (one round trip)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.xack(self.inbox, GROUP, ids)
-            pipe.xdel(self.inbox, ids)
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:

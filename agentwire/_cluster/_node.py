@@ -328,6 +328,7 @@ class ClusterNode:
             self.view.load(snapshot)
             self.view.set_members(live)
             self._backend, self._session = backend, session
+            self.hub.set_cluster_note("")
             self._joins += 1
             await self._sync()
         logger.info("gateway %s joined the cluster (%d other gateways)", self.id, len(live) - 1)
@@ -371,6 +372,10 @@ class ClusterNode:
     def _end_session(self) -> None:
         """Redis is gone (or the node stops): forget the cluster; peers are disconnected."""
         self._backend = self._session = None
+        self.hub.set_cluster_note(
+            " on this gateway, and it cannot reach its cluster's Redis, so the agent types "
+            "of the other gateways are out of reach"
+        )
         self.view.lost()
         self.view.plan()  # the peer connections ended with the session
         for conn in self._peers.values():

@@ -421,6 +421,11 @@ class GatewayHub:
         self._table.remove_subscription(client_id, subscription_id)
         self._after_change()
 
+    def set_cluster_note(self, note: str) -> None:
+        """Add *note* to the error of a request for an agent type nobody here
+        serves (why: e.g. the cluster's Redis is out of reach); "" for none."""
+        self._table.cluster_note = note
+
     def on_records_dropped(self, callback: Callable[[str, list[str], list[str]], None]) -> None:
         """Call ``callback(client_id, agent_types, subscription_ids)`` whenever a
         client's records are dropped because it left or its registration

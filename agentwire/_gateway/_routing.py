@@ -157,6 +157,8 @@ class RoutingTable:
         self._closed = False
         # Access control per message (the gateway's AccessGuard); None: allow all.
         self.policy: MessagePolicy | None = None
+        # Added to "no worker has registered" errors (a cluster out of reach).
+        self.cluster_note = ""
         # counters
         self._rpcs_forwarded = 0
         self._rpcs_failed = 0
@@ -367,8 +369,8 @@ class RoutingTable:
             if owner is None:
                 return (
                     ErrorKind.UNDELIVERABLE,
-                    f"no worker has registered agent type {target.type!r}; "
-                    f"the request to {target_agent} was not delivered",
+                    f"no worker has registered agent type {target.type!r}"
+                    f"{self.cluster_note}; the request to {target_agent} was not delivered",
                 )
             owner_conn = self._clients[owner].data
             if owner_conn is None:

@@ -48,7 +48,7 @@ async def test_without_redis_local_calls_go_on_and_remote_ones_fail_fast_until_i
             await trio.to_thread.run_sync(redis_process.stop)
             await first.wait_until(lambda s: s.agent_types == 1)  # "far" is out of reach
             assert await a.send_message(Ping("2"), AgentId("near", "k")) == Pong("near/k:2")
-            with pytest.raises(UndeliverableError):
+            with pytest.raises(UndeliverableError, match="cannot reach its cluster's Redis"):
                 await a.send_message(Ping("3"), AgentId("far", "k"))
             async with trio.open_nursery() as nursery:
                 # Refused UNAVAILABLE while Redis is down: the worker retries.

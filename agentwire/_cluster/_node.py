@@ -421,6 +421,10 @@ class ClusterNode:
     async def _sync(self) -> None:
         """Carry out what the view plans (under the lock)."""
         hub = self.hub
+        removed, self.view.removed_here = self.view.removed_here, []
+        for client_id, subscription_id in removed:
+            if hub.subscription_owner(subscription_id) == client_id:
+                hub.remove_subscription(client_id, subscription_id)
         for op in self.view.plan():
             peer = PEER_PREFIX + op.gateway
             try:

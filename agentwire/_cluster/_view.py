@@ -142,6 +142,9 @@ class ClusterView:
         self.types: dict[str, Owner] = {}
         self.subs: dict[str, tuple[Owner, bytes]] = {}
         self.mirror: dict[str, _Mirrored] = {}
+        # (client, subscription id) of this gateway's clients that another
+        # gateway removed (any client may remove any subscription): to remove here.
+        self.removed_here: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------ input
 
@@ -168,7 +171,9 @@ class ClusterView:
         elif change.op == "sub+" and owner is not None:
             self.subs[change.key] = (owner, change.data)
         elif change.op == "sub-":
-            self.subs.pop(change.key, None)
+            removed = self.subs.pop(change.key, None)
+            if removed is not None and removed[0].gateway == self.me:
+                self.removed_here.append((removed[0].client, change.key))
         elif change.op == "drop" and owner is not None:
             self._forget_gateway(owner.gateway)
             self.members.discard(owner.gateway)

@@ -126,3 +126,18 @@ async def test_a_gateway_that_shuts_down_takes_its_types_and_fails_requests_to_t
                 leave.set()
             await first.wait_until(lambda s: s.agent_types == 0 and s.rpcs_in_flight == 0)
     assert len(outcome) == 1
+
+
+async def test_a_subscription_removed_through_another_gateway_is_gone_everywhere(
+    redis_url: str,
+) -> None:
+    with trio.fail_after(GUARD):
+        async with open_cluster(redis_url, 2) as gateways, open_workers(gateways[:1]) as (a,):
+            subscription = TypeSubscription("news", "a")
+            await a.add_subscription(subscription)
+            await converged(gateways, agent_types=0, subscriptions=1)
+            # Any client may remove any subscription (as AutoGen): what RemoveSubscription
+            # of a client of the second gateway does.
+            await gateways[1]._hub.unsubscribe("another-client", subscription.id)
+            await converged(gateways, agent_types=0, subscriptions=0)
+            assert await a.gateway_subscriptions() == []

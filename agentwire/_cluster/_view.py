@@ -28,6 +28,9 @@ V4  Plan. Right after :meth:`plan`, ``mirror`` equals :meth:`desired`: for
     another; a peer that left is disconnected first.
 V5  Refusals. An op the hub refused (``refused``) is taken out of
     ``mirror`` so that the next plan tries it again.
+V6  Removed here. A ``sub-`` change of a subscription of this gateway's own
+    clients (another gateway's client removed it) is queued once in
+    ``removed_here`` for the hub to drop too.
 """
 
 from __future__ import annotations
@@ -170,6 +173,8 @@ class ClusterView:
             self.types.pop(change.key, None)
         elif change.op == "sub+" and owner is not None:
             self.subs[change.key] = (owner, change.data)
+            if owner.gateway == self.me and (owner.client, change.key) in self.removed_here:
+                self.removed_here.remove((owner.client, change.key))  # added again since
         elif change.op == "sub-":
             removed = self.subs.pop(change.key, None)
             if removed is not None and removed[0].gateway == self.me:

@@ -179,6 +179,10 @@ class ClusterViewMachine(RuleBasedStateMachine):
 
     def _plan(self, gateway: str) -> None:
         view, hub = self.views[gateway], self.hubs[gateway]
+        removed, view.removed_here = view.removed_here, []
+        assert len(set(removed)) == len(removed)  # V6: once each
+        for client, sub_id in removed:  # never one its client holds now
+            assert self.subs.get(sub_id, (None, b""))[0] != Owner(gateway, client)
         for op in view.plan():
             hub.carry_out(view, op)
         assert set(view.mirror) == set(hub.peers)

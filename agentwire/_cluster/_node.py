@@ -23,6 +23,7 @@ view (``_view.py``) and Redis (``_redis.py``).
 from __future__ import annotations
 
 import logging
+import struct
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from typing import Any
 import attrs
 import coredis
 import trio
+from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
 from .._errors import InvalidIdentifierError, InvalidSubscriptionError
@@ -500,7 +502,12 @@ class ClusterNode:
         while True:
             entries = await backend.read_inbox(64, block, done)
             for _, sender, blob in entries:
-                messages = unpack_batch(blob)
+                try:
+                    messages = unpack_batch(blob)
+                except struct.error:
+                    self._lost += 1
+                    logger.warning("dropped a malformed batch from gateway %s", sender)
+                    continue
                 self._batches_received += 1
                 self._messages_received += len(messages)
                 await self._deliver(backend, sender, messages)
@@ -527,7 +534,10 @@ class ClusterNode:
         """A message from a gateway this one is not connected to: a request is
         answered with an error, anything else dropped (and counted)."""
         self._lost += 1
-        message = pb.Message.FromString(data)
+        try:
+            message = pb.Message.FromString(data)
+        except DecodeError:
+            return
         if message.WhichOneof("message") != "request":
             return
         request = message.request

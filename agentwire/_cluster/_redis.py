@@ -185,12 +185,15 @@ def pack_batch(messages: Sequence[bytes]) -> bytes:
 
 
 def unpack_batch(blob: bytes) -> list[bytes]:
+    """The messages of :func:`pack_batch`; ``struct.error`` if *blob* is cut short."""
     messages = []
     offset = 0
     view = memoryview(blob)
     while offset < len(blob):
         (length,) = _LENGTH.unpack_from(blob, offset)
         offset += 4
+        if offset + length > len(blob):
+            raise struct.error(f"a batch ends inside a message of {length} bytes")
         messages.append(bytes(view[offset : offset + length]))
         offset += length
     return messages

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -35,6 +36,13 @@ async def expire(url: str, gateway: str) -> None:
 def test_a_batch_packs_and_unpacks_to_the_same_messages() -> None:
     messages = [b"", b"x", b"\x00" * 300, bytes(range(256))]
     assert unpack_batch(pack_batch(messages)) == messages
+
+
+@pytest.mark.parametrize("cut", [1, 3, 5])
+def test_a_batch_cut_short_is_refused(cut: int) -> None:
+    blob = pack_batch([b"abc", b"defg"])
+    with pytest.raises(struct.error):
+        unpack_batch(blob[:-cut])
 
 
 async def test_an_agent_type_is_claimed_once_and_released_only_by_its_owner(

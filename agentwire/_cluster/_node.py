@@ -461,7 +461,10 @@ class ClusterNode:
                 await self._pump(gateway, conn, backend)
             finally:
                 if self._peers.get(gateway) is conn:
+                    # Ended by the hub (a slow consumer), not by the view: the
+                    # next plan connects it again, with its agent types.
                     del self._peers[gateway]
+                    self.view.refused(ConnectPeer(gateway))
 
     async def _pump(self, gateway: str, conn: Connection, backend: RedisBackend) -> None:
         """Send what the hub routes to *gateway*, in batches, one round trip each."""

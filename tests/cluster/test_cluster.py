@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from grpclib.const import Status
 
 from agentwire import (
     AgentId,
@@ -141,3 +142,19 @@ async def test_a_subscription_removed_through_another_gateway_is_gone_everywhere
             await gateways[1]._hub.unsubscribe("another-client", subscription.id)
             await converged(gateways, agent_types=0, subscriptions=0)
             assert await a.gateway_subscriptions() == []
+
+
+async def test_a_peer_connection_the_hub_ends_is_opened_again(redis_url: str) -> None:
+    with trio.fail_after(GUARD):
+        async with open_cluster(redis_url, 2) as gateways, open_workers(gateways) as (a, b):
+            await Echo.register(b, "echo", Echo)
+            a.add_message_serializer(serializers_for_type(Pong))
+            first = gateways[0]
+            await first.wait_until(lambda s: s.agent_types == 1)
+            node = first.cluster
+            assert node is not None
+            [peer] = node._peers.values()
+            peer.abort(Status.UNAVAILABLE, "a slow consumer")  # what the hub does to one
+            assert first.statistics().agent_types == 0
+            await first.wait_until(lambda s: s.agent_types == 1)
+            assert await a.send_message(Ping("x"), AgentId("echo", "k")) == Pong("echo/k:x")

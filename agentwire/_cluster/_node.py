@@ -484,7 +484,11 @@ class ClusterNode:
                     break
                 batch.append(data)
                 size += len(data)
-            sent = await backend.send(gateway, pack_batch(batch))
+            try:
+                sent = await backend.send(gateway, pack_batch(batch))
+            except BaseException:  # Redis gone (the session ends) or stopping: not sent
+                self._lost += len(batch)
+                raise
             for _ in batch:
                 conn.message_sent()
             if sent:

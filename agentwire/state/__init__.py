@@ -5,9 +5,10 @@
 each handled message (or on ``await self.checkpoint()``) as a JSON Patch
 against the last committed version, or a whole snapshot. Every write names
 the version it was based on; a store refuses a stale one with
-:class:`StateConflictError`. Stores: :class:`MemoryStateStore` (tests) and
-:func:`open_sqlite_store` (one SQLite file, WAL mode). See the README,
-"Agent state".
+:class:`StateConflictError`. Stores: :class:`MemoryStateStore` (tests),
+:func:`open_sqlite_store` (one SQLite file, WAL mode) and
+:func:`open_redis_store` (Redis; coredis is imported when it is opened). See
+the README, "Agent state".
 """
 
 from __future__ import annotations
@@ -21,18 +22,22 @@ from ._log import (
     StateError,
     StoredState,
 )
+from ._redis import RedisStateStore, StateStoreUnavailableError, open_redis_store
 from ._stores import MemoryStateStore, SQLiteStateStore, StateStore, open_sqlite_store
 
 __all__ = [
     "Change",
     "Delta",
     "MemoryStateStore",
+    "RedisStateStore",
     "SQLiteStateStore",
     "Snapshot",
     "StateConflictError",
     "StateError",
     "StateStore",
+    "StateStoreUnavailableError",
     "StatefulAgent",
     "StoredState",
+    "open_redis_store",
     "open_sqlite_store",
 ]

@@ -17,6 +17,8 @@ __all__ = [
     "OPERATOR_STATUS_METHOD",
     "RELEASE_DESTINATION",
     "SERVICE_PREFIX",
+    "STATE_CLIENT_ID",
+    "STATE_DESTINATION",
     "TIMEOUT_METADATA_KEY",
     "ErrorKind",
 ]
@@ -54,6 +56,17 @@ RELEASE_DESTINATION = "agentwire-gateway=release"
 types back; the gateway places each anew (on another worker) on its next
 message and sends this worker no new request for them. Payloads as for
 :data:`DRAIN_DESTINATION`."""
+
+STATE_CLIENT_ID = "agentwire-state"
+"""The client-id of the agentwire gateway's state service (``open_gateway(state_store=...)``):
+it holds a control connection of the gateway under this id, like a worker."""
+
+STATE_DESTINATION = f"clientid={STATE_CLIENT_ID}"
+"""ControlMessage destination: an agentwire worker's ``agentwire.state.v1.StateSyncRequest``
+(``agentwire_state.proto``) for the gateway's state store; the answer (same ``rpc_id``) is a
+``StateSyncResponse``. Only agentwire workers send one, and the service only answers, so
+AutoGen peers never see these messages; a gateway without a state store (or AutoGen's host)
+has no such client: the agentwire gateway answers with an error response, AutoGen's drops it."""
 
 ERROR_TYPE_KEY = "agentwire-error-type"
 """RpcResponse metadata: the class name of the exception a failed handler raised.

@@ -159,7 +159,24 @@ def add_gateway_command(subparsers: Any) -> None:
         "placed on one of them by STRATEGY: hash (rendezvous, the default) or "
         "least-loaded [default: off, one worker per type as AutoGen]",
     )
+    parser.add_argument(
+        "--state-store",
+        metavar="STORE",
+        type=_state_store,
+        default=None,
+        help="keep the state of workers' StatefulAgents registered without a store: "
+        "memory, sqlite:PATH or a redis:// / rediss:// URL (the cluster extra) [default: none]",
+    )
     parser.set_defaults(handler=run_gateway_command)
+
+
+def _state_store(value: str) -> str:
+    from ..state._stores import state_store_spec
+
+    try:
+        return state_store_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 EXIT_BAD_ADDRESS = 2
@@ -181,6 +198,12 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         security = security_from_arguments(args)
     except SecuritySetupError as exc:
         print(f"agentwire gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
+    if args.state_store is not None and security.authenticator is not None:
+        print(
+            "agentwire gateway: --state-store does not work with authentication yet",
+            file=sys.stderr,
+        )
         return EXIT_BAD_ADDRESS
     if args.metrics_address is not None:
         try:
@@ -251,6 +274,7 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: li
                     placement=args.shared_agent_types,
                     http_address=args.http_address,
                     webhooks=webhooks,
+                    state_store=args.state_store,
                 )
             )
             if gateway.plaintext_address is not None:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from .._observability._metrics import MetricsServer
     from .._operator._ingress import HttpIngress
     from .._operator._webhook import Webhook, WebhookDelivery
+    from ..state import StateStore
+    from ._state import StateService
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
 
@@ -167,6 +169,7 @@ async def serve_gateway(
     max_placed_keys: int = 1_000_000,
     http_address: str | None = None,
     webhooks: Sequence[Webhook] = (),
+    state_store: StateStore | str | None = None,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -206,7 +209,17 @@ async def serve_gateway(
     ``gateway.http_address``). *webhooks* POST the events of their topic
     types to URLs as CloudEvents (:class:`agentwire._operator._webhook.Webhook`;
     the ``http`` extra; see ``gateway.webhooks``).
+
+    *state_store* (a :class:`~agentwire.state.StateStore`, or ``"memory"``,
+    ``"sqlite:PATH"``, a ``redis://`` URL) keeps the state of workers'
+    :class:`~agentwire.state.StatefulAgent` s registered without a store of
+    their own (README, "Agent state"); not with an *authenticator* yet.
     """
+    if state_store is not None and authenticator is not None:
+        raise ValueError(
+            "a gateway-hosted state_store cannot be combined with an authenticator yet: "
+            "give the workers' agents a store of their own"
+        )
     host, port = parse_address(address)
     serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
     serve_ingress = None if http_address is None else load_http_ingress(http_address)
@@ -231,6 +244,8 @@ async def serve_gateway(
         guard = AccessGuard(authenticator, is_known=hub.has_client)
         if authenticator is not None:
             hub.set_message_policy(guard)
+        if state_store is not None:
+            await nursery.start(_serve_state_store, hub, guard, state_store)
         service = AgentRpcService(hub, guard)
         operator = OperatorService(hub, guard)
         health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
@@ -270,6 +285,24 @@ async def serve_gateway(
         )
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
+
+
+async def _serve_state_store(
+    hub: GatewayHub,
+    guard: AccessGuard,
+    store: StateStore | str,
+    *,
+    task_status: trio.TaskStatus[StateService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The state service on *store* (opened here if it is a spec), until cancelled."""
+    from ..state._stores import open_state_store
+    from ._state import serve_state_service
+
+    if isinstance(store, str):
+        async with open_state_store(store) as opened:
+            await serve_state_service(hub, guard, opened, task_status=task_status)
+    else:
+        await serve_state_service(hub, guard, store, task_status=task_status)
 
 
 async def _accept_plaintext(
@@ -350,6 +383,7 @@ async def open_gateway(
     max_placed_keys: int = 1_000_000,
     http_address: str | None = None,
     webhooks: Sequence[Webhook] = (),
+    state_store: StateStore | str | None = None,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -385,6 +419,7 @@ async def open_gateway(
         max_placed_keys=max_placed_keys,
         http_address=http_address,
         webhooks=webhooks,
+        state_store=state_store,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

@@ -20,9 +20,10 @@ from ._log import (
     Snapshot,
     StateConflictError,
     StateError,
+    StateStoreUnavailableError,
     StoredState,
 )
-from ._redis import RedisStateStore, StateStoreUnavailableError, open_redis_store
+from ._redis import RedisStateStore, open_redis_store
 from ._stores import MemoryStateStore, SQLiteStateStore, StateStore, open_sqlite_store
 
 __all__ = [

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import trio
 
 from .._agents import MessageContext, RoutedAgent
-from ._log import JsonObject, StateConflictError, StateTracker
+from ._log import JsonObject, StateConflictError, StateError, StateTracker
 from ._stores import StateStore
 
 __all__ = ["StatefulAgent"]
@@ -35,20 +35,24 @@ class StatefulAgent(RoutedAgent):
       the agent reloads its state before its next message.
     * A handler that raises commits nothing; its changes to ``self.state`` stay
       in memory and are committed with the next message's.
+    * **No store** (``store=None``): on an agentwire worker, the state lives in
+      the gateway's state store (``open_gateway(state_store=...)``), loaded and
+      committed over the worker's control channel; elsewhere activation raises
+      :class:`~agentwire.state.StateError`.
     """
 
     def __init__(
         self,
         description: str = "",
         *,
-        store: StateStore,
+        store: StateStore | None = None,
         commit: Literal["after-each-message", "explicit"] = "after-each-message",
         snapshot_every: int = 16,
     ) -> None:
         super().__init__(description)
         if commit not in ("after-each-message", "explicit"):
             raise ValueError(f"commit must be 'after-each-message' or 'explicit', not {commit!r}")
-        self._store = store
+        self._store: StateStore | None = store
         self._commit_each = commit == "after-each-message"
         self._tracker = StateTracker(snapshot_every)
         self._state_lock = trio.Lock()
@@ -76,11 +80,16 @@ class StatefulAgent(RoutedAgent):
         async with self._state_lock:
             if self._activated:
                 return
-            stored = await self._store.load(self.id)
+            stored = await self._store_in_use().load(self.id)
             state = self._tracker.loaded(stored)
             self.state = self.initial_state() if state is None else state
             self._activated = True
             logger.debug("state of %s loaded at version %d", self.id, stored.version)
+
+    def _store_in_use(self) -> StateStore:
+        if self._store is None:
+            self._store = gateway_store(self.runtime)
+        return self._store
 
     async def checkpoint(self) -> int:
         """Commit ``self.state`` if it changed since the last commit; return its version."""
@@ -95,7 +104,9 @@ class StatefulAgent(RoutedAgent):
                 # Once started, a commit finishes even if the handler's caller is
                 # cancelled: else the store could hold a version the tracker missed.
                 with trio.CancelScope(shield=True):
-                    version = await self._store.commit(self.id, self._tracker.version, change)
+                    version = await self._store_in_use().commit(
+                        self.id, self._tracker.version, change
+                    )
             except StateConflictError:
                 self._activated = False  # stale: reload before the next message
                 raise
@@ -114,3 +125,16 @@ class StatefulAgent(RoutedAgent):
             await self._activate()
         self.state = dict(state)
         await self.checkpoint()
+
+
+def gateway_store(runtime: object) -> StateStore:
+    """The state store of the gateway *runtime* (a worker) is connected to."""
+    from .._worker._runtime import WorkerRuntime
+    from ._remote import GatewayStateStore
+
+    if not isinstance(runtime, WorkerRuntime):
+        raise StateError(
+            "a StatefulAgent without a store keeps its state in the gateway's state store, "
+            "so it must run on an agentwire worker (open_worker): pass store=... here"
+        )
+    return GatewayStateStore(runtime._worker.link)

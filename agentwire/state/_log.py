@@ -57,6 +57,7 @@ __all__ = [
     "StateConflictError",
     "StateError",
     "StateLog",
+    "StateStoreUnavailableError",
     "StateTracker",
     "StoredState",
     "check_write",
@@ -91,6 +92,12 @@ class StateConflictError(AgentwireError):
             f"state of {agent} is at version {current_version}, not {base_version}: "
             "another write came first; reload the state and retry"
         )
+
+
+class StateStoreUnavailableError(AgentwireError):
+    """The state store could not be reached in time: the change was not
+    committed, or was without an answer (the next write finds out, with a
+    :class:`StateConflictError`). Retry once it is back."""
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ turns it into the same :class:`~agentwire.state.StateConflictError` (or
 :class:`~agentwire.state.StateError`) every store raises (``check_write``).
 A load is one ``HGETALL``.
 
-Every call is bounded by the store's ``timeout``: an unreachable server
+Every call is bounded by the store's ``command_timeout``: an unreachable server
 raises :class:`StateStoreUnavailableError` to the caller within it, and the
 next call connects again.
 """
@@ -33,12 +33,12 @@ import trio
 
 from .._errors import AgentwireError
 from .._ids import AgentId
-from ._log import Change, Snapshot, StoredState, check_write
+from ._log import Change, Snapshot, StateStoreUnavailableError, StoredState, check_write
 
 if TYPE_CHECKING:
     import coredis
 
-__all__ = ["RedisStateStore", "StateStoreUnavailableError", "open_redis_store"]
+__all__ = ["RedisStateStore", "open_redis_store"]
 
 logger = logging.getLogger("agentwire.state")
 
@@ -65,12 +65,6 @@ else
 end
 return {1, version}
 """
-
-
-class StateStoreUnavailableError(AgentwireError):
-    """The state store could not be reached in time: the change was not
-    committed, or was without an answer (the next write finds out, with a
-    :class:`~agentwire.state.StateConflictError`). Retry once it is back."""
 
 
 class RedisStateStore:
@@ -103,7 +97,9 @@ class RedisStateStore:
             kind, text = "s", json.dumps(change.state, separators=(",", ":"))
         else:
             kind, text = "d", json.dumps(change.patch, separators=(",", ":"))
-        call = self._script(keys=[self.key(agent_id)], args=[base_version, kind, text])
+        call: Awaitable[Any] = self._script(
+            keys=[self.key(agent_id)], args=[base_version, kind, text]
+        )
         written, version = await self._call(call)
         if not written:
             check_write(str(agent_id), int(version), base_version, change)  # raises
@@ -138,7 +134,7 @@ async def open_redis_store(
     url: str,
     *,
     namespace: str = "agentwire:state:",
-    timeout: float = 5.0,
+    command_timeout: float = 5.0,
     ssl_context: ssl.SSLContext | None = None,
     max_connections: int = 64,
 ) -> AsyncIterator[RedisStateStore]:
@@ -147,7 +143,7 @@ async def open_redis_store(
 
     *url*: ``redis://`` or ``rediss://`` (TLS; *ssl_context* to trust a private
     CA), a user and password in it as usual. *namespace*: the prefix of every
-    key (one hash per agent). *timeout*: seconds each load or commit may take
+    key (one hash per agent). *command_timeout*: seconds each load or commit may take
     before :class:`StateStoreUnavailableError` (the server is down or
     unreachable); the store connects again on the next call. Needs coredis
     (the ``cluster`` extra).
@@ -155,8 +151,8 @@ async def open_redis_store(
     scheme = urlsplit(url).scheme
     if scheme not in ("redis", "rediss"):
         raise ValueError(f"a Redis state store URL starts with redis:// or rediss://, not {url!r}")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be positive, not {timeout!r}")
+    if not command_timeout > 0:
+        raise ValueError(f"command_timeout must be positive, not {command_timeout!r}")
     try:
         import coredis
     except ModuleNotFoundError as exc:
@@ -164,8 +160,8 @@ async def open_redis_store(
             f"the Redis state store needs {exc.name}, which is not installed: {CLUSTER_EXTRA}"
         ) from exc
     options: dict[str, Any] = {
-        "stream_timeout": timeout,
-        "connect_timeout": timeout,
+        "stream_timeout": command_timeout,
+        "connect_timeout": command_timeout,
         "max_connections": max_connections,
     }
     if ssl_context is not None:
@@ -175,7 +171,7 @@ async def open_redis_store(
     )
     try:
         async with client:
-            yield RedisStateStore(client, namespace, timeout)
+            yield RedisStateStore(client, namespace, command_timeout)
     except BaseExceptionGroup as group:  # coredis's task group wraps what the body raised
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None

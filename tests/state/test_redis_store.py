@@ -75,7 +75,7 @@ async def test_an_outage_fails_the_writer_and_the_store_works_once_the_server_is
     redis_process: RedisProcess,
 ) -> None:
     with trio.fail_after(GUARD):
-        async with open_redis_store(redis_process.url, timeout=2.0) as store:
+        async with open_redis_store(redis_process.url, command_timeout=2.0) as store:
             await store.commit(AGENT, 0, Snapshot({"n": 1}))
             redis_process.stop()
             with pytest.raises(StateStoreUnavailableError, match="did not answer within 2 s"):
@@ -95,7 +95,7 @@ async def test_a_server_that_does_not_answer_fails_the_writer_within_the_timeout
 ) -> None:
     assert redis_process.process is not None
     with trio.fail_after(GUARD):
-        async with open_redis_store(redis_process.url, timeout=0.5) as store:
+        async with open_redis_store(redis_process.url, command_timeout=0.5) as store:
             await store.commit(AGENT, 0, Snapshot({"n": 1}))
             redis_process.process.send_signal(19)  # SIGSTOP: the socket stays open, silent
             try:

@@ -1,4 +1,5 @@
-"""Each store (memory, SQLite, Redis) keeps snapshots and deltas, refuses stale
+"""Each store (memory, SQLite, Redis, and the gateway's state store as a worker
+sees it, here on a memory store) keeps snapshots and deltas, refuses stale
 writes with the current version, and gives back exactly what was written; the
 SQLite store across reopening and between two stores on one file."""
 
@@ -16,7 +17,7 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agentwire import AgentId
+from agentwire import AgentId, open_gateway, open_worker
 from agentwire.state import (
     Delta,
     MemoryStateStore,
@@ -29,6 +30,7 @@ from agentwire.state import (
     open_sqlite_store,
 )
 from agentwire.state._log import StateLog, StateTracker, replay
+from agentwire.state._remote import GatewayStateStore
 
 from .strategies import STATES, histories
 
@@ -40,7 +42,7 @@ StoreFactory = Callable[[], AbstractAsyncContextManager[StateStore]]
 _namespaces = itertools.count()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "gateway"])
 def open_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Opens an empty store of each kind (Redis: the test server, a fresh namespace)."""
 
@@ -59,9 +61,18 @@ def open_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         async with open_redis_store(url, namespace=namespace) as store:
             yield store
 
+    @asynccontextmanager
+    async def gateway() -> AsyncIterator[StateStore]:
+        async with (
+            open_gateway(state_store=MemoryStateStore()) as gw,
+            open_worker(gw.address) as runtime,
+        ):
+            yield GatewayStateStore(runtime._worker.link)
+
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
-    return {"memory": memory, "sqlite": sqlite, "redis": redis}[request.param]
+    stores = {"memory": memory, "sqlite": sqlite, "redis": redis, "gateway": gateway}
+    return stores[request.param]
 
 
 EXAMPLES = settings(

@@ -4,10 +4,14 @@ refuses a write, when there is none, and the ``--state-store`` option."""
 
 from __future__ import annotations
 
+import json
 import pathlib
+from typing import Any
 
 import pytest
 import trio
+from hypothesis import given, settings
+from jsonpointer import JsonPointer  # type: ignore[import-untyped,unused-ignore]
 
 from agentwire import (
     AgentId,
@@ -29,9 +33,12 @@ from agentwire.state import (
     StateStoreUnavailableError,
     open_sqlite_store,
 )
+from agentwire.state._log import StateLog, StateTracker
 from agentwire.state._remote import GatewayStateStore
 from agentwire.state._stores import open_state_store
+from agentwire.state._sync import stored_of, syncs_of
 
+from .strategies import histories
 from .test_failover import COUNTER, GUARD, Count, Increment, SharedCounter, Trap
 
 DISARMED = Trap(0, "before-commit", armed=False)
@@ -151,3 +158,29 @@ async def test_a_state_store_spec_opens_that_store(tmp_path: pathlib.Path, redis
             assert await store.commit(agent, 0, Snapshot({"n": 1})) == 1
     async with open_sqlite_store(tmp_path / "state.db") as sqlite:
         assert (await sqlite.load(agent)).version == 1
+
+
+@given(states=histories())
+@settings(max_examples=50, deadline=None)
+def test_what_a_store_holds_travels_as_state_syncs_and_back(states: list[dict[str, Any]]) -> None:
+    log = StateLog(str(COUNTER))
+    tracker = StateTracker(snapshot_every=5)
+    for state in states:
+        prepared = tracker.prepare(state)
+        if prepared is not None:
+            tracker.committed_as(prepared[0], prepared[1], log.write(tracker.version, prepared[0]))
+    syncs = syncs_of(COUNTER, log.stored)
+    wire = [spb.StateSync.FromString(sync.SerializeToString()) for sync in syncs]
+    assert stored_of(wire) == log.stored
+    assert [s.snapshot for s in syncs] == [True] + [False] * len(log.stored.deltas)
+    for sync in syncs[1:]:
+        patch = json.loads(sync.state_delta)
+        touched = {JsonPointer(op["path"]).parts[0] for op in patch}
+        assert sorted(sync.affected_keys) == sorted(touched)
+
+
+def test_state_syncs_whose_versions_do_not_follow_are_refused() -> None:
+    first = spb.StateSync(agent_id="counter/c", version=1, state_delta="{}", snapshot=True)
+    gap = spb.StateSync(agent_id="counter/c", version=3, state_delta="[]")
+    with pytest.raises(StateError, match="do not follow"):
+        stored_of([first, gap])

@@ -109,7 +109,12 @@ class StatefulAgent(RoutedAgent):
         """Commit ``self.state`` if it changed since the last commit; return its version."""
         if not self._activated:
             await self._activate()
-        async with self._state_lock:
+        lock = self._state_lock
+        try:
+            lock.acquire_nowait()  # uncontended (the usual case): no trip to the scheduler
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
             state = self.state if self._codec is None else self._codec.encode(self.state)
             prepared = self._tracker.prepare(state)
             if prepared is None:
@@ -127,6 +132,8 @@ class StatefulAgent(RoutedAgent):
                 raise
             self._tracker.committed_as(change, normal, version)
             return version
+        finally:
+            lock.release()
 
     async def save_state(self) -> Mapping[str, Any]:
         """The current state (a copy; a record's JSON object), as

@@ -138,6 +138,17 @@ async def serve_counter(
             await trio.sleep_forever()
 
 
+async def stored_counter(
+    gateway_store: StateStore | None, path: pathlib.Path | None
+) -> StoredState:
+    """What the gateway's store, or else the SQLite file *path*, holds for the counter."""
+    if gateway_store is not None:
+        return await gateway_store.load(COUNTER)
+    assert path is not None
+    async with open_sqlite_store(path) as store:
+        return await store.load(COUNTER)
+
+
 @pytest.mark.parametrize("kept", ["worker-sqlite", "gateway"])
 @pytest.mark.parametrize("when", ["before-commit", "after-commit"])
 async def test_a_counter_survives_its_worker_stopping_with_every_acknowledged_increment(
@@ -176,13 +187,7 @@ async def test_a_counter_survives_its_worker_stopping_with_every_acknowledged_in
                     else:
                         answers.append(answer)
             nursery.cancel_scope.cancel()
-    stored: StoredState
-    if gateway_store is not None:
-        stored = await gateway_store.load(COUNTER)
-    else:
-        assert path is not None
-        async with open_sqlite_store(path) as store:
-            stored = await store.load(COUNTER)
+    stored = await stored_counter(gateway_store, path)
     owner = trap.worker
     survivor = "w2" if owner == "w1" else "w1"
     in_flight_committed = when == "after-commit"

@@ -19,9 +19,17 @@ import pytest
 import trio
 
 from agentwire import open_gateway
-from agentwire.state import MemoryStateStore, StoredState, open_sqlite_store
+from agentwire.state import MemoryStateStore
 
-from .test_failover import COUNTER, GUARD, Count, Trap, increment, open_caller, serve_counter
+from .test_failover import (
+    GUARD,
+    Count,
+    Trap,
+    increment,
+    open_caller,
+    serve_counter,
+    stored_counter,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -101,13 +109,7 @@ async def test_a_counter_goes_on_after_its_worker_process_is_killed(
                             answers.append(answer)
                 await trio.to_thread.run_sync(proc.wait)
             nursery.cancel_scope.cancel()
-    stored: StoredState
-    if gateway_store is not None:
-        stored = await gateway_store.load(COUNTER)
-    else:
-        assert path is not None
-        async with open_sqlite_store(path) as store:
-            stored = await store.load(COUNTER)
+    stored = await stored_counter(gateway_store, path)
     assert proc.returncode == -signal.SIGKILL
     workers = [a.worker for a in answers]
     assert workers == ["process"] * KILL_AFTER + ["survivor"] * (len(answers) - KILL_AFTER)

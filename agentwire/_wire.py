@@ -21,6 +21,7 @@ __all__ = [
     "STATE_DESTINATION",
     "TIMEOUT_METADATA_KEY",
     "ErrorKind",
+    "StateErrorKind",
 ]
 
 SERVICE_PREFIX = "/agents.AgentRpc/"
@@ -98,3 +99,14 @@ class ErrorKind(enum.StrEnum):
     """The target agent has no handler for the message's type."""
     PERMISSION_DENIED = "permission-denied"
     """The caller's principal may not call the target agent type (gateway access control)."""
+
+
+class StateErrorKind(enum.StrEnum):
+    """The values of ``StateSyncResponse.error_kind`` (``agentwire_state.proto``)."""
+
+    CONFLICT = "conflict"
+    """The write's base version is not the stored one (``current_version`` holds it)."""
+    INVALID = "invalid"
+    """The request was malformed (no agent id, not a JSON object or patch)."""
+    UNAVAILABLE = "unavailable"
+    """The store failed or could not be reached, or there is none: retry later."""

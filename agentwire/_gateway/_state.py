@@ -31,9 +31,9 @@ from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._proto import agentwire_state_pb2 as spb
 from .._security import AccessGuard, Principal
-from .._wire import STATE_CLIENT_ID
+from .._wire import STATE_CLIENT_ID, StateErrorKind
 from ..state._stores import StateStore
-from ..state._sync import UNAVAILABLE, agent_of, change_of, error_response, syncs_of
+from ..state._sync import agent_of, change_of, error_response, syncs_of
 from ._hub import Connection, GatewayHub
 from ._routing import ConnKind
 
@@ -89,7 +89,7 @@ async def serve_state_service(
                 refusal = spb.StateSyncResponse(
                     error=f"the gateway's state service has {max_requests} requests waiting: "
                     "retry later",
-                    error_kind=UNAVAILABLE,
+                    error_kind=StateErrorKind.UNAVAILABLE,
                 )
                 await _answer(connection, message, refusal)
         nursery.cancel_scope.cancel()

@@ -7,8 +7,10 @@ against the last committed version, or a whole snapshot. Every write names
 the version it was based on; a store refuses a stale one with
 :class:`StateConflictError`. Stores: :class:`MemoryStateStore` (tests),
 :func:`open_sqlite_store` (one SQLite file, WAL mode) and
-:func:`open_redis_store` (Redis; coredis is imported when it is opened). See
-the README, "Agent state".
+:func:`open_redis_store` (Redis; coredis is imported when it is opened). An
+agent registered without a store on an agentwire worker keeps its state in
+the gateway's (``open_gateway(state_store=...)``), over the control channel
+(``agentwire.state.v1`` messages). See the README, "Agent state".
 """
 
 from __future__ import annotations

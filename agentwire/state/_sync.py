@@ -9,6 +9,7 @@ from typing import Any
 
 from .._ids import AgentId
 from .._proto import agentwire_state_pb2 as spb
+from .._wire import StateErrorKind
 from ._log import (
     Change,
     Delta,
@@ -20,9 +21,6 @@ from ._log import (
 )
 
 __all__ = [
-    "CONFLICT",
-    "INVALID",
-    "UNAVAILABLE",
     "agent_of",
     "change_of",
     "error_response",
@@ -31,8 +29,6 @@ __all__ = [
     "sync_of",
     "syncs_of",
 ]
-
-CONFLICT, INVALID, UNAVAILABLE = "conflict", "invalid", "unavailable"
 
 
 def _json(value: Any) -> str:
@@ -118,9 +114,9 @@ def error_response(exc: Exception) -> spb.StateSyncResponse:
     """The answer telling a writer why its request failed."""
     if isinstance(exc, StateConflictError):
         return spb.StateSyncResponse(
-            error=str(exc), error_kind=CONFLICT, current_version=exc.current_version
+            error=str(exc), error_kind=StateErrorKind.CONFLICT, current_version=exc.current_version
         )
-    kind = INVALID if isinstance(exc, StateError) else UNAVAILABLE
+    kind = StateErrorKind.INVALID if isinstance(exc, StateError) else StateErrorKind.UNAVAILABLE
     return spb.StateSyncResponse(error=str(exc) or type(exc).__name__, error_kind=kind)
 
 
@@ -128,8 +124,8 @@ def raise_for(response: spb.StateSyncResponse, agent_id: AgentId, base_version: 
     """Raise what the gateway's error answer says (nothing if it is none)."""
     if not response.error and not response.error_kind:
         return
-    if response.error_kind == CONFLICT:
+    if response.error_kind == StateErrorKind.CONFLICT:
         raise StateConflictError(str(agent_id), base_version, response.current_version)
-    if response.error_kind == INVALID:
+    if response.error_kind == StateErrorKind.INVALID:
         raise StateError(f"the gateway's state store refused it: {response.error}")
     raise StateStoreUnavailableError(f"the gateway's state store failed: {response.error}")

@@ -123,9 +123,9 @@ class RedisStateStore:
     def _unavailable(self, exc: BaseException) -> StateStoreUnavailableError:
         reason = "no answer" if isinstance(exc, trio.TooSlowError) else str(exc) or repr(exc)
         return StateStoreUnavailableError(
-            f"the Redis state store at {self._where} did not answer within "
-            f"{self._timeout:g} s ({reason}); the state may not be committed: "
-            "retry once the server is back"
+            f"the Redis state store at {self._where} is unavailable ({reason}; a call waits "
+            f"at most {self._timeout:g} s): the state may not be committed; retry once the "
+            "server is back"
         )
 
 

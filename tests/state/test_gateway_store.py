@@ -37,6 +37,7 @@ from agentwire.state._log import StateLog, StateTracker
 from agentwire.state._remote import GatewayStateStore
 from agentwire.state._stores import open_state_store
 from agentwire.state._sync import stored_of, syncs_of
+from tests.redis_server import RedisProcess
 
 from .strategies import histories
 from .test_failover import COUNTER, GUARD, Count, Increment, SharedCounter, Trap
@@ -184,3 +185,30 @@ def test_state_syncs_whose_versions_do_not_follow_are_refused() -> None:
     gap = spb.StateSync(agent_id="counter/c", version=3, state_delta="[]")
     with pytest.raises(StateError, match="do not follow"):
         stored_of([first, gap])
+
+
+async def test_a_redis_outage_behind_the_gateway_fails_the_writer_until_it_is_back(
+    redis_process: RedisProcess,
+) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            open_gateway(state_store=redis_process.url) as gateway,
+            open_worker(gateway.address) as runtime,
+        ):
+            await SharedCounter.register(
+                runtime, "counter", lambda: SharedCounter("w", None, DISARMED)
+            )
+            runtime.add_message_serializer(serializers_for_type(Increment))
+            runtime.add_message_serializer(serializers_for_type(Count))
+            assert await runtime.send_message(Increment(), COUNTER) == Count("w", 1)
+            redis_process.stop()
+            with pytest.raises(
+                StateStoreUnavailableError, match="Redis state store .* unavailable"
+            ):
+                await runtime.send_message(Increment(), COUNTER)
+            redis_process.start()  # empty: persistence is off, version 1 is gone
+            with pytest.raises(StateConflictError) as caught:
+                await runtime.send_message(Increment(), COUNTER)
+            assert caught.value.current_version == 0
+            # the agent reloaded (nothing stored: its initial state) and goes on
+            assert await runtime.send_message(Increment(), COUNTER) == Count("w", 1)

@@ -202,9 +202,10 @@ async def test_a_redis_outage_behind_the_gateway_fails_the_writer_until_it_is_ba
             runtime.add_message_serializer(serializers_for_type(Count))
             assert await runtime.send_message(Increment(), COUNTER) == Count("w", 1)
             redis_process.stop()
-            with pytest.raises(
-                StateStoreUnavailableError, match="Redis state store .* unavailable"
-            ):
+            unavailable = (
+                r"the gateway's state store failed: the Redis state store .* is unavailable"
+            )
+            with pytest.raises(StateStoreUnavailableError, match=unavailable):
                 await runtime.send_message(Increment(), COUNTER)
             redis_process.start()  # empty: persistence is off, version 1 is gone
             with pytest.raises(StateConflictError) as caught:

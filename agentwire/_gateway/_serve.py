@@ -213,7 +213,8 @@ async def serve_gateway(
     *state_store* (a :class:`~agentwire.state.StateStore`, or ``"memory"``,
     ``"sqlite:PATH"``, a ``redis://`` URL) keeps the state of workers'
     :class:`~agentwire.state.StatefulAgent` s registered without a store of
-    their own (README, "Agent state"); not with an *authenticator* yet.
+    their own (README, "Agent state"); a spec is opened for the gateway's
+    lifetime, a store object stays the caller's. Not with an *authenticator* yet.
     """
     if state_store is not None and authenticator is not None:
         raise ValueError(

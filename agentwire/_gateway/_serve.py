@@ -247,6 +247,7 @@ async def serve_gateway(
                 ssl_context=ssl_context,
             )
         )
+        await nursery.start(operator.run)
         plaintext = None
         if plaintext_address is not None:
             accepting = trio.CancelScope()

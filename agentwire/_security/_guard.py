@@ -33,6 +33,9 @@ G4  Discretion. A principal sees (GetSubscriptions), and removes, only
     subscriptions recorded by client-ids it owns; error messages name other
     principals' client-ids to nobody (and never a token).
 G5  Counting. ``denials`` and ``unauthenticated`` count every refusal raised.
+G6  Reserved. No caller acts as the gateway's own operator client
+    (``agentwire-operator``, ``agentwire-operator/...``), with authentication
+    on or off: its subscriptions outlive every caller's connection.
 
 With authentication off every caller is :data:`ANONYMOUS` (one principal,
 every right): G2 and G4 then hold trivially and the gateway behaves as
@@ -48,10 +51,11 @@ from typing import Protocol
 import attrs
 
 from .._proto import agent_worker_pb2 as pb
+from .._wire import OPERATOR_CLIENT_ID
 from ._auth import AuthenticationError, Authenticator, Credentials
 from ._rights import ANONYMOUS, NamePatterns, PermissionDeniedError, Principal
 
-__all__ = ["AccessGuard", "GuardStatistics", "MessagePolicy"]
+__all__ = ["AccessGuard", "GuardStatistics", "MessagePolicy", "is_operator_client"]
 
 logger = logging.getLogger("agentwire.security")
 
@@ -159,7 +163,15 @@ class AccessGuard:
         return self.owner_of(client_id) == principal.name
 
     def check_client(self, principal: Principal, client_id: str) -> None:
-        """G2: refuse *principal* acting as a client-id another principal owns."""
+        """G2: refuse *principal* acting as a client-id another principal owns;
+        G6: or as the gateway's operator client."""
+        if is_operator_client(client_id):
+            raise PermissionDeniedError(
+                self._deny(
+                    f"client-id {client_id!r} is reserved for the gateway's own operator "
+                    "client; use another client-id"
+                )
+            )
         owner = self.owner_of(client_id)
         if owner is not None and owner != principal.name:
             raise PermissionDeniedError(
@@ -235,6 +247,44 @@ class AccessGuard:
                 )
             )
 
+    def check_operator_subscription(
+        self, principal: Principal, subscription: pb.Subscription
+    ) -> None:
+        """A subscription the gateway keeps for *principal*
+        (``/agentwire.Operator/AddSubscription``): its topic types need the
+        ``subscribe`` right (a prefix subscription a prefix right covering its
+        prefix), its agent type the ``call`` right -- its events are messages
+        to that type's agents, which another principal's worker may serve."""
+        kind = subscription.WhichOneof("subscription")
+        rights = principal.rights
+        if kind == "typeSubscription":
+            agent_type = subscription.typeSubscription.agent_type
+            topic = subscription.typeSubscription.topic_type
+            allowed = rights.subscribe.allows(topic)
+            what = f"topic type {topic!r}"
+        elif kind == "typePrefixSubscription":
+            agent_type = subscription.typePrefixSubscription.agent_type
+            topic = subscription.typePrefixSubscription.topic_type_prefix
+            allowed = rights.subscribe.allows_prefix(topic)
+            what = f"every topic type starting with {topic!r}"
+        else:
+            return  # malformed: the router answers INVALID_ARGUMENT
+        if not allowed:
+            raise PermissionDeniedError(
+                self._deny(
+                    f"principal {principal.name!r} may not subscribe to {what} "
+                    f"(its 'subscribe' right allows: {rights.subscribe})"
+                )
+            )
+        if not rights.call.allows(agent_type):
+            raise PermissionDeniedError(
+                self._deny(
+                    f"principal {principal.name!r} may not subscribe agent type {agent_type!r}: "
+                    f"its events would be calls it may not make "
+                    f"(its 'call' right allows: {rights.call})"
+                )
+            )
+
     def refuse_event(self, client_id: str, topic_type: str) -> str | None:
         """Per CloudEvent from *client_id*'s data stream: why it may not be
         published (counted), or None. Costs a dict lookup with authentication on."""
@@ -286,3 +336,8 @@ class AccessGuard:
         if self.may_see(principal, owner_client_id):
             return f"Agent type {agent_type} already registered with client {owner_client_id}."
         return f"Agent type {agent_type} already registered by another principal's worker."
+
+
+def is_operator_client(client_id: str) -> bool:
+    """Whether *client_id* is reserved for the gateway's operator client (G6)."""
+    return client_id == OPERATOR_CLIENT_ID or client_id.startswith(OPERATOR_CLIENT_ID + "/")

@@ -639,7 +639,9 @@ class RoutingTable:
             return [answer(conn, message, False)] if message.respond_to else []
         denied = None
         if self.policy is not None:
-            denied = self.policy.refuse_control(conn.client_id, message.destination)
+            denied = self.policy.refuse_control(
+                conn.client_id, message.destination, request=bool(message.respond_to)
+            )
         placed = None if self._shared is None else self._shared.control_of
         target = resolve(self._reg, message.destination, placed) if denied is None else None
         if target is not None:
@@ -655,7 +657,8 @@ class RoutingTable:
         if reply is None:
             logger.warning("%s (dropped)", reason)
             return []
-        back = resolve(self._reg, message.respond_to) or conn
+        # A refusal goes back to the sender only: its respond_to may name another's client.
+        back = conn if denied else resolve(self._reg, message.respond_to) or conn
         return [Deliver(back, reply.SerializeToString())]
 
     # ------------------------------------------------------------ introspection

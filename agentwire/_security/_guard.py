@@ -69,7 +69,9 @@ class MessagePolicy(Protocol):
 
     def refuse_request(self, client_id: str, agent_type: str) -> str | None: ...
 
-    def refuse_control(self, client_id: str, destination: str) -> str | None: ...
+    def refuse_control(
+        self, client_id: str, destination: str, *, request: bool = False
+    ) -> str | None: ...
 
 
 @attrs.frozen(slots=True)
@@ -295,14 +297,30 @@ class AccessGuard:
         of *agent_type* (counted), or None."""
         return self._refuse(client_id, "call", "call agent type", agent_type)
 
-    def refuse_control(self, client_id: str, destination: str) -> str | None:
+    def refuse_control(
+        self, client_id: str, destination: str, *, request: bool = False
+    ) -> str | None:
         """Per ControlMessage: one for ``agentid=type/key`` needs the ``call``
-        right on that type; one for ``clientid=...`` (how answers find their
-        requester) passes."""
-        if not destination.startswith("agentid="):
+        right on that type. One for ``clientid=...`` passes if it is an answer
+        (no ``respond_to``: how answers find their requester); a *request* to a
+        client-id passes only between client-ids of one principal -- a worker
+        serves every request that reaches its control channel, so another
+        principal's would bypass the ``call`` right."""
+        if destination.startswith("agentid="):
+            agent_type = destination[len("agentid=") :].partition("/")[0]
+            return self._refuse(client_id, "call", "call agent type", agent_type)
+        if not request or not destination.startswith("clientid=") or self.authenticator is None:
             return None
-        agent_type = destination[len("agentid=") :].partition("/")[0]
-        return self._refuse(client_id, "call", "call agent type", agent_type)
+        principal = self._owners.get(client_id)
+        if principal is None:
+            return self._unowned(client_id)  # pragma: no cover - streams are claimed
+        if self.owns(principal, destination[len("clientid=") :]):
+            return None
+        return self._deny(
+            f"principal {principal.name!r} may not send a control request to a client-id "
+            "it does not own: its 'call' right reaches agents (agentid=TYPE/KEY) only",
+            (principal.name, "call", "clientid="),
+        )
 
     def _refuse(self, client_id: str, right: str, action: str, name: str) -> str | None:
         principal = self._owners.get(client_id)

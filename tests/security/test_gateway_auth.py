@@ -228,3 +228,27 @@ async def test_a_control_message_to_an_agent_needs_the_call_right(
             own = control("r2", "agentid=shouter/k", respond_to="clientid=a1")
             await alice.send(own)
             assert await alice.receive() == own
+
+
+async def test_a_control_request_to_another_principals_client_id_is_refused(
+    channel: Channel, gateway: Gateway
+) -> None:
+    with trio.fail_after(GUARD):
+        async with (
+            channel.stream(P + "OpenControlChannel", metadata=as_(MALLORY, "m1")) as mallory,
+            channel.stream(P + "OpenControlChannel", metadata=as_(ALICE, "a1")) as alice,
+        ):
+            await gateway.wait_until(lambda s: s.control_connections == 2)
+            # A request straight to alice's worker, its error answer aimed at alice too.
+            await mallory.send(control("r1", "clientid=a1", respond_to="clientid=a1"))
+            reply = pb.ControlMessage.FromString(await mallory.receive() or b"")
+            body = pb.SaveStateResponse()
+            assert reply.rpcMessage.Unpack(body)
+            assert "'mallory' may not send a control request" in body.error
+            assert "'call' right" in body.error
+            assert "a1" not in body.error
+            # An answer to alice's client-id still reaches her: the first thing she gets.
+            answer = control("r0", "clientid=a1", save=False)
+            await mallory.send(answer)
+            assert await alice.receive() == answer
+    assert gateway.access_statistics().denials == 1

@@ -27,7 +27,6 @@ import logging
 from typing import Any
 
 import trio
-from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
@@ -78,9 +77,12 @@ class OperatorSubscriptions:
             await hub.wait_until(lambda _: hub.closing)
 
     async def _keep(
-        self, client_id: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        client_id: str,
+        connected: trio.Event,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        connected = self._clients[client_id] = trio.Event()
         try:
             async with self._hub.connect(client_id) as connection:
                 connected.set()
@@ -102,7 +104,9 @@ class OperatorSubscriptions:
         if connected is None:
             if self._nursery is None or self._hub.closing:
                 raise GRPCError(Status.UNAVAILABLE, "agentwire gateway: shutting down")
-            await self._nursery.start(self._keep, client_id)
+            # Recorded before the task starts: a concurrent call waits for it.
+            self._clients[client_id] = connected = trio.Event()
+            await self._nursery.start(self._keep, client_id, connected)
         else:
             await connected.wait()  # another call is connecting it
         if client_id not in self._clients:
@@ -118,6 +122,9 @@ class OperatorSubscriptions:
             raise GRPCError(Status.UNAUTHENTICATED, str(exc)) from None
 
     async def _add(self, data: bytes, stream: ServerStream) -> bytes:
+        from .._gateway._registry import RoutingError  # the gateway package imports this one
+        from .._gateway._service import _parse
+
         principal = self._principal(stream)
         subscription = _parse(pb.AddSubscriptionRequest, data).subscription
         try:
@@ -139,8 +146,6 @@ class OperatorSubscriptions:
                 f"a subscription with the id {new.id!r}, or of {_describe(subscription)}, "
                 "already exists",
             )
-        from .._gateway._registry import RoutingError  # the gateway package imports this one
-
         try:
             hub.add_subscription(client_id, subscription, relay=True)
         except RoutingError as exc:  # the hub's limits
@@ -150,6 +155,8 @@ class OperatorSubscriptions:
         return pb.AddSubscriptionResponse().SerializeToString()
 
     async def _remove(self, data: bytes, stream: ServerStream) -> bytes:
+        from .._gateway._service import _parse
+
         principal = self._principal(stream)
         subscription_id = _parse(pb.RemoveSubscriptionRequest, data).id
         hub = self._hub
@@ -161,15 +168,6 @@ class OperatorSubscriptions:
         hub.remove_subscription(owner, subscription_id)
         logger.info("operator %s removed subscription %s", principal, subscription_id)
         return pb.RemoveSubscriptionResponse().SerializeToString()
-
-
-def _parse(cls: Any, data: bytes) -> Any:
-    try:
-        return cls.FromString(data)
-    except DecodeError as exc:
-        raise GRPCError(
-            Status.INVALID_ARGUMENT, f"malformed {cls.DESCRIPTOR.full_name} ({exc})"
-        ) from None
 
 
 def _describe(subscription: pb.Subscription) -> str:

@@ -218,21 +218,11 @@ class AccessGuard:
         right) and topic types it may subscribe to (``subscribe`` right; a prefix
         subscription needs a prefix right covering its prefix, except an agent
         type's own direct-message prefix ``"<agent type>:"``)."""
-        kind = subscription.WhichOneof("subscription")
-        rights = principal.rights
-        if kind == "typeSubscription":
-            agent_type = subscription.typeSubscription.agent_type
-            topic = subscription.typeSubscription.topic_type
-            allowed = rights.subscribe.allows(topic)
-            what = f"topic type {topic!r}"
-        elif kind == "typePrefixSubscription":
-            agent_type = subscription.typePrefixSubscription.agent_type
-            topic = subscription.typePrefixSubscription.topic_type_prefix
-            # "<agent type>:" is the direct-message subscription every agent type has
-            allowed = topic == f"{agent_type}:" or rights.subscribe.allows_prefix(topic)
-            what = f"every topic type starting with {topic!r}"
-        else:
+        parts = self._topics(principal, subscription, own_prefix=True)
+        if parts is None:
             return  # malformed: the router answers INVALID_ARGUMENT
+        agent_type, refusal = parts
+        rights = principal.rights
         if not rights.register.allows(agent_type):
             raise PermissionDeniedError(
                 self._deny(
@@ -241,13 +231,8 @@ class AccessGuard:
                     f"(its 'register' right allows: {rights.register})"
                 )
             )
-        if not allowed:
-            raise PermissionDeniedError(
-                self._deny(
-                    f"principal {principal.name!r} may not subscribe to {what} "
-                    f"(its 'subscribe' right allows: {rights.subscribe})"
-                )
-            )
+        if refusal is not None:
+            raise PermissionDeniedError(self._deny(refusal))
 
     def check_operator_subscription(
         self, principal: Principal, subscription: pb.Subscription
@@ -257,27 +242,13 @@ class AccessGuard:
         ``subscribe`` right (a prefix subscription a prefix right covering its
         prefix), its agent type the ``call`` right -- its events are messages
         to that type's agents, which another principal's worker may serve."""
-        kind = subscription.WhichOneof("subscription")
-        rights = principal.rights
-        if kind == "typeSubscription":
-            agent_type = subscription.typeSubscription.agent_type
-            topic = subscription.typeSubscription.topic_type
-            allowed = rights.subscribe.allows(topic)
-            what = f"topic type {topic!r}"
-        elif kind == "typePrefixSubscription":
-            agent_type = subscription.typePrefixSubscription.agent_type
-            topic = subscription.typePrefixSubscription.topic_type_prefix
-            allowed = rights.subscribe.allows_prefix(topic)
-            what = f"every topic type starting with {topic!r}"
-        else:
+        parts = self._topics(principal, subscription, own_prefix=False)
+        if parts is None:
             return  # malformed: the router answers INVALID_ARGUMENT
-        if not allowed:
-            raise PermissionDeniedError(
-                self._deny(
-                    f"principal {principal.name!r} may not subscribe to {what} "
-                    f"(its 'subscribe' right allows: {rights.subscribe})"
-                )
-            )
+        agent_type, refusal = parts
+        if refusal is not None:
+            raise PermissionDeniedError(self._deny(refusal))
+        rights = principal.rights
         if not rights.call.allows(agent_type):
             raise PermissionDeniedError(
                 self._deny(
@@ -286,6 +257,35 @@ class AccessGuard:
                     f"(its 'call' right allows: {rights.call})"
                 )
             )
+
+    @staticmethod
+    def _topics(
+        principal: Principal, subscription: pb.Subscription, *, own_prefix: bool
+    ) -> tuple[str, str | None] | None:
+        """``(agent type, why the subscribe right refuses its topics or None)``
+        of *subscription*, None if it is malformed. *own_prefix*: the agent
+        type's direct-message prefix ``"<agent type>:"`` needs no right."""
+        kind = subscription.WhichOneof("subscription")
+        subscribe = principal.rights.subscribe
+        if kind == "typeSubscription":
+            agent_type = subscription.typeSubscription.agent_type
+            topic = subscription.typeSubscription.topic_type
+            allowed = subscribe.allows(topic)
+            what = f"topic type {topic!r}"
+        elif kind == "typePrefixSubscription":
+            agent_type = subscription.typePrefixSubscription.agent_type
+            topic = subscription.typePrefixSubscription.topic_type_prefix
+            # "<agent type>:" is the direct-message subscription every agent type has
+            allowed = (own_prefix and topic == f"{agent_type}:") or subscribe.allows_prefix(topic)
+            what = f"every topic type starting with {topic!r}"
+        else:
+            return None
+        if allowed:
+            return agent_type, None
+        return agent_type, (
+            f"principal {principal.name!r} may not subscribe to {what} "
+            f"(its 'subscribe' right allows: {subscribe})"
+        )
 
     def refuse_event(self, client_id: str, topic_type: str) -> str | None:
         """Per CloudEvent from *client_id*'s data stream: why it may not be

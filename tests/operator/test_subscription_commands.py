@@ -14,7 +14,7 @@ from grpclib.exceptions import GRPCError
 from agentwire import Gateway, WorkerRuntime, open_gateway, open_worker
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._transport import open_channel
-from agentwire._wire import SERVICE_PREFIX
+from agentwire._wire import OPERATOR_ADD_SUBSCRIPTION_METHOD, SERVICE_PREFIX
 from agentwire.security import AccessFileAuthenticator
 from tests.operator.agents import RECEIVED, setup
 from tests.operator.cli import agentwire
@@ -266,3 +266,19 @@ async def test_an_operator_sees_and_removes_only_its_own(
     )
     assert removed.status == 0, removed.err
     assert secured.statistics().subscriptions == 2
+
+
+async def test_concurrent_first_subscriptions_share_one_operator_client(gateway: Gateway) -> None:
+    def request(topic: str) -> bytes:
+        sub = pb.Subscription(
+            id=topic, typeSubscription=pb.TypeSubscription(topic_type=topic, agent_type="x")
+        )
+        return pb.AddSubscriptionRequest(subscription=sub).SerializeToString()
+
+    async with open_channel(gateway.address) as channel, trio.open_nursery() as nursery:
+        for topic in ("t1", "t2", "t3"):
+            nursery.start_soon(channel.unary, OPERATOR_ADD_SUBSCRIPTION_METHOD, request(topic))
+    assert sorted(s.id for s in gateway._hub.subscriptions()) == ["t1", "t2", "t3"]
+    assert [c for c in gateway._hub.clients() if c[0] == "agentwire-operator"] == [
+        ("agentwire-operator", (), 3, True)
+    ]

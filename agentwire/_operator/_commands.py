@@ -202,9 +202,10 @@ _COMMANDS: tuple[tuple[str, tuple[str, str] | None, str, str, str], ...] = (
         "subscriptions",
         None,
         "the subscriptions",
-        "list a gateway's subscriptions",
+        "list a gateway's subscriptions; add or remove one",
         "List the subscriptions the gateway holds (with an access file: those of your own "
-        "principal).",
+        "principal). 'add' and 'remove' make and remove subscriptions the gateway keeps "
+        "itself (see 'agentwire subscriptions add --help').",
     ),
     (
         "status",

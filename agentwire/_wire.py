@@ -14,6 +14,9 @@ __all__ = [
     "DRAIN_DESTINATION",
     "ERROR_KIND_KEY",
     "ERROR_TYPE_KEY",
+    "OPERATOR_ADD_SUBSCRIPTION_METHOD",
+    "OPERATOR_CLIENT_ID",
+    "OPERATOR_REMOVE_SUBSCRIPTION_METHOD",
     "OPERATOR_STATUS_METHOD",
     "RELEASE_DESTINATION",
     "SERVICE_PREFIX",
@@ -30,6 +33,21 @@ SERVICE_PREFIX = "/agents.AgentRpc/"
 OPERATOR_STATUS_METHOD = "/agentwire.Operator/Status"
 """An agentwire-only, read-only unary method of the gateway: an empty request, a UTF-8 JSON
 answer (connected clients, their agent types, subscriptions and counters; ``agentwire status``)."""
+
+OPERATOR_ADD_SUBSCRIPTION_METHOD = "/agentwire.Operator/AddSubscription"
+"""An agentwire-only unary method of the gateway: an ``agents.AddSubscriptionRequest``
+whose subscription the gateway itself keeps (it outlives the caller's connection;
+``agentwire subscriptions add``); the answer is an empty ``AddSubscriptionResponse``."""
+
+OPERATOR_REMOVE_SUBSCRIPTION_METHOD = "/agentwire.Operator/RemoveSubscription"
+"""An agentwire-only unary method of the gateway: an ``agents.RemoveSubscriptionRequest``
+for any subscription the caller may see (``agentwire subscriptions remove``); the answer
+is an empty ``RemoveSubscriptionResponse``, NOT_FOUND for an unknown id."""
+
+OPERATOR_CLIENT_ID = "agentwire-operator"
+"""The client-id of the gateway's own client that keeps the subscriptions made with
+:data:`OPERATOR_ADD_SUBSCRIPTION_METHOD` (with an access file, one per principal:
+``agentwire-operator/<principal>``). Workers may not use it or any ``agentwire-operator/...``."""
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 2**20
 """The largest message sent or received by default: grpc-core's limit, which AutoGen keeps."""

@@ -126,6 +126,13 @@ def add_gateway_command(subparsers: Any) -> None:
         "its callers are answered [default: %(default)s]",
     )
     parser.add_argument(
+        "--handshake-timeout",
+        type=_timeout,
+        default=10.0,
+        help="seconds a new connection has to finish its TLS and HTTP/2 handshakes "
+        "before it is closed; 0 = no bound [default: %(default)s]",
+    )
+    parser.add_argument(
         "--metrics-address",
         metavar="HOST:PORT",
         default=None,
@@ -267,6 +274,7 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: li
                     registration_grace=args.registration_grace,
                     keepalive_interval=args.keepalive_interval,
                     keepalive_timeout=args.keepalive_timeout,
+                    handshake_timeout=args.handshake_timeout,
                     ssl_context=security.ssl_context,
                     authenticator=security.authenticator,
                     plaintext_address=security.plaintext_address,

@@ -344,8 +344,11 @@ class GatewayHub:
         self._table.register_agent(client_id, agent_type, trio.current_time())
         self._after_change()
 
-    def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
-        self._table.add_subscription(client_id, subscription, trio.current_time())
+    def add_subscription(
+        self, client_id: str, subscription: pb.Subscription, *, relay: bool = False
+    ) -> None:
+        """AddSubscription; *relay*: see ``RoutingTable.add_subscription``."""
+        self._table.add_subscription(client_id, subscription, trio.current_time(), relay=relay)
         self._after_change()
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
@@ -562,6 +565,11 @@ class GatewayHub:
             self._after_change()
 
     # ------------------------------------------------------------ shutdown
+
+    @property
+    def closing(self) -> bool:
+        """Whether shutdown has begun (``wait_until`` sees it change)."""
+        return self._closing
 
     def begin_shutdown(self, reason: str = "agentwire gateway: shutting down") -> None:
         """Refuse new streams, answer every pending RPC with an error and end

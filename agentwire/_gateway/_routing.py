@@ -36,6 +36,8 @@ I7  Shared agent types (``placement`` given): ``_shared`` (``_shared.py``,
     connection that have not handed their agents back as workers, each for
     the types it registered; requests and events for an agent of such a
     type go to the live owner of its key only.
+I8  Relayed subscriptions (operator-made): L1-L2 of ``_operator/_relay.py``
+    (``_relays``).
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -63,6 +65,7 @@ from grpclib.const import Status
 
 from .._errors import InvalidIdentifierError
 from .._ids import TopicId, is_valid_agent_type
+from .._operator._relay import Relays
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
 from .._security._guard import MessagePolicy
@@ -133,6 +136,7 @@ class RoutingTable:
             self._shared = SharedTypes(reg.clients, placement, max_placed_keys)
         self._clients = reg.clients
         self._owner = reg.owner
+        self._relays = Relays()  # I8
         # The start-up hold (``_held.py``); None once its grace is over.
         self._hold: StartupHold | None = None
         if startup_grace > 0:
@@ -217,6 +221,7 @@ class RoutingTable:
             if self._hold is not None:
                 self._hold.forget_caller(conn)
         self._reg.detach(conn)
+        self._relays.prune(self._reg.sub_owner)
         logger.debug("%s closed", conn)
         return actions
 
@@ -232,14 +237,25 @@ class RoutingTable:
         self._hold_retry = True
 
     def add_subscription(
-        self, client_id: str, subscription: pb.Subscription, now: float | None = None
+        self,
+        client_id: str,
+        subscription: pb.Subscription,
+        now: float | None = None,
+        *,
+        relay: bool = False,
     ) -> None:
+        """AddSubscription. *relay*: the worker of the agent type does not
+        hold this subscription itself (an operator made it), so its events
+        are also relayed to that worker as direct messages (I8)."""
         self._reg.add_subscription(client_id, subscription, self._clock(now))
+        if relay:
+            self._relays.add(subscription)
         self._hold_retry = True
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         """Any client may remove any subscription (as AutoGen)."""
         self._reg.remove_subscription(subscription_id)
+        self._relays.discard(subscription_id)
 
     def subscriptions(self) -> list[pb.Subscription]:
         """GetSubscriptions: every client's subscriptions, in insertion order."""
@@ -463,7 +479,7 @@ class RoutingTable:
                 else:
                     logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
             self._event_deliveries += len(targets)
-            return [Deliver(target, data, event=True) for target in targets]
+            return self._deliveries(targets, topic, data)
         for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
             if owner is None:
@@ -473,7 +489,28 @@ class RoutingTable:
             if data_conn is not None:
                 targets[data_conn] = None
         self._event_deliveries += len(targets)
-        return [Deliver(target, data, event=True) for target in targets]
+        return self._deliveries(targets, topic, data)
+
+    def _deliveries(self, targets: dict[Conn, None], topic: TopicId, data: bytes) -> list[Action]:
+        actions: list[Action] = [Deliver(target, data, event=True) for target in targets]
+        if self._relays:
+            actions += self._relay(topic, data)
+        return actions
+
+    def _relay(self, topic: TopicId, data: bytes) -> list[Action]:
+        """The copies of an event that relayed subscriptions ask for (I8)."""
+        actions: list[Action] = []
+        for agent_type, copy in self._relays.copies(topic, data, self._reg.table):
+            if self._shared is not None:
+                placed = self._shared.target(agent_type, topic.source)
+                target = placed if isinstance(placed, Conn) else None
+            else:
+                owner = self._owner.get(agent_type)
+                target = None if owner is None else self._clients[owner].data
+            if target is not None:
+                actions.append(Deliver(target, copy, event=True))
+        self._event_deliveries += len(actions)
+        return actions
 
     # ------------------------------------------------------------ pending RPCs
 
@@ -545,6 +582,7 @@ class RoutingTable:
         drop the records of clients that opened no channel in time (R4)."""
         self._now = now = max(now, self._now)
         self._reg.expire(now)
+        self._relays.prune(self._reg.sub_owner)
         actions: list[Action] = []
         for p in self._pending.pop_expired(now):
             whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"
@@ -601,7 +639,9 @@ class RoutingTable:
             return [answer(conn, message, False)] if message.respond_to else []
         denied = None
         if self.policy is not None:
-            denied = self.policy.refuse_control(conn.client_id, message.destination)
+            denied = self.policy.refuse_control(
+                conn.client_id, message.destination, request=bool(message.respond_to)
+            )
         placed = None if self._shared is None else self._shared.control_of
         target = resolve(self._reg, message.destination, placed) if denied is None else None
         if target is not None:
@@ -617,7 +657,8 @@ class RoutingTable:
         if reply is None:
             logger.warning("%s (dropped)", reason)
             return []
-        back = resolve(self._reg, message.respond_to) or conn
+        # A refusal goes back to the sender only: its respond_to may name another's client.
+        back = conn if denied else resolve(self._reg, message.respond_to) or conn
         return [Deliver(back, reply.SerializeToString())]
 
     # ------------------------------------------------------------ introspection
@@ -650,6 +691,7 @@ class RoutingTable:
     def check_invariants(self) -> None:
         """Assert I1-I7 (for tests; O(size of the state))."""
         self._reg.check_invariants()
+        self._relays.check_invariants(self._reg.sub_owner)  # I8
         if self._shared is not None:
             self._shared.check_invariants()  # I7
         live = {c for client in self._clients.values() for c in (client.data, client.control)}

@@ -161,6 +161,7 @@ async def serve_gateway(
     max_held: int = 1000,
     keepalive_interval: float | None = 5.0,
     keepalive_timeout: float = 10.0,
+    handshake_timeout: float | None = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
@@ -194,7 +195,9 @@ async def serve_gateway(
     instead of waiting for ``rpc_timeout`` (``keepalive_interval=None``
     turns this off). grpc-core clients answer PINGs from their own thread; an
     agentwire worker whose trio loop is blocked longer than the sum is
-    dropped too (and reconnects).
+    dropped too (and reconnects). A new connection must finish its TLS and
+    HTTP/2 handshakes within ``handshake_timeout`` seconds or it is closed
+    (None: no bound), so half-open connections cannot hold connection slots.
     See :class:`GatewayConfig` for the other options (``placement``: shared
     agent types, see the README). A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
@@ -260,9 +263,11 @@ async def serve_gateway(
                 grace_period=grace_period,
                 keepalive_interval=keepalive_interval,
                 keepalive_timeout=keepalive_timeout,
+                handshake_timeout=handshake_timeout,
                 ssl_context=ssl_context,
             )
         )
+        await nursery.start(operator.run)
         plaintext = None
         if plaintext_address is not None:
             accepting = trio.CancelScope()
@@ -376,6 +381,7 @@ async def open_gateway(
     max_held: int = 1000,
     keepalive_interval: float | None = 5.0,
     keepalive_timeout: float = 10.0,
+    handshake_timeout: float | None = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
@@ -412,6 +418,7 @@ async def open_gateway(
         max_held=max_held,
         keepalive_interval=keepalive_interval,
         keepalive_timeout=keepalive_timeout,
+        handshake_timeout=handshake_timeout,
         ssl_context=ssl_context,
         authenticator=authenticator,
         plaintext_address=plaintext_address,

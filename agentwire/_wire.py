@@ -14,11 +14,17 @@ __all__ = [
     "DRAIN_DESTINATION",
     "ERROR_KIND_KEY",
     "ERROR_TYPE_KEY",
+    "OPERATOR_ADD_SUBSCRIPTION_METHOD",
+    "OPERATOR_CLIENT_ID",
+    "OPERATOR_REMOVE_SUBSCRIPTION_METHOD",
     "OPERATOR_STATUS_METHOD",
     "RELEASE_DESTINATION",
     "SERVICE_PREFIX",
+    "STATE_CLIENT_ID",
+    "STATE_DESTINATION",
     "TIMEOUT_METADATA_KEY",
     "ErrorKind",
+    "StateErrorKind",
 ]
 
 SERVICE_PREFIX = "/agents.AgentRpc/"
@@ -27,6 +33,21 @@ SERVICE_PREFIX = "/agents.AgentRpc/"
 OPERATOR_STATUS_METHOD = "/agentwire.Operator/Status"
 """An agentwire-only, read-only unary method of the gateway: an empty request, a UTF-8 JSON
 answer (connected clients, their agent types, subscriptions and counters; ``agentwire status``)."""
+
+OPERATOR_ADD_SUBSCRIPTION_METHOD = "/agentwire.Operator/AddSubscription"
+"""An agentwire-only unary method of the gateway: an ``agents.AddSubscriptionRequest``
+whose subscription the gateway itself keeps (it outlives the caller's connection;
+``agentwire subscriptions add``); the answer is an empty ``AddSubscriptionResponse``."""
+
+OPERATOR_REMOVE_SUBSCRIPTION_METHOD = "/agentwire.Operator/RemoveSubscription"
+"""An agentwire-only unary method of the gateway: an ``agents.RemoveSubscriptionRequest``
+for any subscription the caller may see (``agentwire subscriptions remove``); the answer
+is an empty ``RemoveSubscriptionResponse``, NOT_FOUND for an unknown id."""
+
+OPERATOR_CLIENT_ID = "agentwire-operator"
+"""The client-id of the gateway's own client that keeps the subscriptions made with
+:data:`OPERATOR_ADD_SUBSCRIPTION_METHOD` (with an access file, one per principal:
+``agentwire-operator/<principal>``). Workers may not use it or any ``agentwire-operator/...``."""
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 2**20
 """The largest message sent or received by default: grpc-core's limit, which AutoGen keeps."""
@@ -54,6 +75,17 @@ RELEASE_DESTINATION = "agentwire-gateway=release"
 types back; the gateway places each anew (on another worker) on its next
 message and sends this worker no new request for them. Payloads as for
 :data:`DRAIN_DESTINATION`."""
+
+STATE_CLIENT_ID = "agentwire-state"
+"""The client-id of the agentwire gateway's state service (``open_gateway(state_store=...)``):
+it holds a control connection of the gateway under this id, like a worker."""
+
+STATE_DESTINATION = f"clientid={STATE_CLIENT_ID}"
+"""ControlMessage destination: an agentwire worker's ``agentwire.state.v1.StateSyncRequest``
+(``agentwire_state.proto``) for the gateway's state store; the answer (same ``rpc_id``) is a
+``StateSyncResponse``. Only agentwire workers send one, and the service only answers, so
+AutoGen peers never see these messages; a gateway without a state store (or AutoGen's host)
+has no such client: the agentwire gateway answers with an error response, AutoGen's drops it."""
 
 ERROR_TYPE_KEY = "agentwire-error-type"
 """RpcResponse metadata: the class name of the exception a failed handler raised.
@@ -88,3 +120,14 @@ class ErrorKind(enum.StrEnum):
     GATEWAY_UNREACHABLE = "gateway-unreachable"
     """The target is served through another gateway of a cluster, and that gateway left
     or cannot be reached (it or Redis is down) before answering."""
+
+
+class StateErrorKind(enum.StrEnum):
+    """The values of ``StateSyncResponse.error_kind`` (``agentwire_state.proto``)."""
+
+    CONFLICT = "conflict"
+    """The write's base version is not the stored one (``current_version`` holds it)."""
+    INVALID = "invalid"
+    """The request was malformed (no agent id, not a JSON object or patch)."""
+    UNAVAILABLE = "unavailable"
+    """The store failed or could not be reached, or there is none: retry later."""

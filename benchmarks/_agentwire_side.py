@@ -566,6 +566,10 @@ def main() -> None:
             result = grpc_shared_workload(duration)
         case "flow":
             result = trio.run(flow, duration)
+        case "stateful":
+            from .stateful import run as run_stateful
+
+            result = run_stateful(duration)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "inproc_startup":

@@ -479,6 +479,8 @@ def main() -> None:
             result = {}
         case "flow":
             result = asyncio.run(flow(duration))
+        case "stateful":
+            result = {}  # AutoGen keeps no versioned agent state: nothing to compare
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "inproc_startup":

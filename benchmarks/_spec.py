@@ -191,6 +191,23 @@ WORKLOADS: tuple[Workload, ...] = (
         needs_spawn_time=True,
         extra_runs=2,
     ),
+    Workload(
+        "stateful",
+        "Stateful agents, in-process RPC (agentwire only: AutoGen keeps no versioned state)",
+        (
+            Metric("stateless_us", "plain agent, count in an attribute", "µs", False),
+            Metric("memory_us", "StatefulAgent, memory store", "µs", False),
+            Metric("sqlite_us", "StatefulAgent, SQLite store", "µs", False),
+            Metric("redis_us", "StatefulAgent, Redis store (local server)", "µs", False),
+            Metric("list1000_us", "1,000-item list state, +1 item, memory store", "µs", False),
+            Metric("list1000_state_bytes", "that state's JSON", "B", False),
+            Metric("list1000_delta_bytes", "bytes of a delta (one item appended)", "B", False),
+            Metric(
+                "list1000_written_bytes", "bytes written per commit (snapshot every 16)", "B", False
+            ),
+        ),
+        timeout=240.0,
+    ),
 )
 
 WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)

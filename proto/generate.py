@@ -5,7 +5,9 @@ Run through ``nox -s proto``, with the interpreter of a venv holding
 formats with). Three targets, each written whole:
 
 ``agentwire/_proto``
-    The protocol envelopes (``agent_worker.proto``, ``cloudevent.proto``), google
+    The protocol envelopes (``agent_worker.proto``, ``cloudevent.proto``) and
+    agentwire's extension messages (``agentwire_state.proto``, package
+    ``agentwire.state.v1``: a file name of its own in the default pool), google
     protobuf classes. The protoc bundled with grpcio-tools 1.62.3 (protobuf 4.25
     gencode) writes no runtime version check, so they import on protobuf 5.29
     through 7.x, next to AutoGen. protoc writes ``import cloudevent_pb2`` for the
@@ -42,7 +44,7 @@ from collections.abc import Callable
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 EXAMPLES = HERE / "examples"
-SOURCES = ("agent_worker.proto", "cloudevent.proto")
+SOURCES = ("agent_worker.proto", "cloudevent.proto", "agentwire_state.proto")
 # Compiled into a descriptor pool of their own (see the module docstring).
 PRIVATE_POOL_SOURCES = ("health.proto",)
 DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("

@@ -127,6 +127,13 @@ def add_gateway_command(subparsers: Any) -> None:
         "its callers are answered [default: %(default)s]",
     )
     parser.add_argument(
+        "--handshake-timeout",
+        type=_timeout,
+        default=10.0,
+        help="seconds a new connection has to finish its TLS and HTTP/2 handshakes "
+        "before it is closed; 0 = no bound [default: %(default)s]",
+    )
+    parser.add_argument(
         "--metrics-address",
         metavar="HOST:PORT",
         default=None,
@@ -161,6 +168,14 @@ def add_gateway_command(subparsers: Any) -> None:
         "least-loaded [default: off, one worker per type as AutoGen]",
     )
     parser.add_argument(
+        "--state-store",
+        metavar="STORE",
+        type=_state_store,
+        default=None,
+        help="keep the state of workers' StatefulAgents registered without a store: "
+        "memory, sqlite:PATH or a redis:// / rediss:// URL (the cluster extra) [default: none]",
+    )
+    parser.add_argument(
         "--cluster",
         metavar="redis://HOST:PORT/DB",
         default=None,
@@ -178,6 +193,15 @@ def add_gateway_command(subparsers: Any) -> None:
         "renews every fifth of it [default: %(default)s]",
     )
     parser.set_defaults(handler=run_gateway_command)
+
+
+def _state_store(value: str) -> str:
+    from ..state._stores import state_store_spec
+
+    try:
+        return state_store_spec(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 EXIT_BAD_ADDRESS = 2
@@ -199,6 +223,12 @@ def run_gateway_command(args: argparse.Namespace) -> int:
         security = security_from_arguments(args)
     except SecuritySetupError as exc:
         print(f"agentwire gateway: {exc}", file=sys.stderr)
+        return EXIT_BAD_ADDRESS
+    if args.state_store is not None and security.authenticator is not None:
+        print(
+            "agentwire gateway: --state-store does not work with authentication yet",
+            file=sys.stderr,
+        )
         return EXIT_BAD_ADDRESS
     if args.metrics_address is not None:
         try:
@@ -270,6 +300,7 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: li
                     registration_grace=args.registration_grace,
                     keepalive_interval=args.keepalive_interval,
                     keepalive_timeout=args.keepalive_timeout,
+                    handshake_timeout=args.handshake_timeout,
                     ssl_context=security.ssl_context,
                     authenticator=security.authenticator,
                     plaintext_address=security.plaintext_address,
@@ -279,6 +310,7 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: li
                     webhooks=webhooks,
                     cluster=args.cluster,
                     cluster_lease=args.cluster_lease,
+                    state_store=args.state_store,
                 )
             )
             if gateway.plaintext_address is not None:

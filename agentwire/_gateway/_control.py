@@ -8,6 +8,8 @@ from collections.abc import Callable
 from .._errors import InvalidIdentifierError
 from .._ids import AgentId
 from .._proto import agent_worker_pb2 as pb
+from .._proto import agentwire_state_pb2 as spb
+from .._wire import StateErrorKind
 from ._registry import Conn, Registry
 
 __all__ = ["control_error_reply", "resolve"]
@@ -42,12 +44,14 @@ def control_error_reply(message: pb.ControlMessage, reason: str) -> pb.ControlMe
         return None
     if not message.HasField("rpcMessage"):
         return None
-    answer: pb.SaveStateResponse | pb.LoadStateResponse
+    answer: pb.SaveStateResponse | pb.LoadStateResponse | spb.StateSyncResponse
     type_name = message.rpcMessage.TypeName()
     if type_name == "agents.SaveStateRequest":
         answer = pb.SaveStateResponse(error=reason)
     elif type_name == "agents.LoadStateRequest":
         answer = pb.LoadStateResponse(error=reason)
+    elif type_name == "agentwire.state.v1.StateSyncRequest":  # no state store here
+        answer = spb.StateSyncResponse(error=reason, error_kind=StateErrorKind.UNAVAILABLE)
     else:
         return None
     reply = pb.ControlMessage(rpc_id=message.rpc_id, destination=message.respond_to)

@@ -410,10 +410,18 @@ class GatewayHub:
         self._after_change()
 
     def add_subscription(
-        self, client_id: str, subscription: pb.Subscription, *, peer: bool = False
+        self,
+        client_id: str,
+        subscription: pb.Subscription,
+        *,
+        relay: bool = False,
+        peer: bool = False,
     ) -> None:
-        """AddSubscription in this gateway only (see :meth:`subscribe`)."""
-        self._table.add_subscription(client_id, subscription, trio.current_time(), peer=peer)
+        """AddSubscription in this gateway only (see :meth:`subscribe`); *relay*
+        and *peer*: see ``RoutingTable.add_subscription``."""
+        self._table.add_subscription(
+            client_id, subscription, trio.current_time(), relay=relay, peer=peer
+        )
         self._after_change()
 
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
@@ -477,7 +485,7 @@ class GatewayHub:
         the older one is ended (ABORTED) and its agent types, subscriptions and
         RPCs are cleaned up first. Raises RoutingError(UNAVAILABLE) while the
         gateway shuts down. Leaving the block detaches the stream. *peer*:
-        the stream stands for another gateway of a cluster (routing I8).
+        the stream stands for another gateway of a cluster (routing I9).
         """
         if self._closing:
             raise RoutingError(Status.UNAVAILABLE, "agentwire gateway: shutting down")
@@ -643,6 +651,11 @@ class GatewayHub:
             self._after_change()
 
     # ------------------------------------------------------------ shutdown
+
+    @property
+    def closing(self) -> bool:
+        """Whether shutdown has begun (``wait_until`` sees it change)."""
+        return self._closing
 
     def begin_shutdown(self, reason: str = "agentwire gateway: shutting down") -> None:
         """Refuse new streams, answer every pending RPC with an error and end

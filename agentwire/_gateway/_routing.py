@@ -36,7 +36,9 @@ I7  Shared agent types (``placement`` given): ``_shared`` (``_shared.py``,
     connection that have not handed their agents back as workers, each for
     the types it registered; requests and events for an agent of such a
     type go to the live owner of its key only.
-I8  Peer gateways (a cluster, ``agentwire._cluster``). A connection with
+I8  Relayed subscriptions (operator-made): L1-L2 of ``_operator/_relay.py``
+    (``_relays``).
+I9  Peer gateways (a cluster, ``agentwire._cluster``). A connection with
     ``peer`` set stands for all the clients of another gateway. What arrives
     on it is never routed to a peer connection again: an event from a peer
     goes to local clients only (and is never held), a request from a peer
@@ -71,6 +73,7 @@ from grpclib.const import Status
 
 from .._errors import InvalidIdentifierError
 from .._ids import TopicId, is_valid_agent_type
+from .._operator._relay import Relays
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2
 from .._security._guard import MessagePolicy
@@ -141,6 +144,7 @@ class RoutingTable:
             self._shared = SharedTypes(reg.clients, placement, max_placed_keys)
         self._clients = reg.clients
         self._owner = reg.owner
+        self._relays = Relays()  # I8
         # The start-up hold (``_held.py``); None once its grace is over.
         self._hold: StartupHold | None = None
         if startup_grace > 0:
@@ -186,7 +190,7 @@ class RoutingTable:
     def connect(self, client_id: str, kind: ConnKind, *, peer: bool = False) -> Conn:
         """Attach a new stream. The client must not have a live one of this kind
         (end the old one with :meth:`disconnect` first). *peer*: the stream of
-        another gateway of the cluster (I8)."""
+        another gateway of the cluster (I9)."""
         if self._closed:
             raise RoutingError(Status.UNAVAILABLE, ERROR_PREFIX + "shutting down")
         if self.connection_of(client_id, kind) is not None:
@@ -233,6 +237,7 @@ class RoutingTable:
             if self._hold is not None:
                 self._hold.forget_caller(conn)
         self._reg.detach(conn)
+        self._relays.prune(self._reg.sub_owner)
         logger.debug("%s closed", conn)
         return actions
 
@@ -256,9 +261,16 @@ class RoutingTable:
         subscription: pb.Subscription,
         now: float | None = None,
         *,
+        relay: bool = False,
         peer: bool = False,
     ) -> None:
+        """AddSubscription. *relay*: the worker of the agent type does not
+        hold this subscription itself (an operator made it), so its events
+        are also relayed to that worker as direct messages (I8). *peer*: for
+        a peer gateway (no per-client bounds, I9)."""
         self._reg.add_subscription(client_id, subscription, self._clock(now), peer=peer)
+        if relay:
+            self._relays.add(subscription)
         self._hold_retry = True
 
     def unregister_agent(self, client_id: str, agent_type: str) -> None:
@@ -269,6 +281,7 @@ class RoutingTable:
     def remove_subscription(self, client_id: str, subscription_id: str) -> None:
         """Any client may remove any subscription (as AutoGen)."""
         self._reg.remove_subscription(subscription_id)
+        self._relays.discard(subscription_id)
 
     def subscriptions(self) -> list[pb.Subscription]:
         """GetSubscriptions: every client's subscriptions, in insertion order."""
@@ -381,7 +394,7 @@ class RoutingTable:
                     + f"has no open channel; the request to {target_agent} was not delivered",
                 )
             data_conn = owner_conn
-        if caller.peer and data_conn.peer:  # I8
+        if caller.peer and data_conn.peer:  # I9
             return (
                 ErrorKind.UNDELIVERABLE,
                 f"agent type {target.type!r} is served by another gateway than this one; "
@@ -482,7 +495,7 @@ class RoutingTable:
             self._events_dropped += 1
             logger.warning("dropping CloudEvent %r: %s", event.id, exc)
             return []
-        if conn.peer:  # I8
+        if conn.peer:  # I9
             return self._publish(topic, data, local_only=True)
         actions = self._publish(topic, data)
         if not actions and self._hold is not None and self._hold.accepts(now):
@@ -491,7 +504,7 @@ class RoutingTable:
 
     def _publish(self, topic: TopicId, data: bytes, *, local_only: bool = False) -> list[Action]:
         """Deliver *data* once to each client owning a type subscribed to *topic*
-        (*local_only*: to no peer gateway, I8)."""
+        (*local_only*: to no peer gateway, I9)."""
         targets: dict[Conn, None] = {}
         if self._shared is not None:
             for agent in self._reg.table.recipients(topic):
@@ -502,7 +515,7 @@ class RoutingTable:
                 else:
                     logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
             self._event_deliveries += len(targets)
-            return [Deliver(target, data, event=True) for target in targets]
+            return self._deliveries(targets, topic, data)
         for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
             if owner is None:
@@ -512,7 +525,28 @@ class RoutingTable:
             if data_conn is not None and not (local_only and data_conn.peer):
                 targets[data_conn] = None
         self._event_deliveries += len(targets)
-        return [Deliver(target, data, event=True) for target in targets]
+        return self._deliveries(targets, topic, data)
+
+    def _deliveries(self, targets: dict[Conn, None], topic: TopicId, data: bytes) -> list[Action]:
+        actions: list[Action] = [Deliver(target, data, event=True) for target in targets]
+        if self._relays:
+            actions += self._relay(topic, data)
+        return actions
+
+    def _relay(self, topic: TopicId, data: bytes) -> list[Action]:
+        """The copies of an event that relayed subscriptions ask for (I8)."""
+        actions: list[Action] = []
+        for agent_type, copy in self._relays.copies(topic, data, self._reg.table):
+            if self._shared is not None:
+                placed = self._shared.target(agent_type, topic.source)
+                target = placed if isinstance(placed, Conn) else None
+            else:
+                owner = self._owner.get(agent_type)
+                target = None if owner is None else self._clients[owner].data
+            if target is not None:
+                actions.append(Deliver(target, copy, event=True))
+        self._event_deliveries += len(actions)
+        return actions
 
     # ------------------------------------------------------------ pending RPCs
 
@@ -584,6 +618,7 @@ class RoutingTable:
         drop the records of clients that opened no channel in time (R4)."""
         self._now = now = max(now, self._now)
         self._reg.expire(now)
+        self._relays.prune(self._reg.sub_owner)
         actions: list[Action] = []
         for p in self._pending.pop_expired(now):
             whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"
@@ -640,7 +675,9 @@ class RoutingTable:
             return [answer(conn, message, False)] if message.respond_to else []
         denied = None
         if self.policy is not None:
-            denied = self.policy.refuse_control(conn.client_id, message.destination)
+            denied = self.policy.refuse_control(
+                conn.client_id, message.destination, request=bool(message.respond_to)
+            )
         placed = None if self._shared is None else self._shared.control_of
         target = resolve(self._reg, message.destination, placed) if denied is None else None
         if target is not None:
@@ -656,7 +693,8 @@ class RoutingTable:
         if reply is None:
             logger.warning("%s (dropped)", reason)
             return []
-        back = resolve(self._reg, message.respond_to) or conn
+        # A refusal goes back to the sender only: its respond_to may name another's client.
+        back = conn if denied else resolve(self._reg, message.respond_to) or conn
         return [Deliver(back, reply.SerializeToString())]
 
     # ------------------------------------------------------------ introspection
@@ -689,6 +727,7 @@ class RoutingTable:
     def check_invariants(self) -> None:
         """Assert I1-I7 (for tests; O(size of the state))."""
         self._reg.check_invariants()
+        self._relays.check_invariants(self._reg.sub_owner)  # I8
         if self._shared is not None:
             self._shared.check_invariants()  # I7
         live = {c for client in self._clients.values() for c in (client.data, client.control)}

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from .._observability._metrics import MetricsServer
     from .._operator._ingress import HttpIngress
     from .._operator._webhook import Webhook, WebhookDelivery
+    from ..state import StateStore
+    from ._state import StateService
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
 
@@ -171,6 +173,7 @@ async def serve_gateway(
     max_held: int = 1000,
     keepalive_interval: float | None = 5.0,
     keepalive_timeout: float = 10.0,
+    handshake_timeout: float | None = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
@@ -182,6 +185,7 @@ async def serve_gateway(
     cluster: str | None = None,
     cluster_lease: float = 5.0,
     cluster_heartbeat: float | None = None,
+    state_store: StateStore | str | None = None,
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
@@ -206,7 +210,9 @@ async def serve_gateway(
     instead of waiting for ``rpc_timeout`` (``keepalive_interval=None``
     turns this off). grpc-core clients answer PINGs from their own thread; an
     agentwire worker whose trio loop is blocked longer than the sum is
-    dropped too (and reconnects).
+    dropped too (and reconnects). A new connection must finish its TLS and
+    HTTP/2 handshakes within ``handshake_timeout`` seconds or it is closed
+    (None: no bound), so half-open connections cannot hold connection slots.
     See :class:`GatewayConfig` for the other options (``placement``: shared
     agent types, see the README). A lone failure (e.g.
     the ``OSError`` of a port in use) comes out bare, not in a group.
@@ -230,7 +236,18 @@ async def serve_gateway(
     subscriptions vanish, requests in flight to it are answered
     ``gateway-unreachable``); it renews every *cluster_heartbeat* seconds
     (default a fifth of the lease).
+
+    *state_store* (a :class:`~agentwire.state.StateStore`, or ``"memory"``,
+    ``"sqlite:PATH"``, a ``redis://`` URL) keeps the state of workers'
+    :class:`~agentwire.state.StatefulAgent` s registered without a store of
+    their own (README, "Agent state"); a spec is opened for the gateway's
+    lifetime, a store object stays the caller's. Not with an *authenticator* yet.
     """
+    if state_store is not None and authenticator is not None:
+        raise ValueError(
+            "a gateway-hosted state_store cannot be combined with an authenticator yet: "
+            "give the workers' agents a store of their own"
+        )
     host, port = parse_address(address)
     serve_cluster = None
     if cluster is not None:
@@ -263,6 +280,8 @@ async def serve_gateway(
         node = None
         if serve_cluster is not None:
             node = await nursery.start(serve_cluster, hub)
+        if state_store is not None:
+            await nursery.start(_serve_state_store, hub, guard, state_store)
         service = AgentRpcService(hub, guard)
         operator = OperatorService(hub, guard)
         health = HealthService(HealthTable({AGENT_RPC_SERVICE: HealthStatus.SERVING}))
@@ -276,9 +295,11 @@ async def serve_gateway(
                 grace_period=grace_period,
                 keepalive_interval=keepalive_interval,
                 keepalive_timeout=keepalive_timeout,
+                handshake_timeout=handshake_timeout,
                 ssl_context=ssl_context,
             )
         )
+        await nursery.start(operator.run)
         plaintext = None
         if plaintext_address is not None:
             accepting = trio.CancelScope()
@@ -302,6 +323,24 @@ async def serve_gateway(
         )
         logger.info("gateway listening on %s", gateway.address)
         task_status.started(gateway)
+
+
+async def _serve_state_store(
+    hub: GatewayHub,
+    guard: AccessGuard,
+    store: StateStore | str,
+    *,
+    task_status: trio.TaskStatus[StateService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The state service on *store* (opened here if it is a spec), until cancelled."""
+    from ..state._stores import open_state_store
+    from ._state import serve_state_service
+
+    if isinstance(store, str):
+        async with open_state_store(store) as opened:
+            await serve_state_service(hub, guard, opened, task_status=task_status)
+    else:
+        await serve_state_service(hub, guard, store, task_status=task_status)
 
 
 async def _accept_plaintext(
@@ -392,6 +431,7 @@ async def open_gateway(
     max_held: int = 1000,
     keepalive_interval: float | None = 5.0,
     keepalive_timeout: float = 10.0,
+    handshake_timeout: float | None = 10.0,
     ssl_context: ssl.SSLContext | None = None,
     authenticator: Authenticator | None = None,
     plaintext_address: str | None = None,
@@ -403,6 +443,7 @@ async def open_gateway(
     cluster: str | None = None,
     cluster_lease: float = 5.0,
     cluster_heartbeat: float | None = None,
+    state_store: StateStore | str | None = None,
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -430,6 +471,7 @@ async def open_gateway(
         max_held=max_held,
         keepalive_interval=keepalive_interval,
         keepalive_timeout=keepalive_timeout,
+        handshake_timeout=handshake_timeout,
         ssl_context=ssl_context,
         authenticator=authenticator,
         plaintext_address=plaintext_address,
@@ -441,6 +483,7 @@ async def open_gateway(
         cluster=cluster,
         cluster_lease=cluster_lease,
         cluster_heartbeat=cluster_heartbeat,
+        state_store=state_store,
     )
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)

@@ -1,4 +1,5 @@
-"""``agentwire call``, ``publish``, ``subscriptions`` and ``status``: a gateway from a shell.
+"""``agentwire call``, ``publish``, ``subscriptions [add|remove]`` and ``status``: a gateway
+from a shell.
 
 Each command opens one connection to the gateway (``--gateway``, TLS with
 ``--tls-ca`` or a ``grpcs://`` address, a bearer token with ``--token`` or
@@ -11,7 +12,9 @@ for one JSON document on stdout.
 ``call`` and ``publish`` speak the Agent Worker Protocol as any worker does:
 the payload is the ``--json`` text re-encoded as ``json.dumps`` would encode
 the dataclass named by ``--type`` (AutoGen's JSON serializer), under that
-type name and ``application/json``.
+type name and ``application/json``. ``subscriptions add`` and ``remove``
+call the gateway's operator methods (``_subscriptions.py``): the gateway
+keeps the subscription after the command exits.
 """
 
 from __future__ import annotations
@@ -32,15 +35,18 @@ from grpclib.exceptions import GRPCError
 
 from .._address import InvalidAddressError, parse_address
 from .._cloudevents import to_cloud_event
-from .._errors import AgentwireError
+from .._errors import AgentwireError, InvalidIdentifierError
 from .._ids import AgentId, TopicId
 from .._proto import agent_worker_pb2 as pb
 from .._security._client import call_metadata, resolve_tls
 from .._security._tls import client_ssl_context
 from .._serialization import JSON_DATA_CONTENT_TYPE
+from .._subscriptions import TypePrefixSubscription, TypeSubscription, subscription_to_proto
 from .._transport import Channel, open_channel
 from .._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    OPERATOR_ADD_SUBSCRIPTION_METHOD,
+    OPERATOR_REMOVE_SUBSCRIPTION_METHOD,
     OPERATOR_STATUS_METHOD,
     SERVICE_PREFIX,
     TIMEOUT_METADATA_KEY,
@@ -57,6 +63,7 @@ EXIT_USAGE = 2
 
 TOKEN_ENV = "AGENTWIRE_TOKEN"
 GATEWAY_ENV = "AGENTWIRE_GATEWAY"
+DEFAULT_GATEWAY = "127.0.0.1:50051"
 
 
 class CommandError(AgentwireError):
@@ -67,28 +74,38 @@ class CommandError(AgentwireError):
         self.status = status
 
 
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--gateway``, ``--tls-ca``, ``--token``, ``--timeout``: how to reach a gateway."""
+def add_client_arguments(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """``--gateway``, ``--tls-ca``, ``--token``, ``--timeout``: how to reach a gateway.
+
+    ``defaults=False`` (a sub-command's parser) sets only what is given, so the
+    values given before the sub-command's name stay."""
+
+    def default(value: object) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
     parser.add_argument(
         "--gateway",
         metavar="HOST:PORT",
-        default=os.environ.get(GATEWAY_ENV, "127.0.0.1:50051"),
+        default=default(os.environ.get(GATEWAY_ENV, DEFAULT_GATEWAY)),
         help=f"the gateway (grpcs://HOST:PORT for TLS with the system's CAs) "
-        f"[default: ${GATEWAY_ENV} or %(default)s]",
+        f"[default: ${GATEWAY_ENV} or {DEFAULT_GATEWAY}]",
     )
     parser.add_argument(
-        "--tls-ca", metavar="FILE", help="use TLS, trusting these PEM CAs for the gateway"
+        "--tls-ca",
+        metavar="FILE",
+        default=default(None),
+        help="use TLS, trusting these PEM CAs for the gateway",
     )
     parser.add_argument(
         "--token",
-        default=os.environ.get(TOKEN_ENV),
+        default=default(os.environ.get(TOKEN_ENV)),
         help=f"bearer token for a gateway with an access file [default: ${TOKEN_ENV}]",
     )
     parser.add_argument(
         "--timeout",
         type=float,
-        default=30.0,
-        help="seconds to wait for the gateway and the answer [default: %(default)s]",
+        default=default(30.0),
+        help="seconds to wait for the gateway and the answer [default: 30.0]",
     )
 
 
@@ -119,6 +136,49 @@ def add_commands(subparsers: Any) -> None:
             )
         add_client_arguments(parser)
         parser.set_defaults(handler=_runner(_HANDLERS[name]))
+        if name == "subscriptions":
+            _add_subscription_actions(parser)
+
+
+def _add_subscription_actions(parser: argparse.ArgumentParser) -> None:
+    """``agentwire subscriptions add ...`` and ``... remove ID`` (none: list)."""
+    actions = parser.add_subparsers(dest="action", metavar="{add,remove}")
+    add = actions.add_parser(
+        "add",
+        help="make the gateway subscribe an agent type to a topic type (prints the id)",
+        description="Subscribe AGENT_TYPE to the topic type TOPIC_TYPE (--type) or to every "
+        "topic type starting with PREFIX (--type-prefix). The gateway keeps the "
+        "subscription after this command exits, until 'agentwire subscriptions remove'; "
+        "events reach the worker serving AGENT_TYPE as direct messages (topic type "
+        "'AGENT_TYPE:TOPIC_TYPE'). Prints the subscription's id. Exit 1 if the gateway "
+        "refuses it (an equal one exists, no right).",
+    )
+    kind = add.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--type", dest="topic_type", metavar="TOPIC_TYPE", help="a topic type")
+    kind.add_argument(
+        "--type-prefix",
+        dest="topic_type_prefix",
+        metavar="PREFIX",
+        help="every topic type starting with PREFIX",
+    )
+    add.add_argument("agent_type", metavar="AGENT_TYPE", help="the agent type to subscribe")
+    add.add_argument("--id", metavar="ID", help="the subscription's id [default: a new UUID]")
+    remove = actions.add_parser(
+        "remove",
+        help="remove a subscription by its id",
+        description="Remove the subscription with this id (one 'agentwire subscriptions' "
+        "lists; with an access file, one of your own principal). Exit 1 if there is none.",
+    )
+    remove.add_argument("id", metavar="ID", help="the subscription's id")
+    for action in (add, remove):
+        action.add_argument(
+            "--json",
+            dest="as_json",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print the result as JSON",
+        )
+        add_client_arguments(action, defaults=False)
 
 
 _COMMANDS: tuple[tuple[str, tuple[str, str] | None, str, str, str], ...] = (
@@ -142,9 +202,10 @@ _COMMANDS: tuple[tuple[str, tuple[str, str] | None, str, str, str], ...] = (
         "subscriptions",
         None,
         "the subscriptions",
-        "list a gateway's subscriptions",
+        "list a gateway's subscriptions; add or remove one",
         "List the subscriptions the gateway holds (with an access file: those of your own "
-        "principal).",
+        "principal). 'add' and 'remove' make and remove subscriptions the gateway keeps "
+        "itself (see 'agentwire subscriptions add --help').",
     ),
     (
         "status",
@@ -164,7 +225,7 @@ def _runner(command: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.
     """A handler for ``main``: run *command* under trio, and turn failures into one line."""
 
     def run(args: argparse.Namespace) -> int:
-        name = args.command
+        name = " ".join(filter(None, (args.command, getattr(args, "action", None))))
         try:
             trio.run(command, args)
         except CommandError as exc:
@@ -325,6 +386,13 @@ async def _publish(args: argparse.Namespace) -> None:
 
 
 async def _subscriptions(args: argparse.Namespace) -> None:
+    action = getattr(args, "action", None)
+    if action == "add":
+        await _add_subscription(args)
+        return
+    if action == "remove":
+        await _remove_subscription(args)
+        return
     async with _connected(args) as (channel, metadata):
         data = await channel.unary(
             SERVICE_PREFIX + "GetSubscriptions",
@@ -341,6 +409,38 @@ async def _subscriptions(args: argparse.Namespace) -> None:
         print(f"subscriptions: {len(subscriptions)}")
         for sub in subscriptions:
             print(f"  {format_subscription(sub)}")
+
+
+async def _add_subscription(args: argparse.Namespace) -> None:
+    subscription_id = args.id or str(uuid.uuid4())
+    try:
+        if args.topic_type is not None:
+            made: TypeSubscription | TypePrefixSubscription = TypeSubscription(
+                args.topic_type, args.agent_type, subscription_id
+            )
+        else:
+            made = TypePrefixSubscription(args.topic_type_prefix, args.agent_type, subscription_id)
+    except (InvalidIdentifierError, ValueError) as exc:
+        raise CommandError(f"invalid subscription: {exc}", EXIT_USAGE) from None
+    subscription = subscription_to_proto(made)
+    request = pb.AddSubscriptionRequest(subscription=subscription)
+    async with _connected(args) as (channel, metadata):
+        await channel.unary(
+            OPERATOR_ADD_SUBSCRIPTION_METHOD, request.SerializeToString(), metadata=metadata
+        )
+    if args.as_json:
+        print(json.dumps(subscription_to_json(subscription)))
+    else:
+        print(subscription_id)
+
+
+async def _remove_subscription(args: argparse.Namespace) -> None:
+    request = pb.RemoveSubscriptionRequest(id=args.id)
+    async with _connected(args) as (channel, metadata):
+        await channel.unary(
+            OPERATOR_REMOVE_SUBSCRIPTION_METHOD, request.SerializeToString(), metadata=metadata
+        )
+    print(json.dumps({"removed": args.id}) if args.as_json else f"removed {args.id}")
 
 
 async def _status(args: argparse.Namespace) -> None:

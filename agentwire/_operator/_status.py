@@ -28,6 +28,7 @@ from .._proto import agent_worker_pb2 as pb
 from .._security import AccessGuard, Credentials
 from .._transport import Method, ServerStream, unary
 from .._wire import OPERATOR_STATUS_METHOD
+from ._subscriptions import OperatorSubscriptions
 
 __all__ = ["OperatorService", "format_status", "subscription_to_json"]
 
@@ -46,15 +47,19 @@ def subscription_to_json(subscription: pb.Subscription) -> dict[str, str]:
 
 
 class OperatorService:
-    """The status method of one gateway (``methods()``); *hub* is its
-    :class:`~agentwire._gateway._hub.GatewayHub`, *guard* its access guard."""
+    """The operator methods of one gateway (``methods()``): status, and the
+    subscriptions the gateway keeps (``_subscriptions.py``; ``run`` keeps
+    their clients); *hub* is its :class:`~agentwire._gateway._hub.GatewayHub`,
+    *guard* its access guard."""
 
     def __init__(self, hub: Any, guard: AccessGuard) -> None:
         self._hub = hub
         self._guard = guard
+        self._subscriptions = OperatorSubscriptions(hub, guard)
+        self.run = self._subscriptions.run
 
     def methods(self) -> dict[str, Method]:
-        return {OPERATOR_STATUS_METHOD: unary(self._status)}
+        return {OPERATOR_STATUS_METHOD: unary(self._status), **self._subscriptions.methods()}
 
     async def _status(self, request: bytes, stream: ServerStream) -> bytes:
         guard = self._guard

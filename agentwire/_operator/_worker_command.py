@@ -6,6 +6,9 @@ and returns. The worker then serves them, reconnecting when the gateway goes
 away, until SIGINT or SIGTERM, and exits 0. Once *setup* has returned it
 prints one line to stdout, ``agentwire worker ready (connected to HOST:PORT)``,
 and flushes it, so a parent process can wait for it. Logs go to stderr.
+``--gateway A,B`` (a comma-separated list, also in ``$AGENTWIRE_GATEWAY``)
+names several gateways of a cluster: the worker connects to the first that
+answers and, when it loses it, to the next (``open_worker`` with a sequence).
 
 A ``module:function`` that cannot be imported or is not an async function is
 one line on stderr and exit status 2, as are bad TLS or address options. An
@@ -45,7 +48,9 @@ def add_worker_command(subparsers: Any) -> None:
         help="run a worker whose agents a Python function registers",
         description="Run an agentwire worker connected to a gateway. MODULE:FUNCTION names "
         "`async def setup(runtime) -> None`, which registers the worker's agents. Prints one "
-        "line once set up; reconnects; stops on SIGINT/SIGTERM (exit 0).",
+        "line once set up; reconnects; stops on SIGINT/SIGTERM (exit 0). --gateway A,B "
+        "(comma-separated) names several gateways of a cluster: the worker connects to the "
+        "first that answers and moves on to the next when it loses its gateway.",
     )
     parser.add_argument("setup", metavar="MODULE:FUNCTION", help="e.g. myapp.agents:setup")
     add_client_arguments(parser)
@@ -106,8 +111,12 @@ async def _run(args: argparse.Namespace, setup: Callable[[Any], Any], context: A
     from .._worker import open_worker
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        addresses = [address.strip() for address in args.gateway.split(",")]
         async with open_worker(
-            args.gateway, ssl_context=context, token=args.token, connect_timeout=args.timeout
+            addresses[0] if len(addresses) == 1 else addresses,
+            ssl_context=context,
+            token=args.token,
+            connect_timeout=args.timeout,
         ) as runtime:
             await setup(runtime)
             print(f"agentwire worker ready (connected to {args.gateway})", flush=True)

@@ -33,6 +33,9 @@ G4  Discretion. A principal sees (GetSubscriptions), and removes, only
     subscriptions recorded by client-ids it owns; error messages name other
     principals' client-ids to nobody (and never a token).
 G5  Counting. ``denials`` and ``unauthenticated`` count every refusal raised.
+G6  Reserved. No caller acts as the gateway's own operator client
+    (``agentwire-operator``, ``agentwire-operator/...``), with authentication
+    on or off: its subscriptions outlive every caller's connection.
 
 With authentication off every caller is :data:`ANONYMOUS` (one principal,
 every right): G2 and G4 then hold trivially and the gateway behaves as
@@ -48,10 +51,11 @@ from typing import Protocol
 import attrs
 
 from .._proto import agent_worker_pb2 as pb
+from .._wire import OPERATOR_CLIENT_ID
 from ._auth import AuthenticationError, Authenticator, Credentials
 from ._rights import ANONYMOUS, NamePatterns, PermissionDeniedError, Principal
 
-__all__ = ["AccessGuard", "GuardStatistics", "MessagePolicy"]
+__all__ = ["AccessGuard", "GuardStatistics", "MessagePolicy", "is_operator_client"]
 
 logger = logging.getLogger("agentwire.security")
 
@@ -65,7 +69,9 @@ class MessagePolicy(Protocol):
 
     def refuse_request(self, client_id: str, agent_type: str) -> str | None: ...
 
-    def refuse_control(self, client_id: str, destination: str) -> str | None: ...
+    def refuse_control(
+        self, client_id: str, destination: str, *, request: bool = False
+    ) -> str | None: ...
 
 
 @attrs.frozen(slots=True)
@@ -159,7 +165,15 @@ class AccessGuard:
         return self.owner_of(client_id) == principal.name
 
     def check_client(self, principal: Principal, client_id: str) -> None:
-        """G2: refuse *principal* acting as a client-id another principal owns."""
+        """G2: refuse *principal* acting as a client-id another principal owns;
+        G6: or as the gateway's operator client."""
+        if is_operator_client(client_id):
+            raise PermissionDeniedError(
+                self._deny(
+                    f"client-id {client_id!r} is reserved for the gateway's own operator "
+                    "client; use another client-id"
+                )
+            )
         owner = self.owner_of(client_id)
         if owner is not None and owner != principal.name:
             raise PermissionDeniedError(
@@ -204,21 +218,11 @@ class AccessGuard:
         right) and topic types it may subscribe to (``subscribe`` right; a prefix
         subscription needs a prefix right covering its prefix, except an agent
         type's own direct-message prefix ``"<agent type>:"``)."""
-        kind = subscription.WhichOneof("subscription")
-        rights = principal.rights
-        if kind == "typeSubscription":
-            agent_type = subscription.typeSubscription.agent_type
-            topic = subscription.typeSubscription.topic_type
-            allowed = rights.subscribe.allows(topic)
-            what = f"topic type {topic!r}"
-        elif kind == "typePrefixSubscription":
-            agent_type = subscription.typePrefixSubscription.agent_type
-            topic = subscription.typePrefixSubscription.topic_type_prefix
-            # "<agent type>:" is the direct-message subscription every agent type has
-            allowed = topic == f"{agent_type}:" or rights.subscribe.allows_prefix(topic)
-            what = f"every topic type starting with {topic!r}"
-        else:
+        parts = self._topics(principal, subscription, own_prefix=True)
+        if parts is None:
             return  # malformed: the router answers INVALID_ARGUMENT
+        agent_type, refusal = parts
+        rights = principal.rights
         if not rights.register.allows(agent_type):
             raise PermissionDeniedError(
                 self._deny(
@@ -227,13 +231,61 @@ class AccessGuard:
                     f"(its 'register' right allows: {rights.register})"
                 )
             )
-        if not allowed:
+        if refusal is not None:
+            raise PermissionDeniedError(self._deny(refusal))
+
+    def check_operator_subscription(
+        self, principal: Principal, subscription: pb.Subscription
+    ) -> None:
+        """A subscription the gateway keeps for *principal*
+        (``/agentwire.Operator/AddSubscription``): its topic types need the
+        ``subscribe`` right (a prefix subscription a prefix right covering its
+        prefix), its agent type the ``call`` right -- its events are messages
+        to that type's agents, which another principal's worker may serve."""
+        parts = self._topics(principal, subscription, own_prefix=False)
+        if parts is None:
+            return  # malformed: the router answers INVALID_ARGUMENT
+        agent_type, refusal = parts
+        if refusal is not None:
+            raise PermissionDeniedError(self._deny(refusal))
+        rights = principal.rights
+        if not rights.call.allows(agent_type):
             raise PermissionDeniedError(
                 self._deny(
-                    f"principal {principal.name!r} may not subscribe to {what} "
-                    f"(its 'subscribe' right allows: {rights.subscribe})"
+                    f"principal {principal.name!r} may not subscribe agent type {agent_type!r}: "
+                    f"its events would be calls it may not make "
+                    f"(its 'call' right allows: {rights.call})"
                 )
             )
+
+    @staticmethod
+    def _topics(
+        principal: Principal, subscription: pb.Subscription, *, own_prefix: bool
+    ) -> tuple[str, str | None] | None:
+        """``(agent type, why the subscribe right refuses its topics or None)``
+        of *subscription*, None if it is malformed. *own_prefix*: the agent
+        type's direct-message prefix ``"<agent type>:"`` needs no right."""
+        kind = subscription.WhichOneof("subscription")
+        subscribe = principal.rights.subscribe
+        if kind == "typeSubscription":
+            agent_type = subscription.typeSubscription.agent_type
+            topic = subscription.typeSubscription.topic_type
+            allowed = subscribe.allows(topic)
+            what = f"topic type {topic!r}"
+        elif kind == "typePrefixSubscription":
+            agent_type = subscription.typePrefixSubscription.agent_type
+            topic = subscription.typePrefixSubscription.topic_type_prefix
+            # "<agent type>:" is the direct-message subscription every agent type has
+            allowed = (own_prefix and topic == f"{agent_type}:") or subscribe.allows_prefix(topic)
+            what = f"every topic type starting with {topic!r}"
+        else:
+            return None
+        if allowed:
+            return agent_type, None
+        return agent_type, (
+            f"principal {principal.name!r} may not subscribe to {what} "
+            f"(its 'subscribe' right allows: {subscribe})"
+        )
 
     def refuse_event(self, client_id: str, topic_type: str) -> str | None:
         """Per CloudEvent from *client_id*'s data stream: why it may not be
@@ -245,14 +297,30 @@ class AccessGuard:
         of *agent_type* (counted), or None."""
         return self._refuse(client_id, "call", "call agent type", agent_type)
 
-    def refuse_control(self, client_id: str, destination: str) -> str | None:
+    def refuse_control(
+        self, client_id: str, destination: str, *, request: bool = False
+    ) -> str | None:
         """Per ControlMessage: one for ``agentid=type/key`` needs the ``call``
-        right on that type; one for ``clientid=...`` (how answers find their
-        requester) passes."""
-        if not destination.startswith("agentid="):
+        right on that type. One for ``clientid=...`` passes if it is an answer
+        (no ``respond_to``: how answers find their requester); a *request* to a
+        client-id passes only between client-ids of one principal -- a worker
+        serves every request that reaches its control channel, so another
+        principal's would bypass the ``call`` right."""
+        if destination.startswith("agentid="):
+            agent_type = destination[len("agentid=") :].partition("/")[0]
+            return self._refuse(client_id, "call", "call agent type", agent_type)
+        if not request or not destination.startswith("clientid=") or self.authenticator is None:
             return None
-        agent_type = destination[len("agentid=") :].partition("/")[0]
-        return self._refuse(client_id, "call", "call agent type", agent_type)
+        principal = self._owners.get(client_id)
+        if principal is None:
+            return self._unowned(client_id)  # pragma: no cover - streams are claimed
+        if self.owns(principal, destination[len("clientid=") :]):
+            return None
+        return self._deny(
+            f"principal {principal.name!r} may not send a control request to a client-id "
+            "it does not own: its 'call' right reaches agents (agentid=TYPE/KEY) only",
+            (principal.name, "call", "clientid="),
+        )
 
     def _refuse(self, client_id: str, right: str, action: str, name: str) -> str | None:
         principal = self._owners.get(client_id)
@@ -286,3 +354,8 @@ class AccessGuard:
         if self.may_see(principal, owner_client_id):
             return f"Agent type {agent_type} already registered with client {owner_client_id}."
         return f"Agent type {agent_type} already registered by another principal's worker."
+
+
+def is_operator_client(client_id: str) -> bool:
+    """Whether *client_id* is reserved for the gateway's operator client (G6)."""
+    return client_id == OPERATOR_CLIENT_ID or client_id.startswith(OPERATOR_CLIENT_ID + "/")

@@ -26,6 +26,10 @@ Reconnect policy (what callers see):
   seconds (a worker started before its gateway waits for it); then, or at
   once with ``connect_timeout=0``, ``run`` raises
   :class:`ConnectionLostError` naming the last failure.
+* With several gateways (:class:`Rotation`, a cluster) one attempt tries
+  each in turn, starting with the one after the gateway used last, so after
+  a loss the worker goes on with the next gateway at once; the backoff
+  applies between full rotations.
 
 Invariants:
 
@@ -45,8 +49,8 @@ import enum
 import logging
 import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TypeVar
 
 import attrs
@@ -104,6 +108,49 @@ class LinkStatistics:
 
 
 _Op = tuple[str, str]  # ("type", agent_type) | ("sub", subscription_id)
+
+Connect = Callable[[], AbstractAsyncContextManager[ChannelLike]]
+
+
+class Rotation:
+    """A ``connect`` for :class:`WorkerLink` over several gateways (*connects*,
+    one per gateway, named by *names* in errors).
+
+    Each connection it opens tries the gateways in turn, beginning with the
+    one after the gateway it used (or tried) last, until one accepts the
+    connection; if none does, it raises :class:`ConnectionLostError` naming
+    every failure. So one attempt of the link is one rotation at most, the
+    link's backoff comes between rotations, and a worker whose gateway died
+    goes on with the next one at once.
+    """
+
+    def __init__(self, connects: Sequence[Connect], names: Sequence[str]) -> None:
+        if not connects or len(connects) != len(names):
+            raise ValueError("a rotation needs one name per connect, and at least one")
+        self._connects = tuple(connects)
+        self._names = tuple(names)
+        self._next = 0
+        self.current: str | None = None
+        """The gateway of the last connection opened."""
+
+    @asynccontextmanager
+    async def __call__(self) -> AsyncIterator[ChannelLike]:
+        failures: list[str] = []
+        async with AsyncExitStack() as stack:
+            for _ in self._connects:
+                index = self._next
+                self._next = (index + 1) % len(self._connects)
+                try:
+                    channel = await stack.enter_async_context(self._connects[index]())
+                except Exception as exc:
+                    failures.append(f"{self._names[index]}: {describe(exc)}")
+                    logger.debug("gateway %s: %s", self._names[index], failures[-1])
+                    continue
+                self.current = self._names[index]
+                break
+            else:
+                raise ConnectionLostError("no gateway answered (" + "; ".join(failures) + ")")
+            yield channel
 
 
 class WorkerLink:

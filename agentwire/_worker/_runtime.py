@@ -27,7 +27,9 @@ from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._link import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_RECONNECT,
+    Connect,
     ConnectionState,
+    Rotation,
 )
 from ._protocol import ChannelLike
 from ._router import PayloadFormat, WorkerRouter, WorkerStatistics
@@ -136,7 +138,7 @@ class WorkerRuntime(Runtime):
 
 @asynccontextmanager
 async def open_worker(
-    address: str,
+    address: str | Sequence[str],
     *,
     payload_format: PayloadFormat = "json",
     local_publish: Literal["immediate", "echo"] = "immediate",
@@ -161,9 +163,16 @@ async def open_worker(
     shared_types: bool = False,
 ) -> AsyncIterator[WorkerRuntime]:
     """A worker connected to the gateway at *address* (``host:port``, or
-    ``grpcs://host:port`` for TLS with the system's CAs).
+    ``grpcs://host:port`` for TLS with the system's CAs), or to one of several
+    gateways (a cluster): a sequence of such addresses.
 
     ``async with open_worker("127.0.0.1:50051", payload_format="protobuf") as runtime:``
+
+    With several addresses the worker connects to the first that answers,
+    in order; when its connection is lost it reconnects to the next one (then
+    the one after, round and round; *reconnect*'s backoff applies after each
+    full round that found none). Each address may be ``grpcs://`` or not;
+    *ssl_context* applies to the bare ones.
 
     * *payload_format*: how published events are encoded (RPCs are always
       JSON, as with AutoGen); ``"json"`` or ``"protobuf"``.
@@ -218,23 +227,34 @@ async def open_worker(
     ``RuntimeClosedError``, agents are closed), then cancels the streams so the
     gateway drops our types and subscriptions.
     """
-    if not isinstance(address, str):
-        raise InvalidAddressError(f"the gateway address must be a str 'host:port', not {address!r}")
-    address, ssl_context = resolve_tls(address, ssl_context)
-    parse_address(address)
+    addresses = [address] if isinstance(address, str) else list(address)
+    if not addresses or not all(isinstance(a, str) for a in addresses):
+        raise InvalidAddressError(
+            f"the gateway address must be a str 'host:port' or a non-empty sequence of them, "
+            f"not {address!r}"
+        )
+    targets = [resolve_tls(a, ssl_context) for a in addresses]
+    for bare, _ in targets:
+        parse_address(bare)
     if connect_timeout < 0:
         raise ValueError(f"connect_timeout must be >= 0 seconds, got {connect_timeout!r}")
     if connect is None:
         from .._transport import open_channel
 
-        def connect() -> AbstractAsyncContextManager[ChannelLike]:
-            return open_channel(
-                address,
-                ssl_context=ssl_context,
-                keepalive_interval=keepalive_interval,
-                connect_timeout=ATTEMPT_TIMEOUT,
-                max_message_size=max_message_size,
-            )
+        def connect_to(bare: str, context: ssl.SSLContext | None) -> Connect:
+            def connect() -> AbstractAsyncContextManager[ChannelLike]:
+                return open_channel(
+                    bare,
+                    ssl_context=context,
+                    keepalive_interval=keepalive_interval,
+                    connect_timeout=ATTEMPT_TIMEOUT,
+                    max_message_size=max_message_size,
+                )
+
+            return connect
+
+        connects = [connect_to(bare, context) for bare, context in targets]
+        connect = connects[0] if len(connects) == 1 else Rotation(connects, addresses)
 
     connect = with_metadata(connect, call_metadata(token, metadata))
 

@@ -33,10 +33,12 @@ T1  ``committed`` is a deep, JSON-normal copy: the agent's later mutations
     never reach it.
 T2  ``deltas_since_snapshot <= snapshot_every``; a write made when it equals
     ``snapshot_every`` is a snapshot.
-T3  ``prepare`` returns ``None`` exactly when the state's JSON text equals
-    ``committed``'s (so ``1`` -> ``true`` is a change, though ``1 == True``).
+T3  ``prepare`` returns ``None`` exactly when the JSON text of every member
+    of the state equals ``committed``'s (so ``1`` -> ``true`` is a change,
+    though ``1 == True``), and there are the same members.
 T4  A delta is written only when its JSON is shorter than the state's, and
     the state's is over ``SMALL_STATE`` (256) characters.
+T5  The texts the tracker keeps are those of ``committed``'s members.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from typing import Any, TypeAlias
 import attrs
 
 from .._errors import AgentwireError
-from ._patch import apply_patch, make_patch
+from ._patch import apply_patch, extends, make_patch
 
 __all__ = [
     "Change",
@@ -57,6 +59,7 @@ __all__ = [
     "StateConflictError",
     "StateError",
     "StateLog",
+    "StateStoreUnavailableError",
     "StateTracker",
     "StoredState",
     "check_write",
@@ -91,6 +94,12 @@ class StateConflictError(AgentwireError):
             f"state of {agent} is at version {current_version}, not {base_version}: "
             "another write came first; reload the state and retry"
         )
+
+
+class StateStoreUnavailableError(AgentwireError):
+    """The state store could not be reached in time: the change was not
+    committed, or was without an answer (the next write finds out, with a
+    :class:`StateConflictError`). Retry once it is back."""
 
 
 @attrs.frozen
@@ -203,10 +212,17 @@ class StateLog:
 
 
 class StateTracker:
-    """The agent's side: last committed state and version, and what to write next."""
+    """The agent's side: last committed state and version, and what to write next.
+
+    It keeps the compact JSON text of each top-level member of the committed
+    state, so that a commit encodes the state once, compares member by member,
+    and decodes (copies) only the members that changed: what is unchanged is
+    shared with the previous committed copy, which nobody mutates.
+    """
 
     __slots__ = (
-        "_committed_text",
+        "_pending",
+        "_texts",
         "committed",
         "deltas_since_snapshot",
         "snapshot_every",
@@ -219,17 +235,21 @@ class StateTracker:
         self.snapshot_every = snapshot_every
         self.version = 0
         self.committed: JsonObject | None = None
-        self._committed_text: str | None = None  # compared, not the objects: 1 == True
+        # per member of committed: its JSON text (compared, not the objects: 1 == True)
+        self._texts: dict[str, str] = {}
+        self._pending: tuple[JsonObject, dict[str, str]] | None = None
         self.deltas_since_snapshot = 0
 
     def loaded(self, stored: StoredState) -> JsonObject | None:
         """Start from what a store returned; the state to give the agent (a fresh copy)."""
         state = stored.materialize()
         self.version = stored.version
+        self._pending = None
         if state is None:
-            self.committed = self._committed_text = None
+            self.committed, self._texts = None, {}
         else:
-            self.committed, self._committed_text = _normalize(state)
+            self.committed = normalize_state(state)
+            self._texts = {key: _member_text(value) for key, value in self.committed.items()}
         # More deltas than this tracker allows (a store written with another
         # setting) mean the next write is a snapshot, as exactly snapshot_every do.
         self.deltas_since_snapshot = min(len(stored.deltas), self.snapshot_every)
@@ -237,25 +257,42 @@ class StateTracker:
 
     def prepare(self, state: Mapping[str, Any]) -> tuple[Change, JsonObject] | None:
         """What to write for *state* (and its normalized copy), or ``None`` if unchanged."""
-        current, text = _normalize(state)
-        if text == self._committed_text:
+        texts = _member_texts(state)
+        old = self._texts
+        if self.committed is not None and texts == old:
             return None
+        committed = self.committed or {}
+        current: JsonObject = {}
+        changed: JsonObject = {}
+        for key, text in texts.items():
+            before = old.get(key)
+            if before == text:
+                current[key] = committed[key]
+            else:
+                copy = _copy_member(key, text, state[key], before, committed.get(key))
+                current[key] = changed[key] = copy
+        self._pending = (current, texts)
+        size = _object_size(texts)
         if (
             self.committed is None
             or self.deltas_since_snapshot >= self.snapshot_every
-            or len(text) <= SMALL_STATE
+            or size <= SMALL_STATE
         ):
             return Snapshot(current), current
-        patch = make_patch(self.committed, current)
-        if len(json.dumps(patch)) >= len(text):
+        patch = make_patch(committed, current, changed, old, texts)
+        if len(json.dumps(patch, separators=(",", ":"))) >= size:
             return Snapshot(current), current
         return Delta(patch), current
 
     def committed_as(self, change: Change, state: JsonObject, version: int) -> None:
         """Record that *change* (leading to *state*) was written as *version*."""
+        pending, self._pending = self._pending, None
         self.version = version
         self.committed = state
-        self._committed_text = json.dumps(state, allow_nan=False)
+        if pending is not None and pending[0] is state:
+            self._texts = pending[1]
+        else:
+            self._texts = {key: _member_text(value) for key, value in state.items()}
         if isinstance(change, Snapshot):
             self.deltas_since_snapshot = 0
         else:
@@ -264,6 +301,69 @@ class StateTracker:
     def check_invariants(self) -> None:
         assert 0 <= self.deltas_since_snapshot <= self.snapshot_every  # T2
         assert (self.version == 0) == (self.committed is None)
+        if self.committed is not None:
+            assert self._texts == {k: _member_text(v) for k, v in self.committed.items()}
+
+
+def _member_text(value: Any) -> str:
+    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+
+
+def _member_texts(state: Mapping[str, Any]) -> dict[str, str]:
+    """The compact JSON text of each member of *state*; StateError if it has none."""
+    if not isinstance(state, Mapping):
+        raise StateError(f"agent state must be a JSON object, not {type(state).__name__}")
+    texts: dict[str, str] = {}
+    try:
+        for key, value in state.items():
+            if not isinstance(key, str):
+                raise StateError(f"agent state must have str keys, not {key!r}")
+            texts[key] = _member_text(value)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, StateError):
+            raise
+        raise StateError(f"agent state must be a JSON object: {exc}") from None
+    return texts
+
+
+def _copy_member(key: str, text: str, value: Any, old_text: str | None, old: Any) -> Any:
+    """A fresh copy of *value* through its JSON *text*; StateError if that changes it.
+
+    A list that only grew at its end (its previous text *old_text*, its
+    previous copy *old*) is copied as *old*'s items (shared: nobody mutates
+    them) and copies of the new ones: only those are decoded.
+    """
+    if (
+        isinstance(old, list)
+        and isinstance(value, list)
+        and old_text is not None
+        and extends(old_text, text)
+    ):
+        added = json.loads(text if old_text == "[]" else "[" + text[len(old_text) :])
+        if added != value[len(old) :]:
+            raise _not_json(key)
+        return old + added
+    copy = json.loads(text)
+    if copy != value:
+        raise _not_json(key)
+    return copy
+
+
+def _not_json(key: str) -> StateError:
+    return StateError(
+        f"agent state member {key!r} would not survive a round trip through JSON "
+        "(str keys and JSON values, lists, not tuples)"
+    )
+
+
+def _object_size(texts: dict[str, str]) -> int:
+    """The length of the compact JSON text of the object whose members have *texts*."""
+    return (
+        1
+        + sum(len(json.dumps(key)) + 1 + len(text) for key, text in texts.items())
+        + max(len(texts) - 1, 0)
+        + 1
+    )
 
 
 def replay(snapshot: JsonObject, deltas: Sequence[Patch]) -> list[JsonObject]:

@@ -20,7 +20,14 @@ import trio
 from .._ids import AgentId
 from ._log import Change, Snapshot, StateLog, StoredState, check_write
 
-__all__ = ["MemoryStateStore", "SQLiteStateStore", "StateStore", "open_sqlite_store"]
+__all__ = [
+    "MemoryStateStore",
+    "SQLiteStateStore",
+    "StateStore",
+    "open_sqlite_store",
+    "open_state_store",
+    "state_store_spec",
+]
 
 logger = logging.getLogger("agentwire.state")
 
@@ -205,3 +212,32 @@ async def open_sqlite_store(
         with trio.CancelScope(shield=True):
             async with store._lock:
                 await trio.to_thread.run_sync(store._close)
+
+
+def state_store_spec(spec: str) -> str:
+    """*spec* if it names a store (see :func:`open_state_store`), else ``ValueError``."""
+    if (
+        spec == "memory"
+        or (spec.startswith("sqlite:") and len(spec) > len("sqlite:"))
+        or spec.startswith(("redis://", "rediss://"))
+    ):
+        return spec
+    raise ValueError(
+        f"a state store is 'memory', 'sqlite:PATH' or a redis:// or rediss:// URL, not {spec!r}"
+    )
+
+
+@asynccontextmanager
+async def open_state_store(spec: str) -> AsyncIterator[StateStore]:
+    """The store *spec* names, open for the block: ``memory``, ``sqlite:PATH`` or a
+    ``redis://`` / ``rediss://`` URL (what ``agentwire gateway --state-store`` takes)."""
+    if state_store_spec(spec) == "memory":
+        yield MemoryStateStore()
+    elif spec.startswith("sqlite:"):
+        async with open_sqlite_store(spec[len("sqlite:") :]) as sqlite_store:
+            yield sqlite_store
+    else:
+        from ._redis import open_redis_store
+
+        async with open_redis_store(spec) as redis_store:
+            yield redis_store

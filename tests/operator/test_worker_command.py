@@ -50,3 +50,39 @@ async def test_a_bad_setup_is_one_line_and_exit_2(spec: str, reason: str) -> Non
     assert done.err.startswith("agentwire worker: ")
     assert reason in done.err
     assert done.err.count("\n") == 1
+
+
+async def test_a_worker_with_several_gateways_moves_on_when_its_gateway_stops() -> None:
+    async with (
+        trio.open_nursery() as nursery,
+        open_gateway(startup_grace=0) as second,
+        open_worker(second.address) as caller,
+    ):
+        caller.add_message_serializer(JsonSerializer(Greeting))
+        stop_first = trio.Event()
+        first = await nursery.start(_run_gateway, stop_first)
+        gateways = f"{first},{second.address}"
+        async with running(
+            "worker", "--gateway", gateways, "tests.operator.agents:setup"
+        ) as process:
+            assert process.stdout is not None
+            with trio.fail_after(30):
+                line = await read_line(process.stdout)
+            assert line == f"agentwire worker ready (connected to {gateways})\n"
+            assert second.statistics().agent_types == 0  # it is on the first
+            stop_first.set()
+            with trio.fail_after(30):
+                await second.wait_until(lambda s: s.agent_types == 1)
+            result = await caller.send_message(Greet("eve"), AgentId("greeter", "w"))
+            assert result == Greeting("hello eve x1 from w")
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(30):
+                assert await process.wait() == 0
+
+
+async def _run_gateway(
+    stop: trio.Event, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_gateway(startup_grace=0, grace_period=0.1) as gateway:
+        task_status.started(gateway.address)
+        await stop.wait()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import AsyncIterator
-from typing import ClassVar
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
 
 import pytest
 import trio
@@ -209,22 +210,54 @@ async def test_workers_with_tokens_register_subscribe_call_and_publish_within_th
     assert gateway.access_statistics().denials == 4
 
 
+@asynccontextmanager
+async def mallory_and_alice_control_streams(
+    channel: Channel, gateway: Gateway
+) -> AsyncIterator[tuple[Any, Any]]:
+    """Control streams of mallory (client-id m1) and alice (a1), both attached."""
+    async with (
+        channel.stream(P + "OpenControlChannel", metadata=as_(MALLORY, "m1")) as mallory,
+        channel.stream(P + "OpenControlChannel", metadata=as_(ALICE, "a1")) as alice,
+    ):
+        await gateway.wait_until(lambda s: s.control_connections == 2)
+        yield mallory, alice
+
+
+async def refusal(stream: Any) -> str:
+    """The error of the SaveStateResponse *stream* receives next."""
+    reply = pb.ControlMessage.FromString(await stream.receive() or b"")
+    body = pb.SaveStateResponse()
+    assert reply.rpcMessage.Unpack(body)
+    return body.error
+
+
 async def test_a_control_message_to_an_agent_needs_the_call_right(
     channel: Channel, gateway: Gateway
 ) -> None:
     with trio.fail_after(GUARD):
-        async with (
-            channel.stream(P + "OpenControlChannel", metadata=as_(MALLORY, "m1")) as mallory,
-            channel.stream(P + "OpenControlChannel", metadata=as_(ALICE, "a1")) as alice,
-        ):
+        async with mallory_and_alice_control_streams(channel, gateway) as (mallory, alice):
             await register(channel, ALICE, "a1", "shouter")
-            await gateway.wait_until(lambda s: s.control_connections == 2)
             await mallory.send(control("r1", "agentid=shouter/k", respond_to="clientid=m1"))
-            reply = pb.ControlMessage.FromString(await mallory.receive() or b"")
-            body = pb.SaveStateResponse()
-            assert reply.rpcMessage.Unpack(body)
-            assert "'mallory' may not call agent type 'shouter'" in body.error
+            assert "'mallory' may not call agent type 'shouter'" in await refusal(mallory)
             # alice's own request reaches her agent type's control channel
             own = control("r2", "agentid=shouter/k", respond_to="clientid=a1")
             await alice.send(own)
             assert await alice.receive() == own
+
+
+async def test_a_control_request_to_another_principals_client_id_is_refused(
+    channel: Channel, gateway: Gateway
+) -> None:
+    with trio.fail_after(GUARD):
+        async with mallory_and_alice_control_streams(channel, gateway) as (mallory, alice):
+            # A request straight to alice's worker, its error answer aimed at alice too.
+            await mallory.send(control("r1", "clientid=a1", respond_to="clientid=a1"))
+            error = await refusal(mallory)
+            assert "'mallory' may not send a control request" in error
+            assert "'call' right" in error
+            assert "a1" not in error
+            # An answer to alice's client-id still reaches her: the first thing she gets.
+            answer = control("r0", "clientid=a1", save=False)
+            await mallory.send(answer)
+            assert await alice.receive() == answer
+    assert gateway.access_statistics().denials == 1

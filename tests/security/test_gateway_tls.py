@@ -3,6 +3,7 @@ and clients that get it wrong (which must not disturb the others)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import pathlib
 import socket
@@ -209,3 +210,23 @@ async def test_an_expired_client_certificate_is_refused_while_others_work(
             )
         assert refused.value.status is Status.UNAVAILABLE
         await _round_trip(address, ssl_context=_client(pki, certificate=True))
+
+
+async def test_a_connection_that_never_starts_its_tls_handshake_is_closed(pki: Pki) -> None:
+    with trio.fail_after(GUARD):
+        async with open_gateway(ssl_context=_server(pki), handshake_timeout=0.2) as gateway:
+            silent = await trio.open_tcp_stream("127.0.0.1", gateway.port)
+            async with silent:
+                # well before the 10 s default; a reset is a close too
+                with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+                    assert await silent.receive_some(1024) == b""
+            await _round_trip(_tls_address(gateway), ssl_context=_client(pki))  # others served
+
+
+def test_the_gateway_command_takes_a_handshake_timeout() -> None:
+    from agentwire._cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["gateway"]).handshake_timeout == 10.0
+    assert parser.parse_args(["gateway", "--handshake-timeout", "2.5"]).handshake_timeout == 2.5
+    assert parser.parse_args(["gateway", "--handshake-timeout", "0"]).handshake_timeout is None

@@ -121,6 +121,47 @@ def test_publish_and_call_rights_are_checked_per_message_and_refusals_counted() 
     assert guard.statistics().denials == 3
 
 
+def test_a_control_request_to_a_client_id_needs_a_client_id_of_the_same_principal() -> None:
+    guard = AccessGuard(_Fixed(ALICE))
+    guard.claim(ALICE, "alice-1")
+    guard.claim(ALICE, "alice-2")
+    guard.claim(MALLORY, "mallory-1")
+    assert guard.refuse_control("alice-1", "clientid=alice-2", request=True) is None
+    refused = guard.refuse_control("mallory-1", "clientid=alice-1", request=True)
+    assert refused is not None
+    assert "principal 'mallory' may not send a control request" in refused
+    assert "'call' right" in refused
+    assert "alice-1" not in refused  # names no other client's id
+    # An answer (no respond_to) finds its requester whoever answers.
+    assert guard.refuse_control("mallory-1", "clientid=alice-1") is None
+    assert guard.statistics().denials == 1
+
+
+def test_control_requests_to_client_ids_pass_with_authentication_off() -> None:
+    assert AccessGuard().refuse_control("a", "clientid=b", request=True) is None
+
+
+def test_no_caller_may_use_the_operator_client_ids() -> None:
+    for guard in (AccessGuard(), AccessGuard(_Fixed(ALICE))):
+        for client_id in ("agentwire-operator", "agentwire-operator/alice"):
+            with pytest.raises(PermissionDeniedError, match="reserved for the gateway's own"):
+                guard.check_client(ALICE, client_id)
+        guard.check_client(ALICE, "agentwire-operators")  # only the name and its children
+
+
+def test_an_operator_subscription_needs_subscribe_on_the_topic_and_call_on_the_agent() -> None:
+    guard = AccessGuard(_Fixed(ALICE))
+    guard.check_operator_subscription(ALICE, _sub("order-events", "billing"))
+    guard.check_operator_subscription(ALICE, _sub("billing.x", "billing", prefix=True))
+    with pytest.raises(PermissionDeniedError, match="'subscribe' right allows"):
+        guard.check_operator_subscription(ALICE, _sub("payroll", "billing"))
+    with pytest.raises(PermissionDeniedError, match="'call' right allows: billing"):
+        guard.check_operator_subscription(ALICE, _sub("order-events", "orders"))
+    # no exception for the agent type's own direct-message prefix: it is not the worker's
+    with pytest.raises(PermissionDeniedError, match="starting with 'billing:'"):
+        guard.check_operator_subscription(ALICE, _sub("billing:", "billing", prefix=True))
+
+
 def test_a_refused_message_is_logged_once_at_warning(caplog: pytest.LogCaptureFixture) -> None:
     guard = AccessGuard(_Fixed(ALICE))
     guard.claim(ALICE, "alice-1")

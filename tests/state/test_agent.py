@@ -12,7 +12,9 @@ import trio
 from agentwire import AgentId, MessageContext, open_runtime, rpc
 from agentwire.state import (
     MemoryStateStore,
+    Snapshot,
     StateConflictError,
+    StateError,
     StatefulAgent,
     StateStore,
 )
@@ -160,3 +162,76 @@ async def test_the_runtime_saves_and_loads_the_state_of_a_stateful_agent() -> No
 async def test_an_unknown_commit_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="commit must be"):
         Counter(MemoryStateStore(), commit="sometimes")
+
+
+@attrs.define
+class Entry:
+    amount: int
+    note: str = ""
+
+
+@attrs.define
+class Ledger:
+    total: int = 0
+    entries: list[Entry] = attrs.Factory(list)
+    owner: str | None = None
+
+
+class LedgerAgent(StatefulAgent):
+    def __init__(self, store: StateStore) -> None:
+        super().__init__("a ledger", store=store)
+
+    def initial_state(self) -> Ledger:
+        return Ledger()
+
+    @rpc
+    async def add(self, message: Add, ctx: MessageContext) -> int:
+        if message.then == "raise":
+            self.state = {"total": 0}  # not a Ledger
+            return 0
+        self.state.total += message.amount
+        self.state.entries.append(Entry(message.amount, f"+{message.amount}"))
+        return int(self.state.total)
+
+
+async def test_a_state_that_is_an_attrs_class_is_stored_as_its_json_and_given_back() -> None:
+    store = MemoryStateStore()
+    async with open_runtime() as runtime:
+        await LedgerAgent.register(runtime, "counter", lambda: LedgerAgent(store))
+        assert [await runtime.send_message(Add(a), COUNTER) for a in (2, 3)] == [2, 5]
+    stored = await store.load(COUNTER)
+    assert stored.materialize() == {
+        "total": 5,
+        "entries": [{"amount": 2, "note": "+2"}, {"amount": 3, "note": "+3"}],
+        "owner": None,
+    }
+    async with open_runtime() as runtime:
+        agents: list[LedgerAgent] = []
+
+        def make() -> LedgerAgent:
+            agents.append(LedgerAgent(store))
+            return agents[-1]
+
+        await LedgerAgent.register(runtime, "counter", make)
+        assert await runtime.send_message(Add(4), COUNTER) == 9
+        assert agents[0].state == Ledger(9, [Entry(2, "+2"), Entry(3, "+3"), Entry(4, "+4")])
+        assert await runtime.agent_save_state(COUNTER) == {
+            "total": 9,
+            "entries": [
+                {"amount": 2, "note": "+2"},
+                {"amount": 3, "note": "+3"},
+                {"amount": 4, "note": "+4"},
+            ],
+            "owner": None,
+        }
+        with pytest.raises(StateError, match="not the Ledger initial_state"):
+            await runtime.send_message(Add(1, "raise"), COUNTER)
+
+
+async def test_a_stored_state_that_does_not_fit_the_class_is_refused_precisely() -> None:
+    store = MemoryStateStore()
+    await store.commit(COUNTER, 0, Snapshot({"total": "many", "entries": []}))
+    async with open_runtime() as runtime:
+        await LedgerAgent.register(runtime, "counter", lambda: LedgerAgent(store))
+        with pytest.raises(StateError, match="does not fit Ledger"):
+            await runtime.send_message(Add(1), COUNTER)

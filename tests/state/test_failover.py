@@ -1,5 +1,6 @@
 """Failover with state: a counter agent served by two workers through a gateway
-with hash placement, its state in one SQLite file. The worker owning it stops
+with hash placement, its state in one SQLite file the workers open, or in the
+gateway's state store (the workers configure none). The worker owning it stops
 abruptly while an increment is in flight; the next calls activate the counter
 on the survivor from the last committed version, and the final count is the
 number of acknowledged increments, plus the one in flight if the owner stopped
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import pathlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal
 
 import attrs
@@ -26,7 +27,13 @@ from agentwire import (
     rpc,
     serializers_for_type,
 )
-from agentwire.state import StatefulAgent, StateStore, open_sqlite_store
+from agentwire.state import (
+    MemoryStateStore,
+    StatefulAgent,
+    StateStore,
+    StoredState,
+    open_sqlite_store,
+)
 
 GUARD = 60  # seconds: a hang guard, never a synchronisation
 CALLS = 240
@@ -58,7 +65,7 @@ class Trap:
 
 
 class SharedCounter(StatefulAgent):
-    def __init__(self, worker: str, store: StateStore, trap: Trap) -> None:
+    def __init__(self, worker: str, store: StateStore | None, trap: Trap) -> None:
         super().__init__("a durable counter", store=store)
         self.worker = worker
         self.trap = trap
@@ -109,17 +116,20 @@ async def open_caller(address: str) -> AsyncIterator[WorkerRuntime]:
 async def serve_counter(
     name: str,
     address: str,
-    path: pathlib.Path,
+    path: pathlib.Path | None,
     trap: Trap,
     *,
     task_status: trio.TaskStatus[trio.CancelScope],
 ) -> None:
-    """A worker serving type ``counter`` until the cancel scope it reports is cancelled."""
+    """A worker serving type ``counter`` until the cancel scope it reports is
+    cancelled; its counters keep their state in the SQLite file *path*, or
+    with ``None`` in the gateway's state store."""
     with trio.CancelScope() as scope:
-        async with (
-            open_sqlite_store(path) as store,
-            open_worker(address, shared_types=True) as runtime,
-        ):
+        async with AsyncExitStack() as stack:
+            store: StateStore | None = None
+            if path is not None:
+                store = await stack.enter_async_context(open_sqlite_store(path))
+            runtime = await stack.enter_async_context(open_worker(address, shared_types=True))
             await SharedCounter.register(
                 runtime, "counter", lambda: SharedCounter(name, store, trap)
             )
@@ -128,17 +138,32 @@ async def serve_counter(
             await trio.sleep_forever()
 
 
+async def stored_counter(
+    gateway_store: StateStore | None, path: pathlib.Path | None
+) -> StoredState:
+    """What the gateway's store, or else the SQLite file *path*, holds for the counter."""
+    if gateway_store is not None:
+        return await gateway_store.load(COUNTER)
+    assert path is not None
+    async with open_sqlite_store(path) as store:
+        return await store.load(COUNTER)
+
+
+@pytest.mark.parametrize("kept", ["worker-sqlite", "gateway"])
 @pytest.mark.parametrize("when", ["before-commit", "after-commit"])
 async def test_a_counter_survives_its_worker_stopping_with_every_acknowledged_increment(
-    tmp_path: pathlib.Path, when: Literal["before-commit", "after-commit"]
+    tmp_path: pathlib.Path,
+    when: Literal["before-commit", "after-commit"],
+    kept: Literal["worker-sqlite", "gateway"],
 ) -> None:
-    path = tmp_path / "state.db"
+    gateway_store = MemoryStateStore() if kept == "gateway" else None
+    path = None if kept == "gateway" else tmp_path / "state.db"
     trap = Trap(TRAP_AT, when)
     answers: list[Count] = []
     lost = 0
     with trio.fail_after(GUARD):
         async with (
-            open_gateway("127.0.0.1:0", placement="hash") as gateway,
+            open_gateway("127.0.0.1:0", placement="hash", state_store=gateway_store) as gateway,
             trio.open_nursery() as nursery,
         ):
             workers = {
@@ -162,8 +187,7 @@ async def test_a_counter_survives_its_worker_stopping_with_every_acknowledged_in
                     else:
                         answers.append(answer)
             nursery.cancel_scope.cancel()
-    async with open_sqlite_store(path) as store:
-        stored = await store.load(COUNTER)
+    stored = await stored_counter(gateway_store, path)
     owner = trap.worker
     survivor = "w2" if owner == "w1" else "w1"
     in_flight_committed = when == "after-commit"

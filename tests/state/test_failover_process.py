@@ -1,6 +1,7 @@
 """Failover with state across a SIGKILL: the worker owning a counter is another
 process, killed mid-run; the counter goes on, on the survivor, from the last
-version the dead process committed to the shared SQLite file."""
+version the dead process committed to the shared SQLite file, or to the
+gateway's state store."""
 
 from __future__ import annotations
 
@@ -12,14 +13,23 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import pytest
 import trio
 
 from agentwire import open_gateway
-from agentwire.state import open_sqlite_store
+from agentwire.state import MemoryStateStore
 
-from .test_failover import COUNTER, GUARD, Count, Trap, increment, open_caller, serve_counter
+from .test_failover import (
+    GUARD,
+    Count,
+    Trap,
+    increment,
+    open_caller,
+    serve_counter,
+    stored_counter,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -36,7 +46,8 @@ _WORKER = textwrap.dedent(
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(
-                serve_counter, "process", sys.argv[2], pathlib.Path(sys.argv[3]),
+                serve_counter, "process", sys.argv[2],
+                pathlib.Path(sys.argv[3]) if sys.argv[3] else None,
                 Trap(0, "before-commit", armed=False),
             )
             print("ready", flush=True)
@@ -47,9 +58,11 @@ _WORKER = textwrap.dedent(
 
 
 @contextmanager
-def worker_process(address: str, path: pathlib.Path) -> Iterator[subprocess.Popen[str]]:
+def worker_process(address: str, path: pathlib.Path | None) -> Iterator[subprocess.Popen[str]]:
+    """A worker process serving type ``counter``, its state in the SQLite file
+    *path*, or with ``None`` in the gateway's state store."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WORKER, str(ROOT), address, str(path)],
+        [sys.executable, "-c", _WORKER, str(ROOT), address, "" if path is None else str(path)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -60,15 +73,17 @@ def worker_process(address: str, path: pathlib.Path) -> Iterator[subprocess.Pope
         proc.wait()
 
 
+@pytest.mark.parametrize("kept", ["worker-sqlite", "gateway"])
 async def test_a_counter_goes_on_after_its_worker_process_is_killed(
-    tmp_path: pathlib.Path,
+    tmp_path: pathlib.Path, kept: Literal["worker-sqlite", "gateway"]
 ) -> None:
-    path = tmp_path / "state.db"
+    gateway_store = MemoryStateStore() if kept == "gateway" else None
+    path = None if kept == "gateway" else tmp_path / "state.db"
     answers: list[Count] = []
     lost = 0
     with trio.fail_after(GUARD):
         async with (
-            open_gateway("127.0.0.1:0", placement="hash") as gateway,
+            open_gateway("127.0.0.1:0", placement="hash", state_store=gateway_store) as gateway,
             trio.open_nursery() as nursery,
         ):
             with worker_process(gateway.address, path) as proc:
@@ -94,8 +109,7 @@ async def test_a_counter_goes_on_after_its_worker_process_is_killed(
                             answers.append(answer)
                 await trio.to_thread.run_sync(proc.wait)
             nursery.cancel_scope.cancel()
-    async with open_sqlite_store(path) as store:
-        stored = await store.load(COUNTER)
+    stored = await stored_counter(gateway_store, path)
     assert proc.returncode == -signal.SIGKILL
     workers = [a.worker for a in answers]
     assert workers == ["process"] * KILL_AFTER + ["survivor"] * (len(answers) - KILL_AFTER)

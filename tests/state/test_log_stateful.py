@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from agentwire.state import Delta, Snapshot, StateConflictError, StateError, StoredState
 from agentwire.state._log import StateLog, StateTracker, replay
-from agentwire.state._patch import apply_patch, make_patch
+from agentwire.state._patch import apply_patch, extends, make_patch
 
 from .strategies import STATES, VALUES, histories
 
@@ -200,3 +200,41 @@ def test_a_value_changing_only_its_json_type_is_a_change(before: Any, after: Any
     assert prepared is not None
     stored = StoredState(2, 1, {"v": before, "pad": padding}, (prepared[0].patch,))  # type: ignore[union-attr]
     assert json.dumps(stored.materialize()) == json.dumps({"v": after, "pad": padding})
+
+
+def test_items_appended_to_a_list_are_copied_checked_and_written_as_adds() -> None:
+    tracker = StateTracker()
+    state: dict[str, Any] = {"items": [{"n": n} for n in range(50)]}
+    prepared = tracker.prepare(state)
+    assert prepared is not None
+    tracker.committed_as(*prepared, version=1)
+    state["items"].append({"n": 50})
+    prepared = tracker.prepare(state)
+    assert prepared is not None
+    assert prepared[0] == Delta([{"op": "add", "path": "/items/50", "value": {"n": 50}}])
+    tracker.committed_as(*prepared, version=2)
+    tracker.check_invariants()
+    state["items"][50]["n"] = "mutated"  # T1: the appended item was copied
+    state["items"][0]["n"] = "mutated too"
+    assert tracker.committed == {"items": [{"n": n} for n in range(51)]}
+    state["items"][0]["n"] = 0
+    state["items"][50] = {"n": 50}
+    state["items"].append((1, 2))  # a tuple appended: refused like any other
+    with pytest.raises(StateError, match="lists, not tuples"):
+        tracker.prepare(state)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "grew"),
+    [
+        ([], [1], True),
+        ([1, 2], [1, 2, 3], True),
+        ([1, 2], [1, 23], False),
+        ([[1]], [[1, 2]], False),
+    ],
+)
+def test_a_list_that_only_grew_is_recognised_by_its_text(
+    before: list[Any], after: list[Any], grew: bool
+) -> None:
+    old, new = json.dumps(before, separators=(",", ":")), json.dumps(after, separators=(",", ":"))
+    assert extends(old, new) is grew

@@ -1,9 +1,11 @@
-"""Each store keeps snapshots and deltas, refuses stale writes, and gives back
-exactly what was written; the SQLite store across reopening and between two
-stores on one file."""
+"""Each store (memory, SQLite, Redis, and the gateway's state store as a worker
+sees it, here on a memory store) keeps snapshots and deltas, refuses stale
+writes with the current version, and gives back exactly what was written; the
+SQLite store across reopening and between two stores on one file."""
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -12,9 +14,10 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from agentwire import AgentId
+from agentwire import AgentId, open_gateway, open_worker
 from agentwire.state import (
     Delta,
     MemoryStateStore,
@@ -23,30 +26,57 @@ from agentwire.state import (
     StateError,
     StateStore,
     StoredState,
+    open_redis_store,
     open_sqlite_store,
 )
-from agentwire.state._log import StateTracker, replay
+from agentwire.state._log import StateLog, StateTracker, replay
+from agentwire.state._remote import GatewayStateStore
 
-from .strategies import histories
+from .strategies import STATES, histories
 
 AGENT = AgentId("counter", "k")
 
-StoreFactory = Callable[[pathlib.Path], AbstractAsyncContextManager[StateStore]]
+# A fresh, empty store each call (several per test with Hypothesis).
+StoreFactory = Callable[[], AbstractAsyncContextManager[StateStore]]
+
+_namespaces = itertools.count()
 
 
-@asynccontextmanager
-async def memory_store(_: pathlib.Path) -> AsyncIterator[StateStore]:
-    yield MemoryStateStore()
+@pytest.fixture(params=["memory", "sqlite", "redis", "gateway"])
+def open_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Opens an empty store of each kind (Redis: the test server, a fresh namespace)."""
+
+    @asynccontextmanager
+    async def memory() -> AsyncIterator[StateStore]:
+        yield MemoryStateStore()
+
+    @asynccontextmanager
+    async def sqlite() -> AsyncIterator[StateStore]:
+        async with open_sqlite_store(tmp_path_factory.mktemp("store") / "state.db") as store:
+            yield store
+
+    @asynccontextmanager
+    async def redis() -> AsyncIterator[StateStore]:
+        namespace = f"test{next(_namespaces)}:"
+        async with open_redis_store(url, namespace=namespace) as store:
+            yield store
+
+    @asynccontextmanager
+    async def gateway() -> AsyncIterator[StateStore]:
+        async with (
+            open_gateway(state_store=MemoryStateStore()) as gw,
+            open_worker(gw.address) as runtime,
+        ):
+            yield GatewayStateStore(runtime._worker.link)
+
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+    stores = {"memory": memory, "sqlite": sqlite, "redis": redis, "gateway": gateway}
+    return stores[request.param]
 
 
-@asynccontextmanager
-async def sqlite_store(directory: pathlib.Path) -> AsyncIterator[StateStore]:
-    async with open_sqlite_store(directory / "state.db") as store:
-        yield store
-
-
-STORES = pytest.mark.parametrize(
-    "open_store", [memory_store, sqlite_store], ids=["memory", "sqlite"]
+EXAMPLES = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
@@ -66,19 +96,17 @@ async def write_history(store: StateStore, states: list[dict[str, Any]], every: 
     return written
 
 
-@STORES
 async def test_an_agent_never_written_loads_as_version_zero(
-    open_store: StoreFactory, tmp_path: pathlib.Path
+    open_store: StoreFactory,
 ) -> None:
-    async with open_store(tmp_path) as store:
+    async with open_store() as store:
         assert await store.load(AGENT) == StoredState()
 
 
-@STORES
 async def test_a_stale_write_is_refused_with_the_current_version(
-    open_store: StoreFactory, tmp_path: pathlib.Path
+    open_store: StoreFactory,
 ) -> None:
-    async with open_store(tmp_path) as store:
+    async with open_store() as store:
         assert await store.commit(AGENT, 0, Snapshot({"n": 1})) == 1
         replace = Delta([{"op": "replace", "path": "/n", "value": 2}])
         assert await store.commit(AGENT, 1, replace) == 2
@@ -92,36 +120,31 @@ async def test_a_stale_write_is_refused_with_the_current_version(
     assert stored.materialize() == {"n": 2}
 
 
-@STORES
 async def test_a_first_write_that_is_a_delta_is_refused(
-    open_store: StoreFactory, tmp_path: pathlib.Path
+    open_store: StoreFactory,
 ) -> None:
-    async with open_store(tmp_path) as store:
+    async with open_store() as store:
         with pytest.raises(StateError, match=r"first write .* must be a snapshot"):
             await store.commit(AGENT, 0, Delta([{"op": "add", "path": "/n", "value": 1}]))
         assert await store.load(AGENT) == StoredState()
 
 
-@STORES
-async def test_agents_have_separate_versions(
-    open_store: StoreFactory, tmp_path: pathlib.Path
-) -> None:
+async def test_agents_have_separate_versions(open_store: StoreFactory) -> None:
     other = AgentId("counter", "other")
-    async with open_store(tmp_path) as store:
+    async with open_store() as store:
         await store.commit(AGENT, 0, Snapshot({"n": 1}))
         await store.commit(AGENT, 1, Snapshot({"n": 2}))
         assert await store.commit(other, 0, Snapshot({"m": 1})) == 1
         assert (await store.load(other)).materialize() == {"m": 1}
 
 
-@STORES
 @given(states=histories())
-@settings(max_examples=25, deadline=None)
+@EXAMPLES
 def test_snapshot_and_deltas_round_trip_through_the_store(
-    open_store: StoreFactory, tmp_path_factory: pytest.TempPathFactory, states: list[dict[str, Any]]
+    open_store: StoreFactory, states: list[dict[str, Any]]
 ) -> None:
     async def main() -> tuple[list[Any], StoredState]:
-        async with open_store(tmp_path_factory.mktemp("store")) as store:
+        async with open_store() as store:
             written = await write_history(store, states, every=1000)
             return written, await store.load(AGENT)
 
@@ -131,6 +154,39 @@ def test_snapshot_and_deltas_round_trip_through_the_store(
     first = stored.snapshot_version - 1
     assert stored.snapshot == written[first]
     assert replay(written[first], stored.deltas) == written[first:]
+
+
+@given(
+    writes=st.lists(st.tuples(st.integers(-2, 1), STATES), min_size=1, max_size=12),
+)
+@EXAMPLES
+def test_versions_strictly_increase_and_a_stale_write_is_always_refused(
+    open_store: StoreFactory, writes: list[tuple[int, dict[str, Any]]]
+) -> None:
+    """Each write is based on the current version plus an offset (0: current,
+    else stale); the store agrees with a model log on every outcome."""
+
+    async def main() -> None:
+        model = StateLog(str(AGENT))
+        async with open_store() as store:
+            for offset, state in writes:
+                base = max(0, model.version + offset)
+                try:
+                    expected: int | StateConflictError = model.write(base, Snapshot(state))
+                except StateConflictError as exc:
+                    expected = exc
+                if isinstance(expected, int):
+                    assert await store.commit(AGENT, base, Snapshot(state)) == expected
+                    continue
+                with pytest.raises(StateConflictError) as caught:
+                    await store.commit(AGENT, base, Snapshot(state))
+                assert caught.value.current_version == model.version
+                assert caught.value.base_version == base
+            stored = await store.load(AGENT)
+        assert stored.version == model.version
+        assert stored.materialize() == model.stored.materialize()
+
+    trio.run(main)
 
 
 async def test_the_sqlite_store_keeps_the_state_after_it_is_closed(tmp_path: pathlib.Path) -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from agentwire import ConnectionLostError
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._retry import RetryPolicy
-from agentwire._worker._link import ConnectionState, WorkerLink
+from agentwire._worker._link import ConnectionState, Rotation, WorkerLink
 from agentwire._worker._protocol import ADD_SUBSCRIPTION, OPEN_CHANNEL, REGISTER_AGENT
 
 from .fakes import FakeChannel
@@ -390,3 +390,65 @@ async def test_reconnect_log_lines_name_the_cause(
     failures = [r.getMessage() for r in caplog.records if "attempt failed" in r.getMessage()]
     assert failures
     assert all(m.endswith("OSError: connection refused") for m in failures)
+
+
+# -- several gateways ---------------------------------------------------------------------------
+
+
+async def test_a_rotation_goes_on_with_the_next_gateway_at_once_after_a_loss(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    first, second = FakeNetwork(), FakeNetwork()
+    rotation = Rotation([first.connect, second.connect], ["a:1", "b:2"])
+    link = WorkerLink(rotation, Handler(), reconnect=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        await link.register_agent_type("a")
+        assert (rotation.current, first.attempts, second.attempts) == ("a:1", 1, 0)
+        first.down = True  # the first gateway dies
+        await first.cut()
+        await link.wait_for_state(ConnectionState.DISCONNECTED)
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        assert (rotation.current, first.attempts, second.attempts) == ("b:2", 1, 1)
+        assert unary_log(second.channels[0]) == [("type", "a")]  # replayed on the second
+        # The second dies while the first is back: the next rotation starts with the first.
+        first.down = False
+        await second.cut()
+        await link.wait_for_state(ConnectionState.DISCONNECTED)
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        assert (rotation.current, first.attempts, second.attempts) == ("a:1", 2, 1)
+        nursery.cancel_scope.cancel()
+    assert first.gaps_since_cut(1) == [0]  # no backoff: the next gateway answered
+
+
+async def test_a_rotation_backs_off_only_after_trying_every_gateway(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    networks = [FakeNetwork(), FakeNetwork(), FakeNetwork()]
+    rotation = Rotation([n.connect for n in networks], ["a:1", "b:2", "c:3"])
+    policy = RetryPolicy(initial_delay=0.5, max_delay=1.0, max_attempts=3)
+    link = WorkerLink(rotation, Handler(), reconnect=policy)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        for network in networks:
+            network.down = True
+        await networks[0].cut()
+        await link.wait_for_state(ConnectionState.CLOSED)
+    # After the loss: one immediate rotation, then one after each of the policy's two delays.
+    assert [n.attempts for n in networks] == [1 + 3, 3, 3]
+    times = sorted({t for n in networks for t in n.attempt_times[1 if n is networks[0] else 0 :]})
+    cut = networks[0].cut_at
+    assert [t - cut for t in times] == [0, 0.5, 1.5]
+    assert link.statistics().failed_attempts == 3
+
+
+async def test_a_rotation_that_reaches_no_gateway_names_each_failure() -> None:
+    first, second = FakeNetwork(), FakeNetwork()
+    first.down = second.down = True
+    second.error = OSError("no route to host")
+    link = WorkerLink(Rotation([first.connect, second.connect], ["a:1", "b:2"]), Handler())
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(ConnectionLostError) as info:
+            await nursery.start(link.run)
+    assert "a:1: OSError: connection refused" in str(info.value)
+    assert "b:2: OSError: no route to host" in str(info.value)

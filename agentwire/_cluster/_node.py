@@ -124,6 +124,8 @@ class ClusterNode:
         self._peers: dict[str, Connection] = {}
         self._lock = trio.Lock()  # claims, releases and view changes, one at a time
         self._released: list[tuple[str, list[str], list[str]]] = []
+        # Ids of subscriptions made here with relay=True (operator-made), while they live.
+        self._relayed: set[str] = set()
         self._release_wanted = trio.Event()
         self._scope = trio.CancelScope()
         self._batches_sent = self._messages_sent = 0
@@ -183,7 +185,9 @@ class ClusterNode:
                 await self._quietly(backend.release_type(agent_type, owner))
                 raise
 
-    async def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None:
+    async def add_subscription(
+        self, client_id: str, subscription: pb.Subscription, relay: bool = False
+    ) -> None:
         try:
             sub = subscription_from_proto(subscription)
         except (InvalidSubscriptionError, InvalidIdentifierError) as exc:
@@ -196,20 +200,21 @@ class ClusterNode:
             try:
                 backend = self._joined(f"subscription {sub.id} was not added")
                 await self._flush_releases(backend)
-                added = await backend.add_subscription(
-                    sub.id, owner, subscription.SerializeToString(), key, None
-                )
+                data = _shared_form(subscription, relay)
+                added = await backend.add_subscription(sub.id, owner, data, key, None)
             except REDIS_ERRORS:
                 raise _unreachable(f"subscription {sub.id} was not added") from None
             if not added:
                 raise RoutingError(Status.INVALID_ARGUMENT, "Subscription already exists")
             try:
                 try:
-                    hub.add_subscription(client_id, subscription)
+                    hub.add_subscription(client_id, subscription, relay=relay)
                 except RoutingError:
                     if not self._evict_stale(sub):
                         raise
-                    hub.add_subscription(client_id, subscription)
+                    hub.add_subscription(client_id, subscription, relay=relay)
+                if relay:
+                    self._relayed.add(sub.id)
             except RoutingError:
                 await self._quietly(backend.remove_subscription(sub.id, owner))
                 raise
@@ -241,6 +246,7 @@ class ClusterNode:
                     raise RoutingError(Status.UNKNOWN, UNKNOWN_SUBSCRIPTION_MESSAGE)
                 return
             hub.remove_subscription(client_id, subscription_id)
+            self._relayed.discard(subscription_id)
             if owner.startswith(PEER_PREFIX):
                 gateway = owner.removeprefix(PEER_PREFIX)
                 self.view.refused(AddSubscription(gateway, subscription_id, b""))
@@ -276,6 +282,7 @@ class ClusterNode:
             while subs:
                 if hub.subscription_owner(subs[-1]) != client_id:
                     await backend.remove_subscription(subs[-1], owner)
+                    self._relayed.discard(subs[-1])
                 subs.pop()
             self._released.pop(0)
 
@@ -365,7 +372,7 @@ class ClusterNode:
             content = _content_key(sub)
             key = "" if content is None else "\x00".join((content[0].__name__, *content[1:]))
             owner = Owner(self.id, client_id)
-            data = subscription.SerializeToString()
+            data = _shared_form(subscription, sub.id in self._relayed)
             if not await backend.add_subscription(sub.id, owner, data, key, owner):
                 logger.warning(
                     "subscription %s of client %s duplicates another's", sub.id, client_id
@@ -427,6 +434,7 @@ class ClusterNode:
         for client_id, subscription_id in removed:
             if hub.subscription_owner(subscription_id) == client_id:
                 hub.remove_subscription(client_id, subscription_id)
+                self._relayed.discard(subscription_id)
         for op in self.view.plan():
             peer = PEER_PREFIX + op.gateway
             try:
@@ -443,7 +451,8 @@ class ClusterNode:
                 elif isinstance(op, UnregisterType):
                     hub.unregister_agent(peer, op.agent_type)
                 elif isinstance(op, AddSubscription):
-                    hub.add_subscription(peer, pb.Subscription.FromString(op.data), peer=True)
+                    subscription, relay = _local_form(op.data)
+                    hub.add_subscription(peer, subscription, peer=True, relay=relay)
                 elif hub.subscription_owner(op.subscription_id) == peer:
                     assert isinstance(op, RemoveSubscription)
                     hub.remove_subscription(peer, op.subscription_id)
@@ -556,6 +565,15 @@ class ClusterNode:
             "was not delivered",
         )
         await backend.send(sender, pack_batch([answer]))
+
+
+def _shared_form(subscription: pb.Subscription, relay: bool) -> bytes:
+    """A subscription as the cluster keeps it: a relay flag byte, the serialized proto."""
+    return (b"R" if relay else b"-") + subscription.SerializeToString()
+
+
+def _local_form(data: bytes) -> tuple[pb.Subscription, bool]:
+    return pb.Subscription.FromString(data[1:]), data[:1] == b"R"
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:

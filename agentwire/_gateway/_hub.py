@@ -339,7 +339,9 @@ class ClusterMembership(Protocol):
 
     async def register_agent(self, client_id: str, agent_type: str) -> None: ...
 
-    async def add_subscription(self, client_id: str, subscription: pb.Subscription) -> None: ...
+    async def add_subscription(
+        self, client_id: str, subscription: pb.Subscription, relay: bool = False
+    ) -> None: ...
 
     async def remove_subscription(self, client_id: str, subscription_id: str) -> None: ...
 
@@ -384,12 +386,15 @@ class GatewayHub:
         else:
             await self.cluster.register_agent(client_id, agent_type)
 
-    async def subscribe(self, client_id: str, subscription: pb.Subscription) -> None:
-        """AddSubscription for a client (cluster-wide in a cluster)."""
+    async def subscribe(
+        self, client_id: str, subscription: pb.Subscription, *, relay: bool = False
+    ) -> None:
+        """AddSubscription for a client (cluster-wide in a cluster); *relay*:
+        see ``RoutingTable.add_subscription``."""
         if self.cluster is None:
-            self.add_subscription(client_id, subscription)
+            self.add_subscription(client_id, subscription, relay=relay)
         else:
-            await self.cluster.add_subscription(client_id, subscription)
+            await self.cluster.add_subscription(client_id, subscription, relay)
 
     async def unsubscribe(self, client_id: str, subscription_id: str) -> None:
         """RemoveSubscription for a client (cluster-wide in a cluster)."""

@@ -41,7 +41,8 @@ I8  Relayed subscriptions (operator-made): L1-L2 of ``_operator/_relay.py``
 I9  Peer gateways (a cluster, ``agentwire._cluster``). A connection with
     ``peer`` set stands for all the clients of another gateway. What arrives
     on it is never routed to a peer connection again: an event from a peer
-    goes to local clients only (and is never held), a request from a peer
+    goes to local clients only (and is never held; its relayed copies, I8,
+    were made by the publisher's gateway and cross as events), a request from a peer
     for an agent type another peer owns is refused (undeliverable). So a
     message crosses at most one gateway-to-gateway hop and events never
     loop. Requests in flight to a peer that disconnects are answered with
@@ -515,7 +516,7 @@ class RoutingTable:
                 else:
                     logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
             self._event_deliveries += len(targets)
-            return self._deliveries(targets, topic, data)
+            return self._deliveries(targets, topic, data, local_only)
         for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
             if owner is None:
@@ -525,11 +526,13 @@ class RoutingTable:
             if data_conn is not None and not (local_only and data_conn.peer):
                 targets[data_conn] = None
         self._event_deliveries += len(targets)
-        return self._deliveries(targets, topic, data)
+        return self._deliveries(targets, topic, data, local_only)
 
-    def _deliveries(self, targets: dict[Conn, None], topic: TopicId, data: bytes) -> list[Action]:
+    def _deliveries(
+        self, targets: dict[Conn, None], topic: TopicId, data: bytes, local_only: bool
+    ) -> list[Action]:
         actions: list[Action] = [Deliver(target, data, event=True) for target in targets]
-        if self._relays:
+        if self._relays and not local_only:  # I9: the publisher's gateway made the copies
             actions += self._relay(topic, data)
         return actions
 

@@ -147,7 +147,7 @@ class OperatorSubscriptions:
                 "already exists",
             )
         try:
-            hub.add_subscription(client_id, subscription, relay=True)
+            await hub.subscribe(client_id, subscription, relay=True)
         except RoutingError as exc:  # the hub's limits
             raise GRPCError(exc.status, exc.message) from None
         self._guard.claim(principal, client_id)
@@ -155,6 +155,7 @@ class OperatorSubscriptions:
         return pb.AddSubscriptionResponse().SerializeToString()
 
     async def _remove(self, data: bytes, stream: ServerStream) -> bytes:
+        from .._gateway._registry import RoutingError  # the gateway package imports this one
         from .._gateway._service import _parse
 
         principal = self._principal(stream)
@@ -165,7 +166,10 @@ class OperatorSubscriptions:
             raise GRPCError(
                 Status.NOT_FOUND, f"there is no subscription with the id {subscription_id!r}"
             )
-        hub.remove_subscription(owner, subscription_id)
+        try:
+            await hub.unsubscribe(owner, subscription_id)
+        except RoutingError as exc:  # a cluster whose Redis is out of reach
+            raise GRPCError(exc.status, exc.message) from None
         logger.info("operator %s removed subscription %s", principal, subscription_id)
         return pb.RemoveSubscriptionResponse().SerializeToString()
 

@@ -17,6 +17,10 @@ from agentwire import (
     open_worker,
     serializers_for_type,
 )
+from agentwire._proto import agent_worker_pb2 as pb
+from agentwire._transport import open_channel
+from agentwire._wire import OPERATOR_ADD_SUBSCRIPTION_METHOD
+from tests.operator.agents import RECEIVED, Greet, setup
 from tests.worker.messages import Echo, Inbox, Ping, Pong
 
 from .helpers import (
@@ -158,3 +162,30 @@ async def test_a_peer_connection_the_hub_ends_is_opened_again(redis_url: str) ->
             assert first.statistics().agent_types == 0
             await first.wait_until(lambda s: s.agent_types == 1)
             assert await a.send_message(Ping("x"), AgentId("echo", "k")) == Pong("echo/k:x")
+
+
+async def test_an_operator_subscription_on_one_gateway_relays_events_published_on_any(
+    redis_url: str,
+) -> None:
+    start = len(RECEIVED.items)
+    subscription = pb.Subscription(
+        id="ops-orders",
+        typeSubscription=pb.TypeSubscription(topic_type="orders", agent_type="greeter"),
+    )
+    request = pb.AddSubscriptionRequest(subscription=subscription).SerializeToString()
+    with trio.fail_after(GUARD):
+        async with open_cluster(redis_url, 2) as gateways, open_workers(gateways) as (a, b):
+            await setup(b)  # the greeter, on the second gateway
+            async with open_channel(gateways[0].address) as channel:
+                await channel.unary(OPERATOR_ADD_SUBSCRIPTION_METHOD, request)
+            # greeter: its default and "greetings" subscriptions; the operator's
+            await converged(gateways, agent_types=1, subscriptions=3)
+            await a.publish_message(Greet("ada"), TopicId("orders", "o1"))
+            await RECEIVED.wait_for(start + 1)
+            await b.publish_message(Greet("bob"), TopicId("orders", "o2"))
+            await RECEIVED.wait_for(start + 2)
+    # Each once, as a direct message: the greeter's own subscriptions do not hold it.
+    assert sorted(RECEIVED.items[start:]) == [
+        ("greeter:orders", "o1", "ada"),
+        ("greeter:orders", "o2", "bob"),
+    ]

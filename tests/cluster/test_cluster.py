@@ -14,6 +14,7 @@ from agentwire import (
     GatewayRejectedError,
     TopicId,
     TypeSubscription,
+    WorkerRuntime,
     open_worker,
     serializers_for_type,
 )
@@ -189,3 +190,27 @@ async def test_an_operator_subscription_on_one_gateway_relays_events_published_o
         ("greeter:orders", "o1", "ada"),
         ("greeter:orders", "o2", "bob"),
     ]
+
+
+async def test_of_two_gateways_claiming_one_agent_type_at_once_exactly_one_wins(
+    redis_url: str,
+) -> None:
+    outcomes: list[str] = []
+
+    async def register(worker: WorkerRuntime) -> None:
+        try:
+            await Echo.register(worker, "echo", Echo)
+            outcomes.append("registered")
+        except GatewayRejectedError as exc:
+            outcomes.append(str(exc))
+
+    with trio.fail_after(GUARD):
+        async with open_cluster(redis_url, 2) as gateways, open_workers(gateways) as workers:
+            async with trio.open_nursery() as nursery:
+                for worker in workers:
+                    nursery.start_soon(register, worker)
+            await converged(gateways, agent_types=1, subscriptions=1)
+    assert len(outcomes) == 2
+    assert "registered" in outcomes
+    [refusal] = [o for o in outcomes if o != "registered"]
+    assert "Agent type echo already registered with client" in refusal

@@ -18,14 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import trio
@@ -34,6 +29,7 @@ import agentwire
 from agentwire import AgentId, MessageContext, RoutedAgent, rpc, serializers_for_type
 
 from ._common import Helper, ready
+from .stateful import redis_server
 
 CONCURRENCY = 64
 
@@ -103,35 +99,6 @@ async def caller(address: str, seconds: float) -> dict[str, float]:
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is not installed")
-    port = _free_port()
-    with tempfile.TemporaryDirectory() as directory:
-        argv = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", directory]
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                time.sleep(0.01)  # a process start: outside any event loop
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait()
-
-
 def _listening(line: str) -> str | None:
     prefix = "agentwire gateway listening on "
     return line[len(prefix) :] if line.startswith(prefix) else None
@@ -166,6 +133,8 @@ def main() -> None:
         return
     runs: dict[str, list[dict[str, float]]] = {"one_gateway": [], "two_gateways": []}
     with redis_server() as url:
+        if url is None:
+            raise SystemExit("needs redis-server and coredis (the cluster extra)")
         for _ in range(args.rounds):
             runs["one_gateway"].append(run_topology(None, args.seconds))
             runs["two_gateways"].append(run_topology(url, args.seconds))

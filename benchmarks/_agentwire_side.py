@@ -570,6 +570,10 @@ def main() -> None:
             from .stateful import run as run_stateful
 
             result = run_stateful(duration)
+        case "cluster":
+            from .cluster import run as run_cluster
+
+            result = run_cluster(duration)
         case "startup":
             result = trio.run(startup, args.spawned_at or _SPAWN_TO_MAIN)
         case "inproc_startup":

@@ -481,6 +481,8 @@ def main() -> None:
             result = asyncio.run(flow(duration))
         case "stateful":
             result = {}  # AutoGen keeps no versioned agent state: nothing to compare
+        case "cluster":
+            result = {}  # AutoGen's host is one process: no cluster to compare
         case "startup":
             result = asyncio.run(startup(args.spawned_at or _SPAWN_TO_MAIN))
         case "inproc_startup":

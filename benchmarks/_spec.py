@@ -208,6 +208,19 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
         timeout=240.0,
     ),
+    Workload(
+        "cluster",
+        "A cluster of gateways on Redis (agentwire only: AutoGen's host is one process)",
+        (
+            Metric("one_sequential_rpc_per_s", "1 gateway, sequential", "rt/s", True),
+            Metric("one_sequential_p50_us", "1 gateway, sequential p50", "µs", False),
+            Metric("one_concurrent_rpc_per_s", "1 gateway, 64 in flight", "rt/s", True),
+            Metric("two_sequential_rpc_per_s", "2 gateways, sequential", "rt/s", True),
+            Metric("two_sequential_p50_us", "2 gateways, sequential p50", "µs", False),
+            Metric("two_concurrent_rpc_per_s", "2 gateways, 64 in flight", "rt/s", True),
+        ),
+        timeout=240.0,
+    ),
 )
 
 WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)

@@ -8,6 +8,8 @@ RPCs per second with ``CONCURRENCY`` in flight::
 
     python -m benchmarks.cluster [--seconds 3] [--rounds 3] [--json out.json]
 
+(also the ``cluster`` workload of ``nox -s bench``: one round, agentwire only).
+
 A round runs "one gateway" (no cluster: caller and echo on the same gateway)
 then "two gateways" (a cluster on Redis: every request and response crosses
 it through the gateways' inbox streams); medians over the rounds.
@@ -118,6 +120,19 @@ def run_topology(redis_url: str | None, seconds: float) -> dict[str, float]:
         )
         echo.start()
         return trio.run(caller, first, seconds)
+
+
+def run(duration: float) -> dict[str, float]:
+    """One round of both topologies (the harness's ``cluster`` workload)."""
+    with redis_server() as url:
+        if url is None:
+            return {}
+        one = run_topology(None, duration)
+        two = run_topology(url, duration)
+    return {
+        **{f"one_{key}": value for key, value in one.items()},
+        **{f"two_{key}": value for key, value in two.items()},
+    }
 
 
 def main() -> None:

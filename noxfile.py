@@ -73,7 +73,8 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: agentwire against AutoGen 0.7.5, side by side."""
     # demo: betterproto2, for the payload workload's dataclasses
     session.install("-e", ".[demo]")
-    session.install("rich", "matplotlib", "trustme")  # trustme: certificates for grpc_tls
+    # trustme: certificates for grpc_tls; grpcio: the ceiling workload's plain gRPC
+    session.install("rich", "matplotlib", "trustme", "grpcio")
     # AutoGen runs in an interpreter of its own (it pins grpcio and protobuf): the one named by
     # $AGENTWIRE_AUTOGEN_PYTHON if set, else a venv built here once.
     python = os.environ.get("AGENTWIRE_AUTOGEN_PYTHON", "")

@@ -33,6 +33,7 @@ from autogen_core import (  # noqa: E402
     try_get_known_serializers_for_type,
 )
 
+from . import _ceiling  # noqa: E402
 from . import _common as c  # noqa: E402
 
 if TYPE_CHECKING:
@@ -471,6 +472,8 @@ def main() -> None:
             result = grpc_workload(duration, c.grpc_phases(args))
         case "transport":
             result = transport_workload(duration)
+        case "ceiling":
+            result = _ceiling.workload(duration)
         case "payload":
             result = payload(duration)
         case "grpc_shared":

@@ -57,6 +57,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._budget import CheckpointBudget
+from . import _protocol
 from ._framing import FramingError, MessageTooLargeError
 from ._open_stream import OpenStream
 from ._protocol import BULK_RESERVE, CANCEL, NO_ERROR, reset_status
@@ -66,8 +67,11 @@ log = logging.getLogger("agentwire.transport")
 
 #: a stream's queued, untaken bytes above which received bytes are not acknowledged
 _QUEUE_LIMIT = 1024 * 1024
-#: consumed bytes acknowledged (WINDOW_UPDATE) in batches of at least this size
-_ACK_BATCH = 16 * 1024
+#: consumed bytes acknowledged (WINDOW_UPDATE) in batches of at least this size, or of
+#: ``_THROTTLED_ACK_BATCH`` while a stream's queue is over ``_QUEUE_LIMIT`` (its
+#: peer then sends as fast as the application takes, and waits for each batch)
+_ACK_BATCH = 64 * 1024
+_THROTTLED_ACK_BATCH = 16 * 1024
 #: buffered output below which urgent messages are still taken (bulk: ``HIGH_WATER``)
 URGENT_HIGH_WATER = 2 * HIGH_WATER
 
@@ -106,6 +110,10 @@ class Http2Connection(Http2Pump):
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
         self._budget = CheckpointBudget()
+        # acknowledgement batches: a quarter of our stream window at most
+        window = _protocol.STREAM_WINDOW
+        self._ack_batch = min(_ACK_BATCH, window // 4)
+        self._throttled_ack_batch = min(_THROTTLED_ACK_BATCH, window // 4)
         # the peer's stream window (its SETTINGS_INITIAL_WINDOW_SIZE) and what of it
         # bulk messages leave to the others (see set_bulk_tag)
         self._peer_window = 65535
@@ -306,9 +314,10 @@ class Http2Connection(Http2Pump):
                 size = len(payload) + 5
                 st.queued -= size
                 if st.owed:
-                    credit = st.owed if st.queued < _QUEUE_LIMIT else min(st.owed, size)
+                    throttled = st.queued >= _QUEUE_LIMIT
+                    credit = min(st.owed, size) if throttled else st.owed
                     st.owed -= credit
-                    self.release_credit(credit, st.id)
+                    self.release_credit(credit, st.id, throttled=throttled)
                 return payload, compressed
             if st.error is not None:
                 await trio.lowlevel.checkpoint()
@@ -334,7 +343,7 @@ class Http2Connection(Http2Pump):
             raise ValueError(f"a bulk tag is one byte, 0 to 255: got {tag}")
         st.bulk_tag = -1 if tag is None else tag
 
-    def release_credit(self, credit: int, stream_id: int) -> None:
+    def release_credit(self, credit: int, stream_id: int, *, throttled: bool = False) -> None:
         """Acknowledge ``credit`` received bytes of ``stream_id`` to the peer.
 
         Acknowledgements are batched per connection up to ``_ACK_BATCH`` bytes,
@@ -343,7 +352,7 @@ class Http2Connection(Http2Pump):
         unacked = self._unacked
         unacked[stream_id] = unacked.get(stream_id, 0) + credit
         self._unacked_total += credit
-        if self._unacked_total >= _ACK_BATCH:
+        if self._unacked_total >= (self._throttled_ack_batch if throttled else self._ack_batch):
             self._flush_acks()
 
     def _flush_acks(self) -> None:
@@ -352,7 +361,7 @@ class Http2Connection(Http2Pump):
         h2's own ``acknowledge_received_data`` would hold credit back until half
         a window was consumed (2 MiB of a stream's 4 MiB), which makes the
         peer send in bursts and stall between them; the increments are sent
-        here directly instead, ``_ACK_BATCH`` at a time.
+        here directly instead, a batch at a time (see ``_ACK_BATCH``).
         """
         if self._lost is None and self._unacked_total:
             increment = self._h2.increment_flow_control_window

@@ -14,6 +14,7 @@ from agentwire._transport import (
     open_channel,
     open_grpc_server,
 )
+from agentwire._transport._connection import _ACK_BATCH
 from agentwire._transport._protocol import BULK_RESERVE, STREAM_WINDOW
 
 BULK = ord("B")
@@ -110,14 +111,14 @@ async def test_consumed_bytes_are_acknowledged_in_small_batches() -> None:
         open_channel(server.address) as channel,
         channel.stream("/t.T/Consume") as stream,
     ):
-        for _ in range(64):
+        for _ in range(300):
             await stream.send(b"x" * 1000)
         await stream.send(b"last")
         assert await stream.receive() == b"done"
-        # everything was taken: all but the last (< 16 KiB) batch is credited back,
-        # where h2 alone would wait for half the window (2 MiB) to be consumed
+        # everything was taken: all but the last batch is credited back, where h2
+        # alone would wait for half the window (2 MiB) to be consumed
         window = stream._conn._h2.local_flow_control_window(stream._st.id)
-        assert window >= STREAM_WINDOW - 16 * 1024
+        assert window >= STREAM_WINDOW - _ACK_BATCH
 
 
 async def test_bulk_messages_flow_to_a_peer_with_a_small_window(

@@ -96,22 +96,49 @@ async def _sequential(address: str, seconds: float) -> tuple[float, list[int]]:
 
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.stream_stream(c.ECHO_PATH)()
-        for _ in range(200):  # warm-up: connection, stream, caches
+
+        async def round_trip() -> None:
             await call.write(c.TRANSPORT_PAYLOAD)
             await call.read()
-        clock = time.perf_counter_ns
+
+        for _ in range(200):  # warm-up: connection, stream, caches
+            await round_trip()
         samples: list[int] = []
-        start = clock()
-        deadline = start + int(seconds * 1e9)
-        while clock() < deadline:
-            for _ in range(50):
-                sent = clock()
-                await call.write(c.TRANSPORT_PAYLOAD)
-                await call.read()
-                samples.append(clock() - sent)
-        elapsed = (clock() - start) / 1e9
+        started = time.perf_counter()
+        count = await c.sequential_loop(round_trip, seconds, samples)
+        elapsed = time.perf_counter() - started
         call.cancel()
-    return len(samples) / elapsed, samples
+    return count / elapsed, samples
+
+
+async def pipelined(call: Any, seconds: float, in_flight: int, warm_up: int = 0) -> float:
+    """Round trips per second on one grpcio stream with ``in_flight`` messages outstanding
+    (after ``warm_up`` answers); the call is cancelled at the end."""
+    slots = asyncio.Semaphore(in_flight)
+
+    async def sender() -> None:
+        while True:
+            await slots.acquire()
+            await call.write(c.TRANSPORT_PAYLOAD)
+
+    task = asyncio.ensure_future(sender())
+    try:
+        for _ in range(warm_up):
+            await call.read()
+            slots.release()
+        received = 0
+        start = time.perf_counter()
+        deadline = start + seconds
+        while True:
+            await call.read()
+            slots.release()
+            received += 1
+            if received % 500 == 0 and time.perf_counter() >= deadline:
+                return received / (time.perf_counter() - start)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        call.cancel()
 
 
 async def _concurrent(address: str, seconds: float) -> float:
@@ -120,58 +147,28 @@ async def _concurrent(address: str, seconds: float) -> float:
 
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.stream_stream(c.ECHO_PATH)()
-        slots = asyncio.Semaphore(c.CONCURRENCY)
-
-        async def sender() -> None:
-            while True:
-                await slots.acquire()
-                await call.write(c.TRANSPORT_PAYLOAD)
-
-        task = asyncio.ensure_future(sender())
-        try:
-            for _ in range(500):  # warm-up
-                await call.read()
-                slots.release()
-            received = 0
-            start = time.perf_counter()
-            deadline = start + seconds
-            while True:
-                await call.read()
-                slots.release()
-                received += 1
-                if received % 500 == 0 and time.perf_counter() >= deadline:
-                    return received / (time.perf_counter() - start)
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            call.cancel()
+        return await pipelined(call, seconds, c.CONCURRENCY, warm_up=500)
 
 
-def _socket_ping_pong(address: str, seconds: float) -> tuple[float, list[int]]:
+async def _socket_ping_pong(address: str, seconds: float) -> tuple[float, list[int]]:
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port))) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         size = len(c.TRANSPORT_PAYLOAD)
 
-        def round_trip() -> None:
+        async def round_trip() -> None:  # blocking: nothing else runs meanwhile
             sock.sendall(c.TRANSPORT_PAYLOAD)
             got = 0
             while got < size:
                 got += len(sock.recv(size - got))
 
         for _ in range(200):
-            round_trip()
-        clock = time.perf_counter_ns
+            await round_trip()
         samples: list[int] = []
-        start = clock()
-        deadline = start + int(seconds * 1e9)
-        while clock() < deadline:
-            for _ in range(50):
-                sent = clock()
-                round_trip()
-                samples.append(clock() - sent)
-        elapsed = (clock() - start) / 1e9
-    return len(samples) / elapsed, samples
+        started = time.perf_counter()
+        count = await c.sequential_loop(round_trip, seconds, samples)
+        elapsed = time.perf_counter() - started
+    return count / elapsed, samples
 
 
 def _grpc_figures(prefix: str, address: str, seconds: float) -> dict[str, float]:
@@ -192,7 +189,7 @@ def workload(duration: float) -> dict[str, float]:
             result = _grpc_figures("direct", upstream, duration)
             result.update(_grpc_figures("relay", relayed, duration))
     with c.Helper([*me, "socket-echo"]) as peer:
-        rate, samples = _socket_ping_pong(peer.start(), duration)
+        rate, samples = asyncio.run(_socket_ping_pong(peer.start(), duration))
     result["socket_rt_per_s"] = round(rate, 1)
     result.update(c.latency_summary("socket", samples))
     return result

@@ -75,6 +75,19 @@ def open_io(stream: trio.abc.Stream, receive_size: int) -> SocketIO | TLSSocketI
     return None
 
 
+async def _ready_to_read(fd: int, likely: object) -> None:
+    """Wait until ``fd`` is readable, or only checkpoint if input is ``likely`` waiting."""
+    if likely:
+        await trio.lowlevel.checkpoint()
+    else:
+        await trio.lowlevel.wait_readable(fd)
+
+
+def _check_open(closed: bool) -> None:
+    if closed:
+        raise trio.ClosedResourceError("the connection is closed")
+
+
 class SocketIO:
     """Direct reads and writes of one socket's fd."""
 
@@ -96,14 +109,10 @@ class SocketIO:
         (then more is likely waiting).
         """
         fd = self._fd
-        if self._read_hint:
-            self._read_hint = False
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.wait_readable(fd)
+        await _ready_to_read(fd, self._read_hint)
+        self._read_hint = False
         while True:
-            if self.closed:
-                raise trio.ClosedResourceError("the connection is closed")
+            _check_open(self.closed)
             try:
                 data = os.read(fd, self.receive_size)
             except BlockingIOError:
@@ -199,14 +208,10 @@ class TLSSocketIO:
     async def read(self) -> bytes:
         """The next plaintext from the session (``b""`` at its end)."""
         fd = self._fd
-        if self._in.pending or self._obj.pending() or self._read_hint:
-            self._read_hint = False
-            await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.wait_readable(fd)
+        await _ready_to_read(fd, self._read_hint or self._in.pending or self._obj.pending())
+        self._read_hint = False
         while True:
-            if self.closed:
-                raise trio.ClosedResourceError("the connection is closed")
+            _check_open(self.closed)
             plain = self._decrypt()
             if plain is None:
                 return b""

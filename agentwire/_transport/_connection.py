@@ -19,13 +19,13 @@ Invariants (every method below keeps them):
   ``max_message_size``), and a message larger than the window still flows.
 - Bulk and urgent messages (a stream with a ``bulk_tag``, see
   :meth:`Http2Connection.set_bulk_tag`): a bulk message is sent only while it
-  leaves ``bulk_reserve`` of the peer's stream window unused (a quarter of
-  it, at most ``BULK_RESERVE``) and the output buffered is below
-  ``HIGH_WATER``; an urgent one (any other) may use the whole window and
-  buffer up to ``URGENT_HIGH_WATER``. So however much bulk data is in flight,
-  an urgent message goes on the wire at once, behind at most ``HIGH_WATER``
-  of buffered output. Received urgent messages are taken before the bulk
-  ones queued, each kind in arrival order.
+  leaves ``bulk_reserve`` of the peer's stream window unused (all but
+  ``BULK_IN_FLIGHT`` of it, at least a quarter) and the output buffered is
+  below ``HIGH_WATER``; an urgent one (any other) may use the whole window
+  and buffer up to ``URGENT_HIGH_WATER``. So an urgent message goes on the
+  wire at once, behind at most ``HIGH_WATER`` of buffered output and
+  ``BULK_IN_FLIGHT`` of bulk data the peer has yet to read. Received urgent
+  messages are taken before the bulk ones queued, each kind in arrival order.
 - A stream is in ``_streams`` from its HEADERS until its owner releases it;
   release closes it on the wire (END_STREAM both ways, else RST_STREAM) and
   pays back what it owes. Nothing is left open when the owner
@@ -60,7 +60,7 @@ from .._budget import CheckpointBudget
 from . import _protocol
 from ._framing import FramingError, MessageTooLargeError
 from ._open_stream import OpenStream
-from ._protocol import BULK_RESERVE, CANCEL, NO_ERROR, reset_status
+from ._protocol import BULK_IN_FLIGHT, CANCEL, NO_ERROR, reset_status
 from ._pump import HIGH_WATER, Http2Pump
 
 log = logging.getLogger("agentwire.transport")
@@ -78,7 +78,7 @@ URGENT_HIGH_WATER = 2 * HIGH_WATER
 
 def bulk_reserve(peer_window: int) -> int:
     """Of a stream window whose full size is ``peer_window``, what bulk messages leave."""
-    return min(BULK_RESERVE, peer_window // 4)
+    return max(peer_window // 4, peer_window - BULK_IN_FLIGHT)
 
 
 class Http2Connection(Http2Pump):
@@ -331,9 +331,10 @@ class Http2Connection(Http2Pump):
     def set_bulk_tag(self, st: OpenStream, tag: int | None) -> None:
         """Messages of ``st`` whose payload starts with byte ``tag`` are *bulk*.
 
-        Bulk messages are sent only while they leave ``BULK_RESERVE`` of the
-        peer's window unused, and received ones are taken after the urgent
-        ones (every other message) that are queued: on one stream, a flood of
+        Bulk messages are sent only while they leave ``bulk_reserve`` of the
+        peer's window unused (at most ``BULK_IN_FLIGHT`` of them are
+        unacknowledged), and received ones are taken after the urgent ones
+        (every other message) that are queued: on one stream, a flood of
         bulk messages neither holds back nor queues ahead of the others at
         either end. Order is kept within each kind only. Uncompressed messages
         only (a compressed one is urgent). ``None``: every message is urgent,

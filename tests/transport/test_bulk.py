@@ -14,8 +14,8 @@ from agentwire._transport import (
     open_channel,
     open_grpc_server,
 )
-from agentwire._transport._connection import _ACK_BATCH
-from agentwire._transport._protocol import BULK_RESERVE, STREAM_WINDOW
+from agentwire._transport._connection import _ACK_BATCH, bulk_reserve
+from agentwire._transport._protocol import BULK_IN_FLIGHT, STREAM_WINDOW
 
 BULK = ord("B")
 BULK_MESSAGE = b"B" * 4000
@@ -89,13 +89,16 @@ async def test_bulk_messages_leave_part_of_the_window_to_the_others() -> None:
     ):
         stream.set_bulk_tag(BULK)
         await _flood_until_blocked(stream)
+        # the reader queued what it could; of the rest, at most BULK_IN_FLIGHT is out
+        unacknowledged = STREAM_WINDOW - stream._conn._h2.local_flow_control_window(stream._st.id)
+        assert 0 < unacknowledged <= BULK_IN_FLIGHT
         # urgent messages may use the window that bulk ones leave
         urgent = 0
         while stream.try_send(b"U" * 4000):
             urgent += 1
             if urgent % 50 == 0:  # let the writer drain the output buffer
                 await trio.testing.wait_all_tasks_blocked(cushion=0.01)
-        assert urgent * 4000 >= BULK_RESERVE - 4000
+        assert urgent * 4005 >= bulk_reserve(STREAM_WINDOW) - 4005  # framed: 5 bytes more
         assert stream._conn._h2.local_flow_control_window(stream._st.id) < 4000
         reader.read.set()
 

@@ -18,13 +18,18 @@ Invariants (every method below keeps them):
   window + one partial message (the decoder refuses messages larger than
   ``max_message_size``), and a message larger than the window still flows.
 - Bulk and urgent messages (a stream with a ``bulk_tag``, see
-  :meth:`Http2Connection.set_bulk_tag`): a bulk message is sent only while it
-  leaves ``bulk_reserve`` of the peer's stream window unused (all but
-  ``BULK_IN_FLIGHT`` of it, at least a quarter) and the output buffered is
-  below ``HIGH_WATER``; an urgent one (any other) may use the whole window
-  and buffer up to ``URGENT_HIGH_WATER``. So an urgent message goes on the
-  wire at once, behind at most ``HIGH_WATER`` of buffered output and
-  ``BULK_IN_FLIGHT`` of bulk data the peer has yet to read. Received urgent
+  :meth:`Http2Connection.set_bulk_tag`): a bulk message is sent only while
+  the stream's bytes not yet acknowledged by the peer stay within
+  ``bulk_limit`` (``BULK_IN_FLIGHT``, or three quarters of a smaller peer
+  window) and the output buffered is below ``HIGH_WATER``; an urgent one
+  (any other) may use the whole window and buffer up to
+  ``URGENT_HIGH_WATER``. So an urgent message goes on the wire at once,
+  behind at most ``HIGH_WATER`` of buffered output and ``BULK_IN_FLIGHT`` of
+  bulk data the peer has yet to read. A bulk message is never cut at the
+  limit (a half-sent message would hold the stream): it waits for room for
+  a whole frame of at most a quarter of the peer's window, which comes back
+  from any peer that acknowledges once half its window is consumed (h2 and
+  grpc-core do; agentwire acknowledges every 64 KiB). Received urgent
   messages are taken before the bulk ones queued, each kind in arrival order.
 - A stream is in ``_streams`` from its HEADERS until its owner releases it;
   release closes it on the wire (END_STREAM both ways, else RST_STREAM) and
@@ -76,9 +81,10 @@ _THROTTLED_ACK_BATCH = 16 * 1024
 URGENT_HIGH_WATER = 2 * HIGH_WATER
 
 
-def bulk_reserve(peer_window: int) -> int:
-    """Of a stream window whose full size is ``peer_window``, what bulk messages leave."""
-    return max(peer_window // 4, peer_window - BULK_IN_FLIGHT)
+def bulk_limit(peer_window: int) -> int:
+    """The most unacknowledged bytes a stream may have for bulk messages to be sent on it,
+    when the peer's stream window is ``peer_window``."""
+    return min(BULK_IN_FLIGHT, peer_window - peer_window // 4)
 
 
 class Http2Connection(Http2Pump):
@@ -117,7 +123,8 @@ class Http2Connection(Http2Pump):
         # the peer's stream window (its SETTINGS_INITIAL_WINDOW_SIZE) and what of it
         # bulk messages leave to the others (see set_bulk_tag)
         self._peer_window = 65535
-        self._bulk_reserve = bulk_reserve(self._peer_window)
+        self._bulk_limit = self._bulk_frame = 0
+        self._set_peer_window(65535)
         self._dispatch.update(
             {
                 h2.events.DataReceived: self._on_data,
@@ -131,14 +138,29 @@ class Http2Connection(Http2Pump):
 
     # -- stream operations (called from application tasks) --------------------
 
-    def _send_limits(self, st: OpenStream, frame: bytes) -> tuple[int, int]:
-        """(window left unused, output bound) for sending ``frame`` on ``st``."""
+    def _send_limits(self, st: OpenStream, frame: bytes) -> tuple[bool, int]:
+        """(whether ``frame`` is bulk, the output bound) for sending it on ``st``."""
         tag = st.bulk_tag
         if tag < 0:
-            return 0, HIGH_WATER
+            return False, HIGH_WATER
         if len(frame) > 5 and frame[5] == tag and not frame[0]:
-            return self._bulk_reserve, HIGH_WATER
-        return 0, URGENT_HIGH_WATER
+            return True, HIGH_WATER
+        return False, URGENT_HIGH_WATER
+
+    def _set_peer_window(self, size: int) -> None:
+        self._peer_window = size
+        self._bulk_limit = bulk_limit(size)
+        # the most of a bulk message sent at once: room for it comes back even
+        # from a peer that acknowledges only once half its window is consumed
+        self._bulk_frame = max(1, min(self._bulk_limit, size // 4))
+
+    def _bulk_room(self, stream_id: int) -> int:
+        """Bytes of bulk data ``stream_id`` may send now (see ``bulk_limit``)."""
+        stream = self._h2.streams.get(stream_id)
+        if stream is None:
+            return 0
+        # what the peer has not acknowledged: its window's full size less what is left
+        return self._bulk_limit - (self._peer_window - stream.outbound_flow_control_window)
 
     async def tick(self) -> None:
         """A cheap checkpoint: always cancellable, yields every few operations."""
@@ -201,13 +223,14 @@ class Http2Connection(Http2Pump):
         h2conn = self._h2
         sid = st.id
         size = len(frame)
-        reserve, high_water = self._send_limits(st, frame)
+        bulk, high_water = self._send_limits(st, frame)
         if (
             not st.closed
             and not st.local_closed
             and size <= h2conn.max_outbound_frame_size
             and self._pending() < high_water
-            and size + reserve <= h2conn.local_flow_control_window(sid)
+            and size <= h2conn.local_flow_control_window(sid)
+            and (not bulk or size <= self._bulk_room(sid))
         ):
             if end:
                 h2conn.send_data(sid, frame, end_stream=True)
@@ -232,14 +255,12 @@ class Http2Connection(Http2Pump):
             if self._pending() >= high_water:
                 await self._drain_lot.park()
                 continue
-            window = h2conn.local_flow_control_window(sid) - reserve
+            window = h2conn.local_flow_control_window(sid)
             frame_size = min(size - pos, h2conn.max_outbound_frame_size)
-            if reserve:
-                # a bulk message goes a whole frame at a time (one that can fit):
-                # a cut at the edge of the reserve would hold everything else
-                # back until the rest fits
-                frame_size = min(frame_size, max(1, self._peer_window - reserve))
-            if window <= 0 or (reserve and window < frame_size):
+            if bulk:  # a whole frame at a time, one the limit can hold (invariants)
+                window = min(window, self._bulk_room(sid))
+                frame_size = min(frame_size, self._bulk_frame)
+            if window <= 0 or (bulk and window < frame_size):
                 await st.send_wakeup.wait()
                 continue
             n = min(frame_size, window)
@@ -269,7 +290,7 @@ class Http2Connection(Http2Pump):
         """
         h2conn = self._h2
         size = len(frame)
-        reserve, high_water = self._send_limits(st, frame)
+        bulk, high_water = self._send_limits(st, frame)
         if (
             st.closed
             or st.local_closed
@@ -278,7 +299,8 @@ class Http2Connection(Http2Pump):
             or self._closing
             or size > h2conn.max_outbound_frame_size
             or self._pending() >= high_water
-            or size + reserve > h2conn.local_flow_control_window(st.id)
+            or size > h2conn.local_flow_control_window(st.id)
+            or (bulk and size > self._bulk_room(st.id))
         ):
             return False
         try:
@@ -331,10 +353,9 @@ class Http2Connection(Http2Pump):
     def set_bulk_tag(self, st: OpenStream, tag: int | None) -> None:
         """Messages of ``st`` whose payload starts with byte ``tag`` are *bulk*.
 
-        Bulk messages are sent only while they leave ``bulk_reserve`` of the
-        peer's window unused (at most ``BULK_IN_FLIGHT`` of them are
-        unacknowledged), and received ones are taken after the urgent ones
-        (every other message) that are queued: on one stream, a flood of
+        Bulk messages are sent only while the stream has at most
+        ``bulk_limit`` bytes unacknowledged by the peer, and received ones are
+        taken after the urgent ones (every other message) that are queued: on one stream, a flood of
         bulk messages neither holds back nor queues ahead of the others at
         either end. Order is kept within each kind only. Uncompressed messages
         only (a compressed one is urgent). ``None``: every message is urgent,
@@ -489,8 +510,7 @@ class Http2Connection(Http2Pump):
         self.settings_received.set()
         changed = event.changed_settings
         if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
-            self._peer_window = changed[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE].new_value
-            self._bulk_reserve = bulk_reserve(self._peer_window)
+            self._set_peer_window(changed[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE].new_value)
             for st in self._streams.values():
                 st.send_wakeup.set()
         if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:

@@ -72,8 +72,10 @@ def interop(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks: agentwire against AutoGen 0.7.5, side by side."""
     # demo: betterproto2, for the payload workload's dataclasses
-    session.install("-e", ".[demo,cluster]")  # cluster: coredis, for the stateful workload
-    session.install("rich", "matplotlib", "trustme")  # trustme: certificates for grpc_tls
+    # cluster: coredis, for the stateful and cluster workloads
+    session.install("-e", ".[demo,cluster]")
+    # trustme: certificates for grpc_tls; grpcio: the ceiling workload's plain gRPC
+    session.install("rich", "matplotlib", "trustme", "grpcio")
     # AutoGen runs in an interpreter of its own (it pins grpcio and protobuf): the one named by
     # $AGENTWIRE_AUTOGEN_PYTHON if set, else a venv built here once.
     python = os.environ.get("AGENTWIRE_AUTOGEN_PYTHON", "")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 
 __all__ = [
+    "CLOUD_EVENT_TAG",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DRAIN_DESTINATION",
     "ERROR_KIND_KEY",
@@ -51,6 +52,11 @@ OPERATOR_CLIENT_ID = "agentwire-operator"
 
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 2**20
 """The largest message sent or received by default: grpc-core's limit, which AutoGen keeps."""
+
+CLOUD_EVENT_TAG = 0x1A
+"""The first byte of a serialized ``agents.Message`` that carries a CloudEvent (field 3,
+length-delimited; a request starts with 0x0A, a response with 0x12): the data stream's
+*bulk* messages, which RPC traffic overtakes (the transport's ``set_bulk_tag``)."""
 
 TIMEOUT_METADATA_KEY = "agentwire-timeout"
 """RpcRequest metadata: the seconds the agentwire caller will still wait (its trio deadline)."""

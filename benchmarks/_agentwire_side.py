@@ -41,6 +41,7 @@ from agentwire import (  # noqa: E402
     open_runtime,
 )
 
+from . import _ceiling  # noqa: E402
 from . import _common as c  # noqa: E402
 
 _IMPORTED = time.monotonic()  # the in-process imports; agentwire loads the wire on first use
@@ -560,6 +561,8 @@ def main() -> None:
             result = grpc_workload(duration, c.grpc_phases(args), tls=True)
         case "transport":
             result = transport_workload(duration)
+        case "ceiling":
+            result = _ceiling.workload(duration)
         case "payload":
             result = payload(duration)
         case "grpc_shared":

@@ -33,6 +33,7 @@ from autogen_core import (  # noqa: E402
     try_get_known_serializers_for_type,
 )
 
+from . import _ceiling  # noqa: E402
 from . import _common as c  # noqa: E402
 
 if TYPE_CHECKING:
@@ -362,36 +363,11 @@ async def transport_client(address: str, seconds: float) -> dict[str, float]:
         call = channel.stream_stream(c.ECHO_PATH)()
         ping_pong = await c.ping_pong(call.write, call.read, seconds)
         call.cancel()
-        pipelined = await _pipelined(channel.stream_stream(c.ECHO_PATH)(), seconds)
+        call = channel.stream_stream(c.ECHO_PATH)()
+        pipelined = await _ceiling.pipelined(call, seconds, c.IN_FLIGHT)
         call = channel.stream_stream(c.SINK_PATH)()
         one_way = await c.one_way(call.write, call.done_writing, call.read, seconds)
     return c.transport_figures(ping_pong, pipelined, one_way)
-
-
-async def _pipelined(call: Any, seconds: float) -> float:
-    """Round trips per second with ``IN_FLIGHT`` messages outstanding."""
-    slots = asyncio.Semaphore(c.IN_FLIGHT)
-    received = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-
-    async def sender() -> None:
-        while True:
-            await slots.acquire()
-            await call.write(c.TRANSPORT_PAYLOAD)
-
-    task = asyncio.ensure_future(sender())
-    try:
-        while True:
-            await call.read()
-            slots.release()
-            received += 1
-            if received % 500 == 0 and time.perf_counter() >= deadline:
-                return received / (time.perf_counter() - start)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        call.cancel()
 
 
 def transport_workload(duration: float) -> dict[str, float]:
@@ -471,6 +447,8 @@ def main() -> None:
             result = grpc_workload(duration, c.grpc_phases(args))
         case "transport":
             result = transport_workload(duration)
+        case "ceiling":
+            result = _ceiling.workload(duration)
         case "payload":
             result = payload(duration)
         case "grpc_shared":

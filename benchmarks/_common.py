@@ -375,10 +375,14 @@ class Helper:
         line) by returning the detail to report, or None to keep waiting.
         """
         argv = self.argv
+        role = "-".join(a for a in argv[2:] if not a.startswith("-"))[:60].replace("/", "_")
         profile_dir = os.environ.get("BENCH_PROFILE_DIR")
         if profile_dir:  # profile the helper too: python -m cProfile -o DIR/<role>.prof ...
-            role = "-".join(a for a in argv[2:] if not a.startswith("-"))[:60].replace("/", "_")
             argv = [argv[0], "-m", "cProfile", "-o", f"{profile_dir}/{role}.prof", *argv[1:]]
+        callgrind_dir = os.environ.get("BENCH_CALLGRIND_DIR")
+        if callgrind_dir:  # instruction counts (repeatable on a busy machine), ~50x slower
+            out = f"--callgrind-out-file={callgrind_dir}/{role}.callgrind"
+            argv = ["valgrind", "--tool=callgrind", out, *argv]
         self.proc = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,

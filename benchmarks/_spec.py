@@ -58,15 +58,44 @@ _GRPC = Workload(
     "grpc",
     "gRPC, 3 processes",
     (
-        Metric("seq_msgs_per_s", "sequential RPC", "rt/s", True, 1.5, plot=True),
+        Metric("seq_msgs_per_s", "sequential RPC", "rt/s", True, 2.0, plot=True),
         Metric("seq_p50_us", "sequential p50", "µs", False),
-        Metric("seq_p99_us", "sequential p99", "µs", False, target_abs=1500.0),
-        Metric("conc_msgs_per_s", "100 concurrent RPC", "rt/s", True, 5.0, plot=True),
+        Metric("seq_p99_us", "sequential p99", "µs", False, target_abs=1000.0),
+        Metric("conc_msgs_per_s", "100 concurrent RPC", "rt/s", True, 6.0, plot=True),
         Metric("conc_p99_us", "100 concurrent p99", "µs", False),
-        Metric("pub_delivered_per_s", "publish B->A", "deliv/s", True, 8.0, plot=True),
+        Metric("pub_delivered_per_s", "publish B->A", "deliv/s", True, 10.0, plot=True),
     ),
     timeout=240.0,
 )
+
+
+#: Reference rows, no agentwire or AutoGen code: plain grpcio and sockets (``_ceiling``), run by
+#: each side's interpreter in turn, so the two columns are the same measurement twice.
+_CEILING = Workload(
+    "ceiling",
+    "Ceilings: plain grpcio (C-core, asyncio API) and sockets, 100 B, run by each side",
+    (
+        Metric("direct_seq_rt_per_s", "grpcio direct, sequential", "rt/s", True),
+        Metric("direct_seq_p50_us", "grpcio direct, sequential p50", "µs", False),
+        Metric("direct_conc_rt_per_s", "grpcio direct, 100 in flight", "rt/s", True),
+        Metric("relay_seq_rt_per_s", "grpcio relayed, sequential", "rt/s", True),
+        Metric("relay_seq_p50_us", "grpcio relayed, sequential p50", "µs", False),
+        Metric("relay_seq_p99_us", "grpcio relayed, sequential p99", "µs", False),
+        Metric("relay_conc_rt_per_s", "grpcio relayed, 100 in flight", "rt/s", True),
+        Metric("socket_rt_per_s", "socket ping-pong", "rt/s", True),
+        Metric("socket_p50_us", "socket ping-pong p50", "µs", False),
+    ),
+)
+
+#: The ``grpc`` figures as a share of a ceiling measured in the same interpreter's run:
+#: (label, ``grpc`` figure, ``ceiling`` figure).
+CEILING_SHARES = (
+    ("sequential RPC / grpcio relayed", "seq_msgs_per_s", "relay_seq_rt_per_s"),
+    ("sequential RPC / grpcio direct", "seq_msgs_per_s", "direct_seq_rt_per_s"),
+    ("100 concurrent RPC / grpcio relayed", "conc_msgs_per_s", "relay_conc_rt_per_s"),
+    ("sequential RPC / socket ping-pong", "seq_msgs_per_s", "socket_rt_per_s"),
+)
+CEILING_SHARES_TITLE = "gRPC, 3 processes, as a share of the ceilings"
 
 
 WORKLOADS: tuple[Workload, ...] = (
@@ -100,6 +129,7 @@ WORKLOADS: tuple[Workload, ...] = (
         ),
     ),
     _GRPC,
+    _CEILING,
     Workload(
         "grpc_tls",
         "gRPC over mutual TLS, 3 processes (AutoGen: plaintext)",
@@ -171,7 +201,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "startup",
         "Start-up",
         (
-            Metric("startup_ms", "spawn -> first RPC answered", "ms", False, 0.5, plot=True),
+            Metric("startup_ms", "spawn -> first RPC answered", "ms", False, 0.6, plot=True),
             Metric("imports_ms", "of which interpreter + imports", "ms", False),
             Metric("to_first_rpc_ms", "of which gateway+workers+RPC", "ms", False),
         ),
@@ -346,6 +376,42 @@ def rows_for(wl: Workload, medians: Mapping[str, Mapping[str, float]]) -> list[R
                 higher_is_better=metric.higher_is_better,
                 plot=metric.plot,
                 target_ratio=metric.target_ratio,
+            )
+        )
+    return rows
+
+
+def ceiling_rows(medians: Mapping[str, Mapping[str, Mapping[str, float]]]) -> list[Row]:
+    """The ``grpc`` workload's rates as percentages of the ceilings (``CEILING_SHARES``).
+
+    ``medians`` maps workload name -> system -> figure; each system's share is of the
+    ceiling measured by its own interpreter. Empty unless both workloads were run.
+    """
+    grpc, ceiling = medians.get("grpc"), medians.get("ceiling")
+    if not grpc or not ceiling:
+        return []
+    rows = []
+    for label, figure, limit in CEILING_SHARES:
+        shares: dict[str, float | None] = {}
+        for system in SYSTEMS:
+            value = grpc.get(system, {}).get(figure)
+            top = ceiling.get(system, {}).get(limit)
+            shares[system] = None if value is None or not top else 100.0 * value / top
+        rows.append(
+            Row(
+                workload="ceiling_shares",
+                title=CEILING_SHARES_TITLE,
+                metric=f"{figure}/{limit}",
+                label=label,
+                unit="%",
+                autogen=shares["autogen"],
+                agentwire=shares["agentwire"],
+                ratio=ratio(shares["autogen"], shares["agentwire"]),
+                target="",
+                met=None,
+                higher_is_better=True,
+                plot=False,
+                target_ratio=None,
             )
         )
     return rows

@@ -14,6 +14,7 @@ from benchmarks import _common, _harness
 from benchmarks._spec import (
     Metric,
     Run,
+    ceiling_rows,
     fmt_ratio,
     markdown_table,
     median_figures,
@@ -307,3 +308,24 @@ async def test_the_tls_workload_certificates_make_a_mutual_tls_handshake(
     peer = server.getpeercert()
     assert peer is not None
     assert ("DNS", "caller") in peer["subjectAltName"]
+
+
+def test_grpc_rates_are_shown_as_shares_of_each_sides_own_ceiling() -> None:
+    medians = {
+        "grpc": {
+            "autogen": {"seq_msgs_per_s": 1_000.0, "conc_msgs_per_s": 3_000.0},
+            "agentwire": {"seq_msgs_per_s": 2_000.0, "conc_msgs_per_s": 12_000.0},
+        },
+        "ceiling": {
+            "autogen": {"relay_seq_rt_per_s": 4_000.0, "relay_conc_rt_per_s": 6_000.0},
+            "agentwire": {"relay_seq_rt_per_s": 5_000.0, "relay_conc_rt_per_s": 6_000.0},
+        },
+    }
+    rows = {r.label: r for r in ceiling_rows(medians)}
+    seq = rows["sequential RPC / grpcio relayed"]
+    assert (seq.autogen, seq.agentwire, seq.unit) == (25.0, 40.0, "%")
+    conc = rows["100 concurrent RPC / grpcio relayed"]
+    assert (conc.autogen, conc.agentwire) == (50.0, 200.0)
+    assert rows["sequential RPC / socket ping-pong"].agentwire is None  # no socket figure
+    assert all(r.met is None for r in rows.values())
+    assert ceiling_rows({"grpc": medians["grpc"]}) == []

@@ -25,10 +25,12 @@ H4  Routing without waiting. :meth:`Connection.try_send` routes a message only
     request, reject or control message to one link), so then every item fits
     (H3), and the route never needs to wait. Else it declines and routes
     nothing; the caller routes with :meth:`Connection.send`, which may wait.
-H5  Order. A direct write (below) happens only while nothing is queued for
-    the stream or being sent by its pump (``_Link.unsent == 0``); each lane
-    keeps its order; events may be overtaken by RPC traffic, never the reverse
-    for more than ``rpc_burst`` messages (Q5).
+H5  Order. A direct write (below) happens only while nothing of its lane is
+    queued for the stream or being sent by its pump (``_Link.unsent[lane] ==
+    0``); each lane keeps its order; events may be overtaken by RPC traffic,
+    never the reverse for more than ``rpc_burst`` messages (Q5). (An RPC
+    message written directly while the pump waits to send an event is one
+    such overtaking: the transport lets RPC traffic past a full stream.)
 
 Direct writes: the pump of a stream may register its transport's
 non-blocking send (:meth:`Connection.enable_direct`). A message for that
@@ -194,9 +196,10 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
                 raise trio.EndOfChannel
             link.readable = trio.Event()
             await link.readable.wait()
-        data, answer, placed = item
+        data, lane, answer, placed = item
+        link.sending = lane
         if placed is not None:  # in the same step as the take (H3)
-            link.unsent += 1
+            link.unsent[lane] += 1
             placed.wakeup()
         await trio.lowlevel.cancel_shielded_checkpoint()
         if answer:
@@ -247,11 +250,13 @@ class _Link:
     discard: bool = False  # drop what is still queued (slow or superseded client)
     close_reason: tuple[Status, str] | None = None
     direct: DirectSend | None = None  # see "Direct writes" above
-    unsent: int = 0  # queued and not yet reported sent by the pump (H5)
+    # per lane, queued and not yet reported sent by the pump (H5)
+    unsent: list[int] = attrs.Factory(lambda: [0, 0])
+    sending: Lane = Lane.RPC  # the lane of what the pump took last
 
-    def queued(self) -> None:
-        """One item went into the queue: count it, wake the pump."""
-        self.unsent += 1
+    def queued(self, lane: Lane) -> None:
+        """One item went into *lane*: count it, wake the pump."""
+        self.unsent[lane] += 1
         readable = self.readable
         if readable is not None:
             self.readable = None
@@ -316,7 +321,8 @@ class Connection:
 
     def message_sent(self) -> None:
         """One message taken from ``from_gateway`` is sent (see :meth:`enable_direct`)."""
-        self._link.unsent -= 1
+        link = self._link
+        link.unsent[link.sending] -= 1
 
     def leave(self) -> None:
         """The client is leaving (a half-close): end the connection normally;
@@ -564,7 +570,8 @@ class GatewayHub:
         if link is None or link.closed:
             return None
         direct = link.direct
-        if direct is not None and not link.unsent and direct(action.data, flush=flush):
+        lane = _lane(action)
+        if direct is not None and not link.unsent[lane] and direct(action.data, flush=flush):
             if action.answer:
                 self._table.answer_consumed(link.conn)
             return None
@@ -575,9 +582,9 @@ class GatewayHub:
                 logger.error("answer queue of %s overflowed; disconnecting it", link.conn)
                 self._close(link, (Status.INTERNAL, "agentwire gateway: answer queue overflow"))
                 return None
-        elif not link.queue.offer(_lane(action), action.data):
+        elif not link.queue.offer(lane, action.data):
             return link
-        link.queued()
+        link.queued(lane)
         return None
 
     async def _wait_for_space(self, link: _Link, action: Deliver) -> None:

@@ -158,8 +158,8 @@ class ClientQueue:
             with contextlib.suppress(ValueError):
                 self._waiters[waiter.lane].remove(waiter)
 
-    def take(self) -> tuple[bytes, bool, Waiter | None] | None:
-        """The next item to send: ``(data, is_answer, placed_waiter)``; None if empty.
+    def take(self) -> tuple[bytes, Lane, bool, Waiter | None] | None:
+        """The next item to send: ``(data, lane, is_answer, placed_waiter)``; None if empty.
 
         ``placed_waiter`` is the waiter whose item filled the freed slot (Q2):
         the caller wakes it.
@@ -177,7 +177,7 @@ class ClientQueue:
         data, answer = self._items[lane].popleft()
         if answer:
             self._answers -= 1
-            return data, True, None
+            return data, lane, True, None
         placed: Waiter | None = None
         if self.closed:
             self._traffic[lane] -= 1
@@ -189,7 +189,7 @@ class ClientQueue:
             if self._traffic[lane] == self.capacity:
                 self._full.count -= 1
             self._traffic[lane] -= 1
-        return data, False, placed
+        return data, lane, False, placed
 
     def close(self) -> list[Waiter]:
         """Accept nothing more; release (unplaced) and return every waiter (Q6)."""

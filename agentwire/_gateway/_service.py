@@ -40,7 +40,7 @@ from .._errors import AuthenticationError, PermissionDeniedError
 from .._proto import agent_worker_pb2 as pb
 from .._security import AccessGuard, Credentials, Principal
 from .._transport import Method, ServerStream, bidi, unary
-from .._wire import SERVICE_PREFIX
+from .._wire import CLOUD_EVENT_TAG, SERVICE_PREFIX
 from ._hub import Connection, GatewayHub
 from ._routing import UNKNOWN_SUBSCRIPTION_MESSAGE, ConnKind, RoutingError
 
@@ -212,6 +212,8 @@ async def _pump(stream: ServerStream, conn: Connection) -> None:
         nursery.start_soon(_pump_in, stream, conn)
         nursery.start_soon(_abandon_when_discarded, conn, nursery.cancel_scope)
         conn.enable_direct(stream.try_send)
+        if conn.kind is ConnKind.DATA:  # RPC traffic overtakes events (both ways)
+            stream.set_bulk_tag(CLOUD_EVENT_TAG)
         # A message that arrived alone (request/response traffic) is routed in
         # the transport's reader task when that cannot wait: no wake-up of
         # _pump_in. Bursts still go through _pump_in, which batches better.

@@ -215,6 +215,15 @@ class ClientStream:
         frame = frame_message(message, self._compression)
         return self._conn.try_send_message(st, frame, flush=flush)
 
+    def set_bulk_tag(self, tag: int | None) -> None:
+        """Messages starting with byte ``tag`` are bulk; the others go first, both ways.
+
+        Bulk messages leave part of the peer's flow-control window to the
+        others, and received ones are taken after the others queued; order is
+        kept within each kind only. ``None`` (the default): one kind, in order.
+        """
+        self._conn.set_bulk_tag(self._st, tag)
+
     def set_message_handler(self, handler: Callable[[bytes], bool] | None) -> None:
         """Have ``handler`` take received messages in the connection's reader task.
 

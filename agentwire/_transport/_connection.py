@@ -12,9 +12,25 @@ Invariants (every method below keeps them):
 - Inbound buffering is bounded: received bytes are acknowledged (batched)
   while the stream's queue of complete, untaken messages holds less than
   ``_QUEUE_LIMIT`` bytes; past that they are owed, and paid back as the
-  application takes messages. So a stream buffers at most ``_QUEUE_LIMIT`` +
-  its window + one partial message (the decoder refuses messages larger than
+  application takes messages (as many bytes as each message taken, all of
+  them once the queue is below the limit, so the peer refills as fast as the
+  application drains). So a stream buffers at most ``_QUEUE_LIMIT`` + its
+  window + one partial message (the decoder refuses messages larger than
   ``max_message_size``), and a message larger than the window still flows.
+- Bulk and urgent messages (a stream with a ``bulk_tag``, see
+  :meth:`Http2Connection.set_bulk_tag`): a bulk message is sent only while
+  the stream's bytes not yet acknowledged by the peer stay within
+  ``bulk_limit`` (``BULK_IN_FLIGHT``, or three quarters of a smaller peer
+  window) and the output buffered is below ``HIGH_WATER``; an urgent one
+  (any other) may use the whole window and buffer up to
+  ``URGENT_HIGH_WATER``. So an urgent message goes on the wire at once,
+  behind at most ``HIGH_WATER`` of buffered output and ``BULK_IN_FLIGHT`` of
+  bulk data the peer has yet to read. A bulk message is never cut at the
+  limit (a half-sent message would hold the stream): it waits for room for
+  a whole frame of at most a quarter of the peer's window, which comes back
+  from any peer that acknowledges once half its window is consumed (h2 and
+  grpc-core do; agentwire acknowledges every 64 KiB). Received urgent
+  messages are taken before the bulk ones queued, each kind in arrival order.
 - A stream is in ``_streams`` from its HEADERS until its owner releases it;
   release closes it on the wire (END_STREAM both ways, else RST_STREAM) and
   pays back what it owes. Nothing is left open when the owner
@@ -46,17 +62,29 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._budget import CheckpointBudget
+from . import _protocol
 from ._framing import FramingError, MessageTooLargeError
 from ._open_stream import OpenStream
-from ._protocol import CANCEL, NO_ERROR, reset_status
+from ._protocol import BULK_IN_FLIGHT, CANCEL, NO_ERROR, reset_status
 from ._pump import HIGH_WATER, Http2Pump
 
 log = logging.getLogger("agentwire.transport")
 
 #: a stream's queued, untaken bytes above which received bytes are not acknowledged
 _QUEUE_LIMIT = 1024 * 1024
-#: consumed bytes acknowledged (WINDOW_UPDATE) in batches of at least this size
+#: consumed bytes acknowledged (WINDOW_UPDATE) in batches of at least this size, or of
+#: ``_THROTTLED_ACK_BATCH`` while a stream's queue is over ``_QUEUE_LIMIT`` (its
+#: peer then sends as fast as the application takes, and waits for each batch)
 _ACK_BATCH = 64 * 1024
+_THROTTLED_ACK_BATCH = 16 * 1024
+#: buffered output below which urgent messages are still taken (bulk: ``HIGH_WATER``)
+URGENT_HIGH_WATER = 2 * HIGH_WATER
+
+
+def bulk_limit(peer_window: int) -> int:
+    """The most unacknowledged bytes a stream may have for bulk messages to be sent on it,
+    when the peer's stream window is ``peer_window``."""
+    return min(BULK_IN_FLIGHT, peer_window - peer_window // 4)
 
 
 class Http2Connection(Http2Pump):
@@ -88,6 +116,15 @@ class Http2Connection(Http2Pump):
         self._unacked: dict[int, int] = {}
         self._unacked_total = 0
         self._budget = CheckpointBudget()
+        # acknowledgement batches: a quarter of our stream window at most
+        window = _protocol.STREAM_WINDOW
+        self._ack_batch = min(_ACK_BATCH, window // 4)
+        self._throttled_ack_batch = min(_THROTTLED_ACK_BATCH, window // 4)
+        # the peer's stream window (its SETTINGS_INITIAL_WINDOW_SIZE) and what of it
+        # bulk messages leave to the others (see set_bulk_tag)
+        self._peer_window = 65535
+        self._bulk_limit = self._bulk_frame = 0
+        self._set_peer_window(65535)
         self._dispatch.update(
             {
                 h2.events.DataReceived: self._on_data,
@@ -100,6 +137,30 @@ class Http2Connection(Http2Pump):
         )
 
     # -- stream operations (called from application tasks) --------------------
+
+    def _send_limits(self, st: OpenStream, frame: bytes) -> tuple[bool, int]:
+        """(whether ``frame`` is bulk, the output bound) for sending it on ``st``."""
+        tag = st.bulk_tag
+        if tag < 0:
+            return False, HIGH_WATER
+        if len(frame) > 5 and frame[5] == tag and not frame[0]:
+            return True, HIGH_WATER
+        return False, URGENT_HIGH_WATER
+
+    def _set_peer_window(self, size: int) -> None:
+        self._peer_window = size
+        self._bulk_limit = bulk_limit(size)
+        # the most of a bulk message sent at once: room for it comes back even
+        # from a peer that acknowledges only once half its window is consumed
+        self._bulk_frame = max(1, min(self._bulk_limit, size // 4))
+
+    def _bulk_room(self, stream_id: int) -> int:
+        """Bytes of bulk data ``stream_id`` may send now (see ``bulk_limit``)."""
+        stream = self._h2.streams.get(stream_id)
+        if stream is None:
+            return 0
+        # what the peer has not acknowledged: its window's full size less what is left
+        return self._bulk_limit - (self._peer_window - stream.outbound_flow_control_window)
 
     async def tick(self) -> None:
         """A cheap checkpoint: always cancellable, yields every few operations."""
@@ -136,6 +197,7 @@ class Http2Connection(Http2Pump):
         if not st.closed:
             self.reset_stream(st, CANCEL)
         st.messages.clear()
+        st.urgent.clear()
         st.queued = 0
         st.decoder = None
         if st.owed:
@@ -161,19 +223,21 @@ class Http2Connection(Http2Pump):
         h2conn = self._h2
         sid = st.id
         size = len(frame)
+        bulk, high_water = self._send_limits(st, frame)
         if (
             not st.closed
             and not st.local_closed
             and size <= h2conn.max_outbound_frame_size
-            and self._pending() < HIGH_WATER
+            and self._pending() < high_water
             and size <= h2conn.local_flow_control_window(sid)
+            and (not bulk or size <= self._bulk_room(sid))
         ):
             if end:
                 h2conn.send_data(sid, frame, end_stream=True)
                 st.local_closed = True
             else:
                 self._send_plain(h2conn, sid, frame)
-            if self._heard and not st.messages and self._writer_wakeup.task is not None:
+            if self._heard and not st.buffered and self._writer_wakeup.task is not None:
                 # An answer to what the peer just said, with nothing more of
                 # it to read: write at once (the request/response pattern)
                 # rather than wake the writer. Bursts still coalesce: the next
@@ -188,14 +252,18 @@ class Http2Connection(Http2Pump):
         pos = 0
         while True:
             self._check_sendable(st)
-            if self._pending() >= HIGH_WATER:
+            if self._pending() >= high_water:
                 await self._drain_lot.park()
                 continue
             window = h2conn.local_flow_control_window(sid)
-            if window <= 0:
+            frame_size = min(size - pos, h2conn.max_outbound_frame_size)
+            if bulk:  # a whole frame at a time, one the limit can hold (invariants)
+                window = min(window, self._bulk_room(sid))
+                frame_size = min(frame_size, self._bulk_frame)
+            if window <= 0 or (bulk and window < frame_size):
                 await st.send_wakeup.wait()
                 continue
-            n = min(size - pos, window, h2conn.max_outbound_frame_size)
+            n = min(frame_size, window)
             last = pos + n >= size
             h2conn.send_data(sid, view[pos : pos + n], end_stream=end and last)
             pos += n
@@ -222,6 +290,7 @@ class Http2Connection(Http2Pump):
         """
         h2conn = self._h2
         size = len(frame)
+        bulk, high_water = self._send_limits(st, frame)
         if (
             st.closed
             or st.local_closed
@@ -229,8 +298,9 @@ class Http2Connection(Http2Pump):
             or st.error is not None
             or self._closing
             or size > h2conn.max_outbound_frame_size
-            or self._pending() >= HIGH_WATER
+            or self._pending() >= high_water
             or size > h2conn.local_flow_control_window(st.id)
+            or (bulk and size > self._bulk_room(st.id))
         ):
             return False
         try:
@@ -257,15 +327,19 @@ class Http2Connection(Http2Pump):
         receive never loses a message.
         """
         while True:
-            if st.messages:
+            if st.urgent or st.messages:
                 await self.tick()
-                if not st.messages:
+                queue = st.urgent or st.messages
+                if not queue:
                     continue
-                payload, compressed = st.messages.popleft()
-                st.queued -= len(payload) + 5
-                if st.owed and st.queued < _QUEUE_LIMIT:
-                    self.release_credit(st.owed, st.id)
-                    st.owed = 0
+                payload, compressed = queue.popleft()
+                size = len(payload) + 5
+                st.queued -= size
+                if st.owed:
+                    throttled = st.queued >= _QUEUE_LIMIT
+                    credit = min(st.owed, size) if throttled else st.owed
+                    st.owed -= credit
+                    self.release_credit(credit, st.id, throttled=throttled)
                 return payload, compressed
             if st.error is not None:
                 await trio.lowlevel.checkpoint()
@@ -276,7 +350,22 @@ class Http2Connection(Http2Pump):
             self.flush_now()
             await st.recv_wakeup.wait()
 
-    def release_credit(self, credit: int, stream_id: int) -> None:
+    def set_bulk_tag(self, st: OpenStream, tag: int | None) -> None:
+        """Messages of ``st`` whose payload starts with byte ``tag`` are *bulk*.
+
+        Bulk messages are sent only while the stream has at most
+        ``bulk_limit`` bytes unacknowledged by the peer, and received ones are
+        taken after the urgent ones (every other message) that are queued: on one stream, a flood of
+        bulk messages neither holds back nor queues ahead of the others at
+        either end. Order is kept within each kind only. Uncompressed messages
+        only (a compressed one is urgent). ``None``: every message is urgent,
+        in arrival order (the default).
+        """
+        if tag is not None and not 0 <= tag <= 255:
+            raise ValueError(f"a bulk tag is one byte, 0 to 255: got {tag}")
+        st.bulk_tag = -1 if tag is None else tag
+
+    def release_credit(self, credit: int, stream_id: int, *, throttled: bool = False) -> None:
         """Acknowledge ``credit`` received bytes of ``stream_id`` to the peer.
 
         Acknowledgements are batched per connection up to ``_ACK_BATCH`` bytes,
@@ -285,16 +374,27 @@ class Http2Connection(Http2Pump):
         unacked = self._unacked
         unacked[stream_id] = unacked.get(stream_id, 0) + credit
         self._unacked_total += credit
-        if self._unacked_total >= _ACK_BATCH:
+        if self._unacked_total >= (self._throttled_ack_batch if throttled else self._ack_batch):
             self._flush_acks()
 
     def _flush_acks(self) -> None:
-        if self._lost is None:
-            acknowledge = self._h2.acknowledge_received_data
+        """Send the WINDOW_UPDATEs owed: one per stream credited, one for the connection.
+
+        h2's own ``acknowledge_received_data`` would hold credit back until half
+        a window was consumed (2 MiB of a stream's 4 MiB), which makes the
+        peer send in bursts and stall between them; the increments are sent
+        here directly instead, a batch at a time (see ``_ACK_BATCH``).
+        """
+        if self._lost is None and self._unacked_total:
+            increment = self._h2.increment_flow_control_window
             for stream_id, credit in self._unacked.items():
-                acknowledge(credit, stream_id)
-            if self._pending():
-                self._kick()
+                if credit:
+                    # gone from h2, or closed: only the connection's window counts
+                    with contextlib.suppress(KeyError, h2.exceptions.ProtocolError):
+                        increment(credit, stream_id)
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                increment(self._unacked_total)
+            self._kick()
         self._unacked.clear()
         self._unacked_total = 0
 
@@ -328,11 +428,18 @@ class Http2Connection(Http2Pump):
             return
         if messages:
             queue = st.messages
+            urgent = st.urgent
+            sorting = st.bulk_tag >= 0
             queued = st.queued
             handler = st.handler
             lone = alone and len(messages) == 1
             for compressed, payload in messages:
-                if handler is not None and not queue and st.recv_wakeup.task is not None:
+                if (
+                    handler is not None
+                    and not queue
+                    and not urgent
+                    and st.recv_wakeup.task is not None
+                ):
                     try:
                         taken = handler(payload, compressed, lone)
                     except Exception as exc:
@@ -346,10 +453,13 @@ class Http2Connection(Http2Pump):
                         return
                     if taken:
                         continue
-                queue.append((payload, compressed))
+                if sorting and not st.is_bulk(payload, compressed):
+                    urgent.append((payload, compressed))
+                else:
+                    queue.append((payload, compressed))
                 queued += len(payload) + 5
             st.queued = queued
-            if queue:
+            if queue or urgent:
                 st.recv_wakeup.set()
         if st.queued < _QUEUE_LIMIT:
             if flow:
@@ -400,6 +510,7 @@ class Http2Connection(Http2Pump):
         self.settings_received.set()
         changed = event.changed_settings
         if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
+            self._set_peer_window(changed[h2.settings.SettingCodes.INITIAL_WINDOW_SIZE].new_value)
             for st in self._streams.values():
                 st.send_wakeup.set()
         if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:

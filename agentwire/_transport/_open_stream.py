@@ -48,6 +48,7 @@ class OpenStream:
     """Transport state of one HTTP/2 stream (client or server side), until its owner releases it."""
 
     __slots__ = (
+        "bulk_tag",
         "decoder",
         "error",
         "handler",
@@ -64,13 +65,17 @@ class OpenStream:
         "reset",
         "send_wakeup",
         "trailers",
+        "urgent",
     )
 
     def __init__(self, stream_id: int, max_message_size: int) -> None:
         self.id = stream_id
-        # complete messages not taken yet: (payload, compressed flag)
+        # complete messages not taken yet: (payload, compressed flag); with a
+        # ``bulk_tag``, ``urgent`` holds the queued messages that are not bulk
+        # (taken first) and ``messages`` the bulk ones
         self.messages: deque[tuple[bytes, bool]] = deque()
-        self.queued = 0  # framed bytes in ``messages``
+        self.urgent: deque[tuple[bytes, bool]] = deque()
+        self.queued = 0  # framed bytes in ``messages`` and ``urgent``
         self.owed = 0  # received bytes not acknowledged because the queue was full
         self.decoder: MessageDecoder | None = MessageDecoder(max_message_size)
         self.remote_closed = False
@@ -80,6 +85,9 @@ class OpenStream:
         self.partial = False  # some but not all frames of a message handed to h2
         self.error: GRPCError | None = None
         self.handler: MessageHandler | None = None
+        #: the first payload byte of this stream's *bulk* messages, or -1 for none:
+        #: see ``Http2Connection.set_bulk_tag``
+        self.bulk_tag = -1
         self.headers: Headers | None = None
         self.trailers: Headers | None = None
         self.recv_wakeup = WakeUp()
@@ -88,6 +96,15 @@ class OpenStream:
     @property
     def closed(self) -> bool:
         return self.reset or (self.local_closed and self.remote_closed)
+
+    @property
+    def buffered(self) -> int:
+        """Complete messages received and not taken yet."""
+        return len(self.messages) + len(self.urgent)
+
+    def is_bulk(self, payload: bytes | bytearray | memoryview, compressed: bool) -> bool:
+        """Whether a message of this stream is bulk (see ``bulk_tag``)."""
+        return not compressed and len(payload) > 0 and payload[0] == self.bulk_tag
 
     def wake(self) -> None:
         self.recv_wakeup.set()

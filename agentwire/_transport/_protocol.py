@@ -13,6 +13,10 @@ from grpclib.const import Status
 #: our SETTINGS_INITIAL_WINDOW_SIZE (per stream) and our connection window
 STREAM_WINDOW = 4 * 1024 * 1024
 CONNECTION_WINDOW = 16 * 1024 * 1024
+#: the most bytes of a stream's bulk messages sent and not yet acknowledged by the peer
+#: (on the wire, in socket buffers, unread): what an urgent message may find ahead of it
+#: (see ``Http2Connection.set_bulk_tag``)
+BULK_IN_FLIGHT = 256 * 1024
 
 # HTTP/2 error codes used here (RFC 9113 section 7)
 NO_ERROR = 0x0

@@ -19,7 +19,10 @@ Invariants (every method below keeps them):
   waiter is woken; no task waits on a dead connection.
 - Private internals of h2 and trio are used only through ``_h2fast`` and
   ``_fdio``, when ``_fastpath.use_fast_paths`` says so (once per connection);
-  otherwise the same work goes through public APIs.
+  otherwise the same work goes through public APIs. A TLS stream whose
+  handshake is not done yet (a server's) starts on the public path and moves
+  to direct I/O once data has come and the writer is parked: never while a
+  task is inside the ``SSLStream``.
 - The handshake, idle and keepalive deadlines are a ``ConnectionClock``'s
   (``_liveness``), acted on by one timer task per connection.
 """
@@ -80,8 +83,10 @@ class Http2Pump:
         #: the fast paths (see _fastpath), chosen once: plain TCP is read and written
         #: directly, plain DATA frames bypass h2
         self.fast_paths = fast
-        fd = _fdio.socket_fd(stream) if fast else None
-        self._io = _fdio.SocketIO(fd, _RECEIVE_SIZE) if fd is not None else None
+        self._io = _fdio.open_io(stream, _RECEIVE_SIZE) if fast else None
+        # TLS whose handshake is still to come (a server's): the reader moves
+        # to direct I/O once it is done and the writer is parked (see _read_loop)
+        self._tls_pending = fast and self._io is None and isinstance(stream, trio.SSLStream)
         self._fast_receive = fast
         self._send_plain: Callable[[h2.connection.H2Connection, int, bytes], None] = (
             _h2fast.send_data if fast else _send_data_public
@@ -192,7 +197,7 @@ class Http2Pump:
             if held:
                 data = bytes(held) + data
                 held.clear()
-            if data:
+            if data or (io is not None and io.backlog):
                 self._drain_lot.unpark_all()
                 self.bytes_sent += len(data)
                 if io is None:
@@ -204,6 +209,7 @@ class Http2Pump:
                 break
             self._writer_idle = True
             await self._writer_wakeup.wait()
+            io = self._io  # the reader may have moved it to direct I/O (TLS)
 
     def flush_now(self) -> None:
         """Write pending output from the calling task, if that is as good as waiting.
@@ -233,6 +239,8 @@ class Http2Pump:
         self.bytes_sent += sent
         if sent < len(data):
             self._held += memoryview(data)[sent:]
+            self._kick()
+        elif io.backlog:  # TLS: encrypted, not all written
             self._kick()
 
     async def _reader(self) -> None:
@@ -287,6 +295,13 @@ class Http2Pump:
                             handler(event)
                 if self._lost is not None:
                     return
+                if io is not None and io.backlog:  # TLS: the session answered something
+                    self._kick()
+                elif self._tls_pending and self._writer_idle:
+                    # the handshake is done (data came) and neither task is inside
+                    # the SSLStream: read and write its session directly from now on
+                    self._tls_pending = False
+                    io = self._io = _fdio.open_io(stream, _RECEIVE_SIZE)
                 if pending():
                     self._kick()
                     while pending() > 4 * HIGH_WATER and not self._closing:

@@ -117,6 +117,15 @@ class ServerStream:
             st, frame_message(message, self._compression), flush=flush
         )
 
+    def set_bulk_tag(self, tag: int | None) -> None:
+        """Messages starting with byte ``tag`` are bulk; the others go first, both ways.
+
+        Bulk messages leave part of the peer's flow-control window to the
+        others, and received ones are taken after the others queued; order is
+        kept within each kind only. ``None`` (the default): one kind, in order.
+        """
+        self._conn.set_bulk_tag(self._st, tag)
+
     def set_message_handler(self, handler: Callable[[bytes, bool], bool] | None) -> None:
         """Have ``handler(message, alone)`` take request messages in the reader task.
 
@@ -155,7 +164,7 @@ class ServerStream:
     @property
     def buffered(self) -> int:
         """Complete request messages received and not yet taken by :meth:`receive`."""
-        return len(self._st.messages)
+        return self._st.buffered
 
     async def send_initial_metadata(self) -> None:
         """Send the response headers now (otherwise they go with the first message)."""

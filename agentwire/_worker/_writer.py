@@ -15,6 +15,10 @@ Invariants:
   transport's non-blocking ``try_send``), saving the hop through the writer;
   if that cannot be done without waiting, it is queued as usual. So within a
   lane the order is the order of the calls either way.
+* RPC traffic overtakes events past the outbox too: :meth:`Writer.run` marks
+  events as the stream's bulk messages (the transport's ``set_bulk_tag``), so
+  a stream full of events still takes an RPC message at once, and the
+  gateway reads it before the events it has queued.
 * If a write fails, or the writer ends, the envelope being written and every
   one still queued (both lanes) fail their waiters with the session's
   :class:`~agentwire.ConnectionLostError`; nothing is written after a failed
@@ -30,6 +34,7 @@ import trio
 
 from .._budget import CheckpointBudget
 from .._errors import ConnectionLostError
+from .._wire import CLOUD_EVENT_TAG
 from ._outbox import Lane, Outbox
 from ._protocol import ClientStreamLike, DirectSend, Slot
 
@@ -126,6 +131,11 @@ class Writer:
         failure, cancellation), the message being written and every message
         still queued fail their waiters; none is dropped.
         """
+        set_bulk_tag = getattr(stream, "set_bulk_tag", None)
+        if set_bulk_tag is not None:
+            # Events are the stream's bulk: RPC traffic overtakes them on the
+            # wire and at the gateway, as it does in the outbox.
+            set_bulk_tag(CLOUD_EVENT_TAG)
         outbox = self.outbox
         held: tuple[Lane, Outgoing] | None = None
         fresh = True

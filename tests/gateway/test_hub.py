@@ -532,3 +532,35 @@ async def test_dropping_a_slow_subscriber_leaves_the_other_subscribers_connected
         assert r.close_reason is None
         assert received == sent
         hub.check_invariants()
+
+
+async def test_rpc_traffic_is_written_directly_while_events_wait_for_the_pump(
+    hub: GatewayHub,
+) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b, hub.connect("C") as c:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        written: list[pb.Message] = []
+
+        def direct(message: bytes, *, flush: bool = True) -> bool:
+            parsed = parse(message)
+            if parsed.HasField("cloudEvent"):
+                return False  # as a stream whose window is full of events
+            written.append(parsed)
+            return True
+
+        b.enable_direct(direct)
+        for n in range(2):  # queue_size=2: both queued, the pump has not taken them
+            await a.send(event("news", event_id=f"e{n}"))
+        assert hub.statistics().queued_messages == 2
+        await c.send(request("to-b", "sink/k"))
+        assert [m.request.target.type for m in written] == ["sink"]
+        assert hub.statistics().queued_messages == 2
+        got = []
+        for _ in range(2):
+            got.append(parse(await b.from_gateway.receive()).cloudEvent.id)
+            b.message_sent()
+        assert got == ["e0", "e1"]
+        await b.send(response(written[0].request.request_id))
+        assert (await receive(c)).response.request_id == "to-b"
+        hub.check_invariants()

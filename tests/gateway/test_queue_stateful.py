@@ -74,9 +74,7 @@ class ClientQueueMachine(RuleBasedStateMachine):
         if item is None:
             assert not any(self.expected[q])
             return
-        data, answer, placed = item
-        rpc = self.expected[q][Lane.RPC]
-        lane = Lane.RPC if rpc and rpc[0] == data else Lane.EVENT
+        data, lane, answer, placed = item
         assert self.expected[q][lane].popleft() == data  # Q4
         if answer:
             self.answers[q] -= 1

@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from agentwire._transport import ServerStream, bidi, open_channel, open_grpc_server, unary
+from agentwire._transport import (
+    ClientStream,
+    ServerStream,
+    _fdio,
+    bidi,
+    open_channel,
+    open_grpc_server,
+    unary,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +85,45 @@ async def test_tls_client_refuses_unknown_certificate(certificate: tuple[Path, P
                 async with open_channel(server.address, ssl_context=ssl.create_default_context()):
                     pass
             assert info.value.status is Status.UNAVAILABLE
+
+
+@pytest.mark.parametrize("tls_version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_tls_connections_read_and_write_the_socket_directly_on_the_fast_paths(
+    certificate: tuple[Path, Path], io_paths: bool, tls_version: ssl.TLSVersion
+) -> None:
+    cert, key = certificate
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server_context.maximum_version = tls_version
+    client_context = ssl.create_default_context(cafile=str(cert))
+
+    async def bidi_echo(stream: ServerStream) -> None:
+        async for message in stream:
+            await stream.send(message)
+
+    with trio.fail_after(30):
+        async with (
+            open_grpc_server(
+                {"/t/Bidi": bidi(bidi_echo)}, "localhost", 0, ssl_context=server_context
+            ) as server,
+            open_channel(server.address, ssl_context=client_context) as channel,
+        ):
+            messages = [b"%d" % i * (1 + i * 997 % 50_000) for i in range(200)]
+            async with channel.stream("/t/Bidi") as stream:
+                for message in messages[:20]:  # one at a time
+                    await stream.send(message)
+                    assert await stream.receive() == message
+                async with trio.open_nursery() as nursery:  # many in flight, both ways
+                    nursery.start_soon(_send_all, stream, messages[20:])
+                    for message in messages[20:]:
+                        assert await stream.receive() == message
+            (server_conn,) = server._connections
+            client_io, server_io = channel._conn._io, server_conn._io
+            assert isinstance(client_io, _fdio.TLSSocketIO) is io_paths
+            assert isinstance(server_io, _fdio.TLSSocketIO) is io_paths
+            assert channel._conn._stream.version() == tls_version.name.replace("_", ".")
+
+
+async def _send_all(stream: ClientStream, messages: list[bytes]) -> None:
+    for message in messages:
+        await stream.send(message)

@@ -49,6 +49,7 @@ full event lane never holds up the RPC lane of the same client.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -197,7 +198,8 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
             link.readable = trio.Event()
             await link.readable.wait()
         data, lane, answer, placed = item
-        link.sending = lane
+        if link.direct is not None:
+            link.taken.append(lane)
         if placed is not None:  # in the same step as the take (H3)
             link.unsent[lane] += 1
             placed.wakeup()
@@ -217,9 +219,11 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
             if link.closed:
                 raise trio.EndOfChannel
             raise trio.WouldBlock
-        data, answer, placed = item
+        data, lane, answer, placed = item
+        if link.direct is not None:
+            link.taken.append(lane)
         if placed is not None:  # in the same step as the take (H3)
-            link.unsent += 1
+            link.unsent[lane] += 1
             placed.wakeup()
         if answer:
             self._hub._table.answer_consumed(link.conn)
@@ -252,7 +256,9 @@ class _Link:
     direct: DirectSend | None = None  # see "Direct writes" above
     # per lane, queued and not yet reported sent by the pump (H5)
     unsent: list[int] = attrs.Factory(lambda: [0, 0])
-    sending: Lane = Lane.RPC  # the lane of what the pump took last
+    # With direct writes, the lanes of what the pump took and has not yet reported
+    # sent, in the order taken (a pump may take a batch before it sends any of it).
+    taken: collections.deque[Lane] = attrs.Factory(collections.deque)
 
     def queued(self, lane: Lane) -> None:
         """One item went into *lane*: count it, wake the pump."""
@@ -322,7 +328,8 @@ class Connection:
     def message_sent(self) -> None:
         """One message taken from ``from_gateway`` is sent (see :meth:`enable_direct`)."""
         link = self._link
-        link.unsent[link.sending] -= 1
+        if link.taken:
+            link.unsent[link.taken.popleft()] -= 1
 
     def leave(self) -> None:
         """The client is leaving (a half-close): end the connection normally;

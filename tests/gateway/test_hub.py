@@ -564,3 +564,34 @@ async def test_rpc_traffic_is_written_directly_while_events_wait_for_the_pump(
         await b.send(response(written[0].request.request_id))
         assert (await receive(c)).response.request_id == "to-b"
         hub.check_invariants()
+
+
+async def test_a_pump_that_takes_a_batch_reports_each_message_in_its_own_lane(
+    hub: GatewayHub,
+) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b, hub.connect("C") as c:
+        hub.register_agent("B", "sink")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        accepting = False
+        written: list[pb.Message] = []
+
+        def direct(message: bytes, *, flush: bool = True) -> bool:
+            if accepting:
+                written.append(parse(message))
+            return accepting
+
+        b.enable_direct(direct)
+        await a.send(event("news", event_id="e0"))
+        await c.send(request("r0", "sink/k"))
+        # One batch, mixed lanes: the request first (its lane goes first), then the event.
+        batch = [await b.from_gateway.receive(), b.from_gateway.receive_nowait()]
+        with pytest.raises(trio.WouldBlock):
+            b.from_gateway.receive_nowait()
+        assert [parse(m).WhichOneof("message") for m in batch] == ["request", "cloudEvent"]
+        for _ in batch:
+            b.message_sent()
+        # Nothing is left unsent in either lane: the next request is written directly.
+        accepting = True
+        await c.send(request("r1", "sink/k"))
+        assert [m.request.target.type for m in written] == ["sink"]
+        hub.check_invariants()

@@ -1,9 +1,10 @@
 """Failover with state through a cluster of three gateways: a caller on
 gateway A counts to 1,000 on a counter whose worker, a process on gateway B,
-is killed with SIGKILL midway. A standby worker on gateway C keeps asking to
-register the agent type, refused ("already registered") while the owner
-lives; once the owner is gone its registration goes through and the counter
-goes on there, from the last version the dead process committed to Redis.
+is killed with SIGKILL midway. A standby worker on gateway C
+(``register_standby``) keeps asking to register the agent type, refused
+("already registered") while the owner lives; once the owner is gone its
+registration goes through and the counter goes on there, from the last
+version the dead process committed to Redis.
 The caller retries an increment that failed with ``ConnectionLostError``
 (kinds ``connection-lost``, ``gateway-unreachable``) or ``UndeliverableError``
 (``undeliverable``: nobody serves the type, between the death and the standby's
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 
 import pytest
@@ -25,7 +26,6 @@ import trio
 
 from agentwire import (
     ConnectionLostError,
-    GatewayRejectedError,
     UndeliverableError,
     WorkerRuntime,
     open_worker,
@@ -42,7 +42,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 GUARD = 120  # seconds: a hang guard, never a synchronisation
 CALLS = 1000
 KILL_AFTER = 500  # acknowledged increments before the owner is killed
-RETRY = 0.05  # seconds between a standby's registration attempts, and a caller's retries
+RETRY = 0.05  # seconds between a standby's registration attempts, and between a caller's
 
 _OWNER = textwrap.dedent(
     """
@@ -60,21 +60,6 @@ _OWNER = textwrap.dedent(
 )
 
 
-async def register_when_free(
-    runtime: WorkerRuntime, agent_type: str, factory: Callable[[], SharedCounter]
-) -> None:
-    """A standby: register *agent_type* as soon as no other worker of the
-    cluster holds it (the gateway refuses while one does)."""
-    while True:
-        try:
-            await SharedCounter.register(runtime, agent_type, factory)
-            return
-        except GatewayRejectedError as exc:
-            if "already registered" not in exc.gateway_message:
-                raise
-        await trio.sleep(RETRY)
-
-
 async def serve_counter(
     name: str,
     address: str,
@@ -90,8 +75,16 @@ async def serve_counter(
         runtime = await stack.enter_async_context(open_worker(address))
         runtime.add_message_serializer(serializers_for_type(Count))
         disarmed = Trap(0, "before-commit", armed=False)
-        register = register_when_free if standby else SharedCounter.register
-        await register(runtime, "counter", lambda: SharedCounter(name, store, disarmed))
+
+        async def register() -> None:
+            await SharedCounter.register(
+                runtime, "counter", lambda: SharedCounter(name, store, disarmed)
+            )
+
+        if standby:
+            await runtime.register_standby(register, retry_every=RETRY)
+        else:
+            await register()
         task_status.started()
         await trio.sleep_forever()
 

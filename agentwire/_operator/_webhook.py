@@ -25,7 +25,12 @@ Bounded everywhere:
 
 The webhook enters the gateway as the internal client-id
 ``agentwire-webhook-<n>`` with the agent type ``agentwire.webhook.<n>``
-(``agentwire status`` lists them).
+(``agentwire status`` lists them). In a cluster the agent type is
+``agentwire.webhook.<gateway-id>.<n>`` (every gateway may have webhooks) and
+both it and the subscription are claimed cluster-wide, like a worker's: events
+published through any gateway of the cluster reach the webhook. If Redis
+cannot be reached at the start, they are recorded on this gateway only and
+claimed when the gateway joins the cluster.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from urllib.parse import SplitResult, urlsplit
 import attrs
 import h11
 import trio
+from grpclib.const import Status
 
 from .._cloudevents import from_cloud_event
 from .._errors import AgentwireError, InvalidCloudEventError
@@ -129,20 +135,24 @@ async def _serve_one(
     task_status: trio.TaskStatus[WebhookDelivery] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     client_id = f"agentwire-webhook-{index}"
-    agent_type = f"agentwire.webhook.{index}"
+    cluster = hub.cluster
+    agent_type = (
+        f"agentwire.webhook.{index}"
+        if cluster is None
+        else f"agentwire.webhook.{cluster.id}.{index}"
+    )
     delivery = WebhookDelivery(webhook, client_id)
     url = urlsplit(webhook.url)
     send, receive = trio.open_memory_channel[Any](webhook.buffer)
     async with hub.connect(client_id) as connection, trio.open_nursery() as nursery:
         guard.claim(_PRINCIPAL, client_id)
-        hub.register_agent(client_id, agent_type)
         subscription = pb.Subscription(
             id=str(uuid.uuid4()),
             typeSubscription=pb.TypeSubscription(
                 topic_type=webhook.topic_type, agent_type=agent_type
             ),
         )
-        hub.add_subscription(client_id, subscription)
+        await _enter(hub, client_id, agent_type, subscription)
         nursery.start_soon(_deliver_all, delivery, url, receive)
         logger.info("webhook: events of %s go to %s", webhook.topic_type, webhook.url)
         task_status.started(delivery)
@@ -162,6 +172,24 @@ async def _serve_one(
                         message.cloudEvent.id,
                     )
         nursery.cancel_scope.cancel()  # the gateway ended the connection: shutting down
+
+
+async def _enter(hub: Any, client_id: str, agent_type: str, subscription: Any) -> None:
+    """Register the webhook's agent type and subscription: cluster-wide in a
+    cluster, or on this gateway only while Redis is out of reach (the gateway
+    claims what its clients hold when it joins: the names are its own)."""
+    from .._gateway._registry import RoutingError  # the gateway package imports this one
+
+    try:
+        await hub.register(client_id, agent_type)
+        await hub.subscribe(client_id, subscription)
+    except RoutingError as exc:
+        if hub.cluster is None or exc.status != Status.UNAVAILABLE:
+            raise
+        logger.warning("webhook %s: %s; serving this gateway's events", agent_type, exc.message)
+        if hub.owner_of(agent_type) is None:
+            hub.register_agent(client_id, agent_type)
+        hub.add_subscription(client_id, subscription)
 
 
 async def _deliver_all(

@@ -9,14 +9,15 @@ underneath (see there for the wire behaviour) and the link's state on top.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import attrs
 import trio
 
 from .._address import InvalidAddressError, parse_address
+from .._errors import GatewayRejectedError
 from .._nursery import open_unwrapping_nursery
 from .._proto import agent_worker_pb2 as pb
 from .._retry import RetryPolicy
@@ -42,6 +43,12 @@ __all__ = [
     "WorkerRuntimeStatistics",
     "open_worker",
 ]
+
+T = TypeVar("T")
+
+#: What every gateway's refusal of a taken agent type says (AutoGen's host,
+#: agentwire's, a cluster's; with access control "... by another principal's worker").
+ALREADY_REGISTERED = "already registered"
 
 #: How long one attempt to open a TCP connection to the gateway may take.
 ATTEMPT_TIMEOUT = 10.0
@@ -130,6 +137,29 @@ class WorkerRuntime(Runtime):
         registered none. Applies to the current connection only.
         """
         await self._worker.drain()
+
+    async def register_standby(
+        self, register: Callable[[], Awaitable[T]], *, retry_every: float = 0.5
+    ) -> T:
+        """Stand by for an agent type another worker holds, and take it over
+        once that worker is gone: ``await runtime.register_standby(lambda:
+        Counter.register(runtime, "counter", make_counter))``.
+
+        Calls *register* (any registration of one agent type) every
+        *retry_every* seconds for as long as the gateway (or any gateway of
+        its cluster) answers that the type is already registered, and returns
+        what it returns once one goes through. Any other error comes out at
+        once. With a shared state store, the agents it then activates load
+        their last committed state (README, "Failover in a cluster")."""
+        if not retry_every > 0:
+            raise ValueError(f"retry_every must be positive, not {retry_every!r}")
+        while True:
+            try:
+                return await register()
+            except GatewayRejectedError as exc:
+                if ALREADY_REGISTERED not in exc.gateway_message:
+                    raise
+            await trio.sleep(retry_every)
 
     async def gateway_subscriptions(self) -> list[pb.Subscription]:
         """``GetSubscriptions``: every subscription the gateway knows (all workers')."""

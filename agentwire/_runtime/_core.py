@@ -176,9 +176,6 @@ class Runtime:
 
     # -- public API: messages ---------------------------------------------------------
 
-    def _new_message_id(self) -> str:
-        return self._id_prefix + str(next(self._message_ids))
-
     async def send_message(
         self,
         message: Any,
@@ -206,7 +203,7 @@ class Runtime:
         if self._delivery.closed:
             raise RuntimeClosedError("the runtime is closed; no more messages can be sent")
         if message_id is None:
-            message_id = self._new_message_id()
+            message_id = self._id_prefix + str(next(self._message_ids))
         if self._interventions:
             message = await intercept_send(
                 self._interventions, message, recipient, sender, message_id
@@ -239,7 +236,7 @@ class Runtime:
         if self._delivery.closed:
             raise RuntimeClosedError("the runtime is closed; no more messages can be published")
         if message_id is None:
-            message_id = self._new_message_id()
+            message_id = self._id_prefix + str(next(self._message_ids))
         if self._interventions:
             message = await intercept_publish(
                 self._interventions, message, topic_id, sender, message_id

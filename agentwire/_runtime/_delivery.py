@@ -116,6 +116,11 @@ the tests call it)
 6. A queued message is handled in the trace context it was sent in (the
    envelope keeps it; the drain task sets it before each handler), so the
    trace context of one message never leaks into the handling of the next.
+7. A cached fan-out (``_fanout[topic]``) is exactly the slots of
+   ``subscriptions.recipients(topic)``, in order: it is dropped whenever a
+   subscription is added or removed or a slot is removed, is stored only when
+   every recipient had a slot and nothing changed meanwhile, and only while no
+   custom subscription exists. Slots are never replaced otherwise.
 """
 
 from __future__ import annotations
@@ -140,7 +145,13 @@ from .._errors import (
 from .._ids import AgentId, TopicId, current_agent_id
 from .._observability._trace_context import current_trace
 from .._serialization import SerializationRegistry
-from .._subscriptions import SubscriptionTable
+from .._subscriptions import (
+    DefaultSubscription,
+    Subscription,
+    SubscriptionTable,
+    TypePrefixSubscription,
+    TypeSubscription,
+)
 from ._pending import PendingMap
 from ._registration import Registration
 
@@ -156,6 +167,11 @@ _rpc_chain: contextvars.ContextVar[tuple[AgentId, ...]] = contextvars.ContextVar
 
 
 _UNSET = object()
+
+# Subscriptions whose recipients depend on the topic alone (see Delivery._fanout).
+_PLAIN_SUBSCRIPTIONS = (TypeSubscription, DefaultSubscription, TypePrefixSubscription)
+_FANOUT_CACHE_SIZE = 1024
+"""Topics whose fan-out is kept; the oldest is forgotten first."""
 
 
 def in_handler() -> bool:
@@ -222,6 +238,12 @@ class Delivery:
         self.registrations: dict[str, Registration] = {}
         self.slots: dict[AgentId, _AgentSlot] = {}
         self.activating: dict[AgentId, trio.Event] = {}
+        # Publish fan-out by topic: the recipients' slots, in subscription
+        # order (invariant 7). Only while every subscription is a plain type or
+        # prefix one (a custom one's is_match/map_to_agent is asked each time).
+        self._fanout: dict[TopicId, list[_AgentSlot]] = {}
+        self._fanout_generation = 0
+        self._custom_subscriptions = 0
         self.pending: PendingMap[int, Any] = PendingMap()
         self._keys = itertools.count()
         self._result_types: set[type] = {type(None)}
@@ -312,24 +334,18 @@ class Delivery:
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        slots = self.slots
         may_wait = not _rpc_chain.get()  # handlers never wait for room: see "deadlocks"
         limit = self.mailbox_size
         # One context and one envelope serve every recipient (AutoGen, too,
         # shares the publish's cancellation token between recipients).
         envelope = _Envelope(message, MessageContext(sender, topic, is_rpc, message_id), None, ())
         missed = 0
-        for agent_id in self._subscriptions.recipients(topic):
-            if sender is not None and agent_id == sender:
+        recipients = self._fanout.get(topic)
+        if recipients is None:
+            recipients = await self._resolve_fanout(topic, sender)
+        for slot in recipients:
+            if sender is not None and slot.id == sender:
                 continue
-            slot = slots.get(agent_id)
-            if slot is None:
-                try:
-                    slot = await self.activate(agent_id)
-                except Exception as exc:
-                    logger.error("cannot deliver a publish to %s: %s", agent_id, exc)
-                    self._record_failure(exc)
-                    continue
             queue = slot.queue
             if slot.busy and queue is not None and len(queue) < limit:  # common case, inlined
                 queue.append(envelope)
@@ -347,6 +363,49 @@ class Delivery:
                 f"their mailboxes are full and the runtime's overflow is at max_overflow="
                 f"{self.max_overflow} (the handlers publishing outrun the ones handling)"
             )
+
+    async def _resolve_fanout(self, topic: TopicId, sender: AgentId | None) -> list[_AgentSlot]:
+        """The slots of *topic*'s recipients, creating agents as needed; cached when it may be.
+
+        The sender is not created for its own publish, and a recipient that
+        cannot be created is logged, recorded as a failure and left out; either
+        way the answer is not cached, so the next publish looks again.
+        """
+        generation = self._fanout_generation
+        slots: list[_AgentSlot] = []
+        complete = True
+        for agent_id in self._subscriptions.recipients(topic):
+            slot = self.slots.get(agent_id)
+            if slot is None:
+                if sender is not None and agent_id == sender:
+                    complete = False
+                    continue
+                try:
+                    slot = await self.activate(agent_id)
+                except Exception as exc:
+                    logger.error("cannot deliver a publish to %s: %s", agent_id, exc)
+                    self._record_failure(exc)
+                    complete = False
+                    continue
+            slots.append(slot)
+        # (and nothing changed while agents were being created)
+        if complete and not self._custom_subscriptions and generation == self._fanout_generation:
+            fanout = self._fanout
+            if len(fanout) >= _FANOUT_CACHE_SIZE:
+                del fanout[next(iter(fanout))]
+            fanout[topic] = slots
+        return slots
+
+    def subscriptions_changed(
+        self, added: Subscription | None, removed: Subscription | None
+    ) -> None:
+        """The runtime added or removed a subscription: forget every cached fan-out."""
+        self._fanout.clear()
+        self._fanout_generation += 1
+        if added is not None and type(added) not in _PLAIN_SUBSCRIPTIONS:
+            self._custom_subscriptions += 1
+        if removed is not None and type(removed) not in _PLAIN_SUBSCRIPTIONS:
+            self._custom_subscriptions -= 1
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -582,6 +641,12 @@ class Delivery:
         """Record an agent registered as an instance (already bound)."""
         self.slots[agent_id] = _AgentSlot(agent, agent_id)
 
+    def remove_instance(self, agent_id: AgentId) -> None:
+        """Forget an instance whose registration was rolled back (it never handled a message)."""
+        del self.slots[agent_id]
+        self._fanout.clear()
+        self._fanout_generation += 1
+
     # -- idleness and shutdown ----------------------------------------------------------------
 
     @property
@@ -634,5 +699,9 @@ class Delivery:
         assert busy == self.busy, (busy, self.busy)
         assert queued == self.queued, (queued, self.queued)
         assert self.in_flight >= 0
+        for topic, cached in self._fanout.items():
+            expected = [self.slots.get(a) for a in self._subscriptions.recipients(topic)]
+            assert cached == expected, (topic, cached, expected)
+        assert not self._fanout or not self._custom_subscriptions
         if not self.busy:
             assert self.queued == 0

@@ -389,7 +389,7 @@ class BaseAgent:
 
     async def bind_id_and_runtime(self, id: AgentId, runtime: AgentRuntime) -> None:
         existing_id = getattr(self, "_id", None)
-        if existing_id is not None and existing_id != id:
+        if existing_id is not None and existing_id is not id and existing_id != id:
             raise RuntimeError(f"agent already bound to id {existing_id}, not {id}")
         existing_runtime = getattr(self, "_runtime", None)
         if existing_runtime is not None and existing_runtime is not runtime:

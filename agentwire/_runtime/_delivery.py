@@ -182,12 +182,11 @@ def in_handler() -> bool:
 class _AgentSlot:
     """One agent instance and its mailbox."""
 
-    __slots__ = ("agent", "busy", "chain", "id", "queue", "space")
+    __slots__ = ("agent", "busy", "id", "queue", "space")
 
     def __init__(self, agent: Agent, agent_id: AgentId) -> None:
         self.agent = agent
         self.id = agent_id
-        self.chain = (agent_id,)  # the RPC chain of a handler run by the drain task
         # Created on first use: most agents only ever take inline RPCs, and an
         # empty deque costs ~600 bytes.
         self.queue: deque[_Envelope] | None = None
@@ -237,7 +236,8 @@ class Delivery:
         self._ignore_unhandled = ignore_unhandled_exceptions
         self.registrations: dict[str, Registration] = {}
         self.slots: dict[AgentId, _AgentSlot] = {}
-        self.activating: dict[AgentId, trio.Event] = {}
+        self.activating: set[AgentId] = set()
+        self.activated = trio.lowlevel.ParkingLot()  # tasks waiting for an activation to end
         # Publish fan-out by topic: the recipients' slots, in subscription
         # order (invariant 7). Only while every subscription is a plain type or
         # prefix one (a custom one's is_match/map_to_agent is asked each time).
@@ -293,7 +293,7 @@ class Delivery:
             self.busy += 1
             ctx = MessageContext(sender, None, True, message_id)  # Cancellation made on demand
             agent_token = current_agent_id.set(slot.id)
-            chain_token = _rpc_chain.set((*chain, slot.id) if chain else slot.chain)
+            chain_token = _rpc_chain.set((*chain, slot.id) if chain else (slot.id,))
             self.in_flight += 1
             try:
                 result = await slot.agent.on_message(message, ctx)
@@ -494,7 +494,7 @@ class Delivery:
         spend = self.spend
         # Every handler run by this task belongs to this agent.
         agent_token = current_agent_id.set(slot.id)
-        chain_token = _rpc_chain.set(slot.chain)
+        chain_token = _rpc_chain.set((slot.id,))
         trace: object = _UNSET  # the trace context this task last set (invariant 6)
         try:
             while queue:
@@ -614,14 +614,15 @@ class Delivery:
                     f"agent {agent_id} does not exist: type {agent_id.type!r} holds registered "
                     "instances only (check the subscriptions mapping to this type)"
                 )
-            activating = self.activating.get(agent_id)
-            if activating is None:
+            if agent_id not in self.activating:
                 break
-            await activating.wait()  # another task is creating it
+            # Another task is creating it: wait for the end of an activation
+            # (any: one lot for all, as waiting is rare), then look again.
+            await self.activated.park()
             slot = self.slots.get(agent_id)
             if slot is not None:
                 return slot
-        done = self.activating[agent_id] = trio.Event()
+        self.activating.add(agent_id)
         try:
             agent = await registration.create(self._runtime, agent_id)
             slot = self.slots[agent_id] = _AgentSlot(agent, agent_id)
@@ -630,8 +631,9 @@ class Delivery:
             logger.exception("creating agent %s failed", agent_id)
             raise
         finally:
-            del self.activating[agent_id]
-            done.set()
+            self.activating.discard(agent_id)
+            if self.activated:
+                self.activated.unpark_all()
             if not self.busy and not self.activating and self.idle:
                 self.idle.unpark_all()
             if self.watchers:

@@ -84,8 +84,10 @@ class ChannelLike(Protocol):
 class SessionHandler(Protocol):
     """Receives what the gateway sends to this worker.
 
-    ``handle_request`` runs in its own task (bounded by the session's request
-    limit) and returns the response to send. ``handle_event`` runs in one
+    ``handle_request`` runs in one of the session's server tasks (as many as
+    requests in progress, bounded by the session's request limit), under the
+    caller's deadline: the session cancels it when that passes and answers
+    for it. It returns the response to send. ``handle_event`` runs in one
     event-dispatch task, in arrival order; it may block (backpressure): the
     receive loop keeps reading (RPC responses included) while at most
     ``event_buffer`` events wait for it, then it blocks too.

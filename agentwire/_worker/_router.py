@@ -107,10 +107,8 @@ from .._subscriptions import Subscription, subscription_to_proto
 from .._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DRAIN_DESTINATION,
-    ERROR_KIND_KEY,
     RELEASE_DESTINATION,
     TIMEOUT_METADATA_KEY,
-    ErrorKind,
 )
 from ._kinds import UnansweredError, error_from_response, error_response
 from ._link import (
@@ -369,17 +367,10 @@ class WorkerRouter:
             recipient = AgentId.from_proto(request.target)
             sender = AgentId.from_proto(request.source) if request.HasField("source") else None
             message = self._decode(request.payload)
-            with trio.move_on_after(_timeout_of(request)) as scope:
-                result = await self._core.deliver_request(
-                    message, recipient, sender=sender, message_id=request.request_id
-                )
-            if scope.cancelled_caught:
-                response = pb.RpcResponse(
-                    error=f"deadline exceeded: the caller's deadline passed while {recipient} "
-                    "was handling the request"
-                )
-                response.metadata[ERROR_KIND_KEY] = ErrorKind.TIMEOUT
-                return response
+            # The caller's deadline is the session's business (see _session).
+            result = await self._core.deliver_request(
+                message, recipient, sender=sender, message_id=request.request_id
+            )
             if result is None:
                 return pb.RpcResponse()
             return pb.RpcResponse(payload=self._encode(result, JSON_DATA_CONTENT_TYPE))
@@ -524,15 +515,3 @@ class WorkerRouter:
 
 def _rejected(what: str, exc: GRPCError) -> GatewayRejectedError:
     return GatewayRejectedError(what, exc.status.name, exc.message or "")
-
-
-def _timeout_of(request: pb.RpcRequest) -> float:
-    """The caller's remaining time an agentwire caller sent along (else no limit)."""
-    text = request.metadata.get(TIMEOUT_METADATA_KEY)
-    if not text:
-        return math.inf
-    try:
-        value = float(text)
-    except ValueError:
-        return math.inf
-    return value if value >= 0 else math.inf

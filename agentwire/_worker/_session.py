@@ -31,8 +31,16 @@ Invariants (kept by this module):
 * Incoming messages are taken in arrival order: by the transport's reader
   task through :meth:`WorkerSession._take` when the receive loop is idle and
   the message can be dealt with without waiting (a response settles its
-  caller; a request within the request limit starts its task; an event fits
-  the event buffer), else by the receive loop, which then may wait.
+  caller; a request within the request limit goes to an idle server task or
+  starts one; an event fits the event buffer), else by the receive loop,
+  which then may wait.
+* Incoming requests are served by server tasks in the session's nursery, one
+  request at a time each, under the caller's deadline (``agentwire-timeout``:
+  the handler is cancelled when it passes and the caller told so). A server
+  that finished waits in ``_idle_servers`` for the next request rather than
+  ending, so a request costs neither a new task nor a new cancel scope; there
+  are never more servers than request permits (``max_concurrent_requests``),
+  and each request's permit is given back once its response is queued.
 * The control channel (``_control``) serves at most ``max_control_requests``
   requests at once and refuses the excess with an error answer.
 * Incoming events reach the handler in arrival order through one dispatch
@@ -55,11 +63,12 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import attrs
+import outcome
 import trio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message as ProtoMessage
@@ -74,7 +83,14 @@ from .._proto import cloudevent_pb2 as ce_pb
 from .._runtime._pending import PendingMap
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._control import MAX_CONTROL_REQUESTS, ControlChannel
-from ._kinds import error_response, timed_out, too_large_error, too_large_response
+from ._kinds import (
+    deadline_response,
+    error_response,
+    request_deadline,
+    timed_out,
+    too_large_error,
+    too_large_response,
+)
 from ._outbox import Lane
 from ._protocol import (
     ADD_SUBSCRIPTION,
@@ -170,7 +186,10 @@ class WorkerSession:
         self._request_limit = trio.Semaphore(max_concurrent_requests)
         self._idle: trio.Event | None = None  # set when the last request in progress ends
         self._messages_received = 0
-        self._nursery: trio.Nursery | None = None  # where request tasks run
+        self._nursery: trio.Nursery | None = None  # where server tasks run
+        # Server tasks waiting for a request (see _serve): at most one per
+        # request permit, as each was started for a request.
+        self._idle_servers: list[trio.lowlevel.Task] = []
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
         # the sweeper task's sleep, whose deadline is the earliest expiry.
         self._expiries: dict[str, float] = {}
@@ -409,7 +428,7 @@ class WorkerSession:
             except trio.WouldBlock:
                 return False
             try:
-                nursery.start_soon(self._serve_request, message.request)
+                self._start_serving(nursery, message.request)
             except RuntimeError:  # the nursery is closing
                 self._request_limit.release()
                 return False
@@ -442,7 +461,7 @@ class WorkerSession:
                     self._pending.set_value(message.response.request_id, message.response)
                 elif kind == "request":
                     await self._request_limit.acquire()  # backpressure to the gateway
-                    nursery.start_soon(self._serve_request, message.request)
+                    self._start_serving(nursery, message.request)
                 elif kind == "cloudEvent":
                     try:  # no trip through the scheduler per event unless full
                         self._events_send.send_nowait(message.cloudEvent)
@@ -484,21 +503,81 @@ class WorkerSession:
                 except Exception:
                     logger.exception("event handler failed; event %s dropped", event.id)
 
-    async def _serve_request(self, request: pb.RpcRequest) -> None:
+    # -- serving requests -------------------------------------------------------
+
+    def _start_serving(self, nursery: trio.Nursery, request: pb.RpcRequest) -> None:
+        """Hand *request* (its permit taken) to an idle server task, or start one."""
+        idle = self._idle_servers
+        if idle:
+            trio.lowlevel.reschedule(idle.pop(), outcome.Value(request))
+        else:
+            nursery.start_soon(self._serve, request)
+
+    async def _serve(self, request: pb.RpcRequest) -> None:
+        """A server task: answers *request*, then each request it is handed next.
+
+        Each request is handled under its caller's deadline in the server's
+        cancel scope, whose deadline is set per request: a scope is entered
+        only once per server and again after a deadline fired, not per request.
+        """
+        holding = True  # the permit of `request` is not given back yet
         try:
-            try:
-                response = await self._handler.handle_request(request)
-            except Exception as exc:  # the handler should not raise; answer anyway
-                logger.exception("request handler failed")
-                response = error_response(exc)
+            while True:
+                with trio.CancelScope() as scope:
+                    while True:
+                        scope.deadline = request_deadline(request)
+                        response = await self._answer(request)
+                        scope.deadline = math.inf
+                        if scope.cancel_called:  # fired as the handler returned:
+                            break  # its answer stands; this scope is spent
+                        holding = False
+                        await self._reply(request, response)
+                        request = await self._next_request()
+                        holding = True
+                if scope.cancelled_caught:
+                    response = deadline_response(request)
+                holding = False
+                await self._reply(request, response)
+                request = await self._next_request()
+                holding = True
+        finally:
+            if holding:
+                self._release_request()
+
+    async def _answer(self, request: pb.RpcRequest) -> pb.RpcResponse:
+        try:
+            return await self._handler.handle_request(request)
+        except Exception as exc:  # the handler should not raise; answer anyway
+            logger.exception("request handler failed")
+            return error_response(exc)
+
+    async def _reply(self, request: pb.RpcRequest, response: pb.RpcResponse) -> None:
+        """Send the *response* to *request*, then give its permit back."""
+        try:
             response.request_id = request.request_id
             await self._respond(response)
         finally:
-            self._request_limit.release()
-            idle = self._idle
-            if idle is not None and self._request_limit.value == self._max_requests:
-                self._idle = None
-                idle.set()
+            self._release_request()
+
+    def _release_request(self) -> None:
+        self._request_limit.release()
+        idle = self._idle
+        if idle is not None and self._request_limit.value == self._max_requests:
+            self._idle = None
+            idle.set()
+
+    async def _next_request(self) -> pb.RpcRequest:
+        """Wait, as an idle server, to be handed a request (cancelled: the session ends)."""
+        task = trio.lowlevel.current_task()
+        idle = self._idle_servers
+        idle.append(task)
+
+        def abort(_: Callable[[], object]) -> trio.lowlevel.Abort:
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        request: pb.RpcRequest = await trio.lowlevel.wait_task_rescheduled(abort)
+        return request
 
 
 @asynccontextmanager

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -419,16 +422,22 @@ def timed_request(request_id: str, timeout: str | None, sleep: float = 0.0) -> p
     return request
 
 
+@asynccontextmanager
+async def serving() -> AsyncIterator[tuple[WorkerSession, ServerEnd, SlowHandler]]:
+    """A session with a :class:`SlowHandler`, and the gateway's end of its channel."""
+    channel = FakeChannel()
+    handler = SlowHandler()
+    async with open_session(channel, handler, RequestIds()) as session:
+        yield session, channel.end_for(OPEN_CHANNEL), handler
+
+
 async def answer_to(server: ServerEnd, request: pb.RpcRequest) -> pb.RpcResponse:
     await server.send(pb.Message(request=request).SerializeToString())
     return parse(await server.receive()).response
 
 
 async def test_requests_one_after_another_are_served_by_one_task() -> None:
-    channel = FakeChannel()
-    handler = SlowHandler()
-    async with open_session(channel, handler, RequestIds()) as session:
-        server = channel.end_for(OPEN_CHANNEL)
+    async with serving() as (session, server, handler):
         for n in range(5):
             response = await answer_to(server, timed_request(f"r{n}", "30"))
             assert response.request_id == f"r{n}"
@@ -440,10 +449,7 @@ async def test_requests_one_after_another_are_served_by_one_task() -> None:
 async def test_a_passed_deadline_cancels_only_its_request_and_the_server_goes_on(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    channel = FakeChannel()
-    handler = SlowHandler()
-    async with open_session(channel, handler, RequestIds()) as session:
-        server = channel.end_for(OPEN_CHANNEL)
+    async with serving() as (session, server, handler):
         late = await answer_to(server, timed_request("late", "1", sleep=5))
         assert late.error.startswith("deadline exceeded")
         assert "echo/k" in late.error
@@ -461,10 +467,7 @@ async def test_a_passed_deadline_cancels_only_its_request_and_the_server_goes_on
 async def test_an_answer_that_comes_as_the_deadline_passes_stands(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    channel = FakeChannel()
-    handler = SlowHandler()
-    async with open_session(channel, handler, RequestIds()) as session:
-        server = channel.end_for(OPEN_CHANNEL)
+    async with serving() as (session, server, handler):
         shielded = timed_request("shielded", "1", sleep=3)
         shielded.metadata["shielded"] = "yes"
         answered = await answer_to(server, shielded)
@@ -478,10 +481,7 @@ async def test_an_answer_that_comes_as_the_deadline_passes_stands(
 
 
 async def test_concurrent_requests_get_servers_of_their_own_and_reuse_them() -> None:
-    channel = FakeChannel()
-    handler = SlowHandler()
-    async with open_session(channel, handler, RequestIds()) as session:
-        server = channel.end_for(OPEN_CHANNEL)
+    async with serving() as (session, server, handler):
         for burst in range(3):
             for n in range(4):
                 request = timed_request(f"b{burst}-{n}", "30", sleep=0.001)

@@ -103,6 +103,7 @@ from ._protocol import (
     RequestIds,
     SessionHandler,
     Slot,
+    enveloped,
     timeout_from_deadline,
 )
 from ._writer import Outgoing, Writer
@@ -308,7 +309,7 @@ class WorkerSession:
         """
         request_id = next(self._request_ids)
         request.request_id = request_id
-        data = pb.Message(request=request).SerializeToString()
+        data = enveloped("request", request.SerializeToString())
         self._check_size(data, "RPC request")
         with self._pending.register(request_id) as waiter:
             # Write at once only for a lone call: with others in flight, their
@@ -370,7 +371,7 @@ class WorkerSession:
         await ack.wait()
 
     async def _respond(self, response: pb.RpcResponse) -> None:
-        data = pb.Message(response=response).SerializeToString()
+        data = enveloped("response", response.SerializeToString())
         if len(data) > self._max_message_size:
             logger.warning(
                 "response %s not sent: %d bytes, over the %d-byte limit",

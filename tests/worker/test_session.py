@@ -19,6 +19,7 @@ from agentwire._worker._protocol import (
     OPEN_CONTROL_CHANNEL,
     REGISTER_AGENT,
     RequestIds,
+    enveloped,
 )
 from agentwire._worker._session import WorkerSession, open_session
 
@@ -491,3 +492,14 @@ async def test_concurrent_requests_get_servers_of_their_own_and_reuse_them() -> 
         assert len(set(handler.tasks)) <= 4
         assert len(handler.tasks) == 12
         assert session.statistics().requests_in_progress == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 2_000_000])
+def test_an_enveloped_message_is_the_bytes_of_a_message_holding_it(size: int) -> None:
+    request = pb.RpcRequest(request_id="r1", payload=pb.Payload(data=b"x" * size))
+    response = pb.RpcResponse(request_id="r1", error="e" * size)
+    event = ce_pb.CloudEvent(id="e1", binary_data=b"y" * size)
+    for field, inner in (("request", request), ("response", response), ("cloudEvent", event)):
+        data = enveloped(field, inner.SerializeToString())
+        assert data == pb.Message(**{field: inner}).SerializeToString()
+        assert getattr(parse(data), field) == inner

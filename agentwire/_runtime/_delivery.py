@@ -116,11 +116,10 @@ the tests call it)
 6. A queued message is handled in the trace context it was sent in (the
    envelope keeps it; the drain task sets it before each handler), so the
    trace context of one message never leaks into the handling of the next.
-7. A cached fan-out (``_fanout[topic]``) is exactly the slots of
-   ``subscriptions.recipients(topic)``, in order: it is dropped whenever a
-   subscription is added or removed or a slot is removed, is stored only when
-   every recipient had a slot and nothing changed meanwhile, and only while no
-   custom subscription exists. Slots are never replaced otherwise.
+7. The fan-out kept per topic (``_fanout``, see ``_fanout``) is exactly the
+   slots of ``subscriptions.recipients(topic)``: it is told of every
+   subscription added or removed and every slot removed, and is offered an
+   answer only when every recipient had a slot. Slots are never replaced.
 """
 
 from __future__ import annotations
@@ -145,13 +144,8 @@ from .._errors import (
 from .._ids import AgentId, TopicId, current_agent_id
 from .._observability._trace_context import current_trace
 from .._serialization import SerializationRegistry
-from .._subscriptions import (
-    DefaultSubscription,
-    Subscription,
-    SubscriptionTable,
-    TypePrefixSubscription,
-    TypeSubscription,
-)
+from .._subscriptions import Subscription, SubscriptionTable
+from ._fanout import Fanout
 from ._pending import PendingMap
 from ._registration import Registration
 
@@ -167,11 +161,6 @@ _rpc_chain: contextvars.ContextVar[tuple[AgentId, ...]] = contextvars.ContextVar
 
 
 _UNSET = object()
-
-# Subscriptions whose recipients depend on the topic alone (see Delivery._fanout).
-_PLAIN_SUBSCRIPTIONS = (TypeSubscription, DefaultSubscription, TypePrefixSubscription)
-_FANOUT_CACHE_SIZE = 1024
-"""Topics whose fan-out is kept; the oldest is forgotten first."""
 
 
 def in_handler() -> bool:
@@ -238,12 +227,7 @@ class Delivery:
         self.slots: dict[AgentId, _AgentSlot] = {}
         self.activating: set[AgentId] = set()
         self.activated = trio.lowlevel.ParkingLot()  # tasks waiting for an activation to end
-        # Publish fan-out by topic: the recipients' slots, in subscription
-        # order (invariant 7). Only while every subscription is a plain type or
-        # prefix one (a custom one's is_match/map_to_agent is asked each time).
-        self._fanout: dict[TopicId, list[_AgentSlot]] = {}
-        self._fanout_generation = 0
-        self._custom_subscriptions = 0
+        self._fanout: Fanout[_AgentSlot] = Fanout()  # invariant 7
         self.pending: PendingMap[int, Any] = PendingMap()
         self._keys = itertools.count()
         self._result_types: set[type] = {type(None)}
@@ -371,7 +355,7 @@ class Delivery:
         cannot be created is logged, recorded as a failure and left out; either
         way the answer is not cached, so the next publish looks again.
         """
-        generation = self._fanout_generation
+        generation = self._fanout.generation
         slots: list[_AgentSlot] = []
         complete = True
         for agent_id in self._subscriptions.recipients(topic):
@@ -388,24 +372,15 @@ class Delivery:
                     complete = False
                     continue
             slots.append(slot)
-        # (and nothing changed while agents were being created)
-        if complete and not self._custom_subscriptions and generation == self._fanout_generation:
-            fanout = self._fanout
-            if len(fanout) >= _FANOUT_CACHE_SIZE:
-                del fanout[next(iter(fanout))]
-            fanout[topic] = slots
+        if complete:
+            self._fanout.keep(topic, slots, generation)
         return slots
 
     def subscriptions_changed(
         self, added: Subscription | None, removed: Subscription | None
     ) -> None:
-        """The runtime added or removed a subscription: forget every cached fan-out."""
-        self._fanout.clear()
-        self._fanout_generation += 1
-        if added is not None and type(added) not in _PLAIN_SUBSCRIPTIONS:
-            self._custom_subscriptions += 1
-        if removed is not None and type(removed) not in _PLAIN_SUBSCRIPTIONS:
-            self._custom_subscriptions -= 1
+        """The runtime added or removed a subscription: forget every kept fan-out."""
+        self._fanout.changed(added, removed)
 
     # -- handlers -------------------------------------------------------------------------
 
@@ -646,8 +621,7 @@ class Delivery:
     def remove_instance(self, agent_id: AgentId) -> None:
         """Forget an instance whose registration was rolled back (it never handled a message)."""
         del self.slots[agent_id]
-        self._fanout.clear()
-        self._fanout_generation += 1
+        self._fanout.changed()
 
     # -- idleness and shutdown ----------------------------------------------------------------
 
@@ -701,9 +675,8 @@ class Delivery:
         assert busy == self.busy, (busy, self.busy)
         assert queued == self.queued, (queued, self.queued)
         assert self.in_flight >= 0
-        for topic, cached in self._fanout.items():
+        for topic, kept in self._fanout.kept().items():
             expected = [self.slots.get(a) for a in self._subscriptions.recipients(topic)]
-            assert cached == expected, (topic, cached, expected)
-        assert not self._fanout or not self._custom_subscriptions
+            assert kept == expected, (topic, kept, expected)
         if not self.busy:
             assert self.queued == 0

@@ -34,13 +34,9 @@ Invariants (kept by this module):
   caller; a request within the request limit goes to an idle server task or
   starts one; an event fits the event buffer), else by the receive loop,
   which then may wait.
-* Incoming requests are served by server tasks in the session's nursery, one
-  request at a time each, under the caller's deadline (``agentwire-timeout``:
-  the handler is cancelled when it passes and the caller told so). A server
-  that finished waits in ``_idle_servers`` for the next request rather than
-  ending, so a request costs neither a new task nor a new cancel scope; there
-  are never more servers than request permits (``max_concurrent_requests``),
-  and each request's permit is given back once its response is queued.
+* Incoming requests are served by server tasks in the session's nursery
+  (``_serving``), at most ``max_concurrent_requests`` at once, each under its
+  caller's deadline.
 * The control channel (``_control``) serves at most ``max_control_requests``
   requests at once and refuses the excess with an error answer.
 * Incoming events reach the handler in arrival order through one dispatch
@@ -63,12 +59,11 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import attrs
-import outcome
 import trio
 from google.protobuf import any_pb2
 from google.protobuf.message import Message as ProtoMessage
@@ -84,9 +79,6 @@ from .._runtime._pending import PendingMap
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._control import MAX_CONTROL_REQUESTS, ControlChannel
 from ._kinds import (
-    deadline_response,
-    error_response,
-    request_deadline,
     timed_out,
     too_large_error,
     too_large_response,
@@ -106,6 +98,7 @@ from ._protocol import (
     enveloped,
     timeout_from_deadline,
 )
+from ._serving import RequestServers
 from ._writer import Outgoing, Writer
 
 _REFUSALS = (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED)
@@ -183,14 +176,9 @@ class WorkerSession:
             event_buffer
         )
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
-        self._max_requests = max_concurrent_requests
-        self._request_limit = trio.Semaphore(max_concurrent_requests)
-        self._idle: trio.Event | None = None  # set when the last request in progress ends
+        self._servers = RequestServers(handler, self._respond, max_concurrent_requests)
         self._messages_received = 0
         self._nursery: trio.Nursery | None = None  # where server tasks run
-        # Server tasks waiting for a request (see _serve): at most one per
-        # request permit, as each was started for a request.
-        self._idle_servers: list[trio.lowlevel.Task] = []
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
         # the sweeper task's sleep, whose deadline is the earliest expiry.
         self._expiries: dict[str, float] = {}
@@ -212,7 +200,7 @@ class WorkerSession:
             batches_written=self._writer.batches_written,
             messages_received=self._messages_received,
             late_responses=self._pending.statistics().late + self.control.pending.statistics().late,
-            requests_in_progress=self._max_requests - self._request_limit.value,
+            requests_in_progress=self._servers.in_progress,
             events_buffered=self._events_send.statistics().current_buffer_used,
             control_requests_in_progress=self.control.in_progress,
             control_requests_refused=self.control.refused,
@@ -386,7 +374,7 @@ class WorkerSession:
             await self._writer.send(
                 Lane.RPC,
                 data,
-                flush=self._request_limit.value >= self._max_requests - 1,  # a lone request
+                flush=self._servers.in_progress <= 1,  # a lone request
             )
         except ConnectionLostError:
             # The gateway answers the caller with an error when we disconnect.
@@ -396,10 +384,7 @@ class WorkerSession:
         """Wait until no incoming request is being served (new ones are
         still taken meanwhile)."""
         await trio.lowlevel.checkpoint()
-        while self._request_limit.value < self._max_requests:
-            if self._idle is None:
-                self._idle = trio.Event()
-            await self._idle.wait()
+        await self._servers.wait_idle()
 
     # -- the control channel ------------------------------------------------
 
@@ -424,14 +409,7 @@ class WorkerSession:
         if kind == "response":
             self._pending.set_value(message.response.request_id, message.response)
         elif kind == "request":
-            try:
-                self._request_limit.acquire_nowait()
-            except trio.WouldBlock:
-                return False
-            try:
-                self._start_serving(nursery, message.request)
-            except RuntimeError:  # the nursery is closing
-                self._request_limit.release()
+            if not self._servers.try_serve(nursery, message.request):
                 return False
         elif kind == "cloudEvent":
             try:
@@ -461,8 +439,8 @@ class WorkerSession:
                 if kind == "response":
                     self._pending.set_value(message.response.request_id, message.response)
                 elif kind == "request":
-                    await self._request_limit.acquire()  # backpressure to the gateway
-                    self._start_serving(nursery, message.request)
+                    # waits for a permit: backpressure to the gateway
+                    await self._servers.serve(nursery, message.request)
                 elif kind == "cloudEvent":
                     try:  # no trip through the scheduler per event unless full
                         self._events_send.send_nowait(message.cloudEvent)
@@ -503,82 +481,6 @@ class WorkerSession:
                     await self._handler.handle_event(event)
                 except Exception:
                     logger.exception("event handler failed; event %s dropped", event.id)
-
-    # -- serving requests -------------------------------------------------------
-
-    def _start_serving(self, nursery: trio.Nursery, request: pb.RpcRequest) -> None:
-        """Hand *request* (its permit taken) to an idle server task, or start one."""
-        idle = self._idle_servers
-        if idle:
-            trio.lowlevel.reschedule(idle.pop(), outcome.Value(request))
-        else:
-            nursery.start_soon(self._serve, request)
-
-    async def _serve(self, request: pb.RpcRequest) -> None:
-        """A server task: answers *request*, then each request it is handed next.
-
-        Each request is handled under its caller's deadline in the server's
-        cancel scope, whose deadline is set per request: a scope is entered
-        only once per server and again after a deadline fired, not per request.
-        """
-        holding = True  # the permit of `request` is not given back yet
-        try:
-            while True:
-                with trio.CancelScope() as scope:
-                    while True:
-                        scope.deadline = request_deadline(request)
-                        response = await self._answer(request)
-                        scope.deadline = math.inf
-                        if scope.cancel_called:  # fired as the handler returned:
-                            break  # its answer stands; this scope is spent
-                        holding = False
-                        await self._reply(request, response)
-                        request = await self._next_request()
-                        holding = True
-                if scope.cancelled_caught:
-                    response = deadline_response(request)
-                holding = False
-                await self._reply(request, response)
-                request = await self._next_request()
-                holding = True
-        finally:
-            if holding:
-                self._release_request()
-
-    async def _answer(self, request: pb.RpcRequest) -> pb.RpcResponse:
-        try:
-            return await self._handler.handle_request(request)
-        except Exception as exc:  # the handler should not raise; answer anyway
-            logger.exception("request handler failed")
-            return error_response(exc)
-
-    async def _reply(self, request: pb.RpcRequest, response: pb.RpcResponse) -> None:
-        """Send the *response* to *request*, then give its permit back."""
-        try:
-            response.request_id = request.request_id
-            await self._respond(response)
-        finally:
-            self._release_request()
-
-    def _release_request(self) -> None:
-        self._request_limit.release()
-        idle = self._idle
-        if idle is not None and self._request_limit.value == self._max_requests:
-            self._idle = None
-            idle.set()
-
-    async def _next_request(self) -> pb.RpcRequest:
-        """Wait, as an idle server, to be handed a request (cancelled: the session ends)."""
-        task = trio.lowlevel.current_task()
-        idle = self._idle_servers
-        idle.append(task)
-
-        def abort(_: Callable[[], object]) -> trio.lowlevel.Abort:
-            idle.remove(task)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        request: pb.RpcRequest = await trio.lowlevel.wait_task_rescheduled(abort)
-        return request
 
 
 @asynccontextmanager

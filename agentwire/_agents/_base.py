@@ -107,27 +107,66 @@ class Cancellation:
         return f"<Cancellation {'cancelled' if self.cancel_called else 'active'}>"
 
 
-@attrs.frozen
+@attrs.define(unsafe_hash=True, repr=False)
 class MessageContext:
-    """What a handler knows about the message it is handling.
+    """What a handler knows about the message it is handling (read-only).
 
     * ``sender``: the sending agent, or ``None`` (sent from outside any agent);
     * ``topic_id``: the topic of a published message, ``None`` for an RPC;
     * ``is_rpc``: whether the sender waits for the handler's return value;
     * ``message_id``: the id of this message (unique per send/publish);
     * ``cancellation``: a :class:`Cancellation` for this message's handling.
+
+    Contexts compare and hash by the first four (not by ``cancellation``).
     """
 
-    sender: AgentId | None
-    topic_id: TopicId | None
-    is_rpc: bool
-    message_id: str
-    cancellation: Cancellation = attrs.field(factory=Cancellation, eq=False)
+    # The fields are private slots behind read-only properties rather than an
+    # attrs frozen class: a frozen class stores each field through
+    # object.__setattr__, which made building a context (one per message)
+    # cost three times as much as these plain stores.
+    _sender: AgentId | None
+    _topic_id: TopicId | None
+    _is_rpc: bool
+    _message_id: str
+    # None until first asked for: most handlers never look at it (see below).
+    _cancellation: Cancellation | None = attrs.field(default=None, eq=False)
+
+    @property
+    def sender(self) -> AgentId | None:
+        return self._sender
+
+    @property
+    def topic_id(self) -> TopicId | None:
+        return self._topic_id
+
+    @property
+    def is_rpc(self) -> bool:
+        return self._is_rpc
+
+    @property
+    def message_id(self) -> str:
+        return self._message_id
+
+    @property
+    def cancellation(self) -> Cancellation:
+        cancellation = self._cancellation
+        if cancellation is None:
+            # Made on first use: an RPC handled inline needs none unless its
+            # handler asks (the runtime checks ``_cancellation`` afterwards).
+            cancellation = self._cancellation = Cancellation()
+        return cancellation
 
     @property
     def cancellation_token(self) -> Cancellation:
         """``cancellation`` under AutoGen's name."""
         return self.cancellation
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageContext(sender={self._sender!r}, topic_id={self._topic_id!r}, "
+            f"is_rpc={self._is_rpc!r}, message_id={self._message_id!r}, "
+            f"cancellation={self.cancellation!r})"
+        )
 
 
 @attrs.frozen
@@ -350,7 +389,7 @@ class BaseAgent:
 
     async def bind_id_and_runtime(self, id: AgentId, runtime: AgentRuntime) -> None:
         existing_id = getattr(self, "_id", None)
-        if existing_id is not None and existing_id != id:
+        if existing_id is not None and existing_id is not id and existing_id != id:
             raise RuntimeError(f"agent already bound to id {existing_id}, not {id}")
         existing_runtime = getattr(self, "_runtime", None)
         if existing_runtime is not None and existing_runtime is not runtime:

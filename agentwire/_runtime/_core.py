@@ -176,9 +176,6 @@ class Runtime:
 
     # -- public API: messages ---------------------------------------------------------
 
-    def _new_message_id(self) -> str:
-        return self._id_prefix + str(next(self._message_ids))
-
     async def send_message(
         self,
         message: Any,
@@ -206,7 +203,7 @@ class Runtime:
         if self._delivery.closed:
             raise RuntimeClosedError("the runtime is closed; no more messages can be sent")
         if message_id is None:
-            message_id = self._new_message_id()
+            message_id = self._id_prefix + str(next(self._message_ids))
         if self._interventions:
             message = await intercept_send(
                 self._interventions, message, recipient, sender, message_id
@@ -239,7 +236,7 @@ class Runtime:
         if self._delivery.closed:
             raise RuntimeClosedError("the runtime is closed; no more messages can be published")
         if message_id is None:
-            message_id = self._new_message_id()
+            message_id = self._id_prefix + str(next(self._message_ids))
         if self._interventions:
             message = await intercept_publish(
                 self._interventions, message, topic_id, sender, message_id
@@ -309,7 +306,7 @@ class Runtime:
                 await self._router.register_agent_type(agent_id.type)
             except BaseException:
                 del delivery.registrations[agent_id.type]
-                del delivery.slots[agent_id]
+                delivery.remove_instance(agent_id)
                 raise
         self.notify_change()
         return agent_id
@@ -332,10 +329,12 @@ class Runtime:
     async def add_subscription(self, subscription: Subscription) -> None:
         """Add a subscription (``DuplicateSubscriptionError`` if an equal one exists)."""
         self.subscriptions.add(subscription)
+        self._delivery.subscriptions_changed(subscription, None)
         try:
             await self._router.add_subscription(subscription)
         except BaseException:
             self.subscriptions.remove(subscription.id)
+            self._delivery.subscriptions_changed(None, subscription)
             raise
         self.notify_change()
 
@@ -347,7 +346,8 @@ class Runtime:
         if id not in self.subscriptions:
             raise UnknownSubscriptionError(id)
         await self._router.remove_subscription(id)
-        self.subscriptions.remove(id)
+        removed = self.subscriptions.remove(id)
+        self._delivery.subscriptions_changed(None, removed)
         self.notify_change()
 
     def get_subscriptions(self) -> list[Subscription]:

@@ -116,6 +116,10 @@ the tests call it)
 6. A queued message is handled in the trace context it was sent in (the
    envelope keeps it; the drain task sets it before each handler), so the
    trace context of one message never leaks into the handling of the next.
+7. The fan-out kept per topic (``_fanout``, see ``_fanout``) is exactly the
+   slots of ``subscriptions.recipients(topic)``: it is told of every
+   subscription added or removed and every slot removed, and is offered an
+   answer only when every recipient had a slot. Slots are never replaced.
 """
 
 from __future__ import annotations
@@ -140,7 +144,8 @@ from .._errors import (
 from .._ids import AgentId, TopicId, current_agent_id
 from .._observability._trace_context import current_trace
 from .._serialization import SerializationRegistry
-from .._subscriptions import SubscriptionTable
+from .._subscriptions import Subscription, SubscriptionTable
+from ._fanout import Fanout
 from ._pending import PendingMap
 from ._registration import Registration
 
@@ -166,12 +171,11 @@ def in_handler() -> bool:
 class _AgentSlot:
     """One agent instance and its mailbox."""
 
-    __slots__ = ("agent", "busy", "chain", "id", "queue", "space")
+    __slots__ = ("agent", "busy", "id", "queue", "space")
 
     def __init__(self, agent: Agent, agent_id: AgentId) -> None:
         self.agent = agent
         self.id = agent_id
-        self.chain = (agent_id,)  # the RPC chain of a handler run by the drain task
         # Created on first use: most agents only ever take inline RPCs, and an
         # empty deque costs ~600 bytes.
         self.queue: deque[_Envelope] | None = None
@@ -221,7 +225,9 @@ class Delivery:
         self._ignore_unhandled = ignore_unhandled_exceptions
         self.registrations: dict[str, Registration] = {}
         self.slots: dict[AgentId, _AgentSlot] = {}
-        self.activating: dict[AgentId, trio.Event] = {}
+        self.activating: set[AgentId] = set()
+        self.activated = trio.lowlevel.ParkingLot()  # tasks waiting for an activation to end
+        self._fanout: Fanout[_AgentSlot] = Fanout()  # invariant 7
         self.pending: PendingMap[int, Any] = PendingMap()
         self._keys = itertools.count()
         self._result_types: set[type] = {type(None)}
@@ -255,12 +261,43 @@ class Delivery:
         if slot is None:
             slot = await self.activate(recipient)
         chain = _rpc_chain.get()
-        if not slot.busy:
-            result = await self._call_inline(slot, message, sender, message_id, chain, False)
-        elif recipient in chain:
-            result = await self._call_inline(slot, message, sender, message_id, chain, True)
+        if slot.busy:
+            if recipient in chain:
+                result = await self._call_reentrant(slot, message, sender, message_id, chain)
+            else:
+                result = await self._call_queued(slot, message, sender, message_id, chain)
         else:
-            result = await self._call_queued(slot, message, sender, message_id, chain)
+            # The common case, inline (see the module docstring), written out
+            # here rather than in a method of its own: a coroutine frame less.
+            # No checkpoint since the slot was seen idle; no cancel scope of
+            # its own: the handler runs in the caller's task, so the caller's
+            # cancellation reaches it directly (and entering a scope would
+            # double the cost of an in-process RPC).
+            slot.busy = True
+            self.busy += 1
+            ctx = MessageContext(sender, None, True, message_id)  # Cancellation made on demand
+            agent_token = current_agent_id.set(slot.id)
+            chain_token = _rpc_chain.set((*chain, slot.id) if chain else (slot.id,))
+            self.in_flight += 1
+            try:
+                result = await slot.agent.on_message(message, ctx)
+                cancellation = ctx._cancellation
+                if cancellation is not None and cancellation._called:
+                    raise self._cancelled_error(slot.id)
+            finally:
+                self.in_flight -= 1
+                _rpc_chain.reset(chain_token)
+                current_agent_id.reset(agent_token)
+                # The handler is done: hand over to a drain task or go idle.
+                if self.watchers:
+                    self.changed.unpark_all()
+                if slot.queue and not self.closed:
+                    self._services.start_soon(self._drain, slot)
+                else:
+                    slot.busy = False
+                    self.busy -= 1
+                    if not self.busy and self.idle:
+                        self.idle.unpark_all()
         if result.__class__ not in self._result_types:
             self.note_message_type(result.__class__)
         return result
@@ -281,26 +318,18 @@ class Delivery:
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        slots = self.slots
         may_wait = not _rpc_chain.get()  # handlers never wait for room: see "deadlocks"
         limit = self.mailbox_size
         # One context and one envelope serve every recipient (AutoGen, too,
         # shares the publish's cancellation token between recipients).
-        envelope = _Envelope(
-            message, MessageContext(sender, topic, is_rpc, message_id, Cancellation()), None, ()
-        )
+        envelope = _Envelope(message, MessageContext(sender, topic, is_rpc, message_id), None, ())
         missed = 0
-        for agent_id in self._subscriptions.recipients(topic):
-            if sender is not None and agent_id == sender:
+        recipients = self._fanout.get(topic)
+        if recipients is None:
+            recipients = await self._resolve_fanout(topic, sender)
+        for slot in recipients:
+            if sender is not None and slot.id == sender:
                 continue
-            slot = slots.get(agent_id)
-            if slot is None:
-                try:
-                    slot = await self.activate(agent_id)
-                except Exception as exc:
-                    logger.error("cannot deliver a publish to %s: %s", agent_id, exc)
-                    self._record_failure(exc)
-                    continue
             queue = slot.queue
             if slot.busy and queue is not None and len(queue) < limit:  # common case, inlined
                 queue.append(envelope)
@@ -319,24 +348,51 @@ class Delivery:
                 f"{self.max_overflow} (the handlers publishing outrun the ones handling)"
             )
 
+    async def _resolve_fanout(self, topic: TopicId, sender: AgentId | None) -> list[_AgentSlot]:
+        """The slots of *topic*'s recipients, creating agents as needed; cached when it may be.
+
+        The sender is not created for its own publish, and a recipient that
+        cannot be created is logged, recorded as a failure and left out; either
+        way the answer is not cached, so the next publish looks again.
+        """
+        generation = self._fanout.generation
+        slots: list[_AgentSlot] = []
+        complete = True
+        for agent_id in self._subscriptions.recipients(topic):
+            slot = self.slots.get(agent_id)
+            if slot is None:
+                if sender is not None and agent_id == sender:
+                    complete = False
+                    continue
+                try:
+                    slot = await self.activate(agent_id)
+                except Exception as exc:
+                    logger.error("cannot deliver a publish to %s: %s", agent_id, exc)
+                    self._record_failure(exc)
+                    complete = False
+                    continue
+            slots.append(slot)
+        if complete:
+            self._fanout.keep(topic, slots, generation)
+        return slots
+
+    def subscriptions_changed(
+        self, added: Subscription | None, removed: Subscription | None
+    ) -> None:
+        """The runtime added or removed a subscription: forget every kept fan-out."""
+        self._fanout.changed(added, removed)
+
     # -- handlers -------------------------------------------------------------------------
 
-    async def _call_inline(
+    async def _call_reentrant(
         self,
         slot: _AgentSlot,
         message: Any,
         sender: AgentId | None,
         message_id: str,
         chain: tuple[AgentId, ...],
-        reentrant: bool,
     ) -> Any:
-        # No checkpoint before this point since the caller saw the slot's state.
-        if not reentrant:
-            slot.busy = True
-            self.busy += 1
-        # No cancel scope of its own: the handler runs in the caller's task,
-        # so the caller's cancellation reaches it directly (and entering a
-        # scope would double the cost of an in-process RPC).
+        """An RPC to an agent up the caller's chain: its handler runs now, in this task."""
         cancellation = Cancellation()
         ctx = MessageContext(sender, None, True, message_id, cancellation)
         agent_token = current_agent_id.set(slot.id)
@@ -351,8 +407,6 @@ class Delivery:
             self.in_flight -= 1
             _rpc_chain.reset(chain_token)
             current_agent_id.reset(agent_token)
-            if not reentrant:
-                self._release(slot)
 
     async def _call_queued(
         self,
@@ -408,18 +462,6 @@ class Delivery:
             self.busy += 1
             self._services.start_soon(self._drain, slot)
 
-    def _release(self, slot: _AgentSlot) -> None:
-        """A handler run inline finished: hand over to a drain task or go idle."""
-        if self.watchers:
-            self.changed.unpark_all()
-        if slot.queue and not self.closed:
-            self._services.start_soon(self._drain, slot)
-            return
-        slot.busy = False
-        self.busy -= 1
-        if not self.busy and self.idle:
-            self.idle.unpark_all()
-
     async def _drain(self, slot: _AgentSlot) -> None:
         queue = slot.queue
         assert queue is not None
@@ -427,7 +469,7 @@ class Delivery:
         spend = self.spend
         # Every handler run by this task belongs to this agent.
         agent_token = current_agent_id.set(slot.id)
-        chain_token = _rpc_chain.set(slot.chain)
+        chain_token = _rpc_chain.set((slot.id,))
         trace: object = _UNSET  # the trace context this task last set (invariant 6)
         try:
             while queue:
@@ -547,14 +589,15 @@ class Delivery:
                     f"agent {agent_id} does not exist: type {agent_id.type!r} holds registered "
                     "instances only (check the subscriptions mapping to this type)"
                 )
-            activating = self.activating.get(agent_id)
-            if activating is None:
+            if agent_id not in self.activating:
                 break
-            await activating.wait()  # another task is creating it
+            # Another task is creating it: wait for the end of an activation
+            # (any: one lot for all, as waiting is rare), then look again.
+            await self.activated.park()
             slot = self.slots.get(agent_id)
             if slot is not None:
                 return slot
-        done = self.activating[agent_id] = trio.Event()
+        self.activating.add(agent_id)
         try:
             agent = await registration.create(self._runtime, agent_id)
             slot = self.slots[agent_id] = _AgentSlot(agent, agent_id)
@@ -563,8 +606,9 @@ class Delivery:
             logger.exception("creating agent %s failed", agent_id)
             raise
         finally:
-            del self.activating[agent_id]
-            done.set()
+            self.activating.discard(agent_id)
+            if self.activated:
+                self.activated.unpark_all()
             if not self.busy and not self.activating and self.idle:
                 self.idle.unpark_all()
             if self.watchers:
@@ -573,6 +617,11 @@ class Delivery:
     def add_instance(self, agent: Agent, agent_id: AgentId) -> None:
         """Record an agent registered as an instance (already bound)."""
         self.slots[agent_id] = _AgentSlot(agent, agent_id)
+
+    def remove_instance(self, agent_id: AgentId) -> None:
+        """Forget an instance whose registration was rolled back (it never handled a message)."""
+        del self.slots[agent_id]
+        self._fanout.changed()
 
     # -- idleness and shutdown ----------------------------------------------------------------
 
@@ -626,5 +675,8 @@ class Delivery:
         assert busy == self.busy, (busy, self.busy)
         assert queued == self.queued, (queued, self.queued)
         assert self.in_flight >= 0
+        for topic, kept in self._fanout.kept().items():
+            expected = [self.slots.get(a) for a in self._subscriptions.recipients(topic)]
+            assert kept == expected, (topic, kept, expected)
         if not self.busy:
             assert self.queued == 0

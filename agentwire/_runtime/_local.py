@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .._errors import UndeliverableError
-from .._ids import AgentId, TopicId
+from .._ids import AgentId
 from .._subscriptions import Subscription
 from ._core import Runtime, open_core
 from ._interventions import InterventionHandler
@@ -18,21 +18,13 @@ __all__ = ["LocalRouter", "open_runtime"]
 class LocalRouter:
     """Routes everything back into the same core: no serialization, no copies."""
 
-    __slots__ = ("_deliver_event", "_deliver_request")
+    __slots__ = ("publish", "send")
 
     def __init__(self, core: Runtime) -> None:
-        self._deliver_request = core.deliver_request
-        self._deliver_event = core.deliver_event
-
-    async def send(
-        self, message: Any, recipient: AgentId, *, sender: AgentId | None, message_id: str
-    ) -> Any:
-        return await self._deliver_request(message, recipient, sender=sender, message_id=message_id)
-
-    async def publish(
-        self, message: Any, topic: TopicId, *, sender: AgentId | None, message_id: str
-    ) -> None:
-        await self._deliver_event(message, topic, sender=sender, message_id=message_id)
+        # The router's send and publish *are* the core's entry points: no
+        # coroutine of their own in between (one frame less per message).
+        self.send = core.deliver_request
+        self.publish = core.deliver_event
 
     async def register_agent_type(self, agent_type: str) -> None:
         return None

@@ -5,9 +5,11 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
-from .._agents import Agent, AgentInstantiationContext, AgentRuntime
+from .._agents import Agent, AgentRuntime, BaseAgent
+from .._agents._base import _instantiation
 from .._ids import AgentId
 
 __all__ = ["Registration"]
@@ -53,10 +55,15 @@ class Registration:
         """Make and bind the agent *agent_id* with the factory (a factory-registered type)."""
         factory = self.factory
         assert factory is not None
-        with AgentInstantiationContext.populate_context(runtime, agent_id):
+        token = _instantiation.set((runtime, agent_id))  # AgentInstantiationContext
+        try:
             agent = factory(runtime, agent_id) if self.two_args else factory()
-            if inspect.isawaitable(agent):
+            if agent.__class__ is CoroutineType or (
+                not isinstance(agent, BaseAgent) and inspect.isawaitable(agent)
+            ):
                 agent = await agent
+        finally:
+            _instantiation.reset(token)
         expected = self.expected_class
         if expected is not None and not isinstance(agent, expected):
             raise ValueError(

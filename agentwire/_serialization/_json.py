@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections.abc as cabc
 import dataclasses
 import enum
-import json
 import types
 import typing
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import attrs
 
 from .._errors import SerializationError
 from ._base import JSON_DATA_CONTENT_TYPE, describe, is_betterproto, pydantic_base_model, type_name
+from ._jsontext import dumps, loads
 
 __all__ = ["JsonSerializer", "is_record"]
 
@@ -388,13 +388,13 @@ class JsonSerializer(Generic[T]):
 
     def serialize(self, message: T) -> bytes:
         try:
-            return json.dumps(self._encode(message)).encode("utf-8")
+            return dumps(self._encode(message))
         except (TypeError, ValueError, AttributeError) as exc:
             raise SerializationError(f"cannot serialize {self.type_name} as JSON: {exc}") from exc
 
     def deserialize(self, payload: bytes) -> T:
         try:
-            data = json.loads(payload)
+            data = loads(payload)
         except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError
             raise SerializationError(
                 f"cannot deserialize {self.type_name}: bad JSON: {exc}"

@@ -26,8 +26,11 @@ none, or unknown          :class:`~agentwire.RemoteError` (the handler's own fai
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
+
+import trio
 
 from .._errors import (
     AgentwireError,
@@ -43,7 +46,7 @@ from .._errors import (
     UndeliverableError,
 )
 from .._proto import agent_worker_pb2 as pb
-from .._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
+from .._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, TIMEOUT_METADATA_KEY, ErrorKind
 
 __all__ = [
     "UnansweredError",
@@ -162,3 +165,31 @@ def too_large_response(response: pb.RpcResponse, size: int, limit: int) -> pb.Rp
 
 def timed_out(request_id: str) -> RpcTimeoutError:
     return RpcTimeoutError(f"no response to request {request_id} in time")
+
+
+def request_deadline(request: pb.RpcRequest) -> float:
+    """The trio time by which an agentwire caller wants *request* answered (``inf``: none).
+
+    Its ``agentwire-timeout`` metadata holds the seconds the caller had left
+    when it sent the request; anything else (absent, unreadable, negative)
+    means no limit.
+    """
+    text = request.metadata.get(TIMEOUT_METADATA_KEY)
+    if not text:
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        return math.inf
+    return trio.current_time() + value if value >= 0 else math.inf
+
+
+def deadline_response(request: pb.RpcRequest) -> pb.RpcResponse:
+    """The answer to *request* when its caller's deadline passed while it was being handled."""
+    target = request.target
+    response = pb.RpcResponse(
+        error=f"deadline exceeded: the caller's deadline passed while {target.type}/"
+        f"{target.key} was handling the request"
+    )
+    response.metadata[ERROR_KIND_KEY] = ErrorKind.TIMEOUT
+    return response

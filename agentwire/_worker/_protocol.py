@@ -35,6 +35,7 @@ __all__ = [
     "RequestIds",
     "SessionHandler",
     "Slot",
+    "enveloped",
     "timeout_from_deadline",
 ]
 
@@ -84,8 +85,10 @@ class ChannelLike(Protocol):
 class SessionHandler(Protocol):
     """Receives what the gateway sends to this worker.
 
-    ``handle_request`` runs in its own task (bounded by the session's request
-    limit) and returns the response to send. ``handle_event`` runs in one
+    ``handle_request`` runs in one of the session's server tasks (as many as
+    requests in progress, bounded by the session's request limit), under the
+    caller's deadline: the session cancels it when that passes and answers
+    for it. It returns the response to send. ``handle_event`` runs in one
     event-dispatch task, in arrival order; it may block (backpressure): the
     receive loop keeps reading (RPC responses included) while at most
     ``event_buffer`` events wait for it, then it blocks too.
@@ -150,3 +153,32 @@ def timeout_from_deadline(default: float) -> float:
     if math.isinf(left):
         return default
     return max(0.0, min(default, left))
+
+
+def _field_key(name: str) -> bytes:
+    """The wire key of ``Message``'s length-delimited field *name* (one byte: fields 1-15)."""
+    key = (pb.Message.DESCRIPTOR.fields_by_name[name].number << 3) | 2
+    assert key < 0x80
+    return bytes((key,))
+
+
+_ENVELOPE_KEYS = {name: _field_key(name) for name in ("request", "response", "cloudEvent")}
+
+
+def enveloped(field: str, body: bytes) -> bytes:
+    """``pb.Message(**{field: m}).SerializeToString()`` from ``body = m.SerializeToString()``.
+
+    A ``Message`` holding one field is that field's key, its length (a
+    varint) and its bytes; writing them saves copying *m* into a new
+    ``Message`` (about half the cost of an RPC request's or response's
+    encoding).
+    """
+    size = len(body)
+    if size < 0x80:
+        return _ENVELOPE_KEYS[field] + bytes((size,)) + body
+    length = bytearray()
+    while size >= 0x80:
+        length.append((size & 0x7F) | 0x80)
+        size >>= 7
+    length.append(size)
+    return _ENVELOPE_KEYS[field] + bytes(length) + body

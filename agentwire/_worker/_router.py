@@ -107,10 +107,8 @@ from .._subscriptions import Subscription, subscription_to_proto
 from .._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DRAIN_DESTINATION,
-    ERROR_KIND_KEY,
     RELEASE_DESTINATION,
     TIMEOUT_METADATA_KEY,
-    ErrorKind,
 )
 from ._kinds import UnansweredError, error_from_response, error_response
 from ._link import (
@@ -222,7 +220,9 @@ class WorkerRouter:
 
     # -- payloads ---------------------------------------------------------------
 
-    def _encode(self, message: Any, preferred: str) -> pb.Payload:
+    def _encode(self, message: Any, preferred: str, into: pb.Payload | None = None) -> pb.Payload:
+        """*message*'s payload, written *into* a message's payload field if given
+        (filling it in place saves copying a new ``Payload`` into it)."""
         registry = self._core.serialization
         try:
             type_name, data = registry.serialize(message, content_type=preferred)
@@ -241,7 +241,11 @@ class WorkerRouter:
                 content_type = preferred
             else:
                 content_type = other
-        return pb.Payload(data_type=type_name, data_content_type=content_type, data=data)
+        payload = pb.Payload() if into is None else into
+        payload.data_type = type_name
+        payload.data_content_type = content_type
+        payload.data = data
+        return payload
 
     def _decode(self, payload: pb.Payload) -> Any:
         if not payload.data_type:
@@ -260,11 +264,15 @@ class WorkerRouter:
             return await self._core.deliver_request(
                 message, recipient, sender=sender, message_id=message_id
             )
-        request = pb.RpcRequest(
-            target=recipient.to_proto(), payload=self._encode(message, JSON_DATA_CONTENT_TYPE)
-        )
+        request = pb.RpcRequest()
+        target = request.target
+        target.type = recipient.type
+        target.key = recipient.key
+        self._encode(message, JSON_DATA_CONTENT_TYPE, into=request.payload)
         if sender is not None:
-            request.source.CopyFrom(sender.to_proto())
+            source = request.source
+            source.type = sender.type
+            source.key = sender.key
         self._remote_rpcs += 1
         # rpc_timeout is enforced by the session (one timer for all calls),
         # not by a cancel scope per call.
@@ -369,20 +377,15 @@ class WorkerRouter:
             recipient = AgentId.from_proto(request.target)
             sender = AgentId.from_proto(request.source) if request.HasField("source") else None
             message = self._decode(request.payload)
-            with trio.move_on_after(_timeout_of(request)) as scope:
-                result = await self._core.deliver_request(
-                    message, recipient, sender=sender, message_id=request.request_id
-                )
-            if scope.cancelled_caught:
-                response = pb.RpcResponse(
-                    error=f"deadline exceeded: the caller's deadline passed while {recipient} "
-                    "was handling the request"
-                )
-                response.metadata[ERROR_KIND_KEY] = ErrorKind.TIMEOUT
-                return response
+            # The caller's deadline is the session's business (see _session).
+            result = await self._core.deliver_request(
+                message, recipient, sender=sender, message_id=request.request_id
+            )
             if result is None:
                 return pb.RpcResponse()
-            return pb.RpcResponse(payload=self._encode(result, JSON_DATA_CONTENT_TYPE))
+            response = pb.RpcResponse()
+            self._encode(result, JSON_DATA_CONTENT_TYPE, into=response.payload)
+            return response
         except Exception as exc:
             if not isinstance(exc, UndeliverableError):
                 logger.debug("RPC %s failed: %r", request.request_id, exc)
@@ -524,15 +527,3 @@ class WorkerRouter:
 
 def _rejected(what: str, exc: GRPCError) -> GatewayRejectedError:
     return GatewayRejectedError(what, exc.status.name, exc.message or "")
-
-
-def _timeout_of(request: pb.RpcRequest) -> float:
-    """The caller's remaining time an agentwire caller sent along (else no limit)."""
-    text = request.metadata.get(TIMEOUT_METADATA_KEY)
-    if not text:
-        return math.inf
-    try:
-        value = float(text)
-    except ValueError:
-        return math.inf
-    return value if value >= 0 else math.inf

@@ -31,8 +31,12 @@ Invariants (kept by this module):
 * Incoming messages are taken in arrival order: by the transport's reader
   task through :meth:`WorkerSession._take` when the receive loop is idle and
   the message can be dealt with without waiting (a response settles its
-  caller; a request within the request limit starts its task; an event fits
-  the event buffer), else by the receive loop, which then may wait.
+  caller; a request within the request limit goes to an idle server task or
+  starts one; an event fits the event buffer), else by the receive loop,
+  which then may wait.
+* Incoming requests are served by server tasks in the session's nursery
+  (``_serving``), at most ``max_concurrent_requests`` at once, each under its
+  caller's deadline.
 * The control channel (``_control``) serves at most ``max_control_requests``
   requests at once and refuses the excess with an error answer.
 * Incoming events reach the handler in arrival order through one dispatch
@@ -74,7 +78,11 @@ from .._proto import cloudevent_pb2 as ce_pb
 from .._runtime._pending import PendingMap
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._control import MAX_CONTROL_REQUESTS, ControlChannel
-from ._kinds import error_response, timed_out, too_large_error, too_large_response
+from ._kinds import (
+    timed_out,
+    too_large_error,
+    too_large_response,
+)
 from ._outbox import Lane
 from ._protocol import (
     ADD_SUBSCRIPTION,
@@ -87,8 +95,10 @@ from ._protocol import (
     RequestIds,
     SessionHandler,
     Slot,
+    enveloped,
     timeout_from_deadline,
 )
+from ._serving import RequestServers
 from ._writer import Outgoing, Writer
 
 _REFUSALS = (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED)
@@ -166,11 +176,9 @@ class WorkerSession:
             event_buffer
         )
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
-        self._max_requests = max_concurrent_requests
-        self._request_limit = trio.Semaphore(max_concurrent_requests)
-        self._idle: trio.Event | None = None  # set when the last request in progress ends
+        self._servers = RequestServers(handler, self._respond, max_concurrent_requests)
         self._messages_received = 0
-        self._nursery: trio.Nursery | None = None  # where request tasks run
+        self._nursery: trio.Nursery | None = None  # where server tasks run
         # RPC time limits (see rpc): request id -> expiry, in expiry order, and
         # the sweeper task's sleep, whose deadline is the earliest expiry.
         self._expiries: dict[str, float] = {}
@@ -192,7 +200,7 @@ class WorkerSession:
             batches_written=self._writer.batches_written,
             messages_received=self._messages_received,
             late_responses=self._pending.statistics().late + self.control.pending.statistics().late,
-            requests_in_progress=self._max_requests - self._request_limit.value,
+            requests_in_progress=self._servers.in_progress,
             events_buffered=self._events_send.statistics().current_buffer_used,
             control_requests_in_progress=self.control.in_progress,
             control_requests_refused=self.control.refused,
@@ -289,7 +297,7 @@ class WorkerSession:
         """
         request_id = next(self._request_ids)
         request.request_id = request_id
-        data = pb.Message(request=request).SerializeToString()
+        data = enveloped("request", request.SerializeToString())
         self._check_size(data, "RPC request")
         with self._pending.register(request_id) as waiter:
             # Write at once only for a lone call: with others in flight, their
@@ -351,7 +359,7 @@ class WorkerSession:
         await ack.wait()
 
     async def _respond(self, response: pb.RpcResponse) -> None:
-        data = pb.Message(response=response).SerializeToString()
+        data = enveloped("response", response.SerializeToString())
         if len(data) > self._max_message_size:
             logger.warning(
                 "response %s not sent: %d bytes, over the %d-byte limit",
@@ -366,7 +374,7 @@ class WorkerSession:
             await self._writer.send(
                 Lane.RPC,
                 data,
-                flush=self._request_limit.value >= self._max_requests - 1,  # a lone request
+                flush=self._servers.in_progress <= 1,  # a lone request
             )
         except ConnectionLostError:
             # The gateway answers the caller with an error when we disconnect.
@@ -376,10 +384,7 @@ class WorkerSession:
         """Wait until no incoming request is being served (new ones are
         still taken meanwhile)."""
         await trio.lowlevel.checkpoint()
-        while self._request_limit.value < self._max_requests:
-            if self._idle is None:
-                self._idle = trio.Event()
-            await self._idle.wait()
+        await self._servers.wait_idle()
 
     # -- the control channel ------------------------------------------------
 
@@ -404,14 +409,7 @@ class WorkerSession:
         if kind == "response":
             self._pending.set_value(message.response.request_id, message.response)
         elif kind == "request":
-            try:
-                self._request_limit.acquire_nowait()
-            except trio.WouldBlock:
-                return False
-            try:
-                nursery.start_soon(self._serve_request, message.request)
-            except RuntimeError:  # the nursery is closing
-                self._request_limit.release()
+            if not self._servers.try_serve(nursery, message.request):
                 return False
         elif kind == "cloudEvent":
             try:
@@ -441,8 +439,8 @@ class WorkerSession:
                 if kind == "response":
                     self._pending.set_value(message.response.request_id, message.response)
                 elif kind == "request":
-                    await self._request_limit.acquire()  # backpressure to the gateway
-                    nursery.start_soon(self._serve_request, message.request)
+                    # waits for a permit: backpressure to the gateway
+                    await self._servers.serve(nursery, message.request)
                 elif kind == "cloudEvent":
                     try:  # no trip through the scheduler per event unless full
                         self._events_send.send_nowait(message.cloudEvent)
@@ -483,22 +481,6 @@ class WorkerSession:
                     await self._handler.handle_event(event)
                 except Exception:
                     logger.exception("event handler failed; event %s dropped", event.id)
-
-    async def _serve_request(self, request: pb.RpcRequest) -> None:
-        try:
-            try:
-                response = await self._handler.handle_request(request)
-            except Exception as exc:  # the handler should not raise; answer anyway
-                logger.exception("request handler failed")
-                response = error_response(exc)
-            response.request_id = request.request_id
-            await self._respond(response)
-        finally:
-            self._request_limit.release()
-            idle = self._idle
-            if idle is not None and self._request_limit.value == self._max_requests:
-                self._idle = None
-                idle.set()
 
 
 @asynccontextmanager

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 import trio.testing
@@ -16,6 +19,7 @@ from agentwire._worker._protocol import (
     OPEN_CONTROL_CHANNEL,
     REGISTER_AGENT,
     RequestIds,
+    enveloped,
 )
 from agentwire._worker._session import WorkerSession, open_session
 
@@ -387,3 +391,115 @@ async def test_publishers_waiting_for_room_fail_when_the_session_ends() -> None:
             assert session.statistics().event_lane_used == 2
         await trio.testing.wait_all_tasks_blocked()
         assert outcomes == ["lost"] * 6
+
+
+class SlowHandler(Handler):
+    """Answers each request after ``seconds`` (its metadata ``sleep``), noting its task;
+    ``shielded`` requests sleep where the caller's deadline cannot interrupt them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[trio.lowlevel.Task] = []
+        self.cancelled: list[str] = []
+
+    async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse:
+        self.tasks.append(trio.lowlevel.current_task())
+        seconds = float(request.metadata.get("sleep", "0"))
+        try:
+            with trio.CancelScope(shield="shielded" in request.metadata):
+                await trio.sleep(seconds)
+        except trio.Cancelled:
+            self.cancelled.append(request.request_id)
+            raise
+        return await super().handle_request(request)
+
+
+def timed_request(request_id: str, timeout: str | None, sleep: float = 0.0) -> pb.RpcRequest:
+    request = request_to("echo/k")
+    request.request_id = request_id
+    request.metadata["sleep"] = str(sleep)
+    if timeout is not None:
+        request.metadata["agentwire-timeout"] = timeout
+    return request
+
+
+@asynccontextmanager
+async def serving() -> AsyncIterator[tuple[WorkerSession, ServerEnd, SlowHandler]]:
+    """A session with a :class:`SlowHandler`, and the gateway's end of its channel."""
+    channel = FakeChannel()
+    handler = SlowHandler()
+    async with open_session(channel, handler, RequestIds()) as session:
+        yield session, channel.end_for(OPEN_CHANNEL), handler
+
+
+async def answer_to(server: ServerEnd, request: pb.RpcRequest) -> pb.RpcResponse:
+    await server.send(pb.Message(request=request).SerializeToString())
+    return parse(await server.receive()).response
+
+
+async def test_requests_one_after_another_are_served_by_one_task() -> None:
+    async with serving() as (session, server, handler):
+        for n in range(5):
+            response = await answer_to(server, timed_request(f"r{n}", "30"))
+            assert response.request_id == f"r{n}"
+            assert not response.error
+        assert len(set(handler.tasks)) == 1
+        assert session.statistics().requests_in_progress == 0
+
+
+async def test_a_passed_deadline_cancels_only_its_request_and_the_server_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving() as (session, server, handler):
+        late = await answer_to(server, timed_request("late", "1", sleep=5))
+        assert late.error.startswith("deadline exceeded")
+        assert "echo/k" in late.error
+        assert late.metadata["agentwire-error-kind"] == "timeout"
+        assert handler.cancelled == ["late"]
+        # the same server, a fresh deadline: a slow request without one, then a quick one
+        slow = await answer_to(server, timed_request("slow", None, sleep=5))
+        quick = await answer_to(server, timed_request("quick", "1"))
+        assert (slow.error, quick.error) == ("", "")
+        assert handler.cancelled == ["late"]
+        assert len(set(handler.tasks)) == 1
+        assert session.statistics().requests_in_progress == 0
+
+
+async def test_an_answer_that_comes_as_the_deadline_passes_stands(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving() as (session, server, handler):
+        shielded = timed_request("shielded", "1", sleep=3)
+        shielded.metadata["shielded"] = "yes"
+        answered = await answer_to(server, shielded)
+        assert answered.error == ""
+        assert answered.payload.data_type == "Pong"
+        # the next request is not hit by the deadline that already passed
+        after = await answer_to(server, timed_request("after", "10", sleep=2))
+        assert after.error == ""
+        assert handler.cancelled == []
+        assert session.statistics().requests_in_progress == 0
+
+
+async def test_concurrent_requests_get_servers_of_their_own_and_reuse_them() -> None:
+    async with serving() as (session, server, handler):
+        for burst in range(3):
+            for n in range(4):
+                request = timed_request(f"b{burst}-{n}", "30", sleep=0.001)
+                await server.send(pb.Message(request=request).SerializeToString())
+            ids = {parse(await server.receive()).response.request_id for _ in range(4)}
+            assert ids == {f"b{burst}-{n}" for n in range(4)}
+        assert len(set(handler.tasks)) <= 4
+        assert len(handler.tasks) == 12
+        assert session.statistics().requests_in_progress == 0
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 2_000_000])
+def test_an_enveloped_message_is_the_bytes_of_a_message_holding_it(size: int) -> None:
+    request = pb.RpcRequest(request_id="r1", payload=pb.Payload(data=b"x" * size))
+    response = pb.RpcResponse(request_id="r1", error="e" * size)
+    event = ce_pb.CloudEvent(id="e1", binary_data=b"y" * size)
+    for field, inner in (("request", request), ("response", response), ("cloudEvent", event)):
+        data = enveloped(field, inner.SerializeToString())
+        assert data == pb.Message(**{field: inner}).SerializeToString()
+        assert getattr(parse(data), field) == inner

@@ -1,0 +1,75 @@
+"""JSON text for payloads: exactly json.dumps's bytes and json.loads's values, errors included."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agentwire._serialization._jsontext import dumps, loads
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner) | st.dictionaries(st.text(), inner),
+    max_leaves=20,
+)
+
+
+@given(json_values)
+def test_the_bytes_are_json_dumps_and_read_back_as_json_loads(value: Any) -> None:
+    data = dumps(value)
+    assert data == json.dumps(value).encode()
+    assert repr(loads(data)) == repr(json.loads(data))
+
+
+def test_special_floats_and_non_ascii_text_as_json_writes_them() -> None:
+    value = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf, "text": "é€😀"}
+    assert dumps(value) == json.dumps(value).encode()
+
+
+def test_a_failed_encoding_leaves_nothing_behind_for_the_next() -> None:
+    value: dict[str, Any] = {"ok": [1, 2], "bad": object()}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        dumps(value)
+    del value["bad"]
+    # the same dict again: no false "circular reference"
+    assert dumps(value) == b'{"ok": [1, 2]}'
+
+
+def test_a_circular_structure_is_refused_as_json_refuses_it() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(ValueError, match="Circular reference"):
+        dumps(loop)
+    assert dumps([1]) == b"[1]"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'\xef\xbb\xbf{"a": 1}',
+        '{"a": 1}'.encode("utf-16"),
+        '{"a": 1}'.encode("utf-32-le"),
+        '{"a": 1}',
+    ],
+)
+def test_other_encodings_read_as_json_loads_reads_them(data: bytes) -> None:
+    assert loads(data) == json.loads(data) == {"a": 1}
+
+
+@pytest.mark.parametrize("data", [b"{", b'{"a": 1} x', b"\xff\xfe\xfa", b""])
+def test_bad_json_fails_as_json_loads_fails(data: bytes) -> None:
+    with pytest.raises(ValueError) as expected:
+        json.loads(data)
+    with pytest.raises(type(expected.value)):
+        loads(data)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_utf16_and_utf32_without_a_bom_read_as_json_loads_reads_them(encoding: str) -> None:
+    data = '["é"]'.encode(encoding)
+    assert loads(data) == json.loads(data) == ["é"]

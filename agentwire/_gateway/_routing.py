@@ -38,11 +38,11 @@ I9  Peer gateways (a cluster): a message crosses at most one
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
-* RegisterAgent, AddSubscription, RemoveSubscription: see ``_registry.py``.
+* RegisterAgent, AddSubscription, RemoveSubscription: see ``_registry.py``;
+  CloudEvents: ``_events.py``; control messages: ``_control.py``.
 * Requests get a gateway-unique ``request_id`` on the way to the owner and
   their own id back on the way out (AutoGen issue #7016). Every request is
   answered; AutoGen drops undeliverable ones and the caller hangs.
-* CloudEvents: see ``_events.py``; control messages: ``_control.py``.
 * Every error ``RpcResponse`` of the gateway carries ``ERROR_KIND_KEY``
   metadata (an :class:`~agentwire._wire.ErrorKind`) next to the ``error``
   text, which AutoGen workers see unchanged.
@@ -304,11 +304,8 @@ class RoutingTable:
             return self._fanout.receive(
                 conn, message.cloudEvent, data, now, self.policy, self._hold
             )
-        return [
-            self._protocol_error(
-                conn, "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
-            )
-        ]
+        why = "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
+        return [self._protocol_error(conn, why)]
 
     def _protocol_error(self, conn: Conn, message: str) -> Close:
         self._protocol_errors += 1

@@ -2,9 +2,10 @@
 
 The sans-IO core: ``_routing`` (the routing table) over ``_registry``
 (clients, agent types, subscriptions), ``_inflight`` (forwarded RPCs),
-``_held`` (the start-up hold) and ``_shared`` / ``_placement`` (shared agent
-types: which worker serves each agent), and ``_queue`` (a client's outgoing
-lanes).
+``_events`` (event fan-out), ``_control`` (the control channel), ``_peers``
+(peer gateways of a cluster), ``_held`` (the start-up hold) and ``_shared`` /
+``_placement`` (shared agent types: which worker serves each agent), and
+``_queue`` (a client's outgoing lanes).
 ``_hub`` runs them over trio, ``_service`` maps gRPC calls onto the hub,
 ``_serve`` puts it on a socket, ``_command`` is ``agentwire gateway``.
 """

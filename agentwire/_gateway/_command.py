@@ -33,9 +33,10 @@ from .._security._command import (
     reload_on_sighup,
     security_from_arguments,
 )
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._serve import (
+    GATEWAY_DEFAULTS,
     Gateway,
+    GatewayOptions,
     load_cluster,
     load_http_ingress,
     load_metrics_server,
@@ -83,53 +84,53 @@ def add_gateway_command(subparsers: Any) -> None:
     parser.add_argument(
         "--max-message-size",
         type=int,
-        default=DEFAULT_MAX_MESSAGE_SIZE,
+        default=GATEWAY_DEFAULTS["max_message_size"],
         help="largest message in bytes [default: %(default)s, as grpc-core]",
     )
     parser.add_argument(
         "--rpc-timeout",
         type=_timeout,
-        default=300.0,
+        default=GATEWAY_DEFAULTS["rpc_timeout"],
         help="seconds before an unanswered RPC is failed; 0 = never [default: %(default)s]",
     )
     parser.add_argument(
         "--grace-period",
         type=float,
-        default=5.0,
+        default=GATEWAY_DEFAULTS["grace_period"],
         help="seconds calls may take to finish on shutdown [default: %(default)s]",
     )
     parser.add_argument(
         "--startup-grace",
         type=_seconds,
-        default=5.0,
+        default=GATEWAY_DEFAULTS["startup_grace"],
         help="seconds after the start during which requests and events for workers "
         "that have not re-registered yet are held; 0 = off [default: %(default)s]",
     )
     parser.add_argument(
         "--registration-grace",
         type=_timeout,
-        default=30.0,
+        default=GATEWAY_DEFAULTS["registration_grace"],
         help="seconds the agent types and subscriptions of a client without a channel "
         "are kept; 0 = forever [default: %(default)s]",
     )
     parser.add_argument(
         "--keepalive-interval",
         type=_timeout,
-        default=5.0,
+        default=GATEWAY_DEFAULTS["keepalive_interval"],
         help="seconds of silence after which a worker's connection is pinged; "
         "0 = never [default: %(default)s]",
     )
     parser.add_argument(
         "--keepalive-timeout",
         type=_seconds,
-        default=10.0,
+        default=GATEWAY_DEFAULTS["keepalive_timeout"],
         help="seconds a pinged worker has to answer before it is disconnected and "
         "its callers are answered [default: %(default)s]",
     )
     parser.add_argument(
         "--handshake-timeout",
         type=_timeout,
-        default=10.0,
+        default=GATEWAY_DEFAULTS["handshake_timeout"],
         help="seconds a new connection has to finish its TLS and HTTP/2 handshakes "
         "before it is closed; 0 = no bound [default: %(default)s]",
     )
@@ -186,7 +187,7 @@ def add_gateway_command(subparsers: Any) -> None:
     parser.add_argument(
         "--cluster-lease",
         type=_seconds,
-        default=5.0,
+        default=GATEWAY_DEFAULTS["cluster_lease"],
         metavar="SECONDS",
         help="a gateway of the cluster silent this long is dropped by the others, its "
         "agent types and subscriptions with it, its callers answered with errors; it "
@@ -279,6 +280,32 @@ def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
+def _gateway_options(
+    args: argparse.Namespace, security: GatewaySecurity, webhooks: list[Any]
+) -> GatewayOptions:
+    """The options of :func:`serve_gateway` the command line gives."""
+    return {
+        "max_message_size": args.max_message_size,
+        "rpc_timeout": args.rpc_timeout,
+        "grace_period": args.grace_period,
+        "startup_grace": args.startup_grace,
+        "registration_grace": args.registration_grace,
+        "keepalive_interval": args.keepalive_interval,
+        "keepalive_timeout": args.keepalive_timeout,
+        "handshake_timeout": args.handshake_timeout,
+        "ssl_context": security.ssl_context,
+        "authenticator": security.authenticator,
+        "plaintext_address": security.plaintext_address,
+        "metrics_address": args.metrics_address,
+        "placement": args.shared_agent_types,
+        "http_address": args.http_address,
+        "webhooks": webhooks,
+        "cluster": args.cluster,
+        "cluster_lease": args.cluster_lease,
+        "state_store": args.state_store,
+    }
+
+
 async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: list[Any]) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -289,29 +316,9 @@ async def _run(args: argparse.Namespace, security: GatewaySecurity, webhooks: li
                     await reload_on_sighup(security.authenticator, task_status=task_status)
 
             await nursery.start(reload)
+            options = _gateway_options(args, security, webhooks)
             gateway: Gateway = await nursery.start(
-                functools.partial(
-                    serve_gateway,
-                    args.address,
-                    max_message_size=args.max_message_size,
-                    rpc_timeout=args.rpc_timeout,
-                    grace_period=args.grace_period,
-                    startup_grace=args.startup_grace,
-                    registration_grace=args.registration_grace,
-                    keepalive_interval=args.keepalive_interval,
-                    keepalive_timeout=args.keepalive_timeout,
-                    handshake_timeout=args.handshake_timeout,
-                    ssl_context=security.ssl_context,
-                    authenticator=security.authenticator,
-                    plaintext_address=security.plaintext_address,
-                    metrics_address=args.metrics_address,
-                    placement=args.shared_agent_types,
-                    http_address=args.http_address,
-                    webhooks=webhooks,
-                    cluster=args.cluster,
-                    cluster_lease=args.cluster_lease,
-                    state_store=args.state_store,
-                )
+                functools.partial(serve_gateway, args.address, **options)
             )
             if gateway.plaintext_address is not None:
                 logger.info("plaintext loopback listener on %s", gateway.plaintext_address)

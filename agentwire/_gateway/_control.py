@@ -1,18 +1,78 @@
-"""Control-channel routing helpers: where a ``ControlMessage`` goes, and the
-error reply to an undeliverable control request."""
+"""Control-channel routing: where a ``ControlMessage`` goes, and the error
+reply to an undeliverable control request. Sans-IO; ``_routing.py`` holds one
+:class:`ControlRouting` and hands it every well-formed control message of a
+live connection.
+
+A control message to an agent (``agentid=type/key``) goes to the control
+connection of its type's owner (with shared agent types: of the worker the
+agent is placed on), one to ``clientid=...`` to that client's. One to the
+gateway itself (drain, release) is answered by ``_shared.py``. An
+undeliverable or refused control *request* is answered with an error reply;
+a refusal goes back to the sender only.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from .._errors import InvalidIdentifierError
 from .._ids import AgentId
 from .._proto import agent_worker_pb2 as pb
 from .._proto import agentwire_state_pb2 as spb
-from .._wire import StateErrorKind
+from .._security._guard import MessagePolicy
+from .._wire import DRAIN_DESTINATION, RELEASE_DESTINATION, StateErrorKind
+from ._actions import ERROR_PREFIX, Action, Deliver
 from ._registry import Conn, Registry
+from ._shared import SharedTypes, answer
 
-__all__ = ["control_error_reply", "resolve"]
+__all__ = ["ControlRouting", "control_error_reply", "resolve"]
+
+logger = logging.getLogger("agentwire.gateway")
+
+
+class ControlRouting:
+    """The control-channel half of one routing table."""
+
+    __slots__ = ("_reg", "_shared", "forwarded", "undeliverable")
+
+    def __init__(self, reg: Registry, shared: SharedTypes | None) -> None:
+        self._reg = reg
+        self._shared = shared
+        self.forwarded = 0
+        self.undeliverable = 0
+
+    def route(
+        self, conn: Conn, message: pb.ControlMessage, data: bytes, policy: MessagePolicy | None
+    ) -> list[Action]:
+        """*message* (serialized: *data*) arrived on control connection *conn*."""
+        if message.destination in (DRAIN_DESTINATION, RELEASE_DESTINATION):
+            if self._shared is not None:
+                return self._shared.gateway_request(conn, message)
+            return [answer(conn, message, False)] if message.respond_to else []
+        denied = None
+        if policy is not None:
+            denied = policy.refuse_control(
+                conn.client_id, message.destination, request=bool(message.respond_to)
+            )
+        placed = None if self._shared is None else self._shared.control_of
+        target = resolve(self._reg, message.destination, placed) if denied is None else None
+        if target is not None:
+            self.forwarded += 1
+            return [Deliver(target, data)]
+        self.undeliverable += 1
+        reason = (
+            ERROR_PREFIX
+            + f"cannot deliver control message {message.rpc_id!r}: "
+            + (denied or f"no control channel for destination {message.destination!r}")
+        )
+        reply = control_error_reply(message, reason)
+        if reply is None:
+            logger.warning("%s (dropped)", reason)
+            return []
+        # A refusal goes back to the sender only: its respond_to may name another's client.
+        back = conn if denied else resolve(self._reg, message.respond_to) or conn
+        return [Deliver(back, reply.SerializeToString())]
 
 
 def resolve(

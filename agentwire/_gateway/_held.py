@@ -25,10 +25,14 @@ G4  At most once. A held event is delivered at most once: to the subscribers
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import attrs
 
 from .._ids import TopicId
 from .._proto import agent_worker_pb2 as pb
+from .._wire import ErrorKind
+from ._actions import error_response
 from ._registry import Conn
 
 __all__ = ["HeldEvent", "HeldRequest", "StartupHold"]
@@ -79,5 +83,19 @@ class StartupHold:
         self.requests, self.events = [], []
         return requests, events
 
-    def check_invariants(self) -> None:
+    def refusals(self) -> list[tuple[Conn, bytes]]:
+        """The gateway is shutting down: the error answer of every held
+        request, per caller, emptying the hold (held events are dropped)."""
+        requests, _ = self.take()
+        answers = []
+        for held in requests:
+            request = held.message.request
+            error = f"the gateway is shutting down; {request.target.type}/{request.target.key}"
+            answers.append(
+                (held.caller, error_response(request.request_id, ErrorKind.SHUTTING_DOWN, error))
+            )
+        return answers
+
+    def check_invariants(self, live: Container[Conn]) -> None:
         assert len(self) <= self.limit  # G1
+        assert all(held.caller in live for held in self.requests)  # G3

@@ -3,7 +3,8 @@ what, and which RPCs are in flight. Sans-IO: every method is synchronous,
 takes bytes (and the current time) and returns :class:`Deliver` /
 :class:`Close` actions for the I/O layer (``_hub.py``) to carry out.
 
-Invariants (checked after every step by ``tests/gateway/test_routing_stateful.py``):
+Invariants (checked after every step by ``tests/gateway/test_routing_stateful.py``;
+each is written next to the code that keeps it: here, or in the module named):
 
 I1  Clients, agent types and subscriptions: R1-R5 of ``_registry.py``
     (``_reg``), which this table builds on.
@@ -21,44 +22,27 @@ I5  Exactly one answer. A request admitted into ``_pending`` leaves it exactly
     once: by the target's response, by expiry, by either side's disconnect or
     by shutdown. The caller gets exactly one answer (the response, or an
     ``RpcResponse`` with ``error``) unless the caller itself is gone. Gateway
-    request ids come from a counter and are never reused. Every pending entry
-    with a deadline has an entry in the deadline heap (stale entries are
-    skipped; the heap is rebuilt when more than twice the size it needs). A
-    deadline is ``now + rpc_timeout``, or sooner when the caller sent its own
-    remaining time in the request metadata (``agentwire-timeout``, seconds;
-    agentwire workers do).
+    request ids are never reused; every deadline is in the heap (both kept
+    by ``_inflight.py``). A deadline is ``now + rpc_timeout``, or sooner when
+    the caller sent its own remaining time in the request metadata
+    (``agentwire-timeout``, seconds; agentwire workers do).
 I6  In-flight bound. For each connection, (pending entries it is the caller
     of) + (answers handed to the I/O layer and not yet consumed) is at most
     ``max_in_flight``. The I/O layer reserves that much queue space for
     answers, so delivering an answer never waits.
-I7  Shared agent types (``placement`` given): ``_shared`` (``_shared.py``,
-    over P1-P5 of ``_placement.py``) has exactly the clients with a live data
-    connection that have not handed their agents back as workers, each for
-    the types it registered; requests and events for an agent of such a
-    type go to the live owner of its key only.
-I8  Relayed subscriptions (operator-made): L1-L2 of ``_operator/_relay.py``
-    (``_relays``).
-I9  Peer gateways (a cluster, ``agentwire._cluster``). A connection with
-    ``peer`` set stands for all the clients of another gateway. What arrives
-    on it is never routed to a peer connection again: an event from a peer
-    goes to local clients only (and is never held; its relayed copies, I8,
-    were made by the publisher's gateway and cross as events), a request from a peer
-    for an agent type another peer owns is refused (undeliverable). So a
-    message crosses at most one gateway-to-gateway hop and events never
-    loop. Requests in flight to a peer that disconnects are answered with
-    ``gateway-unreachable``.
+I7  Shared agent types (``placement`` given): ``_shared.py``; requests and
+    events for an agent of such a type go to the live owner of its key only.
+I8  Relayed subscriptions (operator-made): ``_events.py``.
+I9  Peer gateways (a cluster): a message crosses at most one
+    gateway-to-gateway hop; see ``_peers.py``.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
-* RegisterAgent, AddSubscription, RemoveSubscription: see ``_registry.py``.
+* RegisterAgent, AddSubscription, RemoveSubscription: see ``_registry.py``;
+  CloudEvents: ``_events.py``; control messages: ``_control.py``.
 * Requests get a gateway-unique ``request_id`` on the way to the owner and
   their own id back on the way out (AutoGen issue #7016). Every request is
   answered; AutoGen drops undeliverable ones and the caller hangs.
-* CloudEvents are forwarded byte-for-byte, once per client that owns a
-  subscribed agent type, the publisher included (as AutoGen). With shared
-  agent types, once per client owning an agent the subscriptions map the
-  topic to (the worker then delivers it to the recipients its own
-  subscriptions give, as usual).
 * Every error ``RpcResponse`` of the gateway carries ``ERROR_KIND_KEY``
   metadata (an :class:`~agentwire._wire.ErrorKind`) next to the ``error``
   text, which AutoGen workers see unchanged.
@@ -72,26 +56,20 @@ import math
 from google.protobuf.message import DecodeError
 from grpclib.const import Status
 
-from .._errors import InvalidIdentifierError
-from .._ids import TopicId, is_valid_agent_type
+from .._ids import is_valid_agent_type
 from .._operator._relay import Relays
 from .._proto import agent_worker_pb2 as pb
-from .._proto import cloudevent_pb2
 from .._security._guard import MessagePolicy
-from .._wire import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DRAIN_DESTINATION,
-    RELEASE_DESTINATION,
-    TIMEOUT_METADATA_KEY,
-    ErrorKind,
-)
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
 from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
-from ._control import control_error_reply, resolve
-from ._held import HeldEvent, HeldRequest, StartupHold
+from ._control import ControlRouting
+from ._events import EventFanout
+from ._held import HeldRequest, StartupHold
 from ._inflight import InFlight, Pending
+from ._peers import lost_answer
 from ._placement import PlacementStrategy
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
-from ._shared import SharedTypes, answer
+from ._shared import SharedTypes
 
 __all__ = [
     "UNKNOWN_SUBSCRIPTION_MESSAGE",
@@ -146,6 +124,8 @@ class RoutingTable:
         self._clients = reg.clients
         self._owner = reg.owner
         self._relays = Relays()  # I8
+        self._fanout = EventFanout(reg, self._shared, self._relays)
+        self._control = ControlRouting(reg, self._shared)
         # The start-up hold (``_held.py``); None once its grace is over.
         self._hold: StartupHold | None = None
         if startup_grace > 0:
@@ -169,11 +149,6 @@ class RoutingTable:
         self._rpcs_failed = 0
         self._responses_forwarded = 0
         self._responses_dropped = 0
-        self._events_received = 0
-        self._event_deliveries = 0
-        self._events_dropped = 0
-        self._control_forwarded = 0
-        self._control_undeliverable = 0
         self._protocol_errors = 0
 
     # ------------------------------------------------------------ clients
@@ -222,19 +197,7 @@ class RoutingTable:
             if self._shared is not None:
                 self._shared.disconnected(conn)
             for p in self._pending.drop_conn(conn):
-                if conn.peer:
-                    kind, error = (
-                        ErrorKind.GATEWAY_UNREACHABLE,
-                        f"the gateway serving {p.target_agent} ({conn.client_id}) left the "
-                        "cluster or became unreachable before answering",
-                    )
-                else:
-                    kind, error = (
-                        ErrorKind.CONNECTION_LOST,
-                        f"the worker serving {p.target_agent} (client {conn.client_id}) "
-                        "disconnected before answering",
-                    )
-                actions.append(self._fail(p, kind, error))
+                actions.append(self._fail(p, *lost_answer(conn, p.target_agent)))
             if self._hold is not None:
                 self._hold.forget_caller(conn)
         self._reg.detach(conn)
@@ -338,12 +301,11 @@ class RoutingTable:
         if kind == "response":
             return self._response(conn, message)
         if kind == "cloudEvent":
-            return self._event(conn, message.cloudEvent, data, now)
-        return [
-            self._protocol_error(
-                conn, "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
+            return self._fanout.receive(
+                conn, message.cloudEvent, data, now, self.policy, self._hold
             )
-        ]
+        why = "agents.Message sets none of request, response, cloudEvent (empty or unknown)"
+        return [self._protocol_error(conn, why)]
 
     def _protocol_error(self, conn: Conn, message: str) -> Close:
         self._protocol_errors += 1
@@ -483,74 +445,6 @@ class RoutingTable:
         self._responses_forwarded += 1
         return [self._answer(p.caller, data)]
 
-    def _event(
-        self, conn: Conn, event: cloudevent_pb2.CloudEvent, data: bytes, now: float
-    ) -> list[Action]:
-        self._events_received += 1
-        if self.policy is not None and self.policy.refuse_event(conn.client_id, event.type):
-            self._events_dropped += 1  # the policy counted and logged it
-            return []
-        try:
-            topic = TopicId(event.type, event.source)
-        except InvalidIdentifierError as exc:
-            self._events_dropped += 1
-            logger.warning("dropping CloudEvent %r: %s", event.id, exc)
-            return []
-        if conn.peer:  # I9
-            return self._publish(topic, data, local_only=True)
-        actions = self._publish(topic, data)
-        if not actions and self._hold is not None and self._hold.accepts(now):
-            self._hold.events.append(HeldEvent(topic, data))
-        return actions
-
-    def _publish(self, topic: TopicId, data: bytes, *, local_only: bool = False) -> list[Action]:
-        """Deliver *data* once to each client owning a type subscribed to *topic*
-        (*local_only*: to no peer gateway, I9)."""
-        targets: dict[Conn, None] = {}
-        if self._shared is not None:
-            for agent in self._reg.table.recipients(topic):
-                placed = self._shared.target(agent.type, agent.key)
-                if isinstance(placed, Conn):
-                    if not (local_only and placed.peer):
-                        targets[placed] = None
-                else:
-                    logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
-            self._event_deliveries += len(targets)
-            return self._deliveries(targets, topic, data, local_only)
-        for agent_type in self._reg.table.agent_types(topic):
-            owner = self._owner.get(agent_type)
-            if owner is None:
-                logger.debug("no owner for agent type %s subscribed to %s", agent_type, topic)
-                continue
-            data_conn = self._clients[owner].data
-            if data_conn is not None and not (local_only and data_conn.peer):
-                targets[data_conn] = None
-        self._event_deliveries += len(targets)
-        return self._deliveries(targets, topic, data, local_only)
-
-    def _deliveries(
-        self, targets: dict[Conn, None], topic: TopicId, data: bytes, local_only: bool
-    ) -> list[Action]:
-        actions: list[Action] = [Deliver(target, data, event=True) for target in targets]
-        if self._relays and not local_only:  # I9: the publisher's gateway made the copies
-            actions += self._relay(topic, data)
-        return actions
-
-    def _relay(self, topic: TopicId, data: bytes) -> list[Action]:
-        """The copies of an event that relayed subscriptions ask for (I8)."""
-        actions: list[Action] = []
-        for agent_type, copy in self._relays.copies(topic, data, self._reg.table):
-            if self._shared is not None:
-                placed = self._shared.target(agent_type, topic.source)
-                target = placed if isinstance(placed, Conn) else None
-            else:
-                owner = self._owner.get(agent_type)
-                target = None if owner is None else self._clients[owner].data
-            if target is not None:
-                actions.append(Deliver(target, copy, event=True))
-        self._event_deliveries += len(actions)
-        return actions
-
     # ------------------------------------------------------------ pending RPCs
 
     def in_flight(self, conn: Conn) -> int:
@@ -606,15 +500,7 @@ class RoutingTable:
             if held.caller in self._conns:
                 self._outstanding[held.caller] -= 1  # re-admitted below (or held again)
                 actions += self._request(held.caller, held.message, now)
-        for held_event in events:
-            delivered = self._publish(held_event.topic, held_event.data)
-            if delivered:
-                actions += delivered
-            elif self._hold is not None:
-                self._hold.events.append(held_event)
-            else:
-                self._events_dropped += 1
-        return actions
+        return actions + self._fanout.release(events, self._hold)
 
     def expire(self, now: float) -> list[Action]:
         """Answer every request whose deadline has passed with an error, and
@@ -639,19 +525,11 @@ class RoutingTable:
         self._closed = True
         actions: list[Action] = []
         if self._hold is not None:
-            requests, _ = self._hold.take()
+            for caller, error in self._hold.refusals():
+                self._rpcs_failed += 1
+                actions.append(self._answer(caller, error))
             self._hold = None
             self.holding = False
-            for held in requests:
-                request = held.message.request
-                self._rpcs_failed += 1
-                error = f"the gateway is shutting down; {request.target.type}/{request.target.key}"
-                actions.append(
-                    self._answer(
-                        held.caller,
-                        error_response(request.request_id, ErrorKind.SHUTTING_DOWN, error),
-                    )
-                )
         for p in self._pending.take_all():
             actions.append(
                 self._fail(
@@ -672,33 +550,7 @@ class RoutingTable:
             message = pb.ControlMessage.FromString(data)
         except DecodeError as exc:
             return [self._protocol_error(conn, f"malformed agents.ControlMessage ({exc})")]
-        if message.destination in (DRAIN_DESTINATION, RELEASE_DESTINATION):
-            if self._shared is not None:
-                return self._shared.gateway_request(conn, message)
-            return [answer(conn, message, False)] if message.respond_to else []
-        denied = None
-        if self.policy is not None:
-            denied = self.policy.refuse_control(
-                conn.client_id, message.destination, request=bool(message.respond_to)
-            )
-        placed = None if self._shared is None else self._shared.control_of
-        target = resolve(self._reg, message.destination, placed) if denied is None else None
-        if target is not None:
-            self._control_forwarded += 1
-            return [Deliver(target, data)]
-        self._control_undeliverable += 1
-        reason = (
-            ERROR_PREFIX
-            + f"cannot deliver control message {message.rpc_id!r}: "
-            + (denied or f"no control channel for destination {message.destination!r}")
-        )
-        reply = control_error_reply(message, reason)
-        if reply is None:
-            logger.warning("%s (dropped)", reason)
-            return []
-        # A refusal goes back to the sender only: its respond_to may name another's client.
-        back = conn if denied else resolve(self._reg, message.respond_to) or conn
-        return [Deliver(back, reply.SerializeToString())]
+        return self._control.route(conn, message, data, self.policy)
 
     # ------------------------------------------------------------ introspection
 
@@ -715,11 +567,11 @@ class RoutingTable:
             rpcs_failed=self._rpcs_failed,
             responses_forwarded=self._responses_forwarded,
             responses_dropped=self._responses_dropped,
-            events_received=self._events_received,
-            event_deliveries=self._event_deliveries,
-            events_dropped=self._events_dropped,
-            control_forwarded=self._control_forwarded,
-            control_undeliverable=self._control_undeliverable,
+            events_received=self._fanout.received,
+            event_deliveries=self._fanout.deliveries,
+            events_dropped=self._fanout.dropped,
+            control_forwarded=self._control.forwarded,
+            control_undeliverable=self._control.undeliverable,
             protocol_errors=self._protocol_errors,
             registrations_expired=self._reg.expired,
             held_messages=0 if self._hold is None else len(self._hold),
@@ -740,8 +592,7 @@ class RoutingTable:
         assert self.holding == (self._hold is not None)
         hold_requests = [] if self._hold is None else self._hold.requests
         if self._hold is not None:
-            self._hold.check_invariants()
-            assert all(h.caller in self._conns for h in hold_requests)  # G3
+            self._hold.check_invariants(self._conns)
         for conn, outstanding in self._outstanding.items():
             calls = sum(1 for p in self._pending.entries.values() if p.caller == conn)
             calls += sum(1 for h in hold_requests if h.caller == conn)

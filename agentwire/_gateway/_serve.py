@@ -13,8 +13,9 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypedDict, Unpack, cast
 
+import attrs
 import trio
 
 from .._address import parse_address
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from ..state import StateStore
     from ._state import StateService
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "open_gateway", "serve_gateway"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "Gateway", "GatewayOptions", "open_gateway", "serve_gateway"]
 
 METRICS_EXTRA = "pip install 'trio-agentwire[metrics]'"
 HTTP_EXTRA = "pip install 'trio-agentwire[http]'"
@@ -155,94 +156,159 @@ class Gateway:
             self._metrics.close()
 
 
+class GatewayOptions(TypedDict, total=False):
+    """The options of :func:`serve_gateway` and :func:`open_gateway`: keywords,
+    all optional.
+
+    The hub's tuning is :class:`GatewayConfig`'s (each option and its default
+    described there): ``max_message_size``, ``rpc_timeout``, ``queue_size``,
+    ``max_in_flight``, ``send_timeout``, ``rpc_burst``, ``registration_grace``,
+    ``max_agent_types_per_client``, ``max_subscriptions_per_client``,
+    ``startup_grace``, ``max_held``, ``placement`` (shared agent types, see the
+    README) and ``max_placed_keys``. The others:
+
+    * ``grace_period`` (5 s): how long ``gateway.shutdown()`` gives calls to
+      finish before cancelling what is left.
+    * ``keepalive_interval`` (5 s) / ``keepalive_timeout`` (10 s): a worker
+      that stops answering (a frozen process with its socket open) is found
+      by HTTP/2 PINGs: once its connection has been silent for
+      ``keepalive_interval`` seconds it is pinged, and if nothing arrives
+      within ``keepalive_timeout`` its connection is dropped, so the callers
+      of its agents get ``connection-lost`` answers within about the sum of
+      the two instead of waiting for ``rpc_timeout`` (``keepalive_interval=None``
+      turns this off). grpc-core clients answer PINGs from their own thread;
+      an agentwire worker whose trio loop is blocked longer than the sum is
+      dropped too (and reconnects).
+    * ``handshake_timeout`` (10 s): a new connection must finish its TLS and
+      HTTP/2 handshakes within it or it is closed (None: no bound), so
+      half-open connections cannot hold connection slots.
+    * Security (README, "Security"): ``ssl_context`` serves TLS (see
+      :func:`agentwire.security.server_ssl_context`; ALPN ``h2``);
+      ``authenticator`` authenticates every call and enforces its
+      principal's rights (e.g. :class:`agentwire.security.AccessFileAuthenticator`);
+      with neither, any peer may act as any client, as with AutoGen's host.
+      ``plaintext_address`` (a loopback ``host:port``) adds a plaintext
+      listener of the same gateway, for workers on this machine that cannot
+      speak TLS.
+    * ``metrics_address`` (``host:port``) also serves the gateway's metrics
+      for Prometheus at ``http://host:port/metrics`` (needs the ``metrics``
+      extra; see ``gateway.metrics_address``).
+    * ``http_address`` (``host:port``) also accepts CloudEvents over HTTP at
+      ``http://host:port/`` and publishes each to ``TopicId(type, source)``
+      as a worker would (README, "Operating a gateway"; needs the ``http``
+      extra; see ``gateway.http_address``). ``webhooks`` POST the events of
+      their topic types to URLs as CloudEvents
+      (:class:`agentwire._operator._webhook.Webhook`; the ``http`` extra; see
+      ``gateway.webhooks``).
+    * ``cluster`` (``redis://HOST:PORT/DB``) makes this gateway one of a
+      cluster sharing that Redis 7: workers connected to any of them reach
+      every agent type and subscriber of all (README, "A cluster of
+      gateways"; needs the ``cluster`` extra). A gateway that stops renewing
+      its lease for ``cluster_lease`` seconds (5) is dropped by the others
+      (its types and subscriptions vanish, requests in flight to it are
+      answered ``gateway-unreachable``); it renews every
+      ``cluster_heartbeat`` seconds (default a fifth of the lease).
+    * ``state_store`` (a :class:`~agentwire.state.StateStore`, or
+      ``"memory"``, ``"sqlite:PATH"``, a ``redis://`` URL) keeps the state of
+      workers' :class:`~agentwire.state.StatefulAgent` s registered without a
+      store of their own (README, "Agent state"); a spec is opened for the
+      gateway's lifetime, a store object stays the caller's. Not with an
+      ``authenticator`` yet.
+    """
+
+    # the hub's (GatewayConfig)
+    max_message_size: int
+    rpc_timeout: float | None
+    queue_size: int
+    max_in_flight: int
+    send_timeout: float
+    rpc_burst: int
+    registration_grace: float | None
+    max_agent_types_per_client: int
+    max_subscriptions_per_client: int
+    startup_grace: float
+    max_held: int
+    placement: str | PlacementStrategy | None
+    max_placed_keys: int
+    # the server's
+    grace_period: float
+    keepalive_interval: float | None
+    keepalive_timeout: float
+    handshake_timeout: float | None
+    ssl_context: ssl.SSLContext | None
+    authenticator: Authenticator | None
+    plaintext_address: str | None
+    metrics_address: str | None
+    http_address: str | None
+    webhooks: Sequence[Webhook]
+    cluster: str | None
+    cluster_lease: float
+    cluster_heartbeat: float | None
+    state_store: StateStore | str | None
+
+
+_HUB_OPTIONS = frozenset(field.name for field in attrs.fields(GatewayConfig))
+
+GATEWAY_DEFAULTS: Final[GatewayOptions] = {
+    **cast(GatewayOptions, attrs.asdict(GatewayConfig(), recurse=False)),
+    "grace_period": 5.0,
+    "keepalive_interval": 5.0,
+    "keepalive_timeout": 10.0,
+    "handshake_timeout": 10.0,
+    "ssl_context": None,
+    "authenticator": None,
+    "plaintext_address": None,
+    "metrics_address": None,
+    "http_address": None,
+    "webhooks": (),
+    "cluster": None,
+    "cluster_lease": 5.0,
+    "cluster_heartbeat": None,
+    "state_store": None,
+}
+"""Every option with its default (the hub's are :class:`GatewayConfig`'s)."""
+
+
+def _check_options(function: str, options: GatewayOptions) -> None:
+    """TypeError, as for any function, for a keyword that is no option."""
+    for name in options:
+        if name not in GatewayOptions.__optional_keys__:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")
+
+
+def _hub_config(options: GatewayOptions) -> GatewayConfig:
+    """The hub's part of *options*, every option given."""
+    given: dict[str, Any] = dict(options)
+    return GatewayConfig(**{name: given[name] for name in _HUB_OPTIONS})
+
+
 async def serve_gateway(
     address: str,
     *,
     task_status: trio.TaskStatus[Gateway] = trio.TASK_STATUS_IGNORED,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    rpc_timeout: float | None = 300.0,
-    grace_period: float = 5.0,
-    queue_size: int = 100,
-    max_in_flight: int = 1000,
-    send_timeout: float = 30.0,
-    rpc_burst: int = 8,
-    registration_grace: float | None = 30.0,
-    max_agent_types_per_client: int = 1000,
-    max_subscriptions_per_client: int = 10_000,
-    startup_grace: float = 5.0,
-    max_held: int = 1000,
-    keepalive_interval: float | None = 5.0,
-    keepalive_timeout: float = 10.0,
-    handshake_timeout: float | None = 10.0,
-    ssl_context: ssl.SSLContext | None = None,
-    authenticator: Authenticator | None = None,
-    plaintext_address: str | None = None,
-    metrics_address: str | None = None,
-    placement: str | PlacementStrategy | None = None,
-    max_placed_keys: int = 1_000_000,
-    http_address: str | None = None,
-    webhooks: Sequence[Webhook] = (),
-    cluster: str | None = None,
-    cluster_lease: float = 5.0,
-    cluster_heartbeat: float | None = None,
-    state_store: StateStore | str | None = None,
+    **options: Unpack[GatewayOptions],
 ) -> None:
     """Run an AutoGen-compatible gateway on *address* (``host:port``,
     ``localhost:PORT``, ``[::1]:PORT``; port 0 picks a free one; an invalid
-    one raises :class:`~agentwire._address.InvalidAddressError`).
-
-    Security (README, "Security"): *ssl_context* serves TLS (see
-    :func:`agentwire.security.server_ssl_context`; ALPN ``h2``);
-    *authenticator* authenticates every call and enforces its principal's
-    rights (e.g. :class:`agentwire.security.AccessFileAuthenticator`); with
-    neither, any peer may act as any client, as with AutoGen's host.
-    *plaintext_address* (a loopback ``host:port``) adds a plaintext listener of
-    the same gateway, for workers on this machine that cannot speak TLS.
+    one raises :class:`~agentwire._address.InvalidAddressError`), with the
+    keyword *options* of :class:`GatewayOptions`.
 
     ``task_status.started(gateway)`` reports the :class:`Gateway` once it
     listens. Returns after ``gateway.shutdown()``. Cancelling it stops at once:
     connections are dropped without answers (use ``shutdown`` to be polite).
-    A worker that stops answering (a frozen process with its socket open) is
-    found by HTTP/2 PINGs: once its connection has been silent for
-    ``keepalive_interval`` seconds it is pinged, and if nothing arrives within
-    ``keepalive_timeout`` its connection is dropped, so the callers of its
-    agents get ``connection-lost`` answers within about the sum of the two
-    instead of waiting for ``rpc_timeout`` (``keepalive_interval=None``
-    turns this off). grpc-core clients answer PINGs from their own thread; an
-    agentwire worker whose trio loop is blocked longer than the sum is
-    dropped too (and reconnects). A new connection must finish its TLS and
-    HTTP/2 handshakes within ``handshake_timeout`` seconds or it is closed
-    (None: no bound), so half-open connections cannot hold connection slots.
-    See :class:`GatewayConfig` for the other options (``placement``: shared
-    agent types, see the README). A lone failure (e.g.
-    the ``OSError`` of a port in use) comes out bare, not in a group.
-
-    *metrics_address* (``host:port``) also serves the gateway's metrics for
-    Prometheus at ``http://host:port/metrics`` (needs the ``metrics`` extra;
-    see ``gateway.metrics_address``).
-
-    *http_address* (``host:port``) also accepts CloudEvents over HTTP at
-    ``http://host:port/`` and publishes each to ``TopicId(type, source)`` as a
-    worker would (README, "Operating a gateway"; needs the ``http`` extra; see
-    ``gateway.http_address``). *webhooks* POST the events of their topic
-    types to URLs as CloudEvents (:class:`agentwire._operator._webhook.Webhook`;
-    the ``http`` extra; see ``gateway.webhooks``).
-
-    *cluster* (``redis://HOST:PORT/DB``) makes this gateway one of a cluster
-    sharing that Redis 7: workers connected to any of them reach every agent
-    type and subscriber of all (README, "A cluster of gateways"; needs the
-    ``cluster`` extra). A gateway that stops renewing its lease for
-    *cluster_lease* seconds is dropped by the others (its types and
-    subscriptions vanish, requests in flight to it are answered
-    ``gateway-unreachable``); it renews every *cluster_heartbeat* seconds
-    (default a fifth of the lease).
-
-    *state_store* (a :class:`~agentwire.state.StateStore`, or ``"memory"``,
-    ``"sqlite:PATH"``, a ``redis://`` URL) keeps the state of workers'
-    :class:`~agentwire.state.StatefulAgent` s registered without a store of
-    their own (README, "Agent state"); a spec is opened for the gateway's
-    lifetime, a store object stays the caller's. Not with an *authenticator* yet.
+    A lone failure (e.g. the ``OSError`` of a port in use) comes out bare,
+    not in a group.
     """
+    _check_options("serve_gateway", options)
+    settings: GatewayOptions = {**GATEWAY_DEFAULTS, **options}
+    grace_period = settings["grace_period"]
+    authenticator = settings["authenticator"]
+    plaintext_address = settings["plaintext_address"]
+    metrics_address = settings["metrics_address"]
+    http_address = settings["http_address"]
+    webhooks = settings["webhooks"]
+    cluster = settings["cluster"]
+    state_store = settings["state_store"]
     if state_store is not None and authenticator is not None:
         raise ValueError(
             "a gateway-hosted state_store cannot be combined with an authenticator yet: "
@@ -251,26 +317,14 @@ async def serve_gateway(
     host, port = parse_address(address)
     serve_cluster = None
     if cluster is not None:
-        if placement is not None:
+        if settings["placement"] is not None:
             raise AgentwireError("a cluster of gateways does not take shared agent types yet")
-        serve_cluster = load_cluster(cluster, cluster_lease, cluster_heartbeat)
+        serve_cluster = load_cluster(
+            cluster, settings["cluster_lease"], settings["cluster_heartbeat"]
+        )
     serve_metrics = None if metrics_address is None else load_metrics_server(metrics_address)
     serve_ingress = None if http_address is None else load_http_ingress(http_address)
-    config = GatewayConfig(
-        rpc_timeout=rpc_timeout,
-        queue_size=queue_size,
-        max_in_flight=max_in_flight,
-        send_timeout=send_timeout,
-        rpc_burst=rpc_burst,
-        max_message_size=max_message_size,
-        registration_grace=registration_grace,
-        max_agent_types_per_client=max_agent_types_per_client,
-        max_subscriptions_per_client=max_subscriptions_per_client,
-        startup_grace=startup_grace,
-        max_held=max_held,
-        placement=placement,
-        max_placed_keys=max_placed_keys,
-    )
+    config = _hub_config(settings)
     if plaintext_address is not None:
         check_loopback_address(plaintext_address)
     async with open_hub(config) as hub, open_unwrapping_nursery() as nursery:
@@ -291,12 +345,12 @@ async def serve_gateway(
                 {**service.methods(), **health.methods(), **operator.methods()},
                 host,
                 port,
-                max_message_size=max_message_size,
+                max_message_size=config.max_message_size,
                 grace_period=grace_period,
-                keepalive_interval=keepalive_interval,
-                keepalive_timeout=keepalive_timeout,
-                handshake_timeout=handshake_timeout,
-                ssl_context=ssl_context,
+                keepalive_interval=settings["keepalive_interval"],
+                keepalive_timeout=settings["keepalive_timeout"],
+                handshake_timeout=settings["handshake_timeout"],
+                ssl_context=settings["ssl_context"],
             )
         )
         await nursery.start(operator.run)
@@ -415,35 +469,7 @@ def load_webhooks(specs: Sequence[str]) -> list[Webhook]:
 
 @asynccontextmanager
 async def open_gateway(
-    address: str = "127.0.0.1:0",
-    *,
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    rpc_timeout: float | None = 300.0,
-    grace_period: float = 5.0,
-    queue_size: int = 100,
-    max_in_flight: int = 1000,
-    send_timeout: float = 30.0,
-    rpc_burst: int = 8,
-    registration_grace: float | None = 30.0,
-    max_agent_types_per_client: int = 1000,
-    max_subscriptions_per_client: int = 10_000,
-    startup_grace: float = 5.0,
-    max_held: int = 1000,
-    keepalive_interval: float | None = 5.0,
-    keepalive_timeout: float = 10.0,
-    handshake_timeout: float | None = 10.0,
-    ssl_context: ssl.SSLContext | None = None,
-    authenticator: Authenticator | None = None,
-    plaintext_address: str | None = None,
-    metrics_address: str | None = None,
-    placement: str | PlacementStrategy | None = None,
-    max_placed_keys: int = 1_000_000,
-    http_address: str | None = None,
-    webhooks: Sequence[Webhook] = (),
-    cluster: str | None = None,
-    cluster_lease: float = 5.0,
-    cluster_heartbeat: float | None = None,
-    state_store: StateStore | str | None = None,
+    address: str = "127.0.0.1:0", **options: Unpack[GatewayOptions]
 ) -> AsyncIterator[Gateway]:
     """Run a gateway for the duration of the block::
 
@@ -452,39 +478,10 @@ async def open_gateway(
 
     Leaving the block normally shuts down gracefully (``grace_period``);
     leaving it with an exception stops the gateway at once and re-raises.
-    The options are :func:`serve_gateway`'s.
+    The *options* are :func:`serve_gateway`'s (:class:`GatewayOptions`).
     """
-    serve = functools.partial(
-        serve_gateway,
-        address,
-        max_message_size=max_message_size,
-        rpc_timeout=rpc_timeout,
-        grace_period=grace_period,
-        queue_size=queue_size,
-        max_in_flight=max_in_flight,
-        send_timeout=send_timeout,
-        rpc_burst=rpc_burst,
-        registration_grace=registration_grace,
-        max_agent_types_per_client=max_agent_types_per_client,
-        max_subscriptions_per_client=max_subscriptions_per_client,
-        startup_grace=startup_grace,
-        max_held=max_held,
-        keepalive_interval=keepalive_interval,
-        keepalive_timeout=keepalive_timeout,
-        handshake_timeout=handshake_timeout,
-        ssl_context=ssl_context,
-        authenticator=authenticator,
-        plaintext_address=plaintext_address,
-        metrics_address=metrics_address,
-        placement=placement,
-        max_placed_keys=max_placed_keys,
-        http_address=http_address,
-        webhooks=webhooks,
-        cluster=cluster,
-        cluster_lease=cluster_lease,
-        cluster_heartbeat=cluster_heartbeat,
-        state_store=state_store,
-    )
+    _check_options("open_gateway", options)
+    serve = functools.partial(serve_gateway, address, **options)
     async with open_service_nursery() as services:
         gateway: Gateway = await services.start(serve)
         yield gateway

@@ -1,4 +1,4 @@
-"""The routing table's rules for peer gateways (I8 of ``_routing.py``), sans-IO."""
+"""The routing table's rules for peer gateways (I9, kept in ``_gateway/_peers.py``), sans-IO."""
 
 from __future__ import annotations
 

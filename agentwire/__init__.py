@@ -49,7 +49,7 @@ if TYPE_CHECKING:
         UndeliverableError,
         UnknownSubscriptionError,
     )
-    from ._gateway import Gateway, GatewayStatistics, open_gateway, serve_gateway
+    from ._gateway import Gateway, GatewayOptions, GatewayStatistics, open_gateway, serve_gateway
     from ._ids import AgentId, AgentType, DefaultTopicId, TopicId
     from ._observability._metrics import MetricsServer, serve_gateway_metrics
     from ._observability._trace_context import TraceContext, current_trace_context
@@ -129,6 +129,7 @@ _EXPORTS: dict[str, str] = {
     "Gateway": "._gateway",
     "GatewayStatistics": "._gateway",
     "open_gateway": "._gateway",
+    "GatewayOptions": "._gateway",
     "serve_gateway": "._gateway",
     "AgentId": "._ids",
     "AgentType": "._ids",
@@ -192,6 +193,7 @@ __all__ = [
     "DropMessage",
     "DuplicateSubscriptionError",
     "Gateway",
+    "GatewayOptions",
     "GatewayRejectedError",
     "GatewayStatistics",
     "InterventionHandler",

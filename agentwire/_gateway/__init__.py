@@ -15,7 +15,13 @@ from __future__ import annotations
 from ._hub import Connection, GatewayConfig, GatewayHub, GatewayStatistics, open_hub
 from ._placement import HashPlacement, LeastLoadedPlacement, PlacementStrategy, TypePlacement
 from ._routing import Conn, ConnKind, RoutingError, RoutingTable
-from ._serve import DEFAULT_MAX_MESSAGE_SIZE, Gateway, open_gateway, serve_gateway
+from ._serve import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Gateway,
+    GatewayOptions,
+    open_gateway,
+    serve_gateway,
+)
 from ._service import AgentRpcService
 
 __all__ = [
@@ -27,6 +33,7 @@ __all__ = [
     "Gateway",
     "GatewayConfig",
     "GatewayHub",
+    "GatewayOptions",
     "GatewayStatistics",
     "HashPlacement",
     "LeastLoadedPlacement",

@@ -36,7 +36,9 @@ Invariants:
 * ``_log`` is exactly what the gateway has been told and not taken back, in
   the order it was told; an entry is added only after the gateway accepted
   it. It is replayed into every new session before that session is published
-  as ``_session`` (and calls can use it). ``_ops_lock`` serialises replay
+  as ``_session`` (and calls can use it): issued in its order, pipelined (no
+  registration waits for the answer to the one before), all answered before
+  the session is published. ``_ops_lock`` serialises replay
   and the changes to ``_log``, so nothing is lost between a change and a
   replay.
 * ``_session`` is ``None`` or a session that was fully replayed; state is
@@ -79,6 +81,8 @@ DEFAULT_RECONNECT = RetryPolicy(
 )
 #: How long ``open_worker`` waits for its first connection by default.
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Registrations a reconnect replays in flight at once (each a unary call).
+REPLAY_IN_FLIGHT = 32
 
 
 class ConnectionState(enum.Enum):
@@ -326,13 +330,42 @@ class WorkerLink:
         )
 
     async def _replay(self, session: WorkerSession) -> None:
+        """Replay ``_log`` into *session*, pipelined, then publish the session.
+
+        Every registration is issued in the log's order without waiting for
+        the answers before it (at most ``REPLAY_IN_FLIGHT`` at once); all are
+        awaited before the session is published. If any fails, the first
+        failure in log order is raised (the attempt fails; the next replays
+        everything again).
+        """
         async with self._ops_lock:
-            for (kind, name), subscription in list(self._log.items()):
-                if kind == "type":
-                    await session.register_agent_type(name)
-                else:
-                    assert subscription is not None
-                    await session.add_subscription(subscription)
+            entries = list(self._log.items())
+            failures: list[tuple[int, Exception]] = []
+            in_flight = trio.Semaphore(REPLAY_IN_FLIGHT)
+
+            async def one(
+                index: int,
+                op: _Op,
+                subscription: pb.Subscription | None,
+                *,
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
+                async with in_flight:
+                    task_status.started()  # the next one is issued after this one
+                    try:
+                        if op[0] == "type":
+                            await session.register_agent_type(op[1])
+                        else:
+                            assert subscription is not None
+                            await session.add_subscription(subscription)
+                    except Exception as exc:
+                        failures.append((index, exc))
+
+            async with trio.open_nursery() as nursery:
+                for index, (op, subscription) in enumerate(entries):
+                    await nursery.start(one, index, op, subscription)
+            if failures:
+                raise min(failures, key=lambda failure: failure[0])[1]
             self._session = session
             self._set_state(ConnectionState.CONNECTED)
 

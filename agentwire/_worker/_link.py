@@ -38,9 +38,10 @@ Invariants:
   it. It is replayed into every new session before that session is published
   as ``_session`` (and calls can use it): issued in its order, pipelined (no
   registration waits for the answer to the one before), all answered before
-  the session is published. ``_ops_lock`` serialises replay
-  and the changes to ``_log``, so nothing is lost between a change and a
-  replay.
+  the session is published. Changes to ``_log`` (registrations, removals)
+  may be in flight at once, each on the current session; a replay waits
+  until none is in flight (``_ops``) and none starts while it runs
+  (``_replaying``), so nothing is lost between a change and a replay.
 * ``_session`` is ``None`` or a session that was fully replayed; state is
   ``CONNECTED`` exactly when ``_session`` is not ``None``.
 """
@@ -188,7 +189,10 @@ class WorkerLink:
         self._session: WorkerSession | None = None
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()
-        self._ops_lock = trio.Lock()
+        self._ops = 0  # registrations and removals in flight
+        self._ops_done = trio.Event()  # set when _ops drops to 0
+        self._ops_done.set()
+        self._replaying = False
         self._log: dict[_Op, pb.Subscription | None] = {}
         self._connects = 0
         self._failed_attempts = 0
@@ -338,7 +342,10 @@ class WorkerLink:
         failure in log order is raised (the attempt fails; the next replays
         everything again).
         """
-        async with self._ops_lock:
+        self._replaying = True
+        try:
+            while self._ops:  # changes made on the last session finish first
+                await self._ops_done.wait()
             entries = list(self._log.items())
             failures: list[tuple[int, Exception]] = []
             in_flight = trio.Semaphore(REPLAY_IN_FLIGHT)
@@ -368,6 +375,8 @@ class WorkerLink:
                 raise min(failures, key=lambda failure: failure[0])[1]
             self._session = session
             self._set_state(ConnectionState.CONNECTED)
+        finally:
+            self._replaying = False
 
     # -- calls ----------------------------------------------------------------
 
@@ -389,17 +398,26 @@ class WorkerLink:
             )
 
     async def _control_op(self, op: Callable[[WorkerSession], Awaitable[T]]) -> T:
+        """Run *op* on the current session (several may be in flight at once);
+        retried on the next session if this one is lost meanwhile."""
         while True:
             session = await self.session_for_call()
-            async with self._ops_lock:
-                if session is not self._session:
-                    continue
-                try:
-                    return await op(session)
-                except ConnectionLostError:
-                    if self._state is ConnectionState.CLOSED:
-                        raise
-                    await trio.lowlevel.checkpoint()
+            if session is not self._session or self._replaying:
+                await trio.lowlevel.checkpoint()
+                continue
+            self._ops += 1
+            if self._ops == 1:
+                self._ops_done = trio.Event()
+            try:
+                return await op(session)
+            except ConnectionLostError:
+                if self._state is ConnectionState.CLOSED:
+                    raise
+                await trio.lowlevel.checkpoint()
+            finally:
+                self._ops -= 1
+                if not self._ops:
+                    self._ops_done.set()
 
     async def register_agent_type(self, agent_type: str) -> None:
         async def op(session: WorkerSession) -> None:

@@ -528,3 +528,29 @@ async def test_a_failed_replay_fails_the_attempt_with_the_first_failure_in_order
     assert len(failures) >= 2
     assert all("refused s2" in failure for failure in failures)
     assert link.statistics().registrations == 3  # nothing taken out of the log
+
+
+async def test_registrations_made_at_once_are_all_in_flight_at_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.worker.test_link.FakeChannel", HeldChannel)
+    monkeypatch.setattr(HeldChannel, "release", trio.Event())
+    monkeypatch.setattr(HeldChannel, "held", True)
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        async with trio.open_nursery() as calls:
+            calls.start_soon(link.register_agent_type, "a")
+            for name in ("s1", "s2"):
+                calls.start_soon(link.add_subscription, pb.Subscription(id=name))
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(unary_log(net.channels[0])) == [
+                ("sub", "s1"),
+                ("sub", "s2"),
+                ("type", "a"),
+            ]
+            assert link.statistics().registrations == 0  # none answered yet
+            HeldChannel.release.set()
+        assert link.statistics().registrations == 3
+        nursery.cancel_scope.cancel()

@@ -154,12 +154,30 @@ class GatewayStatistics(RouterStatistics):
 
     slow_disconnects: int
     queued_messages: int  # over all clients' outbound queues
+    # Connections from the other gateways of a cluster: not in clients,
+    # data_connections or control_connections, which count workers and the
+    # gateway's own clients only (so they agree between the gateways of a cluster).
+    peer_connections: int = attrs.field(default=0, kw_only=True)
+    # ``gateway.cluster.statistics()`` (a ClusterStatistics), None if not in a cluster.
+    cluster: Any = attrs.field(default=None, kw_only=True)
+    # The gateway-hosted state service's counters, None without ``state_store``.
+    state: StateServiceStatistics | None = attrs.field(default=None, kw_only=True)
 
-    @classmethod
-    def _of(cls, router: RouterStatistics, slow: int, queued: int) -> GatewayStatistics:
-        return cls(
-            **attrs.asdict(router, recurse=False), slow_disconnects=slow, queued_messages=queued
-        )
+
+@attrs.frozen(slots=True)
+class StateServiceStatistics:
+    """``statistics().state``: requests of the gateway's state service."""
+
+    served: int  # answered with the store's result
+    failed: int  # answered with the error the store raised
+    refused: int  # answered at once with ``unavailable``: too many waiting
+    waiting: int  # received and not answered yet (queued or being served)
+
+
+class StateServiceCounters(Protocol):
+    """What the hub reads of its state service (``_state.StateService``)."""
+
+    def statistics(self) -> StateServiceStatistics: ...
 
 
 @attrs.frozen(slots=True)
@@ -358,6 +376,8 @@ class ClusterMembership(Protocol):
 
     async def remove_subscription(self, client_id: str, subscription_id: str) -> None: ...
 
+    def statistics(self) -> Any: ...
+
 
 class GatewayHub:
     """Routes between attached connections. Create with :func:`open_hub`."""
@@ -366,6 +386,8 @@ class GatewayHub:
         self.config = config
         # A cluster of gateways this one is part of (``agentwire._cluster``), or None.
         self.cluster: ClusterMembership | None = None
+        # The gateway-hosted state service (``_state.py``), or None.
+        self.state_service: StateServiceCounters | None = None
         self.started_at = trio.current_time()  # the start-up grace counts from here
         self._table = RoutingTable(
             rpc_timeout=config.rpc_timeout,
@@ -697,7 +719,23 @@ class GatewayHub:
 
     def statistics(self) -> GatewayStatistics:
         queued = sum(len(link.queue) for link in self._links.values())
-        return GatewayStatistics._of(self._table.statistics(), self._slow_disconnects, queued)
+        router = attrs.asdict(self._table.statistics(), recurse=False)
+        peers = [conn for conn in self._links if conn.peer]
+        if peers:  # other gateways' connections are not clients of this one
+            router["clients"] -= len({conn.client_id for conn in peers})
+            for conn in peers:
+                key = "data_connections" if conn.kind is ConnKind.DATA else "control_connections"
+                router[key] -= 1
+        cluster = self.cluster
+        state = self.state_service
+        return GatewayStatistics(
+            **router,
+            slow_disconnects=self._slow_disconnects,
+            queued_messages=queued,
+            peer_connections=len(peers),
+            cluster=None if cluster is None else cluster.statistics(),
+            state=None if state is None else state.statistics(),
+        )
 
     def check_invariants(self) -> None:
         """Assert the table's invariants, H1 and H3, and each queue's (tests)."""

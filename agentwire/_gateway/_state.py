@@ -34,7 +34,7 @@ from .._security import AccessGuard, Principal
 from .._wire import STATE_CLIENT_ID, StateErrorKind
 from ..state._stores import StateStore
 from ..state._sync import agent_of, change_of, error_response, syncs_of
-from ._hub import Connection, GatewayHub
+from ._hub import Connection, GatewayHub, StateServiceStatistics
 from ._routing import ConnKind
 
 __all__ = ["StateService", "serve_state_service"]
@@ -48,12 +48,21 @@ STATE_CONCURRENCY = 16
 
 @attrs.define(eq=False)
 class StateService:
-    """A running state service and its counters."""
+    """A running state service and its counters (``gateway.statistics().state``)."""
 
     store: StateStore
     served: int = 0
     failed: int = 0
     refused: int = 0
+    received: int = 0  # taken into the queue (refused ones not counted)
+
+    def statistics(self) -> StateServiceStatistics:
+        return StateServiceStatistics(
+            served=self.served,
+            failed=self.failed,
+            refused=self.refused,
+            waiting=self.received - self.served - self.failed,
+        )
 
 
 async def serve_state_service(
@@ -75,6 +84,7 @@ async def serve_state_service(
         guard.claim(_PRINCIPAL, STATE_CLIENT_ID)
         for _ in range(max_concurrency):
             nursery.start_soon(_serve, service, connection, receive.clone())
+        hub.state_service = service
         task_status.started(service)
         async for data in connection.from_gateway:
             try:
@@ -84,6 +94,7 @@ async def serve_state_service(
                 continue
             try:
                 send.send_nowait(message)
+                service.received += 1
             except trio.WouldBlock:
                 service.refused += 1
                 refusal = spb.StateSyncResponse(

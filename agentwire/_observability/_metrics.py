@@ -33,9 +33,27 @@ The metrics (all ``agentwire_gateway_*``; counters end in ``_total``):
 ``auth_refusals_total``                  calls refused by authentication (present when the
                                          gateway's statistics have ``auth_refusals``)
 ``registrations_expired_total``          client records expired without a channel (likewise)
+``peer_connections``                     connections from the other gateways of a cluster (not
+                                         in ``clients`` or ``workers``)
+``cluster_peers``                        other gateways of the cluster connected (cluster only)
+``cluster_redis_reachable``              1 while a session with the cluster's Redis is up
+``cluster_batches_total{direction}``     batches ``sent`` to / ``received`` from peers
+``cluster_messages_total{direction}``    messages ``sent`` to / ``received`` from peers
+``cluster_messages_lost_total``          messages that could not reach or come from a peer
+``cluster_joins_total``                  sessions with Redis begun (1 + re-joins)
+``state_requests_total{outcome}``        state service (``state_store=``): ``served``,
+                                         ``failed`` (the store's error) or ``refused`` (full)
+``state_requests_waiting``               state requests received and not answered yet
+``placed_agents``                        agents of shared types placed on a worker
+                                         (``placement=``)
+``placement_workers{agent_type}``        workers of a shared agent type
+``placement_draining{agent_type}``       of them, draining
+``placement_keys{agent_type}``           agents of the type placed
 =======================================  ======================================================
 
-A statistics field the gateway does not have is left out, not reported as 0.
+A statistics field the gateway does not have is left out, not reported as 0:
+the ``cluster_*`` metrics appear only on a gateway of a cluster, the ``state_*``
+ones only with a state service, the ``placement_*`` ones per shared agent type.
 """
 
 from __future__ import annotations
@@ -150,7 +168,87 @@ _SPECS = (
         "Client records that expired without a channel.",
         (("registrations_expired", ""),),
     ),
+    _Spec(
+        "peer_connections",
+        "gauge",
+        "Connections from the other gateways of the cluster (not counted as clients).",
+        (("peer_connections", ""),),
+    ),
+    _Spec(
+        "cluster_peers",
+        "gauge",
+        "Other gateways of the cluster connected.",
+        (("cluster.peers", ""),),
+    ),
+    _Spec(
+        "cluster_redis_reachable",
+        "gauge",
+        "1 while a session with the cluster's Redis is up, else 0.",
+        (("cluster.joined", ""),),
+    ),
+    _Spec(
+        "cluster_batches",
+        "counter",
+        "Batches of messages sent to and received from the other gateways.",
+        (("cluster.batches_sent", "sent"), ("cluster.batches_received", "received")),
+        label="direction",
+    ),
+    _Spec(
+        "cluster_messages",
+        "counter",
+        "Messages sent to and received from the other gateways.",
+        (("cluster.messages_sent", "sent"), ("cluster.messages_received", "received")),
+        label="direction",
+    ),
+    _Spec(
+        "cluster_messages_lost",
+        "counter",
+        "Messages that could not be delivered to or from another gateway.",
+        (("cluster.messages_lost", ""),),
+    ),
+    _Spec(
+        "cluster_joins",
+        "counter",
+        "Sessions with the cluster's Redis begun.",
+        (("cluster.joins", ""),),
+    ),
+    _Spec(
+        "state_requests",
+        "counter",
+        "State service requests: served, failed (the store's error) or refused (too many).",
+        (("state.served", "served"), ("state.failed", "failed"), ("state.refused", "refused")),
+        label="outcome",
+    ),
+    _Spec(
+        "state_requests_waiting",
+        "gauge",
+        "State service requests received and not answered yet.",
+        (("state.waiting", ""),),
+    ),
+    _Spec(
+        "placed_agents",
+        "gauge",
+        "Agents of shared agent types placed on a worker.",
+        (("placed_agents", ""),),
+    ),
 )
+
+#: Per shared agent type (``statistics().placement``): metric, help, value of a TypePlacement.
+_PLACEMENT: tuple[tuple[str, str, Callable[[Any], float]], ...] = (
+    ("placement_workers", "Workers of a shared agent type.", lambda p: p.workers),
+    ("placement_draining", "Workers of a shared agent type draining.", lambda p: len(p.draining)),
+    ("placement_keys", "Agents of a shared agent type placed.", lambda p: sum(p.keys.values())),
+)
+
+
+def _field(stats: Any, path: str) -> Any:
+    """``stats.a.b`` for ``"a.b"``; None if any step is missing or None."""
+    value = stats
+    for name in path.split("."):
+        value = getattr(value, name, None)
+        if value is None:
+            return None
+    return value
 
 
 class GatewayCollector:
@@ -162,7 +260,7 @@ class GatewayCollector:
     def collect(self) -> Iterator[Metric]:
         stats = self._statistics()
         for spec in _SPECS:
-            values = [(label, getattr(stats, field, None)) for field, label in spec.fields]
+            values = [(label, _field(stats, field)) for field, label in spec.fields]
             present = [(label, value) for label, value in values if value is not None]
             if not present:
                 continue
@@ -175,6 +273,13 @@ class GatewayCollector:
             for label, value in present:
                 family.add_metric([label] if spec.label else [], float(value))
             yield family
+        placement = getattr(stats, "placement", None) or {}
+        if placement:
+            for name, help_text, value_of in _PLACEMENT:
+                gauge = GaugeMetricFamily(PREFIX + name, help_text, labels=["agent_type"])
+                for agent_type, type_placement in sorted(placement.items()):
+                    gauge.add_metric([agent_type], float(value_of(type_placement)))
+                yield gauge
 
 
 def _render(registry: CollectorRegistry, accept: str) -> tuple[bytes, str]:

@@ -7,7 +7,20 @@ alone): the request is empty, the answer is UTF-8 JSON::
                   "connected": true}, ...],
      "subscriptions": [{"id": ..., "agent_type": ..., "topic_type": ...}
                        or {..., "topic_type_prefix": ...}, ...],
-     "statistics": {"data_connections": 1, "events_received": 3, ...}}
+     "statistics": {"data_connections": 1, "events_received": 3, ...,
+                    "peer_connections": 1,
+                    "cluster": {"gateway_id": ..., "joined": true, "peers": 1,
+                                "batches_sent": ..., ...} or null,
+                    "state": {"served": ..., "failed": ..., "refused": ...,
+                              "waiting": ...} or null,
+                    "placement": {"<agent type>": {"workers": 2, "keys": {...},
+                                                   "draining": [...]}, ...}}}
+
+``clients``, ``data_connections`` and ``control_connections`` count workers
+and the gateway's own clients; connections from the other gateways of a
+cluster are ``peer_connections``. ``cluster`` is ``gateway.cluster.statistics()``
+(``joined``: a session with the cluster's Redis is up), ``state`` the
+gateway-hosted state service's requests, ``placement`` the shared agent types.
 
 With an authenticator the caller must authenticate (UNAUTHENTICATED
 otherwise) and sees only the clients and subscriptions of its own client-ids
@@ -85,7 +98,7 @@ class OperatorService:
             for sub in hub.subscriptions()
             if guard.may_see(principal, hub.subscription_owner(sub.id))
         ]
-        statistics = attrs.asdict(hub.statistics(), recurse=False)
+        statistics = attrs.asdict(hub.statistics())  # nested records become objects
         status = {"clients": clients, "subscriptions": subscriptions, "statistics": statistics}
         return json.dumps(status).encode()
 
@@ -105,9 +118,38 @@ def format_status(status: dict[str, Any]) -> str:
     subscriptions = status.get("subscriptions", [])
     lines.append(f"subscriptions: {len(subscriptions)}")
     lines.extend(f"  {format_subscription(sub)}" for sub in subscriptions)
+    statistics = status.get("statistics", {})
     lines.append("counters:")
-    for name, value in sorted(status.get("statistics", {}).items()):
-        lines.append(f"  {name}: {value}")
+    for name, value in sorted(statistics.items()):
+        if not isinstance(value, dict | list) and value is not None:
+            lines.append(f"  {name}: {value}")
+    cluster = statistics.get("cluster")
+    if cluster:
+        lines.append(
+            f"cluster: gateway {cluster.get('gateway_id')}, {cluster.get('peers', 0)} peers, "
+            f"Redis {'reachable' if cluster.get('joined') else 'UNREACHABLE'}"
+        )
+        lines.extend(
+            f"  {name}: {value}"
+            for name, value in sorted(cluster.items())
+            if name not in ("gateway_id", "peers", "joined")
+        )
+    state = statistics.get("state")
+    if state:
+        lines.append("state service:")
+        lines.extend(f"  {name}: {value}" for name, value in sorted(state.items()))
+    placement = statistics.get("placement") or {}
+    if placement:
+        lines.append(f"shared agent types: {len(placement)}")
+        for agent_type, where in sorted(placement.items()):
+            keys = where.get("keys", {})
+            draining = where.get("draining", [])
+            lines.append(
+                f"  {agent_type}  workers: {where.get('workers', 0)}  "
+                f"agents: {sum(keys.values())}"
+                + (f"  draining: {', '.join(draining)}" if draining else "")
+            )
+            lines.extend(f"    {worker}: {count}" for worker, count in sorted(keys.items()))
     return "\n".join(lines)
 
 

@@ -36,9 +36,12 @@ Invariants:
 * ``_log`` is exactly what the gateway has been told and not taken back, in
   the order it was told; an entry is added only after the gateway accepted
   it. It is replayed into every new session before that session is published
-  as ``_session`` (and calls can use it). ``_ops_lock`` serialises replay
-  and the changes to ``_log``, so nothing is lost between a change and a
-  replay.
+  as ``_session`` (and calls can use it): issued in its order, pipelined (no
+  registration waits for the answer to the one before), all answered before
+  the session is published. Changes to ``_log`` (registrations, removals)
+  may be in flight at once, each on the current session; a replay waits
+  until none is in flight (``_ops``) and none starts while it runs
+  (``_replaying``), so nothing is lost between a change and a replay.
 * ``_session`` is ``None`` or a session that was fully replayed; state is
   ``CONNECTED`` exactly when ``_session`` is not ``None``.
 """
@@ -79,6 +82,8 @@ DEFAULT_RECONNECT = RetryPolicy(
 )
 #: How long ``open_worker`` waits for its first connection by default.
 DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Registrations a reconnect replays in flight at once (each a unary call).
+REPLAY_IN_FLIGHT = 32
 
 
 class ConnectionState(enum.Enum):
@@ -184,7 +189,10 @@ class WorkerLink:
         self._session: WorkerSession | None = None
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()
-        self._ops_lock = trio.Lock()
+        self._ops = 0  # registrations and removals in flight
+        self._ops_done = trio.Event()  # set when _ops drops to 0
+        self._ops_done.set()
+        self._replaying = False
         self._log: dict[_Op, pb.Subscription | None] = {}
         self._connects = 0
         self._failed_attempts = 0
@@ -326,15 +334,49 @@ class WorkerLink:
         )
 
     async def _replay(self, session: WorkerSession) -> None:
-        async with self._ops_lock:
-            for (kind, name), subscription in list(self._log.items()):
-                if kind == "type":
-                    await session.register_agent_type(name)
-                else:
-                    assert subscription is not None
-                    await session.add_subscription(subscription)
+        """Replay ``_log`` into *session*, pipelined, then publish the session.
+
+        Every registration is issued in the log's order without waiting for
+        the answers before it (at most ``REPLAY_IN_FLIGHT`` at once); all are
+        awaited before the session is published. If any fails, the first
+        failure in log order is raised (the attempt fails; the next replays
+        everything again).
+        """
+        self._replaying = True
+        try:
+            while self._ops:  # changes made on the last session finish first
+                await self._ops_done.wait()
+            entries = list(self._log.items())
+            failures: list[tuple[int, Exception]] = []
+            in_flight = trio.Semaphore(REPLAY_IN_FLIGHT)
+
+            async def one(
+                index: int,
+                op: _Op,
+                subscription: pb.Subscription | None,
+                *,
+                task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+            ) -> None:
+                async with in_flight:
+                    task_status.started()  # the next one is issued after this one
+                    try:
+                        if op[0] == "type":
+                            await session.register_agent_type(op[1])
+                        else:
+                            assert subscription is not None
+                            await session.add_subscription(subscription)
+                    except Exception as exc:
+                        failures.append((index, exc))
+
+            async with trio.open_nursery() as nursery:
+                for index, (op, subscription) in enumerate(entries):
+                    await nursery.start(one, index, op, subscription)
+            if failures:
+                raise min(failures, key=lambda failure: failure[0])[1]
             self._session = session
             self._set_state(ConnectionState.CONNECTED)
+        finally:
+            self._replaying = False
 
     # -- calls ----------------------------------------------------------------
 
@@ -356,17 +398,26 @@ class WorkerLink:
             )
 
     async def _control_op(self, op: Callable[[WorkerSession], Awaitable[T]]) -> T:
+        """Run *op* on the current session (several may be in flight at once);
+        retried on the next session if this one is lost meanwhile."""
         while True:
             session = await self.session_for_call()
-            async with self._ops_lock:
-                if session is not self._session:
-                    continue
-                try:
-                    return await op(session)
-                except ConnectionLostError:
-                    if self._state is ConnectionState.CLOSED:
-                        raise
-                    await trio.lowlevel.checkpoint()
+            if session is not self._session or self._replaying:
+                await trio.lowlevel.checkpoint()
+                continue
+            self._ops += 1
+            if self._ops == 1:
+                self._ops_done = trio.Event()
+            try:
+                return await op(session)
+            except ConnectionLostError:
+                if self._state is ConnectionState.CLOSED:
+                    raise
+                await trio.lowlevel.checkpoint()
+            finally:
+                self._ops -= 1
+                if not self._ops:
+                    self._ops_done.set()
 
     async def register_agent_type(self, agent_type: str) -> None:
         async def op(session: WorkerSession) -> None:

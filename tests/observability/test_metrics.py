@@ -33,9 +33,13 @@ from agentwire._observability._metrics import (
     MetricsServer,
     serve_gateway_metrics,
 )
+from agentwire.state import MemoryStateStore, Snapshot, StateConflictError
+from agentwire.state._remote import GatewayStateStore
+from tests.cluster.helpers import cluster_gateway, converged
 from tests.worker.messages import Echo, EchoBase, Inbox, Ping, Pong
 
 GUARD = 20.0  # seconds: a hang guard, never a synchronisation
+AGENT = AgentId("counter", "one")
 
 
 @asynccontextmanager
@@ -257,3 +261,107 @@ async def test_the_port_is_closed_once_the_server_is_cancelled() -> None:
             await trio.sleep_forever()
     with pytest.raises(OSError):
         await trio.open_tcp_stream("127.0.0.1", server.port)
+
+
+async def test_gateways_of_a_cluster_report_their_peers_and_cluster_traffic(
+    redis_url: str,
+) -> None:
+    EchoBase.inbox = Inbox()
+    with trio.fail_after(GUARD):
+        async with (
+            cluster_gateway(redis_url, metrics_address="127.0.0.1:0") as first,
+            cluster_gateway(redis_url, metrics_address="127.0.0.1:0") as second,
+            open_worker(first.address) as a,
+            open_worker(second.address) as b,
+        ):
+            for gateway in (first, second):
+                await gateway.wait_until(lambda s: s.cluster.peers == 1)
+            await Echo.register(b, "b", Echo)
+            await converged([first, second], agent_types=1, subscriptions=1)
+            a.add_message_serializer(serializers_for_type(Pong))
+            # through the first gateway to the second: one message each way at least
+            assert await a.send_message(Ping("hi"), AgentId("b", "k")) == Pong("b/k:hi")
+            texts = [
+                (await scrape(f"http://{gateway.metrics_address}/metrics"))[2]
+                for gateway in (first, second)
+            ]
+    for got in map(samples, texts):
+        # each gateway counts its one worker, not the other gateway's connection
+        assert got[("agentwire_gateway_workers", ())] == 1
+        assert got[("agentwire_gateway_clients", ())] == 1
+        assert got[("agentwire_gateway_peer_connections", ())] == 1
+        assert got[("agentwire_gateway_cluster_peers", ())] == 1
+        assert got[("agentwire_gateway_cluster_redis_reachable", ())] == 1
+        assert got[("agentwire_gateway_cluster_joins_total", ())] == 1
+        assert got[("agentwire_gateway_cluster_messages_lost_total", ())] == 0
+    sent = samples(texts[0])[("agentwire_gateway_cluster_messages_total", (("direction", "sent"),))]
+    received = samples(texts[1])[
+        ("agentwire_gateway_cluster_messages_total", (("direction", "received"),))
+    ]
+    assert sent >= 1
+    assert received >= 1
+    batches = ("agentwire_gateway_cluster_batches_total", (("direction", "sent"),))
+    assert 1 <= samples(texts[0])[batches] <= sent
+
+
+async def test_a_gateway_without_cluster_state_or_placement_has_none_of_their_metrics() -> None:
+    with trio.fail_after(GUARD):
+        async with open_gateway("127.0.0.1:0") as gw, metrics_for(gw) as server:
+            _, _, text = await scrape(server.url)
+    absent = (
+        "agentwire_gateway_cluster_",
+        "agentwire_gateway_state_",
+        "agentwire_gateway_placement_",
+    )
+    assert not [name for name, _ in samples(text) if name.startswith(absent)]
+    assert ("agentwire_gateway_peer_connections", ()) in samples(text)
+
+
+async def test_the_state_service_reports_requests_served_and_failed() -> None:
+    store = MemoryStateStore()
+    with trio.fail_after(GUARD):
+        async with (
+            open_gateway("127.0.0.1:0", state_store=store) as gw,
+            metrics_for(gw) as server,
+            open_worker(gw.address) as runtime,
+        ):
+            remote = GatewayStateStore(runtime._worker.link)
+            assert await remote.commit(AGENT, 0, Snapshot({"count": 1})) == 1
+            with pytest.raises(StateConflictError):
+                await remote.commit(AGENT, 0, Snapshot({"count": 2}))
+            _, _, text = await scrape(server.url)
+            state = gw.statistics().state
+    got = samples(text)
+    outcome = "agentwire_gateway_state_requests_total"
+    assert got[(outcome, (("outcome", "served"),))] == 1
+    assert got[(outcome, (("outcome", "failed"),))] == 1
+    assert got[(outcome, (("outcome", "refused"),))] == 0
+    assert got[("agentwire_gateway_state_requests_waiting", ())] == 0
+    assert state is not None
+    assert (state.served, state.failed, state.refused, state.waiting) == (1, 1, 0, 0)
+
+
+async def test_shared_agent_types_report_their_workers_and_placed_agents() -> None:
+    EchoBase.inbox = Inbox()
+    with trio.fail_after(GUARD):
+        async with (
+            open_gateway("127.0.0.1:0", placement="hash", startup_grace=0) as gw,
+            metrics_for(gw) as server,
+            open_worker(gw.address) as a,
+            open_worker(gw.address) as b,
+            open_worker(gw.address) as caller,
+        ):
+            await Echo.register(a, "shared", Echo)
+            await Echo.register(b, "shared", Echo)
+            caller.add_message_serializer(serializers_for_type(Pong))
+            for key in ("k1", "k2", "k3"):
+                assert await caller.send_message(Ping("hi"), AgentId("shared", key)) == Pong(
+                    f"shared/{key}:hi"
+                )
+            _, _, text = await scrape(server.url)
+    got = samples(text)
+    shared = (("agent_type", "shared"),)
+    assert got[("agentwire_gateway_placement_workers", shared)] == 2
+    assert got[("agentwire_gateway_placement_draining", shared)] == 0
+    assert got[("agentwire_gateway_placement_keys", shared)] == 3
+    assert got[("agentwire_gateway_placed_agents", ())] == 3

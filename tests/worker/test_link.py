@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -452,3 +453,104 @@ async def test_a_rotation_that_reaches_no_gateway_names_each_failure() -> None:
             await nursery.start(link.run)
     assert "a:1: OSError: connection refused" in str(info.value)
     assert "b:2: OSError: no route to host" in str(info.value)
+
+
+class HeldChannel(FakeChannel):
+    """A FakeChannel whose unary calls wait for ``release`` while ``held``."""
+
+    held = False
+    release = trio.Event()
+
+    async def unary(self, path: str, request: bytes, **kwargs: object) -> bytes:
+        answer = await super().unary(path, request, **kwargs)  # type: ignore[arg-type]
+        if HeldChannel.held:
+            await HeldChannel.release.wait()
+        return answer
+
+
+async def test_a_reconnect_issues_every_registration_before_the_first_answer(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.worker.test_link.FakeChannel", HeldChannel)
+    monkeypatch.setattr(HeldChannel, "release", trio.Event())
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        await link.register_agent_type("a")
+        for name in ("s1", "s2", "s3"):
+            await link.add_subscription(pb.Subscription(id=name))
+        monkeypatch.setattr(HeldChannel, "held", True)
+        await net.cut()
+        await link.wait_for_state(ConnectionState.CONNECTING)
+        await trio.testing.wait_all_tasks_blocked()
+        # All four are out, none answered: the link is not ready yet.
+        assert unary_log(net.channels[1]) == [
+            ("type", "a"),
+            ("sub", "s1"),
+            ("sub", "s2"),
+            ("sub", "s3"),
+        ]
+        assert link.state is ConnectionState.CONNECTING
+        assert link.session is None
+        HeldChannel.release.set()
+        await link.wait_for_state(ConnectionState.CONNECTED)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_replay_fails_the_attempt_with_the_first_failure_in_order(
+    autojump_clock: trio.testing.MockClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def refuse_all_but_s1(path: str, request: bytes, metadata: dict[str, str]) -> bytes:
+        name = pb.AddSubscriptionRequest.FromString(request).subscription.id
+        if name != "s1":
+            raise RuntimeError(f"refused {name}")
+        return b""
+
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        for name in ("s1", "s2", "s3"):
+            await link.add_subscription(pb.Subscription(id=name))
+        monkeypatch.setattr(
+            "tests.worker.test_link.FakeChannel",
+            functools.partial(FakeChannel, unary_handler=refuse_all_but_s1),
+        )
+        with caplog.at_level(logging.INFO, logger="agentwire.worker"):
+            await net.cut()
+            while link.statistics().failed_attempts < 2:
+                await link.wait_state_change()
+        nursery.cancel_scope.cancel()
+    failures = [r.getMessage() for r in caplog.records if "attempt failed" in r.getMessage()]
+    assert len(failures) >= 2
+    assert all("refused s2" in failure for failure in failures)
+    assert link.statistics().registrations == 3  # nothing taken out of the log
+
+
+async def test_registrations_made_at_once_are_all_in_flight_at_once(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tests.worker.test_link.FakeChannel", HeldChannel)
+    monkeypatch.setattr(HeldChannel, "release", trio.Event())
+    monkeypatch.setattr(HeldChannel, "held", True)
+    net = FakeNetwork()
+    link = WorkerLink(net.connect, Handler(), reconnect=FAST)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(link.run)
+        async with trio.open_nursery() as calls:
+            calls.start_soon(link.register_agent_type, "a")
+            for name in ("s1", "s2"):
+                calls.start_soon(link.add_subscription, pb.Subscription(id=name))
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(unary_log(net.channels[0])) == [
+                ("sub", "s1"),
+                ("sub", "s2"),
+                ("type", "a"),
+            ]
+            assert link.statistics().registrations == 0  # none answered yet
+            HeldChannel.release.set()
+        assert link.statistics().registrations == 3
+        nursery.cancel_scope.cancel()

@@ -509,6 +509,10 @@ class GatewayHub:
         """``(client_id, agent types, subscription count, data stream open)`` per client."""
         return self._table.clients()
 
+    def peer_gateways(self) -> set[str]:
+        """The client-ids that are other gateways of a cluster (their connections here)."""
+        return {conn.client_id for conn in self._links if conn.peer}
+
     def set_message_policy(self, policy: MessagePolicy | None) -> None:
         """Ask *policy* about every RPC and event before routing it (access control)."""
         self._table.policy = policy

@@ -5,6 +5,7 @@ alone): the request is empty, the answer is UTF-8 JSON::
 
     {"clients": [{"client_id": ..., "agent_types": [...], "subscriptions": 2,
                   "connected": true}, ...],
+     "gateways": [the same for each other gateway of a cluster, as this one sees it],
      "subscriptions": [{"id": ..., "agent_type": ..., "topic_type": ...}
                        or {..., "topic_type_prefix": ...}, ...],
      "statistics": {"data_connections": 1, "events_received": 3, ...,
@@ -83,23 +84,34 @@ class OperatorService:
         except AuthenticationError as exc:
             raise GRPCError(Status.UNAUTHENTICATED, str(exc)) from None
         hub = self._hub
-        clients = [
-            {
-                "client_id": client_id,
-                "agent_types": list(types),
-                "subscriptions": subscriptions,
-                "connected": connected,
-            }
+        peers = hub.peer_gateways()
+        listed = [
+            (
+                client_id,
+                {
+                    "client_id": client_id,
+                    "agent_types": list(types),
+                    "subscriptions": subscriptions,
+                    "connected": connected,
+                },
+            )
             for client_id, types, subscriptions, connected in hub.clients()
             if guard.may_see(principal, client_id)
         ]
+        clients = [entry for client_id, entry in listed if client_id not in peers]
+        gateways = [entry for client_id, entry in listed if client_id in peers]
         subscriptions = [
             subscription_to_json(sub)
             for sub in hub.subscriptions()
             if guard.may_see(principal, hub.subscription_owner(sub.id))
         ]
         statistics = attrs.asdict(hub.statistics())  # nested records become objects
-        status = {"clients": clients, "subscriptions": subscriptions, "statistics": statistics}
+        status = {
+            "clients": clients,
+            "gateways": gateways,
+            "subscriptions": subscriptions,
+            "statistics": statistics,
+        }
         return json.dumps(status).encode()
 
 
@@ -115,6 +127,15 @@ def format_status(status: dict[str, Any]) -> str:
             f"  {client.get('client_id')}  {state}  types: {types}  "
             f"subscriptions: {client.get('subscriptions', 0)}"
         )
+    gateways = status.get("gateways", [])
+    if gateways:
+        lines.append(f"other gateways of the cluster: {len(gateways)}")
+        for gateway in gateways:
+            types = ", ".join(gateway.get("agent_types", [])) or "(no agent types)"
+            lines.append(
+                f"  {gateway.get('client_id')}  types: {types}  "
+                f"subscriptions: {gateway.get('subscriptions', 0)}"
+            )
     subscriptions = status.get("subscriptions", [])
     lines.append(f"subscriptions: {len(subscriptions)}")
     lines.extend(f"  {format_subscription(sub)}" for sub in subscriptions)

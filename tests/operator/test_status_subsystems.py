@@ -88,3 +88,31 @@ def test_the_text_status_names_draining_workers_and_an_unreachable_redis() -> No
     assert "  shared  workers: 2  agents: 3  draining: w2\n    w1: 3\n    w2: 0" in text
     assert "  clients: 1" in text
     assert "cluster: {" not in text
+
+
+async def test_status_lists_the_other_gateways_of_a_cluster_apart_from_its_clients(
+    redis_url: str,
+) -> None:
+    EchoBase.inbox = Inbox()
+    with trio.fail_after(GUARD):
+        async with (
+            cluster_gateway(redis_url) as first,
+            cluster_gateway(redis_url) as second,
+            open_worker(first.address) as near,
+            open_worker(second.address) as far,
+        ):
+            await Echo.register(far, "far-echo", Echo)
+            await first.wait_until(lambda s: s.agent_types == 1)
+            near_id = near.statistics().client_id
+            as_json = await agentwire("status", "--gateway", first.address, "--json")
+            text = await agentwire("status", "--gateway", first.address)
+    assert as_json.status == text.status == 0, as_json.err + text.err
+    status = json.loads(as_json.out)
+    assert [client["client_id"] for client in status["clients"]] == [near_id]
+    assert len(status["clients"]) == status["statistics"]["clients"]
+    [gateway] = status["gateways"]
+    assert second.cluster is not None
+    assert gateway["client_id"].endswith(second.cluster.id)
+    assert gateway["agent_types"] == ["far-echo"]
+    assert "clients: 1\n" in text.out
+    assert "other gateways of the cluster: 1\n" in text.out

@@ -124,3 +124,44 @@ async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_caller
     assert proc.returncode == -signal.SIGKILL
     assert len(outcome) == 1
     assert "left the cluster or became unreachable" in str(outcome[0])
+
+
+async def test_a_stopped_gateway_is_dropped_and_rejoins_with_its_types_when_it_resumes(
+    redis_url: str,
+) -> None:
+    Stuck.started = trio.Event()
+    outcome: list[ConnectionLostError] = []
+    with trio.fail_after(GUARD), gateway_process(redis_url, lease=1.0) as proc:
+        assert proc.stdout is not None
+        line = await trio.to_thread.run_sync(proc.stdout.readline)
+        assert line.startswith("agentwire gateway listening on "), line
+        address = line.rsplit(" ", 1)[1].strip()
+        async with (
+            cluster_gateway(redis_url) as survivor,
+            open_worker(survivor.address) as caller,
+            open_worker(address) as server,
+        ):
+            caller.add_message_serializer(serializers_for_type(Pong))
+            await Stuck.register(server, "stuck", Stuck)
+            await Echo.register(server, "far", Echo)
+            await survivor.wait_until(lambda s: s.agent_types == 2)
+            assert await caller.send_message(Ping("1"), AgentId("far", "k")) == Pong("far/k:1")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call_stuck, caller, outcome)
+                await Stuck.started.wait()
+                proc.send_signal(signal.SIGSTOP)
+            # The stopped gateway's lease ran out: its caller was answered, its types dropped.
+            assert len(outcome) == 1
+            assert "left the cluster or became unreachable" in str(outcome[0])
+            await survivor.wait_until(lambda s: s.agent_types == 0)
+            with pytest.raises(UndeliverableError):
+                await caller.send_message(Ping("2"), AgentId("far", "k"))
+
+            proc.send_signal(signal.SIGCONT)
+            # It finds its lease gone, joins again and claims its agent types again.
+            await survivor.wait_until(lambda s: s.agent_types == 2)
+            assert await caller.send_message(Ping("3"), AgentId("far", "k")) == Pong("far/k:3")
+            assert survivor.cluster is not None
+            assert survivor.cluster.statistics().peers == 1
+            assert server.statistics().connects == 1  # the gateway, not the worker, healed it

@@ -1,6 +1,6 @@
 """Faults of a cluster: Redis stopped and started again, a gateway process
-killed. Local traffic goes on, cross-gateway calls fail fast with a clear
-error, the cluster heals."""
+killed, one stopped for longer than its lease. Local traffic goes on,
+cross-gateway calls fail fast with a clear error, the cluster heals."""
 
 from __future__ import annotations
 
@@ -154,13 +154,14 @@ async def test_a_stopped_gateway_is_dropped_and_rejoins_with_its_types_when_it_r
             # The stopped gateway's lease ran out: its caller was answered, its types dropped.
             assert len(outcome) == 1
             assert "left the cluster or became unreachable" in str(outcome[0])
-            await survivor.wait_until(lambda s: s.agent_types == 0)
+            await survivor.wait_until(lambda s: s.agent_types == 0 and s.subscriptions == 0)
             with pytest.raises(UndeliverableError):
                 await caller.send_message(Ping("2"), AgentId("far", "k"))
 
             proc.send_signal(signal.SIGCONT)
-            # It finds its lease gone, joins again and claims its agent types again.
-            await survivor.wait_until(lambda s: s.agent_types == 2)
+            # It finds its lease gone, joins again and claims its agent types and
+            # subscriptions again.
+            await converged([survivor], agent_types=2, subscriptions=2)
             assert await caller.send_message(Ping("3"), AgentId("far", "k")) == Pong("far/k:3")
             assert survivor.cluster is not None
             assert survivor.cluster.statistics().peers == 1

@@ -96,16 +96,21 @@ def gateway_process(redis_url: str, lease: float) -> Iterator[subprocess.Popen[s
         proc.wait()
 
 
+async def listening_address(proc: subprocess.Popen[str]) -> str:
+    """The address a gateway process prints once it listens."""
+    assert proc.stdout is not None
+    line = await trio.to_thread.run_sync(proc.stdout.readline)
+    assert line.startswith("agentwire gateway listening on "), line
+    return line.rsplit(" ", 1)[1].strip()
+
+
 async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_callers_are_answered(
     redis_url: str,
 ) -> None:
     Stuck.started = trio.Event()
     outcome: list[ConnectionLostError] = []
     with trio.fail_after(GUARD), gateway_process(redis_url, lease=1.0) as proc:
-        assert proc.stdout is not None
-        line = await trio.to_thread.run_sync(proc.stdout.readline)
-        assert line.startswith("agentwire gateway listening on "), line
-        address = line.rsplit(" ", 1)[1].strip()
+        address = await listening_address(proc)
         async with (
             cluster_gateway(redis_url) as survivor,
             open_worker(survivor.address) as caller,
@@ -132,10 +137,7 @@ async def test_a_stopped_gateway_is_dropped_and_rejoins_with_its_types_when_it_r
     Stuck.started = trio.Event()
     outcome: list[ConnectionLostError] = []
     with trio.fail_after(GUARD), gateway_process(redis_url, lease=1.0) as proc:
-        assert proc.stdout is not None
-        line = await trio.to_thread.run_sync(proc.stdout.readline)
-        assert line.startswith("agentwire gateway listening on "), line
-        address = line.rsplit(" ", 1)[1].strip()
+        address = await listening_address(proc)
         async with (
             cluster_gateway(redis_url) as survivor,
             open_worker(survivor.address) as caller,

@@ -230,12 +230,13 @@ async def test_a_busy_inbox_keeps_only_the_entries_of_its_last_deletes(redis_url
             caller.add_message_serializer(serializers_for_type(Pong))
             await Echo.register(server, "far", Echo)
             await first.wait_until(lambda s: s.agent_types == 1)
-            for i in range(3 * DELETE_EVERY):
+            for i in range(4 * DELETE_EVERY):
                 assert await caller.send_message(Ping(str(i)), AgentId("far", "k")) == Pong(
                     f"far/k:{i}"
                 )
             for gateway in (first, second):
                 assert gateway.cluster is not None
                 inbox = f"{gateway.cluster.config.prefix}inbox:{gateway.cluster.id}"
-                # Each entry read is deleted with the read after DELETE_EVERY more.
-                assert await redis.xlen(inbox) <= DELETE_EVERY
+                # What was read is deleted once DELETE_EVERY entries were (with the
+                # next read); a read takes at most 64 more.
+                assert await redis.xlen(inbox) < 2 * DELETE_EVERY

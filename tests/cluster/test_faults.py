@@ -7,8 +7,8 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import trio
@@ -16,7 +16,9 @@ import trio
 from agentwire import (
     AgentId,
     ConnectionLostError,
+    Gateway,
     UndeliverableError,
+    WorkerRuntime,
     open_worker,
     serializers_for_type,
 )
@@ -96,12 +98,23 @@ def gateway_process(redis_url: str, lease: float) -> Iterator[subprocess.Popen[s
         proc.wait()
 
 
-async def listening_address(proc: subprocess.Popen[str]) -> str:
-    """The address a gateway process prints once it listens."""
-    assert proc.stdout is not None
-    line = await trio.to_thread.run_sync(proc.stdout.readline)
-    assert line.startswith("agentwire gateway listening on "), line
-    return line.rsplit(" ", 1)[1].strip()
+@asynccontextmanager
+async def survivor_and_process(
+    redis_url: str,
+) -> AsyncIterator[tuple[subprocess.Popen[str], Gateway, WorkerRuntime, WorkerRuntime]]:
+    """A gateway process (lease 1 s) and one in this program, each with a worker:
+    (the process, the in-program gateway, its worker, the process's worker)."""
+    with gateway_process(redis_url, lease=1.0) as proc:
+        assert proc.stdout is not None
+        line = await trio.to_thread.run_sync(proc.stdout.readline)
+        assert line.startswith("agentwire gateway listening on "), line
+        address = line.rsplit(" ", 1)[1].strip()
+        async with (
+            cluster_gateway(redis_url) as survivor,
+            open_worker(survivor.address) as caller,
+            open_worker(address) as server,
+        ):
+            yield proc, survivor, caller, server
 
 
 async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_callers_are_answered(
@@ -109,13 +122,8 @@ async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_caller
 ) -> None:
     Stuck.started = trio.Event()
     outcome: list[ConnectionLostError] = []
-    with trio.fail_after(GUARD), gateway_process(redis_url, lease=1.0) as proc:
-        address = await listening_address(proc)
-        async with (
-            cluster_gateway(redis_url) as survivor,
-            open_worker(survivor.address) as caller,
-            open_worker(address) as server,
-        ):
+    with trio.fail_after(GUARD):
+        async with survivor_and_process(redis_url) as (proc, survivor, caller, server):
             await Stuck.register(server, "stuck", Stuck)
             await survivor.wait_until(lambda s: s.agent_types == 1)
 
@@ -136,13 +144,8 @@ async def test_a_stopped_gateway_is_dropped_and_rejoins_with_its_types_when_it_r
 ) -> None:
     Stuck.started = trio.Event()
     outcome: list[ConnectionLostError] = []
-    with trio.fail_after(GUARD), gateway_process(redis_url, lease=1.0) as proc:
-        address = await listening_address(proc)
-        async with (
-            cluster_gateway(redis_url) as survivor,
-            open_worker(survivor.address) as caller,
-            open_worker(address) as server,
-        ):
+    with trio.fail_after(GUARD):
+        async with survivor_and_process(redis_url) as (proc, survivor, caller, server):
             caller.add_message_serializer(serializers_for_type(Pong))
             await Stuck.register(server, "stuck", Stuck)
             await Echo.register(server, "far", Echo)

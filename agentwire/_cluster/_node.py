@@ -6,9 +6,10 @@ view (``_view.py``) and Redis (``_redis.py``).
   events for them are routed to it, an event once per gateway). A pump task
   per peer takes what the hub routes to it in batches and appends each batch
   to P's inbox stream in one round trip. One reader task takes batches from
-  this gateway's inbox (XREADGROUP with COUNT and a finite BLOCK), feeds each
-  message into the sender's peer connection as if that client had sent it,
-  and acknowledges them in one round trip.
+  this gateway's inbox (XREADGROUP NOACK with COUNT and a finite BLOCK), feeds
+  each message into the sender's peer connection as if that client had sent
+  it, and deletes what it read every DELETE_EVERY entries (in the round trip
+  of a read), or when idle.
 * RegisterAgent and AddSubscription of a local client are claimed in Redis
   first (atomically, cluster-wide), then recorded locally; what a client
   leaves behind is released. A follower task applies the change stream to
@@ -60,6 +61,8 @@ __all__ = ["PEER_PREFIX", "ClusterConfig", "ClusterNode", "ClusterStatistics", "
 logger = logging.getLogger("agentwire.cluster")
 
 PEER_PREFIX = "agentwire-peer:"
+# Entries of the inbox deleted in one go (one command per this many read, while busy).
+DELETE_EVERY = 64
 """The client-id prefix of the peer connections (one per other gateway)."""
 
 # What "Redis cannot be reached" looks like (coredis errors, sockets, timeouts).
@@ -514,10 +517,16 @@ class ClusterNode:
 
     async def _read_inbox(self, backend: RedisBackend) -> None:
         block = int(self.config.heartbeat * 1000)
-        done: list[bytes] = []
+        done: list[bytes] = []  # read, to delete (in the round trip of a later read)
+        idle = False
         while True:
-            entries = await backend.read_inbox(64, block, done)
-            for _, sender, blob in entries:
+            due = idle or len(done) >= DELETE_EVERY
+            entries = await backend.read_inbox(64, block, done if due else ())
+            if due:
+                done = []
+            idle = not entries
+            for entry_id, sender, blob in entries:
+                done.append(entry_id)
                 try:
                     messages = unpack_batch(blob)
                 except struct.error:
@@ -527,7 +536,6 @@ class ClusterNode:
                 self._batches_received += 1
                 self._messages_received += len(messages)
                 await self._deliver(backend, sender, messages)
-            done = [entry_id for entry_id, _, _ in entries]
 
     async def _deliver(self, backend: RedisBackend, sender: str, messages: list[bytes]) -> None:
         conn = self._peers.get(sender)

@@ -10,8 +10,9 @@ Keys, all under ``prefix`` (default ``agentwire:``):
   -> id (AutoGen's duplicate rule: same id, or same kind, agent type and topic).
 * ``version``: incremented by every change; ``changes``: a stream of the
   changes (field ``v`` the version each produced), trimmed to about 10,000.
-* ``inbox:<gateway>``: a gateway's inbox stream (consumer group ``gw``); each
-  entry carries one batch of ``agents.Message`` s from one sender.
+* ``inbox:<gateway>``: a gateway's inbox stream (consumer group ``gw``, read
+  without acknowledgement); each entry carries one batch of
+  ``agents.Message`` s from one sender; the reader deletes what it read.
 
 Every change of the shared state is one Lua script: it checks, writes,
 increments ``version`` and appends to ``changes`` atomically. An owner whose
@@ -348,17 +349,24 @@ class RedisBackend:
         self, count: int, block_ms: int, done: Sequence[bytes] = ()
     ) -> list[tuple[bytes, str, bytes]]:
         """Up to *count* batches (entry id, sender, batch), waiting up to
-        *block_ms*; acknowledges and deletes the entries *done* first, in the
-        same round trip."""
+        *block_ms*; deletes the entries *done* first, in the same round trip.
+
+        Entries are read without acknowledgement (``NOACK``): an inbox is
+        deleted with its gateway, so nothing could ever claim a pending one,
+        and each read is one reply (no separate reply for an acknowledgement
+        waking the reader). The reader deletes what it read in batches."""
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                if done:
-                    pipe.xack(self.inbox, GROUP, done)
+            if done:
+                async with self.client.pipeline(transaction=False) as pipe:
                     pipe.xdel(self.inbox, done)
-                read = pipe.xreadgroup(
-                    GROUP, "reader", {self.inbox: ">"}, count=count, block=block_ms
+                    read = pipe.xreadgroup(
+                        GROUP, "reader", {self.inbox: ">"}, count=count, block=block_ms, noack=True
+                    )
+                found: Any = await read
+            else:
+                found = await self.client.xreadgroup(
+                    GROUP, "reader", {self.inbox: ">"}, count=count, block=block_ms, noack=True
                 )
-            found: Any = await read
         except coredis.exceptions.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

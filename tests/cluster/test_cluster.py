@@ -214,3 +214,29 @@ async def test_of_two_gateways_claiming_one_agent_type_at_once_exactly_one_wins(
     assert "registered" in outcomes
     [refusal] = [o for o in outcomes if o != "registered"]
     assert "Agent type echo already registered with client" in refusal
+
+
+async def test_a_busy_inbox_keeps_only_the_entries_of_its_last_deletes(redis_url: str) -> None:
+    import coredis
+
+    from agentwire._cluster._node import DELETE_EVERY
+
+    with trio.fail_after(GUARD):
+        async with (
+            open_cluster(redis_url, 2) as (first, second),
+            open_workers([first, second]) as (caller, server),
+            coredis.Redis.from_url(redis_url) as redis,
+        ):
+            caller.add_message_serializer(serializers_for_type(Pong))
+            await Echo.register(server, "far", Echo)
+            await first.wait_until(lambda s: s.agent_types == 1)
+            for i in range(4 * DELETE_EVERY):
+                assert await caller.send_message(Ping(str(i)), AgentId("far", "k")) == Pong(
+                    f"far/k:{i}"
+                )
+            for gateway in (first, second):
+                assert gateway.cluster is not None
+                inbox = f"{gateway.cluster.config.prefix}inbox:{gateway.cluster.id}"
+                # What was read is deleted once DELETE_EVERY entries were (with the
+                # next read); a read takes at most 64 more.
+                assert await redis.xlen(inbox) < 2 * DELETE_EVERY

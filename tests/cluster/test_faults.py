@@ -1,14 +1,14 @@
 """Faults of a cluster: Redis stopped and started again, a gateway process
-killed. Local traffic goes on, cross-gateway calls fail fast with a clear
-error, the cluster heals."""
+killed, one stopped for longer than its lease. Local traffic goes on,
+cross-gateway calls fail fast with a clear error, the cluster heals."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import trio
@@ -16,7 +16,9 @@ import trio
 from agentwire import (
     AgentId,
     ConnectionLostError,
+    Gateway,
     UndeliverableError,
+    WorkerRuntime,
     open_worker,
     serializers_for_type,
 )
@@ -96,12 +98,13 @@ def gateway_process(redis_url: str, lease: float) -> Iterator[subprocess.Popen[s
         proc.wait()
 
 
-async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_callers_are_answered(
+@asynccontextmanager
+async def survivor_and_process(
     redis_url: str,
-) -> None:
-    Stuck.started = trio.Event()
-    outcome: list[ConnectionLostError] = []
-    with trio.fail_after(GUARD), gateway_process(redis_url, lease=1.0) as proc:
+) -> AsyncIterator[tuple[subprocess.Popen[str], Gateway, WorkerRuntime, WorkerRuntime]]:
+    """A gateway process (lease 1 s) and one in this program, each with a worker:
+    (the process, the in-program gateway, its worker, the process's worker)."""
+    with gateway_process(redis_url, lease=1.0) as proc:
         assert proc.stdout is not None
         line = await trio.to_thread.run_sync(proc.stdout.readline)
         assert line.startswith("agentwire gateway listening on "), line
@@ -111,6 +114,16 @@ async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_caller
             open_worker(survivor.address) as caller,
             open_worker(address) as server,
         ):
+            yield proc, survivor, caller, server
+
+
+async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_callers_are_answered(
+    redis_url: str,
+) -> None:
+    Stuck.started = trio.Event()
+    outcome: list[ConnectionLostError] = []
+    with trio.fail_after(GUARD):
+        async with survivor_and_process(redis_url) as (proc, survivor, caller, server):
             await Stuck.register(server, "stuck", Stuck)
             await survivor.wait_until(lambda s: s.agent_types == 1)
 
@@ -124,3 +137,37 @@ async def test_a_killed_gateway_is_dropped_when_its_lease_expires_and_its_caller
     assert proc.returncode == -signal.SIGKILL
     assert len(outcome) == 1
     assert "left the cluster or became unreachable" in str(outcome[0])
+
+
+async def test_a_stopped_gateway_is_dropped_and_rejoins_with_its_types_when_it_resumes(
+    redis_url: str,
+) -> None:
+    Stuck.started = trio.Event()
+    outcome: list[ConnectionLostError] = []
+    with trio.fail_after(GUARD):
+        async with survivor_and_process(redis_url) as (proc, survivor, caller, server):
+            caller.add_message_serializer(serializers_for_type(Pong))
+            await Stuck.register(server, "stuck", Stuck)
+            await Echo.register(server, "far", Echo)
+            await survivor.wait_until(lambda s: s.agent_types == 2)
+            assert await caller.send_message(Ping("1"), AgentId("far", "k")) == Pong("far/k:1")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(call_stuck, caller, outcome)
+                await Stuck.started.wait()
+                proc.send_signal(signal.SIGSTOP)
+            # The stopped gateway's lease ran out: its caller was answered, its types dropped.
+            assert len(outcome) == 1
+            assert "left the cluster or became unreachable" in str(outcome[0])
+            await survivor.wait_until(lambda s: s.agent_types == 0 and s.subscriptions == 0)
+            with pytest.raises(UndeliverableError):
+                await caller.send_message(Ping("2"), AgentId("far", "k"))
+
+            proc.send_signal(signal.SIGCONT)
+            # It finds its lease gone, joins again and claims its agent types and
+            # subscriptions again.
+            await converged([survivor], agent_types=2, subscriptions=2)
+            assert await caller.send_message(Ping("3"), AgentId("far", "k")) == Pong("far/k:3")
+            assert survivor.cluster is not None
+            assert survivor.cluster.statistics().peers == 1
+            assert server.statistics().connects == 1  # the gateway, not the worker, healed it

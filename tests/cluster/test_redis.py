@@ -130,7 +130,7 @@ async def test_a_batch_sent_to_a_live_gateway_is_read_once_and_never_to_a_gone_o
             ("g2", [b"c"]),
         ]
         assert await g1.read_inbox(10, 10, [entry_id for entry_id, _, _ in entries]) == []
-        assert await g1.client.xlen(g1.inbox) == 0  # acknowledged and deleted
+        assert await g1.client.xlen(g1.inbox) == 0  # deleted
         assert not await g2.send("nobody", pack_batch([b"x"]))
 
 

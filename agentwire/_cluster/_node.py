@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import coredis
 import trio
 from google.protobuf.message import DecodeError
@@ -38,12 +37,13 @@ from grpclib.const import Status
 
 from .._errors import InvalidIdentifierError, InvalidSubscriptionError
 from .._gateway._actions import error_response
-from .._gateway._hub import Connection, GatewayHub, _positive
+from .._gateway._hub import Connection, GatewayHub
 from .._gateway._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, RoutingError
 from .._ids import is_valid_agent_type
 from .._proto import agent_worker_pb2 as pb
 from .._subscriptions import Subscription, _content_key, subscription_from_proto
 from .._wire import ErrorKind
+from ._config import PEER_PREFIX, ClusterConfig, ClusterStatistics
 from ._redis import NotAMember, RedisBackend, pack_batch, unpack_batch
 from ._view import (
     AddSubscription,
@@ -60,50 +60,11 @@ __all__ = ["PEER_PREFIX", "ClusterConfig", "ClusterNode", "ClusterStatistics", "
 
 logger = logging.getLogger("agentwire.cluster")
 
-PEER_PREFIX = "agentwire-peer:"
 # Entries of the inbox deleted in one go (one command per this many read, while busy).
 DELETE_EVERY = 64
-"""The client-id prefix of the peer connections (one per other gateway)."""
 
 # What "Redis cannot be reached" looks like (coredis errors, sockets, timeouts).
 REDIS_ERRORS = (coredis.exceptions.RedisError, OSError, NotAMember)
-
-
-@attrs.frozen(slots=True)
-class ClusterConfig:
-    """``url``: ``redis://HOST:PORT/DB``. ``lease``: seconds a gateway stays a
-    member without renewing (the others fail its requests in flight once it
-    is over); ``heartbeat``: seconds between renewals (well under ``lease``).
-    ``prefix``: of every Redis key (several clusters can share one Redis)."""
-
-    url: str
-    lease: float = attrs.field(default=5.0, validator=_positive)
-    heartbeat: float = attrs.field(default=1.0, validator=_positive)
-    prefix: str = "agentwire:"
-    batch_messages: int = attrs.field(default=500, validator=attrs.validators.ge(1))
-    batch_bytes: int = attrs.field(default=1 << 20, validator=attrs.validators.ge(1))
-
-    def __attrs_post_init__(self) -> None:
-        if not self.heartbeat < self.lease:
-            raise ValueError(
-                f"the heartbeat ({self.heartbeat:g} s) must be shorter than the lease "
-                f"({self.lease:g} s)"
-            )
-
-
-@attrs.frozen(slots=True)
-class ClusterStatistics:
-    gateway_id: str
-    joined: bool  # a session with Redis is up
-    peers: int  # other gateways connected
-    batches_sent: int
-    messages_sent: int
-    batches_received: int
-    messages_received: int
-    messages_lost: (
-        int  # could not be delivered to or from a peer (events dropped, requests answered)
-    )
-    joins: int  # sessions begun (1 + re-joins)
 
 
 def _unreachable(what: str) -> RoutingError:

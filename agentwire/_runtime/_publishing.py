@@ -33,12 +33,18 @@ from .._agents import MessageContext
 from .._errors import OverloadedError, RuntimeClosedError
 from .._ids import AgentId, TopicId
 from .._subscriptions import Subscription
+from . import _mailbox
 from ._activation import Activation, AgentSlot
-from ._mailbox import Envelope, Mailboxes, rpc_chain
+from ._mailbox import Envelope, Mailboxes
 
 __all__ = ["Publishing"]
 
 logger = logging.getLogger("agentwire.runtime")
+
+# Bound by assignment, not imported: CPython 3.11 compiles a method call on a
+# name bound by an import as an attribute load and a call (a bound method made
+# per call) instead of LOAD_METHOD; rpc_chain.get/set/reset run per message.
+rpc_chain = _mailbox.rpc_chain
 
 
 class Publishing(Mailboxes, Activation):

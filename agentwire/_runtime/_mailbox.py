@@ -60,15 +60,22 @@ from typing import Any
 import outcome
 import trio
 
+from .. import _ids
 from .._agents import MessageContext
 from .._errors import OverloadedError, RequestCancelledError, RuntimeClosedError
-from .._ids import AgentId, current_agent_id
-from .._observability._trace_context import current_trace
+from .._ids import AgentId
+from .._observability import _trace_context
 from ._activation import AgentSlot, DeliveryState
 
 __all__ = ["Envelope", "Mailboxes", "in_handler", "rpc_chain"]
 
 logger = logging.getLogger("agentwire.runtime")
+
+# Bound by assignment, not imported: CPython 3.11 compiles a method call on a
+# name bound by an import as an attribute load and a call (a bound method made
+# per call) instead of LOAD_METHOD; these context variables' methods run per message.
+current_agent_id = _ids.current_agent_id
+current_trace = _trace_context.current_trace
 
 # Agents whose handlers are waiting (directly or up the chain) on the RPC
 # being made from the current context; see "Re-entrancy" in ``_requests``.

@@ -41,9 +41,7 @@ __all__ = ["Publishing"]
 
 logger = logging.getLogger("agentwire.runtime")
 
-# Bound by assignment, not imported: CPython 3.11 compiles a method call on a
-# name bound by an import as an attribute load and a call (a bound method made
-# per call) instead of LOAD_METHOD; rpc_chain.get/set/reset run per message.
+# Bound by assignment, not imported, for LOAD_METHOD (see ``_mailbox``).
 rpc_chain = _mailbox.rpc_chain
 
 

@@ -50,9 +50,10 @@ from typing import Any
 
 import trio
 
+from .. import _ids
 from .._agents import Cancellation, MessageContext
 from .._errors import RuntimeClosedError
-from .._ids import AgentId, current_agent_id
+from .._ids import AgentId
 from . import _mailbox
 from ._activation import Activation, AgentSlot
 from ._mailbox import Envelope, Mailboxes
@@ -61,10 +62,9 @@ __all__ = ["Requests"]
 
 logger = logging.getLogger("agentwire.runtime")
 
-# Bound by assignment, not imported: CPython 3.11 compiles a method call on a
-# name bound by an import as an attribute load and a call (a bound method made
-# per call) instead of LOAD_METHOD; rpc_chain.get/set/reset run per message.
+# Bound by assignment, not imported, for LOAD_METHOD (see ``_mailbox``).
 rpc_chain = _mailbox.rpc_chain
+current_agent_id = _ids.current_agent_id
 
 
 class Requests(Mailboxes, Activation):

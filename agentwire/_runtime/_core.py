@@ -4,8 +4,8 @@ One :class:`Runtime` class serves ``open_runtime`` (in-process) and
 ``open_worker`` (gRPC); what differs is the :class:`Router` underneath. The
 runtime never knows whether a message crossed a socket. How messages reach
 handlers (mailboxes, activation, inline and queued RPCs, publish fan-out,
-ordering, re-entrancy, cancellation) is :mod:`._delivery`'s business and is
-described there.
+ordering, re-entrancy, cancellation) is :mod:`._delivery`'s business (and of
+the parts it names) and is described there.
 
 * Publish handler exceptions are logged; with
   ``ignore_unhandled_exceptions=False`` the first one is re-raised from

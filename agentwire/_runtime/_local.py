@@ -62,7 +62,7 @@ async def open_runtime(
     * *mailbox_size*: messages each agent may have queued before senders wait.
     * *max_overflow*: messages handlers may queue past full mailboxes, for the
       whole runtime (handlers never wait for room); beyond it their sends and
-      publishes raise :class:`~agentwire.OverloadedError` (see ``_delivery``).
+      publishes raise :class:`~agentwire.OverloadedError` (see ``_mailbox``).
     * *ignore_unhandled_exceptions*: if False, the first exception raised by a
       handler of a published message is re-raised from ``stop_when_idle()``
       (and ``wait_idle()``) or when the block exits.

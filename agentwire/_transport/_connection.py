@@ -36,7 +36,7 @@ Invariants (every method below keeps them):
   pays back what it owes. Nothing is left open when the owner
   is gone, whatever the exit path (the release code is synchronous).
 - A stream may have a message handler (``OpenStream.handler``), called in
-  the reader task with each complete message that arrives while the stream's
+  the reader task with each complete uncompressed message that arrives while the stream's
   consumer is parked in :meth:`receive_message` with nothing queued, so it
   has finished with everything before. If it returns True it took the
   message (no wake-up of the consumer); if False the message is queued as
@@ -452,12 +452,13 @@ class Http2Connection(Http2Pump):
             for compressed, payload in messages:
                 if (
                     handler is not None
+                    and not compressed
                     and not queue
                     and not urgent
                     and st.recv_wakeup.task is not None
                 ):
                     try:
-                        taken = handler(payload, compressed, lone)
+                        taken = handler(payload, lone)
                     except Exception as exc:
                         log.exception("message handler of stream %d failed", st.id)
                         st.decoder = None

@@ -14,9 +14,8 @@ import trio.testing
 
 from agentwire._transport._connection import Http2Connection
 from agentwire._transport._framing import encode_message
-from agentwire._transport._h2fast import receive_plain_data
+from agentwire._transport._h2fast import receive_plain_data, try_send_data
 from agentwire._transport._h2fast import send_data as _send_data
-from agentwire._transport._h2fast import try_send_data
 from agentwire._transport._open_stream import OpenStream
 
 _HEADERS = [(":method", "POST"), (":path", "/s/m"), (":scheme", "http"), (":authority", "a")]
@@ -117,7 +116,8 @@ def test_a_non_blocking_fast_send_on_a_closed_stream_is_left_to_h2() -> None:
     sent = conn.data_to_send()
     assert try_send_data(conn, stream_id, b"late", 1 << 20, None) is None
     assert try_send_data(conn, stream_id + 2, b"unknown", 1 << 20, None) is None
-    assert conn.data_to_send() == b"" and sent
+    assert conn.data_to_send() == b""
+    assert sent
 
 
 def _client_conversation() -> tuple[h2.connection.H2Connection, int, bytes]:

@@ -408,6 +408,7 @@ class GatewayHub:
         self._timer_target = math.inf
         self._slow_disconnects = 0
         self._closing = False
+        self._closing_event = trio.Event()  # set with _closing (wait_closing)
         self._changed = trio.lowlevel.ParkingLot()
         self._full = FullLanes()  # H3, H4
 
@@ -491,7 +492,8 @@ class GatewayHub:
         self._wake_timer()
         if self._table.holding and self._table.wants_release(trio.current_time()):
             self._release_wanted.set()
-        self._changed.unpark_all()
+        if self._changed:  # wait_until callers (rare): not woken per message for nothing
+            self._changed.unpark_all()
 
     def subscriptions(self) -> list[pb.Subscription]:
         return self._table.subscriptions()
@@ -708,9 +710,14 @@ class GatewayHub:
         if self._closing:
             return
         self._closing = True
+        self._closing_event.set()
         self._carry_out_now(self._table.shutdown())
         for link in list(self._links.values()):
             self._close(link, (Status.UNAVAILABLE, reason))
+
+    async def wait_closing(self) -> None:
+        """Wait until shutdown has begun (unlike ``wait_until``, not woken by traffic)."""
+        await self._closing_event.wait()
 
     async def wait_until(self, predicate: Callable[[GatewayStatistics], bool]) -> None:
         """Wait until ``predicate(self.statistics())`` holds (for tests and tooling).

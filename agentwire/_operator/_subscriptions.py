@@ -74,7 +74,7 @@ class OperatorSubscriptions:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
-            await hub.wait_until(lambda _: hub.closing)
+            await hub.wait_closing()
 
     async def _keep(
         self,

@@ -240,8 +240,8 @@ class ClientStream:
             self._st.handler = None
             return
 
-        def take(payload: bytes, compressed: bool, alone: bool) -> bool:
-            if compressed or not self._checked_headers:
+        def take(payload: bytes, alone: bool) -> bool:
+            if not self._checked_headers:
                 return False
             return handler(payload)
 

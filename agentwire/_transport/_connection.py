@@ -36,7 +36,7 @@ Invariants (every method below keeps them):
   pays back what it owes. Nothing is left open when the owner
   is gone, whatever the exit path (the release code is synchronous).
 - A stream may have a message handler (``OpenStream.handler``), called in
-  the reader task with each complete message that arrives while the stream's
+  the reader task with each complete uncompressed message that arrives while the stream's
   consumer is parked in :meth:`receive_message` with nothing queued, so it
   has finished with everything before. If it returns True it took the
   message (no wake-up of the consumer); if False the message is queued as
@@ -62,7 +62,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from .._budget import CheckpointBudget
-from . import _protocol
+from . import _h2fast, _protocol
 from ._framing import FramingError, MessageTooLargeError
 from ._open_stream import OpenStream
 from ._protocol import BULK_IN_FLIGHT, CANCEL, NO_ERROR, reset_status
@@ -288,16 +288,37 @@ class Http2Connection(Http2Pump):
         runnable (see :meth:`flush_now`); otherwise the writer is woken and
         batches this with whatever else is produced in this scheduler pass.
         """
+        if st.closed or st.local_closed or st.partial or st.error is not None or self._closing:
+            return False
+        bulk, high_water = self._send_limits(st, frame)
+        sent = (
+            _h2fast.try_send_data(
+                self._h2,
+                st.id,
+                frame,
+                high_water,
+                self._peer_window - self._bulk_limit if bulk else None,
+            )
+            if self.fast_paths
+            else None
+        )
+        if sent is None:
+            sent = self._try_send_general(st, frame, bulk, high_water)
+        if not sent:
+            return False
+        if flush and self._writer_wakeup.task is not None:
+            self.flush_now()
+            if not self._held and not self._pending():
+                return True
+        self._kick()
+        return True
+
+    def _try_send_general(self, st: OpenStream, frame: bytes, bulk: bool, high_water: int) -> bool:
+        """What :meth:`try_send_message` does past the stream's own checks, through h2."""
         h2conn = self._h2
         size = len(frame)
-        bulk, high_water = self._send_limits(st, frame)
         if (
-            st.closed
-            or st.local_closed
-            or st.partial
-            or st.error is not None
-            or self._closing
-            or size > h2conn.max_outbound_frame_size
+            size > h2conn.max_outbound_frame_size
             or self._pending() >= high_water
             or size > h2conn.local_flow_control_window(st.id)
             or (bulk and size > self._bulk_room(st.id))
@@ -307,11 +328,6 @@ class Http2Connection(Http2Pump):
             self._send_plain(h2conn, st.id, frame)
         except h2.exceptions.ProtocolError:  # pragma: no cover - state checked above
             return False
-        if flush and self._writer_wakeup.task is not None:
-            self.flush_now()
-            if not self._held and not self._pending():
-                return True
-        self._kick()
         return True
 
     def _check_sendable(self, st: OpenStream) -> None:
@@ -436,12 +452,13 @@ class Http2Connection(Http2Pump):
             for compressed, payload in messages:
                 if (
                     handler is not None
+                    and not compressed
                     and not queue
                     and not urgent
                     and st.recv_wakeup.task is not None
                 ):
                     try:
-                        taken = handler(payload, compressed, lone)
+                        taken = handler(payload, lone)
                     except Exception as exc:
                         log.exception("message handler of stream %d failed", st.id)
                         st.decoder = None

@@ -135,8 +135,8 @@ def gzip_decompress(payload: bytes, max_size: int) -> bytes:
 
 def frame_message(payload: bytes, compression: str | None) -> bytes:
     """One message ready for the wire: gzip-compressed if ``compression``, then framed."""
-    if compression is None:
-        return encode_message(payload)
+    if compression is None:  # encode_message(payload), one call less on the hot path
+        return b"\x00" + len(payload).to_bytes(4, "big") + payload
     return encode_message(gzip_compress(payload), compressed=True)
 
 

@@ -69,6 +69,47 @@ def send_data(conn: h2.connection.H2Connection, stream_id: int, data: bytes) -> 
     stream.outbound_flow_control_window -= size
 
 
+def try_send_data(
+    conn: h2.connection.H2Connection,
+    stream_id: int,
+    data: bytes,
+    high_water: int,
+    bulk_slack: int | None,
+) -> bool | None:
+    """:func:`send_data` with the checks of a non-blocking send folded in.
+
+    True: ``data`` went out as one DATA frame, as :func:`send_data` does.
+    False: it does not fit now (larger than the peer's frame size or either
+    outbound window, ``high_water`` bytes or more buffered already, or, for
+    bulk data, more than the stream's window less ``bulk_slack``); nothing
+    changed. None: the connection or stream is not in a state this covers;
+    nothing changed, the caller uses its general path.
+    """
+    stream = conn.streams.get(stream_id)
+    if (
+        stream is None
+        or stream.state_machine.state not in _SENDING_STATES
+        or conn.state_machine.state not in OPEN_STATES
+    ):
+        return None
+    size = len(data)
+    window = stream.outbound_flow_control_window
+    if (
+        size > conn.max_outbound_frame_size
+        or len(conn._data_to_send) >= high_water
+        or size > window
+        or size > conn.outbound_flow_control_window
+        or (bulk_slack is not None and size + bulk_slack > window)
+    ):
+        return False
+    conn._data_to_send += (
+        size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big") + data
+    )
+    conn.outbound_flow_control_window -= size
+    stream.outbound_flow_control_window = window - size
+    return True
+
+
 def receive_plain_data(conn: h2.connection.H2Connection, data: bytes, sink: DataSink) -> bytes:
     """Take the leading plain DATA frames of ``data`` without h2; return the rest.
 

@@ -12,9 +12,9 @@ from grpclib.exceptions import GRPCError
 from ._framing import MessageDecoder
 from ._protocol import Headers
 
-#: takes one received message in the reader task: (payload, compressed, alone), where
+#: takes one received uncompressed message in the reader task: (payload, alone), where
 #: ``alone`` says it is the only message of its socket read; False: queue it instead
-MessageHandler = Callable[[bytes, bool, bool], bool]
+MessageHandler = Callable[[bytes, bool], bool]
 
 
 class WakeUp:

@@ -139,16 +139,7 @@ class ServerStream:
         handler must not block; if it raises, the call fails (INTERNAL).
         Compressed messages always go to :meth:`receive`. ``None`` removes it.
         """
-        if handler is None:
-            self._st.handler = None
-            return
-
-        def take(payload: bytes, compressed: bool, alone: bool) -> bool:
-            if compressed:
-                return False
-            return handler(payload, alone)
-
-        self._st.handler = take
+        self._st.handler = handler  # the connection offers it uncompressed messages only
 
     @property
     def error(self) -> GRPCError | None:

@@ -218,6 +218,25 @@ async def test_shutdown_answers_pending_and_ends_streams() -> None:
                 pass  # pragma: no cover
 
 
+async def test_wait_closing_returns_once_shutdown_begins_and_not_for_traffic() -> None:
+    async with open_hub() as hub, hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "echo")
+        returned = []
+
+        async def closing() -> None:
+            await hub.wait_closing()
+            returned.append(hub.closing)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(closing)
+            await a.to_gateway.send(request("1", "echo/k"))
+            await receive(b)
+            await trio.testing.wait_all_tasks_blocked()
+            assert returned == []
+            hub.begin_shutdown()
+        assert returned == [True]
+
+
 async def test_control_channel_routes_and_answers(hub: GatewayHub) -> None:
     async with (
         hub.connect("A", ConnKind.CONTROL) as ca,

@@ -14,7 +14,7 @@ import trio.testing
 
 from agentwire._transport._connection import Http2Connection
 from agentwire._transport._framing import encode_message
-from agentwire._transport._h2fast import receive_plain_data
+from agentwire._transport._h2fast import receive_plain_data, try_send_data
 from agentwire._transport._h2fast import send_data as _send_data
 from agentwire._transport._open_stream import OpenStream
 
@@ -81,6 +81,43 @@ def test_closed_stream_goes_through_h2() -> None:
     conn.data_to_send()
     with pytest.raises(h2.exceptions.ProtocolError):
         _send_data(conn, stream_id, b"late")
+
+
+def test_a_non_blocking_fast_send_that_fits_is_what_h2_would_send() -> None:
+    reference, ref_id = _client_with_stream()
+    fast, fast_id = _client_with_stream()
+    for n in range(3):
+        reference.send_data(ref_id, bytes([n]) * 150)
+        assert try_send_data(fast, fast_id, bytes([n]) * 150, 1 << 20, None) is True
+    assert fast.data_to_send() == reference.data_to_send()
+    assert fast.local_flow_control_window(fast_id) == reference.local_flow_control_window(ref_id)
+
+
+def test_a_non_blocking_fast_send_that_does_not_fit_changes_nothing() -> None:
+    conn, stream_id = _client_with_stream()
+    window = conn.local_flow_control_window(stream_id)
+    frame_size = conn.max_outbound_frame_size
+    assert try_send_data(conn, stream_id, b"x" * (frame_size + 1), 1 << 30, None) is False
+    conn.streams[stream_id].outbound_flow_control_window = 100
+    assert try_send_data(conn, stream_id, b"x" * 101, 1 << 30, None) is False
+    assert try_send_data(conn, stream_id, b"x" * 100, 1 << 30, 1) is False  # bulk room 99
+    assert try_send_data(conn, stream_id, b"x" * 99, 1 << 30, 1) is True
+    assert try_send_data(conn, stream_id, b"y", 10, None) is False  # 108 bytes buffered
+    assert conn.local_flow_control_window(stream_id) == 1
+    assert conn.outbound_flow_control_window == window - 99
+    assert conn.data_to_send() == (99).to_bytes(3, "big") + b"\x00\x00" + (
+        stream_id.to_bytes(4, "big") + b"x" * 99
+    )
+
+
+def test_a_non_blocking_fast_send_on_a_closed_stream_is_left_to_h2() -> None:
+    conn, stream_id = _client_with_stream()
+    conn.end_stream(stream_id)
+    sent = conn.data_to_send()
+    assert try_send_data(conn, stream_id, b"late", 1 << 20, None) is None
+    assert try_send_data(conn, stream_id + 2, b"unknown", 1 << 20, None) is None
+    assert conn.data_to_send() == b""
+    assert sent
 
 
 def _client_conversation() -> tuple[h2.connection.H2Connection, int, bytes]:

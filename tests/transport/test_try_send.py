@@ -250,3 +250,33 @@ async def test_server_message_handler_takes_lone_messages_in_order() -> None:
         ("receive", b"b3"),
     ]
     assert ("handler", b"lone", True) in log
+
+
+async def test_server_message_handler_is_never_offered_a_compressed_message() -> None:
+    offered: list[bytes] = []
+    received: list[bytes] = []
+
+    async def handler_method(stream: ServerStream) -> None:
+        def take(message: bytes, alone: bool) -> bool:
+            offered.append(message)
+            return True
+
+        stream.set_message_handler(take)
+        while (message := await stream.receive()) is not None:
+            received.append(message)
+            await stream.send(b"got")
+        await stream.send(b"done")
+
+    async with (
+        open_grpc_server({"/t.T/H": bidi(handler_method)}, "127.0.0.1", 0) as server,
+        open_channel(server.address, compression="gzip") as channel,
+        channel.stream("/t.T/H") as stream,
+    ):
+        for message in (b"first", b"second", b"third"):
+            await stream.send(message)
+            with trio.fail_after(10):  # not a timing assertion: a hang would be the failure
+                assert await stream.receive() == b"got"
+        await stream.end()
+        assert await stream.receive() == b"done"
+    assert offered == []
+    assert received == [b"first", b"second", b"third"]

@@ -103,9 +103,9 @@ WORKLOADS: tuple[Workload, ...] = (
         "inproc_rpc",
         "In-process RPC",
         (
-            Metric("seq_msgs_per_s", "sequential", "msg/s", True, 20.0, plot=True),
+            Metric("seq_msgs_per_s", "sequential", "msg/s", True, 60.0, plot=True),
             *_lat("seq", "sequential"),
-            Metric("conc_msgs_per_s", "100 concurrent", "msg/s", True, 20.0, plot=True),
+            Metric("conc_msgs_per_s", "100 concurrent", "msg/s", True, 60.0, plot=True),
             *_lat("conc", "100 concurrent"),
         ),
     ),
@@ -113,9 +113,9 @@ WORKLOADS: tuple[Workload, ...] = (
         "inproc_publish",
         "In-process publish",
         (
-            Metric("pub1_delivered_per_s", "1 subscriber", "deliv/s", True, 15.0, plot=True),
+            Metric("pub1_delivered_per_s", "1 subscriber", "deliv/s", True, 40.0, plot=True),
             Metric(
-                "pub10_delivered_per_s", "10 subscriber types", "deliv/s", True, 15.0, plot=True
+                "pub10_delivered_per_s", "10 subscriber types", "deliv/s", True, 40.0, plot=True
             ),
         ),
     ),
@@ -123,8 +123,16 @@ WORKLOADS: tuple[Workload, ...] = (
         "activation",
         "Activation (10,000 keys)",
         (
-            Metric("activations_per_s", "activations", "act/s", True, 10.0, plot=True),
-            Metric("bytes_per_agent", "memory per agent (tracemalloc)", "B", False, 1.0, plot=True),
+            Metric("activations_per_s", "activations", "act/s", True, 25.0, plot=True),
+            Metric(
+                "bytes_per_agent",
+                "memory per agent (tracemalloc)",
+                "B",
+                False,
+                1.0,
+                target_abs=400.0,
+                plot=True,
+            ),
             Metric("rss_bytes_per_agent", "memory per agent (RSS delta)", "B", False),
         ),
     ),
@@ -213,7 +221,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "inproc_startup",
         "In-process start-up",
         (
-            Metric("inproc_startup_ms", "spawn -> first RPC answered", "ms", False, plot=True),
+            Metric("inproc_startup_ms", "spawn -> first RPC answered", "ms", False, 0.4, plot=True),
             Metric("inproc_imports_ms", "of which interpreter + imports", "ms", False),
             Metric("inproc_to_first_rpc_ms", "of which runtime+agent+RPC", "ms", False),
         ),

@@ -93,17 +93,17 @@ def test_rows_and_markdown_table() -> None:
     wl = workload("inproc_publish")
     medians = {
         "autogen": {"pub1_delivered_per_s": 10_000.0, "pub10_delivered_per_s": 20_000.0},
-        "agentwire": {"pub1_delivered_per_s": 200_000.0},
+        "agentwire": {"pub1_delivered_per_s": 500_000.0},
     }
     rows = rows_for(wl, medians)
     assert [r.metric for r in rows] == ["pub1_delivered_per_s", "pub10_delivered_per_s"]
-    assert rows[0].ratio == 20.0
+    assert rows[0].ratio == 50.0
     assert rows[0].met is True
     assert rows[1].agentwire is None
     assert rows[1].met is None
     table = markdown_table(rows)
-    assert "200,000 deliv/s" in table
-    assert "20.0x" in table
+    assert "500,000 deliv/s" in table
+    assert "50.0x" in table
     assert "n/a" in table
     assert table.count("\n") == len(rows) + 1
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import attrs
 
-from .._gateway._hub import _positive
+from .._gateway._config import _positive
 
 __all__ = ["PEER_PREFIX", "ClusterConfig", "ClusterStatistics"]
 

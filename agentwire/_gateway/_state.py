@@ -34,7 +34,8 @@ from .._security import AccessGuard, Principal
 from .._wire import STATE_CLIENT_ID, StateErrorKind
 from ..state._stores import StateStore
 from ..state._sync import agent_of, change_of, error_response, syncs_of
-from ._hub import Connection, GatewayHub, StateServiceStatistics
+from ._config import StateServiceStatistics
+from ._hub import Connection, GatewayHub
 from ._routing import ConnKind
 
 __all__ = ["StateService", "serve_state_service"]

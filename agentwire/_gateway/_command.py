@@ -231,20 +231,17 @@ def run_gateway_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_ADDRESS
-    if args.metrics_address is not None:
+    listeners = (
+        ("--metrics-address", args.metrics_address, load_metrics_server),
+        ("--http-address", args.http_address, load_http_ingress),
+    )
+    for flag, address, load in listeners:
+        if address is None:
+            continue
         try:
-            load_metrics_server(args.metrics_address)
+            load(address)
         except InvalidAddressError as exc:
-            print(f"agentwire gateway: invalid --metrics-address: {exc}", file=sys.stderr)
-            return EXIT_BAD_ADDRESS
-        except AgentwireError as exc:
-            print(f"agentwire gateway: {exc}", file=sys.stderr)
-            return EXIT_BAD_ADDRESS
-    if args.http_address is not None:
-        try:
-            load_http_ingress(args.http_address)
-        except InvalidAddressError as exc:
-            print(f"agentwire gateway: invalid --http-address: {exc}", file=sys.stderr)
+            print(f"agentwire gateway: invalid {flag}: {exc}", file=sys.stderr)
             return EXIT_BAD_ADDRESS
         except AgentwireError as exc:
             print(f"agentwire gateway: {exc}", file=sys.stderr)

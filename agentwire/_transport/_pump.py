@@ -51,8 +51,10 @@ log = logging.getLogger("agentwire.transport")
 
 #: outbound bytes buffered in h2 above which senders wait for the writer
 HIGH_WATER = 256 * 1024
-#: bytes asked from the socket per receive
-_RECEIVE_SIZE = 256 * 1024
+#: bytes asked from the socket per receive: a read allocates this much before trimming to what
+#: came, and glibc serves 128 KiB and more with mmap (then mremap and munmap, and fresh pages to
+#: fault in), three syscalls and a page fault per page for every read of a small message
+_RECEIVE_SIZE = 64 * 1024
 #: how long a graceful close may spend flushing before the socket is dropped
 _CLOSE_FLUSH_TIMEOUT = 2.0
 

@@ -17,8 +17,9 @@ H2  Bounded memory. A link's queue holds at most ``queue_size`` traffic items
     answer space (its I6). Nothing that settles an RPC blocks on a slow client.
 H3  Full lanes, exactly. ``_full.count`` is the number of full lanes over all
     open links at every point between two steps, including the step in which
-    a reader frees a slot that a blocked sender takes over (Q2, Q3): a freed
-    slot is never seen free by anyone but that sender.
+    a reader brings a full lane down to where it reopens and the blocked
+    senders take their slots (Q2, Q3): those slots are never seen free by
+    anyone but those senders.
 H4  Routing without waiting. :meth:`Connection.try_send` routes a message only
     while ``_full.count == 0``. A message yields at most one traffic item per
     lane of any link (an event goes once to each subscribed connection; a

@@ -52,9 +52,10 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
         data, lane, answer, placed = item
         if link.direct is not None:
             link.taken.append(lane)
-        if placed is not None:  # in the same step as the take (H3)
-            link.unsent[lane] += 1
-            placed.wakeup()
+        if placed:  # in the same step as the take (H3)
+            link.unsent[lane] += len(placed)
+            for waiter in placed:
+                waiter.wakeup()
         await trio.lowlevel.cancel_shielded_checkpoint()
         if answer:
             self._hub._table.answer_consumed(link.conn)
@@ -74,9 +75,10 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
         data, lane, answer, placed = item
         if link.direct is not None:
             link.taken.append(lane)
-        if placed is not None:  # in the same step as the take (H3)
-            link.unsent[lane] += 1
-            placed.wakeup()
+        if placed:  # in the same step as the take (H3)
+            link.unsent[lane] += len(placed)
+            for waiter in placed:
+                waiter.wakeup()
         if answer:
             self._hub._table.answer_consumed(link.conn)
         return data

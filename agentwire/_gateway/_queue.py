@@ -15,14 +15,19 @@ Q1  Bounds. Each lane holds at most ``capacity`` *traffic* items; the RPC
     lane holds besides at most ``answer_capacity`` *answers* (responses that
     settle the client's own requests; the router admits no more requests than
     there is answer space, so :meth:`put_answer` never finds it full).
-Q2  No idle slot while someone waits. A lane has waiters only while it is
-    full: the step that frees a slot of a full lane (:meth:`take`) moves the
-    oldest waiter's item into it at once, so the lane stays full and the slot
-    is never seen free in between. (The window this closes: a slot handed to
-    a blocked sender but not yet counted lets a route that must not wait find
-    "no full lane" and then no space.)
+Q2  Waiting in batches. A lane is *full* from the offer that fills it to
+    ``capacity`` until a take brings it down to ``resume_at`` (half the
+    capacity); it has waiters only while full, and takes no offer while full
+    (so no newcomer overtakes a waiter). The take that brings it down moves
+    the waiters' items into it at once, oldest first, while there is room, and
+    only if that leaves room is the lane no longer full. So a sender blocked
+    on a busy client is woken once per half a lane of progress, not once per
+    message, and a slot handed to a waiter is never seen free in between (the
+    window this closes: a route that must not wait finding "no full lane" and
+    then no space).
 Q3  Full-lane count. ``FullLanes.count`` is the number of full lanes over
-    every open queue sharing it. So ``count == 0`` means any lane of any open
+    every open queue sharing it. A lane that is not full holds fewer than
+    ``capacity`` traffic items, so ``count == 0`` means any lane of any open
     queue accepts one more traffic item without waiting.
 Q4  Order. Each lane is FIFO, and so are its waiters; a placed waiter's item
     goes behind what is already queued.
@@ -40,7 +45,7 @@ from __future__ import annotations
 import contextlib
 import enum
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 __all__ = ["ClientQueue", "FullLanes", "Lane", "QueueFull", "Waiter"]
 
@@ -84,6 +89,7 @@ class ClientQueue:
 
     __slots__ = (
         "_answers",
+        "_blocked",
         "_full",
         "_items",
         "_traffic",
@@ -91,6 +97,7 @@ class ClientQueue:
         "answer_capacity",
         "capacity",
         "closed",
+        "resume_at",
         "rpc_burst",
         "streak",
     )
@@ -103,7 +110,9 @@ class ClientQueue:
         self.capacity = capacity
         self.answer_capacity = answer_capacity
         self.rpc_burst = rpc_burst
+        self.resume_at = capacity // 2
         self._full = full
+        self._blocked = [False, False]  # per lane: full (Q2)
         # RPC lane: (data, is_answer); event lane: (data, False).
         self._items: tuple[deque[tuple[bytes, bool]], deque[tuple[bytes, bool]]] = (
             deque(),
@@ -119,7 +128,8 @@ class ClientQueue:
         return len(self._items[0]) + len(self._items[1])
 
     def is_full(self, lane: Lane) -> bool:
-        return self._traffic[lane] >= self.capacity
+        """Whether *lane* takes no offer now (Q2: until it is down to ``resume_at``)."""
+        return self._blocked[lane]
 
     def waiting(self, lane: Lane) -> int:
         return len(self._waiters[lane])
@@ -128,12 +138,12 @@ class ClientQueue:
         """Queue a traffic item if its lane has room; False (nothing done) if full."""
         if self.closed:
             return True  # nobody will read it: taken and dropped
-        traffic = self._traffic[lane]
-        if traffic >= self.capacity:
+        if self._blocked[lane]:
             return False
         self._items[lane].append((data, False))
-        self._traffic[lane] = traffic + 1
-        if traffic + 1 == self.capacity:
+        traffic = self._traffic[lane] = self._traffic[lane] + 1
+        if traffic == self.capacity:
+            self._blocked[lane] = True
             self._full.count += 1
         return True
 
@@ -158,11 +168,11 @@ class ClientQueue:
             with contextlib.suppress(ValueError):
                 self._waiters[waiter.lane].remove(waiter)
 
-    def take(self) -> tuple[bytes, Lane, bool, Waiter | None] | None:
-        """The next item to send: ``(data, lane, is_answer, placed_waiter)``; None if empty.
+    def take(self) -> tuple[bytes, Lane, bool, Sequence[Waiter]] | None:
+        """The next item to send: ``(data, lane, is_answer, placed_waiters)``; None if empty.
 
-        ``placed_waiter`` is the waiter whose item filled the freed slot (Q2):
-        the caller wakes it.
+        ``placed_waiters`` are the waiters whose items this take moved into the
+        lane (Q2), usually none: the caller wakes them.
         """
         rpc, events = self._items
         if events and (self.streak >= self.rpc_burst or not rpc):
@@ -177,18 +187,24 @@ class ClientQueue:
         data, answer = self._items[lane].popleft()
         if answer:
             self._answers -= 1
-            return data, lane, True, None
-        placed: Waiter | None = None
-        if self.closed:
-            self._traffic[lane] -= 1
-        elif self._traffic[lane] == self.capacity and self._waiters[lane]:
-            placed = self._waiters[lane].popleft()
-            placed.placed = True
-            self._items[lane].append((placed.data, False))
-        else:
-            if self._traffic[lane] == self.capacity:
+            return data, lane, True, ()
+        traffic = self._traffic[lane] - 1
+        placed: list[Waiter] | tuple[()] = ()
+        if self._blocked[lane] and traffic <= self.resume_at and not self.closed:
+            waiters = self._waiters[lane]
+            if waiters:
+                placed = []
+                items = self._items[lane]
+                while waiters and traffic < self.capacity:
+                    waiter = waiters.popleft()
+                    waiter.placed = True
+                    items.append((waiter.data, False))
+                    placed.append(waiter)
+                    traffic += 1
+            if traffic < self.capacity:
+                self._blocked[lane] = False
                 self._full.count -= 1
-            self._traffic[lane] -= 1
+        self._traffic[lane] = traffic
         return data, lane, False, placed
 
     def close(self) -> list[Waiter]:
@@ -198,7 +214,8 @@ class ClientQueue:
         self.closed = True
         released: list[Waiter] = []
         for lane in Lane:
-            if self._traffic[lane] >= self.capacity:
+            if self._blocked[lane]:
+                self._blocked[lane] = False
                 self._full.count -= 1
             released.extend(self._waiters[lane])
             self._waiters[lane].clear()
@@ -218,9 +235,14 @@ class ClientQueue:
             assert traffic == self._traffic[lane]
             if not self.closed:
                 assert traffic <= self.capacity
-                assert not self._waiters[lane] or traffic == self.capacity  # Q2
+                if self._blocked[lane]:  # Q2
+                    assert traffic > self.resume_at
+                else:
+                    assert traffic < self.capacity
+                    assert not self._waiters[lane]
             else:
-                assert not self._waiters[lane]  # Q6
+                assert not self._waiters[lane]
+                assert not self._blocked[lane]
             assert not any(w.placed for w in self._waiters[lane])
         assert 0 <= self.streak <= self.rpc_burst
         assert self._items[Lane.EVENT] or self.streak == 0

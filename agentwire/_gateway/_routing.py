@@ -468,10 +468,16 @@ class RoutingTable:
     def next_deadline(self) -> float | None:
         """When the next pending request or channel-less registration expires,
         or the start-up hold ends (None: nothing can expire)."""
-        deadlines = [self._reg.next_expiry(), self._pending.next_deadline()]
+        # called after every routed message: no list, generator or min() here
+        first = self._pending.next_deadline()
+        expiry = self._reg.next_expiry()
+        if expiry is not None and (first is None or expiry < first):
+            first = expiry
         if self._hold is not None:
-            deadlines.append(self._hold.next_deadline())
-        return min((d for d in deadlines if d is not None), default=None)
+            held = self._hold.next_deadline()
+            if held is not None and (first is None or held < first):
+                first = held
+        return first
 
     # ------------------------------------------------------------ start-up hold
 

@@ -32,6 +32,12 @@ H5  Order. A direct write (below) happens only while nothing of its lane is
     never the reverse for more than ``rpc_burst`` messages (Q5). (An RPC
     message written directly while the pump waits to send an event is one
     such overtaking: the transport lets RPC traffic past a full stream.)
+H6  Events do not hold up RPCs. While the task routing a stream's messages
+    waits for room for an event, it routes the RPC traffic (requests,
+    responses) that stream receives meanwhile, as it arrives (when the pump
+    enabled it: :meth:`Connection.enable_overtaking`); such a message may
+    itself wait for RPC-lane room, and the event keeps its place: events of
+    one stream never overtake each other.
 
 Direct writes: the pump of a stream may register its transport's
 non-blocking send (:meth:`Connection.enable_direct`). A message for that
@@ -287,7 +293,7 @@ class GatewayHub:
             target = self._place(action, flush)
             if target is not None:
                 assert isinstance(action, Deliver)
-                await self._wait_for_space(target, action)
+                await self._wait_for_space(target, action, link)
         self._after_change()
 
     def _carry_out_now(self, actions: Sequence[Action], flush: bool = True) -> None:
@@ -328,16 +334,36 @@ class GatewayHub:
         link.queued(lane)
         return None
 
-    async def _wait_for_space(self, link: _Link, action: Deliver) -> None:
+    async def _wait_for_space(
+        self, link: _Link, action: Deliver, source: _Link | None = None
+    ) -> None:
         """Wait until *link*'s reader moves *action* into the lane (Q2), or
-        disconnect *link* as a slow consumer after ``send_timeout``."""
-        event = trio.Event()
-        waiter = Waiter(_lane(action), action.data, event.set)
+        disconnect *link* as a slow consumer after ``send_timeout``. An event
+        from *source* lets *source*'s RPC traffic be routed meanwhile (H6)."""
+        lane = _lane(action)
+        urgent = source.urgent if source is not None and lane is Lane.EVENT else None
+        wake = _Wake()
+        waiter = Waiter(lane, action.data, wake.set)
         link.queue.wait(waiter)
+        deadline = trio.current_time() + self.config.send_timeout
         try:
-            with trio.move_on_after(self.config.send_timeout):
-                await event.wait()
+            if urgent is not None:
+                urgent.on_urgent(wake.set)
+            while not waiter.placed and not link.closed:
+                if (
+                    source is not None
+                    and urgent is not None
+                    and (data := urgent.receive_urgent_nowait()) is not None
+                ):
+                    await self._handle(source, data)
+                    continue
+                if trio.current_time() >= deadline:
+                    break
+                with trio.move_on_at(deadline):
+                    await wake.wait()
         finally:
+            if urgent is not None:
+                urgent.on_urgent(None)
             link.queue.withdraw(waiter)
         if waiter.placed or link.closed:
             return  # queued by the reader, or the target went away (cleaned up)
@@ -486,3 +512,19 @@ async def open_hub(config: GatewayConfig | None = None) -> AsyncIterator[Gateway
                 nursery.cancel_scope.cancel()
     finally:
         hub.begin_shutdown()
+
+
+class _Wake:
+    """A wake-up that can be waited for again (a fresh ``trio.Event`` after each wait)."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()

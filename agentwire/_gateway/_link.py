@@ -6,6 +6,7 @@ written at the top of ``_hub.py``, whose :class:`~._hub.GatewayHub` drives them.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -19,13 +20,21 @@ from ._routing import Conn, ConnKind
 if TYPE_CHECKING:
     from ._hub import GatewayHub
 
-__all__ = ["Connection", "DirectSend"]
+__all__ = ["Connection", "DirectSend", "UrgentSource"]
 
 
 class DirectSend(Protocol):
     """A stream's non-blocking send: True if it took the message (in order)."""
 
     def __call__(self, message: bytes, *, flush: bool = True) -> bool: ...
+
+
+class UrgentSource(Protocol):
+    """A stream's RPC traffic, taken past the events queued before it."""
+
+    def receive_urgent_nowait(self) -> bytes | None: ...
+
+    def on_urgent(self, hook: Callable[[], object] | None) -> None: ...
 
 
 class _Outbound(trio.abc.ReceiveChannel[bytes]):
@@ -108,6 +117,7 @@ class _Link:
     discard: bool = False  # drop what is still queued (slow or superseded client)
     close_reason: tuple[Status, str] | None = None
     direct: DirectSend | None = None  # see "Direct writes" above
+    urgent: UrgentSource | None = None  # see H6
     # per lane, queued and not yet reported sent by the pump (H5)
     unsent: list[int] = attrs.Factory(lambda: [0, 0])
     # With direct writes, the lanes of what the pump took and has not yet reported
@@ -178,6 +188,11 @@ class Connection:
         caller then reports each message it took from ``from_gateway`` with
         :meth:`message_sent` once it has sent it."""
         self._link.direct = send
+
+    def enable_overtaking(self, source: UrgentSource) -> None:
+        """While :meth:`send` waits for room for an event, route the RPC
+        traffic *source* (this stream) receives meanwhile (H6)."""
+        self._link.urgent = source
 
     def message_sent(self) -> None:
         """One message taken from ``from_gateway`` is sent (see :meth:`enable_direct`)."""

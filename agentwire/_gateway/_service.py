@@ -214,6 +214,7 @@ async def _pump(stream: ServerStream, conn: Connection) -> None:
         conn.enable_direct(stream.try_send)
         if conn.kind is ConnKind.DATA:  # RPC traffic overtakes events (both ways)
             stream.set_bulk_tag(CLOUD_EVENT_TAG)
+            conn.enable_overtaking(stream)
         # A message that arrived alone (request/response traffic) is routed in
         # the transport's reader task when that cannot wait: no wake-up of
         # _pump_in. Bursts still go through _pump_in, which batches better.

@@ -348,15 +348,9 @@ class Http2Connection(Http2Pump):
                 queue = st.urgent or st.messages
                 if not queue:
                     continue
-                payload, compressed = queue.popleft()
-                size = len(payload) + 5
-                st.queued -= size
-                if st.owed:
-                    throttled = st.queued >= _QUEUE_LIMIT
-                    credit = min(st.owed, size) if throttled else st.owed
-                    st.owed -= credit
-                    self.release_credit(credit, st.id, throttled=throttled)
-                return payload, compressed
+                item = queue.popleft()
+                self._taken(st, item[0])
+                return item
             if st.error is not None:
                 await trio.lowlevel.checkpoint()
                 raise st.error
@@ -365,6 +359,24 @@ class Http2Connection(Http2Pump):
                 return None
             self.flush_now()
             await st.recv_wakeup.wait()
+
+    def take_urgent(self, st: OpenStream) -> tuple[bytes, bool] | None:
+        """The next queued urgent (not bulk) message of ``st`` without waiting, or None."""
+        if not st.urgent:
+            return None
+        item = st.urgent.popleft()
+        self._taken(st, item[0])
+        return item
+
+    def _taken(self, st: OpenStream, payload: bytes) -> None:
+        """A queued message of ``st`` was taken: acknowledge what its room allows."""
+        size = len(payload) + 5
+        st.queued -= size
+        if st.owed:
+            throttled = st.queued >= _QUEUE_LIMIT
+            credit = min(st.owed, size) if throttled else st.owed
+            st.owed -= credit
+            self.release_credit(credit, st.id, throttled=throttled)
 
     def set_bulk_tag(self, st: OpenStream, tag: int | None) -> None:
         """Messages of ``st`` whose payload starts with byte ``tag`` are *bulk*.
@@ -478,6 +490,8 @@ class Http2Connection(Http2Pump):
             st.queued = queued
             if queue or urgent:
                 st.recv_wakeup.set()
+                if urgent and st.urgent_hook is not None:
+                    st.urgent_hook()
         if st.queued < _QUEUE_LIMIT:
             if flow:
                 self.release_credit(flow, stream_id)

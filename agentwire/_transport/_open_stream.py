@@ -66,6 +66,7 @@ class OpenStream:
         "send_wakeup",
         "trailers",
         "urgent",
+        "urgent_hook",
     )
 
     def __init__(self, stream_id: int, max_message_size: int) -> None:
@@ -85,6 +86,8 @@ class OpenStream:
         self.partial = False  # some but not all frames of a message handed to h2
         self.error: GRPCError | None = None
         self.handler: MessageHandler | None = None
+        #: called (in the reader task) when a read queued urgent messages
+        self.urgent_hook: Callable[[], object] | None = None
         #: the first payload byte of this stream's *bulk* messages, or -1 for none:
         #: see ``Http2Connection.set_bulk_tag``
         self.bulk_tag = -1

@@ -89,6 +89,22 @@ class ServerStream:
             return decompress_message(payload, self._encoding, self._conn.max_message_size)
         return payload
 
+    def receive_urgent_nowait(self) -> bytes | None:
+        """The next request message that is not bulk (see :meth:`set_bulk_tag`)
+        if one is queued, without waiting; else None."""
+        item = self._conn.take_urgent(self._st)
+        if item is None:
+            return None
+        payload, compressed = item
+        if compressed:
+            return decompress_message(payload, self._encoding, self._conn.max_message_size)
+        return payload
+
+    def on_urgent(self, hook: Callable[[], object] | None) -> None:
+        """Have ``hook()`` called (in the reader task, so it must not block)
+        whenever request messages that are not bulk were queued; None: no more."""
+        self._st.urgent_hook = hook
+
     async def send(self, message: bytes) -> None:
         """Send one response message (the response headers first, if not yet sent).
 

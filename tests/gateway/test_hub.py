@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import trio
@@ -385,6 +386,57 @@ async def test_a_slot_freed_for_a_waiting_sender_is_not_offered_to_the_reader_ro
             got = [parse(await b.from_gateway.receive()).cloudEvent.id for _ in range(3)]
             assert got == ["a1", "a2", "c0"]
         assert b.close_reason is None
+        hub.check_invariants()
+
+
+class _StreamRpcs:
+    """What a stream's pump hands :meth:`Connection.enable_overtaking`: RPC
+    messages that arrived behind the event being routed."""
+
+    def __init__(self) -> None:
+        self.queued: deque[bytes] = deque()
+        self.hook: Callable[[], object] | None = None
+
+    def receive_urgent_nowait(self) -> bytes | None:
+        return self.queued.popleft() if self.queued else None
+
+    def on_urgent(self, hook: Callable[[], object] | None) -> None:
+        self.hook = hook
+
+    def arrive(self, data: bytes) -> None:
+        self.queued.append(data)
+        if self.hook is not None:
+            self.hook()
+
+
+async def test_a_sender_waiting_for_room_for_an_event_still_routes_its_rpcs(
+    hub: GatewayHub,
+) -> None:
+    async with hub.connect("A") as a, hub.connect("B") as b, hub.connect("C") as c:
+        hub.register_agent("B", "sink")
+        hub.register_agent("C", "echo")
+        hub.add_subscription("B", type_sub("news", "sink", "s1"))
+        rpcs = _StreamRpcs()
+        a.enable_overtaking(rpcs)
+
+        async def publish() -> None:
+            for n in range(3):  # queue_size=2: the third waits for B to read
+                await a.send(event("news", event_id=f"e{n}"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publish)
+            await trio.testing.wait_all_tasks_blocked()
+            assert rpcs.hook is not None  # A's routing waits, listening for RPCs
+            rpcs.arrive(request("r1", "echo/k"))
+            with trio.fail_after(5):
+                forwarded = (await receive(c)).request
+            assert forwarded.target.type == "echo"
+            assert rpcs.hook is not None  # e2 is still waiting
+            await c.to_gateway.send(response(forwarded.request_id))
+            assert (await receive(a)).response.request_id == "r1"
+            got = [parse(await b.from_gateway.receive()).cloudEvent.id for _ in range(3)]
+            assert got == ["e0", "e1", "e2"]  # the events kept their order
+        assert rpcs.hook is None
         hub.check_invariants()
 
 

@@ -143,3 +143,33 @@ async def test_bulk_messages_flow_to_a_peer_with_a_small_window(
                 await stream.send(message)
             assert await stream.receive() == b"done"
     assert reader.messages == [BULK_MESSAGE] * 50 + [big] * 3 + [LAST]
+
+
+async def test_a_server_hears_of_urgent_messages_and_takes_them_past_queued_bulk() -> None:
+    arrived = trio.Event()
+
+    async def handler(stream: ServerStream) -> None:
+        stream.set_bulk_tag(BULK)
+        stream.on_urgent(arrived.set)
+        await stream.send(b"listening")
+        await arrived.wait()
+        taken = []
+        while (message := stream.receive_urgent_nowait()) is not None:
+            taken.append(message)
+        stream.on_urgent(None)
+        rest = [message async for message in stream]
+        await stream.send(b"|".join(taken) + b" then " + b"|".join(rest))
+
+    async with (
+        open_grpc_server({"/t.T/Read": bidi(handler)}, "127.0.0.1", 0) as server,
+        open_channel(server.address) as channel,
+        channel.stream("/t.T/Read") as stream,
+    ):
+        stream.set_bulk_tag(BULK)
+        await stream.send(b"B1")
+        await stream.send(b"B2")
+        with trio.fail_after(5):
+            assert await stream.receive() == b"listening"
+            await stream.send(b"u1")
+            await stream.end()
+            assert await stream.receive() == b"u1 then B1|B2"

@@ -341,29 +341,29 @@ class GatewayHub:
         disconnect *link* as a slow consumer after ``send_timeout``. An event
         from *source* lets *source*'s RPC traffic be routed meanwhile (H6)."""
         lane = _lane(action)
-        urgent = source.urgent if source is not None and lane is Lane.EVENT else None
         wake = _Wake()
         waiter = Waiter(lane, action.data, wake.set)
         link.queue.wait(waiter)
         deadline = trio.current_time() + self.config.send_timeout
+        urgent = source.urgent if source is not None and lane is Lane.EVENT else None
         try:
-            if urgent is not None:
+            if source is not None and urgent is not None:
+                source.urgent = None  # what is routed meanwhile does not overtake in turn
                 urgent.on_urgent(wake.set)
             while not waiter.placed and not link.closed:
-                if (
-                    source is not None
-                    and urgent is not None
-                    and (data := urgent.receive_urgent_nowait()) is not None
-                ):
-                    await self._handle(source, data)
-                    continue
+                if source is not None and urgent is not None:
+                    data = urgent.receive_urgent_nowait()
+                    if data is not None:
+                        await self._handle(source, data)
+                        continue
                 if trio.current_time() >= deadline:
                     break
                 with trio.move_on_at(deadline):
                     await wake.wait()
         finally:
-            if urgent is not None:
+            if source is not None and urgent is not None:
                 urgent.on_urgent(None)
+                source.urgent = urgent
             link.queue.withdraw(waiter)
         if waiter.placed or link.closed:
             return  # queued by the reader, or the target went away (cleaned up)

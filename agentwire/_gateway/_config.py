@@ -36,7 +36,8 @@ class GatewayConfig:
       caller gets an error response (None: never; AutoGen never times out).
       A caller's shorter ``agentwire-timeout`` request metadata wins.
     * ``queue_size``: forwarded messages queued per client and lane (RPC
-      traffic, events) before senders to that lane wait.
+      traffic, events) before senders to that lane wait (until half of it is
+      read).
     * ``max_in_flight``: unanswered requests per client; more are refused with
       an error response at once.
     * ``send_timeout``: how long a sender waits for a full client queue before

@@ -165,9 +165,9 @@ def parse_trace_context(carrier: Mapping[str, str]) -> TraceContext | None:
 
 
 def _event_string(attributes: Any, name: str) -> str:
-    if name not in attributes:  # (indexing a protobuf map would insert the key)
+    value = attributes.get(name)  # (indexing a protobuf map would insert the key)
+    if value is None:
         return ""
-    value = attributes[name]
     return str(value.ce_string) if value.WhichOneof("attr") == "ce_string" else ""
 
 

@@ -56,11 +56,18 @@ class Publishing(Mailboxes, Activation):
         sender: AgentId | None,
         message_id: str,
         is_rpc: bool = False,
+        checked: bool = False,
     ) -> None:
-        """Queue an event for every local subscriber of *topic* except *sender*."""
+        """Queue an event for every local subscriber of *topic* except *sender*.
+
+        *checked*: the caller passed a checkpoint (or a cancellation check) of its
+        own since its last wait, so this one need not.
+        """
         if self.closed:
             raise RuntimeClosedError("the runtime is closed; the event cannot be delivered")
-        if self.spend():
+        if checked:
+            pass
+        elif self.spend():
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()

@@ -185,6 +185,7 @@ class WorkerRouter:
         self._rpc_timeout = math.inf if rpc_timeout is None else rpc_timeout
         self._max_message_size = max_message_size
         self._tracing = Tracing(tracer_provider)
+        self._spans = self._tracing.spans
         self.link = WorkerLink(
             connect,
             self,
@@ -409,9 +410,21 @@ class WorkerRouter:
             return
         if isinstance(message, UnknownPayload):
             logger.debug("event %s has no local serializer (%s)", event.id, message.type_name)
+        parent = parse_event_trace_context(event.attributes)
         try:
+            if parent is None and not self._spans:  # nothing to trace: no block
+                # The session's dispatch loop checkpoints before each event.
+                await self._core.deliver_event(
+                    message,
+                    received.topic,
+                    sender=received.sender,
+                    message_id=received.event_id,
+                    is_rpc=received.is_rpc,
+                    checked=True,
+                )
+                return
             with self._tracing.handling(
-                parse_event_trace_context(event.attributes),
+                parent,
                 event.type,
                 event.source,
                 topic=True,
@@ -423,6 +436,7 @@ class WorkerRouter:
                     sender=received.sender,
                     message_id=received.event_id,
                     is_rpc=received.is_rpc,
+                    checked=True,
                 )
         except RuntimeClosedError:
             logger.debug("event %s dropped: the runtime is closing", event.id)

@@ -61,12 +61,20 @@ def test_other_encodings_read_as_json_loads_reads_them(data: bytes) -> None:
     assert loads(data) == json.loads(data) == {"a": 1}
 
 
-@pytest.mark.parametrize("data", [b"{", b'{"a": 1} x', b"\xff\xfe\xfa", b""])
+@pytest.mark.parametrize(
+    "data", [b"{", b'{"a": 1} x', b"\xff\xfe\xfa", b"", b"  ", b"[1] [2]", b" }", b"1 2"]
+)
 def test_bad_json_fails_as_json_loads_fails(data: bytes) -> None:
     with pytest.raises(ValueError) as expected:
         json.loads(data)
-    with pytest.raises(type(expected.value)):
+    with pytest.raises(type(expected.value)) as actual:
         loads(data)
+    assert str(actual.value) == str(expected.value)
+
+
+@pytest.mark.parametrize("data", [b' {"a": 1}', b'{"a": 1}\n', b'\t{"a": 1}  ', b"7 ", b'"x"'])
+def test_whitespace_around_the_value_reads_as_json_loads_reads_it(data: bytes) -> None:
+    assert loads(data) == json.loads(data)
 
 
 @pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])

@@ -12,12 +12,18 @@ from __future__ import annotations
 
 import json
 import json.encoder
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 __all__ = ["dumps", "loads"]
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _DECODER = json.JSONDecoder()
+# The decoder's scanner (C in CPython): one value from an index, StopIteration
+# if none starts there. JSONDecoder.decode wraps it in two whitespace regex
+# matches and two Python calls; text that starts with its value and ends with
+# it needs none of that.
+_scan: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def _default(value: object) -> NoReturn:
@@ -67,5 +73,11 @@ def loads(data: bytes) -> Any:
             text = data.decode()
         except UnicodeDecodeError:
             return json.loads(data)  # UTF-16 or UTF-32, or json's own error
-        return _DECODER.decode(text)
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:  # leading whitespace, or not JSON
+            return _DECODER.decode(text)
+        if end == len(text):
+            return value
+        return _DECODER.decode(text)  # trailing whitespace, or extra data
     return json.loads(data)

@@ -173,6 +173,14 @@ def test_defaults_fill_missing_optional_fields() -> None:
     assert JsonSerializer(Point).deserialize(b'{"x": 1}') == Point(1, 0.0)
     # An int where a float is declared becomes a float.
     assert JsonSerializer(Point).deserialize(b'{"x": 1, "y": 2}').y == 2.0
+    assert type(JsonSerializer(Point).deserialize(b'{"x": 1, "y": 2}').y) is float
+
+
+def test_a_bool_is_not_taken_for_an_int_nor_an_int_for_a_str() -> None:
+    with pytest.raises(SerializationError, match=r"Point\.x: expected int, got bool"):
+        JsonSerializer(Point).deserialize(b'{"x": true}')
+    with pytest.raises(SerializationError, match=r"Ping\.text: expected str"):
+        JsonSerializer(Ping).deserialize(b'{"text": 1}')
 
 
 @pytest.mark.parametrize(

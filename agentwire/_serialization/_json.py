@@ -71,6 +71,14 @@ def _decode_any(value: Any, path: str) -> Any:
     return value
 
 
+def _exact_type(tp: object) -> type | None:
+    """The JSON type whose values a field of annotation *tp* takes unchanged (what its
+    decoder would return as is), or None when the decoder must see every value."""
+    if tp in (str, int, float, bool):
+        return tp
+    return None
+
+
 def is_record(tp: object) -> bool:
     return isinstance(tp, type) and (
         (dataclasses.is_dataclass(tp) and not is_betterproto(tp)) or attrs.has(tp)
@@ -132,8 +140,11 @@ class _JsonCompiler:
         plain = [(key, name) for key, name, _, _, enc, _ in fields if enc is None]
         coded = [(key, name, enc) for key, name, _, _, enc, _ in fields if enc is not None]
         order = [key for key, *_ in fields]
+        # (attribute name, required?, decode, the type a value is taken as is)
         init_fields = {
-            key: (name, required, dec) for key, name, init, required, _, dec in fields if init
+            key: (name, required, dec, _exact_type(hints.get(name)))
+            for key, name, init, required, _, dec in fields
+            if init
         }
         computed = {key for key, _, init, *_ in fields if not init}
         cls_name = cls.__qualname__
@@ -164,7 +175,10 @@ class _JsonCompiler:
                     if key in computed:  # written by encode (as asdict does), not an argument
                         continue
                     raise SerializationError(f"{path}: unexpected field {key!r} for {cls_name}")
-                kwargs[key] = spec[2](item, f"{path}.{key}")
+                if type(item) is spec[3]:  # a str or int field: no decoder, no path
+                    kwargs[key] = item
+                else:
+                    kwargs[key] = spec[2](item, f"{path}.{key}")
             if len(kwargs) != len(init_fields):
                 missing = [k for k, spec in init_fields.items() if spec[1] and k not in kwargs]
                 if missing:

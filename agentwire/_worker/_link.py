@@ -382,6 +382,9 @@ class WorkerLink:
 
     async def session_for_call(self) -> WorkerSession:
         """The current session; wait for one if disconnected (see the module policy)."""
+        session = self._session
+        if session is not None and not session.lost.is_set():  # connected: no clock read
+            return session
         deadline = trio.current_time() + self._disconnected_wait
         while True:
             session = self._session

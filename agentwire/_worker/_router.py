@@ -92,7 +92,11 @@ from .._errors import (
     UnknownSubscriptionError,
 )
 from .._ids import AgentId, TopicId
-from .._observability._trace_context import parse_event_trace_context, parse_trace_context
+from .._observability._trace_context import (
+    current_trace,
+    parse_event_trace_context,
+    parse_trace_context,
+)
 from .._observability._tracing import Tracing
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
@@ -224,10 +228,20 @@ class WorkerRouter:
     def _encode(self, message: Any, preferred: str, into: pb.Payload | None = None) -> pb.Payload:
         """*message*'s payload, written *into* a message's payload field if given
         (filling it in place saves copying a new ``Payload`` into it)."""
+        type_name, content_type, data = self._serialize(message, preferred)
+        payload = pb.Payload() if into is None else into
+        payload.data_type = type_name
+        payload.data_content_type = content_type
+        payload.data = data
+        return payload
+
+    def _serialize(self, message: Any, preferred: str) -> tuple[str, str, bytes]:
+        """``(type name, content type, bytes)`` of *message*: in the *preferred*
+        content type, else the other one, else its built-in serializers added."""
         registry = self._core.serialization
         try:
             type_name, data = registry.serialize(message, content_type=preferred)
-            content_type = preferred
+            return type_name, preferred, data
         except SerializationError:
             other = (
                 PROTOBUF_DATA_CONTENT_TYPE
@@ -239,14 +253,8 @@ class WorkerRouter:
             except SerializationError:
                 registry.add_type(type(message))
                 type_name, data = registry.serialize(message, content_type=preferred)
-                content_type = preferred
-            else:
-                content_type = other
-        payload = pb.Payload() if into is None else into
-        payload.data_type = type_name
-        payload.data_content_type = content_type
-        payload.data = data
-        return payload
+                return type_name, preferred, data
+            return type_name, other, data
 
     def _decode(self, payload: pb.Payload) -> Any:
         if not payload.data_type:
@@ -301,29 +309,46 @@ class WorkerRouter:
     async def publish(
         self, message: Any, topic: TopicId, *, sender: AgentId | None, message_id: str
     ) -> None:
-        payload = self._encode(message, self._content_type)
+        type_name, content_type, data = self._serialize(message, self._content_type)
         event = to_cloud_event(
             topic=topic,
             sender=sender,
-            type_name=payload.data_type,
-            content_type=payload.data_content_type,
-            data=payload.data,
+            type_name=type_name,
+            content_type=content_type,
+            data=data,
             event_id=message_id,
         )
-        with self._tracing.sending(
-            "publish", topic.type, topic.source, message_type=payload.data_type
-        ) as trace:
+        if self._spans:
+            with self._tracing.sending(
+                "publish", topic.type, topic.source, message_type=type_name
+            ) as trace:
+                if trace is not None:
+                    trace.inject_event(event.attributes)
+                await self._publish_event(event, message, topic, sender, message_id)
+        else:  # no span to make: the current context, if any, is what travels
+            trace = current_trace.get()
             if trace is not None:
                 trace.inject_event(event.attributes)
-            if self._immediate and self._core.subscriptions.recipients(topic):
-                self._await_echo(message_id)
-                await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
-            try:
-                await self.link.publish(event)
-            except BaseException:
-                self._awaited.pop(message_id, None)
-                raise
+            await self._publish_event(event, message, topic, sender, message_id)
         self._published += 1
+
+    async def _publish_event(
+        self,
+        event: ce_pb.CloudEvent,
+        message: Any,
+        topic: TopicId,
+        sender: AgentId | None,
+        message_id: str,
+    ) -> None:
+        """Deliver to local subscribers at once if that is the policy, and send *event*."""
+        if self._immediate and self._core.subscriptions.recipients(topic):
+            self._await_echo(message_id)
+            await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
+        try:
+            await self.link.publish(event)
+        except BaseException:
+            self._awaited.pop(message_id, None)
+            raise
 
     def _await_echo(self, event_id: str) -> None:
         session = self.link.session

@@ -291,9 +291,15 @@ class WorkerRouter:
         if deadline != math.inf:
             request.metadata[TIMEOUT_METADATA_KEY] = f"{max(0.0, deadline - now):.6f}"
         try:
-            with self._tracing.sending(
-                "send", recipient.type, recipient.key, message_type=request.payload.data_type
-            ) as trace:
+            if self._spans:
+                with self._tracing.sending(
+                    "send", recipient.type, recipient.key, message_type=request.payload.data_type
+                ) as trace:
+                    if trace is not None:
+                        trace.inject(request.metadata)
+                    response = await self.link.rpc(request, expires_at=expires_at)
+            else:  # no span to make: the current context, if any, is what travels
+                trace = current_trace.get()
                 if trace is not None:
                     trace.inject(request.metadata)
                 response = await self.link.rpc(request, expires_at=expires_at)
@@ -386,9 +392,12 @@ class WorkerRouter:
 
     async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse:
         self._incoming_rpcs += 1
+        parent = parse_trace_context(request.metadata)
+        if parent is None and not self._spans:  # nothing to trace: no block
+            return await self._answer(request)
         target = request.target
         with self._tracing.handling(
-            parse_trace_context(request.metadata),
+            parent,
             target.type,
             target.key,
             message_type=request.payload.data_type,

@@ -349,7 +349,8 @@ class WorkerSession:
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         """Send a CloudEvent; returns once it was written to the connection."""
-        data = pb.Message(cloudEvent=event).SerializeToString()
+        # Enveloped, not copied into a Message (that copy was half the cost).
+        data = enveloped("cloudEvent", event.SerializeToString())
         self._check_size(data, "published event")
         # A publisher usually goes on publishing: let the writer batch events.
         if await self._writer.try_direct(Lane.EVENTS, data, flush=False):

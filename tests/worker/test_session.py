@@ -10,7 +10,9 @@ import trio
 import trio.testing
 from google.protobuf import any_pb2
 
-from agentwire import ConnectionLostError, RemoteError
+from agentwire import AgentId, ConnectionLostError, RemoteError, TopicId
+from agentwire._cloudevents import to_cloud_event
+from agentwire._observability._trace_context import TraceContext
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce_pb
 from agentwire._worker._kinds import error_from_response
@@ -499,7 +501,21 @@ def test_an_enveloped_message_is_the_bytes_of_a_message_holding_it(size: int) ->
     request = pb.RpcRequest(request_id="r1", payload=pb.Payload(data=b"x" * size))
     response = pb.RpcResponse(request_id="r1", error="e" * size)
     event = ce_pb.CloudEvent(id="e1", binary_data=b"y" * size)
+    published = to_cloud_event(
+        topic=TopicId("t", "s"),
+        sender=AgentId("a", "k"),
+        type_name="T",
+        content_type="application/json",
+        data=b"z" * size,
+        event_id="e2",
+    )
+    TraceContext("1" * 32, "2" * 16, 1, "k=v").inject_event(published.attributes)
     for field, inner in (("request", request), ("response", response), ("cloudEvent", event)):
         data = enveloped(field, inner.SerializeToString())
         assert data == pb.Message(**{field: inner}).SerializeToString()
         assert getattr(parse(data), field) == inner
+    # With a map (the attributes) only the order of its entries may differ, which
+    # protobuf leaves open: the message read back is the same.
+    data = enveloped("cloudEvent", published.SerializeToString())
+    assert len(data) == len(pb.Message(cloudEvent=published).SerializeToString())
+    assert parse(data).cloudEvent == published

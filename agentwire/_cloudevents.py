@@ -124,23 +124,33 @@ def topic_of(event: cloudevent_pb2.CloudEvent) -> TopicId:
         raise InvalidCloudEventError("type", f"is not a valid topic type: {exc}") from exc
 
 
-def _string_of(
-    value: cloudevent_pb2.CloudEvent.CloudEventAttributeValue | None, name: str, required: bool
+def _optional_string(
+    value: cloudevent_pb2.CloudEvent.CloudEventAttributeValue | None, name: str
 ) -> str | None:
-    """The text of string attribute *name* (None if absent and not *required*).
+    """The text of string attribute *name*, None if it is absent.
 
-    InvalidCloudEventError if it is required and absent, or not a string.
+    InvalidCloudEventError if it is not a string (``ce_string``, ``ce_uri``,
+    ``ce_uri_ref``). The callers read a non-empty ``ce_string`` themselves,
+    without this call: one that is not empty is the attribute's arm.
     """
     if value is None:
-        if required:
-            raise InvalidCloudEventError(name, "is missing")
         return None
     arm = value.WhichOneof("attr")
-    if arm == "ce_string":
-        return value.ce_string
     if arm not in _STRING_ARMS:
         raise InvalidCloudEventError(name, f"must be a string attribute, got {arm or 'no value'}")
     text: str = getattr(value, arm)
+    return text
+
+
+def _required_string(
+    value: cloudevent_pb2.CloudEvent.CloudEventAttributeValue | None, name: str
+) -> str:
+    """:func:`_optional_string`, and InvalidCloudEventError if it is absent or empty."""
+    text = _optional_string(value, name)
+    if text is None:
+        raise InvalidCloudEventError(name, "is missing")
+    if not text:
+        raise InvalidCloudEventError(name, "is empty")
     return text
 
 
@@ -160,18 +170,25 @@ def from_cloud_event(event: cloudevent_pb2.CloudEvent) -> ReceivedEvent:
     topic = topic_of(event)
     # get() and not indexing: indexing a protobuf message map inserts the key.
     get = event.attributes.get
-    content_type = _string_of(get(DATA_CONTENT_TYPE_ATTR), DATA_CONTENT_TYPE_ATTR, True)
-    type_name = _string_of(get(DATA_SCHEMA_ATTR), DATA_SCHEMA_ATTR, True)
-    assert content_type is not None
-    assert type_name is not None
+    # Each attribute: its ce_string if not empty, else the full check.
+    value = get(DATA_CONTENT_TYPE_ATTR)
+    content_type = value.ce_string if value is not None else ""
     if not content_type:
-        raise InvalidCloudEventError(DATA_CONTENT_TYPE_ATTR, "is empty")
+        content_type = _required_string(value, DATA_CONTENT_TYPE_ATTR)
+    value = get(DATA_SCHEMA_ATTR)
+    type_name = value.ce_string if value is not None else ""
     if not type_name:
-        raise InvalidCloudEventError(DATA_SCHEMA_ATTR, "is empty")
+        type_name = _required_string(value, DATA_SCHEMA_ATTR)
 
     sender: AgentId | None = None
-    sender_type = _string_of(get(AGENT_SENDER_TYPE_ATTR), AGENT_SENDER_TYPE_ATTR, False)
-    sender_key = _string_of(get(AGENT_SENDER_KEY_ATTR), AGENT_SENDER_KEY_ATTR, False)
+    value = get(AGENT_SENDER_TYPE_ATTR)
+    sender_type = value.ce_string if value is not None else None
+    if not sender_type:
+        sender_type = _optional_string(value, AGENT_SENDER_TYPE_ATTR)
+    value = get(AGENT_SENDER_KEY_ATTR)
+    sender_key = value.ce_string if value is not None else None
+    if not sender_key:
+        sender_key = _optional_string(value, AGENT_SENDER_KEY_ATTR)
     if sender_type is not None and sender_key is not None:
         try:
             sender = AgentId(sender_type, sender_key)
@@ -205,7 +222,7 @@ def from_cloud_event(event: cloudevent_pb2.CloudEvent) -> ReceivedEvent:
     # endswith first: a cheap "no" for nearly every topic.
     if topic_type.endswith(_RPC_SUFFIX) and topic_type.partition(":")[2] == _RPC_SUFFIX[1:]:
         is_rpc = True
-        kind = _string_of(get(MESSAGE_KIND_ATTR), MESSAGE_KIND_ATTR, False)
+        kind = _optional_string(get(MESSAGE_KIND_ATTR), MESSAGE_KIND_ATTR)
         if kind != MESSAGE_KIND_RPC_REQUEST:
             logger.warning(
                 "CloudEvent %r has topic type %r (a legacy RPC request) but %s is %r",

@@ -274,3 +274,27 @@ def test_round_trip_through_the_wire(
     assert received.data == data
     assert received.event_id == event_id
     assert received.is_rpc == (":" in topic.type and topic.type.split(":", 1)[1] == "rpc_request")
+
+
+def test_uri_attributes_read_as_strings() -> None:
+    event = json_event()
+    event.attributes["dataschema"].ce_uri = "urn:Ping"
+    event.attributes["agagentsenderkey"].ce_uri_ref = "p/1"
+    received = from_cloud_event(event)
+    assert received.type_name == "urn:Ping"
+    assert received.sender == AgentId("pub", "p/1")
+
+
+def test_an_empty_sender_key_is_a_key() -> None:
+    event = json_event()
+    event.attributes["agagentsenderkey"].ce_string = ""
+    assert from_cloud_event(event).sender == AgentId("pub", "")
+
+
+def test_a_sender_attribute_that_is_not_a_string_is_refused() -> None:
+    event = json_event()
+    event.attributes["agagentsenderkey"].ce_boolean = True
+    with pytest.raises(InvalidCloudEventError) as info:
+        from_cloud_event(event)
+    assert info.value.attribute == "agagentsenderkey"
+    assert "must be a string attribute, got ce_boolean" in info.value.problem

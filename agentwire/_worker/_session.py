@@ -463,7 +463,7 @@ class WorkerSession:
         cancellation.
         """
         events = self._events_recv
-        budget = CheckpointBudget()
+        spend = CheckpointBudget().spend
         async with events:
             while True:
                 try:
@@ -476,8 +476,11 @@ class WorkerSession:
                 except trio.EndOfChannel:
                     await trio.lowlevel.checkpoint()
                     return
-                else:
-                    await budget.checkpoint()
+                else:  # the budget's checkpoint, inlined (once per event)
+                    if spend():
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        await trio.lowlevel.checkpoint_if_cancelled()
                 try:
                     await self._handler.handle_event(event)
                 except Exception:

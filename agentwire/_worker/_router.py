@@ -409,8 +409,13 @@ class WorkerRouter:
 
     async def _answer(self, request: pb.RpcRequest) -> pb.RpcResponse:
         try:
-            recipient = AgentId.from_proto(request.target)
-            sender = AgentId.from_proto(request.source) if request.HasField("source") else None
+            target = request.target  # (AgentId.from_proto, without its extra call)
+            recipient = AgentId(target.type, target.key)
+            if request.HasField("source"):
+                source = request.source
+                sender: AgentId | None = AgentId(source.type, source.key)
+            else:
+                sender = None
             message = self._decode(request.payload)
             # The caller's deadline is the session's business (see _session).
             result = await self._core.deliver_request(

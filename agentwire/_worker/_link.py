@@ -446,18 +446,22 @@ class WorkerLink:
     async def get_subscriptions(self) -> list[pb.Subscription]:
         return await self._control_op(lambda session: session.get_subscriptions())
 
-    async def rpc(self, request: pb.RpcRequest, *, expires_at: float = math.inf) -> pb.RpcResponse:
+    async def rpc(
+        self, request: pb.RpcRequest, *, expires_at: float = math.inf, now: float | None = None
+    ) -> pb.RpcResponse:
         """:meth:`WorkerSession.rpc` on the current session; waiting for a
-        session counts against ``expires_at`` too (:class:`RpcTimeoutError`)."""
+        session counts against ``expires_at`` too (:class:`RpcTimeoutError`).
+        ``now``: the trio time, if the caller just read it."""
         session = self._session
         if session is None or session.lost.is_set():
+            now = None  # it will be later than that
             with trio.move_on_at(expires_at):
                 session = await self.session_for_call()
             if session is None or session.lost.is_set():
                 raise RpcTimeoutError(
                     f"no connection to the gateway in time for {request.request_id}"
                 )
-        return await session.rpc(request, expires_at=expires_at)
+        return await session.rpc(request, expires_at=expires_at, now=now)
 
     async def publish(self, event: ce_pb.CloudEvent) -> None:
         session = await self.session_for_call()

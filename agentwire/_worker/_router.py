@@ -297,12 +297,12 @@ class WorkerRouter:
                 ) as trace:
                     if trace is not None:
                         trace.inject(request.metadata)
-                    response = await self.link.rpc(request, expires_at=expires_at)
+                    response = await self.link.rpc(request, expires_at=expires_at, now=now)
             else:  # no span to make: the current context, if any, is what travels
                 trace = current_trace.get()
                 if trace is not None:
                     trace.inject(request.metadata)
-                response = await self.link.rpc(request, expires_at=expires_at)
+                response = await self.link.rpc(request, expires_at=expires_at, now=now)
         except RpcTimeoutError:
             raise UnansweredError(
                 f"no response from {recipient} within rpc_timeout={self._rpc_timeout:g} s "

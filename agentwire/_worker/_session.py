@@ -284,7 +284,9 @@ class WorkerSession:
         if len(data) > self._max_message_size:
             raise too_large_error(len(data), self._max_message_size, what)
 
-    async def rpc(self, request: pb.RpcRequest, *, expires_at: float = math.inf) -> pb.RpcResponse:
+    async def rpc(
+        self, request: pb.RpcRequest, *, expires_at: float = math.inf, now: float | None = None
+    ) -> pb.RpcResponse:
         """Send ``request`` (its ``request_id`` is assigned here) and await the response.
 
         Honours the caller's cancel scope: on deadline or cancellation the
@@ -294,6 +296,7 @@ class WorkerSession:
         expiries of a session's calls come in order (a worker's fixed
         ``rpc_timeout``), one sweeper task enforces them all, which saves a
         cancel scope per call; an out-of-order expiry gets a scope of its own.
+        ``now``: the trio time, if the caller just read it (else it is read here).
         """
         request_id = next(self._request_ids)
         request.request_id = request_id
@@ -311,7 +314,7 @@ class WorkerSession:
             if (
                 scope is None
                 or expires_at < self._latest_expiry
-                or expires_at <= trio.current_time()
+                or expires_at <= (trio.current_time() if now is None else now)
                 or not await self._writer.try_direct(Lane.RPC, data, flush=flush)
             ):
                 with trio.move_on_at(expires_at):

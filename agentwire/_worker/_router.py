@@ -66,6 +66,7 @@ published, wrote to the current session and delivered locally.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -450,33 +451,23 @@ class WorkerRouter:
         if isinstance(message, UnknownPayload):
             logger.debug("event %s has no local serializer (%s)", event.id, message.type_name)
         parent = parse_event_trace_context(event.attributes)
+        deliver = functools.partial(
+            self._core.deliver_event,
+            message,
+            received.topic,
+            sender=received.sender,
+            message_id=received.event_id,
+            is_rpc=received.is_rpc,
+            checked=True,  # the session's dispatch loop checkpoints before each event
+        )
         try:
             if parent is None and not self._spans:  # nothing to trace: no block
-                # The session's dispatch loop checkpoints before each event.
-                await self._core.deliver_event(
-                    message,
-                    received.topic,
-                    sender=received.sender,
-                    message_id=received.event_id,
-                    is_rpc=received.is_rpc,
-                    checked=True,
-                )
-                return
-            with self._tracing.handling(
-                parent,
-                event.type,
-                event.source,
-                topic=True,
-                message_type=received.type_name,
-            ):
-                await self._core.deliver_event(
-                    message,
-                    received.topic,
-                    sender=received.sender,
-                    message_id=received.event_id,
-                    is_rpc=received.is_rpc,
-                    checked=True,
-                )
+                await deliver()
+            else:
+                with self._tracing.handling(
+                    parent, event.type, event.source, topic=True, message_type=received.type_name
+                ):
+                    await deliver()
         except RuntimeClosedError:
             logger.debug("event %s dropped: the runtime is closing", event.id)
 

@@ -66,7 +66,7 @@ from . import _h2fast, _protocol
 from ._framing import FramingError, MessageTooLargeError
 from ._open_stream import OpenStream
 from ._protocol import BULK_IN_FLIGHT, CANCEL, NO_ERROR, reset_status
-from ._pump import HIGH_WATER, Http2Pump
+from ._pump import EARLY_WRITE, HIGH_WATER, Http2Pump
 
 log = logging.getLogger("agentwire.transport")
 
@@ -286,7 +286,8 @@ class Http2Connection(Http2Pump):
 
         ``flush``: write at once when the writer is idle and nothing else is
         runnable (see :meth:`flush_now`); otherwise the writer is woken and
-        batches this with whatever else is produced in this scheduler pass.
+        batches this with whatever else is produced in this scheduler pass, up
+        to ``EARLY_WRITE`` bytes of urgent output, which are written at once.
         """
         if st.closed or st.local_closed or st.partial or st.error is not None or self._closing:
             return False
@@ -310,6 +311,8 @@ class Http2Connection(Http2Pump):
             self.flush_now()
             if not self._held and not self._pending():
                 return True
+        elif not bulk and self._pending() >= EARLY_WRITE:
+            self.flush_now(early=True)
         self._kick()
         return True
 

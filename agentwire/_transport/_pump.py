@@ -57,6 +57,11 @@ HIGH_WATER = 256 * 1024
 _RECEIVE_SIZE = 64 * 1024
 #: how long a graceful close may spend flushing before the socket is dropped
 _CLOSE_FLUSH_TIMEOUT = 2.0
+#: urgent (not bulk) output at least this large is written at once by the task that
+#: produced it, not at the end of the scheduler pass: a burst of requests or answers reaches
+#: the next process in pieces while the rest is made, so the processes of a pipeline work
+#: at once instead of in turns (bulk traffic keeps its larger writes)
+EARLY_WRITE = 2048
 
 
 def _send_data_public(conn: h2.connection.H2Connection, stream_id: int, data: bytes) -> None:
@@ -213,7 +218,7 @@ class Http2Pump:
             await self._writer_wakeup.wait()
             io = self._io  # the reader may have moved it to direct I/O (TLS)
 
-    def flush_now(self) -> None:
+    def flush_now(self, *, early: bool = False) -> None:
         """Write pending output from the calling task, if that is as good as waiting.
 
         Called by a task about to block. When the writer is idle and no other
@@ -221,7 +226,9 @@ class Http2Pump:
         else can join this batch of output, so one non-blocking write now puts
         it on the wire a scheduler pass earlier; the writer then finds nothing
         to do. Whatever the socket does not take is left to the writer.
-        (Fast paths only: it needs the socket's fd and trio's run queue.)
+        ``early``: write even though other tasks may add output in this pass
+        (see :data:`EARLY_WRITE`). (Fast paths only: it needs the socket's fd
+        and trio's run queue.)
         """
         io = self._io
         if (
@@ -229,7 +236,7 @@ class Http2Pump:
             or self._closing
             or not self._writer_idle
             or self._held
-            or _fdio.runnable() > (0 if self._writer_wakeup.task is not None else 1)
+            or (not early and _fdio.runnable() > (0 if self._writer_wakeup.task is not None else 1))
         ):
             return
         data = self._h2.data_to_send()

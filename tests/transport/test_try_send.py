@@ -280,3 +280,26 @@ async def test_server_message_handler_is_never_offered_a_compressed_message() ->
         assert await stream.receive() == b"done"
     assert offered == []
     assert received == [b"first", b"second", b"third"]
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_a_burst_of_urgent_messages_is_written_in_pieces_as_it_is_made(
+    channel: Channel, bulk: bool, io_paths: bool
+) -> None:
+    async with channel.stream("/t.T/Echo") as stream:
+        stream.set_bulk_tag(ord("B"))
+        assert await stream.send(b"warm") is None
+        assert await stream.receive() == b"warm"
+        await trio.testing.wait_all_tasks_blocked()
+        before = channel.statistics().bytes_sent
+        # No checkpoint in this loop: only the task making the messages can write them.
+        for _ in range(40):
+            assert stream.try_send((b"B" if bulk else b"u") * 100, flush=False)
+        stats = channel.statistics()
+        if bulk or not io_paths:  # bulk traffic (or no direct socket) waits for the writer
+            assert stats.bytes_sent == before
+        else:
+            assert stats.bytes_sent - before >= 2048
+            assert stats.pending_output_bytes < 2048
+        await stream.end()
+        assert len([message async for message in stream]) == 40

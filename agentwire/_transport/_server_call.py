@@ -81,18 +81,14 @@ class ServerStream:
 
     async def receive(self) -> bytes | None:
         """The next request message; ``None`` once the client half-closed."""
-        item = await self._conn.receive_message(self._st)
-        if item is None:
-            return None
-        payload, compressed = item
-        if compressed:
-            return decompress_message(payload, self._encoding, self._conn.max_message_size)
-        return payload
+        return self._payload(await self._conn.receive_message(self._st))
 
     def receive_urgent_nowait(self) -> bytes | None:
         """The next request message that is not bulk (see :meth:`set_bulk_tag`)
         if one is queued, without waiting; else None."""
-        item = self._conn.take_urgent(self._st)
+        return self._payload(self._conn.take_urgent(self._st))
+
+    def _payload(self, item: tuple[bytes, bool] | None) -> bytes | None:
         if item is None:
             return None
         payload, compressed = item

@@ -17,7 +17,7 @@ import attrs
 
 from ._registry import Conn, ConnKind
 
-__all__ = ["InFlight", "Pending"]
+__all__ = ["InFlight", "Pending", "earlier"]
 
 
 @attrs.define(slots=True, eq=False)
@@ -133,6 +133,16 @@ class InFlight:
             if p.deadline is not None:
                 assert (p.deadline, _id_order(gid), gid) in self._deadlines
         assert index == self._by_conn
+
+
+def earlier(a: float | None, b: float | None) -> float | None:
+    """The earlier of two deadlines, either of which may be None (none).
+
+    Called after every routed message: plain comparisons, no list or ``min()``.
+    """
+    if a is None or (b is not None and b < a):
+        return b
+    return a
 
 
 def _id_order(gid: str) -> int:

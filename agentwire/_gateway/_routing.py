@@ -65,7 +65,7 @@ from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, er
 from ._control import ControlRouting
 from ._events import EventFanout
 from ._held import HeldRequest, StartupHold
-from ._inflight import InFlight, Pending
+from ._inflight import InFlight, Pending, earlier
 from ._peers import lost_answer
 from ._placement import PlacementStrategy
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
@@ -468,16 +468,8 @@ class RoutingTable:
     def next_deadline(self) -> float | None:
         """When the next pending request or channel-less registration expires,
         or the start-up hold ends (None: nothing can expire)."""
-        # called after every routed message: no list, generator or min() here
-        first = self._pending.next_deadline()
-        expiry = self._reg.next_expiry()
-        if expiry is not None and (first is None or expiry < first):
-            first = expiry
-        if self._hold is not None:
-            held = self._hold.next_deadline()
-            if held is not None and (first is None or held < first):
-                first = held
-        return first
+        first = earlier(self._pending.next_deadline(), self._reg.next_expiry())
+        return first if self._hold is None else earlier(first, self._hold.next_deadline())
 
     # ------------------------------------------------------------ start-up hold
 

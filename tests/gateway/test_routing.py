@@ -611,3 +611,16 @@ def test_held_messages_are_retried_after_a_control_channel_opens_too() -> None:
     assert forwarded.conn is b
     assert not router.wants_release(1.0)
     router.check_invariants()
+
+
+@pytest.mark.parametrize(("rpc_timeout", "expected"), [(10.0, 110.0), (60.0, 130.0)])
+def test_the_next_deadline_is_the_earlier_of_a_request_and_a_registration(
+    rpc_timeout: float, expected: float
+) -> None:
+    router = RoutingTable(rpc_timeout=rpc_timeout, registration_grace=30.0)
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.register_agent("B", "slow")
+    router.register_agent("ghost", "phantom", 100.0)  # no channel: expires at 130
+    router.receive(a, request("1", "slow/k"), 100.0)  # expires at 100 + rpc_timeout
+    assert router.next_deadline() == expected

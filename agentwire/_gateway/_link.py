@@ -6,7 +6,7 @@ written at the top of ``_hub.py``, whose :class:`~._hub.GatewayHub` drives them.
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -14,7 +14,7 @@ import trio
 from grpclib.const import Status
 
 from ._config import QueueStatistics
-from ._queue import ClientQueue, Lane
+from ._queue import ClientQueue, Lane, Waiter
 from ._routing import Conn, ConnKind
 
 if TYPE_CHECKING:
@@ -59,12 +59,7 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
             link.readable = trio.Event()
             await link.readable.wait()
         data, lane, answer, placed = item
-        if link.direct is not None:
-            link.taken.append(lane)
-        if placed:  # in the same step as the take (H3)
-            link.unsent[lane] += len(placed)
-            for waiter in placed:
-                waiter.wakeup()
+        link.took(lane, placed)
         await trio.lowlevel.cancel_shielded_checkpoint()
         if answer:
             self._hub._table.answer_consumed(link.conn)
@@ -82,12 +77,7 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
                 raise trio.EndOfChannel
             raise trio.WouldBlock
         data, lane, answer, placed = item
-        if link.direct is not None:
-            link.taken.append(lane)
-        if placed:  # in the same step as the take (H3)
-            link.unsent[lane] += len(placed)
-            for waiter in placed:
-                waiter.wakeup()
+        link.took(lane, placed)
         if answer:
             self._hub._table.answer_consumed(link.conn)
         return data
@@ -123,6 +113,17 @@ class _Link:
     # With direct writes, the lanes of what the pump took and has not yet reported
     # sent, in the order taken (a pump may take a batch before it sends any of it).
     taken: collections.deque[Lane] = attrs.Factory(collections.deque)
+
+    def took(self, lane: Lane, placed: Sequence[Waiter]) -> None:
+        """The pump took an item of *lane* from the queue, and that take moved
+        the *placed* waiters' items in: count them and wake their senders, in
+        the same step as the take (H3)."""
+        if self.direct is not None:
+            self.taken.append(lane)
+        if placed:
+            self.unsent[lane] += len(placed)
+            for waiter in placed:
+                waiter.wakeup()
 
     def queued(self, lane: Lane) -> None:
         """One item went into *lane*: count it, wake the pump."""

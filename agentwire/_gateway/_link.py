@@ -13,6 +13,7 @@ import attrs
 import trio
 from grpclib.const import Status
 
+from .._budget import CheckpointBudget
 from ._config import QueueStatistics
 from ._queue import ClientQueue, Lane, Waiter
 from ._routing import Conn, ConnKind
@@ -44,6 +45,10 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
     def __init__(self, hub: GatewayHub, link: _Link) -> None:
         self._hub = hub
         self._link = link
+        # A full scheduler pass per message taken would make a busy connection's
+        # pump move one message per pass (and its writer one socket write per
+        # message): yield every few takes, as the transport's sends do.
+        self._budget = CheckpointBudget()
 
     async def receive(self) -> bytes:
         link = self._link
@@ -60,7 +65,8 @@ class _Outbound(trio.abc.ReceiveChannel[bytes]):
             await link.readable.wait()
         data, lane, answer, placed = item
         link.took(lane, placed)
-        await trio.lowlevel.cancel_shielded_checkpoint()
+        if self._budget.spend():
+            await trio.lowlevel.cancel_shielded_checkpoint()
         if answer:
             self._hub._table.answer_consumed(link.conn)
         return data

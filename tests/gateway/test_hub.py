@@ -170,6 +170,7 @@ async def test_answers_never_wait_for_a_caller_that_does_not_read(hub: GatewayHu
         for gid in gids:  # A does not read; these must not block B's routing
             await b.to_gateway.send(response(gid))
         await a.to_gateway.send(request("5", "echo/k"))
+        await trio.testing.wait_all_tasks_blocked()  # the fifth is routed before A reads
         # A receives its four answers, then the refusal of the fifth request.
         got = [(await receive(a)).response for _ in range(5)]
         assert [r.request_id for r in got] == ["0", "1", "2", "3", "5"]
@@ -338,6 +339,36 @@ async def test_direct_writes_keep_order_and_release_answer_space(hub: GatewayHub
             assert hub.statistics().rpcs_in_flight == 0
             hub.check_invariants()
             nursery.cancel_scope.cancel()
+
+
+async def test_a_backlog_is_taken_without_a_scheduler_pass_per_message() -> None:
+    # A pass per message taken would mean a pass (and a socket write) per
+    # message for a busy connection's pump.
+    config = GatewayConfig(queue_size=16, startup_grace=0)
+    async with open_hub(config) as hub, hub.connect("A") as a, hub.connect("B") as b:
+        hub.register_agent("B", "listener")
+        hub.add_subscription("B", type_sub("news", "listener", "s1"))
+        raws = [event("news", event_id=f"e{n}") for n in range(8)]
+        for raw in raws:
+            await a.send(raw)
+        passes = 0
+        taken = False
+
+        async def bystander() -> None:
+            nonlocal passes
+            while not taken:
+                passes += 1
+                await trio.lowlevel.checkpoint()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bystander)
+            while passes == 0:
+                await trio.lowlevel.checkpoint()
+            before = passes
+            got = [await b.from_gateway.receive() for _ in raws]
+            taken = True
+        assert got == raws
+        assert passes - before <= 1
 
 
 async def test_try_send_routes_without_waiting_or_declines(hub: GatewayHub) -> None:

@@ -110,8 +110,11 @@ def try_send_data(
     return True
 
 
-def receive_plain_data(conn: h2.connection.H2Connection, data: bytes, sink: DataSink) -> bytes:
-    """Take the leading plain DATA frames of ``data`` without h2; return the rest.
+def receive_plain_data(
+    conn: h2.connection.H2Connection, data: bytes, sink: DataSink
+) -> tuple[bytes, bytes]:
+    """Take the leading plain DATA frames of ``data`` without h2; return
+    ``(for_h2, held)``: what h2 must take now, and an incomplete last frame.
 
     h2 4.x turns a DATA frame without flags (no END_STREAM, no padding), on a
     stream open for receiving whose headers came and that declared no
@@ -121,6 +124,13 @@ def receive_plain_data(conn: h2.connection.H2Connection, data: bytes, sink: Data
     while h2 holds no partial input (no preface still expected, no partial
     frame, no header block in progress); the first frame that is anything
     else, and everything after it, goes to h2 as usual, so order is kept.
+
+    A read rarely ends on a frame boundary. Handing h2 part of a frame would
+    send the whole of the next read through h2 (it holds a partial frame), so
+    the frame the data ends in, if incomplete, is ``held`` instead: the caller
+    puts it in front of the next read. (At most one frame, so at most
+    ``max_inbound_frame_size`` + 9 bytes.) When the fast path does not apply,
+    everything goes to h2 and nothing is held.
     """
     buffer: Any = conn.incoming_buffer
     if (
@@ -129,7 +139,7 @@ def receive_plain_data(conn: h2.connection.H2Connection, data: bytes, sink: Data
         or buffer._headers_buffer
         or conn.state_machine.state not in OPEN_STATES
     ):
-        return data
+        return data, b""
     streams = conn.streams
     conn_window: Any = conn._inbound_flow_control_window_manager
     max_size = conn.max_inbound_frame_size
@@ -163,4 +173,16 @@ def receive_plain_data(conn: h2.connection.H2Connection, data: bytes, sink: Data
         alone = pos == 0 and start + length == end
         pos = start + length
         sink(stream_id, data[start:pos], length, alone)
-    return data[pos:] if pos else data
+    # the rest: whole frames for h2, and the last one if it has not fully come
+    rest = pos
+    while end - pos >= 9:
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        if length > max_size:  # h2 refuses it (a connection error)
+            pos = end
+            break
+        if pos + 9 + length > end:
+            break
+        pos += 9 + length
+    if pos == end:
+        return (data[rest:] if rest else data), b""
+    return data[rest:pos], data[pos:]

@@ -266,6 +266,7 @@ class Http2Pump:
         clock = self._clock
         keepalive = clock.keepalive_interval is not None
         pending = self._pending
+        held = b""
         try:
             while True:
                 try:
@@ -283,8 +284,11 @@ class Http2Pump:
                 self._heard = True
                 if keepalive:
                     clock.last_received = trio.current_time()
+                if held:  # the incomplete frame the last read ended in
+                    data = held + data
+                    held = b""
                 if self._fast_receive and type(data) is bytes:
-                    data = _h2fast.receive_plain_data(h2conn, data, self._data_received)
+                    data, held = _h2fast.receive_plain_data(h2conn, data, self._data_received)
                 if data:
                     try:
                         events = h2conn.receive_data(data)

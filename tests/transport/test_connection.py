@@ -146,7 +146,10 @@ async def test_plain_data_frames_bypass_h2_with_the_same_effect() -> None:
             client.send_data(stream_id, message)
         client.send_data(stream_id, encode_message(b"last"), end_stream=True)
         data = client.data_to_send()
-        rest = receive_plain_data(conn._h2, data, conn._data_received) if fast else data
+        rest, held = (
+            receive_plain_data(conn._h2, data, conn._data_received) if fast else (data, b"")
+        )
+        assert held == b""
         if fast:
             # the three plain frames were taken; the END_STREAM one is left to h2
             assert len(st.messages) == 3
@@ -183,7 +186,34 @@ async def test_plain_data_waits_for_h2_while_it_holds_a_partial_frame() -> None:
     client.send_data(stream_id, encode_message(b"two"))
     data = client.data_to_send()
     conn._h2.receive_data(data[:5])  # h2 now holds part of a frame
-    assert (
-        receive_plain_data(conn._h2, data[5:], conn._data_received) == data[5:]
-    )  # so everything goes to h2
-    assert not st.messages
+    assert receive_plain_data(conn._h2, data[5:], conn._data_received) == (data[5:], b"")
+    assert not st.messages  # so everything goes to h2
+
+
+async def test_a_read_that_ends_inside_a_frame_leaves_h2_holding_nothing() -> None:
+    a, _ = trio.testing.memory_stream_pair()
+    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
+    client, stream_id, opening = _client_conversation()
+    conn._h2.receive_data(opening)
+    conn._streams[stream_id] = st = OpenStream(stream_id, 1 << 20)
+    for word in (b"one", b"two", b"three"):
+        client.send_data(stream_id, encode_message(word))
+    client.ping(b"12345678")
+    client.send_data(stream_id, encode_message(b"four"))
+    data = client.data_to_send()
+    first = len(encode_message(b"one")) + 9 + 4  # the first frame and part of the second
+    rest, held = receive_plain_data(conn._h2, data[:first], conn._data_received)
+    assert (rest, held) == (b"", data[9 + len(encode_message(b"one")) : first])
+    # The next read, behind what was held, takes the fast path from its first byte;
+    # the PING goes to h2 whole, the DATA frame cut after it is held in turn.
+    cut = len(data) - 3
+    rest, held = receive_plain_data(conn._h2, held + data[first:cut], conn._data_received)
+    assert (rest[3], len(rest)) == (6, 9 + 8)  # the PING frame, nothing else
+    assert held == data[len(data) - 9 - len(encode_message(b"four")) : cut]
+    assert [payload for payload, _ in st.messages] == [b"one", b"two", b"three"]
+    assert not conn._h2.incoming_buffer._data  # type: ignore[attr-defined]
+    for event in conn._h2.receive_data(rest):
+        assert isinstance(event, h2.events.PingReceived)
+    rest, held = receive_plain_data(conn._h2, held + data[cut:], conn._data_received)
+    assert (rest, held) == (b"", b"")
+    assert [payload for payload, _ in st.messages][-1] == b"four"

@@ -36,6 +36,7 @@ from google.protobuf.message import DecodeError, Message
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from .._budget import CheckpointBudget
 from .._errors import AuthenticationError, PermissionDeniedError
 from .._proto import agent_worker_pb2 as pb
 from .._security import AccessGuard, Credentials, Principal
@@ -228,9 +229,22 @@ async def _pump(stream: ServerStream, conn: Connection) -> None:
 async def _pump_in(stream: ServerStream, conn: Connection) -> None:
     # A GRPCError from receive (e.g. an oversized message) propagates and ends
     # the call with its status; leaving the hub connection cleans up.
+    spend = CheckpointBudget().spend
     try:
         while (data := await stream.receive()) is not None:
-            await conn.send(data, more=stream.buffered > 0)
+            # What has come with it is routed in this step too, without a
+            # wait where nothing has to wait (H4), yielding every few messages.
+            while True:
+                more = stream.buffered > 0
+                if not conn.try_send(data, more=more):
+                    await conn.send(data, more=more)
+                if not more:
+                    break
+                if spend():
+                    await trio.lowlevel.checkpoint()
+                data = stream.receive_nowait()
+                if data is None:  # pragma: no cover - buffered said there is one
+                    break
         conn.leave()  # half-close: the client is leaving
     except trio.BrokenResourceError:
         pass  # the gateway ended this connection; the outbound side reports why

@@ -363,6 +363,16 @@ class Http2Connection(Http2Pump):
             self.flush_now()
             await st.recv_wakeup.wait()
 
+    def take_nowait(self, st: OpenStream) -> tuple[bytes, bool] | None:
+        """The next queued message of ``st`` (urgent ones first, as
+        :meth:`receive_message`) without waiting or a checkpoint, or None."""
+        queue = st.urgent or st.messages
+        if not queue:
+            return None
+        item = queue.popleft()
+        self._taken(st, item[0])
+        return item
+
     def take_urgent(self, st: OpenStream) -> tuple[bytes, bool] | None:
         """The next queued urgent (not bulk) message of ``st`` without waiting, or None."""
         if not st.urgent:

@@ -83,6 +83,11 @@ class ServerStream:
         """The next request message; ``None`` once the client half-closed."""
         return self._payload(await self._conn.receive_message(self._st))
 
+    def receive_nowait(self) -> bytes | None:
+        """The next request message already received (see :attr:`buffered`),
+        without waiting or a checkpoint; None if there is none."""
+        return self._payload(self._conn.take_nowait(self._st))
+
     def receive_urgent_nowait(self) -> bytes | None:
         """The next request message that is not bulk (see :meth:`set_bulk_tag`)
         if one is queued, without waiting; else None."""

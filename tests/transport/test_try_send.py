@@ -156,6 +156,30 @@ async def test_server_buffered_counts_untaken_messages() -> None:
     assert seen == [3, 0]
 
 
+async def test_server_receive_nowait_takes_what_is_buffered_in_order() -> None:
+    taken: list[bytes | None] = []
+
+    async def handler(stream: ServerStream) -> None:
+        await stream.receive()
+        while stream.buffered < 3:
+            await trio.testing.wait_all_tasks_blocked()
+        taken.extend(stream.receive_nowait() for _ in range(4))
+        await stream.receive()  # the end of the requests
+        await stream.send(b"done")
+
+    async with (
+        open_grpc_server({"/t.T/B": bidi(handler)}, "127.0.0.1", 0) as server,
+        open_channel(server.address) as channel2,
+        channel2.stream("/t.T/B") as stream,
+    ):
+        await stream.send(b"go")
+        for n in range(3):
+            await stream.send(str(n).encode())
+        await stream.end()
+        assert await stream.receive() == b"done"
+    assert taken == [b"0", b"1", b"2", None]
+
+
 async def test_message_handler_takes_messages_in_arrival_order(channel: Channel) -> None:
     log: list[tuple[str, bytes]] = []
     handled = trio.Event()

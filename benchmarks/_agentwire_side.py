@@ -19,6 +19,7 @@ import time
 _SPAWN_TO_MAIN = time.monotonic()  # before the framework imports: start-up counts them
 
 import contextlib  # noqa: E402
+import os  # noqa: E402
 import pathlib  # noqa: E402
 import re  # noqa: E402
 import signal  # noqa: E402
@@ -546,6 +547,10 @@ def payload(duration: float) -> dict[str, float]:
 
 def main() -> None:
     args = c.parse_args()
+    if os.environ.get("BENCH_PASSES_DIR"):
+        from . import _passes
+
+        _passes.record_from_env(f"{args.workload}-{os.getpid()}")
     duration = c.phase_seconds(args)
     result: dict[str, float]
     match args.workload:

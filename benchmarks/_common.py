@@ -379,6 +379,9 @@ class Helper:
         profile_dir = os.environ.get("BENCH_PROFILE_DIR")
         if profile_dir:  # profile the helper too: python -m cProfile -o DIR/<role>.prof ...
             argv = [argv[0], "-m", "cProfile", "-o", f"{profile_dir}/{role}.prof", *argv[1:]]
+        passes_dir = os.environ.get("BENCH_PASSES_DIR")
+        if passes_dir:  # scheduler passes and blocking waits (benchmarks._passes)
+            argv = [argv[0], "-m", "benchmarks._passes", f"{passes_dir}/{role}.json", *argv[1:]]
         callgrind_dir = os.environ.get("BENCH_CALLGRIND_DIR")
         if callgrind_dir:  # instruction counts (repeatable on a busy machine), ~50x slower
             out = f"--callgrind-out-file={callgrind_dir}/{role}.callgrind"

@@ -36,7 +36,7 @@ Invariants (kept by this module):
   which then may wait.
 * Incoming requests are served by server tasks in the session's nursery
   (``_serving``), at most ``max_concurrent_requests`` at once, each under its
-  caller's deadline.
+  caller's deadline (kept by the servers' sweeper task).
 * The control channel (``_control``) serves at most ``max_control_requests``
   requests at once and refuses the excess with an error answer.
 * Incoming events reach the handler in arrival order through one dispatch
@@ -534,6 +534,7 @@ async def open_session(
             nursery.start_soon(session._receiver, stream, nursery)
             nursery.start_soon(session._dispatch_events)
             nursery.start_soon(session._expire_rpcs)
+            nursery.start_soon(session._servers.sweep)
             if control_channel:
                 nursery.start_soon(session.control.run)
             else:

@@ -103,6 +103,7 @@ from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
 from .._runtime._core import Runtime
+from .._runtime._deadline import effective_deadline
 from .._serialization import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
@@ -288,7 +289,7 @@ class WorkerRouter:
         # not by a cancel scope per call.
         now = trio.current_time()
         expires_at = now + self._rpc_timeout
-        deadline = min(expires_at, trio.current_effective_deadline())
+        deadline = min(expires_at, effective_deadline())
         if deadline != math.inf:
             request.metadata[TIMEOUT_METADATA_KEY] = f"{max(0.0, deadline - now):.6f}"
         try:

@@ -21,6 +21,13 @@ Invariants kept by this module:
 
 The ``cloudevents`` SDK is not used: it has no protobuf format, and the five
 attributes above are all this mapping needs.
+
+:func:`serialized_cloud_event` is ``to_cloud_event(...).SerializeToString()``
+for the common case (data in ``binary_data``) without building the message:
+everything but the id and the data is the same for every event of one topic,
+type and sender, so it is serialized once (by protobuf) and kept; the id and
+the data are written around it as the two length-delimited fields they are.
+The bytes read back as the same message (protobuf leaves field order open).
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ __all__ = [
     "MESSAGE_KIND_ATTR",
     "ReceivedEvent",
     "from_cloud_event",
+    "length_prefix",
+    "serialized_cloud_event",
     "to_cloud_event",
     "topic_of",
 ]
@@ -62,6 +71,24 @@ UNKNOWN_SENDER: Final = "unknown"
 _CloudEvent = cloudevent_pb2.CloudEvent
 _STRING_ARMS: Final = frozenset({"ce_string", "ce_uri", "ce_uri_ref"})
 _RPC_SUFFIX: Final = ":" + MESSAGE_KIND_RPC_REQUEST
+
+
+def _field_key(name: str) -> bytes:
+    """The wire key of CloudEvent's length-delimited field *name* (one byte: fields 1-15)."""
+    key = (_CloudEvent.DESCRIPTOR.fields_by_name[name].number << 3) | 2
+    assert key < 0x80
+    return bytes((key,))
+
+
+_ID_KEY: Final = _field_key("id")
+_BINARY_DATA_KEY: Final = _field_key("binary_data")
+_SMALL_PREFIXES: Final = tuple(bytes((size,)) for size in range(0x80))
+
+# serialized_cloud_event's serialized fields other than id and data, per
+# (topic type, topic source, type name, content type, sender type, sender key).
+# Bounded: cleared when it grows past the cap (sources may be high-cardinality).
+_HEAD_CAP: Final = 1024
+_heads: dict[tuple[str, str, str, str, str, str], bytes] = {}
 
 
 def to_cloud_event(
@@ -102,6 +129,71 @@ def to_cloud_event(
         attributes[AGENT_SENDER_KEY_ATTR].ce_string = sender.key
     attributes[MESSAGE_KIND_ATTR].ce_string = MESSAGE_KIND_PUBLISH
     return event
+
+
+def length_prefix(size: int) -> bytes:
+    """The varint a length-delimited protobuf field of *size* bytes starts with."""
+    if size < 0x80:
+        return _SMALL_PREFIXES[size]
+    prefix = bytearray()
+    while size >= 0x80:
+        prefix.append((size & 0x7F) | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix)
+
+
+def serialized_cloud_event(
+    *,
+    topic: TopicId,
+    sender: AgentId | None,
+    type_name: str,
+    content_type: str,
+    data: bytes,
+    event_id: str,
+) -> bytes:
+    """``to_cloud_event(...).SerializeToString()``, as bytes that read back as the
+    same message (see the module docstring); the same errors."""
+    if content_type == PROTOBUF_DATA_CONTENT_TYPE:  # data goes in proto_data, checked
+        return to_cloud_event(
+            topic=topic,
+            sender=sender,
+            type_name=type_name,
+            content_type=content_type,
+            data=data,
+            event_id=event_id,
+        ).SerializeToString()
+    if sender is None:
+        key = (topic.type, topic.source, type_name, content_type, UNKNOWN_SENDER, UNKNOWN_SENDER)
+    else:
+        key = (topic.type, topic.source, type_name, content_type, sender.type, sender.key)
+    head = _heads.get(key)
+    if head is None:
+        event = to_cloud_event(
+            topic=topic,
+            sender=sender,
+            type_name=type_name,
+            content_type=content_type,
+            data=b"",
+            event_id="",
+        )
+        event.ClearField("binary_data")
+        head = event.SerializeToString()
+        if len(_heads) >= _HEAD_CAP:
+            _heads.clear()
+        _heads[key] = head
+    ident = event_id.encode()
+    return b"".join(
+        (
+            _ID_KEY,
+            length_prefix(len(ident)),
+            ident,
+            head,
+            _BINARY_DATA_KEY,
+            length_prefix(len(data)),
+            data,
+        )
+    )
 
 
 class ReceivedEvent(NamedTuple):

@@ -17,7 +17,14 @@ from agentwire import (
     SerializationError,
     TopicId,
 )
-from agentwire._cloudevents import ReceivedEvent, from_cloud_event, to_cloud_event, topic_of
+from agentwire._cloudevents import (
+    ReceivedEvent,
+    from_cloud_event,
+    length_prefix,
+    serialized_cloud_event,
+    to_cloud_event,
+    topic_of,
+)
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce
 from agentwire.testing import agent_ids, topic_ids
@@ -274,6 +281,52 @@ def test_round_trip_through_the_wire(
     assert received.data == data
     assert received.event_id == event_id
     assert received.is_rpc == (":" in topic.type and topic.type.split(":", 1)[1] == "rpc_request")
+
+
+@given(
+    topic_ids(),
+    st.none() | agent_ids(),
+    st.text(min_size=1),
+    PAYLOADS | st.tuples(st.sampled_from(["text/plain", ""]), st.binary(max_size=300)),
+    st.text(),
+)
+def test_serialized_events_read_back_as_the_message_to_cloud_event_builds(
+    topic: TopicId,
+    sender: AgentId | None,
+    type_name: str,
+    payload: tuple[str, bytes],
+    event_id: str,
+) -> None:
+    content_type, data = payload
+    fields = {
+        "topic": topic,
+        "sender": sender,
+        "type_name": type_name,
+        "content_type": content_type,
+        "data": data,
+        "event_id": event_id,
+    }
+    for _ in range(2):  # made, then taken from the kept fields
+        wire = serialized_cloud_event(**fields)  # type: ignore[arg-type]
+        assert ce.CloudEvent.FromString(wire) == to_cloud_event(**fields)  # type: ignore[arg-type]
+
+
+def test_a_serialized_protobuf_payload_must_be_an_any() -> None:
+    with pytest.raises(SerializationError, match=r"google\.protobuf\.Any"):
+        serialized_cloud_event(
+            topic=TopicId("t", "s"),
+            sender=None,
+            type_name="T",
+            content_type=PROTOBUF_DATA_CONTENT_TYPE,
+            data=b"\xff\xff",
+            event_id="e",
+        )
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 2_097_152])
+def test_a_length_prefix_is_the_varint_protobuf_writes(size: int) -> None:
+    wire = ce.CloudEvent(binary_data=b"x" * size).SerializeToString()
+    assert wire == b"\x32" + length_prefix(size) + b"x" * size
 
 
 def test_uri_attributes_read_as_strings() -> None:

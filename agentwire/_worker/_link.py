@@ -463,7 +463,8 @@ class WorkerLink:
                 )
         return await session.rpc(request, expires_at=expires_at, now=now)
 
-    async def publish(self, event: ce_pb.CloudEvent) -> None:
+    async def publish(self, event: ce_pb.CloudEvent | bytes) -> None:
+        """:meth:`WorkerSession.publish` on the current session."""
         session = await self.session_for_call()
         await session.publish(event)
 

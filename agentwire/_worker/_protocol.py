@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import trio
 from google.protobuf import any_pb2
 
+from .._cloudevents import length_prefix
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._wire import SERVICE_PREFIX
@@ -173,12 +174,4 @@ def enveloped(field: str, body: bytes) -> bytes:
     ``Message`` (about half the cost of an RPC request's or response's
     encoding).
     """
-    size = len(body)
-    if size < 0x80:
-        return _ENVELOPE_KEYS[field] + bytes((size,)) + body
-    length = bytearray()
-    while size >= 0x80:
-        length.append((size & 0x7F) | 0x80)
-        size >>= 7
-    length.append(size)
-    return _ENVELOPE_KEYS[field] + bytes(length) + body
+    return _ENVELOPE_KEYS[field] + length_prefix(len(body)) + body

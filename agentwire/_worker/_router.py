@@ -80,7 +80,7 @@ import trio
 from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
 from grpclib.exceptions import GRPCError
 
-from .._cloudevents import from_cloud_event, to_cloud_event
+from .._cloudevents import from_cloud_event, serialized_cloud_event, to_cloud_event
 from .._errors import (
     DuplicateSubscriptionError,
     GatewayRejectedError,
@@ -318,37 +318,58 @@ class WorkerRouter:
         self, message: Any, topic: TopicId, *, sender: AgentId | None, message_id: str
     ) -> None:
         type_name, content_type, data = self._serialize(message, self._content_type)
-        event = to_cloud_event(
-            topic=topic,
-            sender=sender,
-            type_name=type_name,
-            content_type=content_type,
-            data=data,
-            event_id=message_id,
-        )
         if self._spans:
+            event = to_cloud_event(
+                topic=topic,
+                sender=sender,
+                type_name=type_name,
+                content_type=content_type,
+                data=data,
+                event_id=message_id,
+            )
             with self._tracing.sending(
                 "publish", topic.type, topic.source, message_type=type_name
             ) as trace:
                 if trace is not None:
                     trace.inject_event(event.attributes)
-                await self._publish_event(event, message, topic, sender, message_id)
+                await self._publish_event(
+                    event.SerializeToString(), message, topic, sender, message_id
+                )
         else:  # no span to make: the current context, if any, is what travels
             trace = current_trace.get()
-            if trace is not None:
+            if trace is None:  # the common case: serialized without a message
+                body = serialized_cloud_event(
+                    topic=topic,
+                    sender=sender,
+                    type_name=type_name,
+                    content_type=content_type,
+                    data=data,
+                    event_id=message_id,
+                )
+            else:
+                event = to_cloud_event(
+                    topic=topic,
+                    sender=sender,
+                    type_name=type_name,
+                    content_type=content_type,
+                    data=data,
+                    event_id=message_id,
+                )
                 trace.inject_event(event.attributes)
-            await self._publish_event(event, message, topic, sender, message_id)
+                body = event.SerializeToString()
+            await self._publish_event(body, message, topic, sender, message_id)
         self._published += 1
 
     async def _publish_event(
         self,
-        event: ce_pb.CloudEvent,
+        event: bytes,
         message: Any,
         topic: TopicId,
         sender: AgentId | None,
         message_id: str,
     ) -> None:
-        """Deliver to local subscribers at once if that is the policy, and send *event*."""
+        """Deliver to local subscribers at once if that is the policy, and send
+        *event* (a serialized CloudEvent)."""
         if self._immediate and self._core.subscriptions.recipients(topic):
             self._await_echo(message_id)
             await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)

@@ -350,10 +350,12 @@ class WorkerSession:
                 finally:
                     self._expiry_scope = None
 
-    async def publish(self, event: ce_pb.CloudEvent) -> None:
-        """Send a CloudEvent; returns once it was written to the connection."""
+    async def publish(self, event: ce_pb.CloudEvent | bytes) -> None:
+        """Send a CloudEvent (or its serialized bytes); returns once it was
+        written to the connection."""
         # Enveloped, not copied into a Message (that copy was half the cost).
-        data = enveloped("cloudEvent", event.SerializeToString())
+        body = event if isinstance(event, bytes) else event.SerializeToString()
+        data = enveloped("cloudEvent", body)
         self._check_size(data, "published event")
         # A publisher usually goes on publishing: let the writer batch events.
         if await self._writer.try_direct(Lane.EVENTS, data, flush=False):

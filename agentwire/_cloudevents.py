@@ -28,6 +28,16 @@ everything but the id and the data is the same for every event of one topic,
 type and sender, so it is serialized once (by protobuf) and kept; the id and
 the data are written around it as the two length-delimited fields they are.
 The bytes read back as the same message (protobuf leaves field order open).
+
+:class:`EventReader` is the other way: ``from_cloud_event`` of a received
+event's bytes without parsing them into a message, for events laid out the
+way protobuf writes one with its data in ``binary_data``: the id, then the
+fields 2-5 (source, spec version, type, attributes), then ``binary_data``.
+The fields in between (the *head*) are the same for every event of one
+topic, type and sender, so what they say is worked out once (by protobuf and
+``from_cloud_event``) and kept by their bytes. Anything else (other fields or
+layouts, trace context, legacy RPC topics, protobuf data, bad attributes) is
+left to the message path, which gives the same answer or error as before.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ __all__ = [
     "DATA_CONTENT_TYPE_ATTR",
     "DATA_SCHEMA_ATTR",
     "MESSAGE_KIND_ATTR",
+    "EventReader",
     "ReceivedEvent",
     "from_cloud_event",
     "length_prefix",
@@ -81,6 +92,11 @@ def _field_key(name: str) -> bytes:
 
 
 _ID_KEY: Final = _field_key("id")
+# The keys of the head's fields (see EventReader): source, spec_version, type, attributes.
+_HEAD_KEYS: Final = frozenset(
+    _field_key(name)[0] for name in ("source", "spec_version", "type", "attributes")
+)
+_TRACE_ATTRS: Final = ("traceparent", "tracestate")
 _BINARY_DATA_KEY: Final = _field_key("binary_data")
 _SMALL_PREFIXES: Final = tuple(bytes((size,)) for size in range(0x80))
 
@@ -324,3 +340,115 @@ def from_cloud_event(event: cloudevent_pb2.CloudEvent) -> ReceivedEvent:
                 kind,
             )
     return ReceivedEvent(event.id, topic, sender, type_name, content_type, data, is_rpc)
+
+
+# What a head says: (topic, sender, type name, content type), or None: leave
+# events with this head to the message path.
+_HeadFacts = tuple[TopicId, AgentId | None, str, str] | None
+_ID_KEY_BYTE: Final = _ID_KEY[0]
+_BINARY_DATA_KEY_BYTE: Final = _BINARY_DATA_KEY[0]
+
+
+class EventReader:
+    """Reads received events from their bytes where it can (see the module docstring).
+
+    Kept per worker: the heads it has worked out (at most :attr:`MAX_HEADS`,
+    forgotten all at once past that) and the last one seen, which the next
+    event most likely repeats.
+    """
+
+    MAX_HEADS = 256
+
+    __slots__ = ("_facts", "_heads", "_last")
+
+    def __init__(self) -> None:
+        self._heads: dict[bytes, _HeadFacts] = {}
+        self._last = b"\x00"  # never a head: no field key is 0
+        self._facts: _HeadFacts = None
+
+    def read(self, body: bytes) -> ReceivedEvent | None:
+        """``from_cloud_event(CloudEvent.FromString(body))``, or None: parse it
+        as a message (its layout, or what its head says, is not one read here)."""
+        if len(body) < 2 or body[0] != _ID_KEY_BYTE or body[1] >= 0x80:
+            return None
+        start = 2 + body[1]
+        try:
+            event_id = body[2:start].decode()
+        except UnicodeDecodeError:
+            return None
+        last = self._last
+        pos = start + len(last)
+        if body.startswith(last, start) and body[pos : pos + 1] == _BINARY_DATA_KEY:
+            facts = self._facts
+        else:
+            pos = self._head(body, start)
+            if pos < 0 or body[pos] != _BINARY_DATA_KEY_BYTE:
+                return None
+            facts = self._facts
+        if facts is None:
+            return None
+        size, pos = _varint(body, pos + 1)
+        if pos + size != len(body):
+            return None
+        topic, sender, type_name, content_type = facts
+        return ReceivedEvent(event_id, topic, sender, type_name, content_type, body[pos:], False)
+
+    def _head(self, body: bytes, start: int) -> int:
+        """Find the head starting at *start* and make it the last one seen; the
+        position after it (-1: the event ends in it, or its facts are not kept)."""
+        pos = start
+        end = len(body)
+        while pos < end and body[pos] in _HEAD_KEYS:
+            size, pos = _varint(body, pos + 1)
+            pos += size
+        if pos >= end:
+            return -1
+        head = body[start:pos]
+        facts = self._heads.get(head, _NOT_KEPT)
+        if facts is _NOT_KEPT:
+            keep, facts = _head_facts(head)
+            if not keep:
+                return -1
+            if len(self._heads) >= self.MAX_HEADS:
+                self._heads.clear()
+            self._heads[head] = facts
+        self._last = head
+        self._facts = facts
+        return pos
+
+
+_NOT_KEPT: Final[_HeadFacts] = (TopicId("not-kept", ""), None, "", "")
+
+
+def _head_facts(head: bytes) -> tuple[bool, _HeadFacts]:
+    """What the *head* of an event says (see :class:`EventReader`), and whether
+    to keep it (not with trace context, which differs from event to event)."""
+    try:
+        probe = _CloudEvent.FromString(head + _BINARY_DATA_KEY + b"\x00")
+    except DecodeError:
+        return True, None
+    if any(name in probe.attributes for name in _TRACE_ATTRS):
+        return False, None
+    if probe.type.endswith(_RPC_SUFFIX):  # a legacy RPC: its check is logged per event
+        return True, None
+    try:
+        received = from_cloud_event(probe)
+    except InvalidCloudEventError:
+        return True, None
+    return True, (received.topic, received.sender, received.type_name, received.content_type)
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at *pos* in *data* and the position after it (past the end: a
+    size no field fits)."""
+    value = 0
+    shift = 0
+    end = len(data)
+    while pos < end:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return end + 1, end

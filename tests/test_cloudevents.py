@@ -6,6 +6,7 @@ import logging
 
 import pytest
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from agentwire import (
     TopicId,
 )
 from agentwire._cloudevents import (
+    EventReader,
     ReceivedEvent,
     from_cloud_event,
     length_prefix,
@@ -25,6 +27,7 @@ from agentwire._cloudevents import (
     to_cloud_event,
     topic_of,
 )
+from agentwire._observability._trace_context import TraceContext
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce
 from agentwire.testing import agent_ids, topic_ids
@@ -351,3 +354,139 @@ def test_a_sender_attribute_that_is_not_a_string_is_refused() -> None:
         from_cloud_event(event)
     assert info.value.attribute == "agagentsenderkey"
     assert "must be a string attribute, got ce_boolean" in info.value.problem
+
+
+# -- reading events from their bytes ------------------------------------------------
+
+READER = EventReader()  # shared by the examples: heads seen before are taken as kept
+
+
+def read_as_a_message(body: bytes) -> ReceivedEvent | None:
+    """What the message path makes of *body* (None: it refuses it)."""
+    try:
+        return from_cloud_event(ce.CloudEvent.FromString(body))
+    except (DecodeError, InvalidCloudEventError):
+        return None
+
+
+@given(
+    topic_ids(),
+    st.none() | agent_ids(),
+    st.text(min_size=1),
+    st.sampled_from([JSON_DATA_CONTENT_TYPE, "text/plain"]),
+    st.binary(max_size=300),
+    st.text(min_size=1, max_size=60),
+    st.booleans(),
+)
+def test_an_event_read_from_its_bytes_is_the_event_read_from_its_message(
+    topic: TopicId,
+    sender: AgentId | None,
+    type_name: str,
+    content_type: str,
+    data: bytes,
+    event_id: str,
+    ours: bool,
+) -> None:
+    fields = {
+        "topic": topic,
+        "sender": sender,
+        "type_name": type_name,
+        "content_type": content_type,
+        "data": data,
+        "event_id": event_id,
+    }
+    if ours:
+        body = serialized_cloud_event(**fields)  # type: ignore[arg-type]
+    else:  # protobuf's own layout (an AutoGen worker's)
+        body = to_cloud_event(**fields).SerializeToString()  # type: ignore[arg-type]
+    expected = from_cloud_event(ce.CloudEvent.FromString(body))
+    if expected.is_rpc or topic.type.endswith(":rpc_request"):
+        assert READER.read(body) is None  # legacy RPCs go the message path
+        return
+    assert READER.read(body) == expected
+    assert READER.read(body) == expected  # its head taken as kept
+
+
+def test_events_this_reader_leaves_to_the_message_path() -> None:
+    reader = EventReader()
+    plain = json_event()
+    assert reader.read(plain.SerializeToString()) == from_cloud_event(plain)
+    traced = json_event()
+    TraceContext("1" * 32, "2" * 16, 1, "k=v").inject_event(traced.attributes)
+    text = json_event(text_data="{}")
+    proto = to_cloud_event(
+        topic=TopicId("news", "s1"),
+        sender=None,
+        type_name="agents.ProtoMessage",
+        content_type=PROTOBUF_DATA_CONTENT_TYPE,
+        data=GOLDEN_ANY,
+        event_id="e1",
+    )
+    legacy = json_event(type="echo:rpc_request")
+    bad_topic = json_event(type="no spaces")
+    no_schema = json_event()
+    del no_schema.attributes["dataschema"]
+    no_id = json_event(id="")
+    extra = json_event()
+    extra.attributes["other"].ce_integer = 3  # not a string: kept as a head all the same
+    for event in (traced, text, proto, legacy, bad_topic, no_schema, no_id):
+        for _ in range(2):
+            assert reader.read(event.SerializeToString()) is None, event
+    assert reader.read(extra.SerializeToString()) == from_cloud_event(extra)
+    assert reader.read(plain.SerializeToString()) == from_cloud_event(plain)
+
+
+def test_bytes_protobuf_reads_otherwise_are_left_to_the_message_path() -> None:
+    reader = EventReader()
+    fields = {
+        "topic": TopicId("news", "s1"),
+        "sender": None,
+        "type_name": "Ping",
+        "content_type": JSON_DATA_CONTENT_TYPE,
+        "data": b"{}",
+        "event_id": "e1",
+    }
+    body = serialized_cloud_event(**fields)  # type: ignore[arg-type]
+    head_end = body.index(b"\x32\x02{}")
+    head = body[4:head_end]
+    data = body[head_end:]
+    assert reader.read(body) == read_as_a_message(body)
+    cases = {
+        "an id that is not UTF-8": b"\x0a\x02\xff\xfe" + head + data,
+        "a second id after the head": body[:head_end] + b"\x0a\x02e2" + data,
+        "an unknown field in the head": body[:head_end] + b"\x4a\x01x" + data,
+        "data then more fields": body + b"\x0a\x02e2",
+        "data twice": body[:head_end] + data + data,
+        "text data instead": body[:head_end] + b"\x3a\x02{}",
+        "the data cut short": body[:-1],
+    }
+    for case, damaged in cases.items():
+        assert reader.read(damaged) is None, case
+
+
+@given(st.data())
+def test_a_damaged_event_is_read_as_its_message_would_be_or_left_to_it(
+    data: st.DataObject,
+) -> None:
+    body = bytearray(serialized_cloud_event(**data.draw(st.sampled_from(DAMAGED_FROM))))
+    for _ in range(data.draw(st.integers(1, 3))):
+        index = data.draw(st.integers(0, len(body) - 1))
+        body[index] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(body)))
+    damaged = bytes(body[:cut])
+    read = READER.read(damaged)
+    assert read is None or read == read_as_a_message(damaged)
+
+
+DAMAGED_FROM = [
+    {
+        "topic": TopicId("news", "s1"),
+        "sender": sender,
+        "type_name": "Ping",
+        "content_type": JSON_DATA_CONTENT_TYPE,
+        "data": data,
+        "event_id": "e-1",
+    }
+    for sender in (None, AgentId("pub", "p1"))
+    for data in (b"", b'{"text": "hi"}', b"x" * 200)
+]

@@ -78,9 +78,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
+from google.protobuf.message import DecodeError
 from grpclib.exceptions import GRPCError
 
-from .._cloudevents import from_cloud_event, serialized_cloud_event, to_cloud_event
+from .._cloudevents import (
+    EventReader,
+    from_cloud_event,
+    serialized_cloud_event,
+    to_cloud_event,
+)
 from .._errors import (
     DuplicateSubscriptionError,
     GatewayRejectedError,
@@ -202,6 +208,7 @@ class WorkerRouter:
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
         )
+        self._reader = EventReader()
         self._awaited: OrderedDict[str, None] = OrderedDict()
         self._awaited_session: object = None
         self._local_rpcs = 0
@@ -454,31 +461,51 @@ class WorkerRouter:
                 logger.debug("RPC %s failed: %r", request.request_id, exc)
             return error_response(exc)
 
-    async def handle_event(self, event: ce_pb.CloudEvent) -> None:
+    async def handle_event(self, event: ce_pb.CloudEvent | bytes) -> None:
         self._incoming_events += 1
-        if self._awaited and event.id in self._awaited:
-            del self._awaited[event.id]
+        received = parsed = None
+        if not isinstance(event, bytes):
+            parsed = event
+        else:
+            received = self._reader.read(event)  # without a message, if it can
+            if received is None:
+                try:
+                    parsed = ce_pb.CloudEvent.FromString(event)
+                except DecodeError:
+                    self._undecodable += 1
+                    logger.warning("undecodable event from the gateway dropped")
+                    return
+        if parsed is not None:
+            event_id = parsed.id
+        else:
+            assert received is not None
+            event_id = received.event_id
+        if self._awaited and event_id in self._awaited:
+            del self._awaited[event_id]
             self._echoes_dropped += 1
             self._core.notify_change()  # for runtime.wait_until
             return
         try:
-            received = from_cloud_event(event)
+            if received is None:
+                assert parsed is not None
+                received = from_cloud_event(parsed)
             message = self._core.serialization.deserialize(
                 received.data, type_name=received.type_name, content_type=received.content_type
             )
         except (InvalidCloudEventError, SerializationError, ValueError) as exc:
             self._undecodable += 1
-            logger.warning("event %s dropped: %s", event.id, exc)
+            logger.warning("event %s dropped: %s", event_id, exc)
             return
         if isinstance(message, UnknownPayload):
-            logger.debug("event %s has no local serializer (%s)", event.id, message.type_name)
-        parent = parse_event_trace_context(event.attributes)
+            logger.debug("event %s has no local serializer (%s)", event_id, message.type_name)
+        # An event read from its bytes has no trace context (EventReader).
+        parent = None if parsed is None else parse_event_trace_context(parsed.attributes)
         deliver = functools.partial(
             self._core.deliver_event,
             message,
             received.topic,
             sender=received.sender,
-            message_id=received.event_id,
+            message_id=event_id,
             is_rpc=received.is_rpc,
             checked=True,  # the session's dispatch loop checkpoints before each event
         )
@@ -486,12 +513,13 @@ class WorkerRouter:
             if parent is None and not self._spans:  # nothing to trace: no block
                 await deliver()
             else:
+                topic = received.topic
                 with self._tracing.handling(
-                    parent, event.type, event.source, topic=True, message_type=received.type_name
+                    parent, topic.type, topic.source, topic=True, message_type=received.type_name
                 ):
                     await deliver()
         except RuntimeClosedError:
-            logger.debug("event %s dropped: the runtime is closing", event.id)
+            logger.debug("event %s dropped: the runtime is closing", event_id)
 
     async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None:
         payload = message.rpcMessage

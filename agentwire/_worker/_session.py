@@ -96,6 +96,7 @@ from ._protocol import (
     SessionHandler,
     Slot,
     enveloped,
+    event_body,
     timeout_from_deadline,
 )
 from ._serving import RequestServers
@@ -172,7 +173,8 @@ class WorkerSession:
             max_requests=max_control_requests,
             lost_error=self._lost_error,
         )
-        self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent](
+        # Events: a CloudEvent, or its bytes (see SessionHandler.handle_event).
+        self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent | bytes](
             event_buffer
         )
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
@@ -406,6 +408,14 @@ class WorkerSession:
         nursery = self._nursery
         if nursery is None or self.lost.is_set():
             return False
+        body = event_body(data)
+        if body is not None:  # an event, left unparsed for the handler
+            try:
+                self._events_send.send_nowait(body)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                return False
+            self._messages_received += 1
+            return True
         message = pb.Message()
         try:
             message.ParseFromString(data)
@@ -435,6 +445,13 @@ class WorkerSession:
                     self._mark_lost("the gateway ended the stream")
                     return
                 self._messages_received += 1
+                body = event_body(data)
+                if body is not None:  # an event, left unparsed for the handler
+                    try:  # no trip through the scheduler per event unless full
+                        self._events_send.send_nowait(body)
+                    except trio.WouldBlock:
+                        await self._events_send.send(body)
+                    continue
                 message = pb.Message()
                 try:
                     message.ParseFromString(data)
@@ -489,7 +506,10 @@ class WorkerSession:
                 try:
                     await self._handler.handle_event(event)
                 except Exception:
-                    logger.exception("event handler failed; event %s dropped", event.id)
+                    logger.exception(
+                        "event handler failed; event %s dropped",
+                        event.id if isinstance(event, ce_pb.CloudEvent) else "(unparsed)",
+                    )
 
 
 @asynccontextmanager

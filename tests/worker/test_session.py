@@ -42,7 +42,9 @@ class Handler:
             payload=pb.Payload(data_type="Pong", data_content_type="application/json", data=b"{}")
         )
 
-    async def handle_event(self, event: ce_pb.CloudEvent) -> None:
+    async def handle_event(self, event: ce_pb.CloudEvent | bytes) -> None:
+        if isinstance(event, bytes):
+            event = ce_pb.CloudEvent.FromString(event)
         self.events.append(event)
 
     async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None:

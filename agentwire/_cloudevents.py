@@ -151,6 +151,8 @@ def length_prefix(size: int) -> bytes:
     """The varint a length-delimited protobuf field of *size* bytes starts with."""
     if size < 0x80:
         return _SMALL_PREFIXES[size]
+    if size < 0x4000:
+        return bytes(((size & 0x7F) | 0x80, size >> 7))
     prefix = bytearray()
     while size >= 0x80:
         prefix.append((size & 0x7F) | 0x80)

@@ -377,7 +377,7 @@ class WorkerRouter:
     ) -> None:
         """Deliver to local subscribers at once if that is the policy, and send
         *event* (a serialized CloudEvent)."""
-        if self._immediate and self._core.subscriptions.recipients(topic):
+        if self._immediate and self._core.has_local_recipients(topic):
             self._await_echo(message_id)
             await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
         try:

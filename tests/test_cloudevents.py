@@ -403,6 +403,9 @@ def test_an_event_read_from_its_bytes_is_the_event_read_from_its_message(
     if expected.is_rpc or topic.type.endswith(":rpc_request"):
         assert READER.read(body) is None  # legacy RPCs go the message path
         return
+    if len(event_id.encode()) >= 0x80:  # ids this long are left to the message path
+        assert READER.read(body) is None
+        return
     assert READER.read(body) == expected
     assert READER.read(body) == expected  # its head taken as kept
 

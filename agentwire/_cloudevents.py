@@ -43,7 +43,8 @@ left to the message path, which gives the same answer or error as before.
 from __future__ import annotations
 
 import logging
-from typing import Final, NamedTuple
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -169,37 +170,50 @@ def serialized_cloud_event(
     content_type: str,
     data: bytes,
     event_id: str,
+    inject: Callable[[Any], object] | None = None,
 ) -> bytes:
     """``to_cloud_event(...).SerializeToString()``, as bytes that read back as the
-    same message (see the module docstring); the same errors."""
-    if content_type == PROTOBUF_DATA_CONTENT_TYPE:  # data goes in proto_data, checked
-        return to_cloud_event(
-            topic=topic,
-            sender=sender,
-            type_name=type_name,
-            content_type=content_type,
-            data=data,
-            event_id=event_id,
-        ).SerializeToString()
-    if sender is None:
-        key = (topic.type, topic.source, type_name, content_type, UNKNOWN_SENDER, UNKNOWN_SENDER)
-    else:
-        key = (topic.type, topic.source, type_name, content_type, sender.type, sender.key)
-    head = _heads.get(key)
-    if head is None:
-        event = to_cloud_event(
-            topic=topic,
-            sender=sender,
-            type_name=type_name,
-            content_type=content_type,
-            data=b"",
-            event_id="",
-        )
-        event.ClearField("binary_data")
-        head = event.SerializeToString()
-        if len(_heads) >= _HEAD_CAP:
-            _heads.clear()
-        _heads[key] = head
+    same message (see the module docstring); the same errors. *inject*, if
+    given, writes into the event's attributes first (trace context)."""
+    # Data in binary_data and nothing to inject: around kept bytes.
+    kept = inject is None and content_type != PROTOBUF_DATA_CONTENT_TYPE
+    if kept:
+        if sender is None:
+            key = (
+                topic.type,
+                topic.source,
+                type_name,
+                content_type,
+                UNKNOWN_SENDER,
+                UNKNOWN_SENDER,
+            )
+        else:
+            key = (topic.type, topic.source, type_name, content_type, sender.type, sender.key)
+        head = _heads.get(key)
+        if head is not None:
+            return _around(head, event_id, data)
+    event = to_cloud_event(
+        topic=topic,
+        sender=sender,
+        type_name=type_name,
+        content_type=content_type,
+        data=b"" if kept else data,
+        event_id="" if kept else event_id,
+    )
+    if not kept:
+        if inject is not None:
+            inject(event.attributes)
+        return event.SerializeToString()
+    event.ClearField("binary_data")
+    head = event.SerializeToString()
+    if len(_heads) >= _HEAD_CAP:
+        _heads.clear()
+    _heads[key] = head
+    return _around(head, event_id, data)
+
+
+def _around(head: bytes, event_id: str, data: bytes) -> bytes:
+    """An event's bytes: its id, the kept *head*, its data in binary_data."""
     ident = event_id.encode()
     return b"".join(
         (

@@ -81,12 +81,7 @@ from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
 from google.protobuf.message import DecodeError
 from grpclib.exceptions import GRPCError
 
-from .._cloudevents import (
-    EventReader,
-    from_cloud_event,
-    serialized_cloud_event,
-    to_cloud_event,
-)
+from .._cloudevents import EventReader, from_cloud_event, serialized_cloud_event
 from .._errors import (
     DuplicateSubscriptionError,
     GatewayRejectedError,
@@ -100,6 +95,7 @@ from .._errors import (
 )
 from .._ids import AgentId, TopicId
 from .._observability._trace_context import (
+    TraceContext,
     current_trace,
     parse_event_trace_context,
     parse_trace_context,
@@ -234,15 +230,11 @@ class WorkerRouter:
 
     # -- payloads ---------------------------------------------------------------
 
-    def _encode(self, message: Any, preferred: str, into: pb.Payload | None = None) -> pb.Payload:
-        """*message*'s payload, written *into* a message's payload field if given
-        (filling it in place saves copying a new ``Payload`` into it)."""
-        type_name, content_type, data = self._serialize(message, preferred)
-        payload = pb.Payload() if into is None else into
-        payload.data_type = type_name
-        payload.data_content_type = content_type
-        payload.data = data
-        return payload
+    def _encode(self, message: Any, payload: pb.Payload) -> None:
+        """Write *message* (JSON if it can) into *payload*, in place."""
+        payload.data_type, payload.data_content_type, payload.data = self._serialize(
+            message, JSON_DATA_CONTENT_TYPE
+        )
 
     def _serialize(self, message: Any, preferred: str) -> tuple[str, str, bytes]:
         """``(type name, content type, bytes)`` of *message*: in the *preferred*
@@ -286,7 +278,7 @@ class WorkerRouter:
         target = request.target
         target.type = recipient.type
         target.key = recipient.key
-        self._encode(message, JSON_DATA_CONTENT_TYPE, into=request.payload)
+        self._encode(message, request.payload)
         if sender is not None:
             source = request.source
             source.type = sender.type
@@ -324,59 +316,39 @@ class WorkerRouter:
     async def publish(
         self, message: Any, topic: TopicId, *, sender: AgentId | None, message_id: str
     ) -> None:
-        type_name, content_type, data = self._serialize(message, self._content_type)
+        serialized = self._serialize(message, self._content_type)
         if self._spans:
-            event = to_cloud_event(
-                topic=topic,
-                sender=sender,
-                type_name=type_name,
-                content_type=content_type,
-                data=data,
-                event_id=message_id,
-            )
             with self._tracing.sending(
-                "publish", topic.type, topic.source, message_type=type_name
+                "publish", topic.type, topic.source, message_type=serialized[0]
             ) as trace:
-                if trace is not None:
-                    trace.inject_event(event.attributes)
-                await self._publish_event(
-                    event.SerializeToString(), message, topic, sender, message_id
-                )
+                await self._publish_event(trace, serialized, message, topic, sender, message_id)
         else:  # no span to make: the current context, if any, is what travels
             trace = current_trace.get()
-            if trace is None:  # the common case: serialized without a message
-                body = serialized_cloud_event(
-                    topic=topic,
-                    sender=sender,
-                    type_name=type_name,
-                    content_type=content_type,
-                    data=data,
-                    event_id=message_id,
-                )
-            else:
-                event = to_cloud_event(
-                    topic=topic,
-                    sender=sender,
-                    type_name=type_name,
-                    content_type=content_type,
-                    data=data,
-                    event_id=message_id,
-                )
-                trace.inject_event(event.attributes)
-                body = event.SerializeToString()
-            await self._publish_event(body, message, topic, sender, message_id)
+            await self._publish_event(trace, serialized, message, topic, sender, message_id)
         self._published += 1
 
     async def _publish_event(
         self,
-        event: bytes,
+        trace: TraceContext | None,
+        serialized: tuple[str, str, bytes],
         message: Any,
         topic: TopicId,
         sender: AgentId | None,
         message_id: str,
     ) -> None:
         """Deliver to local subscribers at once if that is the policy, and send
-        *event* (a serialized CloudEvent)."""
+        the event: *serialized* (type name, content type, bytes), with *trace*
+        context if any."""
+        type_name, content_type, data = serialized
+        event = serialized_cloud_event(
+            topic=topic,
+            sender=sender,
+            type_name=type_name,
+            content_type=content_type,
+            data=data,
+            event_id=message_id,
+            inject=None if trace is None else trace.inject_event,
+        )
         if self._immediate and self._core.has_local_recipients(topic):
             self._await_echo(message_id)
             await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
@@ -454,7 +426,7 @@ class WorkerRouter:
             if result is None:
                 return pb.RpcResponse()
             response = pb.RpcResponse()
-            self._encode(result, JSON_DATA_CONTENT_TYPE, into=response.payload)
+            self._encode(result, response.payload)
             return response
         except Exception as exc:
             if not isinstance(exc, UndeliverableError):

@@ -465,7 +465,9 @@ class WorkerLink:
 
     async def publish(self, event: ce_pb.CloudEvent | bytes) -> None:
         """:meth:`WorkerSession.publish` on the current session."""
-        session = await self.session_for_call()
+        session = self._session
+        if session is None or session.lost.is_set():  # (connected: no call to wait in)
+            session = await self.session_for_call()
         await session.publish(event)
 
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:

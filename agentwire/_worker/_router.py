@@ -66,7 +66,6 @@ published, wrote to the current session and delivered locally.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -472,24 +471,26 @@ class WorkerRouter:
             logger.debug("event %s has no local serializer (%s)", event_id, message.type_name)
         # An event read from its bytes has no trace context (EventReader).
         parent = None if parsed is None else parse_event_trace_context(parsed.attributes)
-        deliver = functools.partial(
-            self._core.deliver_event,
-            message,
-            received.topic,
-            sender=received.sender,
-            message_id=event_id,
-            is_rpc=received.is_rpc,
-            checked=True,  # the session's dispatch loop checkpoints before each event
-        )
+        deliver = self._core.deliver_event
+        topic, sender, is_rpc = received.topic, received.sender, received.is_rpc
+        # checked: the session's dispatch loop checkpoints before each event.
         try:
             if parent is None and not self._spans:  # nothing to trace: no block
-                await deliver()
+                await deliver(
+                    message, topic, sender=sender, message_id=event_id, is_rpc=is_rpc, checked=True
+                )
             else:
-                topic = received.topic
                 with self._tracing.handling(
                     parent, topic.type, topic.source, topic=True, message_type=received.type_name
                 ):
-                    await deliver()
+                    await deliver(
+                        message,
+                        topic,
+                        sender=sender,
+                        message_id=event_id,
+                        is_rpc=is_rpc,
+                        checked=True,
+                    )
         except RuntimeClosedError:
             logger.debug("event %s dropped: the runtime is closing", event_id)
 

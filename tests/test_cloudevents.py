@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from google.protobuf import any_pb2
@@ -261,59 +262,52 @@ PAYLOADS = st.one_of(
 )
 
 
-@given(topic_ids(), st.none() | agent_ids(), st.text(min_size=1), PAYLOADS, st.text())
-def test_round_trip_through_the_wire(
-    topic: TopicId,
-    sender: AgentId | None,
-    type_name: str,
-    payload: tuple[str, bytes],
-    event_id: str,
-) -> None:
-    content_type, data = payload
-    event = to_cloud_event(
-        topic=topic,
-        sender=sender,
-        type_name=type_name,
-        content_type=content_type,
-        data=data,
-        event_id=event_id,
+def event_fields(
+    payloads: st.SearchStrategy[tuple[str, bytes]] = PAYLOADS,
+    event_ids: st.SearchStrategy[str] = st.text(),  # noqa: B008 - a strategy, not state
+) -> st.SearchStrategy[dict[str, Any]]:
+    """The keyword arguments of ``to_cloud_event``."""
+    return st.builds(
+        lambda topic, sender, type_name, payload, event_id: {
+            "topic": topic,
+            "sender": sender,
+            "type_name": type_name,
+            "content_type": payload[0],
+            "data": payload[1],
+            "event_id": event_id,
+        },
+        topic_ids(),
+        st.none() | agent_ids(),
+        st.text(min_size=1),
+        payloads,
+        event_ids,
     )
+
+
+@given(event_fields())
+def test_round_trip_through_the_wire(fields: dict[str, Any]) -> None:
+    event = to_cloud_event(**fields)
     wire = pb.Message(cloudEvent=event).SerializeToString()
     received = from_cloud_event(pb.Message.FromString(wire).cloudEvent)
+    topic = fields["topic"]
     assert received.topic == topic
-    assert received.sender == (sender or AgentId("unknown", "unknown"))
-    assert (received.type_name, received.content_type) == (type_name, content_type)
-    assert received.data == data
-    assert received.event_id == event_id
+    assert received.sender == (fields["sender"] or AgentId("unknown", "unknown"))
+    assert (received.type_name, received.content_type) == (
+        fields["type_name"],
+        fields["content_type"],
+    )
+    assert received.data == fields["data"]
+    assert received.event_id == fields["event_id"]
     assert received.is_rpc == (":" in topic.type and topic.type.split(":", 1)[1] == "rpc_request")
 
 
-@given(
-    topic_ids(),
-    st.none() | agent_ids(),
-    st.text(min_size=1),
-    PAYLOADS | st.tuples(st.sampled_from(["text/plain", ""]), st.binary(max_size=300)),
-    st.text(),
-)
+@given(event_fields(PAYLOADS | st.tuples(st.sampled_from(["text/plain", ""]), st.binary())))
 def test_serialized_events_read_back_as_the_message_to_cloud_event_builds(
-    topic: TopicId,
-    sender: AgentId | None,
-    type_name: str,
-    payload: tuple[str, bytes],
-    event_id: str,
+    fields: dict[str, Any],
 ) -> None:
-    content_type, data = payload
-    fields = {
-        "topic": topic,
-        "sender": sender,
-        "type_name": type_name,
-        "content_type": content_type,
-        "data": data,
-        "event_id": event_id,
-    }
     for _ in range(2):  # made, then taken from the kept fields
-        wire = serialized_cloud_event(**fields)  # type: ignore[arg-type]
-        assert ce.CloudEvent.FromString(wire) == to_cloud_event(**fields)  # type: ignore[arg-type]
+        wire = serialized_cloud_event(**fields)
+        assert ce.CloudEvent.FromString(wire) == to_cloud_event(**fields)
 
 
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 2_097_152])
@@ -360,40 +354,24 @@ def read_as_a_message(body: bytes) -> ReceivedEvent | None:
 
 
 @given(
-    topic_ids(),
-    st.none() | agent_ids(),
-    st.text(min_size=1),
-    st.sampled_from([JSON_DATA_CONTENT_TYPE, "text/plain"]),
-    st.binary(max_size=300),
-    st.text(min_size=1, max_size=60),
+    event_fields(
+        st.tuples(st.sampled_from([JSON_DATA_CONTENT_TYPE, "text/plain"]), st.binary(max_size=300)),
+        st.text(min_size=1, max_size=60),
+    ),
     st.booleans(),
 )
 def test_an_event_read_from_its_bytes_is_the_event_read_from_its_message(
-    topic: TopicId,
-    sender: AgentId | None,
-    type_name: str,
-    content_type: str,
-    data: bytes,
-    event_id: str,
-    ours: bool,
+    fields: dict[str, Any], ours: bool
 ) -> None:
-    fields = {
-        "topic": topic,
-        "sender": sender,
-        "type_name": type_name,
-        "content_type": content_type,
-        "data": data,
-        "event_id": event_id,
-    }
     if ours:
-        body = serialized_cloud_event(**fields)  # type: ignore[arg-type]
+        body = serialized_cloud_event(**fields)
     else:  # protobuf's own layout (an AutoGen worker's)
-        body = to_cloud_event(**fields).SerializeToString()  # type: ignore[arg-type]
+        body = to_cloud_event(**fields).SerializeToString()
     expected = from_cloud_event(ce.CloudEvent.FromString(body))
-    if expected.is_rpc or topic.type.endswith(":rpc_request"):
+    if expected.is_rpc or fields["topic"].type.endswith(":rpc_request"):
         assert READER.read(body) is None  # legacy RPCs go the message path
         return
-    if len(event_id.encode()) >= 0x80:  # ids this long are left to the message path
+    if len(fields["event_id"].encode()) >= 0x80:  # ids this long are left to the message path
         assert READER.read(body) is None
         return
     assert READER.read(body) == expected

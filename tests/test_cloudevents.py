@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -17,7 +20,16 @@ from agentwire import (
     SerializationError,
     TopicId,
 )
-from agentwire._cloudevents import ReceivedEvent, from_cloud_event, to_cloud_event, topic_of
+from agentwire._cloudevents import (
+    EventReader,
+    ReceivedEvent,
+    from_cloud_event,
+    length_prefix,
+    serialized_cloud_event,
+    to_cloud_event,
+    topic_of,
+)
+from agentwire._observability._trace_context import TraceContext
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce
 from agentwire.testing import agent_ids, topic_ids
@@ -117,9 +129,10 @@ def test_sender_needs_both_attributes() -> None:
     assert from_cloud_event(event).sender is None
 
 
-def test_protobuf_payload_must_be_an_any() -> None:
+@pytest.mark.parametrize("make", [to_cloud_event, serialized_cloud_event])
+def test_protobuf_payload_must_be_an_any(make: Callable[..., object]) -> None:
     with pytest.raises(SerializationError, match=r"must be a serialized google\.protobuf\.Any"):
-        to_cloud_event(
+        make(
             topic=TopicId("t", "s"),
             sender=None,
             type_name="agents.X",
@@ -249,31 +262,58 @@ PAYLOADS = st.one_of(
 )
 
 
-@given(topic_ids(), st.none() | agent_ids(), st.text(min_size=1), PAYLOADS, st.text())
-def test_round_trip_through_the_wire(
-    topic: TopicId,
-    sender: AgentId | None,
-    type_name: str,
-    payload: tuple[str, bytes],
-    event_id: str,
-) -> None:
-    content_type, data = payload
-    event = to_cloud_event(
-        topic=topic,
-        sender=sender,
-        type_name=type_name,
-        content_type=content_type,
-        data=data,
-        event_id=event_id,
+def event_fields(
+    payloads: st.SearchStrategy[tuple[str, bytes]] = PAYLOADS,
+    event_ids: st.SearchStrategy[str] = st.text(),  # noqa: B008 - a strategy, not state
+) -> st.SearchStrategy[dict[str, Any]]:
+    """The keyword arguments of ``to_cloud_event``."""
+    return st.builds(
+        lambda topic, sender, type_name, payload, event_id: {
+            "topic": topic,
+            "sender": sender,
+            "type_name": type_name,
+            "content_type": payload[0],
+            "data": payload[1],
+            "event_id": event_id,
+        },
+        topic_ids(),
+        st.none() | agent_ids(),
+        st.text(min_size=1),
+        payloads,
+        event_ids,
     )
+
+
+@given(event_fields())
+def test_round_trip_through_the_wire(fields: dict[str, Any]) -> None:
+    event = to_cloud_event(**fields)
     wire = pb.Message(cloudEvent=event).SerializeToString()
     received = from_cloud_event(pb.Message.FromString(wire).cloudEvent)
+    topic = fields["topic"]
     assert received.topic == topic
-    assert received.sender == (sender or AgentId("unknown", "unknown"))
-    assert (received.type_name, received.content_type) == (type_name, content_type)
-    assert received.data == data
-    assert received.event_id == event_id
+    assert received.sender == (fields["sender"] or AgentId("unknown", "unknown"))
+    assert (received.type_name, received.content_type) == (
+        fields["type_name"],
+        fields["content_type"],
+    )
+    assert received.data == fields["data"]
+    assert received.event_id == fields["event_id"]
     assert received.is_rpc == (":" in topic.type and topic.type.split(":", 1)[1] == "rpc_request")
+
+
+@given(event_fields(PAYLOADS | st.tuples(st.sampled_from(["text/plain", ""]), st.binary())))
+def test_serialized_events_read_back_as_the_message_to_cloud_event_builds(
+    fields: dict[str, Any],
+) -> None:
+    for _ in range(2):  # made, then taken from the kept fields
+        wire = serialized_cloud_event(**fields)
+        assert ce.CloudEvent.FromString(wire) == to_cloud_event(**fields)
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 2_097_152])
+def test_a_length_prefix_is_the_varint_protobuf_writes(size: int) -> None:
+    wire = ce.CloudEvent(binary_data=b"x" * size).SerializeToString()
+    assert wire == b"\x32" + length_prefix(size) + b"x" * size
 
 
 def test_uri_attributes_read_as_strings() -> None:
@@ -298,3 +338,126 @@ def test_a_sender_attribute_that_is_not_a_string_is_refused() -> None:
         from_cloud_event(event)
     assert info.value.attribute == "agagentsenderkey"
     assert "must be a string attribute, got ce_boolean" in info.value.problem
+
+
+# -- reading events from their bytes ------------------------------------------------
+
+READER = EventReader()  # shared by the examples: heads seen before are taken as kept
+
+
+def read_as_a_message(body: bytes) -> ReceivedEvent | None:
+    """What the message path makes of *body* (None: it refuses it)."""
+    try:
+        return from_cloud_event(ce.CloudEvent.FromString(body))
+    except (DecodeError, InvalidCloudEventError):
+        return None
+
+
+@given(
+    event_fields(
+        st.tuples(st.sampled_from([JSON_DATA_CONTENT_TYPE, "text/plain"]), st.binary(max_size=300)),
+        st.text(min_size=1, max_size=60),
+    ),
+    st.booleans(),
+)
+def test_an_event_read_from_its_bytes_is_the_event_read_from_its_message(
+    fields: dict[str, Any], ours: bool
+) -> None:
+    if ours:
+        body = serialized_cloud_event(**fields)
+    else:  # protobuf's own layout (an AutoGen worker's)
+        body = to_cloud_event(**fields).SerializeToString()
+    expected = from_cloud_event(ce.CloudEvent.FromString(body))
+    if expected.is_rpc or fields["topic"].type.endswith(":rpc_request"):
+        assert READER.read(body) is None  # legacy RPCs go the message path
+        return
+    if len(fields["event_id"].encode()) >= 0x80:  # ids this long are left to the message path
+        assert READER.read(body) is None
+        return
+    assert READER.read(body) == expected
+    assert READER.read(body) == expected  # its head taken as kept
+
+
+def test_events_this_reader_leaves_to_the_message_path() -> None:
+    reader = EventReader()
+    plain = json_event()
+    assert reader.read(plain.SerializeToString()) == from_cloud_event(plain)
+    traced = json_event()
+    TraceContext("1" * 32, "2" * 16, 1, "k=v").inject_event(traced.attributes)
+    text = json_event(text_data="{}")
+    proto = to_cloud_event(
+        topic=TopicId("news", "s1"),
+        sender=None,
+        type_name="agents.ProtoMessage",
+        content_type=PROTOBUF_DATA_CONTENT_TYPE,
+        data=GOLDEN_ANY,
+        event_id="e1",
+    )
+    legacy = json_event(type="echo:rpc_request")
+    bad_topic = json_event(type="no spaces")
+    no_schema = json_event()
+    del no_schema.attributes["dataschema"]
+    no_id = json_event(id="")
+    extra = json_event()
+    extra.attributes["other"].ce_integer = 3  # not a string: kept as a head all the same
+    for event in (traced, text, proto, legacy, bad_topic, no_schema, no_id):
+        for _ in range(2):
+            assert reader.read(event.SerializeToString()) is None, event
+    assert reader.read(extra.SerializeToString()) == from_cloud_event(extra)
+    assert reader.read(plain.SerializeToString()) == from_cloud_event(plain)
+
+
+def test_bytes_protobuf_reads_otherwise_are_left_to_the_message_path() -> None:
+    reader = EventReader()
+    fields = {
+        "topic": TopicId("news", "s1"),
+        "sender": None,
+        "type_name": "Ping",
+        "content_type": JSON_DATA_CONTENT_TYPE,
+        "data": b"{}",
+        "event_id": "e1",
+    }
+    body = serialized_cloud_event(**fields)  # type: ignore[arg-type]
+    head_end = body.index(b"\x32\x02{}")
+    head = body[4:head_end]
+    data = body[head_end:]
+    assert reader.read(body) == read_as_a_message(body)
+    cases = {
+        "an id that is not UTF-8": b"\x0a\x02\xff\xfe" + head + data,
+        "a second id after the head": body[:head_end] + b"\x0a\x02e2" + data,
+        "an unknown field in the head": body[:head_end] + b"\x4a\x01x" + data,
+        "data then more fields": body + b"\x0a\x02e2",
+        "data twice": body[:head_end] + data + data,
+        "text data instead": body[:head_end] + b"\x3a\x02{}",
+        "the data cut short": body[:-1],
+    }
+    for case, damaged in cases.items():
+        assert reader.read(damaged) is None, case
+
+
+@given(st.data())
+def test_a_damaged_event_is_read_as_its_message_would_be_or_left_to_it(
+    data: st.DataObject,
+) -> None:
+    body = bytearray(serialized_cloud_event(**data.draw(st.sampled_from(DAMAGED_FROM))))
+    for _ in range(data.draw(st.integers(1, 3))):
+        index = data.draw(st.integers(0, len(body) - 1))
+        body[index] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(body)))
+    damaged = bytes(body[:cut])
+    read = READER.read(damaged)
+    assert read is None or read == read_as_a_message(damaged)
+
+
+DAMAGED_FROM = [
+    {
+        "topic": TopicId("news", "s1"),
+        "sender": sender,
+        "type_name": "Ping",
+        "content_type": JSON_DATA_CONTENT_TYPE,
+        "data": data,
+        "event_id": "e-1",
+    }
+    for sender in (None, AgentId("pub", "p1"))
+    for data in (b"", b'{"text": "hi"}', b"x" * 200)
+]

@@ -112,8 +112,10 @@ def test_each_publish_reaches_the_recipients_of_that_moment(
                 elif kind == "publish":
                     assert isinstance(argument, int)
                     topic = TOPICS[argument]
-                    for agent_id in runtime.subscriptions.recipients(topic):
+                    recipients = runtime.subscriptions.recipients(topic)
+                    for agent_id in recipients:
                         expected.setdefault(agent_id, []).append(seq)
+                    assert runtime.has_local_recipients(topic) == bool(recipients)
                     await runtime.publish_message(Note(seq), topic)
                 runtime._check_invariants()
             await runtime.wait_idle()

@@ -172,6 +172,8 @@ class Runtime:
         # Bound once: the routers' entry points into delivery, without a call in between.
         self.deliver_request = delivery.deliver_request
         self.deliver_event = delivery.deliver_event
+        self.has_local_recipients = delivery.has_recipients
+        """Whether a publish to a topic reaches any agent of this runtime."""
         self._router = make_router(self)
 
     # -- public API: messages ---------------------------------------------------------

@@ -18,6 +18,10 @@ Invariants (``Delivery.check_invariants`` checks 1 against the subscription tabl
    forgets every answer and moves the generation on; an answer worked out
    across a change (its generation is not the current one) is not kept.
 4. At most :data:`MAX_TOPICS` answers are kept, the oldest forgotten first.
+5. The last answer :meth:`Fanout.get` found is remembered with its topic
+   object, and is always a kept one: a publish to the very same ``TopicId``
+   again (a publisher's, or a worker's events of one sender) is answered
+   without hashing it (attrs hashes a frozen instance's fields on each call).
 """
 
 from __future__ import annotations
@@ -46,16 +50,24 @@ SlotT = TypeVar("SlotT")
 class Fanout(Generic[SlotT]):
     """Kept fan-outs by topic (see the module docstring)."""
 
-    __slots__ = ("_custom", "_kept", "generation")
+    __slots__ = ("_custom", "_kept", "_last", "_last_slots", "generation")
 
     def __init__(self) -> None:
         self._kept: dict[TopicId, list[SlotT]] = {}
         self._custom = 0  # custom subscriptions in the table
         self.generation = 0
+        self._last: TopicId | None = None  # invariant 5
+        self._last_slots: list[SlotT] | None = None
 
     def get(self, topic: TopicId) -> list[SlotT] | None:
         """The kept slots of *topic*'s recipients, or None."""
-        return self._kept.get(topic)
+        if topic is self._last:
+            return self._last_slots
+        slots = self._kept.get(topic)
+        if slots is not None:
+            self._last = topic
+            self._last_slots = slots
+        return slots
 
     def keep(self, topic: TopicId, slots: list[SlotT], generation: int) -> None:
         """Keep *slots* for *topic*, worked out from *generation* (invariants 2-4)."""
@@ -63,7 +75,10 @@ class Fanout(Generic[SlotT]):
             return
         kept = self._kept
         if len(kept) >= MAX_TOPICS:
-            del kept[next(iter(kept))]
+            oldest = next(iter(kept))
+            del kept[oldest]
+            if oldest == self._last:
+                self._forget_last()
         kept[topic] = slots
 
     def changed(
@@ -71,13 +86,20 @@ class Fanout(Generic[SlotT]):
     ) -> None:
         """A subscription was *added* or *removed*, or a slot removed: forget every answer."""
         self._kept.clear()
+        self._forget_last()
         self.generation += 1
         if added is not None and type(added) not in _PLAIN:
             self._custom += 1
         if removed is not None and type(removed) not in _PLAIN:
             self._custom -= 1
 
+    def _forget_last(self) -> None:
+        self._last = None
+        self._last_slots = None
+
     def kept(self) -> dict[TopicId, list[SlotT]]:
         """Every kept answer (for invariant checks)."""
         assert not self._kept or not self._custom
+        if self._last is not None:  # invariant 5
+            assert self._kept.get(self._last) is self._last_slots
         return dict(self._kept)

@@ -101,6 +101,18 @@ class Publishing(Mailboxes, Activation):
                 f"{self.max_overflow} (the handlers publishing outrun the ones handling)"
             )
 
+    def has_recipients(self, topic: TopicId) -> bool:
+        """Whether a publish to *topic* reaches any local agent (none: kept as
+        an empty fan-out, so asking again is a lookup)."""
+        kept = self._fanout.get(topic)
+        if kept is not None:
+            return bool(kept)
+        generation = self._fanout.generation
+        if self._subscriptions.recipients(topic):
+            return True
+        self._fanout.keep(topic, [], generation)
+        return False
+
     async def _resolve_fanout(self, topic: TopicId, sender: AgentId | None) -> list[AgentSlot]:
         """The slots of *topic*'s recipients, creating agents as needed; cached when it may be.
 

@@ -56,6 +56,7 @@ from .._errors import RuntimeClosedError
 from .._ids import AgentId
 from . import _mailbox
 from ._activation import Activation, AgentSlot
+from ._deadline import effective_deadline
 from ._mailbox import Envelope, Mailboxes
 
 __all__ = ["Requests"]
@@ -160,7 +161,7 @@ class Requests(Mailboxes, Activation):
         chain: tuple[AgentId, ...],
     ) -> Any:
         key = next(self._keys)
-        scope = trio.CancelScope(deadline=trio.current_effective_deadline())
+        scope = trio.CancelScope(deadline=effective_deadline())
         ctx = MessageContext(sender, None, True, message_id, Cancellation(scope))
         envelope = Envelope(message, ctx, key, (*chain, slot.id))
         with self.pending.register(key, on_abandon=scope.cancel) as waiter:

@@ -463,8 +463,11 @@ class WorkerLink:
                 )
         return await session.rpc(request, expires_at=expires_at, now=now)
 
-    async def publish(self, event: ce_pb.CloudEvent) -> None:
-        session = await self.session_for_call()
+    async def publish(self, event: ce_pb.CloudEvent | bytes) -> None:
+        """:meth:`WorkerSession.publish` on the current session."""
+        session = self._session
+        if session is None or session.lost.is_set():  # (connected: no call to wait in)
+            session = await self.session_for_call()
         await session.publish(event)
 
     async def control_call(self, destination: str, message: ProtoMessage) -> any_pb2.Any:

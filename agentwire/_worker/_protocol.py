@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import trio
 from google.protobuf import any_pb2
 
+from .._cloudevents import length_prefix
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._wire import SERVICE_PREFIX
@@ -89,7 +90,9 @@ class SessionHandler(Protocol):
     requests in progress, bounded by the session's request limit), under the
     caller's deadline: the session cancels it when that passes and answers
     for it. It returns the response to send. ``handle_event`` runs in one
-    event-dispatch task, in arrival order; it may block (backpressure): the
+    event-dispatch task, in arrival order, with the event or, when the
+    gateway's message held that and nothing else, its serialized bytes (not
+    parsed yet: see :func:`event_body`); it may block (backpressure): the
     receive loop keeps reading (RPC responses included) while at most
     ``event_buffer`` events wait for it, then it blocks too.
     ``handle_control`` answers a control request; ``None`` sends nothing.
@@ -97,7 +100,7 @@ class SessionHandler(Protocol):
 
     async def handle_request(self, request: pb.RpcRequest) -> pb.RpcResponse: ...
 
-    async def handle_event(self, event: ce_pb.CloudEvent) -> None: ...
+    async def handle_event(self, event: ce_pb.CloudEvent | bytes) -> None: ...
 
     async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None: ...
 
@@ -173,12 +176,31 @@ def enveloped(field: str, body: bytes) -> bytes:
     ``Message`` (about half the cost of an RPC request's or response's
     encoding).
     """
-    size = len(body)
-    if size < 0x80:
-        return _ENVELOPE_KEYS[field] + bytes((size,)) + body
-    length = bytearray()
-    while size >= 0x80:
-        length.append((size & 0x7F) | 0x80)
-        size >>= 7
-    length.append(size)
-    return _ENVELOPE_KEYS[field] + bytes(length) + body
+    return _ENVELOPE_KEYS[field] + length_prefix(len(body)) + body
+
+
+_EVENT_KEY = _ENVELOPE_KEYS["cloudEvent"][0]
+
+
+def event_body(data: bytes) -> bytes | None:
+    """The serialized CloudEvent of a ``Message`` that holds one and nothing else
+    (the inverse of :func:`enveloped`), else None (parse it as a ``Message``)."""
+    if len(data) < 2 or data[0] != _EVENT_KEY:
+        return None
+    size = data[1]
+    pos = 2
+    if size >= 0x80:
+        size &= 0x7F
+        shift = 7
+        while True:
+            if pos >= len(data):
+                return None
+            byte = data[pos]
+            pos += 1
+            size |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+    if pos + size != len(data):
+        return None
+    return data[pos:]

@@ -66,7 +66,6 @@ published, wrote to the current session and delivered locally.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -78,9 +77,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 import trio
 from google.protobuf import any_pb2, empty_pb2, wrappers_pb2
+from google.protobuf.message import DecodeError
 from grpclib.exceptions import GRPCError
 
-from .._cloudevents import from_cloud_event, to_cloud_event
+from .._cloudevents import EventReader, from_cloud_event, serialized_cloud_event
 from .._errors import (
     DuplicateSubscriptionError,
     GatewayRejectedError,
@@ -94,6 +94,7 @@ from .._errors import (
 )
 from .._ids import AgentId, TopicId
 from .._observability._trace_context import (
+    TraceContext,
     current_trace,
     parse_event_trace_context,
     parse_trace_context,
@@ -103,6 +104,7 @@ from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
 from .._runtime._core import Runtime
+from .._runtime._deadline import effective_deadline
 from .._serialization import (
     JSON_DATA_CONTENT_TYPE,
     PROTOBUF_DATA_CONTENT_TYPE,
@@ -201,6 +203,7 @@ class WorkerRouter:
             max_message_size=max_message_size,
             connect_timeout=connect_timeout,
         )
+        self._reader = EventReader()
         self._awaited: OrderedDict[str, None] = OrderedDict()
         self._awaited_session: object = None
         self._local_rpcs = 0
@@ -226,15 +229,11 @@ class WorkerRouter:
 
     # -- payloads ---------------------------------------------------------------
 
-    def _encode(self, message: Any, preferred: str, into: pb.Payload | None = None) -> pb.Payload:
-        """*message*'s payload, written *into* a message's payload field if given
-        (filling it in place saves copying a new ``Payload`` into it)."""
-        type_name, content_type, data = self._serialize(message, preferred)
-        payload = pb.Payload() if into is None else into
-        payload.data_type = type_name
-        payload.data_content_type = content_type
-        payload.data = data
-        return payload
+    def _encode(self, message: Any, payload: pb.Payload) -> None:
+        """Write *message* (JSON if it can) into *payload*, in place."""
+        payload.data_type, payload.data_content_type, payload.data = self._serialize(
+            message, JSON_DATA_CONTENT_TYPE
+        )
 
     def _serialize(self, message: Any, preferred: str) -> tuple[str, str, bytes]:
         """``(type name, content type, bytes)`` of *message*: in the *preferred*
@@ -278,7 +277,7 @@ class WorkerRouter:
         target = request.target
         target.type = recipient.type
         target.key = recipient.key
-        self._encode(message, JSON_DATA_CONTENT_TYPE, into=request.payload)
+        self._encode(message, request.payload)
         if sender is not None:
             source = request.source
             source.type = sender.type
@@ -288,7 +287,7 @@ class WorkerRouter:
         # not by a cancel scope per call.
         now = trio.current_time()
         expires_at = now + self._rpc_timeout
-        deadline = min(expires_at, trio.current_effective_deadline())
+        deadline = min(expires_at, effective_deadline())
         if deadline != math.inf:
             request.metadata[TIMEOUT_METADATA_KEY] = f"{max(0.0, deadline - now):.6f}"
         try:
@@ -316,39 +315,40 @@ class WorkerRouter:
     async def publish(
         self, message: Any, topic: TopicId, *, sender: AgentId | None, message_id: str
     ) -> None:
-        type_name, content_type, data = self._serialize(message, self._content_type)
-        event = to_cloud_event(
+        serialized = self._serialize(message, self._content_type)
+        if self._spans:
+            with self._tracing.sending(
+                "publish", topic.type, topic.source, message_type=serialized[0]
+            ) as trace:
+                await self._publish_event(trace, serialized, message, topic, sender, message_id)
+        else:  # no span to make: the current context, if any, is what travels
+            trace = current_trace.get()
+            await self._publish_event(trace, serialized, message, topic, sender, message_id)
+        self._published += 1
+
+    async def _publish_event(
+        self,
+        trace: TraceContext | None,
+        serialized: tuple[str, str, bytes],
+        message: Any,
+        topic: TopicId,
+        sender: AgentId | None,
+        message_id: str,
+    ) -> None:
+        """Deliver to local subscribers at once if that is the policy, and send
+        the event: *serialized* (type name, content type, bytes), with *trace*
+        context if any."""
+        type_name, content_type, data = serialized
+        event = serialized_cloud_event(
             topic=topic,
             sender=sender,
             type_name=type_name,
             content_type=content_type,
             data=data,
             event_id=message_id,
+            inject=None if trace is None else trace.inject_event,
         )
-        if self._spans:
-            with self._tracing.sending(
-                "publish", topic.type, topic.source, message_type=type_name
-            ) as trace:
-                if trace is not None:
-                    trace.inject_event(event.attributes)
-                await self._publish_event(event, message, topic, sender, message_id)
-        else:  # no span to make: the current context, if any, is what travels
-            trace = current_trace.get()
-            if trace is not None:
-                trace.inject_event(event.attributes)
-            await self._publish_event(event, message, topic, sender, message_id)
-        self._published += 1
-
-    async def _publish_event(
-        self,
-        event: ce_pb.CloudEvent,
-        message: Any,
-        topic: TopicId,
-        sender: AgentId | None,
-        message_id: str,
-    ) -> None:
-        """Deliver to local subscribers at once if that is the policy, and send *event*."""
-        if self._immediate and self._core.subscriptions.recipients(topic):
+        if self._immediate and self._core.has_local_recipients(topic):
             self._await_echo(message_id)
             await self._core.deliver_event(message, topic, sender=sender, message_id=message_id)
         try:
@@ -425,51 +425,74 @@ class WorkerRouter:
             if result is None:
                 return pb.RpcResponse()
             response = pb.RpcResponse()
-            self._encode(result, JSON_DATA_CONTENT_TYPE, into=response.payload)
+            self._encode(result, response.payload)
             return response
         except Exception as exc:
             if not isinstance(exc, UndeliverableError):
                 logger.debug("RPC %s failed: %r", request.request_id, exc)
             return error_response(exc)
 
-    async def handle_event(self, event: ce_pb.CloudEvent) -> None:
+    async def handle_event(self, event: ce_pb.CloudEvent | bytes) -> None:
         self._incoming_events += 1
-        if self._awaited and event.id in self._awaited:
-            del self._awaited[event.id]
+        received = parsed = None
+        if not isinstance(event, bytes):
+            parsed = event
+        else:
+            received = self._reader.read(event)  # without a message, if it can
+            if received is None:
+                try:
+                    parsed = ce_pb.CloudEvent.FromString(event)
+                except DecodeError:
+                    self._undecodable += 1
+                    logger.warning("undecodable event from the gateway dropped")
+                    return
+        if parsed is not None:
+            event_id = parsed.id
+        else:
+            assert received is not None
+            event_id = received.event_id
+        if self._awaited and event_id in self._awaited:
+            del self._awaited[event_id]
             self._echoes_dropped += 1
             self._core.notify_change()  # for runtime.wait_until
             return
         try:
-            received = from_cloud_event(event)
+            if received is None:
+                assert parsed is not None
+                received = from_cloud_event(parsed)
             message = self._core.serialization.deserialize(
                 received.data, type_name=received.type_name, content_type=received.content_type
             )
         except (InvalidCloudEventError, SerializationError, ValueError) as exc:
             self._undecodable += 1
-            logger.warning("event %s dropped: %s", event.id, exc)
+            logger.warning("event %s dropped: %s", event_id, exc)
             return
         if isinstance(message, UnknownPayload):
-            logger.debug("event %s has no local serializer (%s)", event.id, message.type_name)
-        parent = parse_event_trace_context(event.attributes)
-        deliver = functools.partial(
-            self._core.deliver_event,
-            message,
-            received.topic,
-            sender=received.sender,
-            message_id=received.event_id,
-            is_rpc=received.is_rpc,
-            checked=True,  # the session's dispatch loop checkpoints before each event
-        )
+            logger.debug("event %s has no local serializer (%s)", event_id, message.type_name)
+        # An event read from its bytes has no trace context (EventReader).
+        parent = None if parsed is None else parse_event_trace_context(parsed.attributes)
+        deliver = self._core.deliver_event
+        topic, sender, is_rpc = received.topic, received.sender, received.is_rpc
+        # checked: the session's dispatch loop checkpoints before each event.
         try:
             if parent is None and not self._spans:  # nothing to trace: no block
-                await deliver()
+                await deliver(
+                    message, topic, sender=sender, message_id=event_id, is_rpc=is_rpc, checked=True
+                )
             else:
                 with self._tracing.handling(
-                    parent, event.type, event.source, topic=True, message_type=received.type_name
+                    parent, topic.type, topic.source, topic=True, message_type=received.type_name
                 ):
-                    await deliver()
+                    await deliver(
+                        message,
+                        topic,
+                        sender=sender,
+                        message_id=event_id,
+                        is_rpc=is_rpc,
+                        checked=True,
+                    )
         except RuntimeClosedError:
-            logger.debug("event %s dropped: the runtime is closing", event.id)
+            logger.debug("event %s dropped: the runtime is closing", event_id)
 
     async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None:
         payload = message.rpcMessage

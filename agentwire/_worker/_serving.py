@@ -4,8 +4,16 @@
 of the session's nursery and sends what the handler answers. A task per
 request and a cancel scope per request cost about as much as the rest of
 serving it, so servers are kept: a server that answered waits for the next
-request instead of ending, and holds one cancel scope whose deadline is set to
-each request's in turn.
+request instead of ending, and holds one cancel scope for request after
+request. Setting a trio scope's deadline costs about as much again (a
+context manager and trio's deadline heap, twice per request), so the callers'
+deadlines are kept by one *sweeper* task per session (:meth:`RequestServers.sweep`):
+a server hands it its scope and its request's deadline, takes them back when
+the handler returns, and the sweeper cancels the scope of a server whose
+request's deadline passed. Deadlines that come in order (every caller with
+the same time limit) cost a dict entry each; one earlier than the last one
+handed over (or any while no sweeper runs) is set as the server scope's own
+deadline, as before.
 
 Invariants:
 
@@ -19,8 +27,14 @@ Invariants:
    ``deadline exceeded`` (kind ``timeout``); that request only -- the server
    goes on under a fresh scope. A handler that returns as the deadline passes
    (no checkpoint after) keeps its answer.
-4. While a server answers or waits for work its scope has no deadline, so a
-   response is never cut off half-sent by the deadline of its request.
+4. While a server answers or waits for work its scope has no deadline and is
+   not in the sweeper's hands, so a response is never cut off half-sent by the
+   deadline of its request.
+5. ``_expiries`` (server scope -> its request's deadline) is in deadline
+   order, holds only scopes of servers running a handler, and the sweeper's
+   sleep ends no later than its first deadline; the sweeper removes an entry
+   before it cancels that scope, so a server finding its entry gone knows its
+   scope was cancelled.
 """
 
 from __future__ import annotations
@@ -56,6 +70,12 @@ class RequestServers:
         self._limit = trio.Semaphore(max_requests)
         self._idle: trio.Event | None = None  # set when the last request in progress ends
         self._waiting: list[trio.lowlevel.Task] = []  # idle servers
+        # The sweeper's (invariant 5): deadlines in order, the last one handed
+        # over, and its sleep (None: no sweeper running) and when that ends.
+        self._expiries: dict[trio.CancelScope, float] = {}
+        self._latest = -math.inf
+        self._sweep: trio.CancelScope | None = None
+        self._sweep_at = math.inf
 
     @property
     def in_progress(self) -> int:
@@ -100,19 +120,32 @@ class RequestServers:
         """A server task: answers *request*, then each request it is handed next.
 
         Each request is handled under its caller's deadline in the server's
-        cancel scope, whose deadline is set per request: a scope is entered
-        only once per server and again after a deadline fired, not per request.
+        cancel scope, kept by the sweeper or set on the scope itself: a scope is
+        entered only once per server and again after a deadline fired, not per
+        request.
         """
         holding = True  # the permit of `request` is not given back yet
+        expiries = self._expiries
         try:
             while True:
                 with trio.CancelScope() as scope:
                     while True:
-                        scope.deadline = request_deadline(request)
-                        response = await self._answer(request)
-                        scope.deadline = math.inf
-                        if scope.cancel_called:  # fired as the handler returned:
-                            break  # its answer stands; this scope is spent
+                        deadline = request_deadline(request)
+                        if deadline == math.inf:
+                            response = await self._answer(request)
+                        elif self._watch(scope, deadline):
+                            try:
+                                response = await self._answer(request)
+                            finally:
+                                swept = expiries.pop(scope, None) is None
+                            if swept:  # cancelled as the handler returned:
+                                break  # its answer stands; this scope is spent
+                        else:
+                            scope.deadline = deadline
+                            response = await self._answer(request)
+                            scope.deadline = math.inf
+                            if scope.cancel_called:  # fired as the handler returned:
+                                break  # its answer stands; this scope is spent
                         holding = False
                         await self._reply(request, response)
                         request = await self._next_request()
@@ -126,6 +159,40 @@ class RequestServers:
         finally:
             if holding:
                 self._release_request()
+
+    def _watch(self, scope: trio.CancelScope, deadline: float) -> bool:
+        """Hand *scope* and its request's *deadline* to the sweeper; False: the
+        deadline is out of order, or no sweeper runs (set it on the scope)."""
+        expiries = self._expiries
+        sweep = self._sweep
+        if sweep is None or (expiries and deadline < self._latest):
+            return False
+        expiries[scope] = deadline
+        self._latest = deadline
+        if deadline < self._sweep_at:
+            self._sweep_at = deadline
+            sweep.deadline = deadline
+        return True
+
+    async def sweep(self) -> None:
+        """The sweeper: cancel the scope of each server whose request's deadline
+        passed. Runs in the servers' nursery, so it ends only when they are
+        cancelled too (their requests' deadlines no longer matter then)."""
+        expiries = self._expiries
+        try:
+            while True:
+                now = trio.current_time()
+                while expiries:
+                    scope, deadline = next(iter(expiries.items()))
+                    if deadline > now:
+                        break
+                    del expiries[scope]
+                    scope.cancel()
+                self._sweep_at = next(iter(expiries.values()), math.inf)
+                with trio.CancelScope(deadline=self._sweep_at) as self._sweep:
+                    await trio.sleep_forever()
+        finally:
+            self._sweep = None
 
     async def _answer(self, request: pb.RpcRequest) -> pb.RpcResponse:
         try:

@@ -36,7 +36,7 @@ Invariants (kept by this module):
   which then may wait.
 * Incoming requests are served by server tasks in the session's nursery
   (``_serving``), at most ``max_concurrent_requests`` at once, each under its
-  caller's deadline.
+  caller's deadline (kept by the servers' sweeper task).
 * The control channel (``_control``) serves at most ``max_control_requests``
   requests at once and refuses the excess with an error answer.
 * Incoming events reach the handler in arrival order through one dispatch
@@ -96,6 +96,7 @@ from ._protocol import (
     SessionHandler,
     Slot,
     enveloped,
+    event_body,
     timeout_from_deadline,
 )
 from ._serving import RequestServers
@@ -172,7 +173,8 @@ class WorkerSession:
             max_requests=max_control_requests,
             lost_error=self._lost_error,
         )
-        self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent](
+        # Events: a CloudEvent, or its bytes (see SessionHandler.handle_event).
+        self._events_send, self._events_recv = trio.open_memory_channel[ce_pb.CloudEvent | bytes](
             event_buffer
         )
         self._pending: PendingMap[str, pb.RpcResponse] = PendingMap()
@@ -350,10 +352,12 @@ class WorkerSession:
                 finally:
                     self._expiry_scope = None
 
-    async def publish(self, event: ce_pb.CloudEvent) -> None:
-        """Send a CloudEvent; returns once it was written to the connection."""
+    async def publish(self, event: ce_pb.CloudEvent | bytes) -> None:
+        """Send a CloudEvent (or its serialized bytes); returns once it was
+        written to the connection."""
         # Enveloped, not copied into a Message (that copy was half the cost).
-        data = enveloped("cloudEvent", event.SerializeToString())
+        body = event if isinstance(event, bytes) else event.SerializeToString()
+        data = enveloped("cloudEvent", body)
         self._check_size(data, "published event")
         # A publisher usually goes on publishing: let the writer batch events.
         if await self._writer.try_direct(Lane.EVENTS, data, flush=False):
@@ -404,6 +408,14 @@ class WorkerSession:
         nursery = self._nursery
         if nursery is None or self.lost.is_set():
             return False
+        body = event_body(data)
+        if body is not None:  # an event, left unparsed for the handler
+            try:
+                self._events_send.send_nowait(body)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                return False
+            self._messages_received += 1
+            return True
         message = pb.Message()
         try:
             message.ParseFromString(data)
@@ -433,6 +445,13 @@ class WorkerSession:
                     self._mark_lost("the gateway ended the stream")
                     return
                 self._messages_received += 1
+                body = event_body(data)
+                if body is not None:  # an event, left unparsed for the handler
+                    try:  # no trip through the scheduler per event unless full
+                        self._events_send.send_nowait(body)
+                    except trio.WouldBlock:
+                        await self._events_send.send(body)
+                    continue
                 message = pb.Message()
                 try:
                     message.ParseFromString(data)
@@ -487,7 +506,10 @@ class WorkerSession:
                 try:
                     await self._handler.handle_event(event)
                 except Exception:
-                    logger.exception("event handler failed; event %s dropped", event.id)
+                    logger.exception(
+                        "event handler failed; event %s dropped",
+                        event.id if isinstance(event, ce_pb.CloudEvent) else "(unparsed)",
+                    )
 
 
 @asynccontextmanager
@@ -534,6 +556,7 @@ async def open_session(
             nursery.start_soon(session._receiver, stream, nursery)
             nursery.start_soon(session._dispatch_events)
             nursery.start_soon(session._expire_rpcs)
+            nursery.start_soon(session._servers.sweep)
             if control_channel:
                 nursery.start_soon(session.control.run)
             else:

@@ -42,7 +42,9 @@ class Handler:
             payload=pb.Payload(data_type="Pong", data_content_type="application/json", data=b"{}")
         )
 
-    async def handle_event(self, event: ce_pb.CloudEvent) -> None:
+    async def handle_event(self, event: ce_pb.CloudEvent | bytes) -> None:
+        if isinstance(event, bytes):
+            event = ce_pb.CloudEvent.FromString(event)
         self.events.append(event)
 
     async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None:
@@ -480,6 +482,46 @@ async def test_an_answer_that_comes_as_the_deadline_passes_stands(
         after = await answer_to(server, timed_request("after", "10", sleep=2))
         assert after.error == ""
         assert handler.cancelled == []
+        assert session.statistics().requests_in_progress == 0
+
+
+async def test_concurrent_deadlines_in_order_each_cancel_their_own_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving() as (session, server, handler):
+        for name, timeout, sleep in (("a", "1", 10), ("b", "2", 0.5), ("c", "3", 10)):
+            request = timed_request(name, timeout, sleep=sleep)
+            await server.send(pb.Message(request=request).SerializeToString())
+        answers = [parse(await server.receive()).response for _ in range(3)]
+        assert [(a.request_id, a.error[:17]) for a in answers] == [
+            ("b", ""),
+            ("a", "deadline exceeded"),
+            ("c", "deadline exceeded"),
+        ]
+        assert handler.cancelled == ["a", "c"]
+        assert session.statistics().requests_in_progress == 0
+
+
+async def test_a_deadline_earlier_than_one_before_it_is_kept_too(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with serving() as (session, server, handler):
+        for name, timeout, sleep in (("long", "100", 50), ("short", "1", 5)):
+            request = timed_request(name, timeout, sleep=sleep)
+            await server.send(pb.Message(request=request).SerializeToString())
+        first = parse(await server.receive()).response
+        assert (first.request_id, first.error[:17]) == ("short", "deadline exceeded")
+        second = parse(await server.receive()).response
+        assert (second.request_id, second.error) == ("long", "")
+        assert handler.cancelled == ["short"]
+        # both servers go on: two more requests, one slow, are answered in full
+        for name in ("again-1", "again-2"):
+            request = timed_request(name, "10", sleep=2)
+            await server.send(pb.Message(request=request).SerializeToString())
+        again = {parse(await server.receive()).response.error for _ in range(2)}
+        assert again == {""}
+        assert handler.cancelled == ["short"]
+        assert len(set(handler.tasks)) == 2
         assert session.statistics().requests_in_progress == 0
 
 

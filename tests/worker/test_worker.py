@@ -23,6 +23,7 @@ from agentwire import (
     open_worker,
     serializers_for_type,
 )
+from agentwire._cloudevents import serialized_cloud_event
 
 from .messages import (
     BetterEcho,
@@ -608,3 +609,26 @@ async def test_a_worker_bounds_what_its_handlers_queue_like_an_in_process_runtim
             flood = Flood(3, rpc=True)
             assert await worker.send_message(flood, AgentId("flooder", "k")) == Result(3)
             assert worker.statistics().dropped == 3
+
+
+async def test_event_bytes_that_are_not_a_cloud_event_are_counted_and_the_next_is_delivered(
+    fresh_inbox: Inbox,
+) -> None:
+    with trio.fail_after(GUARD):
+        async with two_workers() as (_a, b):
+            router = b._worker  # what the session hands each event the gateway sends
+            await router.handle_event(b"\x0a\x02e1\xff\xff\xff")
+            statistics = b.worker_statistics()
+            assert (statistics.incoming_events, statistics.undecodable_events) == (1, 1)
+            good = serialized_cloud_event(
+                topic=TopicId("news", "k"),
+                sender=AgentId("a", "k"),
+                type_name=b.serialization.serialize(Ping("hi"), content_type="application/json")[0],
+                content_type="application/json",
+                data=b'{"text": "hi"}',
+                event_id="e2",
+            )
+            await router.handle_event(good)
+            await fresh_inbox.wait_for(1)
+            assert fresh_inbox.items == [("b/k", "hi", "a/k")]
+            assert b.worker_statistics().undecodable_events == 1

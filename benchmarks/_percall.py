@@ -31,6 +31,10 @@ from agentwire import AgentId, TopicId
 from . import _agentwire_side as side
 from . import _common as c
 
+_STALLED = 120.0
+"""Seconds without a delivery after which the publishes still missing are taken as lost
+(generous: under callgrind everything is ~50x slower)."""
+
 
 async def _operations(runtime: Any, mode: str, n: int) -> None:
     msg = side.Ping(1, c.TEXT)
@@ -41,8 +45,13 @@ async def _operations(runtime: Any, mode: str, n: int) -> None:
         already = side.COUNTER.count
         for _ in range(n):
             await runtime.publish_message(msg, topic)
-        while (await runtime.send_message(side.Probe(0), probe)).n < already + n:
-            pass
+        seen, moved = -1, trio.current_time()
+        while (count := (await runtime.send_message(side.Probe(0), probe)).n) < already + n:
+            if count != seen:
+                seen, moved = count, trio.current_time()
+            elif trio.current_time() - moved > _STALLED:
+                missing = already + n - count
+                raise RuntimeError(f"{missing} of {n} events published never arrived")
     elif mode == "seq":
         for _ in range(n):
             await runtime.send_message(msg, target)

@@ -35,6 +35,7 @@ I7  Shared agent types (``placement`` given): ``_shared.py``; requests and
 I8  Relayed subscriptions (operator-made): ``_events.py``.
 I9  Peer gateways (a cluster): a message crosses at most one
     gateway-to-gateway hop; see ``_peers.py``.
+I10 Cached event routes: ``_events.py``.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -578,9 +579,10 @@ class RoutingTable:
         )
 
     def check_invariants(self) -> None:
-        """Assert I1-I7 (for tests; O(size of the state))."""
+        """Assert I1-I8 and I10 (for tests; O(size of the state))."""
         self._reg.check_invariants()
         self._relays.check_invariants(self._reg.sub_owner)  # I8
+        self._fanout.check_invariants()  # I10
         if self._shared is not None:
             self._shared.check_invariants()  # I7
         live = {c for client in self._clients.values() for c in (client.data, client.control)}

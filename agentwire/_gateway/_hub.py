@@ -122,6 +122,7 @@ class GatewayHub:
         self._closing = False
         self._closing_event = trio.Event()  # set with _closing (wait_closing)
         self._changed = trio.lowlevel.ParkingLot()
+        self._watchers = 0  # tasks in wait_until (parked on _changed)
         self._full = FullLanes()  # H3, H4
 
     # ------------------------------------------------------------ unary calls
@@ -201,10 +202,21 @@ class GatewayHub:
         return drained
 
     def _after_change(self) -> None:
+        """After a step that may have changed any deadline or what a held
+        message waits for (see :meth:`_after_routing` for routed messages)."""
         self._wake_timer()
         if self._table.holding and self._table.wants_release(trio.current_time()):
             self._release_wanted.set()
-        if self._changed:  # wait_until callers (rare): not woken per message for nothing
+        if self._watchers:  # wait_until callers (rare): not woken per message for nothing
+            self._changed.unpark_all()
+
+    def _after_routing(self) -> None:
+        """After routing messages or dropping a connection: of the deadlines
+        only a forwarded request adds one (the table notes it), and a held
+        message cannot be deliverable yet (it was just found undeliverable)."""
+        if self._table.added_deadline < self._timer_target:
+            self._wakeup.set()
+        if self._watchers:
             self._changed.unpark_all()
 
     def subscriptions(self) -> list[pb.Subscription]:
@@ -294,7 +306,7 @@ class GatewayHub:
             if target is not None:
                 assert isinstance(action, Deliver)
                 await self._wait_for_space(target, action, link)
-        self._after_change()
+        self._after_routing()
 
     def _carry_out_now(self, actions: Sequence[Action], flush: bool = True) -> None:
         """Carry out *actions* without waiting: answers, or traffic while H4 holds."""
@@ -303,7 +315,7 @@ class GatewayHub:
             if target is not None:  # pragma: no cover - H3/H4 broken
                 logger.error("no queue space for %s while routing without waiting", target.conn)
                 self._close(target, (Status.INTERNAL, "agentwire gateway: queue overflow"))
-        self._after_change()
+        self._after_routing()
 
     def _place(self, action: Action, flush: bool) -> _Link | None:
         """Carry out *action* if that needs no wait; else return the link whose
@@ -410,12 +422,14 @@ class GatewayHub:
 
     async def _run_timer(self) -> None:
         while True:
+            self._table.added_deadline = math.inf
             deadline = self._table.next_deadline()
             self._timer_target = math.inf if deadline is None else deadline
             with trio.move_on_at(self._timer_target):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             self._carry_out_now(self._table.expire(trio.current_time()))
+            self._after_change()  # the grace may be over: release what is held
 
     async def _run_releaser(self) -> None:
         """Carry out the start-up hold's releases (they may wait for queue space)."""
@@ -458,7 +472,11 @@ class GatewayHub:
         and after every routed message.
         """
         while not predicate(self.statistics()):
-            await self._changed.park()
+            self._watchers += 1
+            try:
+                await self._changed.park()
+            finally:
+                self._watchers -= 1
 
     def statistics(self) -> GatewayStatistics:
         queued = sum(len(link.queue) for link in self._links.values())

@@ -15,9 +15,11 @@ import math
 
 import attrs
 
+from .._proto import agent_worker_pb2 as pb
+from .._wire import TIMEOUT_METADATA_KEY
 from ._registry import Conn, ConnKind
 
-__all__ = ["InFlight", "Pending", "earlier"]
+__all__ = ["InFlight", "Pending", "earlier", "request_timeout"]
 
 
 @attrs.define(slots=True, eq=False)
@@ -143,6 +145,21 @@ def earlier(a: float | None, b: float | None) -> float | None:
     if a is None or (b is not None and b < a):
         return b
     return a
+
+
+def request_timeout(request: pb.RpcRequest, rpc_timeout: float | None) -> tuple[float, bool]:
+    """How long the gateway waits for the answer to *request* (``inf``: for
+    ever), and whether that is the caller's own time (``TIMEOUT_METADATA_KEY``,
+    sooner than *rpc_timeout*) rather than the gateway's."""
+    timeout = math.inf if rpc_timeout is None else rpc_timeout
+    asked = request.metadata.get(TIMEOUT_METADATA_KEY)
+    if asked is None:
+        return timeout, False
+    try:
+        seconds = max(0.0, float(asked))
+    except ValueError:
+        return timeout, False  # not ours to judge; keep the gateway's own timeout
+    return (seconds, True) if seconds < timeout else (timeout, False)
 
 
 def _id_order(gid: str) -> int:

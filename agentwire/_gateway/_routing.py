@@ -61,12 +61,12 @@ from .._ids import is_valid_agent_type
 from .._operator._relay import Relays
 from .._proto import agent_worker_pb2 as pb
 from .._security._guard import MessagePolicy
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ErrorKind
 from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
 from ._control import ControlRouting
 from ._events import EventFanout
 from ._held import HeldRequest, StartupHold
-from ._inflight import InFlight, Pending, earlier
+from ._inflight import InFlight, Pending, earlier, request_timeout
 from ._peers import lost_answer
 from ._placement import PlacementStrategy
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
@@ -139,6 +139,9 @@ class RoutingTable:
         # Per live data connection: requests it sent that are unanswered, plus
         # answers to it that the I/O layer has not consumed yet (I6).
         self._outstanding: dict[Conn, int] = {}
+        # The earliest deadline a routed request added since the I/O layer last
+        # set this to inf and read next_deadline() (it need not ask after every message).
+        self.added_deadline = math.inf
         self._now = float("-inf")
         self._closed = False
         # Access control per message (the gateway's AccessGuard); None: allow all.
@@ -392,16 +395,7 @@ class RoutingTable:
         target = request.target
         target_agent = f"{target.type}/{target.key}"
         gid = self._pending.new_id()
-        timeout = math.inf if self.rpc_timeout is None else self.rpc_timeout
-        callers = False
-        asked = request.metadata.get(TIMEOUT_METADATA_KEY)
-        if asked is not None:
-            try:
-                seconds = max(0.0, float(asked))
-            except ValueError:
-                seconds = math.inf  # not ours to judge; keep the gateway's own timeout
-            if seconds < timeout:
-                timeout, callers = seconds, True
+        timeout, callers = request_timeout(request, self.rpc_timeout)
         deadline = None if timeout == math.inf else now + timeout
         request.request_id = gid
         data = message.SerializeToString()
@@ -420,6 +414,8 @@ class RoutingTable:
         )
         self._outstanding[caller] += 1
         self._rpcs_forwarded += 1
+        if deadline is not None and deadline < self.added_deadline:
+            self.added_deadline = deadline
         return [Deliver(target_conn, data)]
 
     def _response(self, conn: Conn, message: pb.Message) -> list[Action]:
@@ -507,6 +503,9 @@ class RoutingTable:
         self._now = now = max(now, self._now)
         self._reg.expire(now)
         self._relays.prune(self._reg.sub_owner)
+        if self._hold is not None and now >= self._hold.until and not len(self._hold):
+            self._hold = None  # G2: the grace is over and nothing waits for a release
+            self.holding = False
         actions: list[Action] = []
         for p in self._pending.pop_expired(now):
             whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"

@@ -101,6 +101,8 @@ class GatewayHub:
         # The gateway-hosted state service (``_state.py``), or None.
         self.state_service: StateServiceCounters | None = None
         self.started_at = trio.current_time()  # the start-up grace counts from here
+        # trio.current_time() without its two wrappers (read for every routed message)
+        self._current_time = trio.lowlevel.current_clock().current_time
         self._table = RoutingTable(
             rpc_timeout=config.rpc_timeout,
             max_in_flight=config.max_in_flight,
@@ -294,14 +296,19 @@ class GatewayHub:
     def _receive(self, link: _Link, data: bytes) -> list[Action]:
         conn = link.conn
         if conn.kind is ConnKind.DATA:
-            return self._table.receive(conn, data, trio.current_time())
+            return self._table.receive(conn, data, self._current_time())
         return self._table.receive_control(conn, data)
 
     async def _handle(self, link: _Link, data: bytes, flush: bool = True) -> None:
         """Route one inbound message of *link* and carry out the result."""
         if link.closed:
             raise trio.BrokenResourceError("the gateway ended this connection")
-        for action in self._receive(link, data):
+        conn = link.conn  # (what _receive does, without the call)
+        if conn.kind is ConnKind.DATA:
+            actions = self._table.receive(conn, data, self._current_time())
+        else:
+            actions = self._table.receive_control(conn, data)
+        for action in actions:
             target = self._place(action, flush)
             if target is not None:
                 assert isinstance(action, Deliver)
@@ -329,7 +336,7 @@ class GatewayHub:
         if link is None or link.closed:
             return None
         direct = link.direct
-        lane = _lane(action)
+        lane = _EVENT if action.event else _RPC
         if direct is not None and not link.unsent[lane] and direct(action.data, flush=flush):
             if action.answer:
                 self._table.answer_consumed(link.conn)
@@ -507,8 +514,11 @@ class GatewayHub:
         assert self._full.count == sum(link.queue.full_lanes() for link in self._links.values())
 
 
+_EVENT, _RPC = Lane.EVENT, Lane.RPC
+
+
 def _lane(action: Deliver) -> Lane:
-    return Lane.EVENT if action.event else Lane.RPC
+    return _EVENT if action.event else _RPC
 
 
 @asynccontextmanager

@@ -53,7 +53,8 @@ class InFlight:
         self.entries[gid] = p
         if p.deadline is not None:
             heapq.heappush(self._deadlines, (p.deadline, _id_order(gid), gid))
-            self._compact()
+            if len(self._deadlines) > 2 * len(self.entries) + 64:  # (no call per request)
+                self._compact()
         self._by_conn.setdefault(p.caller, set()).add(gid)
         self._by_conn.setdefault(p.target, set()).add(gid)
 
@@ -62,7 +63,8 @@ class InFlight:
         del self.entries[gid]
         self._unindex(p.caller, gid)
         self._unindex(p.target, gid)
-        self._compact()
+        if len(self._deadlines) > 2 * len(self.entries) + 64:
+            self._compact()
 
     def drop_conn(self, conn: Conn) -> list[Pending]:
         """Forget every request *conn* sent or serves; those it serves for
@@ -73,7 +75,8 @@ class InFlight:
             self._unindex(p.caller if p.target == conn else p.target, gid)
             if p.target == conn and p.caller != conn:
                 stranded.append(p)
-        self._compact()
+        if len(self._deadlines) > 2 * len(self.entries) + 64:
+            self._compact()
         return stranded
 
     def take_all(self) -> list[Pending]:
@@ -113,13 +116,14 @@ class InFlight:
                 del self._by_conn[conn]
 
     def _compact(self) -> None:
-        if len(self._deadlines) > 2 * len(self.entries) + 64:
-            self._deadlines = [
-                (p.deadline, _id_order(gid), gid)
-                for gid, p in self.entries.items()
-                if p.deadline is not None
-            ]
-            heapq.heapify(self._deadlines)
+        """Rebuild the heap from the live deadlines (called when it holds more
+        than ``2 * len(entries) + 64`` entries)."""
+        self._deadlines = [
+            (p.deadline, _id_order(gid), gid)
+            for gid, p in self.entries.items()
+            if p.deadline is not None
+        ]
+        heapq.heapify(self._deadlines)
 
     def check_invariants(self, conns: set[Conn]) -> None:
         """I4 and the heap half of I5 (``conns``: the live connections)."""

@@ -367,6 +367,14 @@ class Registry:
         """GetSubscriptions: every client's subscriptions, in insertion order."""
         return [subscription_to_proto(sub) for sub in self.table]
 
+    def snapshot(self) -> list[tuple[str, tuple[str, ...], int, bool]]:
+        """A read-only snapshot for operators: per client-id its agent types
+        (sorted), how many subscriptions it recorded, whether a data stream is open."""
+        return [
+            (client_id, tuple(sorted(c.types)), len(c.subscriptions), c.data is not None)
+            for client_id, c in self.clients.items()
+        ]
+
     # ------------------------------------------------------------ expiry (R4)
 
     def next_expiry(self) -> float | None:

@@ -276,12 +276,7 @@ class RoutingTable:
         return client_id in self._clients
 
     def clients(self) -> list[tuple[str, tuple[str, ...], int, bool]]:
-        """A read-only snapshot for operators: per client-id its agent types
-        (sorted), how many subscriptions it recorded, whether a data stream is open."""
-        return [
-            (client_id, tuple(sorted(c.types)), len(c.subscriptions), c.data is not None)
-            for client_id, c in self._clients.items()
-        ]
+        return self._reg.snapshot()
 
     def _clock(self, now: float | None) -> float:
         if now is not None:
@@ -294,7 +289,7 @@ class RoutingTable:
         """A serialized ``agents.Message`` arrived on data connection *conn*."""
         if conn not in self._conns:
             return []
-        self._now = now = max(now, self._now)
+        self._now = now = now if now > self._now else self._now  # (max() costs a call)
         try:
             message = pb.Message.FromString(data)
         except DecodeError as exc:
@@ -323,8 +318,10 @@ class RoutingTable:
         logger.debug("request %r from %s failed: %s", request_id, caller, error)
         return Deliver(caller, error_response(request_id, kind, error))
 
-    def _target(self, caller: Conn, request: pb.RpcRequest) -> Conn | tuple[ErrorKind, str]:
-        """Where *request* goes, or why it cannot be forwarded now."""
+    def _target(
+        self, caller: Conn, request: pb.RpcRequest, target_agent: str
+    ) -> Conn | tuple[ErrorKind, str]:
+        """Where *request* (to *target_agent*) goes, or why it cannot be forwarded now."""
         target = request.target
         if not is_valid_agent_type(target.type):
             return ErrorKind.INVALID_ARGUMENT, f"invalid target agent type {target.type!r}"
@@ -338,7 +335,6 @@ class RoutingTable:
                 f"invalid source agent type {request.source.type!r}"
                 " (omit source when there is no sender)",
             )
-        target_agent = f"{target.type}/{target.key}"
         if self._shared is not None:
             placed = self._shared.target(target.type, target.key)
             if not isinstance(placed, Conn):
@@ -367,7 +363,7 @@ class RoutingTable:
                 f"agent type {target.type!r} is served by another gateway than this one; "
                 f"the request to {target_agent} was not delivered",
             )
-        if self.in_flight(caller) >= self.max_in_flight:
+        if self._outstanding.get(caller, 0) >= self.max_in_flight:
             return (
                 ErrorKind.OVERLOADED,
                 f"too many requests in flight from this client "
@@ -378,7 +374,9 @@ class RoutingTable:
     def _request(self, caller: Conn, message: pb.Message, now: float) -> list[Action]:
         request = message.request
         request_id = request.request_id
-        target_conn = self._target(caller, request)
+        target = request.target
+        target_agent = f"{target.type}/{target.key}"
+        target_conn = self._target(caller, request, target_agent)
         if not isinstance(target_conn, Conn):
             refusal = target_conn
             hold = self._hold
@@ -392,8 +390,6 @@ class RoutingTable:
                 self._outstanding[caller] += 1  # G3
                 return []
             return [self._reject(caller, request_id, *refusal)]
-        target = request.target
-        target_agent = f"{target.type}/{target.key}"
         gid = self._pending.new_id()
         timeout, callers = request_timeout(request, self.rpc_timeout)
         deadline = None if timeout == math.inf else now + timeout

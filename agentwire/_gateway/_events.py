@@ -96,12 +96,21 @@ class EventFanout:
         if policy is not None and policy.refuse_event(conn.client_id, event.type):
             self.dropped += 1  # the policy counted and logged it
             return []
-        route = None if self._shared is not None else self._route(event.type, event.source)
+        route = None
+        if self._shared is None:
+            topic_type, source = event.type, event.source
+            if self._generation == self._reg.generation:  # (_route's lookup, without a call)
+                route = self._routes.get((topic_type, source))
+            if route is None:
+                route = self._route(topic_type, source)
         if route is not None and not self._relays:  # the usual case, from the cache (I10)
             targets = route[1] if conn.peer else route[0]  # I9
+            if len(targets) == 1:  # (Deliver(..., answer=False, event=True), positionally)
+                self.deliveries += 1
+                return [Deliver(targets[0], data, False, True)]
             if targets:
                 self.deliveries += len(targets)
-                return [Deliver(target, data, event=True) for target in targets]
+                return [Deliver(target, data, False, True) for target in targets]
             if conn.peer or hold is None or not hold.accepts(now):
                 return []
         try:

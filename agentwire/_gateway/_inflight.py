@@ -52,7 +52,7 @@ class InFlight:
     def add(self, gid: str, p: Pending) -> None:
         self.entries[gid] = p
         if p.deadline is not None:
-            heapq.heappush(self._deadlines, (p.deadline, _id_order(gid), gid))
+            heapq.heappush(self._deadlines, (p.deadline, int(gid[2:]), gid))  # _id_order
             if len(self._deadlines) > 2 * len(self.entries) + 64:  # (no call per request)
                 self._compact()
         self._by_conn.setdefault(p.caller, set()).add(gid)

@@ -436,7 +436,7 @@ class RoutingTable:
                 )
             ]
         self._responses_forwarded += 1
-        return [self._answer(p.caller, data)]
+        return [Deliver(p.caller, data, True)]  # what _answer makes, without the call
 
     # ------------------------------------------------------------ pending RPCs
 

@@ -83,6 +83,8 @@ def _is_valid(value: object, valid: set[str], fullmatch: Callable[[str], object]
 
 def is_valid_agent_type(value: object) -> TypeGuard[str]:
     """Whether *value* is a string AutoGen accepts as an agent type."""
+    if value.__class__ is str and value in _valid_agent_types:
+        return True  # the usual case, without the call below (the gateway asks per request)
     return _is_valid(value, _valid_agent_types, _agent_type_fullmatch)
 
 

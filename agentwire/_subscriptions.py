@@ -16,6 +16,10 @@ Invariants kept by :class:`SubscriptionTable` (checked by the property tests):
   subscription (evaluated by calling it), each list in insertion order.
 * ``_plans`` (cache by topic type) is emptied on every add/remove, and holds
   at most ``_PLAN_CACHE_CAP`` entries (oldest evicted first).
+* ``_recipients`` (cache by topic type and source) holds ``recipients(topic)``
+  for topics whose plan has no custom subscription (the answer is then a
+  function of the table alone); emptied with ``_plans``, and when it
+  reaches ``_PLAN_CACHE_CAP`` entries.
 """
 
 from __future__ import annotations
@@ -328,6 +332,7 @@ class SubscriptionTable:
         self._prefix_lengths: list[int] = []  # sorted, distinct lengths in _prefixes
         self._custom: list[_Entry] = []
         self._plans: dict[str, tuple[_PlanItem, ...]] = {}
+        self._recipients: dict[tuple[str, str], tuple[AgentId, ...]] = {}
         self._seq = itertools.count()
         for sub in subscriptions:
             self.add(sub)
@@ -360,6 +365,7 @@ class SubscriptionTable:
             else:
                 bucket.append(entry)
         self._plans.clear()
+        self._recipients.clear()
 
     def remove(self, id: str) -> Subscription:
         """Remove and return the subscription with this id.
@@ -383,6 +389,7 @@ class SubscriptionTable:
                 if index is self._prefixes:
                     self._update_prefix_lengths()
         self._plans.clear()
+        self._recipients.clear()
         return sub
 
     def clear(self) -> None:
@@ -394,6 +401,7 @@ class SubscriptionTable:
         self._prefix_lengths.clear()
         self._custom.clear()
         self._plans.clear()
+        self._recipients.clear()
 
     def _update_prefix_lengths(self) -> None:
         self._prefix_lengths = sorted({len(p) for p in self._prefixes})
@@ -452,12 +460,23 @@ class SubscriptionTable:
     def recipients(self, topic: TopicId) -> list[AgentId]:
         """Agents that receive a publish to *topic*: AutoGen's list, in order."""
         source = topic.source
+        key = (topic.type, source)
+        known = self._recipients.get(key)
+        if known is not None:
+            return list(known)
         result: list[AgentId] = []
+        plain = True
         for item in self._plan(topic.type):
             if isinstance(item, str):
                 result.append(AgentId._trusted(item, source))
-            elif item.is_match(topic):
-                result.append(item.map_to_agent(topic))
+            else:
+                plain = False
+                if item.is_match(topic):
+                    result.append(item.map_to_agent(topic))
+        if plain:
+            if len(self._recipients) >= _PLAN_CACHE_CAP:
+                self._recipients.clear()
+            self._recipients[key] = tuple(result)
         return result
 
     def agent_types(self, topic: TopicId) -> list[str]:

@@ -279,6 +279,23 @@ def test_plan_cache_is_bounded() -> None:
     for i in range(_subscriptions._PLAN_CACHE_CAP + 10):
         assert table.recipients(TopicId(f"a:{i}", "s")) == [AgentId("a", "s")]
     assert len(table._plans) == _subscriptions._PLAN_CACHE_CAP
+    assert 0 < len(table._recipients) <= _subscriptions._PLAN_CACHE_CAP
+
+
+def test_a_custom_subscription_is_asked_on_every_publish() -> None:
+    asked: list[TopicId] = []
+
+    @attrs.frozen(eq=False)
+    class Counting(EndsWith):
+        def is_match(self, topic_id: TopicId) -> bool:
+            asked.append(topic_id)
+            return super().is_match(topic_id)
+
+    table = SubscriptionTable([TypeSubscription("ab", "x"), Counting("b", "y", "c1")])
+    topic = TopicId("ab", "s")
+    for _ in range(2):
+        assert table.recipients(topic) == [AgentId("x", "s"), AgentId("y", "s")]
+    assert len(asked) == 4  # is_match, and again in map_to_agent, per publish
 
 
 def test_public_names() -> None:

@@ -19,7 +19,7 @@ __all__ = ["ERROR_PREFIX", "Action", "Close", "Deliver", "RouterStatistics", "er
 ERROR_PREFIX = "agentwire gateway: "
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)  # not frozen: made for every routed message, frozen init costs more
 class Deliver:
     """Send *data* (a serialized Message or ControlMessage) to *conn*.
 

@@ -10,6 +10,14 @@ I9  Peer gateways, the event half (the whole rule: ``_peers.py``). An event
     that came from a peer gateway is never held and goes to local clients
     only (*local_only*), with no relayed copies: the publisher's gateway made
     those (I8) and they cross as events. So events never loop between gateways.
+I10 Cached routes. ``_routes`` maps the ``(type, source)`` of valid topics to
+    the connections an event published there goes to (all, and those that
+    are not peer gateways), as :meth:`EventFanout.publish` computes them
+    from the registry; every entry was computed at the registry's current
+    generation (its R7: the cache is emptied when it moves on), so no event
+    goes to a connection it would not go to without the cache. At most
+    ``_ROUTES_CAP`` entries (emptied when full). With shared agent types
+    nothing is cached: a delivery there may place an agent.
 
 Wire compatibility (AutoGen 0.7.5's Python host is the reference):
 CloudEvents are forwarded byte-for-byte, once per client that owns a
@@ -22,6 +30,7 @@ give, as usual).
 from __future__ import annotations
 
 import logging
+from typing import Final
 
 from .._errors import InvalidIdentifierError
 from .._ids import TopicId
@@ -37,15 +46,22 @@ __all__ = ["EventFanout"]
 
 logger = logging.getLogger("agentwire.gateway")
 
+_ROUTES_CAP: Final = 4096
+
+# A cached route (I10): the target connections, and those that are not peers.
+_Route = tuple[tuple[Conn, ...], tuple[Conn, ...]]
+
 
 class EventFanout:
     """Where the events of one routing table go."""
 
     __slots__ = (
         "_clients",
+        "_generation",
         "_owner",
         "_reg",
         "_relays",
+        "_routes",
         "_shared",
         "deliveries",
         "dropped",
@@ -61,6 +77,8 @@ class EventFanout:
         self.received = 0
         self.deliveries = 0  # events handed to the I/O layer, relayed copies included
         self.dropped = 0
+        self._routes: dict[tuple[str, str], _Route] = {}  # I10
+        self._generation = reg.generation
 
     def receive(
         self,
@@ -78,6 +96,23 @@ class EventFanout:
         if policy is not None and policy.refuse_event(conn.client_id, event.type):
             self.dropped += 1  # the policy counted and logged it
             return []
+        route = None
+        if self._shared is None:
+            topic_type, source = event.type, event.source
+            if self._generation == self._reg.generation:  # (_route's lookup, without a call)
+                route = self._routes.get((topic_type, source))
+            if route is None:
+                route = self._route(topic_type, source)
+        if route is not None and not self._relays:  # the usual case, from the cache (I10)
+            targets = route[1] if conn.peer else route[0]  # I9
+            if len(targets) == 1:  # (Deliver(..., answer=False, event=True), positionally)
+                self.deliveries += 1
+                return [Deliver(targets[0], data, False, True)]
+            if targets:
+                self.deliveries += len(targets)
+                return [Deliver(target, data, False, True) for target in targets]
+            if conn.peer or hold is None or not hold.accepts(now):
+                return []
         try:
             topic = TopicId(event.type, event.source)
         except InvalidIdentifierError as exc:
@@ -90,6 +125,29 @@ class EventFanout:
         if not actions and hold is not None and hold.accepts(now):
             hold.events.append(HeldEvent(topic, data))
         return actions
+
+    def _route(self, topic_type: str, source: str) -> _Route | None:
+        """The targets of an event published to ``topic_type/source``, from the
+        cache (I10); None if that is no valid topic."""
+        generation = self._reg.generation
+        if self._generation != generation:
+            self._routes.clear()
+            self._generation = generation
+        key = (topic_type, source)
+        route = self._routes.get(key)
+        if route is None:
+            try:
+                route = self._fresh_route(TopicId(topic_type, source))
+            except InvalidIdentifierError:
+                return None
+            if len(self._routes) >= _ROUTES_CAP:
+                self._routes.clear()
+            self._routes[key] = route
+        return route
+
+    def _fresh_route(self, topic: TopicId) -> _Route:
+        every = tuple(self._targets(topic, local_only=False))
+        return every, tuple(conn for conn in every if not conn.peer)
 
     def release(self, events: list[HeldEvent], hold: StartupHold | None) -> list[Action]:
         """Retry held *events*: each goes to the subscribers reachable now,
@@ -108,6 +166,15 @@ class EventFanout:
     def publish(self, topic: TopicId, data: bytes, *, local_only: bool = False) -> list[Action]:
         """Deliver *data* once to each client owning a type subscribed to *topic*
         (*local_only*: to no peer gateway, I9)."""
+        targets = self._targets(topic, local_only)
+        self.deliveries += len(targets)
+        actions: list[Action] = [Deliver(target, data, event=True) for target in targets]
+        if self._relays and not local_only:  # I9: the publisher's gateway made the copies
+            actions += self._relay(topic, data)
+        return actions
+
+    def _targets(self, topic: TopicId, local_only: bool) -> dict[Conn, None]:
+        """The connections an event published to *topic* goes to, in order."""
         targets: dict[Conn, None] = {}
         if self._shared is not None:
             for agent in self._reg.table.recipients(topic):
@@ -117,8 +184,7 @@ class EventFanout:
                         targets[placed] = None
                 else:
                     logger.debug("event for %s on %s not delivered: %s", agent, topic, placed[1])
-            self.deliveries += len(targets)
-            return self._deliveries(targets, topic, data, local_only)
+            return targets
         for agent_type in self._reg.table.agent_types(topic):
             owner = self._owner.get(agent_type)
             if owner is None:
@@ -127,16 +193,7 @@ class EventFanout:
             data_conn = self._clients[owner].data
             if data_conn is not None and not (local_only and data_conn.peer):
                 targets[data_conn] = None
-        self.deliveries += len(targets)
-        return self._deliveries(targets, topic, data, local_only)
-
-    def _deliveries(
-        self, targets: dict[Conn, None], topic: TopicId, data: bytes, local_only: bool
-    ) -> list[Action]:
-        actions: list[Action] = [Deliver(target, data, event=True) for target in targets]
-        if self._relays and not local_only:  # I9: the publisher's gateway made the copies
-            actions += self._relay(topic, data)
-        return actions
+        return targets
 
     def _relay(self, topic: TopicId, data: bytes) -> list[Action]:
         """The copies of an event that relayed subscriptions ask for (I8)."""
@@ -152,3 +209,13 @@ class EventFanout:
                 actions.append(Deliver(target, copy, event=True))
         self.deliveries += len(actions)
         return actions
+
+    def check_invariants(self) -> None:
+        """Assert I10: every cached route is the one computed afresh."""
+        assert len(self._routes) <= _ROUTES_CAP
+        assert not (self._routes and self._shared is not None)
+        if self._generation == self._reg.generation:
+            for (topic_type, source), route in self._routes.items():
+                topic = TopicId(topic_type, source)
+                fresh = tuple(self._targets(topic, False)), tuple(self._targets(topic, True))
+                assert route == fresh, (topic, route, fresh)

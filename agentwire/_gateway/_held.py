@@ -13,7 +13,10 @@ Invariants (checked by ``RoutingTable.check_invariants``):
 G1  Bounded. At most ``limit`` messages are held in all (requests and events
     together); beyond that a message meets the usual fate at once.
 G2  Only during the grace. Nothing new is held at or after ``until``; the
-    first release at or after it empties the hold for good.
+    first release at or after it empties the hold for good (so does the
+    first expiry at or after it when nothing is held). ``until`` is a
+    deadline of the table for as long as the hold exists, so the grace ends
+    on time without traffic to notice it.
 G3  Held requests are admitted. Each held request counts in its caller's
     in-flight total (the table's I6), so its eventual answer -- forwarded
     response or error -- has reserved space; a held request whose caller
@@ -68,9 +71,9 @@ class StartupHold:
         """Whether one more message may be held now (G1, G2)."""
         return now < self.until and len(self) < self.limit
 
-    def next_deadline(self) -> float | None:
-        """When what is held must be released (None: nothing is held)."""
-        return self.until if len(self) else None
+    def next_deadline(self) -> float:
+        """When the grace ends (G2)."""
+        return self.until
 
     def forget_caller(self, conn: Conn) -> None:
         """*conn* disconnected: its held requests are gone with it (G3)."""

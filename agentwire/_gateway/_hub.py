@@ -101,6 +101,8 @@ class GatewayHub:
         # The gateway-hosted state service (``_state.py``), or None.
         self.state_service: StateServiceCounters | None = None
         self.started_at = trio.current_time()  # the start-up grace counts from here
+        # trio.current_time() without its two wrappers (read for every routed message)
+        self._current_time = trio.lowlevel.current_clock().current_time
         self._table = RoutingTable(
             rpc_timeout=config.rpc_timeout,
             max_in_flight=config.max_in_flight,
@@ -122,6 +124,7 @@ class GatewayHub:
         self._closing = False
         self._closing_event = trio.Event()  # set with _closing (wait_closing)
         self._changed = trio.lowlevel.ParkingLot()
+        self._watchers = 0  # tasks in wait_until (parked on _changed)
         self._full = FullLanes()  # H3, H4
 
     # ------------------------------------------------------------ unary calls
@@ -201,10 +204,21 @@ class GatewayHub:
         return drained
 
     def _after_change(self) -> None:
+        """After a step that may have changed any deadline or what a held
+        message waits for (see :meth:`_after_routing` for routed messages)."""
         self._wake_timer()
         if self._table.holding and self._table.wants_release(trio.current_time()):
             self._release_wanted.set()
-        if self._changed:  # wait_until callers (rare): not woken per message for nothing
+        if self._watchers:  # wait_until callers (rare): not woken per message for nothing
+            self._changed.unpark_all()
+
+    def _after_routing(self) -> None:
+        """After routing messages or dropping a connection: of the deadlines
+        only a forwarded request adds one (the table notes it), and a held
+        message cannot be deliverable yet (it was just found undeliverable)."""
+        if self._table.added_deadline < self._timer_target:
+            self._wakeup.set()
+        if self._watchers:
             self._changed.unpark_all()
 
     def subscriptions(self) -> list[pb.Subscription]:
@@ -282,19 +296,24 @@ class GatewayHub:
     def _receive(self, link: _Link, data: bytes) -> list[Action]:
         conn = link.conn
         if conn.kind is ConnKind.DATA:
-            return self._table.receive(conn, data, trio.current_time())
+            return self._table.receive(conn, data, self._current_time())
         return self._table.receive_control(conn, data)
 
     async def _handle(self, link: _Link, data: bytes, flush: bool = True) -> None:
         """Route one inbound message of *link* and carry out the result."""
         if link.closed:
             raise trio.BrokenResourceError("the gateway ended this connection")
-        for action in self._receive(link, data):
+        conn = link.conn  # (what _receive does, without the call)
+        if conn.kind is ConnKind.DATA:
+            actions = self._table.receive(conn, data, self._current_time())
+        else:
+            actions = self._table.receive_control(conn, data)
+        for action in actions:
             target = self._place(action, flush)
             if target is not None:
                 assert isinstance(action, Deliver)
                 await self._wait_for_space(target, action, link)
-        self._after_change()
+        self._after_routing()
 
     def _carry_out_now(self, actions: Sequence[Action], flush: bool = True) -> None:
         """Carry out *actions* without waiting: answers, or traffic while H4 holds."""
@@ -303,7 +322,7 @@ class GatewayHub:
             if target is not None:  # pragma: no cover - H3/H4 broken
                 logger.error("no queue space for %s while routing without waiting", target.conn)
                 self._close(target, (Status.INTERNAL, "agentwire gateway: queue overflow"))
-        self._after_change()
+        self._after_routing()
 
     def _place(self, action: Action, flush: bool) -> _Link | None:
         """Carry out *action* if that needs no wait; else return the link whose
@@ -317,7 +336,7 @@ class GatewayHub:
         if link is None or link.closed:
             return None
         direct = link.direct
-        lane = _lane(action)
+        lane = _EVENT if action.event else _RPC
         if direct is not None and not link.unsent[lane] and direct(action.data, flush=flush):
             if action.answer:
                 self._table.answer_consumed(link.conn)
@@ -410,12 +429,14 @@ class GatewayHub:
 
     async def _run_timer(self) -> None:
         while True:
+            self._table.added_deadline = math.inf
             deadline = self._table.next_deadline()
             self._timer_target = math.inf if deadline is None else deadline
             with trio.move_on_at(self._timer_target):
                 await self._wakeup.wait()
             self._wakeup = trio.Event()
             self._carry_out_now(self._table.expire(trio.current_time()))
+            self._after_change()  # the grace may be over: release what is held
 
     async def _run_releaser(self) -> None:
         """Carry out the start-up hold's releases (they may wait for queue space)."""
@@ -458,7 +479,11 @@ class GatewayHub:
         and after every routed message.
         """
         while not predicate(self.statistics()):
-            await self._changed.park()
+            self._watchers += 1
+            try:
+                await self._changed.park()
+            finally:
+                self._watchers -= 1
 
     def statistics(self) -> GatewayStatistics:
         queued = sum(len(link.queue) for link in self._links.values())
@@ -489,8 +514,11 @@ class GatewayHub:
         assert self._full.count == sum(link.queue.full_lanes() for link in self._links.values())
 
 
+_EVENT, _RPC = Lane.EVENT, Lane.RPC
+
+
 def _lane(action: Deliver) -> Lane:
-    return Lane.EVENT if action.event else Lane.RPC
+    return _EVENT if action.event else _RPC
 
 
 @asynccontextmanager

@@ -15,9 +15,11 @@ import math
 
 import attrs
 
+from .._proto import agent_worker_pb2 as pb
+from .._wire import TIMEOUT_METADATA_KEY
 from ._registry import Conn, ConnKind
 
-__all__ = ["InFlight", "Pending", "earlier"]
+__all__ = ["InFlight", "Pending", "earlier", "request_timeout"]
 
 
 @attrs.define(slots=True, eq=False)
@@ -50,8 +52,9 @@ class InFlight:
     def add(self, gid: str, p: Pending) -> None:
         self.entries[gid] = p
         if p.deadline is not None:
-            heapq.heappush(self._deadlines, (p.deadline, _id_order(gid), gid))
-            self._compact()
+            heapq.heappush(self._deadlines, (p.deadline, int(gid[2:]), gid))  # _id_order
+            if len(self._deadlines) > 2 * len(self.entries) + 64:  # (no call per request)
+                self._compact()
         self._by_conn.setdefault(p.caller, set()).add(gid)
         self._by_conn.setdefault(p.target, set()).add(gid)
 
@@ -60,7 +63,8 @@ class InFlight:
         del self.entries[gid]
         self._unindex(p.caller, gid)
         self._unindex(p.target, gid)
-        self._compact()
+        if len(self._deadlines) > 2 * len(self.entries) + 64:
+            self._compact()
 
     def drop_conn(self, conn: Conn) -> list[Pending]:
         """Forget every request *conn* sent or serves; those it serves for
@@ -71,7 +75,8 @@ class InFlight:
             self._unindex(p.caller if p.target == conn else p.target, gid)
             if p.target == conn and p.caller != conn:
                 stranded.append(p)
-        self._compact()
+        if len(self._deadlines) > 2 * len(self.entries) + 64:
+            self._compact()
         return stranded
 
     def take_all(self) -> list[Pending]:
@@ -111,13 +116,14 @@ class InFlight:
                 del self._by_conn[conn]
 
     def _compact(self) -> None:
-        if len(self._deadlines) > 2 * len(self.entries) + 64:
-            self._deadlines = [
-                (p.deadline, _id_order(gid), gid)
-                for gid, p in self.entries.items()
-                if p.deadline is not None
-            ]
-            heapq.heapify(self._deadlines)
+        """Rebuild the heap from the live deadlines (called when it holds more
+        than ``2 * len(entries) + 64`` entries)."""
+        self._deadlines = [
+            (p.deadline, _id_order(gid), gid)
+            for gid, p in self.entries.items()
+            if p.deadline is not None
+        ]
+        heapq.heapify(self._deadlines)
 
     def check_invariants(self, conns: set[Conn]) -> None:
         """I4 and the heap half of I5 (``conns``: the live connections)."""
@@ -143,6 +149,21 @@ def earlier(a: float | None, b: float | None) -> float | None:
     if a is None or (b is not None and b < a):
         return b
     return a
+
+
+def request_timeout(request: pb.RpcRequest, rpc_timeout: float | None) -> tuple[float, bool]:
+    """How long the gateway waits for the answer to *request* (``inf``: for
+    ever), and whether that is the caller's own time (``TIMEOUT_METADATA_KEY``,
+    sooner than *rpc_timeout*) rather than the gateway's."""
+    timeout = math.inf if rpc_timeout is None else rpc_timeout
+    asked = request.metadata.get(TIMEOUT_METADATA_KEY)
+    if asked is None:
+        return timeout, False
+    try:
+        seconds = max(0.0, float(asked))
+    except ValueError:
+        return timeout, False  # not ours to judge; keep the gateway's own timeout
+    return (seconds, True) if seconds < timeout else (timeout, False)
 
 
 def _id_order(gid: str) -> int:

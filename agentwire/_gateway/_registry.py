@@ -32,6 +32,10 @@ R5  Per-client bounds. A client has at most ``max_agent_types`` agent types
 R6  Dropped records are reported. When ``on_drop`` is set, every agent type
     and subscription dropped because its client left or expired (not those
     removed by a call) is passed to it, once, in the step that drops it.
+R7  Generations. ``generation`` grows in every step that changes ``owner``,
+    ``servers``, ``table``, ``shadows`` or any client's ``data``: what was
+    computed from those at one generation holds while it stays the same
+    (the event routes of ``_events.py`` are cached on it).
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -165,10 +169,13 @@ class Registry:
         self.expired = 0  # clients whose records expired (R4)
         # R6: (client_id, agent types, subscription ids) dropped with their client
         self.on_drop: Callable[[str, list[str], list[str]], None] | None = None
+        # R7: bumped by every change of ``owner``, ``table`` or a client's ``data``
+        self.generation = 0
 
     # ------------------------------------------------------------ connections
 
     def attach(self, conn: Conn) -> None:
+        self.generation += 1  # R7
         client = self.clients.setdefault(conn.client_id, Client())
         client.peer = client.peer or conn.peer
         if conn.kind is ConnKind.DATA:
@@ -180,6 +187,7 @@ class Registry:
     def detach(self, conn: Conn) -> None:
         """Forget *conn*; for a data connection, drop the client's agent types
         and subscriptions too (as AutoGen)."""
+        self.generation += 1  # R7
         client = self.clients[conn.client_id]
         if conn.kind is ConnKind.CONTROL:
             client.control = None
@@ -202,6 +210,7 @@ class Registry:
             del self.servers[agent_type]
 
     def _drop_records(self, client_id: str, client: Client) -> None:
+        self.generation += 1  # R7
         if self.on_drop is not None and (client.types or client.subscriptions):
             self.on_drop(client_id, list(client.types), list(client.subscriptions))
         for agent_type in client.types:
@@ -262,6 +271,7 @@ class Registry:
                 f"agent type {agent_type} was not registered",
                 "use fewer agent types per worker, or raise max_agent_types_per_client",
             )
+        self.generation += 1  # R7
         self._record_for(client_id, now, peer).types.add(agent_type)
         if self.shared:
             self.servers.setdefault(agent_type, {})[client_id] = None
@@ -275,6 +285,7 @@ class Registry:
         client = self.clients.get(client_id)
         if client is None or agent_type not in client.types:
             return
+        self.generation += 1  # R7
         client.types.discard(agent_type)
         if self.shared:
             self._unserve(agent_type, client_id)
@@ -310,6 +321,7 @@ class Registry:
         except DuplicateSubscriptionError as exc:
             if not self._shadowed(client_id, sub):
                 raise RoutingError(Status.INVALID_ARGUMENT, str(exc)) from None
+        self.generation += 1  # R7 (``table`` or ``shadows`` changed)
         self.sub_owner[sub.id] = client_id
         self._record_for(client_id, now, peer).subscriptions.add(sub.id)
 
@@ -328,6 +340,7 @@ class Registry:
     def _unsubscribe(self, subscription_id: str) -> None:
         """Take *subscription_id* out of ``table`` or ``shadows``; a shadow
         equal to a removed table entry takes its place (R2)."""
+        self.generation += 1  # R7
         if self.shadows.pop(subscription_id, None) is not None:
             return
         removed = self.table.remove(subscription_id)
@@ -353,6 +366,14 @@ class Registry:
     def subscriptions(self) -> list[pb.Subscription]:
         """GetSubscriptions: every client's subscriptions, in insertion order."""
         return [subscription_to_proto(sub) for sub in self.table]
+
+    def snapshot(self) -> list[tuple[str, tuple[str, ...], int, bool]]:
+        """A read-only snapshot for operators: per client-id its agent types
+        (sorted), how many subscriptions it recorded, whether a data stream is open."""
+        return [
+            (client_id, tuple(sorted(c.types)), len(c.subscriptions), c.data is not None)
+            for client_id, c in self.clients.items()
+        ]
 
     # ------------------------------------------------------------ expiry (R4)
 

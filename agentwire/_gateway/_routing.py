@@ -35,6 +35,7 @@ I7  Shared agent types (``placement`` given): ``_shared.py``; requests and
 I8  Relayed subscriptions (operator-made): ``_events.py``.
 I9  Peer gateways (a cluster): a message crosses at most one
     gateway-to-gateway hop; see ``_peers.py``.
+I10 Cached event routes: ``_events.py``.
 
 Wire compatibility notes (AutoGen 0.7.5's Python host is the reference):
 
@@ -60,12 +61,12 @@ from .._ids import is_valid_agent_type
 from .._operator._relay import Relays
 from .._proto import agent_worker_pb2 as pb
 from .._security._guard import MessagePolicy
-from .._wire import DEFAULT_MAX_MESSAGE_SIZE, TIMEOUT_METADATA_KEY, ErrorKind
+from .._wire import DEFAULT_MAX_MESSAGE_SIZE, ErrorKind
 from ._actions import ERROR_PREFIX, Action, Close, Deliver, RouterStatistics, error_response
 from ._control import ControlRouting
 from ._events import EventFanout
 from ._held import HeldRequest, StartupHold
-from ._inflight import InFlight, Pending, earlier
+from ._inflight import InFlight, Pending, earlier, request_timeout
 from ._peers import lost_answer
 from ._placement import PlacementStrategy
 from ._registry import UNKNOWN_SUBSCRIPTION_MESSAGE, Conn, ConnKind, Registry, RoutingError
@@ -138,6 +139,9 @@ class RoutingTable:
         # Per live data connection: requests it sent that are unanswered, plus
         # answers to it that the I/O layer has not consumed yet (I6).
         self._outstanding: dict[Conn, int] = {}
+        # The earliest deadline a routed request added since the I/O layer last
+        # set this to inf and read next_deadline() (it need not ask after every message).
+        self.added_deadline = math.inf
         self._now = float("-inf")
         self._closed = False
         # Access control per message (the gateway's AccessGuard); None: allow all.
@@ -272,12 +276,7 @@ class RoutingTable:
         return client_id in self._clients
 
     def clients(self) -> list[tuple[str, tuple[str, ...], int, bool]]:
-        """A read-only snapshot for operators: per client-id its agent types
-        (sorted), how many subscriptions it recorded, whether a data stream is open."""
-        return [
-            (client_id, tuple(sorted(c.types)), len(c.subscriptions), c.data is not None)
-            for client_id, c in self._clients.items()
-        ]
+        return self._reg.snapshot()
 
     def _clock(self, now: float | None) -> float:
         if now is not None:
@@ -290,7 +289,7 @@ class RoutingTable:
         """A serialized ``agents.Message`` arrived on data connection *conn*."""
         if conn not in self._conns:
             return []
-        self._now = now = max(now, self._now)
+        self._now = now = now if now > self._now else self._now  # (max() costs a call)
         try:
             message = pb.Message.FromString(data)
         except DecodeError as exc:
@@ -319,8 +318,10 @@ class RoutingTable:
         logger.debug("request %r from %s failed: %s", request_id, caller, error)
         return Deliver(caller, error_response(request_id, kind, error))
 
-    def _target(self, caller: Conn, request: pb.RpcRequest) -> Conn | tuple[ErrorKind, str]:
-        """Where *request* goes, or why it cannot be forwarded now."""
+    def _target(
+        self, caller: Conn, request: pb.RpcRequest, target_agent: str
+    ) -> Conn | tuple[ErrorKind, str]:
+        """Where *request* (to *target_agent*) goes, or why it cannot be forwarded now."""
         target = request.target
         if not is_valid_agent_type(target.type):
             return ErrorKind.INVALID_ARGUMENT, f"invalid target agent type {target.type!r}"
@@ -334,7 +335,6 @@ class RoutingTable:
                 f"invalid source agent type {request.source.type!r}"
                 " (omit source when there is no sender)",
             )
-        target_agent = f"{target.type}/{target.key}"
         if self._shared is not None:
             placed = self._shared.target(target.type, target.key)
             if not isinstance(placed, Conn):
@@ -363,7 +363,7 @@ class RoutingTable:
                 f"agent type {target.type!r} is served by another gateway than this one; "
                 f"the request to {target_agent} was not delivered",
             )
-        if self.in_flight(caller) >= self.max_in_flight:
+        if self._outstanding.get(caller, 0) >= self.max_in_flight:
             return (
                 ErrorKind.OVERLOADED,
                 f"too many requests in flight from this client "
@@ -374,7 +374,9 @@ class RoutingTable:
     def _request(self, caller: Conn, message: pb.Message, now: float) -> list[Action]:
         request = message.request
         request_id = request.request_id
-        target_conn = self._target(caller, request)
+        target = request.target
+        target_agent = f"{target.type}/{target.key}"
+        target_conn = self._target(caller, request, target_agent)
         if not isinstance(target_conn, Conn):
             refusal = target_conn
             hold = self._hold
@@ -388,19 +390,8 @@ class RoutingTable:
                 self._outstanding[caller] += 1  # G3
                 return []
             return [self._reject(caller, request_id, *refusal)]
-        target = request.target
-        target_agent = f"{target.type}/{target.key}"
         gid = self._pending.new_id()
-        timeout = math.inf if self.rpc_timeout is None else self.rpc_timeout
-        callers = False
-        asked = request.metadata.get(TIMEOUT_METADATA_KEY)
-        if asked is not None:
-            try:
-                seconds = max(0.0, float(asked))
-            except ValueError:
-                seconds = math.inf  # not ours to judge; keep the gateway's own timeout
-            if seconds < timeout:
-                timeout, callers = seconds, True
+        timeout, callers = request_timeout(request, self.rpc_timeout)
         deadline = None if timeout == math.inf else now + timeout
         request.request_id = gid
         data = message.SerializeToString()
@@ -419,6 +410,8 @@ class RoutingTable:
         )
         self._outstanding[caller] += 1
         self._rpcs_forwarded += 1
+        if deadline is not None and deadline < self.added_deadline:
+            self.added_deadline = deadline
         return [Deliver(target_conn, data)]
 
     def _response(self, conn: Conn, message: pb.Message) -> list[Action]:
@@ -443,7 +436,7 @@ class RoutingTable:
                 )
             ]
         self._responses_forwarded += 1
-        return [self._answer(p.caller, data)]
+        return [Deliver(p.caller, data, True)]  # what _answer makes, without the call
 
     # ------------------------------------------------------------ pending RPCs
 
@@ -506,6 +499,9 @@ class RoutingTable:
         self._now = now = max(now, self._now)
         self._reg.expire(now)
         self._relays.prune(self._reg.sub_owner)
+        if self._hold is not None and now >= self._hold.until and not len(self._hold):
+            self._hold = None  # G2: the grace is over and nothing waits for a release
+            self.holding = False
         actions: list[Action] = []
         for p in self._pending.pop_expired(now):
             whose = "the caller's deadline" if p.callers_timeout else "rpc_timeout"
@@ -578,9 +574,10 @@ class RoutingTable:
         )
 
     def check_invariants(self) -> None:
-        """Assert I1-I7 (for tests; O(size of the state))."""
+        """Assert I1-I8 and I10 (for tests; O(size of the state))."""
         self._reg.check_invariants()
         self._relays.check_invariants(self._reg.sub_owner)  # I8
+        self._fanout.check_invariants()  # I10
         if self._shared is not None:
             self._shared.check_invariants()  # I7
         live = {c for client in self._clients.values() for c in (client.data, client.control)}

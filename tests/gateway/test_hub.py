@@ -584,6 +584,25 @@ async def test_a_held_request_gets_the_usual_error_when_the_grace_ends(
         hub.check_invariants()
 
 
+@pytest.mark.parametrize("held", [0, 1])
+async def test_the_startup_grace_ends_on_time_without_traffic(
+    restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock, held: int
+) -> None:
+    hub = restarted_hub
+    async with hub.connect("A") as a:
+        for _ in range(held):
+            await a.send(event("news"))  # held: nobody subscribed
+        await trio.sleep(4.9)
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub._table.holding
+        await trio.sleep(0.1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not hub._table.holding
+        stats = hub.statistics()
+        assert (stats.held_messages, stats.events_dropped) == (0, held)
+        hub.check_invariants()
+
+
 async def test_events_during_the_startup_grace_wait_for_a_subscriber(
     restarted_hub: GatewayHub, autojump_clock: trio.abc.Clock
 ) -> None:

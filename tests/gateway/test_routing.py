@@ -7,9 +7,11 @@ from grpclib.const import Status
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agentwire._gateway._events import _ROUTES_CAP
 from agentwire._gateway._routing import (
     UNKNOWN_SUBSCRIPTION_MESSAGE,
     Close,
+    Conn,
     ConnKind,
     Deliver,
     RoutingError,
@@ -387,7 +389,73 @@ def test_publish_skips_types_without_owner_or_channel(router: RoutingTable) -> N
 def test_publish_with_invalid_topic_is_dropped(router: RoutingTable) -> None:
     a = router.connect("A", DATA)
     assert router.receive(a, event("bad topic"), 0.0) == []
-    assert router.statistics().events_dropped == 1
+    assert router.receive(a, event("bad topic"), 0.0) == []  # not remembered as routable
+    assert router.statistics().events_dropped == 2
+
+
+def _event_targets(router: RoutingTable, conn: Conn, topic: str = "news") -> list[str]:
+    actions = router.receive(conn, event(topic), 0.0)
+    router.check_invariants()
+    return [action.conn.client_id for action in actions if isinstance(action, Deliver)]
+
+
+def _connect_c(router: RoutingTable) -> None:
+    router.connect("C", DATA)
+
+
+def _disconnect_b(router: RoutingTable) -> None:
+    conn = router.connection_of("B", DATA)
+    assert conn is not None
+    router.disconnect(conn)
+
+
+# One change of the routing state each, and the event's targets after it
+# (before it: A and B; C registered and subscribed without a channel, D unsubscribed).
+CHANGES = {
+    "a channel opens": (_connect_c, ["A", "B", "C"]),
+    "a channel ends": (_disconnect_b, ["A"]),
+    "a type is registered": (lambda r: r.register_agent("D", "late"), ["A", "B", "D"]),
+    "a type is unregistered": (lambda r: r.unregister_agent("B", "critic"), ["A"]),
+    "a subscription is added": (
+        lambda r: r.add_subscription("A", type_sub("news", "spare", "s9")),
+        ["A", "B", "D"],
+    ),
+    "a subscription is removed": (lambda r: r.remove_subscription("A", "s2"), ["A"]),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_an_events_targets_follow_each_change_of_the_routing_state(change: str) -> None:
+    router = RoutingTable()
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.connect("D", DATA)
+    router.register_agent("A", "reader")
+    router.register_agent("D", "spare")
+    router.register_agent("B", "critic")
+    router.register_agent("C", "ghost")
+    router.add_subscription("A", type_sub("news", "reader", "s1"))
+    router.add_subscription("A", prefix_sub("ne", "critic", "s2"))  # of another client's type
+    router.add_subscription("B", type_sub("news", "late", "s3"))  # of nobody's type yet
+    router.add_subscription("C", type_sub("news", "ghost", "s4"))
+    assert _event_targets(router, a) == ["A", "B"]
+    assert router.receive(a, event("news", "other"), 0.0)  # a second route remembered
+    mutate, expected = CHANGES[change]
+    mutate(router)
+    router.check_invariants()  # the remembered routes are the fresh ones (I10)
+    assert _event_targets(router, a) == expected
+    assert _event_targets(router, a, "other") == []
+
+
+def test_event_routes_are_remembered_for_a_bounded_number_of_topics() -> None:
+    router = RoutingTable()
+    a = router.connect("A", DATA)
+    router.register_agent("A", "reader")
+    router.add_subscription("A", prefix_sub("", "reader", "s1"))
+    for i in range(_ROUTES_CAP + 10):
+        assert only(router.receive(a, event(f"topic{i}"), 0.0)).conn is a
+    assert 0 < len(router._fanout._routes) <= _ROUTES_CAP
+    router.check_invariants()
 
 
 # ---------------------------------------------------------------- malformed input

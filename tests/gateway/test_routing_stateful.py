@@ -168,10 +168,15 @@ class RoutingTableMachine(RuleBasedStateMachine):
             del self.unconsumed[conn]
 
     @precondition(lambda self: self.conns)
-    @rule(data=st.data(), topic=TOPICS)
-    def publish(self, data: st.DataObject, topic: str) -> None:
+    @rule(
+        data=st.data(),
+        topic=st.one_of(TOPICS, st.just("bad topic")),
+        source=st.sampled_from(["default", "s2"]),
+    )
+    def publish(self, data: st.DataObject, topic: str, source: str) -> None:
+        """(The invariants then compare every cached event route with a fresh one.)"""
         client = data.draw(st.sampled_from(sorted(self.conns)))
-        raw = event(topic)
+        raw = event(topic, source)
         actions = self.router.receive(self.conns[client], raw, self.now)
         targets = [a.conn for a in actions if isinstance(a, Deliver)]
         assert len(targets) == len(set(targets))

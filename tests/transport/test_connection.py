@@ -176,12 +176,20 @@ async def test_plain_data_frames_bypass_h2_with_the_same_effect() -> None:
     await b.aclose()
 
 
-async def test_plain_data_waits_for_h2_while_it_holds_a_partial_frame() -> None:
+def _server_with_open_stream() -> tuple[
+    Http2Connection, h2.connection.H2Connection, int, OpenStream
+]:
+    """A server connection that has taken a client's opening, the client, and the stream."""
     a, _ = trio.testing.memory_stream_pair()
     conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
     client, stream_id, opening = _client_conversation()
     conn._h2.receive_data(opening)
     conn._streams[stream_id] = st = OpenStream(stream_id, 1 << 20)
+    return conn, client, stream_id, st
+
+
+async def test_plain_data_waits_for_h2_while_it_holds_a_partial_frame() -> None:
+    conn, client, stream_id, st = _server_with_open_stream()
     client.send_data(stream_id, encode_message(b"one"))
     client.send_data(stream_id, encode_message(b"two"))
     data = client.data_to_send()
@@ -191,11 +199,7 @@ async def test_plain_data_waits_for_h2_while_it_holds_a_partial_frame() -> None:
 
 
 async def test_a_read_that_ends_inside_a_frame_leaves_h2_holding_nothing() -> None:
-    a, _ = trio.testing.memory_stream_pair()
-    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
-    client, stream_id, opening = _client_conversation()
-    conn._h2.receive_data(opening)
-    conn._streams[stream_id] = st = OpenStream(stream_id, 1 << 20)
+    conn, client, stream_id, st = _server_with_open_stream()
     for word in (b"one", b"two", b"three"):
         client.send_data(stream_id, encode_message(word))
     client.ping(b"12345678")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import trio
@@ -129,20 +129,8 @@ async def test_try_send_refused_after_end_and_after_failure(channel: Channel) ->
         assert not stream.try_send(b"after the call ended")
 
 
-async def test_server_buffered_counts_untaken_messages() -> None:
-    seen: list[int] = []
-
-    async def handler(stream: ServerStream) -> None:
-        first = await stream.receive()
-        assert first == b"go"
-        while stream.buffered < 3:
-            await trio.testing.wait_all_tasks_blocked()
-        seen.append(stream.buffered)
-        async for _ in stream:
-            pass
-        seen.append(stream.buffered)
-        await stream.send(b"done")
-
+async def _go_and_three(handler: Callable[[ServerStream], Awaitable[None]]) -> None:
+    """Call *handler* with b"go", b"0", b"1", b"2" and the end; it answers b"done"."""
     async with (
         open_grpc_server({"/t.T/B": bidi(handler)}, "127.0.0.1", 0) as server,
         open_channel(server.address) as channel2,
@@ -153,6 +141,27 @@ async def test_server_buffered_counts_untaken_messages() -> None:
             await stream.send(str(n).encode())
         await stream.end()
         assert await stream.receive() == b"done"
+
+
+async def _until_three_buffered(stream: ServerStream) -> None:
+    while stream.buffered < 3:
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_server_buffered_counts_untaken_messages() -> None:
+    seen: list[int] = []
+
+    async def handler(stream: ServerStream) -> None:
+        first = await stream.receive()
+        assert first == b"go"
+        await _until_three_buffered(stream)
+        seen.append(stream.buffered)
+        async for _ in stream:
+            pass
+        seen.append(stream.buffered)
+        await stream.send(b"done")
+
+    await _go_and_three(handler)
     assert seen == [3, 0]
 
 
@@ -161,22 +170,12 @@ async def test_server_receive_nowait_takes_what_is_buffered_in_order() -> None:
 
     async def handler(stream: ServerStream) -> None:
         await stream.receive()
-        while stream.buffered < 3:
-            await trio.testing.wait_all_tasks_blocked()
+        await _until_three_buffered(stream)
         taken.extend(stream.receive_nowait() for _ in range(4))
         await stream.receive()  # the end of the requests
         await stream.send(b"done")
 
-    async with (
-        open_grpc_server({"/t.T/B": bidi(handler)}, "127.0.0.1", 0) as server,
-        open_channel(server.address) as channel2,
-        channel2.stream("/t.T/B") as stream,
-    ):
-        await stream.send(b"go")
-        for n in range(3):
-            await stream.send(str(n).encode())
-        await stream.end()
-        assert await stream.receive() == b"done"
+    await _go_and_three(handler)
     assert taken == [b"0", b"1", b"2", None]
 
 

@@ -348,11 +348,9 @@ class Http2Connection(Http2Pump):
         while True:
             if st.urgent or st.messages:
                 await self.tick()
-                queue = st.urgent or st.messages
-                if not queue:
+                item = self.take_nowait(st)
+                if item is None:  # taken meanwhile
                     continue
-                item = queue.popleft()
-                self._taken(st, item[0])
                 return item
             if st.error is not None:
                 await trio.lowlevel.checkpoint()

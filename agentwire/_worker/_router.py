@@ -471,26 +471,25 @@ class WorkerRouter:
             logger.debug("event %s has no local serializer (%s)", event_id, message.type_name)
         # An event read from its bytes has no trace context (EventReader).
         parent = None if parsed is None else parse_event_trace_context(parsed.attributes)
-        deliver = self._core.deliver_event
-        topic, sender, is_rpc = received.topic, received.sender, received.is_rpc
+        topic = received.topic
         # checked: the session's dispatch loop checkpoints before each event.
+        # (The delivery runs when awaited, so inside the span if there is one.)
+        delivery = self._core.deliver_event(
+            message,
+            topic,
+            sender=received.sender,
+            message_id=event_id,
+            is_rpc=received.is_rpc,
+            checked=True,
+        )
         try:
             if parent is None and not self._spans:  # nothing to trace: no block
-                await deliver(
-                    message, topic, sender=sender, message_id=event_id, is_rpc=is_rpc, checked=True
-                )
+                await delivery
             else:
                 with self._tracing.handling(
                     parent, topic.type, topic.source, topic=True, message_type=received.type_name
                 ):
-                    await deliver(
-                        message,
-                        topic,
-                        sender=sender,
-                        message_id=event_id,
-                        is_rpc=is_rpc,
-                        checked=True,
-                    )
+                    await delivery
         except RuntimeClosedError:
             logger.debug("event %s dropped: the runtime is closing", event_id)
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import outcome
 import trio
@@ -50,7 +51,23 @@ from .._proto import agent_worker_pb2 as pb
 from ._kinds import deadline_response, error_response, request_deadline
 from ._protocol import SessionHandler
 
-__all__ = ["RequestServers"]
+__all__ = ["RequestServers", "pop_due"]
+
+_K = TypeVar("_K")
+
+
+def pop_due(expiries: dict[_K, float], now: float) -> list[_K]:
+    """Remove and return, in order, the leading keys of *expiries* (kept in
+    deadline order) whose deadline is *now* or earlier."""
+    due = []
+    while expiries:
+        key, deadline = next(iter(expiries.items()))
+        if deadline > now:
+            break
+        del expiries[key]
+        due.append(key)
+    return due
+
 
 logger = logging.getLogger("agentwire.worker")
 
@@ -181,12 +198,7 @@ class RequestServers:
         expiries = self._expiries
         try:
             while True:
-                now = trio.current_time()
-                while expiries:
-                    scope, deadline = next(iter(expiries.items()))
-                    if deadline > now:
-                        break
-                    del expiries[scope]
+                for scope in pop_due(expiries, trio.current_time()):
                     scope.cancel()
                 self._sweep_at = next(iter(expiries.values()), math.inf)
                 with trio.CancelScope(deadline=self._sweep_at) as self._sweep:

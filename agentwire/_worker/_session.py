@@ -99,7 +99,7 @@ from ._protocol import (
     event_body,
     timeout_from_deadline,
 )
-from ._serving import RequestServers
+from ._serving import RequestServers, pop_due
 from ._writer import Outgoing, Writer
 
 _REFUSALS = (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED)
@@ -337,12 +337,7 @@ class WorkerSession:
         """The sweeper: fail the calls in ``_expiries`` whose time is up."""
         expiries = self._expiries
         while True:
-            now = trio.current_time()
-            while expiries:
-                request_id, expires_at = next(iter(expiries.items()))
-                if expires_at > now:
-                    break
-                del expiries[request_id]
+            for request_id in pop_due(expiries, trio.current_time()):
                 self._pending.set_error(request_id, timed_out(request_id))
             next_expiry = next(iter(expiries.values()), math.inf)
             with trio.CancelScope(deadline=next_expiry) as scope:

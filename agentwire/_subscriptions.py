@@ -364,8 +364,7 @@ class SubscriptionTable:
                 self._update_prefix_lengths()
             else:
                 bucket.append(entry)
-        self._plans.clear()
-        self._recipients.clear()
+        self._forget_answers()
 
     def remove(self, id: str) -> Subscription:
         """Remove and return the subscription with this id.
@@ -388,8 +387,7 @@ class SubscriptionTable:
                 del index[key[2]]
                 if index is self._prefixes:
                     self._update_prefix_lengths()
-        self._plans.clear()
-        self._recipients.clear()
+        self._forget_answers()
         return sub
 
     def clear(self) -> None:
@@ -400,6 +398,10 @@ class SubscriptionTable:
         self._prefixes.clear()
         self._prefix_lengths.clear()
         self._custom.clear()
+        self._forget_answers()
+
+    def _forget_answers(self) -> None:
+        """The table changed: drop the plans and recipients computed from it."""
         self._plans.clear()
         self._recipients.clear()
 

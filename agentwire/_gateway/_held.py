@@ -24,10 +24,18 @@ G3  Held requests are admitted. Each held request counts in its caller's
 G4  At most once. A held event is delivered at most once: to the subscribers
     reachable at the first retry that finds any, then forgotten (AutoGen's
     delivery guarantee for events is at-most-once as well).
+G5  Subscribers settle first. A held event is retried no sooner than
+    ``settle`` seconds after the latest AddSubscription; held requests are
+    not delayed by it. AutoGen 0.7.5's worker adds a subscription to its own
+    table only once the gateway's answer has arrived, and drops an event
+    for a topic it does not know yet: released at once, the event could
+    overtake the answer. While held events wait for the settle, its end is a
+    deadline of the table, so they are retried without further traffic.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Container
 
 import attrs
@@ -38,7 +46,10 @@ from .._wire import ErrorKind
 from ._actions import error_response
 from ._registry import Conn
 
-__all__ = ["HeldEvent", "HeldRequest", "StartupHold"]
+__all__ = ["SUBSCRIPTION_SETTLE", "HeldEvent", "HeldRequest", "StartupHold"]
+
+SUBSCRIPTION_SETTLE = 0.1
+"""Seconds a held event waits after an AddSubscription (G5)."""
 
 
 @attrs.define(slots=True, eq=False)
@@ -56,13 +67,27 @@ class HeldEvent:
 class StartupHold:
     """Held requests and events of one gateway (see G1-G4)."""
 
-    __slots__ = ("events", "limit", "requests", "until")
+    __slots__ = (
+        "events",
+        "limit",
+        "requests",
+        "retry_events",
+        "retry_requests",
+        "settle",
+        "settled_at",
+        "until",
+    )
 
-    def __init__(self, until: float, limit: int) -> None:
+    def __init__(self, until: float, limit: int, settle: float = SUBSCRIPTION_SETTLE) -> None:
         self.until = until
         self.limit = limit
+        self.settle = settle
         self.requests: list[HeldRequest] = []
         self.events: list[HeldEvent] = []
+        # Something arrived that held requests / events may wait for.
+        self.retry_requests = False
+        self.retry_events = False
+        self.settled_at = -math.inf  # held events are not retried before (G5)
 
     def __len__(self) -> int:
         return len(self.requests) + len(self.events)
@@ -71,19 +96,47 @@ class StartupHold:
         """Whether one more message may be held now (G1, G2)."""
         return now < self.until and len(self) < self.limit
 
-    def next_deadline(self) -> float:
-        """When the grace ends (G2)."""
+    def next_deadline(self, now: float) -> float:
+        """When the grace ends (G2), or sooner the settle that held events
+        wait for (G5)."""
+        if self.retry_events and self.events and now < self.settled_at < self.until:
+            return self.settled_at
         return self.until
+
+    def arrived(self) -> None:
+        """A registration or a data channel: every held message may be deliverable."""
+        self.retry_requests = self.retry_events = True
+
+    def subscribed(self, now: float) -> None:
+        """An AddSubscription: held events may be deliverable once it settles (G5)."""
+        self.retry_events = True
+        self.settled_at = now + self.settle
+
+    def wants_release(self, now: float) -> bool:
+        """Whether a release at *now* has work: the grace is over, or a held
+        message may be deliverable (G5: a held event only once settled)."""
+        return (
+            now >= self.until
+            or (self.retry_requests and bool(self.requests))
+            or (self.retry_events and bool(self.events) and now >= self.settled_at)
+        )
 
     def forget_caller(self, conn: Conn) -> None:
         """*conn* disconnected: its held requests are gone with it (G3)."""
         if self.requests:
             self.requests = [held for held in self.requests if held.caller is not conn]
 
-    def take(self) -> tuple[list[HeldRequest], list[HeldEvent]]:
-        """Everything held, emptying the hold (the table puts back what still waits)."""
-        requests, events = self.requests, self.events
-        self.requests, self.events = [], []
+    def take(self, now: float | None = None) -> tuple[list[HeldRequest], list[HeldEvent]]:
+        """What is to be retried at *now* (None: everything), taking it out of
+        the hold; the table puts back what still waits."""
+        requests: list[HeldRequest] = []
+        events: list[HeldEvent] = []
+        if now is None or now >= self.until or self.retry_requests:
+            requests, self.requests = self.requests, []
+            self.retry_requests = False
+        if now is None or now >= self.until or (self.retry_events and now >= self.settled_at):
+            events, self.events = self.events, []
+            self.retry_events = False
         return requests, events
 
     def refusals(self) -> list[tuple[Conn, bytes]]:

@@ -131,7 +131,6 @@ class RoutingTable:
         self._hold: StartupHold | None = None
         if startup_grace > 0:
             self._hold = StartupHold(start_time + startup_grace, max_held)
-        self._hold_retry = False  # something arrived that a held message may wait for
         self.holding = self._hold is not None  # the start-up grace is not over
         self._conns: set[Conn] = set()
         self._serial = 0
@@ -183,8 +182,8 @@ class RoutingTable:
             if self._shared is not None:
                 self._shared.connected(client_id)
         self._conns.add(conn)
-        if kind is ConnKind.DATA:
-            self._hold_retry = True
+        if kind is ConnKind.DATA and self._hold is not None:
+            self._hold.arrived()
         logger.debug("%s opened", conn)
         return conn
 
@@ -221,7 +220,8 @@ class RoutingTable:
         self._reg.register_agent(client_id, agent_type, self._clock(now), peer=peer)
         if self._shared is not None:
             self._shared.registered(client_id, agent_type)
-        self._hold_retry = True
+        if self._hold is not None:
+            self._hold.arrived()
 
     def add_subscription(
         self,
@@ -236,10 +236,12 @@ class RoutingTable:
         hold this subscription itself (an operator made it), so its events
         are also relayed to that worker as direct messages (I8). *peer*: for
         a peer gateway (no per-client bounds, I9)."""
-        self._reg.add_subscription(client_id, subscription, self._clock(now), peer=peer)
+        now = self._clock(now)
+        self._reg.add_subscription(client_id, subscription, now, peer=peer)
         if relay:
             self._relays.add(subscription)
-        self._hold_retry = True
+        if self._hold is not None:
+            self._hold.subscribed(now)
 
     def unregister_agent(self, client_id: str, agent_type: str) -> None:
         """Take *agent_type* from *client_id* (a peer gateway whose client left)."""
@@ -462,15 +464,14 @@ class RoutingTable:
         """When the next pending request or channel-less registration expires,
         or the start-up hold ends (None: nothing can expire)."""
         first = earlier(self._pending.next_deadline(), self._reg.next_expiry())
-        return first if self._hold is None else earlier(first, self._hold.next_deadline())
+        return first if self._hold is None else earlier(first, self._hold.next_deadline(self._now))
 
     # ------------------------------------------------------------ start-up hold
 
     def wants_release(self, now: float) -> bool:
         """Whether :meth:`release` has work: a held message may be deliverable
         now, or the grace is over."""
-        hold = self._hold
-        return hold is not None and (now >= hold.until or (self._hold_retry and len(hold) > 0))
+        return self._hold is not None and self._hold.wants_release(now)
 
     def release(self, now: float) -> list[Action]:
         """Retry every held message (see ``_held.py``); at or after the end of
@@ -481,11 +482,10 @@ class RoutingTable:
         if hold is None:
             return []
         self._now = now = max(now, self._now)
-        self._hold_retry = False
         if now >= hold.until:
             self._hold = None
             self.holding = False
-        requests, events = hold.take()
+        requests, events = hold.take(now)
         actions: list[Action] = []
         for held in requests:
             if held.caller in self._conns:

@@ -11,6 +11,7 @@ import trio.testing
 from grpclib.const import Status
 
 from agentwire._gateway import ConnKind, GatewayConfig, GatewayHub, RoutingError, open_hub
+from agentwire._gateway._held import SUBSCRIPTION_SETTLE
 from agentwire._gateway._hub import Connection
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._wire import ERROR_KIND_KEY, ErrorKind
@@ -613,8 +614,11 @@ async def test_events_during_the_startup_grace_wait_for_a_subscriber(
         await trio.sleep(1)
         hub.register_agent("B", "listener")
         hub.add_subscription("B", type_sub("news", "listener", "s1"))
+        subscribed = trio.current_time()
         async with hub.connect("B") as b:
             assert parse(await b.from_gateway.receive()).cloudEvent.id == "early"
+            # Not before the subscriber can know its subscription (G5), nor much later.
+            assert trio.current_time() - subscribed == pytest.approx(SUBSCRIPTION_SETTLE)
             await trio.sleep(5)
             stats = hub.statistics()
             assert (stats.held_messages, stats.events_dropped) == (0, 1)

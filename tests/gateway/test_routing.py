@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentwire._gateway._events import _ROUTES_CAP
+from agentwire._gateway._held import SUBSCRIPTION_SETTLE
 from agentwire._gateway._routing import (
     UNKNOWN_SUBSCRIPTION_MESSAGE,
     Close,
@@ -678,6 +679,31 @@ def test_held_messages_are_retried_after_a_control_channel_opens_too() -> None:
     assert isinstance(forwarded, Deliver)
     assert forwarded.conn is b
     assert not router.wants_release(1.0)
+    router.check_invariants()
+
+
+def test_a_held_event_waits_for_its_subscription_to_settle() -> None:
+    # AutoGen's worker knows a subscription only once the answer has arrived.
+    router = RoutingTable(startup_grace=5.0)
+    a = router.connect("A", DATA)
+    router.receive(a, event("news", event_id="early"), 0.0)
+    router.receive(a, request("1", "echo/k"), 0.0)
+    b = router.connect("B", DATA)
+    router.register_agent("B", "listener", 1.0)
+    router.release(1.0)  # nobody subscribed yet: the event stays held
+    router.add_subscription("B", type_sub("news", "listener", "s1"), 2.0)
+    settled = 2.0 + SUBSCRIPTION_SETTLE
+    assert router.next_deadline() == settled  # retried without more traffic
+    assert not router.wants_release(2.0)
+    router.register_agent("B", "echo", 2.0)  # a held request is not delayed
+    assert router.wants_release(2.0)
+    (forwarded,) = router.release(2.0)
+    assert (forwarded.conn, parse(forwarded.data).WhichOneof("message")) == (b, "request")
+    assert not router.wants_release(settled - 0.01)
+    assert router.wants_release(settled)
+    (delivered,) = router.release(settled)
+    assert (delivered.conn, parse(delivered.data).cloudEvent.id) == (b, "early")
+    assert router.next_deadline() == 5.0  # the grace's end; nothing else is due
     router.check_invariants()
 
 

@@ -5,6 +5,7 @@ every step, and that every request is answered exactly once."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 from hypothesis import settings
@@ -17,6 +18,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from agentwire._gateway._held import SUBSCRIPTION_SETTLE
 from agentwire._gateway._routing import Close, Conn, ConnKind, Deliver, RoutingError, RoutingTable
 from agentwire._proto import agent_worker_pb2 as pb
 
@@ -49,6 +51,7 @@ class RoutingTableMachine(RuleBasedStateMachine):
         self.forwarded: dict[str, Conn] = {}
         self.unconsumed: Counter[Conn] = Counter()
         self.closed: set[Conn] = set()
+        self.subscribed_at = -math.inf  # the latest AddSubscription that succeeded
 
     def _apply(self, actions: list[Deliver | Close]) -> None:
         for action in actions:
@@ -114,6 +117,7 @@ class RoutingTableMachine(RuleBasedStateMachine):
         error = None
         try:
             self.router.add_subscription(client, type_sub(topic, agent_type, sub_id), self.now)
+            self.subscribed_at = self.now
         except RoutingError as exc:
             error = exc.message
         assert error in (None, "Subscription already exists") or "limit per client" in str(error)
@@ -196,9 +200,12 @@ class RoutingTableMachine(RuleBasedStateMachine):
     def release_held(self) -> None:
         """The I/O layer's releaser runs (after registrations, or the grace's end)."""
         if self.router.wants_release(self.now):
-            self._apply(self.router.release(self.now))
+            actions = self.router.release(self.now)
+            if self.router.holding and any(isinstance(a, Deliver) and a.event for a in actions):
+                assert self.now >= self.subscribed_at + SUBSCRIPTION_SETTLE  # G5
+            self._apply(actions)
 
-    @rule(dt=st.sampled_from([0.5, 2.0, 6.0, 11.0]))
+    @rule(dt=st.sampled_from([0.05, 0.5, 2.0, 6.0, 11.0]))
     def advance(self, dt: float) -> None:
         self.now += dt
         self._apply(self.router.expire(self.now))

@@ -65,7 +65,7 @@ class HeldEvent:
 
 
 class StartupHold:
-    """Held requests and events of one gateway (see G1-G4)."""
+    """Held requests and events of one gateway (see G1-G5)."""
 
     __slots__ = (
         "events",

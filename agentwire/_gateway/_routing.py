@@ -8,7 +8,7 @@ each is written next to the code that keeps it: here, or in the module named):
 
 I1  Clients, agent types and subscriptions: R1-R5 of ``_registry.py``
     (``_reg``), which this table builds on.
-I2  Start-up hold: G1-G4 of ``_held.py`` (``_hold``; None once the grace is
+I2  Start-up hold: G1-G5 of ``_held.py`` (``_hold``; None once the grace is
     over). Held requests count as in flight (I6).
 I3  Connections. ``_conns`` holds exactly the live connections;
     ``_reg.clients[c].data`` / ``.control`` is the client's live connection of
@@ -474,10 +474,11 @@ class RoutingTable:
         return self._hold is not None and self._hold.wants_release(now)
 
     def release(self, now: float) -> list[Action]:
-        """Retry every held message (see ``_held.py``); at or after the end of
-        the grace, give what is still undeliverable its usual fate. The
-        actions may include traffic (forwarded requests, events): the I/O
-        layer carries them out in a task that may wait."""
+        """Retry the held messages that may be deliverable (events once settled,
+        G5 of ``_held.py``); at or after the end of the grace, give what is
+        still undeliverable its usual fate. The actions may include traffic
+        (forwarded requests, events): the I/O layer carries them out in a
+        task that may wait."""
         hold = self._hold
         if hold is None:
             return []

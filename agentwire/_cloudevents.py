@@ -66,6 +66,7 @@ __all__ = [
     "serialized_cloud_event",
     "to_cloud_event",
     "topic_of",
+    "varint_at",
 ]
 
 logger = logging.getLogger("agentwire.cloudevents")
@@ -403,7 +404,7 @@ class EventReader:
             facts = self._facts
         if facts is None:
             return None
-        size, pos = _varint(body, pos + 1)
+        size, pos = varint_at(body, pos + 1)
         if pos + size != len(body):
             return None
         topic, sender, type_name, content_type = facts
@@ -415,7 +416,7 @@ class EventReader:
         pos = start
         end = len(body)
         while pos < end and body[pos] in _HEAD_KEYS:
-            size, pos = _varint(body, pos + 1)
+            size, pos = varint_at(body, pos + 1)
             pos += size
         if pos >= end:
             return -1
@@ -454,7 +455,7 @@ def _head_facts(head: bytes) -> tuple[bool, _HeadFacts]:
     return True, (received.topic, received.sender, received.type_name, received.content_type)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def varint_at(data: bytes, pos: int) -> tuple[int, int]:
     """The varint at *pos* in *data* and the position after it (past the end: a
     size no field fits)."""
     value = 0

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import trio
 from google.protobuf import any_pb2
 
-from .._cloudevents import length_prefix
+from .._cloudevents import length_prefix, varint_at
 from .._proto import agent_worker_pb2 as pb
 from .._proto import cloudevent_pb2 as ce_pb
 from .._wire import SERVICE_PREFIX
@@ -189,18 +189,8 @@ def event_body(data: bytes) -> bytes | None:
         return None
     size = data[1]
     pos = 2
-    if size >= 0x80:
-        size &= 0x7F
-        shift = 7
-        while True:
-            if pos >= len(data):
-                return None
-            byte = data[pos]
-            pos += 1
-            size |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
+    if size >= 0x80:  # (one byte is the usual case: no call)
+        size, pos = varint_at(data, 1)
     if pos + size != len(data):
         return None
     return data[pos:]

@@ -22,6 +22,7 @@ from agentwire._worker._protocol import (
     REGISTER_AGENT,
     RequestIds,
     enveloped,
+    event_body,
 )
 from agentwire._worker._session import WorkerSession, open_session
 
@@ -561,3 +562,14 @@ def test_an_enveloped_message_is_the_bytes_of_a_message_holding_it(size: int) ->
     data = enveloped("cloudEvent", published.SerializeToString())
     assert len(data) == len(pb.Message(cloudEvent=published).SerializeToString())
     assert parse(data).cloudEvent == published
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 300, 16_383, 16_384, 2_000_000])
+def test_an_event_body_is_taken_back_out_of_its_envelope(size: int) -> None:
+    body = ce_pb.CloudEvent(id="e1", binary_data=b"y" * size).SerializeToString()
+    data = enveloped("cloudEvent", body)
+    assert event_body(data) == body
+    assert event_body(data + b"\x00") is None  # more than the event
+    assert event_body(data[:-1]) is None  # less than the event
+    assert event_body(data[:2]) is None  # cut inside a long length, or before the body
+    assert event_body(enveloped("request", body)) is None  # not an event

@@ -303,12 +303,7 @@ class GatewayHub:
         """Route one inbound message of *link* and carry out the result."""
         if link.closed:
             raise trio.BrokenResourceError("the gateway ended this connection")
-        conn = link.conn  # (what _receive does, without the call)
-        if conn.kind is ConnKind.DATA:
-            actions = self._table.receive(conn, data, self._current_time())
-        else:
-            actions = self._table.receive_control(conn, data)
-        for action in actions:
+        for action in self._receive(link, data):
             target = self._place(action, flush)
             if target is not None:
                 assert isinstance(action, Deliver)

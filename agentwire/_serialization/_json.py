@@ -3,6 +3,12 @@
 Serializers are compiled once per class (field codecs are closures), so the per-message cost
 is a dict build and ``json.dumps``. Bytes for a dataclass are exactly AutoGen's
 ``json.dumps(dataclasses.asdict(obj)).encode()`` (default separators).
+
+A record whose fields need no codec is written field by field while its values are plain
+strings and numbers (``_jsontext.flat_object_writer``: the same bytes without the dict and
+the C encoder's set-up); one whose fields all take a single JSON type as is is built straight
+from an object that has exactly its keys, each of its type. Anything else takes the general
+path, which also makes every error message.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import attrs
 
 from .._errors import SerializationError
 from ._base import JSON_DATA_CONTENT_TYPE, describe, is_betterproto, pydantic_base_model, type_name
-from ._jsontext import dumps, loads
+from ._jsontext import dumps, flat_object_writer, loads
 
 __all__ = ["JsonSerializer", "is_record"]
 
@@ -91,6 +97,8 @@ class _JsonCompiler:
     def __init__(self) -> None:
         # Records being compiled or done: late-bound so recursive types work.
         self._records: dict[type, tuple[list[_Encode], list[_Decode]]] = {}
+        # Records whose fields all need no codec: their (json key, attribute name)s
+        self.flat: dict[type, list[tuple[str, str]]] = {}
 
     def record(self, cls: type) -> tuple[_Encode, _Decode]:
         cell = self._records.get(cls)
@@ -148,8 +156,15 @@ class _JsonCompiler:
         }
         computed = {key for key, _, init, *_ in fields if not init}
         cls_name = cls.__qualname__
+        # When every field is taken as is from one JSON type, an object with exactly
+        # the constructor's keys, each of its field's type, is the keyword arguments
+        # (as many keys as fields, each of them a field's: no other key).
+        exact = [(key, spec[3]) for key, spec in init_fields.items()]
+        if computed or any(kind is None for _, kind in exact):
+            exact = []
 
         if not coded:
+            self.flat[cls] = plain
 
             def encode(obj: Any) -> Any:
                 return {key: getattr(obj, name) for key, name in plain}
@@ -168,6 +183,15 @@ class _JsonCompiler:
                 raise SerializationError(
                     f"{path}: expected a JSON object for {cls_name}, got {describe(value)}"
                 )
+            if exact and len(value) == len(exact):
+                for key, kind in exact:  # (a missing key: None, of no field's type)
+                    if value.get(key).__class__ is not kind:
+                        break
+                else:
+                    try:
+                        return cls(**value)
+                    except Exception as exc:
+                        raise refused(exc, path) from exc
             kwargs: dict[str, Any] = {}
             for key, item in value.items():
                 spec = init_fields.get(key)
@@ -188,9 +212,10 @@ class _JsonCompiler:
             try:
                 return cls(**kwargs)
             except Exception as exc:
-                raise SerializationError(
-                    f"{path}: {cls_name}(...) refused the values: {exc}"
-                ) from exc
+                raise refused(exc, path) from exc
+
+        def refused(exc: Exception, path: str) -> SerializationError:
+            return SerializationError(f"{path}: {cls_name}(...) refused the values: {exc}")
 
         return encode, decode
 
@@ -379,7 +404,7 @@ class JsonSerializer(Generic[T]):
     dataclasses and unions). Decoding checks types and names the bad field.
     """
 
-    __slots__ = ("_decode", "_encode", "message_type", "type_name")
+    __slots__ = ("_decode", "_encode", "_write", "message_type", "type_name")
 
     data_content_type: Final = JSON_DATA_CONTENT_TYPE
 
@@ -388,8 +413,9 @@ class JsonSerializer(Generic[T]):
             raise SerializationError(
                 f"JsonSerializer needs a dataclass or an attrs class, got {cls!r}"
             )
+        compiler = _JsonCompiler()
         try:
-            self._encode, self._decode = _JsonCompiler().record(cls)
+            self._encode, self._decode = compiler.record(cls)
         except _Unsupported as exc:
             why = exc.why or f"supported field types are {_SUPPORTED}"
             shown = "" if exc.annotation is None else f" (annotation {exc.annotation!r})"
@@ -397,11 +423,18 @@ class JsonSerializer(Generic[T]):
                 f"cannot serialize {cls.__qualname__} as JSON: field {exc.where}{shown} is not "
                 f"supported: {why}"
             ) from None
+        flat = compiler.flat.get(cls)
+        # the same bytes, written field by field when the values are strings and numbers
+        self._write = None if flat is None else flat_object_writer(flat)
         self.message_type = cls
         self.type_name = type_name(cls)
 
     def serialize(self, message: T) -> bytes:
         try:
+            if self._write is not None:
+                data = self._write(message)
+                if data is not None:
+                    return data
             return dumps(self._encode(message))
         except (TypeError, ValueError, AttributeError) as exc:
             raise SerializationError(f"cannot serialize {self.type_name} as JSON: {exc}") from exc

@@ -72,6 +72,26 @@ def test_bad_json_fails_as_json_loads_fails(data: bytes) -> None:
     assert str(actual.value) == str(expected.value)
 
 
+def _outcome(read: Any, data: bytes) -> str:
+    try:
+        return repr(read(data))
+    except (ValueError, TypeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+encoded_texts = st.builds(
+    lambda value, encoding, bom: (bom + json.dumps(value, ensure_ascii=False)).encode(encoding),
+    json_values,
+    st.sampled_from(["utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"]),
+    st.sampled_from(["", "\ufeff"]),
+)
+
+
+@given(st.binary(max_size=6) | encoded_texts)
+def test_any_bytes_read_as_json_loads_reads_them_or_fail_as_it_fails(data: bytes) -> None:
+    assert _outcome(loads, data) == _outcome(json.loads, data)
+
+
 @pytest.mark.parametrize("data", [b' {"a": 1}', b'{"a": 1}\n', b'\t{"a": 1}  ', b"7 ", b'"x"'])
 def test_whitespace_around_the_value_reads_as_json_loads_reads_it(data: bytes) -> None:
     assert loads(data) == json.loads(data)

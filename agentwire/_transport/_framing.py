@@ -16,12 +16,17 @@ Invariants kept by :class:`MessageDecoder`:
 
 from __future__ import annotations
 
+import struct
 import zlib
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 _PREFIX_SIZE = 5
+#: the prefix: the compressed flag and the length (one struct call, not a slice and an int)
+_PREFIX = struct.Struct(">BI")
+_pack_prefix = _PREFIX.pack
+_unpack_prefix = _PREFIX.unpack_from
 
 
 class FramingError(Exception):
@@ -39,7 +44,7 @@ class MessageTooLargeError(FramingError):
 
 def encode_message(payload: bytes, *, compressed: bool = False) -> bytes:
     """Return ``payload`` with its 5-byte gRPC prefix."""
-    return (b"\x01" if compressed else b"\x00") + len(payload).to_bytes(4, "big") + payload
+    return _pack_prefix(1 if compressed else 0, len(payload)) + payload
 
 
 class MessageDecoder:
@@ -71,8 +76,7 @@ class MessageDecoder:
         pos = 0
         messages: list[tuple[bool, bytes]] = []
         while size - pos >= _PREFIX_SIZE:
-            flag = data[pos]
-            length = int.from_bytes(data[pos + 1 : pos + 5], "big")
+            flag, length = _unpack_prefix(data, pos)
             if flag > 1:
                 raise FramingError(f"invalid compressed flag {flag}")
             if length > limit:
@@ -92,8 +96,7 @@ class MessageDecoder:
         pos = 0
         messages: list[tuple[bool, bytes]] = []
         while size - pos >= _PREFIX_SIZE:
-            flag = buffer[pos]
-            length = int.from_bytes(buffer[pos + 1 : pos + 5], "big")
+            flag, length = _unpack_prefix(buffer, pos)
             if flag > 1:
                 raise FramingError(f"invalid compressed flag {flag}")
             if length > limit:
@@ -136,7 +139,7 @@ def gzip_decompress(payload: bytes, max_size: int) -> bytes:
 def frame_message(payload: bytes, compression: str | None) -> bytes:
     """One message ready for the wire: gzip-compressed if ``compression``, then framed."""
     if compression is None:  # encode_message(payload), one call less on the hot path
-        return b"\x00" + len(payload).to_bytes(4, "big") + payload
+        return _pack_prefix(0, len(payload)) + payload
     return encode_message(gzip_compress(payload), compressed=True)
 
 

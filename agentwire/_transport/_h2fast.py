@@ -9,6 +9,7 @@ replaces (tests/transport/test_connection.py compares them byte for byte).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,12 @@ CHECKED_VERSION = "4.4.1"
 
 _SENDING_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_REMOTE)
 _RECEIVING_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
+
+#: a frame header: length (24 bits, as its high byte and low 16 bits), type, flags, stream
+#: id (31 bits and a reserved bit); one struct call, not a slice and an int per field
+_HEADER = struct.Struct(">BHBBI")
+_pack_header = _HEADER.pack
+_unpack_header = _HEADER.unpack_from
 
 #: receives one plain DATA frame's payload: (stream id, data, flow-controlled length, alone)
 DataSink = Callable[[int, bytes, int, bool], None]
@@ -61,10 +68,8 @@ def send_data(conn: h2.connection.H2Connection, stream_id: int, data: bytes) -> 
         conn.send_data(stream_id, data)
         return
     size = len(data)
-    # frame header: length (24 bits), type DATA (0), no flags, stream id (31 bits)
-    conn._data_to_send += (
-        size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big") + data
-    )
+    # frame header: length, type DATA (0), no flags, stream id
+    conn._data_to_send += _pack_header(size >> 16, size & 0xFFFF, 0, 0, stream_id) + data
     conn.outbound_flow_control_window -= size
     stream.outbound_flow_control_window -= size
 
@@ -102,9 +107,8 @@ def try_send_data(
         or (bulk_slack is not None and size + bulk_slack > window)
     ):
         return False
-    conn._data_to_send += (
-        size.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big") + data
-    )
+    # frame header: length, type DATA (0), no flags, stream id
+    conn._data_to_send += _pack_header(size >> 16, size & 0xFFFF, 0, 0, stream_id) + data
     conn.outbound_flow_control_window -= size
     stream.outbound_flow_control_window = window - size
     return True
@@ -146,10 +150,11 @@ def receive_plain_data(
     end = len(data)
     pos = 0
     while end - pos >= 9:
-        length = int.from_bytes(data[pos : pos + 3], "big")
-        if data[pos + 3] or data[pos + 4] or length > max_size or pos + 9 + length > end:
+        high, low, kind, flags, stream_id = _unpack_header(data, pos)
+        length = high << 16 | low
+        if kind or flags or length > max_size or pos + 9 + length > end:
             break  # not DATA, has flags, too large, or incomplete
-        stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
+        stream_id &= 0x7FFFFFFF
         stream: Any = streams.get(stream_id)
         if stream is None:
             break
@@ -176,7 +181,8 @@ def receive_plain_data(
     # the rest: whole frames for h2, and the last one if it has not fully come
     rest = pos
     while end - pos >= 9:
-        length = int.from_bytes(data[pos : pos + 3], "big")
+        high, low = _unpack_header(data, pos)[:2]
+        length = high << 16 | low
         if length > max_size:  # h2 refuses it (a connection error)
             pos = end
             break

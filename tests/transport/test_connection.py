@@ -198,6 +198,19 @@ async def test_plain_data_waits_for_h2_while_it_holds_a_partial_frame() -> None:
     assert not st.messages  # so everything goes to h2
 
 
+async def test_a_frame_over_the_maximum_frame_size_is_left_to_h2() -> None:
+    conn, _, stream_id, st = _server_with_open_stream()
+    # DATA on the open stream, no flags, claiming 0x010100 bytes: the length's high byte
+    # counts (a 16-bit reading would make it a complete 256-byte frame)
+    length = 0x010100
+    header = length.to_bytes(3, "big") + b"\x00\x00" + stream_id.to_bytes(4, "big")
+    data = header + encode_message(b"x" * 300) + bytes(300)
+    assert length > conn._h2.max_inbound_frame_size
+    assert receive_plain_data(conn._h2, data, conn._data_received) == (data, b"")
+    assert not st.messages
+    assert not conn._h2.incoming_buffer._data  # type: ignore[attr-defined]
+
+
 async def test_a_read_that_ends_inside_a_frame_leaves_h2_holding_nothing() -> None:
     conn, client, stream_id, st = _server_with_open_stream()
     for word in (b"one", b"two", b"three"):

@@ -160,9 +160,11 @@ def request_timeout(request: pb.RpcRequest, rpc_timeout: float | None) -> tuple[
     if asked is None:
         return timeout, False
     try:
-        seconds = max(0.0, float(asked))
+        seconds = float(asked)
     except ValueError:
         return timeout, False  # not ours to judge; keep the gateway's own timeout
+    if not seconds > 0.0:  # (negative or NaN: none left; no max() call per request)
+        seconds = 0.0
     return (seconds, True) if seconds < timeout else (timeout, False)
 
 

@@ -287,9 +287,12 @@ class WorkerRouter:
         # not by a cancel scope per call.
         now = trio.current_time()
         expires_at = now + self._rpc_timeout
-        deadline = min(expires_at, effective_deadline())
+        deadline = effective_deadline()
+        if expires_at < deadline:  # (min() and max() cost a call each: ~0.3 us per RPC)
+            deadline = expires_at
         if deadline != math.inf:
-            request.metadata[TIMEOUT_METADATA_KEY] = f"{max(0.0, deadline - now):.6f}"
+            left = deadline - now
+            request.metadata[TIMEOUT_METADATA_KEY] = f"{left if left > 0.0 else 0.0:.6f}"
         try:
             if self._spans:
                 with self._tracing.sending(

@@ -259,6 +259,19 @@ def test_caller_deadline_from_metadata_expires_first() -> None:
     router.check_invariants()
 
 
+@pytest.mark.parametrize("left", ["-3", "nan", "-0", "0"])
+def test_a_caller_with_no_time_left_gets_its_timeout_at_once(left: str) -> None:
+    router = RoutingTable(rpc_timeout=10.0)
+    a = router.connect("A", DATA)
+    router.connect("B", DATA)
+    router.register_agent("B", "slow")
+    router.receive(a, request("late", "slow/k", metadata={"agentwire-timeout": left}), 1.0)
+    assert router.next_deadline() == 1.0
+    late = parse(only(router.expire(1.0)).data).response
+    assert "within 0 s (the caller's deadline)" in late.error
+    router.check_invariants()
+
+
 def test_deadline_heap_stays_small() -> None:
     router = RoutingTable(rpc_timeout=10.0, max_in_flight=10)
     a = router.connect("A", DATA)

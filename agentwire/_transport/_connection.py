@@ -289,7 +289,8 @@ class Http2Connection(Http2Pump):
         batches this with whatever else is produced in this scheduler pass, up
         to ``EARLY_WRITE`` bytes of urgent output, which are written at once.
         """
-        if st.closed or st.local_closed or st.partial or st.error is not None or self._closing:
+        # (st.closed or st.local_closed, without the property's call)
+        if st.reset or st.local_closed or st.partial or st.error is not None or self._closing:
             return False
         bulk, high_water = self._send_limits(st, frame)
         sent = (

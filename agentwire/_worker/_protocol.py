@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -166,6 +167,7 @@ def _field_key(name: str) -> bytes:
 
 
 _ENVELOPE_KEYS = {name: _field_key(name) for name in ("request", "response", "cloudEvent")}
+_pack_key_and_length = struct.Struct("BBB").pack
 
 
 def enveloped(field: str, body: bytes) -> bytes:
@@ -176,7 +178,10 @@ def enveloped(field: str, body: bytes) -> bytes:
     ``Message`` (about half the cost of an RPC request's or response's
     encoding).
     """
-    return _ENVELOPE_KEYS[field] + length_prefix(len(body)) + body
+    size = len(body)
+    if 0x80 <= size < 0x4000:  # a two-byte length, the usual RPC's, without a call
+        return _pack_key_and_length(_ENVELOPE_KEYS[field][0], size & 0x7F | 0x80, size >> 7) + body
+    return _ENVELOPE_KEYS[field] + length_prefix(size) + body
 
 
 _EVENT_KEY = _ENVELOPE_KEYS["cloudEvent"][0]

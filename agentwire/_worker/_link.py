@@ -67,7 +67,7 @@ from .._proto import cloudevent_pb2 as ce_pb
 from .._retry import RetryPolicy
 from .._wire import DEFAULT_MAX_MESSAGE_SIZE
 from ._kinds import describe
-from ._protocol import ChannelLike, RequestIds, SessionHandler
+from ._protocol import ChannelLike, SessionHandler, request_ids
 from ._session import SessionStatistics, WorkerSession, open_session
 
 logger = logging.getLogger("agentwire.worker")
@@ -185,7 +185,7 @@ class WorkerLink:
         self._max_message_size = max_message_size
         self._connect_timeout = connect_timeout
         self._rng = rng
-        self.request_ids = RequestIds()
+        self.request_ids = request_ids()
         self._session: WorkerSession | None = None
         self._state = ConnectionState.CONNECTING
         self._state_changed = trio.Event()

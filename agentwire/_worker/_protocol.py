@@ -38,6 +38,7 @@ __all__ = [
     "SessionHandler",
     "Slot",
     "enveloped",
+    "request_ids",
     "timeout_from_deadline",
 ]
 
@@ -106,18 +107,14 @@ class SessionHandler(Protocol):
     async def handle_control(self, message: pb.ControlMessage) -> any_pb2.Any | None: ...
 
 
-class RequestIds:
-    """Request ids unique to one worker: ``<random prefix>-<counter>``."""
+RequestIds = Iterator[str]
+"""Request ids unique to one worker (see :func:`request_ids`)."""
 
-    def __init__(self) -> None:
-        self._prefix = uuid.uuid4().hex[:12]
-        self._counter = itertools.count(1)
 
-    def __next__(self) -> str:
-        return f"{self._prefix}-{next(self._counter)}"
-
-    def __iter__(self) -> Iterator[str]:
-        return self
+def request_ids() -> RequestIds:
+    """``<random prefix>-1``, ``<random prefix>-2``...: an iterator of C calls (``map``
+    over a counter), not a Python ``__next__`` per request."""
+    return map(f"{uuid.uuid4().hex[:12]}-{{}}".format, itertools.count(1))
 
 
 class Slot:

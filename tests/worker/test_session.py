@@ -20,9 +20,9 @@ from agentwire._worker._protocol import (
     OPEN_CHANNEL,
     OPEN_CONTROL_CHANNEL,
     REGISTER_AGENT,
-    RequestIds,
     enveloped,
     event_body,
+    request_ids,
 )
 from agentwire._worker._session import WorkerSession, open_session
 
@@ -71,7 +71,7 @@ def request_to(target: str) -> pb.RpcRequest:
 
 async def test_open_channel_first_and_client_id_on_every_call() -> None:
     channel = FakeChannel()
-    async with open_session(channel, Handler(), RequestIds()) as session:
+    async with open_session(channel, Handler(), request_ids()) as session:
         await session.register_agent_type("echo")
         await session.add_subscription(pb.Subscription(id="s1"))
         client_id = session.client_id
@@ -81,13 +81,13 @@ async def test_open_channel_first_and_client_id_on_every_call() -> None:
     assert all(c.metadata == {"client-id": client_id} for c in channel.calls)
     assert channel.end_for(OPEN_CHANNEL).cancelled.is_set()
 
-    async with open_session(channel, Handler(), RequestIds()) as second:
+    async with open_session(channel, Handler(), request_ids()) as second:
         assert second.client_id != client_id
 
 
 async def test_rpc_round_trip_and_unique_ids_without_source() -> None:
     channel = FakeChannel()
-    ids = RequestIds()
+    ids = request_ids()
     async with open_session(channel, Handler(), ids) as session, trio.open_nursery() as nursery:
         server = channel.end_for(OPEN_CHANNEL)
         results: list[pb.RpcResponse] = []
@@ -118,7 +118,7 @@ def test_an_error_response_without_a_kind_is_a_remote_error() -> None:
 
 async def test_connection_loss_fails_pending_rpcs_at_once() -> None:
     channel = FakeChannel()
-    async with open_session(channel, Handler(), RequestIds()) as session:
+    async with open_session(channel, Handler(), request_ids()) as session:
         server = channel.end_for(OPEN_CHANNEL)
         errors: list[BaseException] = []
 
@@ -143,7 +143,7 @@ async def test_connection_loss_fails_pending_rpcs_at_once() -> None:
 
 async def test_deadline_removes_pending_entry(autojump_clock: trio.testing.MockClock) -> None:
     channel = FakeChannel()
-    async with open_session(channel, Handler(), RequestIds()) as session:
+    async with open_session(channel, Handler(), request_ids()) as session:
         with pytest.raises(trio.TooSlowError):
             with trio.fail_after(5):
                 await session.rpc(request_to("echo/k"))
@@ -159,7 +159,7 @@ async def test_deadline_removes_pending_entry(autojump_clock: trio.testing.MockC
 
 async def test_write_failure_fails_the_rest_in_order() -> None:
     channel = FakeChannel()
-    async with open_session(channel, Handler(), RequestIds()) as session:
+    async with open_session(channel, Handler(), request_ids()) as session:
         server: ServerEnd = channel.end_for(OPEN_CHANNEL)
         server.fail_writes_after = 2
         outcomes: dict[int, str] = {}
@@ -189,7 +189,7 @@ async def test_write_failure_fails_the_rest_in_order() -> None:
 
 async def test_many_small_messages_are_batched() -> None:
     channel = FakeChannel()
-    async with open_session(channel, Handler(), RequestIds()) as session:
+    async with open_session(channel, Handler(), request_ids()) as session:
 
         async def publish(n: int) -> None:
             await session.publish(ce_pb.CloudEvent(id=str(n), source="s", type="t"))
@@ -208,7 +208,7 @@ async def test_many_small_messages_are_batched() -> None:
 async def test_incoming_requests_events_and_handler_errors() -> None:
     channel = FakeChannel()
     handler = Handler()
-    async with open_session(channel, handler, RequestIds()):
+    async with open_session(channel, handler, request_ids()):
         server = channel.end_for(OPEN_CHANNEL)
         ok = request_to("echo/k")
         ok.request_id = "r1"
@@ -233,7 +233,7 @@ async def test_incoming_requests_events_and_handler_errors() -> None:
 async def test_control_call_and_control_request() -> None:
     channel = FakeChannel()
     handler = Handler()
-    async with open_session(channel, handler, RequestIds()) as session:
+    async with open_session(channel, handler, request_ids()) as session:
         await trio.testing.wait_all_tasks_blocked()
         control = channel.end_for(OPEN_CONTROL_CHANNEL)
         assert control.metadata == {"client-id": session.client_id}
@@ -290,7 +290,7 @@ async def test_closing_the_session_fails_unwritten_messages() -> None:
 
     async with (
         trio.open_nursery() as nursery,
-        open_session(channel, Handler(), RequestIds(), control_channel=False) as s,
+        open_session(channel, Handler(), request_ids(), control_channel=False) as s,
     ):
         for n in range(5):
             nursery.start_soon(publish, s, n)
@@ -301,7 +301,7 @@ async def test_closing_the_session_fails_unwritten_messages() -> None:
 
 async def test_control_call_without_control_channel_fails_at_once() -> None:
     channel = FakeChannel()
-    async with open_session(channel, Handler(), RequestIds(), control_channel=False) as session:
+    async with open_session(channel, Handler(), request_ids(), control_channel=False) as session:
         with pytest.raises(ConnectionLostError, match="control channel"):
             await session.control_call("agentid=a/k", pb.SaveStateRequest())
 
@@ -309,7 +309,7 @@ async def test_control_call_without_control_channel_fails_at_once() -> None:
 async def test_a_burst_of_events_is_dispatched_in_order() -> None:
     channel = FakeChannel()
     handler = Handler()
-    async with open_session(channel, handler, RequestIds()):
+    async with open_session(channel, handler, request_ids()):
         server = channel.end_for(OPEN_CHANNEL)
         for n in range(300):
             await server.send(
@@ -327,7 +327,7 @@ async def test_a_burst_of_events_is_dispatched_in_order() -> None:
 async def test_an_rpc_request_is_written_before_queued_events() -> None:
     channel = FakeChannel(buffer=0)  # the "network" takes a message only when the test reads
     async with (
-        open_session(channel, Handler(), RequestIds(), control_channel=False) as session,
+        open_session(channel, Handler(), request_ids(), control_channel=False) as session,
         trio.open_nursery() as nursery,
     ):
         server = channel.end_for(OPEN_CHANNEL)
@@ -352,7 +352,7 @@ async def test_a_full_event_lane_makes_publishers_wait_not_rpcs() -> None:
     channel = FakeChannel(buffer=0)
     async with (
         open_session(
-            channel, Handler(), RequestIds(), control_channel=False, outbox_size=4
+            channel, Handler(), request_ids(), control_channel=False, outbox_size=4
         ) as session,
         trio.open_nursery() as nursery,
     ):
@@ -387,7 +387,7 @@ async def test_publishers_waiting_for_room_fail_when_the_session_ends() -> None:
 
     async with trio.open_nursery() as nursery:
         async with open_session(
-            channel, Handler(), RequestIds(), control_channel=False, outbox_size=2
+            channel, Handler(), request_ids(), control_channel=False, outbox_size=2
         ) as session:
             for n in range(6):
                 nursery.start_soon(publish, session, n)
@@ -433,7 +433,7 @@ async def serving() -> AsyncIterator[tuple[WorkerSession, ServerEnd, SlowHandler
     """A session with a :class:`SlowHandler`, and the gateway's end of its channel."""
     channel = FakeChannel()
     handler = SlowHandler()
-    async with open_session(channel, handler, RequestIds()) as session:
+    async with open_session(channel, handler, request_ids()) as session:
         yield session, channel.end_for(OPEN_CHANNEL), handler
 
 

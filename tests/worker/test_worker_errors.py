@@ -30,7 +30,7 @@ from agentwire import (
 from agentwire._proto import agent_worker_pb2 as pb
 from agentwire._proto import cloudevent_pb2 as ce_pb
 from agentwire._wire import ERROR_KIND_KEY, ERROR_TYPE_KEY, ErrorKind
-from agentwire._worker._protocol import OPEN_CHANNEL, OPEN_CONTROL_CHANNEL, RequestIds
+from agentwire._worker._protocol import OPEN_CHANNEL, OPEN_CONTROL_CHANNEL, request_ids
 from agentwire._worker._session import open_session
 
 from .fakes import FakeChannel
@@ -113,7 +113,7 @@ def test_a_remote_too_large_error_names_size_and_limit_when_told() -> None:
 async def test_an_oversize_request_fails_only_that_call() -> None:
     channel = FakeChannel()
     async with (
-        open_session(channel, Handler(), RequestIds(), max_message_size=1000) as session,
+        open_session(channel, Handler(), request_ids(), max_message_size=1000) as session,
         trio.open_nursery() as nursery,
     ):
         server = channel.end_for(OPEN_CHANNEL)
@@ -143,7 +143,7 @@ async def test_an_oversize_request_fails_only_that_call() -> None:
 
 async def test_an_oversize_publish_is_refused_at_the_publisher() -> None:
     channel = FakeChannel()
-    async with open_session(channel, Handler(), RequestIds(), max_message_size=1000) as session:
+    async with open_session(channel, Handler(), request_ids(), max_message_size=1000) as session:
         with pytest.raises(MessageTooLargeError, match="published event"):
             await session.publish(ce_pb.CloudEvent(id="big", binary_data=b"x" * 2000))
         await session.publish(ce_pb.CloudEvent(id="small"))
@@ -156,7 +156,7 @@ async def test_an_oversize_result_is_answered_with_a_too_large_error() -> None:
             return pb.RpcResponse(payload=pb.Payload(data=b"x" * 5000))
 
     channel = FakeChannel()
-    async with open_session(channel, BigAnswers(), RequestIds(), max_message_size=1000):
+    async with open_session(channel, BigAnswers(), request_ids(), max_message_size=1000):
         server = channel.end_for(OPEN_CHANNEL)
         request = request_to("echo/k")
         request.request_id = "r1"
@@ -228,7 +228,7 @@ async def test_a_flood_of_control_requests_is_bounded_and_the_excess_refused() -
             return await super().handle_control(message)
 
     channel = FakeChannel()
-    async with open_session(channel, Slow(), RequestIds(), max_control_requests=2) as session:
+    async with open_session(channel, Slow(), request_ids(), max_control_requests=2) as session:
         await trio.testing.wait_all_tasks_blocked()
         control = channel.end_for(OPEN_CONTROL_CHANNEL)
         request = any_pb2.Any()

@@ -30,6 +30,7 @@ _RECEIVING_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOS
 _HEADER = struct.Struct(">BHBBI")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+_WINDOW_UPDATE = 0x8
 
 #: receives one plain DATA frame's payload: (stream id, data, flow-controlled length, alone)
 DataSink = Callable[[int, bytes, int, bool], None]
@@ -115,7 +116,10 @@ def try_send_data(
 
 
 def receive_plain_data(
-    conn: h2.connection.H2Connection, data: bytes, sink: DataSink
+    conn: h2.connection.H2Connection,
+    data: bytes,
+    sink: DataSink,
+    control: Callable[[bytes], object] | None = None,
 ) -> tuple[bytes, bytes]:
     """Take the leading plain DATA frames of ``data`` without h2; return
     ``(for_h2, held)``: what h2 must take now, and an incomplete last frame.
@@ -128,6 +132,11 @@ def receive_plain_data(
     while h2 holds no partial input (no preface still expected, no partial
     frame, no header block in progress); the first frame that is anything
     else, and everything after it, goes to h2 as usual, so order is kept.
+    Except a WINDOW_UPDATE: given ``control``, each one is handed to it alone
+    (it feeds h2 that frame and acts on its events), in its place, and the
+    fast path goes on after it while h2 is still open and holds nothing.
+    (The peer's acknowledgements come every few dozen KiB; without this the
+    frames behind each one in its read all went through h2.)
 
     A read rarely ends on a frame boundary. Handing h2 part of a frame would
     send the whole of the next read through h2 (it holds a partial frame), so
@@ -152,6 +161,12 @@ def receive_plain_data(
     while end - pos >= 9:
         high, low, kind, flags, stream_id = _unpack_header(data, pos)
         length = high << 16 | low
+        if kind == _WINDOW_UPDATE and control is not None and pos + 9 + length <= end:
+            control(data[pos : pos + 9 + length])
+            pos += 9 + length
+            if buffer._data or conn.state_machine.state not in OPEN_STATES:
+                break  # (h2 refused it and closed, or kept part of it: all to h2)
+            continue
         if kind or flags or length > max_size or pos + 9 + length > end:
             break  # not DATA, has flags, too large, or incomplete
         stream_id &= 0x7FFFFFFF

@@ -262,10 +262,10 @@ class Http2Pump:
         h2conn = self._h2
         stream = self._stream
         io = self._io
-        dispatch = self._dispatch
         clock = self._clock
         keepalive = clock.keepalive_interval is not None
         pending = self._pending
+        to_h2 = self._to_h2
         held = b""
         try:
             while True:
@@ -287,25 +287,20 @@ class Http2Pump:
                 if held:  # the incomplete frame the last read ended in
                     data = held + data
                     held = b""
-                if self._fast_receive and type(data) is bytes:
-                    data, held = _h2fast.receive_plain_data(h2conn, data, self._data_received)
-                if data:
-                    try:
-                        events = h2conn.receive_data(data)
-                    except h2.exceptions.ProtocolError as exc:
-                        # h2 has usually queued a GOAWAY (not for a bad preface); flush, close.
-                        if h2conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
-                            with contextlib.suppress(h2.exceptions.ProtocolError):
-                                h2conn.close_connection(PROTOCOL_ERROR, b"invalid HTTP/2 input")
-                        self._connection_lost(f"HTTP/2 protocol error: {exc!r}")
-                        return
-                    # a DATA frame that is all its read brought is "alone" (see
-                    # MessageHandler); _h2fast.receive_plain_data says so itself
-                    self._lone_event = len(events) == 1
-                    for event in events:
-                        handler = dispatch.get(type(event))
-                        if handler is not None:
-                            handler(event)
+                try:
+                    if self._fast_receive and type(data) is bytes:
+                        data, held = _h2fast.receive_plain_data(
+                            h2conn, data, self._data_received, to_h2
+                        )
+                    if data:
+                        to_h2(data)
+                except h2.exceptions.ProtocolError as exc:
+                    # h2 has usually queued a GOAWAY (not for a bad preface); flush, close.
+                    if h2conn.state_machine.state is not h2.connection.ConnectionState.CLOSED:
+                        with contextlib.suppress(h2.exceptions.ProtocolError):
+                            h2conn.close_connection(PROTOCOL_ERROR, b"invalid HTTP/2 input")
+                    self._connection_lost(f"HTTP/2 protocol error: {exc!r}")
+                    return
                 if self._lost is not None:
                     return
                 if io is not None and io.backlog:  # TLS: the session answered something
@@ -321,6 +316,19 @@ class Http2Pump:
                         await self._drain_lot.park()
         finally:
             self._kick()
+
+    def _to_h2(self, data: bytes | bytearray) -> None:
+        """Feed *data* to h2 and act on the events it makes (``ProtocolError``: the
+        peer broke the protocol; the reader closes the connection)."""
+        events = self._h2.receive_data(data)
+        # a DATA frame that is all its read brought is "alone" (see
+        # MessageHandler); _h2fast.receive_plain_data says so itself
+        self._lone_event = len(events) == 1
+        dispatch = self._dispatch
+        for event in events:
+            handler = dispatch.get(type(event))
+            if handler is not None:
+                handler(event)
 
     async def _timers(self) -> None:
         with self._timers_scope:

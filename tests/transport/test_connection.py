@@ -176,6 +176,50 @@ async def test_plain_data_frames_bypass_h2_with_the_same_effect() -> None:
     await b.aclose()
 
 
+async def test_window_updates_pass_to_h2_alone_and_the_data_after_them_does_not() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    results = []
+    for fast in (True, False):
+        conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
+        client, stream_id, opening = _client_conversation()
+        conn._h2.receive_data(opening)
+        st = OpenStream(stream_id, 1 << 20)
+        conn._streams[stream_id] = st
+        client.send_data(stream_id, encode_message(b"one"))
+        client.increment_flow_control_window(1000, stream_id)
+        client.send_data(stream_id, encode_message(b"two"))
+        client.increment_flow_control_window(3000)
+        client.send_data(stream_id, encode_message(b"three"))
+        client.send_data(stream_id, encode_message(b"four"))
+        data = client.data_to_send()
+        fed: list[bytes] = []
+
+        def to_h2(frame: bytes, conn: Http2Connection = conn, fed: list[bytes] = fed) -> None:
+            fed.append(frame)
+            conn._to_h2(frame)
+
+        if fast:
+            rest, held = receive_plain_data(conn._h2, data, conn._data_received, to_h2)
+            # the two updates went to h2 alone, each a 13-byte frame; no DATA did
+            assert [(len(f), f[3]) for f in fed] == [(13, 8), (13, 8)]
+            assert (rest, held) == (b"", b"")
+        else:
+            conn._to_h2(data)
+        h2conn: Any = conn._h2
+        results.append(
+            (
+                [payload for payload, _ in st.messages],
+                h2conn.outbound_flow_control_window,
+                h2conn.streams[stream_id].outbound_flow_control_window,
+                h2conn._inbound_flow_control_window_manager.current_window_size,
+                h2conn.streams[stream_id]._inbound_window_manager.current_window_size,
+            )
+        )
+    assert results[0] == results[1]
+    assert results[0][0] == [b"one", b"two", b"three", b"four"]
+    await b.aclose()
+
+
 def _server_with_open_stream() -> tuple[
     Http2Connection, h2.connection.H2Connection, int, OpenStream
 ]:

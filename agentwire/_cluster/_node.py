@@ -234,20 +234,24 @@ class ClusterNode:
 
     async def _flush_releases(self, backend: RedisBackend) -> None:
         """Release what local clients left behind (under the lock), unless the
-        same client claimed it again since."""
+        same client claimed it again since.
+
+        Subscriptions go first: once a type is released, a worker elsewhere
+        (a standby) may claim it and at once add the same subscriptions, which
+        Redis refuses as duplicates while the old ones are still there."""
         hub = self.hub
         while self._released:
             client_id, types, subs = self._released[0]
             owner = Owner(self.id, client_id)
-            while types:
-                if hub.owner_of(types[-1]) != client_id:
-                    await backend.release_type(types[-1], owner)
-                types.pop()
             while subs:
                 if hub.subscription_owner(subs[-1]) != client_id:
                     await backend.remove_subscription(subs[-1], owner)
                     self._relayed.discard(subs[-1])
                 subs.pop()
+            while types:
+                if hub.owner_of(types[-1]) != client_id:
+                    await backend.release_type(types[-1], owner)
+                types.pop()
             self._released.pop(0)
 
     # ------------------------------------------------------------ sessions

@@ -14,6 +14,9 @@ from agentwire import (
     open_worker,
     serializers_for_type,
 )
+from agentwire._cluster._config import ClusterConfig
+from agentwire._cluster._node import ClusterNode
+from agentwire._gateway._hub import open_hub
 from tests.worker.messages import Echo, Ping, Pong
 
 from .helpers import GUARD, converged, open_cluster
@@ -74,3 +77,30 @@ async def test_a_standby_gives_up_at_once_on_any_other_refusal(redis_url: str) -
             with pytest.raises(ValueError, match="retry_every must be positive"):
                 await w.register_standby(register, retry_every=0)
     assert calls == 1
+
+
+class _RecordingBackend:
+    """The two release calls of the cluster's Redis backend, recorded in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def remove_subscription(self, subscription_id: str, owner: object) -> bool:
+        self.calls.append(("subscription", subscription_id))
+        return True
+
+    async def release_type(self, agent_type: str, owner: object) -> None:
+        self.calls.append(("type", agent_type))
+
+
+async def test_a_leaving_workers_subscriptions_are_removed_before_its_types_are_freed() -> None:
+    # Once a type is free a standby elsewhere claims it and adds the same
+    # subscriptions at once: the old ones must be gone by then.
+    async with open_hub() as hub:
+        node = ClusterNode(hub, ClusterConfig("redis://127.0.0.1:1"))
+        node._dropped("owner", ["counter", "other"], ["s1", "s2"])
+        backend = _RecordingBackend()
+        await node._flush_releases(backend)  # type: ignore[arg-type]
+    kinds = [kind for kind, _ in backend.calls]
+    assert kinds == ["subscription", "subscription", "type", "type"]
+    assert sorted(name for _, name in backend.calls) == ["counter", "other", "s1", "s2"]

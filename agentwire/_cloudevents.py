@@ -43,6 +43,7 @@ left to the message path, which gives the same answer or error as before.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
@@ -101,6 +102,7 @@ _HEAD_KEYS: Final = frozenset(
 _TRACE_ATTRS: Final = ("traceparent", "tracestate")
 _BINARY_DATA_KEY: Final = _field_key("binary_data")
 _SMALL_PREFIXES: Final = tuple(bytes((size,)) for size in range(0x80))
+_pack_two_bytes = struct.Struct("BB").pack
 
 # serialized_cloud_event's serialized fields other than id and data, per
 # (topic type, topic source, type name, content type, sender type, sender key).
@@ -153,8 +155,8 @@ def length_prefix(size: int) -> bytes:
     """The varint a length-delimited protobuf field of *size* bytes starts with."""
     if size < 0x80:
         return _SMALL_PREFIXES[size]
-    if size < 0x4000:
-        return bytes(((size & 0x7F) | 0x80, size >> 7))
+    if size < 0x4000:  # two bytes, packed (an RPC's usual size)
+        return _pack_two_bytes(size & 0x7F | 0x80, size >> 7)
     prefix = bytearray()
     while size >= 0x80:
         prefix.append((size & 0x7F) | 0x80)

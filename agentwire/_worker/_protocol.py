@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import struct
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -164,7 +163,6 @@ def _field_key(name: str) -> bytes:
 
 
 _ENVELOPE_KEYS = {name: _field_key(name) for name in ("request", "response", "cloudEvent")}
-_pack_key_and_length = struct.Struct("BBB").pack
 
 
 def enveloped(field: str, body: bytes) -> bytes:
@@ -175,10 +173,7 @@ def enveloped(field: str, body: bytes) -> bytes:
     ``Message`` (about half the cost of an RPC request's or response's
     encoding).
     """
-    size = len(body)
-    if 0x80 <= size < 0x4000:  # a two-byte length, the usual RPC's, without a call
-        return _pack_key_and_length(_ENVELOPE_KEYS[field][0], size & 0x7F | 0x80, size >> 7) + body
-    return _ENVELOPE_KEYS[field] + length_prefix(size) + body
+    return _ENVELOPE_KEYS[field] + length_prefix(len(body)) + body
 
 
 _EVENT_KEY = _ENVELOPE_KEYS["cloudEvent"][0]

@@ -300,6 +300,7 @@ class Http2Connection(Http2Pump):
                 frame,
                 high_water,
                 self._peer_window - self._bulk_limit if bulk else None,
+                self._last_frame,
             )
             if self.fast_paths
             else None

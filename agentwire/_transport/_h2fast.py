@@ -4,7 +4,10 @@ Checked against h2 :data:`CHECKED_VERSION`; :func:`supported` is false for
 any other minor series, or when the attributes relied on are missing, and the
 connection then uses h2's public API for everything (see ``_fastpath``).
 Every function here has the same effect on h2's state as the public call it
-replaces (tests/transport/test_connection.py compares them byte for byte).
+replaces (tests/transport/test_connection.py compares them byte for byte),
+except that, given a :class:`LastFrame`, data for the stream whose DATA frame
+ends the output buffer joins that frame: the same bytes on the stream, in
+fewer frames.
 """
 
 from __future__ import annotations
@@ -30,10 +33,68 @@ _RECEIVING_STATES = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOS
 _HEADER = struct.Struct(">BHBBI")
 _pack_header = _HEADER.pack
 _unpack_header = _HEADER.unpack_from
+#: a frame's length alone (the first three bytes of its header)
+_pack_length = struct.Struct(">BH").pack
 _WINDOW_UPDATE = 0x8
 
 #: receives one plain DATA frame's payload: (stream id, data, flow-controlled length, alone)
 DataSink = Callable[[int, bytes, int, bool], None]
+
+
+class LastFrame:
+    """The DATA frame at the end of one connection's output buffer, if put there here.
+
+    Small gRPC messages on one stream cost a frame each at both ends; a burst of
+    them written in one go can share one: data for the stream of the frame that
+    ends h2's output buffer is appended to that frame (its length rewritten in
+    place, up to the peer's maximum frame size) instead of getting a header of
+    its own. A peer sees the same bytes on the stream, in fewer frames (any
+    HTTP/2 peer takes any split of a stream's data into frames, and gRPC's
+    messages any split into frames).
+
+    Invariants:
+
+    1. ``end`` is the length of the output buffer just after the frame, so
+       anything h2 appends afterwards (another stream's frame, a WINDOW_UPDATE,
+       END_STREAM) makes the frame no longer last, and nothing joins it.
+    2. Whoever takes h2's output calls :meth:`forget` first: the buffer then
+       starts again, and a length equal to ``end`` by chance says nothing.
+    3. Only frames without flags are recorded (no END_STREAM, no padding).
+    """
+
+    __slots__ = ("end", "start", "stream_id")
+
+    def __init__(self) -> None:
+        self.end = -1  # none: -1 is no buffer's length
+        self.start = 0  # where its header begins in the buffer
+        self.stream_id = 0
+
+    def forget(self) -> None:
+        """The output buffer is being taken: nothing is appended to an old frame."""
+        self.end = -1
+
+
+def _append(
+    conn: h2.connection.H2Connection, stream_id: int, data: bytes, last: LastFrame | None
+) -> None:
+    """Append ``data`` to the output as a DATA frame of ``stream_id``, or to the last one."""
+    buffer = conn._data_to_send
+    end = len(buffer)
+    size = len(data)
+    if last is not None:
+        if last.end == end and last.stream_id == stream_id:
+            start = last.start
+            length = end - start - 9 + size
+            if length <= conn.max_outbound_frame_size:
+                buffer[start : start + 3] = _pack_length(length >> 16, length & 0xFFFF)
+                buffer += data
+                last.end = end + size
+                return
+        last.start = end
+        last.end = end + 9 + size
+        last.stream_id = stream_id
+    # frame header: length, type DATA (0), no flags, stream id
+    buffer += _pack_header(size >> 16, size & 0xFFFF, 0, 0, stream_id) + data
 
 
 def supported(conn: h2.connection.H2Connection) -> bool:
@@ -51,14 +112,20 @@ def pending_output(conn: h2.connection.H2Connection) -> int:
     return len(conn._data_to_send)
 
 
-def send_data(conn: h2.connection.H2Connection, stream_id: int, data: bytes) -> None:
+def send_data(
+    conn: h2.connection.H2Connection,
+    stream_id: int,
+    data: bytes,
+    last: LastFrame | None = None,
+) -> None:
     """``conn.send_data(stream_id, data)`` for the common case, without h2's overhead.
 
     The caller has checked ``data`` against the flow-control windows and the
     maximum frame size. For an open connection and a stream open for sending,
     h2 4.x's ``send_data`` (no END_STREAM, no padding) changes no state but the
     two outbound windows and appends one DATA frame to its output buffer; that
-    is done here directly (~4x cheaper). Anything else goes through h2.
+    is done here directly (~4x cheaper), joining ``last`` if it can. Anything
+    else goes through h2.
     """
     stream = conn.streams.get(stream_id)
     if (
@@ -68,9 +135,8 @@ def send_data(conn: h2.connection.H2Connection, stream_id: int, data: bytes) -> 
     ):
         conn.send_data(stream_id, data)
         return
+    _append(conn, stream_id, data, last)
     size = len(data)
-    # frame header: length, type DATA (0), no flags, stream id
-    conn._data_to_send += _pack_header(size >> 16, size & 0xFFFF, 0, 0, stream_id) + data
     conn.outbound_flow_control_window -= size
     stream.outbound_flow_control_window -= size
 
@@ -81,10 +147,11 @@ def try_send_data(
     data: bytes,
     high_water: int,
     bulk_slack: int | None,
+    last: LastFrame | None = None,
 ) -> bool | None:
     """:func:`send_data` with the checks of a non-blocking send folded in.
 
-    True: ``data`` went out as one DATA frame, as :func:`send_data` does.
+    True: ``data`` went out as :func:`send_data` sends it.
     False: it does not fit now (larger than the peer's frame size or either
     outbound window, ``high_water`` bytes or more buffered already, or, for
     bulk data, more than the stream's window less ``bulk_slack``); nothing
@@ -108,8 +175,7 @@ def try_send_data(
         or (bulk_slack is not None and size + bulk_slack > window)
     ):
         return False
-    # frame header: length, type DATA (0), no flags, stream id
-    conn._data_to_send += _pack_header(size >> 16, size & 0xFFFF, 0, 0, stream_id) + data
+    _append(conn, stream_id, data, last)
     conn.outbound_flow_control_window -= size
     stream.outbound_flow_control_window = window - size
     return True

@@ -10,6 +10,9 @@ Invariants (every method below keeps them):
   calls :meth:`Http2Pump._kick`, which wakes the writer; the writer flushes
   all that ``h2`` has buffered with one write per wake-up, so everything
   produced during one scheduler pass leaves in one socket write.
+- h2's output is taken only by ``_take_output``, which first forgets the
+  DATA frame that later messages of its stream could join
+  (``_h2fast.LastFrame``): nothing is appended to a frame already taken.
 - The reader stops reading while control frames it provoked exceed
   ``4 * HIGH_WATER`` of unsent output.
 - Output normally leaves through the writer; a task about to block, or
@@ -95,8 +98,13 @@ class Http2Pump:
         # to direct I/O once it is done and the writer is parked (see _read_loop)
         self._tls_pending = fast and self._io is None and isinstance(stream, trio.SSLStream)
         self._fast_receive = fast
+        #: the DATA frame that ends h2's output, which the next message of its stream
+        #: joins (fast paths only); forgotten whenever the output is taken (_take_output)
+        self._last_frame = _h2fast.LastFrame()
         self._send_plain: Callable[[h2.connection.H2Connection, int, bytes], None] = (
-            _h2fast.send_data if fast else _send_data_public
+            functools.partial(_h2fast.send_data, last=self._last_frame)
+            if fast
+            else _send_data_public
         )
         self._pending: Callable[[], int] = (
             functools.partial(_h2fast.pending_output, h2conn) if fast else self._pending_public
@@ -154,9 +162,14 @@ class Http2Pump:
     def pings_acknowledged(self) -> int:
         return self._clock.pings_acknowledged
 
+    def _take_output(self) -> bytes:
+        """All that h2 has buffered for the wire. Output leaves h2 only through here."""
+        self._last_frame.forget()
+        return self._h2.data_to_send()
+
     def _pending_public(self) -> int:
         # h2 does not say how much it holds: take it out and count it here
-        data = self._h2.data_to_send()
+        data = self._take_output()
         if data:
             self._held += data
         return len(self._held)
@@ -195,12 +208,11 @@ class Http2Pump:
             self._done.set()
 
     async def _write_loop(self) -> None:
-        h2conn = self._h2
         io = self._io
         held = self._held
         while True:
             self._writer_idle = False
-            data = h2conn.data_to_send()
+            data = self._take_output()
             if held:
                 data = bytes(held) + data
                 held.clear()
@@ -239,7 +251,7 @@ class Http2Pump:
             or (not early and _fdio.runnable() > (0 if self._writer_wakeup.task is not None else 1))
         ):
             return
-        data = self._h2.data_to_send()
+        data = self._take_output()
         if not data:
             return
         if self._drain_lot:

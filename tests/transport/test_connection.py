@@ -14,7 +14,7 @@ import trio.testing
 
 from agentwire._transport._connection import Http2Connection
 from agentwire._transport._framing import encode_message
-from agentwire._transport._h2fast import receive_plain_data, try_send_data
+from agentwire._transport._h2fast import LastFrame, receive_plain_data, try_send_data
 from agentwire._transport._h2fast import send_data as _send_data
 from agentwire._transport._open_stream import OpenStream
 
@@ -118,6 +118,89 @@ def test_a_non_blocking_fast_send_on_a_closed_stream_is_left_to_h2() -> None:
     assert try_send_data(conn, stream_id + 2, b"unknown", 1 << 20, None) is None
     assert conn.data_to_send() == b""
     assert sent
+
+
+def _frames(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(type, stream id, payload) of each frame in ``data``."""
+    frames, pos = [], 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 3], "big")
+        stream_id = int.from_bytes(data[pos + 5 : pos + 9], "big")
+        frames.append((data[pos + 3], stream_id, data[pos + 9 : pos + 9 + length]))
+        pos += 9 + length
+    assert pos == len(data)
+    return frames
+
+
+def test_data_for_the_stream_of_the_last_frame_joins_that_frame() -> None:
+    reference, ref_id = _client_with_stream()
+    conn, stream_id = _client_with_stream()
+    last = LastFrame()
+    parts = [b"a" * 10, b"", b"b" * 200, b"c"]
+    for n, part in enumerate(parts):
+        reference.send_data(ref_id, part)
+        if n % 2:
+            _send_data(conn, stream_id, part, last)
+        else:
+            assert try_send_data(conn, stream_id, part, 1 << 20, None, last) is True
+    assert _frames(conn.data_to_send()) == [(0, stream_id, b"".join(parts))]
+    assert conn.local_flow_control_window(stream_id) == reference.local_flow_control_window(ref_id)
+    assert conn.outbound_flow_control_window == reference.outbound_flow_control_window
+    # a peer takes the joined frame as the same data
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding=None)
+    )
+    server.initiate_connection()
+    client, sid, opening = _client_conversation()
+    client_last = LastFrame()
+    for part in parts:
+        _send_data(client, sid, part, client_last)
+    events = server.receive_data(opening + client.data_to_send())
+    assert [e.data for e in events if isinstance(e, h2.events.DataReceived)] == [b"".join(parts)]
+
+
+def test_anything_else_after_the_last_frame_starts_a_new_one() -> None:
+    conn, first = _client_with_stream()
+    second = conn.get_next_available_stream_id()
+    conn.send_headers(second, _HEADERS)
+    conn.data_to_send()
+    last = LastFrame()
+    _send_data(conn, first, b"1", last)
+    _send_data(conn, second, b"2", last)  # another stream
+    _send_data(conn, first, b"3", last)
+    conn.increment_flow_control_window(100)  # h2 appends a WINDOW_UPDATE
+    _send_data(conn, first, b"4", last)
+    _send_data(conn, first, b"5", last)
+    assert [(kind, sid, payload) for kind, sid, payload in _frames(conn.data_to_send())] == [
+        (0, first, b"1"),
+        (0, second, b"2"),
+        (0, first, b"3"),
+        (8, 0, (100).to_bytes(4, "big")),
+        (0, first, b"45"),
+    ]
+
+
+def test_a_joined_frame_grows_no_larger_than_the_peers_maximum_frame_size() -> None:
+    conn, stream_id = _client_with_stream()
+    limit = conn.max_outbound_frame_size
+    last = LastFrame()
+    for part in (b"a" * (limit - 10), b"b" * 10, b"c"):
+        assert try_send_data(conn, stream_id, part, 1 << 30, None, last) is True
+    assert _frames(conn.data_to_send()) == [
+        (0, stream_id, b"a" * (limit - 10) + b"b" * 10),
+        (0, stream_id, b"c"),
+    ]
+
+
+def test_a_forgotten_frame_is_never_joined_even_where_the_new_output_ends_alike() -> None:
+    conn, stream_id = _client_with_stream()
+    last = LastFrame()
+    _send_data(conn, stream_id, b"12345678", last)  # a 17-byte frame, like a PING
+    last.forget()
+    assert _frames(conn.data_to_send()) == [(0, stream_id, b"12345678")]
+    conn.ping(b"pingpong")  # the new output ends where the old frame did
+    _send_data(conn, stream_id, b"next", last)
+    assert _frames(conn.data_to_send()) == [(6, 0, b"pingpong"), (0, stream_id, b"next")]
 
 
 def _client_conversation() -> tuple[h2.connection.H2Connection, int, bytes]:
@@ -278,3 +361,32 @@ async def test_a_read_that_ends_inside_a_frame_leaves_h2_holding_nothing() -> No
     rest, held = receive_plain_data(conn._h2, held + data[cut:], conn._data_received)
     assert (rest, held) == (b"", b"")
     assert [payload for payload, _ in st.messages][-1] == b"four"
+
+
+async def test_output_taken_by_the_connection_is_never_joined_afterwards() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
+    client, stream_id, opening = _client_conversation()
+    conn._h2.receive_data(opening)
+    st = OpenStream(stream_id, 1 << 20)
+    conn._streams[stream_id] = st
+
+    def take() -> bytes:  # what the writer does
+        data = bytes(conn._held) + conn._take_output()
+        conn._held.clear()
+        return data
+
+    conn.send_headers(st, [(":status", "200")], end=False)
+    out = take()
+    assert conn.try_send_message(st, encode_message(b"abc"), flush=False)  # a 17-byte frame
+    out += take()
+    conn._h2.ping(b"pingpong")  # 17 bytes again, as a keepalive would add
+    assert conn.try_send_message(st, encode_message(b"def"), flush=False)
+    out += take()
+    received = [
+        e.data if isinstance(e, h2.events.DataReceived) else e.ping_data
+        for e in client.receive_data(out)
+        if isinstance(e, (h2.events.DataReceived, h2.events.PingReceived))
+    ]
+    assert received == [encode_message(b"abc"), b"pingpong", encode_message(b"def")]
+    await b.aclose()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import trio
 import trio.testing
@@ -18,6 +21,9 @@ from agentwire._transport import (
     open_channel,
     open_grpc_server,
 )
+from agentwire._transport._framing import encode_message
+
+from .conftest import request_headers, serving_in_memory
 
 
 async def _bidi_echo(stream: ServerStream) -> None:
@@ -326,3 +332,39 @@ async def test_a_burst_of_urgent_messages_is_written_in_pieces_as_it_is_made(
             assert stats.pending_output_bytes < 2048
         await stream.end()
         assert len([message async for message in stream]) == 40
+
+
+async def test_a_burst_of_messages_shares_data_frames_and_arrives_whole(io_paths: bool) -> None:
+    """Messages sent on one stream in one go leave in one DATA frame (fast paths)
+    or one frame each (h2's public API): the same bytes either way."""
+    burst = [str(n).encode() * n for n in range(1, 8)]
+
+    async def answer_with_a_burst(stream: ServerStream) -> None:
+        await stream.send_initial_metadata()
+        await stream.receive()
+        for message in burst:
+            assert stream.try_send(message, flush=False)
+        await trio.testing.wait_all_tasks_blocked()  # the burst is written
+        await stream.send(b"after")  # a frame of its own
+
+    async with serving_in_memory({"/t.T/Burst": bidi(answer_with_a_burst)}) as (raw, _):
+        client = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        client.initiate_connection()
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, request_headers("/t.T/Burst"))
+        client.send_data(stream_id, encode_message(b"go"), end_stream=True)
+        await raw.send_all(client.data_to_send())
+        frames: list[bytes] = []
+        ended = False
+        while not ended:
+            data = await raw.receive_some()
+            assert data, "the server closed the connection"
+            for event in client.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    frames.append(event.data)
+                ended = ended or isinstance(event, h2.events.StreamEnded)
+            await raw.send_all(client.data_to_send())
+    expected = [encode_message(message) for message in burst]
+    assert frames == ([b"".join(expected)] if io_paths else expected) + [encode_message(b"after")]

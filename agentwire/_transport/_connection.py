@@ -293,7 +293,7 @@ class Http2Connection(Http2Pump):
         if st.reset or st.local_closed or st.partial or st.error is not None or self._closing:
             return False
         bulk, high_water = self._send_limits(st, frame)
-        sent = (
+        pending = (
             _h2fast.try_send_data(
                 self._h2,
                 st.id,
@@ -305,17 +305,21 @@ class Http2Connection(Http2Pump):
             if self.fast_paths
             else None
         )
-        if sent is None:
-            sent = self._try_send_general(st, frame, bulk, high_water)
-        if not sent:
+        if pending is None:
+            if not self._try_send_general(st, frame, bulk, high_water):
+                return False
+            pending = self._pending()
+        elif not pending:
             return False
-        if flush and self._writer_wakeup.task is not None:
+        wakeup = self._writer_wakeup
+        if flush and wakeup.task is not None:
             self.flush_now()
             if not self._held and not self._pending():
                 return True
-        elif not bulk and self._pending() >= EARLY_WRITE:
+        elif not bulk and pending >= EARLY_WRITE:
             self.flush_now(early=True)
-        self._kick()
+        if wakeup.task is not None:  # (_kick, without its call: ~4 per RPC)
+            wakeup.set()
         return True
 
     def _try_send_general(self, st: OpenStream, frame: bytes, bulk: bool, high_water: int) -> bool:

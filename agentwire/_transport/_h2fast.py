@@ -148,11 +148,12 @@ def try_send_data(
     high_water: int,
     bulk_slack: int | None,
     last: LastFrame | None = None,
-) -> bool | None:
+) -> int | None:
     """:func:`send_data` with the checks of a non-blocking send folded in.
 
-    True: ``data`` went out as :func:`send_data` sends it.
-    False: it does not fit now (larger than the peer's frame size or either
+    Above 0: ``data`` went out as :func:`send_data` sends it; the number is
+    what h2 has buffered for the wire now (:func:`pending_output`, for free).
+    0: it does not fit now (larger than the peer's frame size or either
     outbound window, ``high_water`` bytes or more buffered already, or, for
     bulk data, more than the stream's window less ``bulk_slack``); nothing
     changed. None: the connection or stream is not in a state this covers;
@@ -174,11 +175,11 @@ def try_send_data(
         or size > conn.outbound_flow_control_window
         or (bulk_slack is not None and size + bulk_slack > window)
     ):
-        return False
+        return 0
     _append(conn, stream_id, data, last)
     conn.outbound_flow_control_window -= size
     stream.outbound_flow_control_window = window - size
-    return True
+    return len(conn._data_to_send)  # at least the frame header: above 0
 
 
 def receive_plain_data(

@@ -88,7 +88,8 @@ def test_a_non_blocking_fast_send_that_fits_is_what_h2_would_send() -> None:
     fast, fast_id = _client_with_stream()
     for n in range(3):
         reference.send_data(ref_id, bytes([n]) * 150)
-        assert try_send_data(fast, fast_id, bytes([n]) * 150, 1 << 20, None) is True
+        buffered = try_send_data(fast, fast_id, bytes([n]) * 150, 1 << 20, None)
+        assert buffered == (n + 1) * (9 + 150)  # what h2 holds for the wire
     assert fast.data_to_send() == reference.data_to_send()
     assert fast.local_flow_control_window(fast_id) == reference.local_flow_control_window(ref_id)
 
@@ -97,12 +98,12 @@ def test_a_non_blocking_fast_send_that_does_not_fit_changes_nothing() -> None:
     conn, stream_id = _client_with_stream()
     window = conn.local_flow_control_window(stream_id)
     frame_size = conn.max_outbound_frame_size
-    assert try_send_data(conn, stream_id, b"x" * (frame_size + 1), 1 << 30, None) is False
+    assert try_send_data(conn, stream_id, b"x" * (frame_size + 1), 1 << 30, None) == 0
     conn.streams[stream_id].outbound_flow_control_window = 100
-    assert try_send_data(conn, stream_id, b"x" * 101, 1 << 30, None) is False
-    assert try_send_data(conn, stream_id, b"x" * 100, 1 << 30, 1) is False  # bulk room 99
-    assert try_send_data(conn, stream_id, b"x" * 99, 1 << 30, 1) is True
-    assert try_send_data(conn, stream_id, b"y", 10, None) is False  # 108 bytes buffered
+    assert try_send_data(conn, stream_id, b"x" * 101, 1 << 30, None) == 0
+    assert try_send_data(conn, stream_id, b"x" * 100, 1 << 30, 1) == 0  # bulk room 99
+    assert try_send_data(conn, stream_id, b"x" * 99, 1 << 30, 1) == 9 + 99
+    assert try_send_data(conn, stream_id, b"y", 10, None) == 0  # 108 bytes buffered
     assert conn.local_flow_control_window(stream_id) == 1
     assert conn.outbound_flow_control_window == window - 99
     assert conn.data_to_send() == (99).to_bytes(3, "big") + b"\x00\x00" + (
@@ -142,7 +143,7 @@ def test_data_for_the_stream_of_the_last_frame_joins_that_frame() -> None:
         if n % 2:
             _send_data(conn, stream_id, part, last)
         else:
-            assert try_send_data(conn, stream_id, part, 1 << 20, None, last) is True
+            assert try_send_data(conn, stream_id, part, 1 << 20, None, last)
     assert _frames(conn.data_to_send()) == [(0, stream_id, b"".join(parts))]
     assert conn.local_flow_control_window(stream_id) == reference.local_flow_control_window(ref_id)
     assert conn.outbound_flow_control_window == reference.outbound_flow_control_window
@@ -185,7 +186,7 @@ def test_a_joined_frame_grows_no_larger_than_the_peers_maximum_frame_size() -> N
     limit = conn.max_outbound_frame_size
     last = LastFrame()
     for part in (b"a" * (limit - 10), b"b" * 10, b"c"):
-        assert try_send_data(conn, stream_id, part, 1 << 30, None, last) is True
+        assert try_send_data(conn, stream_id, part, 1 << 30, None, last)
     assert _frames(conn.data_to_send()) == [
         (0, stream_id, b"a" * (limit - 10) + b"b" * 10),
         (0, stream_id, b"c"),

@@ -160,9 +160,7 @@ class WorkerSession:
         self._unary_timeout = unary_timeout
         self._outbox_size = outbox_size
         self._max_message_size = max_message_size
-        self._writer = Writer(
-            outbox_size, lost=self.lost, lost_error=self._lost_error, mark_lost=self._mark_lost
-        )
+        self._writer = Writer(outbox_size, lost_error=self._lost_error, mark_lost=self._mark_lost)
         self.control = ControlChannel(
             channel,
             handler,
@@ -216,7 +214,7 @@ class WorkerSession:
         self.loss_reason = reason
         logger.info("connection %s lost: %s", self.client_id, reason)
         self.lost.set()
-        self._writer.wake_producers()  # producers waiting for room fail now
+        self._writer.session_lost()  # producers fail now, those waiting for room too
         self._pending.close(lambda _key: self._lost_error())
         self.control.pending.close(lambda _key: self._lost_error())
 
@@ -401,7 +399,7 @@ class WorkerSession:
         """Take one incoming message in the transport's reader task if that needs
         no waiting (see the invariants); False leaves it to :meth:`_receiver`."""
         nursery = self._nursery
-        if nursery is None or self.lost.is_set():
+        if nursery is None or self._writer.lost:  # (lost.is_set(), without a call)
             return False
         body = event_body(data)
         if body is not None:  # an event, left unparsed for the handler

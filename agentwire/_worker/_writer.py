@@ -56,12 +56,12 @@ class Writer:
         self,
         capacity: int,
         *,
-        lost: trio.Event,
         lost_error: Callable[[], ConnectionLostError],
         mark_lost: Callable[[str], None],
     ) -> None:
         self.outbox: Outbox[Outgoing] = Outbox(capacity)
-        self._lost = lost
+        #: the session was lost (see :meth:`session_lost`): nothing more is queued or sent
+        self.lost = False
         self._lost_error = lost_error
         self._mark_lost = mark_lost
         # producers waiting for room, per lane; the writer waiting for work
@@ -74,8 +74,13 @@ class Writer:
         self.messages_sent = 0
         self.batches_written = 0
 
-    def wake_producers(self) -> None:
-        """Wake every producer waiting for room (the session was lost: they fail)."""
+    def session_lost(self) -> None:
+        """The session was lost: producers fail from now on, those waiting for room too.
+
+        (A flag of its own rather than the session's ``trio.Event``: it is read
+        several times per message, and ``Event.is_set`` is a call.)
+        """
+        self.lost = True
         for space in self._space:
             space.unpark_all()
 
@@ -89,7 +94,7 @@ class Writer:
         if not space:
             await self._budget.checkpoint()
         while True:
-            if self._lost.is_set():
+            if self.lost:
                 raise self._lost_error()
             if (waited or not space) and self.outbox.push(lane, item):
                 break
@@ -109,14 +114,14 @@ class Writer:
         writer batches it.
         """
         direct = self.direct
-        if direct is None or self._unsent[lane] or self._lost.is_set():
+        if direct is None or self._unsent[lane] or self.lost:
             return False
         # The budget's checkpoint, inlined: one coroutine less per message.
         if self._budget.spend():
             await trio.lowlevel.checkpoint()
         else:
             await trio.lowlevel.checkpoint_if_cancelled()
-        if self._unsent[lane] or self._lost.is_set() or not direct(data, flush=flush):
+        if self._unsent[lane] or self.lost or not direct(data, flush=flush):
             return False
         self.messages_sent += 1
         self.batches_written += 1

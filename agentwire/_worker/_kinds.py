@@ -167,12 +167,15 @@ def timed_out(request_id: str) -> RpcTimeoutError:
     return RpcTimeoutError(f"no response to request {request_id} in time")
 
 
-def request_deadline(request: pb.RpcRequest) -> float:
+def request_deadline(
+    request: pb.RpcRequest, now: Callable[[], float] = trio.current_time
+) -> float:
     """The trio time by which an agentwire caller wants *request* answered (``inf``: none).
 
     Its ``agentwire-timeout`` metadata holds the seconds the caller had left
     when it sent the request; anything else (absent, unreadable, negative)
-    means no limit.
+    means no limit. ``now``: reads the trio clock (the run's clock's own
+    ``current_time`` saves ``trio.current_time``'s two frames).
     """
     text = request.metadata.get(TIMEOUT_METADATA_KEY)
     if not text:
@@ -181,7 +184,7 @@ def request_deadline(request: pb.RpcRequest) -> float:
         value = float(text)
     except ValueError:
         return math.inf
-    return trio.current_time() + value if value >= 0 else math.inf
+    return now() + value if value >= 0 else math.inf
 
 
 def deadline_response(request: pb.RpcRequest) -> pb.RpcResponse:

@@ -12,6 +12,7 @@ fewer frames.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -74,29 +75,6 @@ class LastFrame:
         self.end = -1
 
 
-def _append(
-    conn: h2.connection.H2Connection, stream_id: int, data: bytes, last: LastFrame | None
-) -> None:
-    """Append ``data`` to the output as a DATA frame of ``stream_id``, or to the last one."""
-    buffer = conn._data_to_send
-    end = len(buffer)
-    size = len(data)
-    if last is not None:
-        if last.end == end and last.stream_id == stream_id:
-            start = last.start
-            length = end - start - 9 + size
-            if length <= conn.max_outbound_frame_size:
-                buffer[start : start + 3] = _pack_length(length >> 16, length & 0xFFFF)
-                buffer += data
-                last.end = end + size
-                return
-        last.start = end
-        last.end = end + 9 + size
-        last.stream_id = stream_id
-    # frame header: length, type DATA (0), no flags, stream id
-    buffer += _pack_header(size >> 16, size & 0xFFFF, 0, 0, stream_id) + data
-
-
 def supported(conn: h2.connection.H2Connection) -> bool:
     """This h2 has the internals the fast paths rely on."""
     buffer = conn.incoming_buffer
@@ -125,27 +103,17 @@ def send_data(
     h2 4.x's ``send_data`` (no END_STREAM, no padding) changes no state but the
     two outbound windows and appends one DATA frame to its output buffer; that
     is done here directly (~4x cheaper), joining ``last`` if it can. Anything
-    else goes through h2.
+    else goes through h2 (which raises if the data does not fit after all).
     """
-    stream = conn.streams.get(stream_id)
-    if (
-        stream is None
-        or stream.state_machine.state not in _SENDING_STATES
-        or conn.state_machine.state not in OPEN_STATES
-    ):
+    if not try_send_data(conn, stream_id, data, math.inf, None, last):
         conn.send_data(stream_id, data)
-        return
-    _append(conn, stream_id, data, last)
-    size = len(data)
-    conn.outbound_flow_control_window -= size
-    stream.outbound_flow_control_window -= size
 
 
 def try_send_data(
     conn: h2.connection.H2Connection,
     stream_id: int,
     data: bytes,
-    high_water: int,
+    high_water: float,
     bulk_slack: int | None,
     last: LastFrame | None = None,
 ) -> int | None:
@@ -168,18 +136,34 @@ def try_send_data(
         return None
     size = len(data)
     window = stream.outbound_flow_control_window
+    buffer = conn._data_to_send
+    end = len(buffer)
+    max_size = conn.max_outbound_frame_size
     if (
-        size > conn.max_outbound_frame_size
-        or len(conn._data_to_send) >= high_water
+        size > max_size
+        or end >= high_water
         or size > window
         or size > conn.outbound_flow_control_window
         or (bulk_slack is not None and size + bulk_slack > window)
     ):
         return 0
-    _append(conn, stream_id, data, last)
     conn.outbound_flow_control_window -= size
     stream.outbound_flow_control_window = window - size
-    return len(conn._data_to_send)  # at least the frame header: above 0
+    if last is not None:
+        if last.end == end and last.stream_id == stream_id:
+            start = last.start
+            length = end - start - 9 + size
+            if length <= max_size:  # join it: its length rewritten in place
+                buffer[start : start + 3] = _pack_length(length >> 16, length & 0xFFFF)
+                buffer += data
+                last.end = end = end + size
+                return end
+        last.start = end
+        last.end = end + 9 + size
+        last.stream_id = stream_id
+    # a frame of its own: length, type DATA (0), no flags, stream id
+    buffer += _pack_header(size >> 16, size & 0xFFFF, 0, 0, stream_id) + data
+    return end + 9 + size  # at least the frame header: above 0
 
 
 def receive_plain_data(

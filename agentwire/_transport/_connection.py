@@ -292,7 +292,10 @@ class Http2Connection(Http2Pump):
         # (st.closed or st.local_closed, without the property's call)
         if st.reset or st.local_closed or st.partial or st.error is not None or self._closing:
             return False
-        bulk, high_water = self._send_limits(st, frame)
+        # (_send_limits, without its call and tuple: ~4 per RPC)
+        tag = st.bulk_tag
+        bulk = tag >= 0 and len(frame) > 5 and frame[5] == tag and not frame[0]
+        high_water = URGENT_HIGH_WATER if tag >= 0 and not bulk else HIGH_WATER
         pending = (
             _h2fast.try_send_data(
                 self._h2,

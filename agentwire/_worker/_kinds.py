@@ -167,9 +167,7 @@ def timed_out(request_id: str) -> RpcTimeoutError:
     return RpcTimeoutError(f"no response to request {request_id} in time")
 
 
-def request_deadline(
-    request: pb.RpcRequest, now: Callable[[], float] = trio.current_time
-) -> float:
+def request_deadline(request: pb.RpcRequest, now: Callable[[], float] = trio.current_time) -> float:
     """The trio time by which an agentwire caller wants *request* answered (``inf``: none).
 
     Its ``agentwire-timeout`` metadata holds the seconds the caller had left

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from agentwire._transport._connection import Http2Connection
+from agentwire._transport._connection import HIGH_WATER, URGENT_HIGH_WATER, Http2Connection
 from agentwire._transport._framing import encode_message
 from agentwire._transport._h2fast import LastFrame, receive_plain_data, try_send_data
 from agentwire._transport._h2fast import send_data as _send_data
@@ -390,4 +390,23 @@ async def test_output_taken_by_the_connection_is_never_joined_afterwards() -> No
         if isinstance(e, (h2.events.DataReceived, h2.events.PingReceived))
     ]
     assert received == [encode_message(b"abc"), b"pingpong", encode_message(b"def")]
+    await b.aclose()
+
+
+async def test_an_urgent_message_is_buffered_past_the_high_water_mark_a_bulk_one_is_not() -> None:
+    a, b = trio.testing.memory_stream_pair()
+    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
+    _, stream_id, opening = _client_conversation()
+    conn._h2.receive_data(opening)
+    st = OpenStream(stream_id, 1 << 20)
+    conn._streams[stream_id] = st
+    conn.send_headers(st, [(":status", "200")], end=False)
+    conn.set_bulk_tag(st, 7)
+    while conn.pending_output < HIGH_WATER:  # output no writer has taken
+        conn._h2.ping(b"12345678")
+    assert not conn.try_send_message(st, encode_message(b"\x07bulk"), flush=False)
+    assert conn.try_send_message(st, encode_message(b"urgent"), flush=False)
+    while conn.pending_output < URGENT_HIGH_WATER:
+        conn._h2.ping(b"12345678")
+    assert not conn.try_send_message(st, encode_message(b"urgent"), flush=False)
     await b.aclose()

@@ -10,9 +10,9 @@ Invariants (every method below keeps them):
   calls :meth:`Http2Pump._kick`, which wakes the writer; the writer flushes
   all that ``h2`` has buffered with one write per wake-up, so everything
   produced during one scheduler pass leaves in one socket write.
-- h2's output is taken only by ``_take_output``, which first forgets the
-  DATA frame that later messages of its stream could join
-  (``_h2fast.LastFrame``): nothing is appended to a frame already taken.
+- Whoever takes h2's output first forgets the DATA frame that later
+  messages of its stream could join (``_h2fast.LastFrame``): nothing is
+  appended to a frame already taken.
 - The reader stops reading while control frames it provoked exceed
   ``4 * HIGH_WATER`` of unsent output.
 - Output normally leaves through the writer; a task about to block, or
@@ -99,7 +99,7 @@ class Http2Pump:
         self._tls_pending = fast and self._io is None and isinstance(stream, trio.SSLStream)
         self._fast_receive = fast
         #: the DATA frame that ends h2's output, which the next message of its stream
-        #: joins (fast paths only); forgotten whenever the output is taken (_take_output)
+        #: joins (fast paths only); forgotten whenever the output is taken
         self._last_frame = _h2fast.LastFrame()
         self._send_plain: Callable[[h2.connection.H2Connection, int, bytes], None] = (
             functools.partial(_h2fast.send_data, last=self._last_frame)
@@ -162,14 +162,10 @@ class Http2Pump:
     def pings_acknowledged(self) -> int:
         return self._clock.pings_acknowledged
 
-    def _take_output(self) -> bytes:
-        """All that h2 has buffered for the wire. Output leaves h2 only through here."""
-        self._last_frame.forget()
-        return self._h2.data_to_send()
-
     def _pending_public(self) -> int:
         # h2 does not say how much it holds: take it out and count it here
-        data = self._take_output()
+        self._last_frame.forget()
+        data = self._h2.data_to_send()
         if data:
             self._held += data
         return len(self._held)
@@ -212,7 +208,8 @@ class Http2Pump:
         held = self._held
         while True:
             self._writer_idle = False
-            data = self._take_output()
+            self._last_frame.forget()
+            data = self._h2.data_to_send()
             if held:
                 data = bytes(held) + data
                 held.clear()
@@ -251,7 +248,8 @@ class Http2Pump:
             or (not early and _fdio.runnable() > (0 if self._writer_wakeup.task is not None else 1))
         ):
             return
-        data = self._take_output()
+        self._last_frame.forget()
+        data = self._h2.data_to_send()
         if not data:
             return
         if self._drain_lot:

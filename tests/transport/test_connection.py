@@ -364,33 +364,40 @@ async def test_a_read_that_ends_inside_a_frame_leaves_h2_holding_nothing() -> No
     assert [payload for payload, _ in st.messages][-1] == b"four"
 
 
-async def test_output_taken_by_the_connection_is_never_joined_afterwards() -> None:
-    a, b = trio.testing.memory_stream_pair()
+@pytest.mark.parametrize("over_socket", [False, True])
+async def test_output_taken_for_the_wire_is_never_joined_afterwards(over_socket: bool) -> None:
+    # over a socket, the sending task writes (flush_now); else the writer task does
+    a: trio.abc.Stream
+    b: trio.abc.Stream
+    if over_socket:
+        left, right = trio.socket.socketpair()
+        a, b = trio.SocketStream(left), trio.SocketStream(right)
+    else:
+        a, b = trio.testing.memory_stream_pair()
     conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
     client, stream_id, opening = _client_conversation()
     conn._h2.receive_data(opening)
     st = OpenStream(stream_id, 1 << 20)
     conn._streams[stream_id] = st
-
-    def take() -> bytes:  # what the writer does
-        data = bytes(conn._held) + conn._take_output()
-        conn._held.clear()
-        return data
-
-    conn.send_headers(st, [(":status", "200")], end=False)
-    out = take()
-    assert conn.try_send_message(st, encode_message(b"abc"), flush=False)  # a 17-byte frame
-    out += take()
-    conn._h2.ping(b"pingpong")  # 17 bytes again, as a keepalive would add
-    assert conn.try_send_message(st, encode_message(b"def"), flush=False)
-    out += take()
+    async with trio.open_nursery() as nursery:
+        conn.start(nursery)
+        conn.send_headers(st, [(":status", "200")], end=False)
+        await trio.testing.wait_all_tasks_blocked()  # the writer took the headers
+        assert conn.try_send_message(st, encode_message(b"abc"), flush=over_socket)  # 17 bytes
+        await trio.testing.wait_all_tasks_blocked()  # and then that frame
+        conn._h2.ping(b"pingpong")  # 17 bytes again, as a keepalive would add
+        assert conn.try_send_message(st, encode_message(b"def"), flush=False)
+        await trio.testing.wait_all_tasks_blocked()
+        out = b""
+        while len(out) < 10 + 3 * 17:  # the headers (10 bytes), and three 17-byte frames
+            out += await b.receive_some()
+        nursery.cancel_scope.cancel()
     received = [
         e.data if isinstance(e, h2.events.DataReceived) else e.ping_data
         for e in client.receive_data(out)
         if isinstance(e, (h2.events.DataReceived, h2.events.PingReceived))
     ]
     assert received == [encode_message(b"abc"), b"pingpong", encode_message(b"def")]
-    await b.aclose()
 
 
 async def test_an_urgent_message_is_buffered_past_the_high_water_mark_a_bulk_one_is_not() -> None:

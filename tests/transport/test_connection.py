@@ -304,12 +304,14 @@ async def test_window_updates_pass_to_h2_alone_and_the_data_after_them_does_not(
     await b.aclose()
 
 
-def _server_with_open_stream() -> tuple[
-    Http2Connection, h2.connection.H2Connection, int, OpenStream
-]:
-    """A server connection that has taken a client's opening, the client, and the stream."""
-    a, _ = trio.testing.memory_stream_pair()
-    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
+def _server_with_open_stream(
+    stream: trio.abc.Stream | None = None,
+) -> tuple[Http2Connection, h2.connection.H2Connection, int, OpenStream]:
+    """A server connection (on ``stream``, else on a memory stream of its own) that has
+    taken a client's opening, the client, and the stream."""
+    if stream is None:
+        stream, _ = trio.testing.memory_stream_pair()
+    conn = Http2Connection(stream, client_side=False, max_message_size=1 << 20)
     client, stream_id, opening = _client_conversation()
     conn._h2.receive_data(opening)
     conn._streams[stream_id] = st = OpenStream(stream_id, 1 << 20)
@@ -374,11 +376,7 @@ async def test_output_taken_for_the_wire_is_never_joined_afterwards(over_socket:
         a, b = trio.SocketStream(left), trio.SocketStream(right)
     else:
         a, b = trio.testing.memory_stream_pair()
-    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
-    client, stream_id, opening = _client_conversation()
-    conn._h2.receive_data(opening)
-    st = OpenStream(stream_id, 1 << 20)
-    conn._streams[stream_id] = st
+    conn, client, _, st = _server_with_open_stream(a)
     async with trio.open_nursery() as nursery:
         conn.start(nursery)
         conn.send_headers(st, [(":status", "200")], end=False)
@@ -401,12 +399,7 @@ async def test_output_taken_for_the_wire_is_never_joined_afterwards(over_socket:
 
 
 async def test_an_urgent_message_is_buffered_past_the_high_water_mark_a_bulk_one_is_not() -> None:
-    a, b = trio.testing.memory_stream_pair()
-    conn = Http2Connection(a, client_side=False, max_message_size=1 << 20)
-    _, stream_id, opening = _client_conversation()
-    conn._h2.receive_data(opening)
-    st = OpenStream(stream_id, 1 << 20)
-    conn._streams[stream_id] = st
+    conn, _, _, st = _server_with_open_stream()
     conn.send_headers(st, [(":status", "200")], end=False)
     conn.set_bulk_tag(st, 7)
     while conn.pending_output < HIGH_WATER:  # output no writer has taken
@@ -416,4 +409,3 @@ async def test_an_urgent_message_is_buffered_past_the_high_water_mark_a_bulk_one
     while conn.pending_output < URGENT_HIGH_WATER:
         conn._h2.ping(b"12345678")
     assert not conn.try_send_message(st, encode_message(b"urgent"), flush=False)
-    await b.aclose()
